@@ -1,0 +1,492 @@
+//! Backup behaviour against a real PostgreSQL and a real S3 server.
+
+use bytes::Bytes;
+use pgvigil_core::backup::{self, BackupContext, BackupError};
+use pgvigil_core::catalog::Catalog;
+use pgvigil_core::config::Role;
+use pgvigil_core::daemon;
+use pgvigil_core::keys::{BackupId, Layout};
+use pgvigil_core::manifest;
+use pgvigil_core::storage::{self, DynStorage};
+use pgvigil_e2e::run::{run, text};
+use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use tokio_util::sync::CancellationToken;
+
+pub async fn context(
+    pg: &PgServer,
+    db: &str,
+    storage_vars: Vec<(&'static str, String)>,
+    extra: &[(&'static str, String)],
+) -> BackupContext {
+    let mut vars = storage_vars;
+    vars.push(("DATABASE_URL", pg.url(db)));
+    vars.extend(extra.iter().cloned());
+    let s = settings(&vars, Role::Backup);
+    let st = storage::connect(&s.storage).await.unwrap();
+    daemon::backup_context(&s, st).unwrap()
+}
+
+/// Restores a gzip file with stock tools: `gunzip -t`, then `gunzip -c FILE | psql`.
+pub fn stock_restore(pg: &PgServer, file: &std::path::Path, db: &str) {
+    let t = Command::new("gunzip").arg("-t").arg(file).output().unwrap();
+    assert!(
+        t.status.success(),
+        "gunzip -t rejected the backup: {}",
+        String::from_utf8_lossy(&t.stderr)
+    );
+    let mut gz = Command::new("gunzip").arg("-c").arg(file).stdout(Stdio::piped()).spawn().unwrap();
+    let out = Command::new(pg.psql())
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
+        .env("PGPASSWORD", pgvigil_e2e::pg::PASSWORD)
+        .stdin(gz.stdout.take().unwrap())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(gz.wait().unwrap().success());
+    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn download(st: &DynStorage, key: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let bytes = storage::get_bytes(st.as_ref(), &pgvigil_core::keys::Key::new(key).unwrap())
+        .await
+        .unwrap();
+    let path = dir.join(key.rsplit('/').next().unwrap());
+    std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn backup_restores_with_stock_tools_and_the_manifest_is_exact() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 300).await;
+    let s3 = S3Server::start().await;
+    let ctx = context(&pg, "app", s3.vars("prod/main"), &[]).await;
+    let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
+
+    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await.unwrap();
+    assert_eq!(cat.backups.len(), 1);
+    assert!(cat.backups[0].complete);
+    assert!(cat.foreign.is_empty(), "only backups under the prefix: {:?}", cat.foreign);
+    let listing: Vec<String> = ctx.storage.list("prod/main/").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(
+        listing,
+        vec![out.manifest.key.clone(), "prod/main/backup_latest.sql.gz".to_string()]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = download(&ctx.storage, &out.manifest.key, dir.path()).await;
+    let latest = download(&ctx.storage, "prod/main/backup_latest.sql.gz", dir.path()).await;
+    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(&latest).unwrap());
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(std::fs::read(&file).unwrap())),
+        out.manifest.sha256
+    );
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), out.manifest.size);
+
+    pg.create_db("restored").await;
+    stock_restore(&pg, &file, "restored");
+    assert_eq!(sample::row_counts(&pg, "app").await, sample::row_counts(&pg, "restored").await);
+    assert_eq!(sample::checksums(&pg, "app").await, sample::checksums(&pg, "restored").await);
+    assert!(sample::objects_ok(&pg, "restored").await);
+
+    // The manifest's counts are exactly count(*) on the source, for every table.
+    let m = manifest::read(ctx.storage.as_ref(), &ctx.layout, out.id).await.unwrap().unwrap();
+    assert_eq!(m, out.manifest);
+    let source = sample::row_counts(&pg, "app").await;
+    assert_eq!(m.tables.len(), source.len(), "{:?}", m.tables);
+    let mut c = pg.connect("app").await;
+    for (table, rows) in &m.tables {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ONLY {table}"))
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(n as u64, *rows, "{table}");
+    }
+    assert_eq!(m.tables["public.customers"], 300);
+    assert_eq!(m.tables["sales.orders"], 600);
+    assert_eq!(m.database, "app");
+    assert!(m.uncompressed_size > m.size);
+}
+
+/// A pg_dump stand-in that runs the real pg_dump but fails part-way, as a crashing pg_dump
+/// or a dropped connection would.
+fn failing_pg_dump(dir: &std::path::Path, exit_code: i32) -> String {
+    let real = pgvigil_e2e::pg::bindir().join("pg_dump");
+    let path = dir.join(format!("pg_dump_fails_{exit_code}"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\n{real} \"$@\" | dd bs=4096 count=8 iflag=fullblock 2>/dev/null\necho 'pg_dump: error: connection to server lost' >&2\nexit {exit_code}\n",
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn a_failed_dump_publishes_nothing_and_leaves_latest_untouched() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 2000).await;
+    let s3 = S3Server::start().await;
+    let good = context(&pg, "app", s3.vars("b"), &[]).await;
+    backup::run_and_log(&good, &CancellationToken::new()).await.unwrap();
+    let latest_before = storage::get_bytes(good.storage.as_ref(), &good.layout.latest()).await.unwrap();
+    let objects_before = good.storage.list("").await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    for (code, want) in [(1, "pg_dump exited with status 1"), (0, "the dump ended inside the data of table")] {
+        let ctx = context(&pg, "app", s3.vars("b"), &[("PG_DUMP_PATH", failing_pg_dump(dir.path(), code))]).await;
+        let err = backup::run_and_log(&ctx, &CancellationToken::new()).await.unwrap_err();
+        assert!(err.to_string().contains(want), "{err}");
+        assert!(!err.to_string().contains(pgvigil_e2e::pg::PASSWORD));
+        let now: Vec<_> = ctx
+            .storage
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| !o.key.contains("/failures/"))
+            .collect();
+        assert_eq!(now, objects_before, "something was published or deleted");
+        assert!(s3.pending_uploads().is_empty());
+        assert_eq!(
+            storage::get_bytes(ctx.storage.as_ref(), &ctx.layout.latest()).await.unwrap(),
+            latest_before
+        );
+    }
+    let cat = Catalog::load(good.storage.as_ref(), &good.layout).await.unwrap();
+    assert_eq!(cat.failures.len(), 2, "failure records kept for reports");
+}
+
+/// A pg_dump that pauses after `mb` MiB (creating `marker`), then continues.
+pub fn pausing_pg_dump(dir: &std::path::Path, mb: u32, pause_secs: u32) -> (String, std::path::PathBuf) {
+    let real = pgvigil_e2e::pg::bindir().join("pg_dump");
+    let marker = dir.join("paused");
+    let wrapper = dir.join("pg_dump_pauses");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\nif [ -e {m}.done ]; then exec {real} \"$@\"; fi\n{real} \"$@\" | {{ dd bs=1M count={mb} iflag=fullblock 2>/dev/null; touch {m}; sleep {pause_secs}; touch {m}.done; cat; }}\n",
+            real = real.display(),
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (wrapper.display().to_string(), marker)
+}
+
+async fn wait_for(path: &std::path::Path) {
+    for _ in 0..600 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test]
+async fn cancelling_a_backup_aborts_the_upload() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 10, 30);
+    let ctx = context(
+        &pg,
+        "app",
+        s3.vars("c"),
+        &[("S3_PART_SIZE_MB", "5".into()), ("PG_DUMP_PATH", wrapper)],
+    )
+    .await;
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        wait_for(&marker).await;
+        c2.cancel();
+    });
+    let started = std::time::Instant::now();
+    let r = backup::run_once(&ctx, &cancel).await;
+    assert!(matches!(r, Err(BackupError::Cancelled)), "{r:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "cancel must not wait for pg_dump"
+    );
+    assert!(ctx.storage.list("").await.unwrap().is_empty(), "nothing may be published");
+    assert!(s3.pending_uploads().is_empty(), "the multipart upload was aborted");
+}
+
+#[tokio::test]
+async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A pg_dump that pauses after 10 MiB so the test can take S3 down while the upload is open.
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 10, 3);
+    let ctx = context(
+        &pg,
+        "app",
+        s3.vars("o"),
+        &[
+            ("S3_PART_SIZE_MB", "5".into()),
+            ("PG_DUMP_PATH", wrapper),
+            ("BACKUP_INTERVAL", "3600".into()),
+        ],
+    )
+    .await;
+
+    let job = daemon::BackupJob { ctx: ctx.clone() };
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let health = pgvigil_core::health::Health::new(std::time::Duration::from_secs(3600));
+    let h2 = health.clone();
+    let service = tokio::spawn(async move {
+        let backoff = pgvigil_core::runner::Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(2));
+        pgvigil_core::runner::run_forever(&job, backoff, &h2, &c2).await;
+    });
+    wait_for(&marker).await;
+    s3.stop();
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    // While S3 is down nothing can have been published; check the bucket directory directly.
+    let published: Vec<_> = walk(s3.root.path()).into_iter().filter(|p| p.contains("backup_20")).collect();
+    assert!(published.is_empty(), "{published:?}");
+    s3.restart().await;
+    let mut done = None;
+    for _ in 0..600 {
+        if let Ok(cat) = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await {
+            if let Some(b) = cat.newest_complete() {
+                done = Some(b.clone());
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    cancel.cancel();
+    service.await.unwrap();
+    let b = done.expect("the service resumed by itself and completed a backup");
+    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await.unwrap();
+    assert_eq!(cat.backups.len(), 1, "exactly one backup, no partial ones: {:?}", cat.backups);
+    let m = manifest::read(ctx.storage.as_ref(), &ctx.layout, b.id).await.unwrap().unwrap();
+    assert_eq!(m.tables["public.customers"], 30_000);
+    assert!(!cat.failures.is_empty() || health.verdict().0, "the failed attempt was recorded");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn retention_deletes_only_old_pgvigil_backups() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = vec![("BACKUP_DIR", dir.path().display().to_string()), ("BACKUP_PREFIX", "r".to_string())];
+    let ctx = context(
+        &pg,
+        "app",
+        local,
+        &[("BACKUP_RETENTION_DAYS", "7".into()), ("BACKUP_MIN_KEEP", "2".into())],
+    )
+    .await;
+    let layout = Layout::new("r");
+    let st = ctx.storage.as_ref();
+    let now = chrono::Utc::now();
+    let old: Vec<BackupId> = [30, 20, 10, 3]
+        .iter()
+        .map(|d| BackupId::at(now - chrono::Duration::days(*d)))
+        .collect();
+    for id in &old {
+        storage::put_bytes(st, &layout.backup(*id), Bytes::from_static(b"old"))
+            .await
+            .unwrap();
+        let mut m = pgvigil_core::manifest::Manifest {
+            format: 1,
+            key: layout.backup(*id).to_string(),
+            size: 3,
+            sha256: String::new(),
+            uncompressed_size: 3,
+            started_at: id.0,
+            finished_at: id.0,
+            database: "app".into(),
+            server_version: "15.0".into(),
+            pg_dump_version: "15.0".into(),
+            compression_level: 6,
+            parts: 1,
+            tables: Default::default(),
+        };
+        m.size = 3;
+        manifest::write(st, &layout, *id, &m).await.unwrap();
+    }
+    let foreign = [
+        "r/notes.txt",
+        "r/backup_2001-01-01T00-00-00Z.sql.gz.bak",
+        "r/other/backup_2001-01-01T00-00-00Z.sql.gz",
+        "elsewhere/backup_2001-01-01T00-00-00Z.sql.gz",
+    ];
+    for k in foreign {
+        storage::put_bytes(st, &pgvigil_core::keys::Key::new(k).unwrap(), Bytes::from_static(b"keep me"))
+            .await
+            .unwrap();
+    }
+    let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
+    assert_eq!(out.pruned, vec![old[0], old[1], old[2]]);
+    let cat = Catalog::load(st, &layout).await.unwrap();
+    let ids: Vec<BackupId> = cat.backups.iter().map(|b| b.id).collect();
+    assert_eq!(ids, vec![out.id, old[3]]);
+    for k in foreign {
+        assert!(
+            st.head(&pgvigil_core::keys::Key::new(k).unwrap()).await.unwrap().is_some(),
+            "{k} was deleted"
+        );
+    }
+    assert!(cat.orphan_manifests.is_empty(), "manifests of deleted backups are deleted too");
+}
+
+#[tokio::test]
+async fn the_schedule_is_derived_from_the_newest_backup() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(
+        &pg,
+        "app",
+        vec![("BACKUP_DIR", dir.path().display().to_string())],
+        &[("BACKUP_INTERVAL", "3600".into())],
+    )
+    .await;
+    let job = daemon::BackupJob { ctx: ctx.clone() };
+    use pgvigil_core::runner::Job;
+    assert_eq!(job.due_in().await.unwrap().as_secs(), 0, "no backup yet: due at once");
+    backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
+    // A restarted service (a new job over the same storage) waits for the rest of the interval.
+    let restarted = daemon::BackupJob { ctx: ctx.clone() };
+    let wait = restarted.due_in().await.unwrap().as_secs();
+    assert!((3590..=3600).contains(&wait), "{wait}");
+}
+
+#[tokio::test]
+async fn the_binary_gives_one_plain_message_per_problem_and_no_secret() {
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 10).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Success: exit 0 and the operator line.
+    let mut vars = s3.vars("bin");
+    vars.push(("DATABASE_URL", pg.url("app")));
+    let o = run("pgvigil-backup", &["--once"], &vars).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("Backup service started") && t.contains("Backup completed successfully"),
+        "{t}"
+    );
+    assert!(
+        !t.contains(pgvigil_e2e::pg::PASSWORD) && !t.contains(pgvigil_e2e::s3::SECRET_KEY),
+        "{t}"
+    );
+
+    let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+        (
+            vec![
+                ("DATABASE_URL", pg.url_as("postgres", "wrong-password-xyz", "app")),
+                ("BACKUP_DIR", dir.path().display().to_string()),
+            ],
+            "authentication failed",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", "postgresql://postgres:pw-unreachable@127.0.0.1:9/app".into()),
+                ("BACKUP_DIR", dir.path().display().to_string()),
+            ],
+            "cannot reach",
+        ),
+        (
+            vec![
+                ("DATABASE_URL", pg.url("nosuchdb")),
+                ("BACKUP_DIR", dir.path().display().to_string()),
+            ],
+            "does not exist",
+        ),
+        (
+            {
+                let mut v = s3.vars("bin");
+                v.retain(|(k, _)| *k != "S3_BUCKET");
+                v.push(("S3_BUCKET", "missing-bucket".into()));
+                v.push(("DATABASE_URL", pg.url("app")));
+                v
+            },
+            "the bucket does not exist",
+        ),
+    ];
+    for (vars, want) in cases {
+        let o = run("pgvigil-backup", &["--once"], &vars).await;
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(t.contains(want), "expected {want:?} in:\n{t}");
+        for secret in [
+            "wrong-password-xyz",
+            "pw-unreachable",
+            pgvigil_e2e::pg::PASSWORD,
+            pgvigil_e2e::s3::SECRET_KEY,
+        ] {
+            assert!(!t.contains(secret), "secret {secret} printed:\n{t}");
+        }
+        assert!(!t.contains("panicked") && !t.contains("RUST_BACKTRACE"), "{t}");
+    }
+
+    // Bad configuration: exit 2, every problem named at once.
+    let o = run(
+        "pgvigil-backup",
+        &["--once"],
+        &[("BACKUP_INTERVAL", "6h".into()), ("COMPRESSION_LEVEL", "0".into())],
+    )
+    .await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    for want in [
+        "DATABASE_URL: required",
+        "S3_BUCKET: required",
+        "BACKUP_INTERVAL: expected whole seconds",
+        "COMPRESSION_LEVEL: expected a gzip level",
+    ] {
+        assert!(t.contains(want), "expected {want:?} in:\n{t}");
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end suite: pgvigil against a real PostgreSQL and a real S3-protocol server.
+
+#![allow(clippy::unwrap_used)]
+
+mod backup;
+mod storage;

@@ -1,0 +1,223 @@
+//! Storage conformance: the same behaviour from every backend (local directory and S3).
+
+use bytes::Bytes;
+use pgvigil_core::config::Role;
+use pgvigil_core::keys::{Key, Layout};
+use pgvigil_core::storage::{self, body_channel, DynStorage, PutOptions, StorageError};
+use pgvigil_e2e::{settings, S3Server};
+use tokio_util::sync::CancellationToken;
+
+const MIB: usize = 1024 * 1024;
+
+/// Every backend, with the guard that keeps its server or directory alive.
+async fn backends() -> Vec<(&'static str, DynStorage, Box<dyn std::any::Any>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let local = settings(&[("BACKUP_DIR", dir.path().display().to_string())], Role::Cli);
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("conformance");
+    vars.push(("S3_PART_SIZE_MB", "5".into()));
+    let remote = settings(&vars, Role::Cli);
+    vec![
+        ("local", storage::connect(&local.storage).await.unwrap(), Box::new(dir)),
+        ("s3", storage::connect(&remote.storage).await.unwrap(), Box::new(s3)),
+    ]
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+async fn put_chunks(st: &DynStorage, key: &Key, data: &[u8], chunk: usize, force_multipart: bool) -> Result<u32, StorageError> {
+    let (tx, rx) = body_channel(4);
+    let cancel = CancellationToken::new();
+    let owned = data.to_vec();
+    let producer = async move {
+        for c in owned.chunks(chunk.max(1)) {
+            if tx.send(Bytes::copy_from_slice(c)).await.is_err() {
+                return;
+            }
+        }
+        tx.finish().await;
+    };
+    let opts = PutOptions {
+        expected_size: None,
+        force_multipart,
+    };
+    let (_, r) = tokio::join!(producer, st.put(key, rx, opts, &cancel));
+    r.map(|p| p.parts)
+}
+
+#[tokio::test]
+async fn round_trips_of_every_size() {
+    for (name, st, _guard) in backends().await {
+        let sizes = [0, 1, 5 * MIB, 5 * MIB + 1, 17 * MIB + 333];
+        for (i, size) in sizes.into_iter().enumerate() {
+            for force in [false, true] {
+                let key = Key::new(format!("conformance/obj-{i}-{force}")).unwrap();
+                let data = pattern(size);
+                put_chunks(&st, &key, &data, 300_000, force)
+                    .await
+                    .unwrap_or_else(|e| panic!("{name} put {size}: {e}"));
+                let back = storage::get_bytes(st.as_ref(), &key).await.unwrap();
+                assert!(back == data, "{name}: {size} bytes (multipart forced: {force}) did not round-trip");
+                assert_eq!(st.head(&key).await.unwrap().unwrap().size, size as u64, "{name}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn s3_uploads_use_equal_parts() {
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("parts");
+    vars.push(("S3_PART_SIZE_MB", "5".into()));
+    let st = storage::connect(&settings(&vars, Role::Cli).storage).await.unwrap();
+    let key = Key::new("parts/x").unwrap();
+    assert_eq!(put_chunks(&st, &key, &pattern(5 * MIB), 1 << 20, true).await.unwrap(), 1);
+    assert_eq!(put_chunks(&st, &key, &pattern(16 * MIB), 777_777, false).await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn failed_or_cancelled_uploads_leave_nothing_behind() {
+    for (name, st, guard) in backends().await {
+        // The producer fails after more than one part was sent.
+        let key = Key::new("conformance/failed").unwrap();
+        let (tx, rx) = body_channel(4);
+        let cancel = CancellationToken::new();
+        let producer = async move {
+            for c in pattern(12 * MIB).chunks(MIB) {
+                tx.send(Bytes::copy_from_slice(c)).await.unwrap();
+            }
+            tx.fail("pg_dump exited with status 1").await;
+        };
+        let (_, r) = tokio::join!(producer, st.put(&key, rx, PutOptions::default(), &cancel));
+        assert!(matches!(r, Err(StorageError::Aborted(_))), "{name}: {r:?}");
+        assert!(st.head(&key).await.unwrap().is_none(), "{name}: object published after failure");
+
+        // The producer disappears without finishing.
+        let (tx, rx) = body_channel(4);
+        let producer = async move {
+            for c in pattern(7 * MIB).chunks(MIB) {
+                tx.send(Bytes::copy_from_slice(c)).await.unwrap();
+            }
+            drop(tx);
+        };
+        let (_, r) = tokio::join!(producer, st.put(&key, rx, PutOptions::default(), &cancel));
+        assert!(matches!(r, Err(StorageError::Aborted(_))), "{name}: {r:?}");
+
+        // Cancellation in the middle.
+        let (tx, rx) = body_channel(4);
+        let c2 = cancel.clone();
+        let producer = async move {
+            for (i, c) in pattern(12 * MIB).chunks(MIB).enumerate() {
+                if i == 7 {
+                    c2.cancel();
+                }
+                if tx.send(Bytes::copy_from_slice(c)).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let r = tokio::select! {
+            r = st.put(&key, rx, PutOptions::default(), &cancel) => r,
+            () = producer => unreachable!(),
+        };
+        assert!(matches!(r, Err(StorageError::Cancelled)), "{name}: {r:?}");
+        assert!(st.head(&key).await.unwrap().is_none(), "{name}: object published after cancel");
+        let pending = match guard.downcast_ref::<S3Server>() {
+            Some(s3) => s3.pending_uploads(),
+            None => st.pending_uploads("conformance/").await.unwrap(),
+        };
+        assert!(pending.is_empty(), "{name}: pending uploads left behind: {pending:?}");
+        assert!(st.list("conformance/").await.unwrap().is_empty(), "{name}: listing shows leftovers");
+    }
+}
+
+#[tokio::test]
+async fn listing_past_a_thousand_keys_and_batch_delete() {
+    for (name, st, _guard) in backends().await {
+        let keys: Vec<Key> = (0..1100).map(|i| Key::new(format!("many/k{i:05}")).unwrap()).collect();
+        let mut set = tokio::task::JoinSet::new();
+        for k in keys.clone() {
+            let st = st.clone();
+            set.spawn(async move { storage::put_bytes(st.as_ref(), &k, Bytes::from_static(b"x")).await });
+            if set.len() >= 32 {
+                set.join_next().await.unwrap().unwrap().unwrap();
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+        let listed = st.list("many/").await.unwrap();
+        assert_eq!(listed.len(), 1100, "{name}");
+        assert!(listed.windows(2).all(|w| w[0].key < w[1].key), "{name}: listing not in key order");
+        assert!(st.list("many/k0109").await.unwrap().len() == 10, "{name}: prefix filter");
+        st.delete_many(&keys).await.unwrap();
+        assert!(st.list("many/").await.unwrap().is_empty(), "{name}");
+        // Deleting missing keys is not an error.
+        st.delete_many(&keys[..3]).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn copy_head_and_missing_objects() {
+    for (name, st, _guard) in backends().await {
+        let a = Key::new("c/a").unwrap();
+        let b = Key::new("c/sub/b").unwrap();
+        let data = pattern(3 * MIB + 5);
+        put_chunks(&st, &a, &data, MIB, false).await.unwrap();
+        st.copy(&a, &b).await.unwrap();
+        assert!(storage::get_bytes(st.as_ref(), &b).await.unwrap() == data, "{name}");
+        let missing = Key::new("c/missing").unwrap();
+        assert!(st.head(&missing).await.unwrap().is_none(), "{name}");
+        assert!(matches!(st.get(&missing).await, Err(StorageError::NotFound(_))), "{name}");
+        assert!(matches!(st.copy(&missing, &b).await, Err(StorageError::NotFound(_))), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn preflight_passes_on_every_backend() {
+    for (name, st, _guard) in backends().await {
+        storage::preflight(st.as_ref(), &Layout::new("conformance"))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(st.list("_pgvigil/").await.unwrap().is_empty(), "{name}: probe left behind");
+    }
+}
+
+#[tokio::test]
+async fn every_preflight_failure_has_its_own_message() {
+    let s3 = S3Server::start().await;
+    let check = |vars: Vec<(&'static str, String)>| async move {
+        let st = storage::connect(&settings(&vars, Role::Cli).storage).await.unwrap();
+        storage::preflight(st.as_ref(), &Layout::new("pf")).await.unwrap_err()
+    };
+    let with = |k: &'static str, v: &str| {
+        let mut vars = s3.vars("pf");
+        vars.retain(|(n, _)| *n != k);
+        vars.push((k, v.to_string()));
+        vars
+    };
+    let cases = [
+        (with("S3_BUCKET", "no-such-bucket"), "the bucket does not exist", false),
+        (
+            with("S3_SECRET_ACCESS_KEY", "wrong-secret-key-000000000"),
+            "signature was rejected",
+            false,
+        ),
+        (with("S3_ACCESS_KEY_ID", "unknown-access-key"), "access", false),
+        (with("S3_ENDPOINT", "http://127.0.0.1:9"), "could not connect", true),
+    ];
+    for (vars, want, retryable) in cases {
+        let err = check(vars).await;
+        let msg = err.to_string();
+        assert!(msg.contains(want), "expected {want:?} in {msg:?}");
+        assert!(msg.starts_with("storage self-test failed while listing"), "{msg}");
+        assert_eq!(err.is_retryable(), retryable, "{msg}");
+        assert!(
+            !msg.contains("wrong-secret") && !msg.contains(pgvigil_e2e::s3::SECRET_KEY),
+            "secret in {msg}"
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! A throwaway PostgreSQL cluster: initdb + pg_ctl in a temp dir on a free port, run as the
+//! `postgres` system user when the tests run as root, stopped and removed on drop.
+
+use nix::unistd::{Gid, Uid, User};
+use sqlx::postgres::PgConnection;
+use sqlx::Connection;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use tempfile::TempDir;
+
+/// Password of the `postgres` superuser in every test cluster (TCP connections need it).
+pub const PASSWORD: &str = "pgvigil-test-Pw1";
+
+/// A running cluster.
+pub struct PgServer {
+    /// Holds the data directory and socket.
+    dir: TempDir,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Directory of initdb/pg_ctl/psql.
+    pub bindir: PathBuf,
+    /// Run as this user when we are root.
+    owner: Option<(Uid, Gid)>,
+}
+
+/// Directory of the newest installed server binaries (or `PGVIGIL_TEST_PG_BIN`).
+pub fn bindir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PGVIGIL_TEST_PG_BIN") {
+        return PathBuf::from(d);
+    }
+    let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let major = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+                    let bin = e.path().join("bin");
+                    bin.join("initdb").is_file().then_some((major, bin))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.pop()
+        .map(|(_, d)| d)
+        .expect("PostgreSQL server binaries not found: install postgresql (see .ci/run)")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl PgServer {
+    /// Creates and starts a new cluster.
+    pub fn start() -> Self {
+        let owner = if Uid::effective().is_root() {
+            let u = User::from_name("postgres")
+                .unwrap()
+                .expect("the postgres system user must exist when running as root");
+            Some((u.uid, u.gid))
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new().prefix("pgvigil-pg-").tempdir().unwrap();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid.as_raw()), Some(gid.as_raw())).unwrap();
+        }
+        let bindir = bindir();
+        let mut server = Self {
+            dir,
+            port: 0,
+            bindir,
+            owner,
+        };
+        let pwfile = server.dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&pwfile, Some(uid.as_raw()), Some(gid.as_raw())).unwrap();
+        }
+        let data = server.data();
+        server.checked(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-N",
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--pwfile",
+                pwfile.to_str().unwrap(),
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+        );
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.try_start() {
+                return server;
+            }
+        }
+        panic!(
+            "could not start PostgreSQL: {}",
+            std::fs::read_to_string(server.dir.path().join("log")).unwrap_or_default()
+        );
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let mut c = Command::new(self.bindir.join(tool));
+        c.env_clear().env("PATH", "/usr/bin:/bin").env("LC_ALL", "C.UTF-8");
+        if let Some((uid, gid)) = self.owner {
+            c.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        c.current_dir(self.dir.path());
+        c
+    }
+
+    fn checked(&self, tool: &str, args: &[&str]) -> Output {
+        let out = self.command(tool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn try_start(&self) -> bool {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log");
+        self.command("pg_ctl")
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-w",
+                "-t",
+                "30",
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "start",
+            ])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    /// Starts the server again after [`PgServer::stop`], on the same port.
+    pub fn restart(&self) {
+        assert!(self.try_start(), "restart failed");
+    }
+
+    /// Stops the server (fast mode), e.g. to simulate an outage.
+    pub fn stop(&self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", self.data().to_str().unwrap(), "-m", "fast", "-w", "stop"])
+            .output();
+    }
+
+    /// `postgresql://postgres:PASSWORD@127.0.0.1:PORT/db`
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// A URL with another user and password.
+    pub fn url_as(&self, user: &str, password: &str, db: &str) -> String {
+        format!("postgresql://{user}:{password}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Connects as the superuser.
+    pub async fn connect(&self, db: &str) -> PgConnection {
+        PgConnection::connect(&self.url(db)).await.unwrap()
+    }
+
+    /// Runs SQL statements (simple protocol, several allowed) as the superuser.
+    pub async fn exec(&self, db: &str, sql: &str) {
+        let mut c = self.connect(db).await;
+        sqlx::raw_sql(sql).execute(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.close().await.unwrap();
+    }
+
+    /// Creates a database.
+    pub async fn create_db(&self, name: &str) {
+        self.exec("postgres", &format!("CREATE DATABASE \"{name}\"")).await;
+    }
+
+    /// Names of all databases.
+    pub async fn databases(&self) -> Vec<String> {
+        let mut c = self.connect("postgres").await;
+        let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database ORDER BY 1")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        names
+    }
+
+    /// The psql of this cluster.
+    pub fn psql(&self) -> PathBuf {
+        self.bindir.join("psql")
+    }
+
+    /// Socket directory.
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}

@@ -1,0 +1,42 @@
+//! Running the real pgvigil binaries with an explicit environment.
+
+use std::path::PathBuf;
+use std::process::Output;
+use tokio::process::Command;
+
+/// Path of a workspace binary (built by `cargo nextest run --workspace` / `cargo build`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/e2e-HASH → target/debug/NAME
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built; run the tests with `cargo nextest run --workspace`",
+        p.display()
+    );
+    p
+}
+
+/// Runs a binary with exactly `vars` (plus PATH) in its environment. Async, so that servers
+/// running inside the test process keep answering meanwhile.
+pub async fn run(name: &str, args: &[&str], vars: &[(&str, String)]) -> Output {
+    let mut c = Command::new(binary(name));
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.kill_on_drop(true);
+    tokio::time::timeout(std::time::Duration::from_secs(120), c.output())
+        .await
+        .expect("binary did not finish within 120 s")
+        .unwrap()
+}
+
+/// stdout + stderr as one string.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
