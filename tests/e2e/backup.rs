@@ -61,7 +61,7 @@ pub fn stock_restore(pg: &PgServer, file: &std::path::Path, db: &str) {
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-async fn download(st: &DynStorage, key: &str, dir: &std::path::Path) -> std::path::PathBuf {
+pub async fn download(st: &DynStorage, key: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let bytes = storage::get_bytes(st.as_ref(), &pgvigil_core::keys::Key::new(key).unwrap())
         .await
         .unwrap();

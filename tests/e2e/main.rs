@@ -4,3 +4,4 @@
 
 mod backup;
 mod storage;
+mod verify;

@@ -4,17 +4,21 @@ use std::path::PathBuf;
 use std::process::Output;
 use tokio::process::Command;
 
-/// Path of a workspace binary (built by `cargo nextest run --workspace` / `cargo build`).
+/// Path of a workspace binary, built (or confirmed up to date) first: the binaries live in
+/// other packages, so the test runner does not build them for this one.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/debug/deps/e2e-HASH → target/debug/NAME
     let dir = exe.parent().unwrap().parent().unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "--package", name, "--bin", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "building {name} failed");
     let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} not built; run the tests with `cargo nextest run --workspace`",
-        p.display()
-    );
+    assert!(p.is_file(), "{} not found after building it", p.display());
     p
 }
 

@@ -26,7 +26,6 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(settings.log_format);
     let cancel = shutdown::on_signals();
     match daemon::run_backup_service(settings, args.once, cancel).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use crate::health::Health;
 use crate::keys::Layout;
 use crate::runner::{self, Backoff, Job, RunFailure};
 use crate::storage::{self, preflight, DynStorage};
+use crate::verify::{self, VerifyContext, VerifyError};
 use async_trait::async_trait;
 use chrono::Utc;
 use std::time::Duration;
@@ -155,6 +156,128 @@ pub async fn run_backup_service(settings: Settings, once: bool, cancel: Cancella
     let health = Health::new(cfg.interval * 2 + Duration::from_secs(3600));
     spawn_health(settings.port, health.clone(), "backup", &cancel);
     let job = BackupJob { ctx };
+    runner::run_forever(&job, Backoff::new(BACKOFF_BASE, max_backoff(cfg.interval)), &health, &cancel).await;
+    Ok(())
+}
+
+/// The verify job as the runner sees it.
+#[derive(Debug)]
+pub struct VerifyJob {
+    /// What to verify and where.
+    pub ctx: VerifyContext,
+}
+
+#[async_trait]
+impl Job for VerifyJob {
+    fn noun(&self) -> &'static str {
+        "verification"
+    }
+
+    async fn due_in(&self) -> Result<Duration, RunFailure> {
+        let cat = Catalog::load(self.ctx.storage.as_ref(), &self.ctx.layout)
+            .await
+            .map_err(|e| RunFailure {
+                message: e.to_string(),
+                retryable: e.is_retryable(),
+            })?;
+        let newest_verification = cat.verifications.last().map(|(at, _)| at.0);
+        let newest_backup = cat.newest_complete().map(|b| b.id);
+        // A new backup that nobody has verified yet is due at once.
+        if newest_backup.is_some_and(|b| !cat.is_verified(b))
+            && newest_verification.is_none_or(|v| v < Utc::now() - chrono::Duration::minutes(1))
+        {
+            return Ok(Duration::ZERO);
+        }
+        Ok(due_in(newest_verification, self.ctx.cfg.interval, Utc::now()))
+    }
+
+    async fn run(&self, cancel: &CancellationToken) -> Result<(), RunFailure> {
+        match verify::run_and_log(&self.ctx, None, cancel).await {
+            // A failed verification is a result, recorded and reported; the schedule goes on.
+            Ok(_) => Ok(()),
+            Err(VerifyError::NothingToVerify) => Err(RunFailure {
+                message: "no backup yet".into(),
+                retryable: true,
+            }),
+            Err(e) => Err(RunFailure {
+                message: e.to_string(),
+                retryable: true,
+            }),
+        }
+    }
+}
+
+/// Builds the verify context from settings and an opened storage.
+///
+/// # Errors
+/// When `VERIFY_DATABASE_URL` is missing.
+pub fn verify_context(settings: &Settings, storage: DynStorage) -> Result<VerifyContext, StartupError> {
+    let cfg = settings
+        .verify
+        .clone()
+        .ok_or_else(|| StartupError("VERIFY_DATABASE_URL is required for verification".into()))?;
+    Ok(VerifyContext {
+        storage,
+        layout: Layout::new(&settings.storage.prefix),
+        cfg,
+        tools: settings.tools.clone(),
+    })
+}
+
+/// Runs `pgvigil-verify`: once (exit status from the verdict) or forever.
+///
+/// # Errors
+/// Startup problems; in `once` mode also a failed or impossible verification.
+pub async fn run_verify_service(settings: Settings, once: bool, cancel: CancellationToken) -> Result<(), StartupError> {
+    let cfg = settings
+        .verify
+        .clone()
+        .ok_or_else(|| StartupError("VERIFY_DATABASE_URL is required".into()))?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        verify_server = %cfg.database_url,
+        storage = ?settings.storage.backend,
+        prefix = %settings.storage.prefix,
+        interval_secs = cfg.interval.as_secs(),
+        random_rate = cfg.random_rate,
+        queries_file = ?cfg.queries_file,
+        mode = if once { "once" } else { "service" },
+        "Verify service started"
+    );
+    let storage = open_storage(&settings, !once, &cancel)
+        .await
+        .map_err(|e| StartupError(format!("Verification could not run: {e}")))?;
+    let ctx = verify_context(&settings, storage)?;
+    // Scratch databases left by a crash: ours only, by prefix.
+    let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(300));
+    loop {
+        match verify::cleanup_leftovers(&ctx).await {
+            Ok(dropped) => {
+                if !dropped.is_empty() {
+                    info!(databases = %dropped.join(", "), "dropped scratch databases left by an earlier run");
+                }
+                break;
+            }
+            Err(e) if once => return Err(StartupError(format!("Verification could not run: {e}"))),
+            Err(e) => {
+                let d = backoff.next_delay();
+                error!(error = %e, "Verification could not run: {e}; retrying in {}s", d.as_secs());
+                if !runner::sleep_or_cancel(d, &cancel).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    if once {
+        return match verify::run_and_log(&ctx, None, &cancel).await {
+            Ok(rec) if rec.passed => Ok(()),
+            Ok(rec) => Err(StartupError(format!("Restore verification failed for {}", rec.key))),
+            Err(e) => Err(StartupError(format!("Verification could not run: {e}"))),
+        };
+    }
+    let health = Health::new(cfg.interval * 2 + Duration::from_secs(3600));
+    spawn_health(settings.port, health.clone(), "verify", &cancel);
+    let job = VerifyJob { ctx };
     runner::run_forever(&job, Backoff::new(BACKOFF_BASE, max_backoff(cfg.interval)), &health, &cancel).await;
     Ok(())
 }

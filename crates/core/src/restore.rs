@@ -90,8 +90,8 @@ pub fn integrity_problems(m: Option<&Manifest>, r: &StreamReport) -> Vec<String>
 }
 
 /// Streams `key` through the integrity checks, feeding the SQL to `psql` when given. Returns
-/// the report; when `psql` is given and the report has problems (judged by `accept`), psql is
-/// killed before its input ends so nothing is committed.
+/// the report and whether it is intact; when `psql` is given and the object is not intact
+/// (see [`integrity_problems`]), psql is killed before its input ends so nothing is committed.
 ///
 /// # Errors
 /// [`StreamError`] when storage or psql fail in a way that says nothing about the backup.
@@ -99,7 +99,7 @@ pub async fn stream(
     storage: &dyn Storage,
     key: &Key,
     mut psql: Option<&mut OwnedChild>,
-    accept: impl Fn(&StreamReport) -> bool,
+    manifest: Option<&Manifest>,
     cancel: &CancellationToken,
 ) -> Result<(StreamReport, bool), StreamError> {
     let (reader, _size) = storage.get(key).await?;
@@ -179,7 +179,7 @@ pub async fn stream(
         gzip_error,
         scan: scanner.finish(),
     };
-    let ok = accept(&report);
+    let ok = integrity_problems(manifest, &report).is_empty();
     if let Some(p) = psql.as_mut() {
         if ok {
             if let Some(mut w) = stdin.take() {
@@ -208,14 +208,7 @@ pub async fn restore_into(
     cancel: &CancellationToken,
 ) -> Result<(Vec<String>, Option<String>), StreamError> {
     let mut child = psql::spawn(psql_tool, target)?;
-    let (report, ok) = stream(
-        storage,
-        key,
-        Some(&mut child),
-        |r| integrity_problems(manifest, r).is_empty(),
-        cancel,
-    )
-    .await?;
+    let (report, ok) = stream(storage, key, Some(&mut child), manifest, cancel).await?;
     let problems = integrity_problems(manifest, &report);
     let psql_result = child.wait().await;
     let psql_failure = match psql_result {

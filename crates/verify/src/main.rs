@@ -1,1 +1,38 @@
-fn main() {}
+//! `pgvigil-verify`: restores a backup into a scratch database every `VERIFY_INTERVAL` (or once
+//! with `--once`) and proves it is good.
+
+use clap::Parser;
+use pgvigil_core::config::{Role, Settings};
+use pgvigil_core::{daemon, shutdown, telemetry};
+use std::process::ExitCode;
+
+/// Restores backups from S3 (or BACKUP_DIR) into scratch databases and checks them. Configured by
+/// environment variables; see docs/configuration.md.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Verify one backup now and exit: status 0 when it passed, 1 when it failed or could not run.
+    #[arg(long)]
+    once: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    telemetry::init(telemetry::format_from_env());
+    let settings = match Settings::from_env(Role::Verify) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cancel = shutdown::on_signals();
+    match daemon::run_verify_service(settings, args.once, cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Verification behaviour against a real PostgreSQL and a real S3 server.
+
+use crate::backup::context as backup_context;
+use bytes::Bytes;
+use flate2::read::MultiGzDecoder;
+use pgvigil_core::backup::{self, BackupOutcome};
+use pgvigil_core::catalog::Catalog;
+use pgvigil_core::config::Role;
+use pgvigil_core::daemon;
+use pgvigil_core::manifest;
+use pgvigil_core::storage::{self, DynStorage};
+use pgvigil_core::verify::{self, VerifyContext, VerifyError};
+use pgvigil_e2e::run::{run, text};
+use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
+use sha2::Digest;
+use std::io::{Read, Write};
+use tokio_util::sync::CancellationToken;
+
+async fn verify_context(pg: &PgServer, s3: &S3Server, prefix: &str, extra: &[(&'static str, String)]) -> VerifyContext {
+    let mut vars = s3.vars(prefix);
+    vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    vars.push(("VERIFY_RANDOM_RATE", "0".into()));
+    vars.extend(extra.iter().cloned());
+    let s = settings(&vars, Role::Verify);
+    let st = storage::connect(&s.storage).await.unwrap();
+    daemon::verify_context(&s, st).unwrap()
+}
+
+/// A source database and one good backup of it.
+async fn setup(prefix: &str) -> (PgServer, S3Server, BackupOutcome, DynStorage) {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 300).await;
+    let s3 = S3Server::start().await;
+    let ctx = backup_context(&pg, "app", s3.vars(prefix), &[]).await;
+    let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
+    (pg, s3, out, ctx.storage)
+}
+
+async fn scratch_dbs(pg: &PgServer) -> Vec<String> {
+    pg.databases()
+        .await
+        .into_iter()
+        .filter(|d| d.starts_with(verify::SCRATCH_PREFIX))
+        .collect()
+}
+
+fn key(s: &str) -> pgvigil_core::keys::Key {
+    pgvigil_core::keys::Key::new(s).unwrap()
+}
+
+#[tokio::test]
+async fn a_good_backup_passes_and_its_scratch_database_is_gone() {
+    let (pg, s3, out, _st) = setup("v").await;
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("checks.sql");
+    std::fs::write(
+        &q,
+        "-- customers came back\nSELECT count(*) = 300 FROM public.customers;\nSELECT count(*) FROM sales.orders;\nSELECT 'ok';\n",
+    )
+    .unwrap();
+    let ctx = verify_context(&pg, &s3, "v", &[("VERIFY_QUERIES_FILE", q.display().to_string())]).await;
+    let rec = verify::run_and_log(&ctx, None, &CancellationToken::new()).await.unwrap();
+    assert!(rec.passed, "{:?}", rec.reasons);
+    assert_eq!(rec.key, out.manifest.key);
+    assert_eq!(rec.tables_checked, 4);
+    assert!(rec.restored_bytes.unwrap() > 0);
+    assert!(scratch_dbs(&pg).await.is_empty());
+    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await.unwrap();
+    assert!(cat.is_verified(out.id), "a verification record is stored");
+}
+
+/// Replaces the backup object with `data`, optionally keeping the manifest in step with it.
+async fn replace_object(
+    st: &DynStorage,
+    out: &BackupOutcome,
+    data: Vec<u8>,
+    update_manifest: bool,
+    edit: impl FnOnce(&mut manifest::Manifest),
+) {
+    let k = key(&out.manifest.key);
+    let mut m = out.manifest.clone();
+    if update_manifest {
+        m.size = data.len() as u64;
+        m.sha256 = hex::encode(sha2::Sha256::digest(&data));
+    }
+    edit(&mut m);
+    storage::put_bytes(st.as_ref(), &k, Bytes::from(data)).await.unwrap();
+    let layout = pgvigil_core::keys::Layout::new(out.manifest.key.rsplit_once('/').unwrap().0);
+    manifest::write(st.as_ref(), &layout, out.id, &m).await.unwrap();
+}
+
+async fn original(st: &DynStorage, out: &BackupOutcome) -> Vec<u8> {
+    storage::get_bytes(st.as_ref(), &key(&out.manifest.key)).await.unwrap()
+}
+
+fn gunzip(data: &[u8]) -> String {
+    let mut s = String::new();
+    MultiGzDecoder::new(data).read_to_string(&mut s).unwrap();
+    s
+}
+
+fn gzip(s: &str) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    e.write_all(s.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+async fn verdict(pg: &PgServer, s3: &S3Server, prefix: &str, extra: &[(&'static str, String)]) -> Vec<String> {
+    let ctx = verify_context(pg, s3, prefix, extra).await;
+    let rec = verify::run_and_log(&ctx, None, &CancellationToken::new()).await.unwrap();
+    assert!(!rec.passed, "expected a failed verification");
+    assert!(scratch_dbs(pg).await.is_empty(), "scratch database dropped after a failure");
+    rec.reasons
+}
+
+fn has(reasons: &[String], want: &str) -> bool {
+    reasons.iter().any(|r| r.contains(want))
+}
+
+#[tokio::test]
+async fn a_corrupted_object_fails() {
+    let (pg, s3, out, st) = setup("x").await;
+    let mut data = original(&st, &out).await;
+    let mid = data.len() / 2;
+    for b in &mut data[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    replace_object(&st, &out, data, false, |_| {}).await;
+    let reasons = verdict(&pg, &s3, "x", &[]).await;
+    assert!(has(&reasons, "SHA-256 of the object differs"), "{reasons:?}");
+    assert!(has(&reasons, "gzip stream is damaged"), "{reasons:?}");
+    // Nothing was committed from a damaged dump: psql was killed before the end of its input.
+}
+
+#[tokio::test]
+async fn a_truncated_object_fails() {
+    let (pg, s3, out, st) = setup("t").await;
+    let data = original(&st, &out).await;
+    replace_object(&st, &out, data[..data.len() * 2 / 3].to_vec(), false, |_| {}).await;
+    let reasons = verdict(&pg, &s3, "t", &[]).await;
+    assert!(has(&reasons, "differs from the manifest's"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_row_count_in_the_manifest_fails() {
+    let (pg, s3, out, st) = setup("r").await;
+    let data = original(&st, &out).await;
+    replace_object(&st, &out, data, true, |m| {
+        m.tables.insert("public.customers".into(), 301);
+    })
+    .await;
+    let reasons = verdict(&pg, &s3, "r", &[]).await;
+    assert_eq!(
+        reasons,
+        vec!["table public.customers has 300 rows after restore, the manifest recorded 301".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn a_statement_that_fails_on_restore_fails() {
+    let (pg, s3, out, st) = setup("s").await;
+    let sql = gunzip(&original(&st, &out).await);
+    let broken = sql.replacen("CREATE SCHEMA sales;", "CREATE SCHEMA sales;\nSELECT no_such_function();", 1);
+    assert_ne!(broken, sql);
+    replace_object(&st, &out, gzip(&broken), true, |_| {}).await;
+    let reasons = verdict(&pg, &s3, "s", &[]).await;
+    assert!(
+        has(&reasons, "the dump failed to restore") && has(&reasons, "no_such_function"),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_verification_query_returning_false_fails_and_is_named() {
+    let (pg, s3, _out, _st) = setup("q").await;
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("checks.sql");
+    std::fs::write(
+        &q,
+        "SELECT true;\nSELECT count(*) > 1000000 AS enough FROM public.customers;\nSELECT NULL::int;\nSELECT 1 WHERE false;\n",
+    )
+    .unwrap();
+    let reasons = verdict(&pg, &s3, "q", &[("VERIFY_QUERIES_FILE", q.display().to_string())]).await;
+    assert!(
+        has(
+            &reasons,
+            "returned false or 0: SELECT count(*) > 1000000 AS enough FROM public.customers"
+        ),
+        "{reasons:?}"
+    );
+    assert!(has(&reasons, "returned NULL: SELECT NULL::int"), "{reasons:?}");
+    assert!(has(&reasons, "returned no rows: SELECT 1 WHERE false"), "{reasons:?}");
+    assert_eq!(reasons.len(), 3);
+}
+
+#[tokio::test]
+async fn a_missing_manifest_fails_with_its_own_message() {
+    let (pg, s3, out, st) = setup("m").await;
+    let layout = pgvigil_core::keys::Layout::new("m");
+    st.delete_many(&[layout.manifest(out.id)]).await.unwrap();
+    let ctx = verify_context(&pg, &s3, "m", &[]).await;
+    let rec = verify::run_and_log(&ctx, Some(out.id), &CancellationToken::new()).await.unwrap();
+    assert!(!rec.passed);
+    assert!(has(&rec.reasons, "the manifest is missing"), "{:?}", rec.reasons);
+}
+
+#[tokio::test]
+async fn leftover_scratch_databases_are_cleaned_and_nothing_else_is_touched() {
+    let (pg, s3, _out, _st) = setup("l").await;
+    for db in [
+        "pgvigil_verify_2020_01_01t00_00_00z",
+        "pgvigil_verify_crashed",
+        "pgvigil_verif",
+        "other_db",
+        "my_pgvigil_verify_x",
+    ] {
+        pg.create_db(db).await;
+    }
+    let ctx = verify_context(&pg, &s3, "l", &[]).await;
+    let dropped = verify::cleanup_leftovers(&ctx).await.unwrap();
+    assert_eq!(dropped, vec!["pgvigil_verify_2020_01_01t00_00_00z", "pgvigil_verify_crashed"]);
+    let left = pg.databases().await;
+    for db in ["pgvigil_verif", "other_db", "my_pgvigil_verify_x", "app", "postgres"] {
+        assert!(left.contains(&db.to_string()), "{db} was dropped");
+    }
+}
+
+#[tokio::test]
+async fn broken_infrastructure_is_not_a_bad_backup() {
+    let (pg, s3, out, _st) = setup("i").await;
+    let ctx = verify_context(&pg, &s3, "i", &[]).await;
+
+    s3.stop();
+    let e = verify::run_and_log(&ctx, Some(out.id), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VerifyError::CouldNotRun(_)), "{e:?}");
+    s3.restart().await;
+
+    pg.stop();
+    let e = verify::run_and_log(&ctx, Some(out.id), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, VerifyError::CouldNotRun(ref m) if m.contains("cannot reach")), "{e:?}");
+    pg.restart();
+
+    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await.unwrap();
+    assert!(cat.verifications.is_empty(), "outages are not recorded as failed verifications");
+}
+
+#[tokio::test]
+async fn the_binary_reports_the_operator_lines() {
+    let (pg, s3, _out, _st) = setup("b").await;
+    let mut vars = s3.vars("b");
+    vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    let o = run("pgvigil-verify", &["--once"], &vars).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for line in [
+        "Verify service started",
+        "Restore verification completed successfully",
+        "Verification finished in",
+    ] {
+        assert!(t.contains(line), "missing {line:?} in:\n{t}");
+    }
+    assert!(
+        !t.contains(pgvigil_e2e::pg::PASSWORD) && !t.contains(pgvigil_e2e::s3::SECRET_KEY),
+        "{t}"
+    );
+
+    // S3 down: "could not run", exit 1, not a failed verification.
+    s3.stop();
+    let o = run("pgvigil-verify", &["--once"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("could not connect"), "{t}");
+    assert!(!t.contains("Restore verification failed"), "{t}");
+}
