@@ -3,5 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod backup;
+mod cli;
+mod docs;
 mod storage;
 mod verify;

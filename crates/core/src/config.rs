@@ -259,6 +259,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Price per GB-month used by `pgvigil report` for the cost projection.
     pub price_per_gb_month: f64,
+    /// Retention policy (also needed by `pgvigil prune` and `report` without `DATABASE_URL`).
+    pub retention: RetentionPolicy,
+    /// `BACKUP_INTERVAL` (also needed by `pgvigil status` without `DATABASE_URL`).
+    pub backup_interval: Duration,
+    /// `VERIFY_INTERVAL` (also needed by `pgvigil status`).
+    pub verify_interval: Duration,
 }
 
 impl Settings {
@@ -510,6 +516,12 @@ impl Validator {
             port,
             log_format,
             price_per_gb_month,
+            retention: RetentionPolicy {
+                retention_days: days,
+                min_keep: min_keep as usize,
+            },
+            backup_interval: Duration::from_secs(interval),
+            verify_interval: Duration::from_secs(vinterval),
         })
     }
 

@@ -14,6 +14,7 @@ pub mod health;
 pub mod keys;
 pub mod manifest;
 pub mod pg;
+pub mod report;
 
 pub mod restore;
 pub mod retention;

@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Static checks of the deployment files (there is no Docker engine in CI).
+
+* docker-compose.yml parses, has every service the README describes, its build contexts point at
+  existing Dockerfiles, and every variable it gives pgvigil is one pgvigil reads.
+* railway.toml parses and uses only known config-as-code keys.
+"""
+import pathlib
+import re
+import sys
+import tomllib
+
+import yaml
+
+root = pathlib.Path(__file__).resolve().parent.parent
+errors = []
+
+config_rs = (root / "crates/core/src/config.rs").read_text()
+block = config_rs[config_rs.index("pub const VARIABLES"):]
+block = block[: block.index("];")]
+known_vars = set(re.findall(r'"([A-Z0-9_]+)"', block))
+
+compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+services = compose.get("services", {})
+for name in ["source-db", "scratch-db", "s3", "s3-init", "backup", "verify"]:
+    if name not in services:
+        errors.append(f"docker-compose.yml: service {name!r} is missing")
+for name in ["backup", "verify"]:
+    svc = services.get(name, {})
+    dockerfile = svc.get("build", {}).get("dockerfile", "")
+    if not (root / dockerfile).is_file():
+        errors.append(f"docker-compose.yml: {name} builds {dockerfile!r}, which does not exist")
+    for var in svc.get("environment", {}):
+        if var not in known_vars:
+            errors.append(f"docker-compose.yml: {name} sets {var}, which pgvigil does not read")
+    for vol in svc.get("volumes", []):
+        src = vol.split(":")[0]
+        if src.startswith("./") and not (root / src).exists():
+            errors.append(f"docker-compose.yml: {name} mounts {src}, which does not exist")
+
+railway = tomllib.loads((root / "railway.toml").read_text())
+allowed = {
+    "build": {"builder", "dockerfilePath", "watchPatterns", "buildCommand"},
+    "deploy": {"startCommand", "restartPolicyType", "restartPolicyMaxRetries", "healthcheckPath",
+               "healthcheckTimeout", "numReplicas", "cronSchedule", "overlapSeconds", "drainingSeconds"},
+}
+for section, keys in railway.items():
+    if section not in allowed:
+        errors.append(f"railway.toml: unknown section [{section}]")
+        continue
+    for key in keys:
+        if key not in allowed[section]:
+            errors.append(f"railway.toml: unknown key {section}.{key}")
+if railway.get("deploy", {}).get("restartPolicyType") not in {"ON_FAILURE", "ALWAYS", "NEVER"}:
+    errors.append("railway.toml: deploy.restartPolicyType must be ON_FAILURE, ALWAYS or NEVER")
+
+for e in errors:
+    print(e)
+print("deployment files: " + ("FAILED" if errors else "ok"))
+sys.exit(1 if errors else 0)

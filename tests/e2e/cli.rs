@@ -1,0 +1,116 @@
+//! The operator CLI against a bucket prepared by the backup and verify code paths.
+
+use pgvigil_e2e::run::{run, text};
+use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
+use serde_json::Value;
+
+async fn pgvigil(args: &[&str], vars: &[(&'static str, String)]) -> (Option<i32>, String, String) {
+    let o = run("pgvigil", args, vars).await;
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), text(&o))
+}
+
+#[tokio::test]
+async fn every_command_against_a_prepared_bucket() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 200).await;
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("cli");
+    vars.push(("DATABASE_URL", pg.url("app")));
+    vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    vars.push(("BACKUP_INTERVAL", "3600".into()));
+
+    // Empty bucket: status is CRITICAL (exit 2).
+    let (code, out, all) = pgvigil(&["status"], &vars).await;
+    assert_eq!(code, Some(2), "{all}");
+    assert!(out.contains("CRITICAL") && out.contains("no complete backup exists"), "{out}");
+
+    // Two backups through the same code path as the service, one verification.
+    for _ in 0..2 {
+        let (code, out, all) = pgvigil(&["backup-now"], &vars).await;
+        assert_eq!(code, Some(0), "{all}");
+        assert!(out.contains("cli/backup_") && out.contains("4 tables"), "{out}");
+        assert!(all.contains("Backup completed successfully"), "{all}");
+    }
+    let o = run("pgvigil-verify", &["--once"], &vars).await;
+    assert!(o.status.success(), "{}", text(&o));
+
+    let (code, out, all) = pgvigil(&["status", "--json"], &vars).await;
+    assert_eq!(code, Some(0), "{all}");
+    let status: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["verdict"], "Ok");
+    assert_eq!(status["last_verification"]["passed"], true);
+
+    let (code, out, _) = pgvigil(&["list", "--json"], &vars).await;
+    assert_eq!(code, Some(0));
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["verified"], true, "the newest was verified");
+    assert!(rows[0]["key"].as_str().unwrap() > rows[1]["key"].as_str().unwrap(), "newest first");
+    let (_, table, _) = pgvigil(&["list"], &vars).await;
+    assert!(table.contains("passed") && table.contains("TIME (UTC)"), "{table}");
+
+    let (code, out, all) = pgvigil(&["check", "--last", "5"], &vars).await;
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(out.matches("OK ").count(), 2, "{out}");
+
+    // Corrupt the newest backup: check fails and names the newest good one.
+    let newest = rows[0]["key"].as_str().unwrap().to_string();
+    let older = rows[1]["key"].as_str().unwrap().to_string();
+    let path = s3.root.path().join(pgvigil_e2e::s3::BUCKET).join(&newest);
+    let mut data = std::fs::read(&path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    data[mid + 1] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+    let (code, out, all) = pgvigil(&["check", "--json"], &vars).await;
+    assert_eq!(code, Some(1), "{all}");
+    let check: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(check["backups"][0]["ok"], false);
+    assert_eq!(check["newest_good"], older.as_str());
+
+    // Restore falls back to the older backup and reports RTO and RPO.
+    pg.create_db("target").await;
+    let target = pg.url("target");
+    let (code, out, all) = pgvigil(&["restore", "--to", &target], &vars).await;
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains(&format!("FAILED {newest}")), "{all}");
+    assert!(
+        out.contains(&format!("restored {older}")) && out.contains("RTO") && out.contains("RPO"),
+        "{out}"
+    );
+    assert_eq!(sample::checksums(&pg, "app").await, sample::checksums(&pg, "target").await);
+    assert!(!all.contains(pgvigil_e2e::pg::PASSWORD), "{all}");
+
+    // A non-empty target is refused unless --clean.
+    let (code, _, all) = pgvigil(&["restore", "--to", &target, "--backup", &older], &vars).await;
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("already has") && all.contains("--clean"), "{all}");
+    let (code, _, all) = pgvigil(&["restore", "--to", &target, "--backup", &older, "--clean"], &vars).await;
+    assert_eq!(code, Some(0), "{all}");
+    assert_eq!(sample::row_counts(&pg, "app").await, sample::row_counts(&pg, "target").await);
+
+    let (code, out, _) = pgvigil(&["prune", "--dry-run"], &vars).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("nothing to delete"), "{out}");
+
+    let (code, out, all) = pgvigil(&["report", "--json"], &vars).await;
+    assert_eq!(code, Some(0), "{all}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["backups_made"], 2);
+    assert_eq!(report["verifications"], 1);
+    assert_eq!(report["success_rate"], 1.0);
+    let (_, text_report, _) = pgvigil(&["report"], &vars).await;
+    assert!(
+        text_report.contains("success rate:") && text_report.contains("projected cost:"),
+        "{text_report}"
+    );
+
+    // Every command has --help.
+    for cmd in ["status", "list", "backup-now", "restore", "check", "prune", "report"] {
+        let (code, out, _) = pgvigil(&[cmd, "--help"], &vars).await;
+        assert_eq!(code, Some(0), "{cmd}");
+        assert!(out.contains("Usage"), "{cmd}: {out}");
+    }
+}
