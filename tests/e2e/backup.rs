@@ -490,3 +490,63 @@ async fn the_binary_gives_one_plain_message_per_problem_and_no_secret() {
         assert!(t.contains(want), "expected {want:?} in:\n{t}");
     }
 }
+
+#[tokio::test]
+async fn an_older_pg_dump_than_the_server_is_refused_in_plain_words() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("pg_dump");
+    std::fs::write(&old, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.22'\n").unwrap();
+    std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ctx = context(
+        &pg,
+        "app",
+        vec![("BACKUP_DIR", dir.path().join("b").display().to_string())],
+        &[("PG_DUMP_PATH", old.display().to_string())],
+    )
+    .await;
+    let err = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("runs PostgreSQL 15") && err.contains("needs pg_dump 15 or newer") && err.contains("12.22"),
+        "{err}"
+    );
+    assert!(err.contains("postgresql-client-15") && err.contains("PG_DUMP_PATH"), "{err}");
+}
+
+#[tokio::test]
+async fn sigterm_aborts_an_in_flight_upload_and_exits_promptly() {
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 10, 60);
+    let mut cmd = tokio::process::Command::new(pgvigil_e2e::run::binary("pgvigil-backup"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    for (k, v) in s3.vars("term") {
+        cmd.env(k, v);
+    }
+    cmd.env("DATABASE_URL", pg.url("app"))
+        .env("PG_DUMP_PATH", &wrapper)
+        .env("S3_PART_SIZE_MB", "5");
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    let child = cmd.spawn().unwrap();
+    wait_for(&marker).await;
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exited within 10 s")
+        .unwrap();
+    assert!(sent.elapsed() < std::time::Duration::from_secs(10));
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("SIGTERM received") && t.contains("interrupted by shutdown"), "{t}");
+    let published: Vec<_> = walk(s3.root.path()).into_iter().filter(|p| p.contains("/term/")).collect();
+    assert!(published.is_empty(), "{published:?}");
+    assert!(s3.pending_uploads().is_empty(), "the multipart upload was aborted");
+}

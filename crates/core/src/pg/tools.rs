@@ -95,6 +95,15 @@ fn candidates(name: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Chooses among found tools: the newest of the same major as `min_major`, else the newest newer one.
+pub fn pick(found: &[Tool], min_major: u32) -> Option<Tool> {
+    found
+        .iter()
+        .filter(|t| t.version.major >= min_major)
+        .min_by_key(|t| (t.version.major != min_major, std::cmp::Reverse(t.version)))
+        .cloned()
+}
+
 /// Finds `name` (`pg_dump` or `psql`) of major version >= `min_major`. Prefers the same major as
 /// `min_major`, then the newest. An explicit path is used as given, but still version-checked.
 ///
@@ -111,12 +120,7 @@ pub async fn find_tool(name: &str, explicit: Option<&Path>, min_major: u32, why:
             found.push(Tool { path: p, version: v });
         }
     }
-    let pick = found
-        .iter()
-        .filter(|t| t.version.major >= min_major)
-        .min_by_key(|t| (t.version.major != min_major, std::cmp::Reverse(t.version)))
-        .cloned();
-    match pick {
+    match pick(&found, min_major) {
         Some(t) => Ok(t),
         None => {
             let have = if found.is_empty() {
@@ -136,6 +140,27 @@ pub async fn find_tool(name: &str, explicit: Option<&Path>, min_major: u32, why:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn picks_the_matching_major_else_the_newest_newer_one() {
+        let tool = |major, minor| Tool {
+            path: PathBuf::from(format!("/usr/lib/postgresql/{major}/bin/pg_dump")),
+            version: PgVersion { major, minor },
+        };
+        let installed = vec![tool(13, 9), tool(15, 4), tool(15, 18), tool(17, 2)];
+        let cases = [
+            (13, Some((13, 9))),
+            (14, Some((17, 2))),
+            (15, Some((15, 18))),
+            (16, Some((17, 2))),
+            (17, Some((17, 2))),
+            (18, None),
+        ];
+        for (server, want) in cases {
+            let got = pick(&installed, server).map(|t| (t.version.major, t.version.minor));
+            assert_eq!(got, want, "server {server}");
+        }
+    }
 
     #[test]
     fn parses_tool_versions() {
