@@ -45,29 +45,8 @@ impl S3Server {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let fs = s3s_fs::FileSystem::new(self.root.path()).unwrap();
-        let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-        let service = b.build();
-        let token = CancellationToken::new();
-        *self.stop.lock().unwrap() = Some(token.clone());
-        tokio::spawn(async move {
-            let http = ConnBuilder::new(TokioExecutor::new());
-            loop {
-                let socket = tokio::select! {
-                    () = token.cancelled() => break,
-                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-                };
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-                let t = token.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = t.cancelled() => {}
-                        _ = conn => {}
-                    }
-                });
-            }
-        });
+        let token = serve_dir(self.root.path(), listener);
+        *self.stop.lock().unwrap() = Some(token);
     }
 
     /// Stops accepting and cuts every open connection.
@@ -126,6 +105,35 @@ impl S3Server {
     pub fn create_bucket(&self, name: &str) {
         std::fs::create_dir(self.root.path().join(name)).unwrap();
     }
+}
+
+/// Serves the S3 API over `root` (buckets are its sub-directories) on `listener` until the
+/// returned token is cancelled. Used by the tests and by the benchmark's S3 server.
+pub fn serve_dir(root: &std::path::Path, listener: TcpListener) -> CancellationToken {
+    let fs = s3s_fs::FileSystem::new(root).unwrap();
+    let mut b = S3ServiceBuilder::new(fs);
+    b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    let service = b.build();
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        let http = ConnBuilder::new(TokioExecutor::new());
+        loop {
+            let socket = tokio::select! {
+                () = token.cancelled() => break,
+                r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+            };
+            let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
+            let t = token.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = t.cancelled() => {}
+                    _ = conn => {}
+                }
+            });
+        }
+    });
+    stop
 }
 
 impl Drop for S3Server {

@@ -40,15 +40,18 @@ INSERT INTO "Mixed Case"."Odd ""Name"" Table" VALUES (1, E'back\\slash'), (2, 'Ã
     pg.exec(db, &sql).await;
 }
 
+/// (schema, table) of every user table.
+async fn user_tables(c: &mut sqlx::PgConnection) -> Vec<(String, String)> {
+    sqlx::query_as("SELECT schemaname::text, tablename::text FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2")
+        .fetch_all(c)
+        .await
+        .unwrap()
+}
+
 /// Exact row count of every user table, keyed `schema.table` (unquoted names).
 pub async fn row_counts(pg: &PgServer, db: &str) -> BTreeMap<String, u64> {
     let mut c = pg.connect(db).await;
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT schemaname::text, tablename::text FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
+    let tables = user_tables(&mut c).await;
     let mut out = BTreeMap::new();
     for (s, t) in tables {
         let q = format!("SELECT count(*) FROM \"{}\".\"{}\"", s.replace('"', "\"\""), t.replace('"', "\"\""));
@@ -62,12 +65,7 @@ pub async fn row_counts(pg: &PgServer, db: &str) -> BTreeMap<String, u64> {
 /// md5 of every table's content in a stable order, keyed like [`row_counts`].
 pub async fn checksums(pg: &PgServer, db: &str) -> BTreeMap<String, String> {
     let mut c = pg.connect(db).await;
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT schemaname::text, tablename::text FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
+    let tables = user_tables(&mut c).await;
     let mut out = BTreeMap::new();
     for (s, t) in tables {
         let q = format!(

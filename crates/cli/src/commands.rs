@@ -201,9 +201,11 @@ pub async fn check(last: usize, json: bool, cancel: &CancellationToken) -> Resul
     for b in cat.backups.iter().take(last) {
         let m = manifest::read(st.as_ref(), &layout, b.id).await?;
         let key = layout.backup(b.id);
-        let (report, _) = stream(st.as_ref(), &key, None, m.as_ref(), cancel)
+        let progress = crate::progress::show(format!("checking {key}"), b.size);
+        let (report, _) = stream(st.as_ref(), &key, None, m.as_ref(), progress.counter(), cancel)
             .await
             .with_context(|| format!("could not read {key}"))?;
+        drop(progress);
         let problems = integrity_problems(m.as_ref(), &report);
         if !json {
             println!(

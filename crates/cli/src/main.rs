@@ -2,6 +2,7 @@
 //! `--json` for scripts, exit codes for cron jobs and uptime checkers.
 
 mod commands;
+mod progress;
 mod restore;
 
 use clap::{Parser, Subcommand};

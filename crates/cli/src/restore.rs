@@ -112,7 +112,9 @@ pub async fn run(args: RestoreArgs, cancel: &CancellationToken) -> Result<u8> {
             human_bytes(m.as_ref().map_or(0, |m| m.size)),
             target
         );
-        let result = restore_into(st.as_ref(), &key, m.as_ref(), &tool, &target, cancel).await;
+        let progress = crate::progress::show(format!("restoring {key}"), m.as_ref().map_or(0, |m| m.size));
+        let result = restore_into(st.as_ref(), &key, m.as_ref(), &tool, &target, progress.counter(), cancel).await;
+        drop(progress);
         let why = match result {
             Ok((problems, None)) if problems.is_empty() => {
                 let rto = started.elapsed().as_secs_f64();

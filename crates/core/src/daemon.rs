@@ -3,7 +3,7 @@
 
 use crate::backup::{self, BackupContext};
 use crate::catalog::Catalog;
-use crate::config::Settings;
+use crate::config::{Role, Settings};
 use crate::health::Health;
 use crate::keys::Layout;
 use crate::runner::{self, Backoff, Job, RunFailure};
@@ -280,6 +280,31 @@ pub async fn run_verify_service(settings: Settings, once: bool, cancel: Cancella
     let job = VerifyJob { ctx };
     runner::run_forever(&job, Backoff::new(BACKOFF_BASE, max_backoff(cfg.interval)), &health, &cancel).await;
     Ok(())
+}
+
+/// The whole `main` of a service binary: logging, validated configuration (exit 2 naming every
+/// bad variable), signal handling, then the service (exit 1 when a one-shot run failed).
+pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
+    crate::telemetry::init(crate::telemetry::format_from_env());
+    let settings = match Settings::from_env(role) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cancel = crate::shutdown::on_signals();
+    let result = match role {
+        Role::Verify => run_verify_service(settings, once, cancel).await,
+        _ => run_backup_service(settings, once, cancel).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Starts the health endpoint when `PORT` is set.

@@ -42,11 +42,15 @@ pub enum StreamError {
     Pg(#[from] PgError),
 }
 
+/// Bytes downloaded so far, shared with whoever shows progress.
+pub type Progress = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
 /// Reader wrapper that hashes and counts what passes through.
 struct Hashing<R> {
     inner: R,
     sha: Sha256,
     size: u64,
+    progress: Option<Progress>,
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -54,6 +58,9 @@ impl<R: Read> Read for Hashing<R> {
         let n = self.inner.read(buf)?;
         self.sha.update(&buf[..n]);
         self.size += n as u64;
+        if let Some(p) = &self.progress {
+            p.store(self.size, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(n)
     }
 }
@@ -100,6 +107,7 @@ pub async fn stream(
     key: &Key,
     mut psql: Option<&mut OwnedChild>,
     manifest: Option<&Manifest>,
+    progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<(StreamReport, bool), StreamError> {
     let (reader, _size) = storage.get(key).await?;
@@ -109,6 +117,7 @@ pub async fn stream(
             inner: SyncIoBridge::new(reader),
             sha: Sha256::new(),
             size: 0,
+            progress,
         };
         let mut gz_error = None;
         {
@@ -205,10 +214,11 @@ pub async fn restore_into(
     manifest: Option<&Manifest>,
     psql_tool: &Tool,
     target: &DbUrl,
+    progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<(Vec<String>, Option<String>), StreamError> {
     let mut child = psql::spawn(psql_tool, target)?;
-    let (report, ok) = stream(storage, key, Some(&mut child), manifest, cancel).await?;
+    let (report, ok) = stream(storage, key, Some(&mut child), manifest, progress, cancel).await?;
     let problems = integrity_problems(manifest, &report);
     let psql_result = child.wait().await;
     let psql_failure = match psql_result {

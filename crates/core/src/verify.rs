@@ -292,7 +292,7 @@ async fn restore_and_check(
     cancel: &CancellationToken,
 ) -> Result<Verdict, VerifyError> {
     let t0 = Instant::now();
-    let (mut reasons, psql_failure) = match restore_into(ctx.storage.as_ref(), key, Some(m), psql_tool, scratch_url, cancel).await {
+    let (mut reasons, psql_failure) = match restore_into(ctx.storage.as_ref(), key, Some(m), psql_tool, scratch_url, None, cancel).await {
         Ok(r) => r,
         Err(StreamError::Cancelled) => return Err(VerifyError::Cancelled),
         Err(StreamError::Storage(e)) => return Err(e.into()),

@@ -2,8 +2,7 @@
 //! with `--once`) and proves it is good.
 
 use clap::Parser;
-use pgvigil_core::config::{Role, Settings};
-use pgvigil_core::{daemon, shutdown, telemetry};
+use pgvigil_core::config::Role;
 use std::process::ExitCode;
 
 /// Restores backups from S3 (or BACKUP_DIR) into scratch databases and checks them. Configured by
@@ -19,20 +18,5 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    telemetry::init(telemetry::format_from_env());
-    let settings = match Settings::from_env(Role::Verify) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let cancel = shutdown::on_signals();
-    match daemon::run_verify_service(settings, args.once, cancel).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    pgvigil_core::daemon::service_main(Role::Verify, args.once).await
 }

@@ -31,6 +31,16 @@ const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Part size for multipart copies.
 const COPY_PART: u64 = 512 * 1024 * 1024;
 
+/// A multipart upload in progress.
+struct OpenUpload<'a> {
+    /// Object key.
+    key: &'a Key,
+    /// Upload id from CreateMultipartUpload.
+    id: &'a str,
+    /// The one part size used for every part of this upload.
+    part_size: u64,
+}
+
 /// An S3 bucket.
 #[derive(Debug, Clone)]
 pub struct S3Storage {
@@ -215,16 +225,15 @@ impl S3Storage {
     /// Streams the body into an already created multipart upload.
     async fn fill_multipart(
         &self,
-        key: &Key,
-        upload_id: &str,
+        up: &OpenUpload<'_>,
         first: BytesMut,
         body: &mut BodyReceiver,
-        part_size: u64,
+        in_flight: &mut JoinSet<Result<CompletedPart>>,
         cancel: &CancellationToken,
     ) -> Result<PutResult> {
+        let (key, upload_id, part_size) = (up.key, up.id, up.part_size);
         let mut buf = first;
         let mut parts: Vec<CompletedPart> = Vec::new();
-        let mut in_flight: JoinSet<Result<CompletedPart>> = JoinSet::new();
         let mut next_number: i32 = 1;
         let mut size: u64 = 0;
         let mut done = false;
@@ -360,8 +369,19 @@ impl Storage for S3Storage {
             tx.finish().await;
             body = rx;
         }
-        let res = self.fill_multipart(key, &upload_id, first, &mut body, part_size, cancel).await;
+        let mut in_flight = JoinSet::new();
+        let up = OpenUpload {
+            key,
+            id: &upload_id,
+            part_size,
+        };
+        let res = self.fill_multipart(&up, first, &mut body, &mut in_flight, cancel).await;
         if res.is_err() {
+            // A part still uploading could land after the abort and linger: let the ones in flight
+            // finish (briefly), cancel the rest, then abort.
+            let drain = async { while in_flight.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+            in_flight.abort_all();
             self.abort(key, &upload_id).await;
         }
         res

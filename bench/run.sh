@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# pgvigil benchmark: pgvigil against the plain shell pipeline, side by side, on this machine.
+#
+#   bench/run.sh                 # databases of ~0.5 GB and ~5 GB on disk, 3 repetitions each
+#   bench/run.sh 0.25 1          # other sizes (GB)
+#   BENCH_REPS=5 bench/run.sh    # more repetitions
+#
+# It starts its own PostgreSQL (as the postgres user when run as root) and its own S3 server
+# (the s3s-fs server the test suite uses), then reports medians of wall time, ratios and the peak
+# RSS of the pgvigil process as a Markdown table in bench/out/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+read -r -a SIZES <<< "${*:-0.5 5}"
+REPS=${BENCH_REPS:-3}
+OUT=bench/out
+mkdir -p "$OUT"
+RESULT="$OUT/results.md"
+
+# --- tools --------------------------------------------------------------------------------------
+command -v aws >/dev/null || python3 -m pip install --quiet awscli
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time; }
+cargo build --release --quiet --bin pgvigil-backup --bin pgvigil-verify --bin pgvigil --bin pgvigil-test-s3
+BIN="$PWD/target/release"
+PGBIN=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d | sort -V | tail -1)
+
+WORK=$(mktemp -d /tmp/pgvigil-bench.XXXXXX)
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$WORK"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+PGPORT=$(free_port)
+S3PORT=$(free_port)
+cleanup() {
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  if [ -n "${S3PID:-}" ]; then kill "$S3PID" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg "$PGBIN/initdb" -D "$WORK/data" -U postgres --auth=trust -N >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -w -l "$WORK/pg.log" \
+  -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1 -c fsync=off -c shared_buffers=256MB -c max_wal_size=4GB" start >/dev/null
+"$BIN/pgvigil-test-s3" "$WORK/s3" "$S3PORT" 2>"$WORK/s3.log" &
+S3PID=$!
+sleep 1
+
+export AWS_ACCESS_KEY_ID=pgvigil-test-access AWS_SECRET_ACCESS_KEY=pgvigil-test-secret-KEY-0123456789
+export AWS_DEFAULT_REGION=us-east-1 AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
+S3URL="http://127.0.0.1:$S3PORT"
+BUCKET=pgvigil-test
+PSQL=("$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres)
+DUMP=("$PGBIN/pg_dump" -h 127.0.0.1 -p "$PGPORT" -U postgres --no-owner --no-privileges)
+
+pgvigil_env() { # prefix, level
+  env -i PATH="$PATH" RUST_LOG=warn S3_BUCKET=$BUCKET S3_ENDPOINT="$S3URL" S3_REGION=us-east-1 \
+    S3_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" S3_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
+    BACKUP_PREFIX="$1" COMPRESSION_LEVEL="${2:-6}" VERIFY_RANDOM_RATE=0 \
+    DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/$DB" \
+    VERIFY_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/postgres" "${@:3}"
+}
+
+export -f pgvigil_env
+export PGPORT S3URL BUCKET
+
+# timed NAME CMD... : runs CMD (via bash -c) REPS times; records wall seconds and peak RSS (KiB).
+declare -A WALL RSS
+timed() {
+  local name=$1; shift
+  local walls=() rsss=()
+  for _ in $(seq "$REPS"); do
+    sync
+    /usr/bin/time -f "%e %M" -o "$WORK/time" bash -c "$*" >/dev/null 2>"$WORK/err" || { cat "$WORK/err"; exit 1; }
+    read -r w r < "$WORK/time"
+    walls+=("$w"); rsss+=("$r")
+  done
+  WALL[$name]=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  RSS[$name]=$(printf '%s\n' "${rsss[@]}" | sort -n | tail -1)
+}
+
+{
+  echo "# pgvigil benchmark"
+  echo
+  echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), $REPS repetitions (medians)."
+  echo
+  echo "| DB on disk | dump size (SQL) | case | wall s | ratio | peak RSS MiB |"
+  echo "|---|---|---|---|---|---|"
+} > "$RESULT"
+
+for size in "${SIZES[@]}"; do
+  DB="bench_${size//./_}"
+  export DB
+  rows=$(python3 -c "print(int(float('$size') * 1e9 / 330))")
+  echo "--- building $DB (~$size GB, $rows rows)" >&2
+  "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+  "${PSQL[@]}" -d "$DB" -v rows="$rows" -f bench/gen.sql
+  "${PSQL[@]}" -d "$DB" -c "VACUUM ANALYZE"
+  disk=$("${PSQL[@]}" -d "$DB" -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")
+  sqlsize=$("${DUMP[@]}" -d "$DB" | wc -c | awk '{printf "%.0f MB", $1/1e6}')
+
+  echo "--- measuring $DB" >&2
+  timed limit "${DUMP[*]} -d $DB > /dev/null"
+  timed peer "${DUMP[*]} -d $DB | gzip -6 | aws --endpoint-url $S3URL s3 cp - s3://$BUCKET/peer/$DB.sql.gz --only-show-errors"
+  timed backup6 "pgvigil_env b6-$DB 6 $BIN/pgvigil-backup --once"
+  timed backup1 "pgvigil_env b1-$DB 1 $BIN/pgvigil-backup --once"
+  aws --endpoint-url "$S3URL" s3 cp "s3://$BUCKET/b6-$DB/backup_latest.sql.gz" "$WORK/latest.sql.gz" --only-show-errors
+  objsize=$(stat -c %s "$WORK/latest.sql.gz")
+  timed floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
+  "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS floor_restore"
+  timed verify "pgvigil_env b6-$DB 6 $BIN/pgvigil-verify --once"
+  timed check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
+
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+  mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+  {
+    echo "| $disk | $sqlsize | \`pg_dump > /dev/null\` (limit) | ${WALL[limit]} | 1.00 × limit | — |"
+    echo "| | | \`pg_dump \| gzip -6 \| aws s3 cp -\` (peer) | ${WALL[peer]} | 1.00 × peer | — |"
+    echo "| | | pgvigil backup, level 6 | ${WALL[backup6]} | $(ratio "${WALL[backup6]}" "${WALL[peer]}") × peer | $(mib "${RSS[backup6]}") |"
+    echo "| | | pgvigil backup, level 1 | ${WALL[backup1]} | $(ratio "${WALL[backup1]}" "${WALL[limit]}") × limit | $(mib "${RSS[backup1]}") |"
+    echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
+    echo "| | | pgvigil verify | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
+    echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
+  } >> "$RESULT"
+  "${PSQL[@]}" -d postgres -c "DROP DATABASE $DB"
+done
+
+echo >> "$RESULT"
+echo "Peak RSS is the maximum resident set of the measured process as reported by GNU time (pgvigil; its pg_dump/psql children are smaller)." >> "$RESULT"
+cat "$RESULT"
