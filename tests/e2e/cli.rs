@@ -19,6 +19,7 @@ async fn every_command_against_a_prepared_bucket() {
     vars.push(("DATABASE_URL", pg.url("app")));
     vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
     vars.push(("BACKUP_INTERVAL", "3600".into()));
+    vars.push(("VERIFY_RANDOM_RATE", "0".into()));
 
     // Empty bucket: status is CRITICAL (exit 2).
     let (code, out, all) = pgvigil(&["status"], &vars).await;

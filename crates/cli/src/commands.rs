@@ -52,7 +52,7 @@ pub async fn status(json: bool) -> Result<u8> {
     let newest = cat.newest_complete();
     let verification = last_verification(&st, &layout, &cat).await?;
     let failure = match cat.failures.last() {
-        Some(at) => read_failure(st.as_ref(), &layout, *at).await.ok(),
+        Some((_, key)) => read_failure(st.as_ref(), key).await.ok(),
         None => None,
     };
     let (verdict, problems) = report::assess_status(
@@ -270,8 +270,8 @@ pub async fn report(days: u32, json: bool) -> Result<u8> {
         verifications.push(read_verification(st.as_ref(), &layout, *at, *id).await?);
     }
     let mut failures = Vec::new();
-    for at in cat.failures.iter().filter(|at| **at >= since) {
-        failures.push(read_failure(st.as_ref(), &layout, *at).await?);
+    for (_, key) in cat.failures.iter().filter(|(at, _)| *at >= since) {
+        failures.push(read_failure(st.as_ref(), key).await?);
     }
     let mut backup_durations = Vec::new();
     for b in cat.complete().filter(|b| b.id >= since) {

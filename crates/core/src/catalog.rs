@@ -31,8 +31,8 @@ pub struct Catalog {
     pub orphan_manifests: Vec<BackupId>,
     /// Verification records: (verified at, backup), oldest first.
     pub verifications: Vec<(BackupId, BackupId)>,
-    /// Backup failure records (attempt times), oldest first.
-    pub failures: Vec<BackupId>,
+    /// Backup failure records: (attempt time, record key), oldest first.
+    pub failures: Vec<(BackupId, String)>,
     /// Other objects under the prefix (not pgvigil's); never touched.
     pub foreign: Vec<ObjectMeta>,
 }
@@ -78,8 +78,8 @@ impl Catalog {
         cat.failures = storage
             .list(&layout.failures_prefix())
             .await?
-            .iter()
-            .filter_map(|o| layout.parse_failure(&o.key))
+            .into_iter()
+            .filter_map(|o| layout.parse_failure(&o.key).map(|at| (at, o.key)))
             .collect();
         cat.failures.sort();
         Ok(cat)
@@ -177,11 +177,12 @@ pub async fn write_failure(storage: &dyn Storage, layout: &Layout, rec: &Failure
     put_bytes(storage, &layout.failure(rec.at), json.into()).await
 }
 
-/// Reads one failure record.
+/// Reads one failure record by its key (from [`Catalog::failures`]).
 ///
 /// # Errors
 /// Storage errors or unreadable JSON.
-pub async fn read_failure(storage: &dyn Storage, layout: &Layout, at: BackupId) -> Result<FailureRecord, StorageError> {
-    let bytes = get_bytes(storage, &layout.failure(at.0)).await?;
+pub async fn read_failure(storage: &dyn Storage, key: &str) -> Result<FailureRecord, StorageError> {
+    let key = crate::keys::Key::new(key).map_err(|e| StorageError::other(e, false))?;
+    let bytes = get_bytes(storage, &key).await?;
     serde_json::from_slice(&bytes).map_err(|e| StorageError::other(format!("failure record unreadable: {e}"), false))
 }

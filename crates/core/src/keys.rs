@@ -200,14 +200,20 @@ impl Layout {
         self.meta("failures/")
     }
 
-    /// One failure record, named by the time the failed attempt started.
+    /// One failure record, named by the time the failed attempt started (with nanoseconds, so
+    /// that several failures within one second keep separate records).
     pub fn failure(&self, at: DateTime<Utc>) -> Key {
-        Self::key(self.meta(&format!("failures/{}.json", BackupId::at(at).stamp())))
+        Self::key(self.meta(&format!(
+            "failures/{}_{:09}.json",
+            BackupId::at(at).stamp(),
+            at.timestamp_subsec_nanos()
+        )))
     }
 
-    /// Parses a failure key into the time of the attempt.
+    /// Parses a failure key into the time of the attempt (to the second).
     pub fn parse_failure(&self, key: &str) -> Option<BackupId> {
-        BackupId::parse_stamp(key.strip_prefix(&self.failures_prefix())?.strip_suffix(".json")?)
+        let rest = key.strip_prefix(&self.failures_prefix())?.strip_suffix(".json")?;
+        BackupId::parse_stamp(rest.split_once('_').map_or(rest, |(stamp, _)| stamp))
     }
 
     /// Key of the small probe object written by the storage self-test.
