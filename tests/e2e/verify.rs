@@ -277,3 +277,54 @@ async fn the_binary_reports_the_operator_lines() {
     assert!(t.contains("could not connect"), "{t}");
     assert!(!t.contains("Restore verification failed"), "{t}");
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_verify_service_and_drops_its_scratch_database() {
+    let (pg, s3, _out, _st) = setup("term").await;
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("slow.sql");
+    std::fs::write(&q, "SELECT pg_sleep(60) IS NOT NULL;\n").unwrap();
+    let mut cmd = tokio::process::Command::new(pgvigil_e2e::run::binary("pgvigil-verify"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info");
+    for (k, v) in s3.vars("term") {
+        cmd.env(k, v);
+    }
+    cmd.env("VERIFY_DATABASE_URL", pg.url("postgres")).env("VERIFY_QUERIES_FILE", &q);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().unwrap();
+    // Wait until the checks run inside the scratch database.
+    let mut sleeping = false;
+    for _ in 0..300 {
+        let mut c = pg.connect("postgres").await;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND datname LIKE 'pgvigil_verify_%'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        if n > 0 {
+            sleeping = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(sleeping, "the verification never reached its checks");
+    assert_eq!(scratch_dbs(&pg).await.len(), 1);
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exited within 10 s")
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(scratch_dbs(&pg).await.is_empty(), "scratch database dropped on shutdown:\n{t}");
+    assert!(
+        !t.contains("Restore verification failed"),
+        "a shutdown is not a failed verification:\n{t}"
+    );
+}
