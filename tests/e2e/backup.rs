@@ -522,27 +522,13 @@ async fn sigterm_aborts_an_in_flight_upload_and_exits_promptly() {
     let s3 = S3Server::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (wrapper, marker) = pausing_pg_dump(dir.path(), 10, 60);
-    let mut cmd = tokio::process::Command::new(pgvigil_e2e::run::binary("pgvigil-backup"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info");
-    for (k, v) in s3.vars("term") {
-        cmd.env(k, v);
-    }
-    cmd.env("DATABASE_URL", pg.url("app"))
-        .env("PG_DUMP_PATH", &wrapper)
-        .env("S3_PART_SIZE_MB", "5");
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let child = cmd.spawn().unwrap();
+    let mut vars = s3.vars("term");
+    vars.push(("DATABASE_URL", pg.url("app")));
+    vars.push(("PG_DUMP_PATH", wrapper));
+    vars.push(("S3_PART_SIZE_MB", "5".into()));
+    let child = pgvigil_e2e::run::spawn("pgvigil-backup", &[], &vars);
     wait_for(&marker).await;
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    let sent = std::time::Instant::now();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
-        .await
-        .expect("exited within 10 s")
-        .unwrap();
-    assert!(sent.elapsed() < std::time::Duration::from_secs(10));
+    let out = pgvigil_e2e::run::terminate(child).await;
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("SIGTERM received") && t.contains("interrupted by shutdown"), "{t}");

@@ -284,18 +284,10 @@ async fn sigterm_stops_the_verify_service_and_drops_its_scratch_database() {
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("slow.sql");
     std::fs::write(&q, "SELECT pg_sleep(60) IS NOT NULL;\n").unwrap();
-    let mut cmd = tokio::process::Command::new(pgvigil_e2e::run::binary("pgvigil-verify"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info");
-    for (k, v) in s3.vars("term") {
-        cmd.env(k, v);
-    }
-    cmd.env("VERIFY_DATABASE_URL", pg.url("postgres")).env("VERIFY_QUERIES_FILE", &q);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd.spawn().unwrap();
+    let mut vars = s3.vars("term");
+    vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    vars.push(("VERIFY_QUERIES_FILE", q.display().to_string()));
+    let child = pgvigil_e2e::run::spawn("pgvigil-verify", &[], &vars);
     // Wait until the checks run inside the scratch database.
     let mut sleeping = false;
     for _ in 0..300 {
@@ -314,12 +306,7 @@ async fn sigterm_stops_the_verify_service_and_drops_its_scratch_database() {
     }
     assert!(sleeping, "the verification never reached its checks");
     assert_eq!(scratch_dbs(&pg).await.len(), 1);
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let out = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
-        .await
-        .expect("exited within 10 s")
-        .unwrap();
+    let out = pgvigil_e2e::run::terminate(child).await;
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(scratch_dbs(&pg).await.is_empty(), "scratch database dropped on shutdown:\n{t}");

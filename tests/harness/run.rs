@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::Output;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 /// Path of a workspace binary. `cargo nextest run --workspace` builds every binary (each binary
 /// crate has an integration test); when one is missing (a filtered `cargo test -p pgvigil-e2e`),
@@ -24,9 +24,8 @@ pub fn binary(name: &str) -> PathBuf {
     p
 }
 
-/// Runs a binary with exactly `vars` (plus PATH) in its environment. Async, so that servers
-/// running inside the test process keep answering meanwhile.
-pub async fn run(name: &str, args: &[&str], vars: &[(&str, String)]) -> Output {
+/// A command for a binary with exactly `vars` (plus PATH) in its environment, output captured.
+fn command(name: &str, args: &[&str], vars: &[(&str, String)]) -> Command {
     let mut c = Command::new(binary(name));
     c.args(args)
         .env_clear()
@@ -35,10 +34,33 @@ pub async fn run(name: &str, args: &[&str], vars: &[(&str, String)]) -> Output {
     for (k, v) in vars {
         c.env(k, v);
     }
-    c.kill_on_drop(true);
-    tokio::time::timeout(std::time::Duration::from_secs(120), c.output())
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    c
+}
+
+/// Runs a binary to completion. Async, so that servers running inside the test process keep
+/// answering meanwhile.
+pub async fn run(name: &str, args: &[&str], vars: &[(&str, String)]) -> Output {
+    tokio::time::timeout(std::time::Duration::from_secs(120), command(name, args, vars).output())
         .await
         .expect("binary did not finish within 120 s")
+        .unwrap()
+}
+
+/// Starts a long-running binary (a service) in the background.
+pub fn spawn(name: &str, args: &[&str], vars: &[(&str, String)]) -> Child {
+    command(name, args, vars).spawn().unwrap()
+}
+
+/// Sends SIGTERM and waits for the process to exit, failing the test if it takes 10 s or more.
+pub async fn terminate(child: Child) -> Output {
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exited within 10 s of SIGTERM")
         .unwrap()
 }
 

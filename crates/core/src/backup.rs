@@ -152,9 +152,9 @@ async fn produce(
                 last_progress = Instant::now();
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 info!(
-                    dumped_bytes = scanner_bytes(&scanner),
+                    dumped_bytes = scanner.bytes(),
                     compressed_bytes = size,
-                    rate_mb_s = format!("{:.1}", scanner_bytes(&scanner) as f64 / secs / 1e6),
+                    rate_mb_s = format!("{:.1}", scanner.bytes() as f64 / secs / 1e6),
                     "Backup in progress"
                 );
             }
@@ -172,7 +172,7 @@ async fn produce(
     if let Err(f) = child.wait().await {
         let msg = dump_failure(&f);
         tx.fail(msg.clone()).await;
-        return Err(BackupError::Pg(PgError::Tool(f)).with_context(msg));
+        return Err(BackupError::Pg(PgError::Other(msg)));
     }
     let scan = scanner.finish();
     if !scan.complete {
@@ -190,19 +190,6 @@ async fn produce(
         sha256: hex::encode(sha.finalize()),
         tables: scan.tables,
     })
-}
-
-fn scanner_bytes(s: &DumpScanner) -> u64 {
-    s.bytes()
-}
-
-impl BackupError {
-    fn with_context(self, msg: String) -> Self {
-        match self {
-            BackupError::Pg(PgError::Tool(_)) => BackupError::Pg(PgError::Other(msg)),
-            other => other,
-        }
-    }
 }
 
 /// Explains a failed pg_dump in plain words, recognising the version-mismatch case.

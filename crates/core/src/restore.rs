@@ -221,12 +221,10 @@ pub async fn restore_into(
     let (report, ok) = stream(storage, key, Some(&mut child), manifest, progress, cancel).await?;
     let problems = integrity_problems(manifest, &report);
     let psql_result = child.wait().await;
+    // When the object was not intact psql was killed on purpose; the integrity problems explain it.
     let psql_failure = match psql_result {
-        Ok(_) if ok => None,
-        Ok(_) => None,
         Err(f) if ok => Some(psql::explain(&f)),
-        // psql was killed on purpose; the integrity problems explain it.
-        Err(_) => None,
+        _ => None,
     };
     Ok((problems, psql_failure))
 }
