@@ -16,6 +16,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    pgvigil_core::memory::tune_allocator();
     let args = Args::parse();
     pgvigil_core::daemon::service_main(Role::Backup, args.once).await
 }

@@ -65,6 +65,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    pgvigil_core::memory::tune_allocator();
     let cli = Cli::parse();
     pgvigil_core::telemetry::init(pgvigil_core::telemetry::format_from_env());
     let cancel = pgvigil_core::shutdown::on_signals();

@@ -13,6 +13,7 @@ pub mod dumpscan;
 pub mod health;
 pub mod keys;
 pub mod manifest;
+pub mod memory;
 pub mod pg;
 pub mod report;
 
