@@ -15,7 +15,6 @@ use crate::manifest::{self, Manifest};
 use crate::pg::{dump, PgError};
 use crate::retention::{self, Candidate};
 use crate::storage::{body_channel, BodySender, DynStorage, PutOptions, StorageError};
-use bytes::BytesMut;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
@@ -110,7 +109,7 @@ async fn produce(
     let mut eof = false;
     let result: Result<(), BackupError> = async {
         while !eof {
-            let mut block = BytesMut::with_capacity(BLOCK_SIZE);
+            let mut block = gz.buffer();
             while block.len() < BLOCK_SIZE {
                 let n = tokio::select! {
                     biased;
@@ -126,7 +125,7 @@ async fn produce(
             let members = if block.is_empty() {
                 None
             } else {
-                gz.push(block.freeze())
+                gz.push(block)
                     .await
                     .map_err(|e| BackupError::Incomplete(format!("compression failed: {e}")))?
             };

@@ -4,24 +4,65 @@
 //! `workers + 1` blocks are in flight, so memory stays bounded whatever the input size.
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::Write;
 use tokio::task::JoinHandle;
 
 /// Uncompressed bytes per gzip member.
 pub const BLOCK_SIZE: usize = 1024 * 1024;
 
-/// Compresses one block into a complete gzip member.
+/// gzip member header (RFC 1952): magic, deflate, no flags, no mtime, no extra flags, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+thread_local! {
+    /// Each compression thread keeps its deflate state (a few hundred KiB of tables) and resets it
+    /// per block instead of allocating and zeroing a new one for every member.
+    static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
+}
+
+/// Compresses one block into a complete gzip member: header, raw deflate stream, CRC-32 and length.
 ///
 /// # Errors
-/// Only on allocation/IO failures inside the encoder.
+/// A block of 4 GiB or more (gzip records the length in 32 bits), or a failure inside the encoder.
 pub fn compress_block(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(data.len() / 2 + 64), Compression::new(level));
-    enc.write_all(data)?;
-    enc.finish()
+    let len = u32::try_from(data.len()).map_err(|_| std::io::Error::other("gzip member larger than 4 GiB"))?;
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    out.extend_from_slice(&GZIP_HEADER);
+    DEFLATE.with(|cell| -> std::io::Result<()> {
+        let mut slot = cell.borrow_mut();
+        let deflate = match &mut *slot {
+            Some((l, d)) if *l == level => {
+                d.reset();
+                d
+            }
+            other => &mut other.insert((level, Compress::new(Compression::new(level), false))).1,
+        };
+        let start = deflate.total_in();
+        loop {
+            let consumed = usize::try_from(deflate.total_in() - start).map_err(std::io::Error::other)?;
+            if out.capacity() - out.len() < 1024 {
+                out.reserve(data.len() / 4 + 1024);
+            }
+            match deflate.compress_vec(&data[consumed..], &mut out, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => {
+                    *slot = None;
+                    return Err(std::io::Error::other(e));
+                }
+            }
+        }
+    })?;
+    let mut crc = Crc::new();
+    crc.update(data);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    Ok(out)
 }
+
+/// A finished job: the gzip member and the input buffer, returned for reuse.
+type Job = JoinHandle<std::io::Result<(Vec<u8>, Vec<u8>)>>;
 
 /// Ordered pool of compression jobs.
 #[derive(Debug)]
@@ -31,7 +72,9 @@ pub struct ParallelGzip {
     /// Most blocks compressing at once.
     max_in_flight: usize,
     /// Jobs in input order.
-    queue: VecDeque<JoinHandle<std::io::Result<Vec<u8>>>>,
+    queue: VecDeque<Job>,
+    /// Input buffers whose block was compressed, ready to be filled again.
+    free: Vec<Vec<u8>>,
 }
 
 impl ParallelGzip {
@@ -42,7 +85,14 @@ impl ParallelGzip {
             level,
             max_in_flight: cores + 1,
             queue: VecDeque::new(),
+            free: Vec::new(),
         }
+    }
+
+    /// An empty input buffer with room for [`BLOCK_SIZE`] bytes, reused when one is free, so the
+    /// same few buffers carry the whole dump.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE))
     }
 
     /// Queues a block. When the pool is full, first returns the oldest finished member, so the
@@ -50,15 +100,17 @@ impl ParallelGzip {
     ///
     /// # Errors
     /// A failed compression job.
-    pub async fn push(&mut self, block: Bytes) -> std::io::Result<Option<Bytes>> {
+    pub async fn push(&mut self, block: Vec<u8>) -> std::io::Result<Option<Bytes>> {
         let out = if self.queue.len() >= self.max_in_flight {
             self.pop().await?
         } else {
             None
         };
         let level = self.level;
-        self.queue
-            .push_back(tokio::task::spawn_blocking(move || compress_block(&block, level)));
+        self.queue.push_back(tokio::task::spawn_blocking(move || {
+            let member = compress_block(&block, level)?;
+            Ok((member, block))
+        }));
         Ok(out)
     }
 
@@ -70,7 +122,12 @@ impl ParallelGzip {
         match self.queue.pop_front() {
             None => Ok(None),
             Some(job) => match job.await {
-                Ok(r) => r.map(|v| Some(Bytes::from(v))),
+                Ok(Ok((member, mut block))) => {
+                    block.clear();
+                    self.free.push(block);
+                    Ok(Some(Bytes::from(member)))
+                }
+                Ok(Err(e)) => Err(e),
                 Err(e) => Err(std::io::Error::other(format!("compression task failed: {e}"))),
             },
         }
@@ -89,7 +146,7 @@ mod tests {
         let mut gz = ParallelGzip::new(1);
         let mut out = Vec::new();
         for block in input.chunks(BLOCK_SIZE) {
-            if let Some(m) = gz.push(Bytes::copy_from_slice(block)).await.unwrap() {
+            if let Some(m) = gz.push(block.to_vec()).await.unwrap() {
                 out.extend_from_slice(&m);
             }
         }
@@ -103,5 +160,18 @@ mod tests {
         let mut first = Vec::new();
         flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut first).unwrap();
         assert_eq!(first.len(), BLOCK_SIZE);
+    }
+
+    #[test]
+    fn reused_state_gives_independent_members_at_any_level() {
+        let a: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 997).to_le_bytes()).collect();
+        let b = b"tiny".to_vec();
+        // Same thread, alternating levels and sizes (including empty): each member stands alone.
+        for (data, level) in [(&a, 6), (&b, 6), (&a, 1), (&Vec::new(), 1), (&a, 9)] {
+            let member = compress_block(data, level).unwrap();
+            let mut decoded = Vec::new();
+            flate2::read::GzDecoder::new(&member[..]).read_to_end(&mut decoded).unwrap();
+            assert_eq!(&decoded, data, "level {level}, {} bytes", data.len());
+        }
     }
 }

@@ -46,7 +46,7 @@ impl DumpScanner {
     /// Scans the next chunk.
     pub fn feed(&mut self, mut data: &[u8]) {
         self.result.bytes += data.len() as u64;
-        while let Some(pos) = data.iter().position(|&b| b == b'\n') {
+        while let Some(pos) = memchr::memchr(b'\n', data) {
             let (head, rest) = data.split_at(pos);
             if self.line.is_empty() {
                 self.on_line(head);

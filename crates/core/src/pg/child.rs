@@ -14,6 +14,19 @@ const TAIL_LINES: usize = 20;
 /// Longest stderr line kept (longer ones are cut).
 const TAIL_LINE_LEN: usize = 500;
 
+/// Capacity asked for the pipes to and from the tools. The default 64 KiB pipe makes `pg_dump`
+/// and pgvigil wake each other for every few dozen kilobytes; a larger pipe lets both run in
+/// long stretches. Linux caps it at `/proc/sys/fs/pipe-max-size` (1 MiB by default).
+const PIPE_SIZE: i32 = 1024 * 1024;
+
+/// Grows a pipe to [`PIPE_SIZE`]. Best effort: a smaller pipe is only slower.
+fn enlarge_pipe(fd: &impl std::os::fd::AsRawFd) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE)) {
+        tracing::debug!(error = %e, "could not enlarge a pipe; keeping the default size");
+    }
+}
+
 /// A client tool that exited unsuccessfully.
 #[derive(Debug, thiserror::Error)]
 #[error("{tool} {status}: {}", if stderr.is_empty() { "(no error output)".to_string() } else { stderr.join(" | ") })]
@@ -60,6 +73,12 @@ impl OwnedChild {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn()?;
+        if let Some(out) = &child.stdout {
+            enlarge_pipe(out);
+        }
+        if let Some(inp) = &child.stdin {
+            enlarge_pipe(inp);
+        }
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let stderr_task = child.stderr.take().map(|err| {
             let tail = Arc::clone(&tail);
