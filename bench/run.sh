@@ -6,7 +6,7 @@
 #   BENCH_REPS=5 bench/run.sh    # more repetitions
 #
 # It starts its own PostgreSQL (as the postgres user when run as root) and its own S3 server
-# (the s3s-fs server the test suite uses), then reports medians of wall time, ratios and the peak
+# (the s3s-fs server the test suite uses), then reports medians (repetitions interleaved) of wall time, ratios and the peak
 # RSS of the pgvigil process as a Markdown table in bench/out/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,19 +63,27 @@ pgvigil_env() { # prefix, level
 export -f pgvigil_env
 export PGPORT S3URL BUCKET
 
-# timed NAME CMD... : runs CMD (via bash -c) REPS times; records wall seconds and peak RSS (KiB).
-declare -A WALL RSS
-timed() {
-  local name=$1; shift
-  local walls=() rsss=()
+# Cases run interleaved, one repetition of each in turn, so that drifts in machine speed hit all of
+# them alike. CASES holds names in order; CMD the shell command of each. Records medians of wall
+# seconds and the maximum peak RSS (KiB).
+declare -A CMD WALL RSS
+CASES=()
+case_add() { CASES+=("$1"); CMD[$1]=$2; }
+run_cases() {
+  declare -A walls rsss
   for _ in $(seq "$REPS"); do
-    sync
-    /usr/bin/time -f "%e %M" -o "$WORK/time" bash -c "$*" >/dev/null 2>"$WORK/err" || { cat "$WORK/err"; exit 1; }
-    read -r w r < "$WORK/time"
-    walls+=("$w"); rsss+=("$r")
+    for name in "${CASES[@]}"; do
+      sync
+      /usr/bin/time -f "%e %M" -o "$WORK/time" bash -c "${CMD[$name]}" >/dev/null 2>"$WORK/err" || { cat "$WORK/err"; exit 1; }
+      read -r w r < "$WORK/time"
+      walls[$name]+="$w "; rsss[$name]+="$r "
+    done
   done
-  WALL[$name]=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  RSS[$name]=$(printf '%s\n' "${rsss[@]}" | sort -n | tail -1)
+  for name in "${CASES[@]}"; do
+    WALL[$name]=$(tr ' ' '\n' <<< "${walls[$name]}" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    RSS[$name]=$(tr ' ' '\n' <<< "${rsss[$name]}" | grep . | sort -n | tail -1)
+  done
+  CASES=()
 }
 
 {
@@ -99,29 +107,35 @@ for size in "${SIZES[@]}"; do
   sqlsize=$("${DUMP[@]}" -d "$DB" | wc -c | awk '{printf "%.0f MB", $1/1e6}')
 
   echo "--- measuring $DB" >&2
-  timed limit "${DUMP[*]} -d $DB > /dev/null"
-  timed peer "${DUMP[*]} -d $DB | gzip -6 | aws --endpoint-url $S3URL s3 cp - s3://$BUCKET/peer/$DB.sql.gz --only-show-errors"
-  timed backup6 "pgvigil_env b6-$DB 6 $BIN/pgvigil-backup --once"
-  timed backup1 "pgvigil_env b1-$DB 1 $BIN/pgvigil-backup --once"
+  case_add limit "${DUMP[*]} -d $DB > /dev/null"
+  case_add peer "${DUMP[*]} -d $DB | gzip -6 | aws --endpoint-url $S3URL s3 cp - s3://$BUCKET/peer/$DB.sql.gz --only-show-errors"
+  case_add backup6 "pgvigil_env b6-$DB 6 $BIN/pgvigil-backup --once"
+  case_add backup1 "pgvigil_env b1-$DB 1 $BIN/pgvigil-backup --once"
+  run_cases
   aws --endpoint-url "$S3URL" s3 cp "s3://$BUCKET/b6-$DB/backup_latest.sql.gz" "$WORK/latest.sql.gz" --only-show-errors
   objsize=$(stat -c %s "$WORK/latest.sql.gz")
-  timed floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
+  obj1size=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/b1-$DB/backup_latest.sql.gz" | awk '{print $3}')
+  case_add floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
+  case_add verify "pgvigil_env b6-$DB 6 $BIN/pgvigil-verify --once"
+  case_add check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
+  run_cases
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS floor_restore"
-  timed verify "pgvigil_env b6-$DB 6 $BIN/pgvigil-verify --once"
-  timed check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
+  rm -f "$WORK/latest.sql.gz"
 
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
   mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
   {
     echo "| $disk | $sqlsize | \`pg_dump > /dev/null\` (limit) | ${WALL[limit]} | 1.00 × limit | — |"
     echo "| | | \`pg_dump \| gzip -6 \| aws s3 cp -\` (peer) | ${WALL[peer]} | 1.00 × peer | — |"
-    echo "| | | pgvigil backup, level 6 | ${WALL[backup6]} | $(ratio "${WALL[backup6]}" "${WALL[peer]}") × peer | $(mib "${RSS[backup6]}") |"
-    echo "| | | pgvigil backup, level 1 | ${WALL[backup1]} | $(ratio "${WALL[backup1]}" "${WALL[limit]}") × limit | $(mib "${RSS[backup1]}") |"
+    echo "| | | pgvigil backup, level 6 ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup6]} | $(ratio "${WALL[backup6]}" "${WALL[peer]}") × peer | $(mib "${RSS[backup6]}") |"
+    echo "| | | pgvigil backup, level 1 ($(awk -v s="$obj1size" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup1]} | $(ratio "${WALL[backup1]}" "${WALL[limit]}") × limit | $(mib "${RSS[backup1]}") |"
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
     echo "| | | pgvigil verify | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
     echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
   } >> "$RESULT"
   "${PSQL[@]}" -d postgres -c "DROP DATABASE $DB"
+  # Free the space of this size's objects before the next, larger one.
+  aws --endpoint-url "$S3URL" s3 rm "s3://$BUCKET/" --recursive --only-show-errors
 done
 
 echo >> "$RESULT"
