@@ -207,6 +207,13 @@ fn dump_failure(f: &crate::pg::ToolFailure) -> String {
     )
 }
 
+/// The size to plan the upload's part size for: the previous backup's, or for a first backup a
+/// quarter of the database's size on disk. The part size allows four times the expected size, so
+/// even a first backup as large as the database on disk fits in S3's 10,000 parts.
+fn expected_size(previous: Option<u64>, database_size: Option<u64>) -> Option<u64> {
+    previous.or(database_size.map(|d| d / 4))
+}
+
 /// Takes one backup. The same code path serves the service loop, `--once` and `pgvigil backup-now`.
 ///
 /// # Errors
@@ -214,7 +221,7 @@ fn dump_failure(f: &crate::pg::ToolFailure) -> String {
 pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     let plan = dump::plan(&ctx.cfg.database_url, ctx.tools.pg_dump.as_deref()).await?;
     let catalog = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await?;
-    let expected = catalog.newest_complete().map(|b| b.size);
+    let expected = expected_size(catalog.newest_complete().map(|b| b.size), plan.database_size);
 
     // Names have one-second resolution: never reuse the name of an existing backup.
     let mut id = BackupId::at(Utc::now());
@@ -387,5 +394,32 @@ pub async fn run_and_log(ctx: &BackupContext, cancel: &CancellationToken) -> Res
             }
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expected_size;
+    use crate::storage::choose_part_size;
+
+    #[test]
+    fn first_backups_plan_parts_from_the_database_size() {
+        let gib = 1u64 << 30;
+        let cases = [
+            (Some(5 * gib), Some(900 * gib), Some(5 * gib)), // the previous backup wins
+            (None, Some(800 * gib), Some(200 * gib)),
+            (None, None, None),
+            (Some(0), None, Some(0)),
+        ];
+        for (previous, db, want) in cases {
+            assert_eq!(expected_size(previous, db), want, "{previous:?} {db:?}");
+        }
+        // A first backup of a 2 TiB database that compresses badly (object as large as the
+        // database) still fits in 10,000 parts.
+        let db = 2u64 << 40;
+        let part = choose_part_size(expected_size(None, Some(db)), None);
+        assert!(db / part < 10_000, "{part}");
+        // Without the estimate it would not.
+        assert!(db / choose_part_size(None, None) > 10_000);
     }
 }

@@ -17,6 +17,8 @@ pub struct DumpPlan {
     pub server: PgVersion,
     /// Database name.
     pub database: String,
+    /// The database's size on disk, when the server would tell.
+    pub database_size: Option<u64>,
 }
 
 /// Connects to the server, reads its version and picks a `pg_dump` at least as new.
@@ -26,6 +28,11 @@ pub struct DumpPlan {
 pub async fn plan(url: &DbUrl, explicit: Option<&Path>) -> Result<DumpPlan, PgError> {
     let mut conn = connect(url).await?;
     let server = server_version(&mut conn, url).await?;
+    let database_size = sqlx::query_scalar::<_, i64>("SELECT pg_database_size(current_database())")
+        .fetch_one(&mut conn)
+        .await
+        .ok()
+        .and_then(|n| u64::try_from(n).ok());
     super::close(conn).await;
     let tool = find_tool(
         "pg_dump",
@@ -38,6 +45,7 @@ pub async fn plan(url: &DbUrl, explicit: Option<&Path>) -> Result<DumpPlan, PgEr
         tool,
         server,
         database: url.database(),
+        database_size,
     })
 }
 
