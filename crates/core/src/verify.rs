@@ -213,7 +213,7 @@ async fn run_check(conn: &mut PgConnection, sql: &str) -> Option<String> {
 }
 
 /// One post-restore check that runs on its own (any connection, any order).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum Check {
     /// `count(*)` of a table must equal the rows the dump held.
     Rows { table: String, expected: u64 },
@@ -287,19 +287,17 @@ async fn run_checks(first: &mut PgConnection, url: &DbUrl, todo: Vec<Check>, ext
 
 /// Post-restore checks on the scratch database.
 async fn checks(conn: &mut PgConnection, url: &DbUrl, m: &Manifest, queries: &[String]) -> (Vec<String>, Option<u64>) {
-    let mut todo: Vec<Check> = m
-        .tables
-        .iter()
+    // Largest tables first (indexes come by size from the catalog), so the longest checks do not
+    // start last.
+    let mut tables: Vec<(&String, &u64)> = m.tables.iter().collect();
+    tables.sort_by_key(|(_, rows)| std::cmp::Reverse(**rows));
+    let mut todo: Vec<Check> = tables
+        .into_iter()
         .map(|(table, expected)| Check::Rows {
             table: table.clone(),
             expected: *expected,
         })
         .collect();
-    // Largest first, so the longest checks do not start last.
-    todo.sort_by_key(|c| match c {
-        Check::Rows { expected, .. } => std::cmp::Reverse(*expected),
-        Check::Index(_) => std::cmp::Reverse(0),
-    });
     // amcheck is optional: only when the extension can be created on this server.
     if sqlx::query("CREATE EXTENSION IF NOT EXISTS amcheck")
         .execute(&mut *conn)
