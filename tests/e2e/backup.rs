@@ -1,13 +1,12 @@
 //! Backup behaviour against a real PostgreSQL and a real S3 server.
 
 use bytes::Bytes;
-use pgvigil_core::backup::{self, BackupContext, BackupError};
-use pgvigil_core::catalog::Catalog;
-use pgvigil_core::config::Role;
-use pgvigil_core::daemon;
-use pgvigil_core::keys::{BackupId, Layout};
-use pgvigil_core::manifest;
-use pgvigil_core::storage::{self, DynStorage};
+use pgvigil_core::infra::config::Role;
+use pgvigil_core::infra::storage::{self, DynStorage};
+use pgvigil_core::pipeline::backup::{self, BackupContext, BackupError};
+use pgvigil_core::records::catalog::Catalog;
+use pgvigil_core::records::keys::{BackupId, Layout};
+use pgvigil_core::records::manifest;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
 use std::io::Write;
@@ -25,7 +24,7 @@ pub async fn context(
     vars.extend(extra.iter().cloned());
     let s = settings(&vars, Role::Backup);
     let st = storage::connect(&s.storage).await.unwrap();
-    daemon::backup_context(&s, st).unwrap()
+    BackupContext::new(&s, s.database_url.clone().unwrap(), st)
 }
 
 /// Restores a gzip file with stock tools: `gunzip -t`, then `gunzip -c FILE | psql`.
@@ -62,9 +61,13 @@ pub fn stock_restore(pg: &PgServer, file: &std::path::Path, db: &str) {
 }
 
 pub async fn download(st: &DynStorage, key: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    let bytes = storage::get_bytes(st.as_ref(), &pgvigil_core::keys::Key::new(key).unwrap())
-        .await
-        .unwrap();
+    let bytes = storage::get_bytes(
+        st.as_ref(),
+        &pgvigil_core::infra::storage::Key::new(key).unwrap(),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let path = dir.join(key.rsplit('/').next().unwrap());
     std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
     path
@@ -79,11 +82,20 @@ async fn backup_restores_with_stock_tools_and_the_manifest_is_exact() {
     let ctx = context(&pg, "app", s3.vars("prod/main"), &[]).await;
     let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
 
-    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await.unwrap();
+    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(cat.backups.len(), 1);
     assert!(cat.backups[0].complete);
     assert!(cat.foreign.is_empty(), "only backups under the prefix: {:?}", cat.foreign);
-    let listing: Vec<String> = ctx.storage.list("prod/main/").await.unwrap().into_iter().map(|o| o.key).collect();
+    let listing: Vec<String> = ctx
+        .storage
+        .list("prod/main/", &CancellationToken::new())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
     assert_eq!(
         listing,
         vec![out.manifest.key.clone(), "prod/main/backup_latest.sql.gz".to_string()]
@@ -107,7 +119,10 @@ async fn backup_restores_with_stock_tools_and_the_manifest_is_exact() {
     assert!(sample::objects_ok(&pg, "restored").await);
 
     // The manifest's counts are exactly count(*) on the source, for every table.
-    let m = manifest::read(ctx.storage.as_ref(), &ctx.layout, out.id).await.unwrap().unwrap();
+    let m = manifest::read(ctx.storage.as_ref(), &ctx.layout, out.id, &CancellationToken::new())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m, out.manifest);
     let source = sample::row_counts(&pg, "app").await;
     assert_eq!(m.tables.len(), source.len(), "{:?}", m.tables);
@@ -150,8 +165,10 @@ async fn a_failed_dump_publishes_nothing_and_leaves_latest_untouched() {
     let s3 = S3Server::start().await;
     let good = context(&pg, "app", s3.vars("b"), &[]).await;
     backup::run_and_log(&good, &CancellationToken::new()).await.unwrap();
-    let latest_before = storage::get_bytes(good.storage.as_ref(), &good.layout.latest()).await.unwrap();
-    let objects_before = good.storage.list("").await.unwrap();
+    let latest_before = storage::get_bytes(good.storage.as_ref(), &good.layout.latest(), &CancellationToken::new())
+        .await
+        .unwrap();
+    let objects_before = good.storage.list("", &CancellationToken::new()).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     for (code, want) in [(1, "pg_dump exited with status 1"), (0, "the dump ended inside the data of table")] {
@@ -161,7 +178,7 @@ async fn a_failed_dump_publishes_nothing_and_leaves_latest_untouched() {
         assert!(!err.to_string().contains(pgvigil_e2e::pg::PASSWORD));
         let now: Vec<_> = ctx
             .storage
-            .list("")
+            .list("", &CancellationToken::new())
             .await
             .unwrap()
             .into_iter()
@@ -170,11 +187,15 @@ async fn a_failed_dump_publishes_nothing_and_leaves_latest_untouched() {
         assert_eq!(now, objects_before, "something was published or deleted");
         assert!(s3.pending_uploads().is_empty());
         assert_eq!(
-            storage::get_bytes(ctx.storage.as_ref(), &ctx.layout.latest()).await.unwrap(),
+            storage::get_bytes(ctx.storage.as_ref(), &ctx.layout.latest(), &CancellationToken::new())
+                .await
+                .unwrap(),
             latest_before
         );
     }
-    let cat = Catalog::load(good.storage.as_ref(), &good.layout).await.unwrap();
+    let cat = Catalog::load(good.storage.as_ref(), &good.layout, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(cat.failures.len(), 2, "failure records kept for reports");
 }
 
@@ -234,7 +255,10 @@ async fn cancelling_a_backup_aborts_the_upload() {
         started.elapsed() < std::time::Duration::from_secs(20),
         "cancel must not wait for pg_dump"
     );
-    assert!(ctx.storage.list("").await.unwrap().is_empty(), "nothing may be published");
+    assert!(
+        ctx.storage.list("", &CancellationToken::new()).await.unwrap().is_empty(),
+        "nothing may be published"
+    );
     assert!(s3.pending_uploads().is_empty(), "the multipart upload was aborted");
 }
 
@@ -259,14 +283,14 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     )
     .await;
 
-    let job = daemon::BackupJob { ctx: ctx.clone() };
+    let job = pgvigil_core::service::jobs::BackupJob { ctx: ctx.clone() };
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
-    let health = pgvigil_core::health::Health::new(std::time::Duration::from_secs(3600));
+    let health = pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600));
     let h2 = health.clone();
     let service = tokio::spawn(async move {
-        let backoff = pgvigil_core::runner::Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(2));
-        pgvigil_core::runner::run_forever(&job, backoff, &h2, &c2).await;
+        let backoff = pgvigil_core::service::retry::Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(2));
+        pgvigil_core::service::runner::run_forever(&job, backoff, &h2, &c2).await;
     });
     wait_for(&marker).await;
     s3.stop();
@@ -277,7 +301,7 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     s3.restart().await;
     let mut done = None;
     for _ in 0..600 {
-        if let Ok(cat) = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await {
+        if let Ok(cat) = Catalog::load(ctx.storage.as_ref(), &ctx.layout, &CancellationToken::new()).await {
             if let Some(b) = cat.newest_complete() {
                 done = Some(b.clone());
                 break;
@@ -288,9 +312,14 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     cancel.cancel();
     service.await.unwrap();
     let b = done.expect("the service resumed by itself and completed a backup");
-    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout).await.unwrap();
+    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout, &CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(cat.backups.len(), 1, "exactly one backup, no partial ones: {:?}", cat.backups);
-    let m = manifest::read(ctx.storage.as_ref(), &ctx.layout, b.id).await.unwrap().unwrap();
+    let m = manifest::read(ctx.storage.as_ref(), &ctx.layout, b.id, &CancellationToken::new())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.tables["public.customers"], 30_000);
     assert!(!cat.failures.is_empty() || health.verdict().0, "the failed attempt was recorded");
 }
@@ -332,10 +361,10 @@ async fn retention_deletes_only_old_pgvigil_backups() {
         .map(|d| BackupId::at(now - chrono::Duration::days(*d)))
         .collect();
     for id in &old {
-        storage::put_bytes(st, &layout.backup(*id), Bytes::from_static(b"old"))
+        storage::put_bytes(st, &layout.backup(*id), Bytes::from_static(b"old"), &CancellationToken::new())
             .await
             .unwrap();
-        let mut m = pgvigil_core::manifest::Manifest {
+        let mut m = pgvigil_core::records::manifest::Manifest {
             format: 1,
             key: layout.backup(*id).to_string(),
             size: 3,
@@ -351,7 +380,7 @@ async fn retention_deletes_only_old_pgvigil_backups() {
             tables: Default::default(),
         };
         m.size = 3;
-        manifest::write(st, &layout, *id, &m).await.unwrap();
+        manifest::write(st, &layout, *id, &m, &CancellationToken::new()).await.unwrap();
     }
     let foreign = [
         "r/notes.txt",
@@ -360,18 +389,26 @@ async fn retention_deletes_only_old_pgvigil_backups() {
         "elsewhere/backup_2001-01-01T00-00-00Z.sql.gz",
     ];
     for k in foreign {
-        storage::put_bytes(st, &pgvigil_core::keys::Key::new(k).unwrap(), Bytes::from_static(b"keep me"))
-            .await
-            .unwrap();
+        storage::put_bytes(
+            st,
+            &pgvigil_core::infra::storage::Key::new(k).unwrap(),
+            Bytes::from_static(b"keep me"),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
     }
     let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     assert_eq!(out.pruned, vec![old[0], old[1], old[2]]);
-    let cat = Catalog::load(st, &layout).await.unwrap();
+    let cat = Catalog::load(st, &layout, &CancellationToken::new()).await.unwrap();
     let ids: Vec<BackupId> = cat.backups.iter().map(|b| b.id).collect();
     assert_eq!(ids, vec![out.id, old[3]]);
     for k in foreign {
         assert!(
-            st.head(&pgvigil_core::keys::Key::new(k).unwrap()).await.unwrap().is_some(),
+            st.head(&pgvigil_core::infra::storage::Key::new(k).unwrap(), &CancellationToken::new())
+                .await
+                .unwrap()
+                .is_some(),
             "{k} was deleted"
         );
     }
@@ -391,12 +428,12 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
         &[("BACKUP_INTERVAL", "3600".into())],
     )
     .await;
-    let job = daemon::BackupJob { ctx: ctx.clone() };
-    use pgvigil_core::runner::Job;
+    let job = pgvigil_core::service::jobs::BackupJob { ctx: ctx.clone() };
+    use pgvigil_core::service::runner::Job;
     assert_eq!(job.due_in().await.unwrap().as_secs(), 0, "no backup yet: due at once");
     backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     // A restarted service (a new job over the same storage) waits for the rest of the interval.
-    let restarted = daemon::BackupJob { ctx: ctx.clone() };
+    let restarted = pgvigil_core::service::jobs::BackupJob { ctx: ctx.clone() };
     let wait = restarted.due_in().await.unwrap().as_secs();
     assert!((3590..=3600).contains(&wait), "{wait}");
 }

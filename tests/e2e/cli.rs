@@ -87,7 +87,7 @@ async fn every_command_against_a_prepared_bucket() {
     // A non-empty target is refused unless --clean.
     let (code, _, all) = pgvigil(&["restore", "--to", &target, "--backup", &older], &vars).await;
     assert_eq!(code, Some(1), "{all}");
-    assert!(all.contains("already has") && all.contains("--clean"), "{all}");
+    assert!(all.contains("already holds") && all.contains("--clean"), "{all}");
     let (code, _, all) = pgvigil(&["restore", "--to", &target, "--backup", &older, "--clean"], &vars).await;
     assert_eq!(code, Some(0), "{all}");
     assert_eq!(sample::row_counts(&pg, "app").await, sample::row_counts(&pg, "target").await);

@@ -1,9 +1,10 @@
 //! Storage conformance: the same behaviour from every backend (local directory and S3).
 
 use bytes::Bytes;
-use pgvigil_core::config::Role;
-use pgvigil_core::keys::{Key, Layout};
-use pgvigil_core::storage::{self, body_channel, DynStorage, PutOptions, StorageError};
+use pgvigil_core::infra::config::Role;
+use pgvigil_core::infra::storage::Key;
+use pgvigil_core::infra::storage::{self, body_channel, DynStorage, PutOptions, StorageError};
+use pgvigil_core::records::keys::Layout;
 use pgvigil_e2e::{settings, S3Server};
 use tokio_util::sync::CancellationToken;
 
@@ -58,9 +59,13 @@ async fn round_trips_of_every_size() {
                 put_chunks(&st, &key, &data, 300_000, force)
                     .await
                     .unwrap_or_else(|e| panic!("{name} put {size}: {e}"));
-                let back = storage::get_bytes(st.as_ref(), &key).await.unwrap();
+                let back = storage::get_bytes(st.as_ref(), &key, &CancellationToken::new()).await.unwrap();
                 assert!(back == data, "{name}: {size} bytes (multipart forced: {force}) did not round-trip");
-                assert_eq!(st.head(&key).await.unwrap().unwrap().size, size as u64, "{name}");
+                assert_eq!(
+                    st.head(&key, &CancellationToken::new()).await.unwrap().unwrap().size,
+                    size as u64,
+                    "{name}"
+                );
             }
         }
     }
@@ -92,7 +97,10 @@ async fn failed_or_cancelled_uploads_leave_nothing_behind() {
         };
         let (_, r) = tokio::join!(producer, st.put(&key, rx, PutOptions::default(), &cancel));
         assert!(matches!(r, Err(StorageError::Aborted(_))), "{name}: {r:?}");
-        assert!(st.head(&key).await.unwrap().is_none(), "{name}: object published after failure");
+        assert!(
+            st.head(&key, &CancellationToken::new()).await.unwrap().is_none(),
+            "{name}: object published after failure"
+        );
 
         // The producer disappears without finishing.
         let (tx, rx) = body_channel(4);
@@ -124,13 +132,19 @@ async fn failed_or_cancelled_uploads_leave_nothing_behind() {
             () = producer => unreachable!(),
         };
         assert!(matches!(r, Err(StorageError::Cancelled)), "{name}: {r:?}");
-        assert!(st.head(&key).await.unwrap().is_none(), "{name}: object published after cancel");
+        assert!(
+            st.head(&key, &CancellationToken::new()).await.unwrap().is_none(),
+            "{name}: object published after cancel"
+        );
         let pending = match guard.downcast_ref::<S3Server>() {
             Some(s3) => s3.pending_uploads(),
-            None => st.pending_uploads("conformance/").await.unwrap(),
+            None => st.pending_uploads("conformance/", &CancellationToken::new()).await.unwrap(),
         };
         assert!(pending.is_empty(), "{name}: pending uploads left behind: {pending:?}");
-        assert!(st.list("conformance/").await.unwrap().is_empty(), "{name}: listing shows leftovers");
+        assert!(
+            st.list("conformance/", &CancellationToken::new()).await.unwrap().is_empty(),
+            "{name}: listing shows leftovers"
+        );
     }
 }
 
@@ -141,7 +155,7 @@ async fn listing_past_a_thousand_keys_and_batch_delete() {
         let mut set = tokio::task::JoinSet::new();
         for k in keys.clone() {
             let st = st.clone();
-            set.spawn(async move { storage::put_bytes(st.as_ref(), &k, Bytes::from_static(b"x")).await });
+            set.spawn(async move { storage::put_bytes(st.as_ref(), &k, Bytes::from_static(b"x"), &CancellationToken::new()).await });
             if set.len() >= 32 {
                 set.join_next().await.unwrap().unwrap().unwrap();
             }
@@ -149,14 +163,17 @@ async fn listing_past_a_thousand_keys_and_batch_delete() {
         while let Some(r) = set.join_next().await {
             r.unwrap().unwrap();
         }
-        let listed = st.list("many/").await.unwrap();
+        let listed = st.list("many/", &CancellationToken::new()).await.unwrap();
         assert_eq!(listed.len(), 1100, "{name}");
         assert!(listed.windows(2).all(|w| w[0].key < w[1].key), "{name}: listing not in key order");
-        assert!(st.list("many/k0109").await.unwrap().len() == 10, "{name}: prefix filter");
-        st.delete_many(&keys).await.unwrap();
-        assert!(st.list("many/").await.unwrap().is_empty(), "{name}");
+        assert!(
+            st.list("many/k0109", &CancellationToken::new()).await.unwrap().len() == 10,
+            "{name}: prefix filter"
+        );
+        st.delete_many(&keys, &CancellationToken::new()).await.unwrap();
+        assert!(st.list("many/", &CancellationToken::new()).await.unwrap().is_empty(), "{name}");
         // Deleting missing keys is not an error.
-        st.delete_many(&keys[..3]).await.unwrap();
+        st.delete_many(&keys[..3], &CancellationToken::new()).await.unwrap();
     }
 }
 
@@ -167,22 +184,42 @@ async fn copy_head_and_missing_objects() {
         let b = Key::new("c/sub/b").unwrap();
         let data = pattern(3 * MIB + 5);
         put_chunks(&st, &a, &data, MIB, false).await.unwrap();
-        st.copy(&a, &b).await.unwrap();
-        assert!(storage::get_bytes(st.as_ref(), &b).await.unwrap() == data, "{name}");
+        st.copy(&a, &b, &CancellationToken::new()).await.unwrap();
+        assert!(
+            storage::get_bytes(st.as_ref(), &b, &CancellationToken::new()).await.unwrap() == data,
+            "{name}"
+        );
         let missing = Key::new("c/missing").unwrap();
-        assert!(st.head(&missing).await.unwrap().is_none(), "{name}");
-        assert!(matches!(st.get(&missing).await, Err(StorageError::NotFound(_))), "{name}");
-        assert!(matches!(st.copy(&missing, &b).await, Err(StorageError::NotFound(_))), "{name}");
+        assert!(st.head(&missing, &CancellationToken::new()).await.unwrap().is_none(), "{name}");
+        assert!(
+            matches!(st.get(&missing, &CancellationToken::new()).await, Err(StorageError::NotFound(_))),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                st.copy(&missing, &b, &CancellationToken::new()).await,
+                Err(StorageError::NotFound(_))
+            ),
+            "{name}"
+        );
     }
 }
 
 #[tokio::test]
 async fn preflight_passes_on_every_backend() {
     for (name, st, _guard) in backends().await {
-        storage::preflight(st.as_ref(), &Layout::new("conformance"))
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(st.list("_pgvigil/").await.unwrap().is_empty(), "{name}: probe left behind");
+        storage::preflight(
+            st.as_ref(),
+            &Layout::new("conformance").backups_prefix(),
+            &Layout::new("conformance").probe(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            st.list("_pgvigil/", &CancellationToken::new()).await.unwrap().is_empty(),
+            "{name}: probe left behind"
+        );
     }
 }
 
@@ -191,7 +228,14 @@ async fn every_preflight_failure_has_its_own_message() {
     let s3 = S3Server::start().await;
     let check = |vars: Vec<(&'static str, String)>| async move {
         let st = storage::connect(&settings(&vars, Role::Cli).storage).await.unwrap();
-        storage::preflight(st.as_ref(), &Layout::new("pf")).await.unwrap_err()
+        storage::preflight(
+            st.as_ref(),
+            &Layout::new("pf").backups_prefix(),
+            &Layout::new("pf").probe(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err()
     };
     let with = |k: &'static str, v: &str| {
         let mut vars = s3.vars("pf");

@@ -12,7 +12,7 @@ pub mod sample;
 pub use pg::PgServer;
 pub use s3::S3Server;
 
-use pgvigil_core::config::{Role, Settings};
+use pgvigil_core::infra::config::{Role, Settings};
 
 /// Builds settings from explicit variables (never the process environment).
 pub fn settings(vars: &[(&str, String)], role: Role) -> Settings {

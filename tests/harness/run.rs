@@ -68,3 +68,12 @@ pub async fn terminate(child: Child) -> Output {
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
+
+/// Asserts that a binary answers `--help` with a usage and `--version` with `version`.
+pub fn assert_help_and_version(exe: &str, version: &str) {
+    let help = std::process::Command::new(exe).arg("--help").output().expect("binary runs");
+    assert!(help.status.success(), "{exe} --help failed");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Usage"), "{exe} --help");
+    let v = std::process::Command::new(exe).arg("--version").output().expect("binary runs");
+    assert!(String::from_utf8_lossy(&v.stdout).contains(version), "{exe} --version");
+}

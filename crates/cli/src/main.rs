@@ -1,12 +1,17 @@
 //! `pgvigil`: the operator CLI. Same environment as the services; human tables by default,
-//! `--json` for scripts, exit codes for cron jobs and uptime checkers.
+//! `--json` for scripts, exit codes for cron jobs and uptime checkers. It parses arguments, calls
+//! the operator layer of `pgvigil-core`, and renders what comes back.
 
-mod commands;
 mod progress;
+mod render;
 mod restore;
 
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use pgvigil_core::operator::prelude::{process, ConfigError, Role, Settings};
+use pgvigil_core::operator::{self, Operator, OperatorError};
 use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
 
 /// Operator commands for pgvigil backups (configured like the services: see docs/configuration.md).
 #[derive(Parser, Debug)]
@@ -35,7 +40,7 @@ enum Command {
     },
     /// Take one backup now, through the same code path as the service (needs DATABASE_URL).
     BackupNow,
-    /// Restore a backup into a database, falling back to older backups if it fails.
+    /// Restore a backup into a database, all or nothing, falling back to older backups if it is at fault.
     Restore(restore::RestoreArgs),
     /// Check the integrity of the last N backups without restoring them (exit 1 if the newest is bad).
     Check {
@@ -63,30 +68,97 @@ enum Command {
     },
 }
 
+async fn open() -> Result<Operator, OperatorError> {
+    Operator::open(Settings::from_env(Role::Cli)?).await
+}
+
+async fn dispatch(command: Command, cancel: &CancellationToken) -> Result<u8> {
+    if let Command::BackupNow = command {
+        let settings = Settings::from_env(Role::Backup)?;
+        let out = match operator::backup_now(&settings, cancel).await {
+            Ok(out) => out,
+            // Already logged as `Backup failed` with its cause.
+            Err(OperatorError::Backup(_)) => return Ok(1),
+            Err(e) => return Err(e.into()),
+        };
+        let m = &out.manifest;
+        println!(
+            "{} ({}, {} tables, {} rows)",
+            m.key,
+            render::human_bytes(m.size),
+            m.tables.len(),
+            m.tables.values().sum::<u64>()
+        );
+        return Ok(0);
+    }
+    let op = open().await?;
+    let prefix = op.layout().backups_prefix();
+    match command {
+        Command::Status { json } => {
+            let v = op.status(cancel).await?;
+            let text = if json {
+                render::status_json(&v)
+            } else {
+                render::status(&v, &op.storage_description())
+            };
+            println!("{}", text.trim_end());
+            Ok(v.verdict.exit_code())
+        }
+        Command::List { limit, json } => {
+            let rows = op.list(limit, cancel).await?;
+            let text = if json { render::json(&rows) } else { render::list(&rows, &prefix) };
+            println!("{}", text.trim_end());
+            Ok(0)
+        }
+        Command::Check { last, json } => {
+            let r = op.check(last, &progress::Terminal::default(), cancel).await?;
+            let text = if json { render::json(&r) } else { render::check(&r, &prefix) };
+            println!("{}", text.trim_end());
+            Ok(u8::from(r.newest_is_bad()))
+        }
+        Command::Prune { dry_run } => {
+            let plan = op.prune_plan(cancel).await?;
+            println!(
+                "retention: delete backups older than {} days, keep at least {} complete backups and always the newest",
+                plan.policy.retention_days, plan.policy.min_keep
+            );
+            if plan.doomed.is_empty() {
+                println!("nothing to delete");
+                return Ok(0);
+            }
+            for id in &plan.doomed {
+                println!("{} {}", if dry_run { "would delete" } else { "deleting" }, op.layout().backup(*id));
+            }
+            if !dry_run {
+                let done = op.prune(cancel).await?;
+                println!("deleted {} backups (and their manifests)", done.len());
+            }
+            Ok(0)
+        }
+        Command::Report { days, json } => {
+            let r = op.report(days, cancel).await?;
+            let text = if json { render::json(&r) } else { render::report(&r) };
+            println!("{}", text.trim_end());
+            Ok(0)
+        }
+        Command::Restore(args) => restore::run(&op, args, cancel).await,
+        Command::BackupNow => Ok(1),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    pgvigil_core::memory::tune_allocator();
+    process::memory::tune_allocator();
     let cli = Cli::parse();
-    pgvigil_core::telemetry::init(pgvigil_core::telemetry::format_from_env());
-    let cancel = pgvigil_core::shutdown::on_signals();
-    let result = match cli.command {
-        Command::Status { json } => commands::status(json).await,
-        Command::List { limit, json } => commands::list(limit, json).await,
-        Command::BackupNow => commands::backup_now(&cancel).await,
-        Command::Restore(args) => restore::run(args, &cancel).await,
-        Command::Check { last, json } => commands::check(last, json, &cancel).await,
-        Command::Prune { dry_run } => commands::prune(dry_run).await,
-        Command::Report { days, json } => commands::report(days, json).await,
-    };
-    match result {
+    process::telemetry::init(process::telemetry::format_from_env());
+    let cancel = process::shutdown::on_signals();
+    match dispatch(cli.command, &cancel).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(if e.downcast_ref::<pgvigil_core::config::ConfigError>().is_some() {
-                2
-            } else {
-                1
-            })
+            let config =
+                e.downcast_ref::<ConfigError>().is_some() || matches!(e.downcast_ref::<OperatorError>(), Some(OperatorError::Config(_)));
+            ExitCode::from(if config { 2 } else { 1 })
         }
     }
 }

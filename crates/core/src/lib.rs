@@ -1,27 +1,22 @@
 //! pgvigil core: everything the backup service, the verify service and the operator CLI share.
 //!
-//! The binaries are thin: they read [`config`], set up [`telemetry`] and a shutdown token, and call
-//! [`backup`], [`verify`] or the read-only views in [`catalog`] and [`report`].
+//! The folders follow the way a backup flows:
+//!
+//! | folder | owns | must not import |
+//! |---|---|---|
+//! | [`infra`] | configuration, object storage, PostgreSQL connections and client tools, secrets | anything below |
+//! | [`records`] | what pgvigil writes about backups: object names, manifests, verification and failure records, the catalog | `pipeline`, `service`, `operator`, `infra::pg` |
+//! | [`policy`] | pure decisions: retention, size anomalies, schedule, status verdict, report figures | any I/O (`infra`, tokio, sqlx) |
+//! | [`pipeline`] | the data paths (backup, restore, verify) and their stream stages (compression, dump scanning) | `service`, `operator` |
+//! | [`service`] | the machinery of the two daemons: service skeleton, runner, retry, health, shutdown, telemetry | `operator` |
+//! | [`operator`] | what the CLI's commands do; the CLI only parses arguments and renders the results | `service` (except shutdown tokens handed in) |
+//!
+//! The binaries are thin: `pgvigil-backup` and `pgvigil-verify` call [`service::skeleton::service_main`],
+//! `pgvigil` calls [`operator`].
 
-pub mod anomaly;
-pub mod backup;
-pub mod catalog;
-pub mod compress;
-pub mod config;
-pub mod daemon;
-pub mod dumpscan;
-pub mod health;
-pub mod keys;
-pub mod manifest;
-pub mod memory;
-pub mod pg;
-pub mod report;
-
-pub mod restore;
-pub mod retention;
-pub mod runner;
-pub mod secret;
-pub mod shutdown;
-pub mod storage;
-pub mod telemetry;
-pub mod verify;
+pub mod infra;
+pub mod operator;
+pub mod pipeline;
+pub mod policy;
+pub mod records;
+pub mod service;

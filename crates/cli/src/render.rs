@@ -1,0 +1,208 @@
+//! Rendering of the operator layer's results: human tables and text (the default) or JSON.
+
+use pgvigil_core::operator::prelude::{human_secs, Report, Verdict, VerificationRecord};
+use pgvigil_core::operator::{CheckReport, ListRow, StatusView};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// `1.5 MB`
+pub fn human_bytes(b: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// Pretty JSON of anything serializable.
+pub fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"cannot encode: {e}\"}}"))
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    verdict: Verdict,
+    problems: &'a [String],
+    newest_backup: Option<&'a str>,
+    newest_backup_age_secs: Option<i64>,
+    newest_backup_size: Option<u64>,
+    last_verification: Option<&'a VerificationRecord>,
+    next_backup_due_in_secs: Option<i64>,
+}
+
+/// `pgvigil status --json`
+pub fn status_json(v: &StatusView) -> String {
+    json(&StatusJson {
+        verdict: v.verdict,
+        problems: &v.problems,
+        newest_backup: v.newest.as_ref().map(|b| b.key.as_str()),
+        newest_backup_age_secs: v.newest.as_ref().map(|b| (v.now - b.id.0).num_seconds()),
+        newest_backup_size: v.newest.as_ref().map(|b| b.size),
+        last_verification: v.last_verification.as_ref(),
+        next_backup_due_in_secs: v.next_backup_due_in_secs,
+    })
+}
+
+/// `pgvigil status`
+pub fn status(v: &StatusView, storage: &str) -> String {
+    let mut s = String::new();
+    let now = v.now;
+    let _ = writeln!(s, "{}: {storage}", format!("{:?}", v.verdict).to_uppercase());
+    match &v.newest {
+        Some(b) => {
+            let _ = writeln!(
+                s,
+                "newest backup:       {} ({} old, {})",
+                b.key,
+                human_secs((now - b.id.0).num_seconds()),
+                human_bytes(b.size)
+            );
+        }
+        None => s.push_str("newest backup:       none\n"),
+    }
+    match &v.last_verification {
+        Some(r) => {
+            let _ = writeln!(
+                s,
+                "last verification:   {} {} ({} ago, {:.1}s)",
+                if r.passed { "passed" } else { "FAILED" },
+                r.key,
+                human_secs((now - r.verified_at).num_seconds()),
+                r.total_secs
+            );
+        }
+        None => s.push_str("last verification:   none\n"),
+    }
+    match v.next_backup_due_in_secs {
+        Some(0) => s.push_str("next backup due:     now (overdue)\n"),
+        Some(d) => {
+            let _ = writeln!(s, "next backup due in:  {}", human_secs(d));
+        }
+        None => s.push_str("next backup due:     now (no backup yet)\n"),
+    }
+    for p in &v.problems {
+        let _ = writeln!(s, "problem:             {p}");
+    }
+    s
+}
+
+/// `pgvigil list`
+pub fn list(rows: &[ListRow], prefix: &str) -> String {
+    let mut s = format!("{:<22} {:>10} {:>8}  {:<10} KEY\n", "TIME (UTC)", "SIZE", "CHANGE", "VERIFIED");
+    for r in rows {
+        let verified = match (r.complete, r.verified) {
+            (false, _) => "INCOMPLETE",
+            (_, Some(true)) => "passed",
+            (_, Some(false)) => "FAILED",
+            (_, None) => "no",
+        };
+        let change = r.change_vs_median.map_or("-".into(), |c| format!("{:+.0}%", c * 100.0));
+        let _ = writeln!(
+            s,
+            "{:<22} {:>10} {:>8}  {:<10} {}",
+            r.time.format("%Y-%m-%d %H:%M:%S"),
+            human_bytes(r.size),
+            change,
+            verified,
+            r.key
+        );
+    }
+    if rows.is_empty() {
+        let _ = writeln!(s, "(no backups under {prefix})");
+    }
+    s
+}
+
+/// `pgvigil check`
+pub fn check(r: &CheckReport, prefix: &str) -> String {
+    let mut s = String::new();
+    for row in &r.backups {
+        let _ = writeln!(
+            s,
+            "{:<10} {}{}",
+            if row.ok { "OK" } else { "CORRUPTED" },
+            row.key,
+            if row.ok {
+                String::new()
+            } else {
+                format!(": {}", row.problems.join("; "))
+            }
+        );
+    }
+    if r.backups.is_empty() {
+        let _ = writeln!(s, "(no backups under {prefix})");
+    } else {
+        let _ = writeln!(
+            s,
+            "newest good backup: {}",
+            r.newest_good.as_deref().unwrap_or("NONE of those checked")
+        );
+    }
+    s
+}
+
+fn pct(v: f64) -> String {
+    format!("{:+.0}%", v * 100.0)
+}
+
+/// `pgvigil report`
+pub fn report(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "pgvigil report — last {} days", r.days);
+    let _ = writeln!(s, "\nBackups");
+    let _ = writeln!(s, "  made:                {}", r.backups_made);
+    let _ = writeln!(s, "  failed attempts:     {}", r.backups_failed);
+    let _ = writeln!(
+        s,
+        "  average duration:    {}",
+        r.backup_avg_secs.map_or("-".into(), |d| format!("{d:.1}s"))
+    );
+    let _ = writeln!(s, "  newest size:         {}", r.newest_size.map_or("-".into(), human_bytes));
+    let _ = writeln!(s, "  size trend:          {}", r.size_change.map_or("-".into(), pct));
+    if r.anomalies.is_empty() {
+        let _ = writeln!(s, "  anomalies:           none");
+    } else {
+        for (k, a) in &r.anomalies {
+            let _ = writeln!(s, "  anomaly ({:?}):  {k}: {}", a.severity, a.message);
+        }
+    }
+    let _ = writeln!(s, "\nVerification");
+    let _ = writeln!(s, "  runs:                {} ({} passed)", r.verifications, r.verifications_passed);
+    let rate = match (r.success_rate, r.meets_target) {
+        (Some(x), Some(true)) => format!("{:.1}% (target 95%: met)", x * 100.0),
+        (Some(x), _) => format!("{:.1}% (target 95%: MISSED)", x * 100.0),
+        _ => "- (no verifications in the window)".into(),
+    };
+    let _ = writeln!(s, "  success rate:        {rate}");
+    let _ = writeln!(
+        s,
+        "  average duration:    {}",
+        r.verify_avg_secs.map_or("-".into(), |d| format!("{d:.1}s"))
+    );
+    let _ = writeln!(s, "  duration trend:      {}", r.verify_duration_trend.map_or("-".into(), pct));
+    let _ = writeln!(s, "\nStorage");
+    let _ = writeln!(
+        s,
+        "  total:               {} in {} objects ({} backups)",
+        human_bytes(r.total_bytes),
+        r.object_count,
+        r.backup_count
+    );
+    let oldest = match r.oldest_age_days {
+        Some(d) if d > r.retention_days as f64 + 1.0 => {
+            format!("{d:.1} days (retention {} days: retention is not keeping up)", r.retention_days)
+        }
+        Some(d) => format!("{d:.1} days (retention {} days)", r.retention_days),
+        None => "-".into(),
+    };
+    let _ = writeln!(s, "  oldest backup:       {oldest}");
+    let _ = writeln!(s, "  projected cost:      ${:.2} per month", r.monthly_cost);
+    s
+}

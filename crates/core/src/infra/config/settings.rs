@@ -1,0 +1,147 @@
+//! The typed, validated settings. Each setting is stored exactly once; components receive the
+//! sub-struct they need, never the whole environment.
+
+use crate::infra::secret::DbUrl;
+use crate::policy::retention::RetentionPolicy;
+use secrecy::SecretString;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where backups live.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// An S3 (or S3-compatible) bucket.
+    S3(S3Config),
+    /// A local directory (development, air-gapped hosts).
+    Local {
+        /// Root directory; keys become relative paths under it.
+        dir: PathBuf,
+    },
+}
+
+/// Server-side encryption requested for every object pgvigil writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sse {
+    /// SSE-S3 (`AES256`).
+    Aes256,
+    /// SSE-KMS, optionally with a specific key.
+    Kms {
+        /// `S3_SSE_KMS_KEY_ID`; `None` uses the bucket's default KMS key.
+        key_id: Option<String>,
+    },
+}
+
+/// S3 connection settings.
+#[derive(Clone)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Custom endpoint for S3-compatible stores; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Region used for signing.
+    pub region: String,
+    /// Static credentials; `None` uses the standard AWS credential chain.
+    pub credentials: Option<(String, SecretString)>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most compatible stores.
+    pub force_path_style: bool,
+    /// Optional server-side encryption.
+    pub sse: Option<Sse>,
+    /// Optional storage class, e.g. `STANDARD_IA`.
+    pub storage_class: Option<String>,
+    /// Fixed multipart part size; `None` chooses it from the expected size.
+    pub part_size: Option<u64>,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.credentials.as_ref().map(|(id, _)| id))
+            .field("secret_access_key", &self.credentials.as_ref().map(|_| "***"))
+            .field("force_path_style", &self.force_path_style)
+            .field("sse", &self.sse)
+            .field("storage_class", &self.storage_class)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+/// Storage backend plus the key prefix that holds the backups.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// S3 or local directory.
+    pub backend: Backend,
+    /// `BACKUP_PREFIX`, without leading or trailing slashes.
+    pub prefix: String,
+}
+
+/// Where to find `pg_dump` and `psql`.
+#[derive(Debug, Clone, Default)]
+pub struct ToolsConfig {
+    /// `PG_DUMP_PATH`: use exactly this `pg_dump`.
+    pub pg_dump: Option<PathBuf>,
+    /// `PSQL_PATH`: use exactly this `psql`.
+    pub psql: Option<PathBuf>,
+}
+
+/// How backups are taken and kept (the database itself is [`Settings::database_url`]). Always
+/// present, with defaults, because `pgvigil status`, `prune` and `report` need it too.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// `BACKUP_INTERVAL`: time between backups.
+    pub interval: Duration,
+    /// `COMPRESSION_LEVEL`: gzip level 1–9.
+    pub compression_level: u32,
+    /// `BACKUP_RETENTION_DAYS` and `BACKUP_MIN_KEEP`: what retention may delete.
+    pub retention: RetentionPolicy,
+    /// `PG_DUMP_OPTIONS`: extra `pg_dump` arguments.
+    pub dump_options: Vec<String>,
+}
+
+/// How backups are verified (the scratch server is [`Settings::verify_database_url`]).
+#[derive(Debug, Clone)]
+pub struct VerifyConfig {
+    /// `VERIFY_INTERVAL`: time between verifications.
+    pub interval: Duration,
+    /// `VERIFY_QUERIES_FILE`: optional SQL checks run against the restored database.
+    pub queries_file: Option<PathBuf>,
+    /// `VERIFY_RANDOM_RATE`: probability (0–1) that a run also drills a random older backup.
+    pub random_rate: f64,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where backups are stored.
+    pub storage: StorageConfig,
+    /// Client tool locations.
+    pub tools: ToolsConfig,
+    /// `DATABASE_URL`: the database to back up (required by the backup service).
+    pub database_url: Option<DbUrl>,
+    /// Schedule, compression and retention of backups.
+    pub backup: BackupConfig,
+    /// `VERIFY_DATABASE_URL`: the scratch server (required by the verify service).
+    pub verify_database_url: Option<DbUrl>,
+    /// Schedule and checks of verifications.
+    pub verify: VerifyConfig,
+    /// `RESTORE_DATABASE_URL`: the default target of `pgvigil restore` (keeps passwords out of argv).
+    pub restore_database_url: Option<DbUrl>,
+    /// `PORT`: HTTP port for `/healthz` and `/metrics`; `None` disables the endpoint.
+    pub port: Option<u16>,
+    /// `LOG_FORMAT`: text or JSON logs.
+    pub log_format: LogFormat,
+    /// `STORAGE_PRICE_PER_GB_MONTH`: used by `pgvigil report` for the cost projection.
+    pub price_per_gb_month: f64,
+}

@@ -1,0 +1,365 @@
+//! Validation: turns raw strings into typed settings, collecting every problem (each naming its
+//! variable and what it expects) instead of stopping at the first. Secret values are never echoed.
+
+use super::raw::RawEnv;
+use super::settings::{Backend, BackupConfig, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
+use super::{Problem, Role};
+use crate::infra::secret::DbUrl;
+use crate::policy::retention::RetentionPolicy;
+use secrecy::SecretString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Collects problems while turning raw strings into typed values.
+#[derive(Default)]
+pub(super) struct Validator {
+    pub(super) problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn bad(&mut self, var: &'static str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            var,
+            message: message.into(),
+        });
+    }
+
+    /// Reads a secret from `VAR` or the file named by `VAR_FILE` (not both).
+    fn secret(&mut self, var: &'static str, file_var: &'static str, direct: Option<String>, file: Option<String>) -> Option<String> {
+        match (nonempty(direct), nonempty(file)) {
+            (Some(_), Some(_)) => {
+                self.bad(var, format!("set either {var} or {file_var}, not both"));
+                None
+            }
+            (Some(v), None) => Some(v),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(s) if !s.trim().is_empty() => Some(s.trim_end_matches(['\n', '\r']).to_string()),
+                Ok(_) => {
+                    self.bad(file_var, format!("file {path:?} is empty"));
+                    None
+                }
+                Err(e) => {
+                    self.bad(file_var, format!("cannot read file {path:?}: {e}"));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    fn db_url(&mut self, var: &'static str, value: Option<String>, required: bool) -> Option<DbUrl> {
+        match value {
+            None if required => {
+                self.bad(
+                    var,
+                    "required: the postgresql:// URL of the database (e.g. postgresql://user:password@host:5432/dbname)",
+                );
+                None
+            }
+            None => None,
+            Some(v) => match DbUrl::parse(&v) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    // The value may contain a password: describe the problem, never echo it.
+                    self.bad(var, e);
+                    None
+                }
+            },
+        }
+    }
+
+    fn uint(&mut self, var: &'static str, value: Option<String>, default: u64, min: u64, max: u64, what: &str) -> u64 {
+        match nonempty(value) {
+            None => default,
+            Some(s) => match s.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => n,
+                _ => {
+                    self.bad(var, format!("expected {what}, got {s:?}"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn boolean(&mut self, var: &'static str, value: Option<String>, default: bool) -> bool {
+        match nonempty(value).map(|s| s.trim().to_ascii_lowercase()) {
+            None => default,
+            Some(s) => match s.as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    self.bad(var, format!("expected true or false, got {s:?}"));
+                    default
+                }
+            },
+        }
+    }
+
+    pub(super) fn settings(&mut self, raw: RawEnv, role: Role) -> Option<Settings> {
+        let storage = self.storage(&raw);
+        let tools = ToolsConfig {
+            pg_dump: nonempty(raw.pg_dump_path.clone()).map(PathBuf::from),
+            psql: nonempty(raw.psql_path.clone()).map(PathBuf::from),
+        };
+        for (var, p) in [("PG_DUMP_PATH", &tools.pg_dump), ("PSQL_PATH", &tools.psql)] {
+            if let Some(p) = p {
+                if !p.is_file() {
+                    self.bad(
+                        var,
+                        format!("expected the path of an executable, but {} does not exist", p.display()),
+                    );
+                }
+            }
+        }
+
+        let db = self.secret("DATABASE_URL", "DATABASE_URL_FILE", raw.database_url, raw.database_url_file);
+        let database_url = self.db_url("DATABASE_URL", db, role == Role::Backup);
+        let interval = self.uint(
+            "BACKUP_INTERVAL",
+            raw.backup_interval,
+            86_400,
+            1,
+            366 * 86_400,
+            "whole seconds > 0 (e.g. 3600 for hourly)",
+        );
+        let compression_level = self.uint("COMPRESSION_LEVEL", raw.compression_level, 6, 1, 9, "a gzip level from 1 to 9") as u32;
+        let days = self.uint("BACKUP_RETENTION_DAYS", raw.backup_retention_days, 7, 1, 36_500, "whole days >= 1");
+        let min_keep = self.uint(
+            "BACKUP_MIN_KEEP",
+            raw.backup_min_keep,
+            3,
+            1,
+            10_000,
+            "a whole number of backups >= 1",
+        );
+        let dump_options = nonempty(raw.pg_dump_options)
+            .map(|s| s.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for opt in &dump_options {
+            let name = opt.split('=').next().unwrap_or_default();
+            if FORBIDDEN_DUMP_OPTIONS.contains(&name) {
+                self.bad("PG_DUMP_OPTIONS", format!("{name} is managed by pgvigil and cannot be set here"));
+            }
+        }
+        let backup = BackupConfig {
+            interval: Duration::from_secs(interval),
+            compression_level,
+            retention: RetentionPolicy {
+                retention_days: days,
+                min_keep: min_keep as usize,
+            },
+            dump_options,
+        };
+
+        let vdb = self.secret(
+            "VERIFY_DATABASE_URL",
+            "VERIFY_DATABASE_URL_FILE",
+            raw.verify_database_url,
+            raw.verify_database_url_file,
+        );
+        let verify_url = self.db_url("VERIFY_DATABASE_URL", vdb, role == Role::Verify);
+        let vinterval = self.uint(
+            "VERIFY_INTERVAL",
+            raw.verify_interval,
+            86_400,
+            1,
+            366 * 86_400,
+            "whole seconds > 0 (e.g. 86400 for daily)",
+        );
+        let queries_file = nonempty(raw.verify_queries_file).map(PathBuf::from);
+        if let Some(q) = &queries_file {
+            if let Err(e) = std::fs::read_to_string(q) {
+                self.bad("VERIFY_QUERIES_FILE", format!("cannot read {}: {e}", q.display()));
+            }
+        }
+        let random_rate = match nonempty(raw.verify_random_rate) {
+            None => 0.2,
+            Some(s) => match s.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => r,
+                _ => {
+                    self.bad(
+                        "VERIFY_RANDOM_RATE",
+                        format!("expected a fraction from 0 to 1 (e.g. 0.2), got {s:?}"),
+                    );
+                    0.0
+                }
+            },
+        };
+        let verify = VerifyConfig {
+            interval: Duration::from_secs(vinterval),
+            queries_file,
+            random_rate,
+        };
+
+        let port = nonempty(raw.port).and_then(|s| match s.trim().parse::<u16>() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.bad("PORT", format!("expected a TCP port number from 0 to 65535, got {s:?}"));
+                None
+            }
+        });
+        let log_format = match nonempty(raw.log_format).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.bad("LOG_FORMAT", format!("expected text or json, got {other:?}"));
+                LogFormat::Text
+            }
+        };
+        let price_per_gb_month = match nonempty(raw.storage_price_per_gb_month) {
+            None => 0.023,
+            Some(s) => match s.trim().parse::<f64>() {
+                Ok(p) if p >= 0.0 && p.is_finite() => p,
+                _ => {
+                    self.bad(
+                        "STORAGE_PRICE_PER_GB_MONTH",
+                        format!("expected a price in dollars such as 0.023, got {s:?}"),
+                    );
+                    0.0
+                }
+            },
+        };
+        let rdb = self.secret(
+            "RESTORE_DATABASE_URL",
+            "RESTORE_DATABASE_URL_FILE",
+            raw.restore_database_url,
+            raw.restore_database_url_file,
+        );
+        let restore_database_url = self.db_url("RESTORE_DATABASE_URL", rdb, false);
+        Some(Settings {
+            storage: storage?,
+            tools,
+            database_url,
+            backup,
+            verify_database_url: verify_url,
+            verify,
+            restore_database_url,
+            port,
+            log_format,
+            price_per_gb_month,
+        })
+    }
+
+    fn storage(&mut self, raw: &RawEnv) -> Option<StorageConfig> {
+        let prefix = nonempty(raw.backup_prefix.clone()).unwrap_or_else(|| "backups".into());
+        let prefix = prefix.trim().trim_matches('/').to_string();
+        if let Err(e) = crate::records::keys::validate_prefix(&prefix) {
+            self.bad("BACKUP_PREFIX", e);
+        }
+        let access = self.secret(
+            "S3_ACCESS_KEY_ID",
+            "S3_ACCESS_KEY_ID_FILE",
+            raw.s3_access_key_id.clone(),
+            raw.s3_access_key_id_file.clone(),
+        );
+        let secret = self.secret(
+            "S3_SECRET_ACCESS_KEY",
+            "S3_SECRET_ACCESS_KEY_FILE",
+            raw.s3_secret_access_key.clone(),
+            raw.s3_secret_access_key_file.clone(),
+        );
+        let credentials = match (access, secret) {
+            (Some(a), Some(s)) => Some((a, SecretString::from(s))),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.bad("S3_SECRET_ACCESS_KEY", "required when S3_ACCESS_KEY_ID is set");
+                None
+            }
+            (None, Some(_)) => {
+                self.bad("S3_ACCESS_KEY_ID", "required when S3_SECRET_ACCESS_KEY is set");
+                None
+            }
+        };
+        let endpoint = nonempty(raw.s3_endpoint.clone()).map(|e| e.trim().trim_end_matches('/').to_string());
+        if let Some(e) = &endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) || url::Url::parse(e).is_err() {
+                self.bad("S3_ENDPOINT", format!("expected an http:// or https:// URL, got {e:?}"));
+            }
+        }
+        let force_path_style = self.boolean("S3_FORCE_PATH_STYLE", raw.s3_force_path_style.clone(), endpoint.is_some());
+        let sse = match nonempty(raw.s3_sse.clone()).as_deref() {
+            None => None,
+            Some("AES256") => Some(Sse::Aes256),
+            Some("aws:kms") => Some(Sse::Kms {
+                key_id: nonempty(raw.s3_sse_kms_key_id.clone()),
+            }),
+            Some(other) => {
+                self.bad("S3_SSE", format!("expected AES256 or aws:kms, got {other:?}"));
+                None
+            }
+        };
+        if raw.s3_sse_kms_key_id.is_some() && !matches!(sse, Some(Sse::Kms { .. })) {
+            self.bad("S3_SSE_KMS_KEY_ID", "only valid together with S3_SSE=aws:kms");
+        }
+        let part_size = nonempty(raw.s3_part_size_mb.clone()).map(|_| {
+            self.uint(
+                "S3_PART_SIZE_MB",
+                raw.s3_part_size_mb.clone(),
+                16,
+                5,
+                5 * 1024,
+                "a part size in MiB from 5 to 5120",
+            ) * 1024
+                * 1024
+        });
+        let region = nonempty(raw.s3_region.clone()).unwrap_or_else(|| "us-east-1".into());
+
+        let backend = match (nonempty(raw.s3_bucket.clone()), nonempty(raw.backup_dir.clone())) {
+            (Some(bucket), _) => {
+                if bucket.len() < 3 || bucket.len() > 63 || bucket.contains('/') {
+                    self.bad(
+                        "S3_BUCKET",
+                        format!("expected a bucket name (3-63 characters, no '/'), got {bucket:?}"),
+                    );
+                }
+                Backend::S3(S3Config {
+                    bucket,
+                    endpoint,
+                    region,
+                    credentials,
+                    force_path_style,
+                    sse,
+                    storage_class: nonempty(raw.s3_storage_class.clone()),
+                    part_size,
+                })
+            }
+            (None, Some(dir)) => Backend::Local { dir: PathBuf::from(dir) },
+            (None, None) => {
+                self.bad(
+                    "S3_BUCKET",
+                    "required: the bucket to store backups in (or set BACKUP_DIR to use a local directory)",
+                );
+                return None;
+            }
+        };
+        Some(StorageConfig { backend, prefix })
+    }
+}
+
+/// `pg_dump` options pgvigil sets itself; allowing them would break the format it relies on.
+const FORBIDDEN_DUMP_OPTIONS: &[&str] = &[
+    "-F",
+    "--format",
+    "-f",
+    "--file",
+    "-Z",
+    "--compress",
+    "-d",
+    "--dbname",
+    "-h",
+    "--host",
+    "-p",
+    "--port",
+    "-U",
+    "--username",
+    "-W",
+    "--password",
+    "-C",
+    "--create",
+    "-j",
+    "--jobs",
+];
+
+fn nonempty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}

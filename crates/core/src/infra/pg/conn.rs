@@ -1,0 +1,137 @@
+//! Connections: the libpq environment for child processes (password in `PGPASSWORD`, never in
+//! argv), short SQL sessions through sqlx, and their errors classified in plain words.
+
+use super::errors::{PgError, SqlState};
+use super::tools::PgVersion;
+use crate::infra::secret::{decode, scrub, DbUrl};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use std::str::FromStr;
+use std::time::Duration;
+use url::Url;
+
+/// Query parameters of a URL that map onto libpq environment variables for child processes.
+const PARAM_ENV: &[(&str, &str)] = &[
+    ("sslmode", "PGSSLMODE"),
+    ("sslrootcert", "PGSSLROOTCERT"),
+    ("sslcert", "PGSSLCERT"),
+    ("sslkey", "PGSSLKEY"),
+    ("sslcrl", "PGSSLCRL"),
+    ("connect_timeout", "PGCONNECT_TIMEOUT"),
+    ("application_name", "PGAPPNAME"),
+    ("options", "PGOPTIONS"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
+    ("host", "PGHOST"),
+    ("port", "PGPORT"),
+    ("user", "PGUSER"),
+    ("password", "PGPASSWORD"),
+    ("dbname", "PGDATABASE"),
+];
+
+/// The libpq environment for a child process connecting to `url`: host, port, user, database,
+/// TLS settings and the password in `PGPASSWORD`, so nothing secret reaches argv.
+pub fn child_env(url: &DbUrl) -> Vec<(String, String)> {
+    let u = Url::parse(url.expose()).expect("validated DbUrl");
+    let mut env = Vec::new();
+    if let Some(h) = u.host_str().filter(|h| !h.is_empty()) {
+        env.push(("PGHOST".into(), h.trim_start_matches('[').trim_end_matches(']').to_string()));
+    }
+    if let Some(p) = u.port() {
+        env.push(("PGPORT".into(), p.to_string()));
+    }
+    if !u.username().is_empty() {
+        env.push(("PGUSER".into(), decode(u.username())));
+    }
+    if let Some(pw) = u.password() {
+        env.push(("PGPASSWORD".into(), decode(pw)));
+    }
+    env.push(("PGDATABASE".into(), url.database()));
+    for (k, v) in u.query_pairs() {
+        if let Some((_, var)) = PARAM_ENV.iter().find(|(p, _)| *p == k) {
+            env.retain(|(name, _)| name != var);
+            env.push(((*var).to_string(), v.into_owned()));
+        }
+    }
+    env
+}
+
+/// The secrets contained in a URL, for scrubbing messages.
+pub fn secrets_of(url: &DbUrl) -> Vec<String> {
+    child_env(url)
+        .into_iter()
+        .filter(|(k, _)| k == "PGPASSWORD")
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// Opens one connection, classifying failures in plain words.
+///
+/// # Errors
+/// [`PgError::Unavailable`] for network problems, [`PgError::Rejected`] for authentication and
+/// missing databases.
+pub async fn connect(url: &DbUrl) -> Result<PgConnection, PgError> {
+    let opts = PgConnectOptions::from_str(url.expose())
+        .map_err(|e| {
+            PgError::Rejected(format!(
+                "cannot use the database URL {url}: {}",
+                scrub(&e.to_string(), &[url.expose()])
+            ))
+        })?
+        .log_statements(tracing::log::LevelFilter::Debug);
+    match tokio::time::timeout(Duration::from_secs(20), opts.connect()).await {
+        Err(_) => Err(PgError::Unavailable(format!("timed out connecting to {}", url.redacted()))),
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(classify(url, &e)),
+    }
+}
+
+/// Turns a sqlx error into a plain sentence naming the (redacted) server.
+pub fn classify(url: &DbUrl, e: &sqlx::Error) -> PgError {
+    let secrets = secrets_of(url);
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let target = url.redacted();
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let msg = scrub(db.message(), &refs);
+            match code.as_str() {
+                "28P01" | "28000" => PgError::Rejected(format!("authentication failed for {target}: {msg} (check the user and password)")),
+                "3D000" => PgError::Rejected(format!("{msg} on {target} (check the database name in the URL)")),
+                "42501" => PgError::Rejected(format!("permission denied on {target}: {msg}")),
+                "57P03" | "53300" | "57P01" => PgError::Unavailable(format!("{target} is not accepting connections: {msg}")),
+                _ => PgError::Sql {
+                    state: SqlState(code),
+                    message: format!("{target}: {msg}"),
+                },
+            }
+        }
+        sqlx::Error::Io(io) => PgError::Unavailable(format!("cannot reach {target}: {io}")),
+        sqlx::Error::Tls(t) => PgError::Rejected(format!("TLS negotiation with {target} failed: {}", scrub(&t.to_string(), &refs))),
+        sqlx::Error::PoolTimedOut => PgError::Unavailable(format!("timed out connecting to {target}")),
+        other => PgError::Unavailable(format!("{target}: {}", scrub(&other.to_string(), &refs))),
+    }
+}
+
+/// The server's version: (`server_version_num`, human `server_version`).
+///
+/// # Errors
+/// Connection or query failures.
+pub async fn server_version(conn: &mut PgConnection, url: &DbUrl) -> Result<PgVersion, PgError> {
+    let num: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| classify(url, &e))?;
+    let n: u32 = num
+        .trim()
+        .parse()
+        .map_err(|_| PgError::Unavailable(format!("{} reported an unexpected server_version_num {num:?}", url.redacted())))?;
+    Ok(PgVersion {
+        major: n / 10_000,
+        minor: n % 10_000,
+    })
+}
+
+/// Closes a connection politely, ignoring errors.
+pub async fn close(conn: PgConnection) {
+    let _ = conn.close().await;
+}

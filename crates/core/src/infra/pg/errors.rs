@@ -1,0 +1,327 @@
+//! Typed failures of PostgreSQL and its client tools, so that callers branch on kinds, never on
+//! message text. A tool's stderr is parsed once, here, into these types.
+
+use super::child::ToolFailure;
+use std::fmt;
+
+/// Errors talking to PostgreSQL or running its client tools.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// Could not connect or lost the connection; a later retry may help.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Wrong password, unknown role or database, missing permission: retrying will not help.
+    #[error("{0}")]
+    Rejected(String),
+    /// A client tool is missing or too old for the server or the dump.
+    #[error("{0}")]
+    VersionSkew(String),
+    /// A statement failed on the server.
+    #[error("{message} (SQLSTATE {state})")]
+    Sql {
+        /// The server's SQLSTATE.
+        state: SqlState,
+        /// What the server said, naming the (redacted) server.
+        message: String,
+    },
+    /// `pg_dump` failed.
+    #[error(transparent)]
+    Dump(#[from] DumpFailure),
+    /// `psql` failed.
+    #[error(transparent)]
+    Psql(#[from] PsqlFailure),
+    /// A client tool could not be started.
+    #[error("{0}")]
+    Spawn(String),
+}
+
+impl PgError {
+    /// Whether a later retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PgError::Unavailable(_) => true,
+            PgError::Sql { state, .. } => state.environment_cause().is_some_and(|c| c.is_transient()),
+            PgError::Dump(d) => d.is_retryable(),
+            PgError::Psql(p) => matches!(p, PsqlFailure::ConnectionLost { .. }),
+            PgError::Rejected(_) | PgError::VersionSkew(_) | PgError::Spawn(_) => false,
+        }
+    }
+}
+
+/// A five-character SQLSTATE such as `42P01`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SqlState(pub String);
+
+impl fmt::Display for SqlState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A cause that lies with the server or its environment, not with the SQL that was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvironmentCause {
+    /// Class 08: the connection failed or was lost.
+    ConnectionLost,
+    /// Class 57: the server is shutting down, restarting, or cancelled the statement.
+    ServerStopping,
+    /// 53100: the server's disk is full.
+    DiskFull,
+    /// 53200: out of memory, or out of shared memory (lock table full).
+    OutOfMemory,
+    /// 53300: too many connections.
+    TooManyConnections,
+    /// Any other class 53 (insufficient resources).
+    Resources,
+    /// 42501: the role lacks a privilege the statement needs.
+    InsufficientPrivilege,
+    /// Class 58 or XX: an I/O or internal error of the server.
+    ServerError,
+}
+
+impl EnvironmentCause {
+    /// Whether waiting may make it go away by itself.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            EnvironmentCause::ConnectionLost | EnvironmentCause::ServerStopping | EnvironmentCause::TooManyConnections
+        )
+    }
+
+    /// What an operator should do about it, in plain words.
+    pub fn advice(self) -> &'static str {
+        match self {
+            EnvironmentCause::ConnectionLost => "the connection to the server was lost; check that it is up and reachable",
+            EnvironmentCause::ServerStopping => "the server was shutting down or restarting",
+            EnvironmentCause::DiskFull => "the server's disk is full; free space on it",
+            EnvironmentCause::OutOfMemory => {
+                "the server ran out of memory or of shared memory for locks; raise max_locks_per_transaction (or give the server more memory)"
+            }
+            EnvironmentCause::TooManyConnections => "the server has too many connections; raise max_connections or wait",
+            EnvironmentCause::Resources => "the server ran out of a resource",
+            EnvironmentCause::InsufficientPrivilege => "the role lacks a privilege this needs",
+            EnvironmentCause::ServerError => "the server hit an I/O or internal error; check its log",
+        }
+    }
+}
+
+impl SqlState {
+    /// The two-character class.
+    pub fn class(&self) -> &str {
+        self.0.get(..2).unwrap_or("")
+    }
+
+    /// `Some` when the state blames the server or its environment rather than the statement.
+    pub fn environment_cause(&self) -> Option<EnvironmentCause> {
+        Some(match (self.class(), self.0.as_str()) {
+            ("08", _) => EnvironmentCause::ConnectionLost,
+            ("57", _) => EnvironmentCause::ServerStopping,
+            (_, "53100") => EnvironmentCause::DiskFull,
+            (_, "53200") => EnvironmentCause::OutOfMemory,
+            (_, "53300") => EnvironmentCause::TooManyConnections,
+            ("53", _) => EnvironmentCause::Resources,
+            (_, "42501") => EnvironmentCause::InsufficientPrivilege,
+            ("58" | "XX", _) => EnvironmentCause::ServerError,
+            _ => return None,
+        })
+    }
+
+    /// Finds `ERROR:  42P01: …` (psql with `VERBOSITY=verbose`) in a line.
+    pub fn in_psql_line(line: &str) -> Option<Self> {
+        let rest = line.split_once("ERROR:").map(|(_, r)| r)?.trim_start();
+        let code = rest.get(..5)?;
+        let valid = code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) && rest[5..].starts_with(':');
+        valid.then(|| SqlState(code.to_string()))
+    }
+}
+
+/// How `pg_dump` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpFailure {
+    /// It refused to dump a newer server.
+    #[error("pg_dump is older than the database server: {detail}")]
+    VersionMismatch {
+        /// pg_dump's own explanation.
+        detail: String,
+    },
+    /// It ended with an error.
+    #[error("{0}")]
+    Failed(ToolFailure),
+}
+
+impl DumpFailure {
+    /// Parses a failed run.
+    pub fn from_tool(f: ToolFailure) -> Self {
+        match f.stderr.iter().find(|l| l.contains("server version mismatch")) {
+            Some(_) => DumpFailure::VersionMismatch {
+                detail: f
+                    .stderr
+                    .iter()
+                    .find(|l| l.contains("version"))
+                    .cloned()
+                    .unwrap_or_else(|| f.stderr.join(" ")),
+            },
+            None => DumpFailure::Failed(f),
+        }
+    }
+
+    /// Whether a retry may help (a crash or lost connection may; a version mismatch will not).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DumpFailure::Failed(_))
+    }
+}
+
+/// How `psql` failed while restoring a dump.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PsqlFailure {
+    /// psql does not know a command in the dump: it is older than the `pg_dump` that wrote it.
+    #[error(
+        "this psql is too old to read the dump (it does not know \\restrict); install a newer PostgreSQL client or set PSQL_PATH: {line}"
+    )]
+    TooOld {
+        /// The line psql printed.
+        line: String,
+    },
+    /// psql could not connect or lost its connection (exit status 2).
+    #[error("psql lost its connection to the server: {line}")]
+    ConnectionLost {
+        /// The line psql printed.
+        line: String,
+    },
+    /// A statement failed (exit status 3 with `ON_ERROR_STOP`).
+    #[error("the dump failed to restore: {line}")]
+    Statement {
+        /// The SQLSTATE, when psql printed one.
+        state: Option<SqlState>,
+        /// The error line psql printed.
+        line: String,
+    },
+    /// psql ended in any other way (killed, a fatal start-up error).
+    #[error("psql {status}: {line}")]
+    Other {
+        /// How it ended.
+        status: String,
+        /// Its last error line.
+        line: String,
+    },
+}
+
+impl PsqlFailure {
+    /// Parses a failed run (exit 3: an SQL error; 2: connection lost).
+    pub fn from_tool(f: &ToolFailure) -> Self {
+        let error_line = f
+            .stderr
+            .iter()
+            .rev()
+            .find(|l| l.contains("ERROR") || l.contains("FATAL") || l.contains("invalid command"))
+            .or(f.stderr.last())
+            .cloned()
+            .unwrap_or_default();
+        if f.stderr
+            .iter()
+            .any(|l| l.contains("invalid command \\restrict") || l.contains("invalid command \\unrestrict"))
+        {
+            return PsqlFailure::TooOld { line: error_line };
+        }
+        match f.code {
+            Some(3) => PsqlFailure::Statement {
+                state: f.stderr.iter().rev().find_map(|l| SqlState::in_psql_line(l)),
+                line: error_line,
+            },
+            Some(2) => PsqlFailure::ConnectionLost { line: error_line },
+            _ => PsqlFailure::Other {
+                status: f.status.clone(),
+                line: error_line,
+            },
+        }
+    }
+
+    /// `Some` when the failure lies with the server, the client or the role, not with the dump.
+    pub fn environment_cause(&self) -> Option<EnvironmentCause> {
+        match self {
+            PsqlFailure::ConnectionLost { .. } => Some(EnvironmentCause::ConnectionLost),
+            PsqlFailure::Statement { state, .. } => state.as_ref().and_then(SqlState::environment_cause),
+            PsqlFailure::TooOld { .. } | PsqlFailure::Other { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: Option<i32>, stderr: &[&str]) -> ToolFailure {
+        ToolFailure {
+            tool: "psql".into(),
+            status: code.map_or("was killed by signal 9".into(), |c| format!("exited with status {c}")),
+            stderr: stderr.iter().map(|s| (*s).to_string()).collect(),
+            code,
+        }
+    }
+
+    #[test]
+    fn psql_failures_are_typed_from_status_and_sqlstate() {
+        let cases: Vec<(ToolFailure, &str, Option<EnvironmentCause>)> = vec![
+            (
+                failure(Some(3), &["ERROR:  42883: function f() does not exist", "LOCATION:  x.c:1"]),
+                "Statement 42883",
+                None,
+            ),
+            (
+                failure(
+                    Some(3),
+                    &["psql:<stdin>:9: ERROR:  53100: could not extend file: No space left on device"],
+                ),
+                "Statement 53100",
+                Some(EnvironmentCause::DiskFull),
+            ),
+            (
+                failure(Some(3), &["ERROR:  53200: out of shared memory"]),
+                "Statement 53200",
+                Some(EnvironmentCause::OutOfMemory),
+            ),
+            (
+                failure(Some(3), &["ERROR:  57P01: terminating connection due to administrator command"]),
+                "Statement 57P01",
+                Some(EnvironmentCause::ServerStopping),
+            ),
+            (
+                failure(Some(2), &["server closed the connection unexpectedly"]),
+                "ConnectionLost",
+                Some(EnvironmentCause::ConnectionLost),
+            ),
+            (failure(Some(3), &["invalid command \\restrict"]), "TooOld", None),
+            (failure(None, &[]), "Other", None),
+        ];
+        for (f, want, cause) in cases {
+            let p = PsqlFailure::from_tool(&f);
+            let got = match &p {
+                PsqlFailure::Statement { state, .. } => format!("Statement {}", state.as_ref().map_or("-", |s| s.0.as_str())),
+                PsqlFailure::ConnectionLost { .. } => "ConnectionLost".into(),
+                PsqlFailure::TooOld { .. } => "TooOld".into(),
+                PsqlFailure::Other { .. } => "Other".into(),
+            };
+            assert_eq!(got, want, "{f:?}");
+            assert_eq!(p.environment_cause(), cause, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn sqlstates_blame_the_environment_by_class() {
+        let cases = [
+            ("08006", Some(EnvironmentCause::ConnectionLost)),
+            ("57014", Some(EnvironmentCause::ServerStopping)),
+            ("53100", Some(EnvironmentCause::DiskFull)),
+            ("53400", Some(EnvironmentCause::Resources)),
+            ("42501", Some(EnvironmentCause::InsufficientPrivilege)),
+            ("XX001", Some(EnvironmentCause::ServerError)),
+            ("42P01", None),
+            ("23505", None),
+            ("22P02", None),
+        ];
+        for (code, want) in cases {
+            assert_eq!(SqlState(code.into()).environment_cause(), want, "{code}");
+        }
+        assert_eq!(SqlState::in_psql_line("ERROR:  syntax error at or near"), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! Secret handling: database URLs that may carry passwords, shown only in redacted form.
+
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use url::Url;
+
+/// A PostgreSQL connection URL. The password inside never appears in `Debug`/`Display` output.
+#[derive(Clone)]
+pub struct DbUrl {
+    /// The full URL including the password; exposed only to build a connection or a child env.
+    secret: SecretString,
+    /// The same URL with the password replaced by `***`, safe to log.
+    redacted: String,
+}
+
+impl DbUrl {
+    /// Parses and validates a `postgres://` or `postgresql://` URL.
+    ///
+    /// # Errors
+    /// A plain sentence (without the password) when the URL is malformed.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = Url::parse(raw.trim()).map_err(|e| format!("expected a postgresql:// URL ({e})"))?;
+        if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+            return Err(format!("expected a postgresql:// URL, got scheme \"{}\"", url.scheme()));
+        }
+        if url.path().trim_start_matches('/').is_empty() {
+            return Err("expected a database name in the URL path (postgresql://user@host/DBNAME)".into());
+        }
+        let mut shown = url.clone();
+        if url.password().is_some() {
+            // set_password only fails for URLs that cannot have a password, which we rejected above.
+            let _ = shown.set_password(Some("***"));
+        }
+        Ok(Self {
+            secret: SecretString::from(raw.trim().to_string()),
+            redacted: shown.to_string(),
+        })
+    }
+
+    /// The URL with its password, for building connections. Never log the result.
+    pub fn expose(&self) -> &str {
+        self.secret.expose_secret()
+    }
+
+    /// Whether the URL carries a password.
+    pub fn has_password(&self) -> bool {
+        Url::parse(self.expose()).is_ok_and(|u| u.password().is_some())
+    }
+
+    /// The URL with the password replaced by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// A copy of this URL pointing at another database on the same server.
+    pub fn with_database(&self, db: &str) -> Self {
+        let mut url = Url::parse(self.expose()).expect("validated at parse");
+        url.set_path(&format!("/{db}"));
+        Self::parse(url.as_str()).expect("still valid")
+    }
+
+    /// Database name from the path, percent-decoded.
+    pub fn database(&self) -> String {
+        let url = Url::parse(self.expose()).expect("validated at parse");
+        decode(url.path().trim_start_matches('/'))
+    }
+}
+
+/// Percent-decodes a URL component.
+pub(crate) fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// Replaces every occurrence of a secret inside an arbitrary message (child stderr, SDK errors).
+pub fn scrub(message: &str, secrets: &[&str]) -> String {
+    let mut out = message.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 3) {
+        out = out.replace(*s, "***");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_hide_the_password() {
+        let u = DbUrl::parse("postgresql://bob:s3cr%40t@db.example:5432/app?sslmode=require").unwrap();
+        for shown in [format!("{u:?}"), format!("{u}"), u.redacted().to_string()] {
+            assert!(!shown.contains("s3cr"), "{shown}");
+            assert!(shown.contains("bob:***@db.example"), "{shown}");
+        }
+        assert_eq!(u.database(), "app");
+    }
+
+    #[test]
+    fn rejects_bad_urls() {
+        for bad in ["mysql://x/y", "postgresql://host", "not a url"] {
+            assert!(DbUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scrub_removes_secrets() {
+        assert_eq!(scrub("auth failed for hunter2", &["hunter2"]), "auth failed for ***");
+    }
+}

@@ -1,0 +1,245 @@
+//! Object storage: one trait with an S3 implementation and a local-directory one.
+//!
+//! Uploads are streams of unknown length fed through a [`BodySender`]. A body is only ever
+//! published when the producer calls [`BodySender::finish`]; if it is dropped, fails, or the
+//! cancellation token fires first, the upload is aborted and nothing is left behind. Every call
+//! takes a cancellation token. Errors say whether a retry can help.
+//!
+//! Storage knows nothing of PostgreSQL or of what the bytes mean; it must not import `infra::pg`,
+//! `records`, `pipeline`, `service` or `operator`.
+
+mod body;
+mod key;
+mod local;
+pub mod parts;
+mod preflight;
+mod s3;
+
+pub use body::{body_channel, BodyReceiver, BodySender};
+pub use key::Key;
+pub use local::LocalStorage;
+pub use preflight::preflight;
+pub use s3::S3Storage;
+
+use crate::infra::config::{Backend, StorageConfig};
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::io::AsyncRead;
+use tokio_util::sync::CancellationToken;
+
+/// Errors from a storage backend, classified for callers that branch on them.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object does not exist.
+    #[error("object {0} does not exist")]
+    NotFound(String),
+    /// The operation was cancelled (shutdown).
+    #[error("cancelled")]
+    Cancelled,
+    /// The producer of an upload stopped or reported an error; the upload was aborted.
+    #[error("upload aborted: {0}")]
+    Aborted(String),
+    /// The stream outgrew what the chosen part size allows (10,000 parts).
+    #[error("upload is larger than {limit} bytes, the most that {part_size}-byte parts allow; set S3_PART_SIZE_MB higher")]
+    TooLarge {
+        /// Largest object the part size allows.
+        limit: u64,
+        /// Part size in use.
+        part_size: u64,
+    },
+    /// Anything else, with a plain description and whether retrying later can help.
+    #[error("{message}")]
+    Backend {
+        /// Plain description (never contains credentials).
+        message: String,
+        /// True for outages, timeouts and throttling; false for denied access, missing bucket, etc.
+        retryable: bool,
+    },
+}
+
+impl StorageError {
+    /// Whether a later retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Backend { retryable: true, .. })
+    }
+
+    pub(crate) fn other(message: impl Into<String>, retryable: bool) -> Self {
+        StorageError::Backend {
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+/// Result alias for storage calls.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// What a listing or `head` reports about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Full key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time as reported by the store.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// Result of a completed upload.
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    /// Bytes stored.
+    pub size: u64,
+    /// Number of multipart parts (1 for a single request).
+    pub parts: u32,
+}
+
+/// Options for one upload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PutOptions {
+    /// Expected size (see [`parts::expected_backup_size`]), used to choose one part size for the
+    /// whole upload.
+    pub expected_size: Option<u64>,
+    /// Use a multipart upload even for a small body (the self-test exercises that path).
+    pub force_multipart: bool,
+}
+
+/// A readable object body. Reading it fails with an I/O error when the download breaks.
+pub type ObjectReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Storage of backups and metadata.
+#[async_trait]
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Uploads a stream. The object becomes visible only when the body was finished and fully
+    /// stored; on any error or cancellation nothing is published and partial state is cleaned up.
+    ///
+    /// # Errors
+    /// [`StorageError`]; `Aborted` when the producer failed.
+    async fn put(&self, key: &Key, body: BodyReceiver, opts: PutOptions, cancel: &CancellationToken) -> Result<PutResult>;
+
+    /// Opens an object for streaming reads; returns the reader and the object's length as the
+    /// store announced it.
+    ///
+    /// # Errors
+    /// `NotFound` when missing.
+    async fn get(&self, key: &Key, cancel: &CancellationToken) -> Result<(ObjectReader, u64)>;
+
+    /// Metadata of one object, `None` when missing.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn head(&self, key: &Key, cancel: &CancellationToken) -> Result<Option<ObjectMeta>>;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list(&self, prefix: &str, cancel: &CancellationToken) -> Result<Vec<ObjectMeta>>;
+
+    /// Deletes objects; missing ones are not an error.
+    ///
+    /// # Errors
+    /// Backend errors, naming the keys that could not be deleted.
+    async fn delete_many(&self, keys: &[Key], cancel: &CancellationToken) -> Result<()>;
+
+    /// Server-side copy.
+    ///
+    /// # Errors
+    /// `NotFound` when the source is missing.
+    async fn copy(&self, from: &Key, to: &Key, cancel: &CancellationToken) -> Result<()>;
+
+    /// Keys of uncommitted multipart uploads (partial files, locally) under a prefix.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn pending_uploads(&self, prefix: &str, cancel: &CancellationToken) -> Result<Vec<String>>;
+
+    /// Aborts every uncommitted upload under a prefix (left by a crash or an outage during an
+    /// earlier abort). Returns how many were removed.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn abort_pending(&self, prefix: &str, cancel: &CancellationToken) -> Result<usize>;
+
+    /// A short description for logs (`s3://bucket` or `file:///dir`).
+    fn describe(&self) -> String;
+}
+
+/// Shared handle to a storage backend.
+pub type DynStorage = Arc<dyn Storage>;
+
+/// Runs a storage operation unless `cancel` fires first.
+///
+/// # Errors
+/// The operation's error, or [`StorageError::Cancelled`].
+pub(crate) async fn or_cancel<T>(cancel: &CancellationToken, op: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(StorageError::Cancelled),
+        r = op => r,
+    }
+}
+
+/// Builds the backend selected by the configuration.
+///
+/// # Errors
+/// When the S3 client cannot be configured or the local directory cannot be created.
+pub async fn connect(cfg: &StorageConfig) -> Result<DynStorage> {
+    Ok(match &cfg.backend {
+        Backend::S3(s3cfg) => Arc::new(S3Storage::new(s3cfg).await?),
+        Backend::Local { dir } => Arc::new(LocalStorage::new(dir)?),
+    })
+}
+
+/// Builds the backend and runs the self-test ([`preflight`]) against `list_prefix` and `probe`.
+///
+/// # Errors
+/// The first failing step, as one plain sentence.
+pub async fn connect_checked(cfg: &StorageConfig, list_prefix: &str, probe: &Key, cancel: &CancellationToken) -> Result<DynStorage> {
+    let st = connect(cfg).await?;
+    preflight(st.as_ref(), list_prefix, probe, cancel).await?;
+    Ok(st)
+}
+
+/// Stores a small in-memory object.
+///
+/// # Errors
+/// As [`Storage::put`].
+pub async fn put_bytes(storage: &dyn Storage, key: &Key, data: Bytes, cancel: &CancellationToken) -> Result<()> {
+    put_bytes_with(storage, key, data, PutOptions::default(), cancel).await
+}
+
+/// Stores a small in-memory object with explicit options.
+///
+/// # Errors
+/// As [`Storage::put`].
+pub async fn put_bytes_with(storage: &dyn Storage, key: &Key, data: Bytes, opts: PutOptions, cancel: &CancellationToken) -> Result<()> {
+    let (tx, rx) = body_channel(2);
+    let producer = async move {
+        if tx.send(data).await.is_ok() {
+            tx.finish().await;
+        }
+    };
+    let (_, res) = tokio::join!(producer, storage.put(key, rx, opts, cancel));
+    res.map(|_| ())
+}
+
+/// Reads a whole (small) object into memory.
+///
+/// # Errors
+/// As [`Storage::get`], plus read errors (retryable: the download broke).
+pub async fn get_bytes(storage: &dyn Storage, key: &Key, cancel: &CancellationToken) -> Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let (mut r, size) = storage.get(key, cancel).await?;
+    let mut buf = Vec::with_capacity(size.min(64 << 20) as usize);
+    or_cancel(cancel, async {
+        r.read_to_end(&mut buf)
+            .await
+            .map_err(|e| StorageError::other(format!("reading {key}: {e}"), true))
+    })
+    .await?;
+    Ok(buf)
+}

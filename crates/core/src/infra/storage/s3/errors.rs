@@ -1,0 +1,64 @@
+//! SDK errors turned into one plain sentence each, with a verdict on whether a retry can help.
+//! Callers branch on [`StorageError`]'s variants, never on these sentences.
+
+use crate::infra::storage::StorageError;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+/// Turns an SDK error into one plain sentence and a retry verdict.
+pub(super) fn classify<E>(op: &str, target: &str, err: &SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) => StorageError::other(format!("{op} {target}: the S3 endpoint did not answer in time"), true),
+        SdkError::DispatchFailure(d) => {
+            let why = if d.is_timeout() {
+                "timed out connecting"
+            } else {
+                "could not connect (endpoint unreachable)"
+            };
+            StorageError::other(format!("{op} {target}: {why}"), true)
+        }
+        SdkError::ResponseError(_) => {
+            StorageError::other(format!("{op} {target}: the S3 endpoint sent a malformed or cut-off response"), true)
+        }
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            let e = ctx.err();
+            let code = e.code().unwrap_or("");
+            let msg = e.message().unwrap_or("");
+            let (text, retryable) = match code {
+                "NoSuchBucket" => ("the bucket does not exist (check S3_BUCKET)".to_string(), false),
+                "AccessDenied" | "Forbidden" => ("access denied (check the credentials and the bucket policy)".to_string(), false),
+                "InvalidAccessKeyId" => (
+                    "the access key id is not known to the store (check S3_ACCESS_KEY_ID)".to_string(),
+                    false,
+                ),
+                "SignatureDoesNotMatch" => (
+                    "the request signature was rejected (check S3_SECRET_ACCESS_KEY and S3_REGION)".to_string(),
+                    false,
+                ),
+                "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
+                    ("the bucket is in another region (check S3_REGION)".to_string(), false)
+                }
+                "NoSuchKey" | "NotFound" => return StorageError::NotFound(target.to_string()),
+                "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" => {
+                    (format!("the store is busy or failing ({code})"), true)
+                }
+                c if c.contains("Checksum") || c == "BadDigest" || c == "InvalidDigest" => {
+                    (format!("the store rejected the checksum scheme ({code}: {msg})"), false)
+                }
+                _ if status == 404 => return StorageError::NotFound(target.to_string()),
+                _ if status == 403 => ("access denied (check the credentials and the bucket policy)".to_string(), false),
+                _ if status == 301 => ("the bucket is in another region (check S3_REGION)".to_string(), false),
+                _ => (
+                    format!("HTTP {status} {code} {msg}").trim().to_string(),
+                    status >= 500 || status == 429,
+                ),
+            };
+            StorageError::other(format!("{op} {target}: {text}"), retryable)
+        }
+        _ => StorageError::other(format!("{op} {target}: {}", aws_sdk_s3::error::DisplayErrorContext(err)), true),
+    }
+}

@@ -1,0 +1,234 @@
+//! S3 backend (AWS and S3-compatible stores: MinIO, R2, B2, Garage, …).
+//!
+//! [`client`] configures the SDK, [`upload`] streams multipart uploads, [`copy`] does server-side
+//! copies, [`errors`] turns SDK errors into plain sentences with a retry verdict. The per-object
+//! settings (encryption, storage class, content type) are applied in one place,
+//! [`ObjectSettings`], for every request that creates an object.
+
+mod client;
+mod copy;
+mod errors;
+mod upload;
+
+use super::{or_cancel, BodyReceiver, Key, ObjectMeta, ObjectReader, PutOptions, PutResult, Result, Storage, StorageError};
+use crate::infra::config::{S3Config, Sse};
+use async_trait::async_trait;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier, ServerSideEncryption, StorageClass};
+use aws_sdk_s3::Client;
+use errors::classify;
+use tokio_util::sync::CancellationToken;
+
+/// Age after which an uncommitted multipart upload is considered abandoned.
+const STALE_UPLOAD_SECS: i64 = 24 * 3600;
+
+/// An S3 bucket.
+#[derive(Debug, Clone)]
+pub struct S3Storage {
+    /// SDK client configured for the endpoint and credentials.
+    client: Client,
+    /// Bucket name.
+    bucket: String,
+    /// Encryption, storage class and part size settings.
+    cfg: S3Config,
+}
+
+/// Requests that create an object: they all get the same encryption and storage class.
+trait ObjectSettings: Sized {
+    /// Applies `S3_SSE`, `S3_SSE_KMS_KEY_ID` and `S3_STORAGE_CLASS`.
+    fn object_settings(self, cfg: &S3Config) -> Self;
+}
+
+macro_rules! object_settings {
+    ($($builder:ty),*) => {$(
+        impl ObjectSettings for $builder {
+            fn object_settings(self, cfg: &S3Config) -> Self {
+                let (sse, kms) = match &cfg.sse {
+                    None => (None, None),
+                    Some(Sse::Aes256) => (Some(ServerSideEncryption::Aes256), None),
+                    Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
+                };
+                self.set_server_side_encryption(sse)
+                    .set_ssekms_key_id(kms)
+                    .set_storage_class(cfg.storage_class.as_deref().map(StorageClass::from))
+            }
+        }
+    )*};
+}
+
+object_settings!(
+    aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder,
+    aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder
+);
+
+/// Converts an SDK timestamp.
+fn timestamp(t: Option<&aws_sdk_s3::primitives::DateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0))
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    async fn put(&self, key: &Key, body: BodyReceiver, opts: PutOptions, cancel: &CancellationToken) -> Result<PutResult> {
+        self.upload(key, body, opts, cancel).await
+    }
+
+    async fn get(&self, key: &Key, cancel: &CancellationToken) -> Result<(ObjectReader, u64)> {
+        let out = or_cancel(cancel, async {
+            self.client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .send()
+                .await
+                .map_err(|e| classify("downloading", key.as_str(), &e))
+        })
+        .await?;
+        let size = out.content_length().unwrap_or(0).max(0) as u64;
+        Ok((Box::new(out.body.into_async_read()), size))
+    }
+
+    async fn head(&self, key: &Key, cancel: &CancellationToken) -> Result<Option<ObjectMeta>> {
+        let res = or_cancel(cancel, async {
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .send()
+                .await
+                .map_err(|e| classify("reading", key.as_str(), &e))
+        })
+        .await;
+        match res {
+            Ok(out) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                last_modified: timestamp(out.last_modified()),
+            })),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list(&self, prefix: &str, cancel: &CancellationToken) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = or_cancel(cancel, async { Ok(pages.next().await) }).await? {
+            let page = page.map_err(|e| classify("listing", &format!("s3://{}/{prefix}", self.bucket), &e))?;
+            for o in page.contents() {
+                out.push(ObjectMeta {
+                    key: o.key().unwrap_or_default().to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    last_modified: timestamp(o.last_modified()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete_many(&self, keys: &[Key], cancel: &CancellationToken) -> Result<()> {
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k.as_str()).build())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| StorageError::other(format!("building a delete request: {e}"), false))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StorageError::other(format!("building a delete request: {e}"), false))?;
+            let out = or_cancel(cancel, async {
+                self.client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete)
+                    .send()
+                    .await
+                    .map_err(|e| classify("deleting", &format!("{} objects", batch.len()), &e))
+            })
+            .await?;
+            let failed: Vec<String> = out
+                .errors()
+                .iter()
+                .map(|e| format!("{} ({})", e.key().unwrap_or("?"), e.code().unwrap_or("error")))
+                .collect();
+            if !failed.is_empty() {
+                return Err(StorageError::other(format!("could not delete: {}", failed.join(", ")), true));
+            }
+        }
+        Ok(())
+    }
+
+    async fn copy(&self, from: &Key, to: &Key, cancel: &CancellationToken) -> Result<()> {
+        self.copy_object(from, to, cancel).await
+    }
+
+    async fn pending_uploads(&self, prefix: &str, cancel: &CancellationToken) -> Result<Vec<String>> {
+        let out = or_cancel(cancel, async {
+            self.client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .map_err(|e| classify("listing pending uploads in", prefix, &e))
+        })
+        .await?;
+        Ok(out.uploads().iter().filter_map(|u| u.key().map(String::from)).collect())
+    }
+
+    async fn abort_pending(&self, prefix: &str, cancel: &CancellationToken) -> Result<usize> {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        let listed = or_cancel(cancel, async {
+            Ok(self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .send()
+                .await)
+        })
+        .await?;
+        let out = match listed {
+            Ok(out) => out,
+            // Some compatible stores cannot list uploads; their lifecycle rules must clean up.
+            Err(e) if e.code() == Some("NotImplemented") => return Ok(0),
+            Err(e) => return Err(classify("listing pending uploads in", prefix, &e)),
+        };
+        let mut n = 0;
+        // Only uploads started more than a day ago: a concurrent backup (the service and
+        // `pgvigil backup-now`) may own a younger one.
+        let cutoff = chrono::Utc::now().timestamp() - STALE_UPLOAD_SECS;
+        for u in out.uploads().iter().filter(|u| u.initiated().is_some_and(|t| t.secs() < cutoff)) {
+            if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                or_cancel(cancel, async {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| classify("aborting the stale upload of", key, &e))
+                })
+                .await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn describe(&self) -> String {
+        match &self.cfg.endpoint {
+            Some(e) => format!("s3://{} at {e}", self.bucket),
+            None => format!("s3://{} ({})", self.bucket, self.cfg.region),
+        }
+    }
+}

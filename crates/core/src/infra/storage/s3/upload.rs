@@ -1,0 +1,239 @@
+//! Streaming uploads: a body smaller than one part goes up in one request; anything larger becomes
+//! a multipart upload with one part size throughout (R2 rejects unequal parts), up to
+//! [`PARTS_IN_FLIGHT`] parts uploading while the next one fills. Memory is bounded by part size ×
+//! (parts in flight + 1). Any failure or cancellation aborts the multipart upload.
+
+use super::errors::classify;
+use super::{ObjectSettings, S3Storage};
+use crate::infra::storage::parts::{choose_part_size, MAX_PARTS};
+use crate::infra::storage::{body_channel, BodyReceiver, Key, PutOptions, PutResult, Result, StorageError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use bytes::{Bytes, BytesMut};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Parts uploading concurrently while the next part fills.
+pub const PARTS_IN_FLIGHT: usize = 2;
+/// Content type of every object pgvigil writes through this path.
+const CONTENT_TYPE: &str = "application/gzip";
+
+/// A multipart upload in progress.
+pub(super) struct OpenUpload<'a> {
+    /// Object key.
+    pub(super) key: &'a Key,
+    /// Upload id from CreateMultipartUpload.
+    pub(super) id: &'a str,
+    /// The one part size used for every part of this upload.
+    pub(super) part_size: u64,
+}
+
+/// Parts already uploading.
+type InFlight = JoinSet<Result<CompletedPart>>;
+
+/// Reads the body into `buf` until it holds `limit` bytes; true when the body ended first.
+async fn fill(buf: &mut BytesMut, limit: u64, body: &mut BodyReceiver, cancel: &CancellationToken) -> Result<bool> {
+    while (buf.len() as u64) < limit {
+        match body.next_or_cancel(cancel).await? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => return Ok(true),
+        }
+    }
+    Ok(false)
+}
+
+/// Waits for the next part in flight to finish, unless cancelled.
+async fn join_one(in_flight: &mut InFlight, cancel: &CancellationToken) -> Result<Option<CompletedPart>> {
+    let joined = tokio::select! {
+        () = cancel.cancelled() => return Err(StorageError::Cancelled),
+        j = in_flight.join_next() => j,
+    };
+    match joined {
+        None => Ok(None),
+        Some(j) => Ok(Some(j.map_err(|e| StorageError::other(format!("upload task failed: {e}"), true))??)),
+    }
+}
+
+impl S3Storage {
+    async fn put_single(&self, key: &Key, data: Bytes, cancel: &CancellationToken) -> Result<PutResult> {
+        let size = data.len() as u64;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_length(size as i64)
+            .content_type(CONTENT_TYPE)
+            .object_settings(&self.cfg)
+            .body(ByteStream::from(data))
+            .send();
+        tokio::select! {
+            () = cancel.cancelled() => Err(StorageError::Cancelled),
+            r = request => r.map_err(|e| classify("uploading", key.as_str(), &e)).map(|_| PutResult { size, parts: 1 }),
+        }
+    }
+
+    async fn upload_part(client: Client, bucket: String, key: Key, upload_id: String, number: i32, data: Bytes) -> Result<CompletedPart> {
+        let len = data.len() as i64;
+        let out = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .part_number(number)
+            .content_length(len)
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map_err(|e| classify(&format!("uploading part {number} of"), key.as_str(), &e))?;
+        Ok(CompletedPart::builder()
+            .set_e_tag(out.e_tag().map(String::from))
+            .part_number(number)
+            .build())
+    }
+
+    /// Streams the body into an already created multipart upload.
+    async fn fill_multipart(
+        &self,
+        up: &OpenUpload<'_>,
+        first: BytesMut,
+        body: &mut BodyReceiver,
+        in_flight: &mut InFlight,
+        cancel: &CancellationToken,
+    ) -> Result<PutResult> {
+        let (key, upload_id, part_size) = (up.key, up.id, up.part_size);
+        let mut buf = first;
+        let mut parts: Vec<CompletedPart> = Vec::new();
+        let mut next_number: i32 = 1;
+        let mut size: u64 = 0;
+        let mut done = false;
+        while !done {
+            // Fill one part (the first may already hold data).
+            done = fill(&mut buf, part_size, body, cancel).await?;
+            // A full buffer may hold more than one part's worth: split exactly at part_size.
+            while (buf.len() as u64) >= part_size || (done && !buf.is_empty()) || (done && next_number == 1) {
+                let take = (buf.len() as u64).min(part_size) as usize;
+                let data = buf.split_to(take).freeze();
+                if next_number as u64 > MAX_PARTS {
+                    return Err(StorageError::TooLarge {
+                        limit: part_size * MAX_PARTS,
+                        part_size,
+                    });
+                }
+                size += data.len() as u64;
+                while in_flight.len() >= PARTS_IN_FLIGHT {
+                    parts.extend(join_one(in_flight, cancel).await?);
+                }
+                in_flight.spawn(Self::upload_part(
+                    self.client.clone(),
+                    self.bucket.clone(),
+                    key.clone(),
+                    upload_id.to_string(),
+                    next_number,
+                    data,
+                ));
+                next_number += 1;
+                if buf.is_empty() {
+                    break;
+                }
+            }
+            if !done {
+                buf.reserve(part_size as usize);
+            }
+        }
+        while let Some(part) = join_one(in_flight, cancel).await? {
+            parts.push(part);
+        }
+        parts.sort_by_key(|p| p.part_number());
+        let count = parts.len() as u32;
+        if cancel.is_cancelled() {
+            return Err(StorageError::Cancelled);
+        }
+        self.complete(key, upload_id, parts, "completing the upload of").await?;
+        Ok(PutResult { size, parts: count })
+    }
+
+    /// Completes a multipart upload (or copy) from its parts, in order.
+    pub(super) async fn complete(&self, key: &Key, upload_id: &str, parts: Vec<CompletedPart>, what: &str) -> Result<()> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| classify(what, key.as_str(), &e))?;
+        Ok(())
+    }
+
+    /// Aborts a multipart upload, best effort and bounded in time (it also runs at shutdown).
+    pub(super) async fn abort(&self, key: &Key, upload_id: &str) {
+        let res = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .send();
+        match tokio::time::timeout(Duration::from_secs(30), res).await {
+            Ok(Ok(_)) => tracing::debug!(key = %key, "multipart upload aborted"),
+            Ok(Err(e)) => {
+                tracing::warn!(key = %key, error = %classify("aborting the upload of", key.as_str(), &e), "could not abort a multipart upload; a bucket lifecycle rule for incomplete uploads will remove it")
+            }
+            Err(_) => tracing::warn!(key = %key, "timed out aborting a multipart upload"),
+        }
+    }
+
+    /// The body of [`crate::infra::storage::Storage::put`].
+    pub(super) async fn upload(
+        &self,
+        key: &Key,
+        mut body: BodyReceiver,
+        opts: PutOptions,
+        cancel: &CancellationToken,
+    ) -> Result<PutResult> {
+        let part_size = choose_part_size(opts.expected_size, self.cfg.part_size);
+        // Read up to one part first: a body smaller than a part goes up in one request.
+        let mut first = BytesMut::with_capacity(part_size.min(8 << 20) as usize);
+        let complete = fill(&mut first, part_size, &mut body, cancel).await?;
+        if complete && !opts.force_multipart {
+            return self.put_single(key, first.freeze(), cancel).await;
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_type(CONTENT_TYPE)
+            .object_settings(&self.cfg)
+            .send()
+            .await
+            .map_err(|e| classify("starting the upload of", key.as_str(), &e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        if complete {
+            // Make the body yield end-of-stream again inside fill_multipart.
+            let (tx, rx) = body_channel(1);
+            tx.finish().await;
+            body = rx;
+        }
+        let mut in_flight = JoinSet::new();
+        let up = OpenUpload {
+            key,
+            id: &upload_id,
+            part_size,
+        };
+        let res = self.fill_multipart(&up, first, &mut body, &mut in_flight, cancel).await;
+        if res.is_err() {
+            // A part still uploading could land after the abort and linger: let the ones in flight
+            // finish (briefly), cancel the rest, then abort.
+            let drain = async { while in_flight.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+            in_flight.abort_all();
+            self.abort(key, &upload_id).await;
+        }
+        res
+    }
+}

@@ -1,0 +1,24 @@
+//! `pgvigil backup-now`: one backup through exactly the service's code path.
+
+use super::OperatorError;
+use crate::infra::config::Settings;
+use crate::infra::storage;
+use crate::pipeline::backup::{self, BackupContext, BackupOutcome};
+use crate::records::keys::Layout;
+use tokio_util::sync::CancellationToken;
+
+/// Takes one backup now (the storage self-test first, as the service does).
+///
+/// # Errors
+/// A missing `DATABASE_URL`, storage that fails its self-test, or the backup's own failure
+/// (already logged with `Backup failed`).
+pub async fn backup_now(settings: &Settings, cancel: &CancellationToken) -> Result<BackupOutcome, OperatorError> {
+    let url = settings
+        .database_url
+        .clone()
+        .ok_or_else(|| OperatorError::Usage("backup-now needs DATABASE_URL".into()))?;
+    let layout = Layout::new(&settings.storage.prefix);
+    let st = storage::connect_checked(&settings.storage, &layout.backups_prefix(), &layout.probe(), cancel).await?;
+    let ctx = BackupContext::new(settings, url, st);
+    Ok(backup::run_and_log(&ctx, cancel).await?)
+}

@@ -1,0 +1,131 @@
+//! The operator layer: what each `pgvigil` command does, as functions that return typed results.
+//! The CLI parses arguments, calls one of these, and renders what comes back; it runs no SQL and
+//! makes no storage calls of its own. Long steps report progress through an [`Observer`].
+//!
+//! The operator layer uses `pipeline`, `records`, `policy` and `infra`; it never imports `service`.
+//! It re-exports what its callers need ([`prelude`]), so the CLI imports nothing else from core.
+
+mod backup_now;
+mod check;
+mod list;
+mod prune;
+mod report;
+pub mod restore;
+mod status;
+
+/// Everything the CLI needs besides [`Operator`]: configuration, process setup, and the types that
+/// appear in the operator layer's results.
+pub mod prelude {
+    pub use crate::infra::config::{ConfigError, Role, Settings};
+    pub use crate::infra::process;
+    pub use crate::infra::secret::DbUrl;
+    pub use crate::pipeline::restore::Progress;
+    pub use crate::policy::report::Report;
+    pub use crate::policy::status::{human_secs, Verdict};
+    pub use crate::records::history::VerificationRecord;
+}
+
+pub use backup_now::backup_now;
+pub use check::{CheckReport, CheckRow};
+pub use list::ListRow;
+pub use prune::PrunePlan;
+pub use restore::{RestoreFailure, RestoreOutcome, RestoreRequest};
+pub use status::StatusView;
+
+use crate::infra::config::{ConfigError, Settings};
+use crate::infra::pg::PgError;
+use crate::infra::storage::{self, DynStorage, StorageError};
+use crate::pipeline::backup::BackupError;
+use crate::pipeline::restore::Progress;
+use crate::records::keys::Layout;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An object could not be read (says nothing about the backup itself).
+    #[error("could not read {key} (this says nothing about the backup itself): {source}")]
+    Unreadable {
+        /// The object.
+        key: String,
+        /// Why.
+        #[source]
+        source: StorageError,
+    },
+    /// Shutdown interrupted the command.
+    #[error("interrupted")]
+    Cancelled,
+    /// PostgreSQL or a client tool failed.
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    /// `backup-now` failed (already logged with `Backup failed`).
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    /// `restore` did not restore.
+    #[error(transparent)]
+    Restore(#[from] RestoreFailure),
+    /// The request itself cannot be carried out (a backup that does not exist, a bad argument).
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Hears about long steps, to show progress and notes to the operator.
+pub trait Observer: Sync {
+    /// A step that reads `total` bytes begins; the bytes done go into the returned counter.
+    fn begin(&self, _label: &str, _total: u64) -> Option<Progress> {
+        None
+    }
+    /// The current step ended.
+    fn end(&self) {}
+    /// A line for the operator about what is happening.
+    fn note(&self, _line: &str) {}
+}
+
+/// An observer that shows nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// A connection to one prefix of backups, for the operator commands.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    /// The configuration (the service's policy is read from here).
+    settings: Settings,
+    /// The store (read-mostly: no self-test writes).
+    storage: DynStorage,
+    /// Key names under `BACKUP_PREFIX`.
+    layout: Layout,
+}
+
+impl Operator {
+    /// Connects to the configured storage.
+    ///
+    /// # Errors
+    /// When the storage client cannot be built.
+    pub async fn open(settings: Settings) -> Result<Self, OperatorError> {
+        let storage = storage::connect(&settings.storage).await?;
+        let layout = Layout::new(&settings.storage.prefix);
+        Ok(Self { settings, storage, layout })
+    }
+
+    /// The configuration in use.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// `s3://bucket at …` or `directory …`.
+    pub fn storage_description(&self) -> String {
+        self.storage.describe()
+    }
+
+    /// Key names under the prefix.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+}

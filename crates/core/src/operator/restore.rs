@@ -1,0 +1,306 @@
+//! `pgvigil restore`: a backup into a database, all or nothing, falling back to older backups
+//! only when the backup itself is at fault.
+//!
+//! Every attempt runs in one transaction that pgvigil opens and commits only after the object was
+//! proven intact (see [`crate::pipeline::restore`]); `--clean` empties the target inside that same
+//! transaction. So whatever happens — a damaged backup, a storage error, a signal, pgvigil killed —
+//! the target is either fully restored or exactly as it was.
+//!
+//! Fallback: a damaged object, or a statement of the dump that fails on the target, blames the
+//! backup, and the next older one is tried. A storage error, a lost connection, a full disk, a
+//! missing privilege or extension, shutdown: nothing older can do better, so the restore stops and
+//! says so.
+
+use super::{Observer, Operator, OperatorError};
+use crate::infra::pg::psql::{find_psql, Outcome};
+use crate::infra::pg::{self, target::Contents, PsqlFailure};
+use crate::infra::secret::DbUrl;
+use crate::pipeline::restore::{restore_into, RestoreError, StreamError, Target};
+use crate::records::catalog::Catalog;
+use crate::records::keys::BackupId;
+use crate::records::manifest;
+use chrono::{DateTime, NaiveDate, Utc};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What to restore, and where.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// The target database (must exist).
+    pub target: DbUrl,
+    /// `latest`, a key or file name, or a time: the newest backup taken at or before it.
+    pub backup: String,
+    /// How many older backups to try when the chosen one is at fault.
+    pub fallback: usize,
+    /// Replace the target's contents (inside the restore's transaction).
+    pub clean: bool,
+}
+
+/// A restore that committed.
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    /// The backup restored.
+    pub key: String,
+    /// Its identity (the time its data is from).
+    pub id: BackupId,
+    /// Seconds from the start of the command to the commit (the RTO of this restore).
+    pub rto_secs: f64,
+    /// Newer backups that were tried first and were at fault, with why.
+    pub skipped: Vec<(String, String)>,
+    /// What `--clean` replaced, when it was used on a non-empty target.
+    pub replaced: Option<Contents>,
+}
+
+impl RestoreOutcome {
+    /// Age of the restored data now (the RPO of this restore), in seconds.
+    pub fn rpo_secs(&self, now: DateTime<Utc>) -> i64 {
+        (now - self.id.0).num_seconds()
+    }
+}
+
+/// Why nothing was restored. In every case the target was left exactly as it was, except
+/// [`RestoreFailure::CommitUnknown`], which says that it cannot tell.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreFailure {
+    /// There is nothing to restore.
+    #[error("there is no complete backup to restore")]
+    NoBackup,
+    /// The target holds user objects and `--clean` was not given.
+    #[error("the target database {database} already holds {contents}; restore into an empty database, or pass --clean to replace its contents (inside the restore's transaction: if the restore fails, nothing is dropped)")]
+    TargetNotEmpty {
+        /// Database name.
+        database: String,
+        /// What is in it.
+        contents: Contents,
+    },
+    /// The environment failed while restoring `key`; older backups were not tried because they
+    /// would meet the same problem.
+    #[error(
+        "stopped while restoring {key}: {cause}. The target was left as it was. No older backup was tried: the backup is not at fault"
+    )]
+    Environment {
+        /// The backup being restored.
+        key: String,
+        /// The cause in plain words.
+        cause: String,
+    },
+    /// The connection broke while the COMMIT was in flight and the server could not be asked.
+    #[error("the connection to the target broke while {key} was being committed, and the server could not be asked afterwards: the target may or may not hold the restored data; check it before doing anything else ({failure})")]
+    CommitUnknown {
+        /// The backup being restored.
+        key: String,
+        /// How psql ended.
+        failure: PsqlFailure,
+    },
+    /// Shutdown.
+    #[error("interrupted; nothing was committed and the target was left as it was")]
+    Cancelled,
+    /// Every backup tried was at fault.
+    #[error("no backup could be restored ({tried} tried, each at fault; see above); the target was left as it was. Run `pgvigil check --last 10` to find a good one")]
+    AllFailed {
+        /// How many were tried.
+        tried: usize,
+    },
+}
+
+/// Parses `--backup` into the position of the first backup to try among `complete` (newest first).
+///
+/// # Errors
+/// A selector that matches nothing, in plain words.
+pub fn select(complete: &[BackupId], which: &str) -> Result<usize, OperatorError> {
+    if complete.is_empty() {
+        return Err(RestoreFailure::NoBackup.into());
+    }
+    if which == "latest" {
+        return Ok(0);
+    }
+    let name = which.rsplit('/').next().unwrap_or(which);
+    if let Some(id) = BackupId::parse_file_name(name) {
+        return complete
+            .iter()
+            .position(|c| *c == id)
+            .ok_or_else(|| OperatorError::Usage(format!("backup {which} does not exist or is incomplete")));
+    }
+    let limit: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(which) {
+        t.with_timezone(&Utc)
+    } else if let Some(id) = BackupId::parse_stamp(which) {
+        id.0
+    } else if let Some(t) = NaiveDate::parse_from_str(which, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(23, 59, 59))
+    {
+        t.and_utc()
+    } else {
+        return Err(OperatorError::Usage(format!(
+            "--backup expects latest, a backup key, or a time such as 2026-11-25T17:00:00Z; got {which:?}"
+        )));
+    };
+    complete
+        .iter()
+        .position(|c| c.0 <= limit)
+        .ok_or_else(|| OperatorError::Usage(format!("no backup was taken at or before {limit}")))
+}
+
+/// What one attempt showed.
+enum Verdict {
+    /// Restored.
+    Done,
+    /// The backup is at fault: try an older one.
+    BackupAtFault(String),
+}
+
+impl Operator {
+    /// Restores with fallback.
+    ///
+    /// # Errors
+    /// [`OperatorError::Restore`] when nothing was restored (and why), storage or target errors
+    /// before any attempt.
+    pub async fn restore(
+        &self,
+        req: &RestoreRequest,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<RestoreOutcome, OperatorError> {
+        let started = Instant::now();
+        let st = self.storage.as_ref();
+        let cat = Catalog::load(st, &self.layout, cancel).await?;
+        let complete: Vec<BackupId> = cat.complete().map(|b| b.id).collect();
+        let first = select(&complete, &req.backup)?;
+        let (preamble, replaced) = self.prepare_target(req).await?;
+        if let Some(c) = &replaced {
+            observer.note(&format!(
+                "--clean: {} in {} will be replaced, inside the restore's transaction",
+                c,
+                req.target.database()
+            ));
+        }
+        let candidates = complete.iter().skip(first).take(req.fallback + 1);
+        let mut skipped = Vec::new();
+        for id in candidates {
+            let key = self.layout.backup(*id);
+            let m = manifest::read(st, &self.layout, *id, cancel).await?;
+            let dump_major = m
+                .as_ref()
+                .and_then(|m| pg::parse_version(&format!("x) {}", m.pg_dump_version)))
+                .map_or(0, |v| v.major);
+            let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
+            let size = m.as_ref().map_or(0, |m| m.size);
+            observer.note(&format!("restoring {key} into {} ...", req.target));
+            let target = Target {
+                psql: &tool,
+                url: &req.target,
+                preamble: &preamble,
+            };
+            let progress = observer.begin(&format!("restoring {key}"), size);
+            let attempt = restore_into(st, &key, m.as_ref(), &target, progress, cancel).await;
+            observer.end();
+            match judge(key.as_str(), attempt)? {
+                Verdict::Done => {
+                    return Ok(RestoreOutcome {
+                        key: key.to_string(),
+                        id: *id,
+                        rto_secs: started.elapsed().as_secs_f64(),
+                        skipped,
+                        replaced,
+                    })
+                }
+                Verdict::BackupAtFault(why) => {
+                    observer.note(&format!("FAILED {key}: {why}"));
+                    observer.note("the target was left as it was (nothing was committed); trying the next older backup");
+                    skipped.push((key.to_string(), why));
+                }
+            }
+        }
+        Err(RestoreFailure::AllFailed { tried: skipped.len() }.into())
+    }
+
+    /// Refuses a non-empty target unless `clean`; with `clean`, returns the preamble that empties
+    /// it inside the restore's transaction, and what it will replace.
+    async fn prepare_target(&self, req: &RestoreRequest) -> Result<(String, Option<Contents>), OperatorError> {
+        let url = &req.target;
+        let mut conn = pg::connect(url).await?;
+        let contents = pg::target::contents(&mut conn, url).await?;
+        let result = if contents.is_empty() {
+            Ok((String::new(), None))
+        } else if !req.clean {
+            Err(RestoreFailure::TargetNotEmpty {
+                database: url.database(),
+                contents,
+            }
+            .into())
+        } else {
+            pg::target::clean_preamble(&mut conn, url)
+                .await
+                .map(|p| (p, Some(contents)))
+                .map_err(OperatorError::from)
+        };
+        pg::close(conn).await;
+        result
+    }
+}
+
+/// Decides what an attempt means for the fallback.
+fn judge(key: &str, attempt: Result<crate::pipeline::restore::Attempt, RestoreError>) -> Result<Verdict, RestoreFailure> {
+    let environment = |cause: String| RestoreFailure::Environment {
+        key: key.to_string(),
+        cause,
+    };
+    let attempt = match attempt {
+        Ok(a) => a,
+        Err(RestoreError::Stream(StreamError::Cancelled)) => return Err(RestoreFailure::Cancelled),
+        Err(RestoreError::Stream(StreamError::Storage(e))) => {
+            return Err(environment(format!(
+                "storage failed ({e}); when storage works again, run the same command"
+            )))
+        }
+        Err(RestoreError::Pg(e)) => return Err(environment(e.to_string())),
+    };
+    if !attempt.problems.is_empty() {
+        return Ok(Verdict::BackupAtFault(attempt.problems.join("; ")));
+    }
+    match attempt.outcome {
+        Outcome::Committed => Ok(Verdict::Done),
+        Outcome::RolledBack(None) => Ok(Verdict::BackupAtFault("the restore was rolled back".into())),
+        Outcome::RolledBack(Some(f)) => match f {
+            PsqlFailure::Statement { .. } if f.environment_cause().is_none() => Ok(Verdict::BackupAtFault(f.to_string())),
+            other => Err(environment(match other.environment_cause() {
+                Some(c) => format!("{other} ({})", c.advice()),
+                None => other.to_string(),
+            })),
+        },
+        Outcome::Unknown(failure) => Err(RestoreFailure::CommitUnknown {
+            key: key.to_string(),
+            failure,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn backups_are_selected_by_name_or_time() {
+        let id = |d: u32, h: u32| BackupId::at(Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap());
+        let complete = vec![id(25, 12), id(25, 6), id(24, 12)];
+        let cases: Vec<(&str, Option<usize>)> = vec![
+            ("latest", Some(0)),
+            ("backup_2026-11-25T06-00-00Z.sql.gz", Some(1)),
+            ("prod/main/backup_2026-11-24T12-00-00Z.sql.gz", Some(2)),
+            ("backup_2026-11-23T12-00-00Z.sql.gz", None),
+            ("2026-11-25T07:00:00Z", Some(1)),
+            ("2026-11-25T06-00-00Z", Some(1)),
+            ("2026-11-24", Some(2)),
+            ("2026-11-01", None),
+            ("yesterday", None),
+        ];
+        for (which, want) in cases {
+            assert_eq!(select(&complete, which).ok(), want, "{which}");
+        }
+        assert!(matches!(
+            select(&[], "latest"),
+            Err(OperatorError::Restore(RestoreFailure::NoBackup))
+        ));
+    }
+}

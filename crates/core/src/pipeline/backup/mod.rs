@@ -1,0 +1,186 @@
+//! One backup: `pg_dump` → parallel gzip → storage ([`produce`]), with the manifest written only
+//! after the upload completed, then `backup_latest.sql.gz`, retention ([`prune`]) and size checks.
+//! [`log`] wraps a run with the operator-facing log lines and the failure record.
+//!
+//! The upload is published only when `pg_dump` exited 0, its output ended with the closing line,
+//! and every block was compressed. Anything else aborts the upload: no partial object, no
+//! manifest, `backup_latest.sql.gz` untouched.
+
+mod log;
+mod produce;
+mod prune;
+
+pub use log::run_and_log;
+pub use prune::{prune, prune_with};
+
+use crate::infra::config::{BackupConfig, Settings, ToolsConfig};
+use crate::infra::pg::{dump, PgError};
+use crate::infra::secret::DbUrl;
+use crate::infra::storage::parts::expected_backup_size;
+use crate::infra::storage::{body_channel, DynStorage, PutOptions, StorageError};
+use crate::policy::anomaly::{self, Anomaly};
+use crate::records::catalog::Catalog;
+use crate::records::keys::{BackupId, Layout};
+use crate::records::manifest::{self, Manifest};
+use chrono::Utc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Everything a backup needs.
+#[derive(Debug, Clone)]
+pub struct BackupContext {
+    /// Where backups go.
+    pub storage: DynStorage,
+    /// Key names under the prefix.
+    pub layout: Layout,
+    /// `DATABASE_URL`: the database to back up.
+    pub database_url: DbUrl,
+    /// Interval, compression, retention, dump options.
+    pub cfg: BackupConfig,
+    /// Which client tools to use.
+    pub tools: ToolsConfig,
+}
+
+impl BackupContext {
+    /// The context for `database_url` (`DATABASE_URL`) and the rest of `settings`.
+    pub fn new(settings: &Settings, database_url: DbUrl, storage: DynStorage) -> Self {
+        Self {
+            storage,
+            layout: Layout::new(&settings.storage.prefix),
+            database_url,
+            cfg: settings.backup.clone(),
+            tools: settings.tools.clone(),
+        }
+    }
+}
+
+/// Why a backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Database or client tool problem.
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    /// Storage problem.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The dump stream was not a complete dump.
+    #[error("{0}")]
+    Incomplete(String),
+    /// Shutdown interrupted the backup; the upload was aborted.
+    #[error("interrupted by shutdown; the upload was aborted")]
+    Cancelled,
+}
+
+impl BackupError {
+    /// Whether retrying soon may help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            BackupError::Pg(e) => e.is_retryable(),
+            BackupError::Storage(e) => e.is_retryable(),
+            BackupError::Incomplete(_) => true,
+            BackupError::Cancelled => false,
+        }
+    }
+}
+
+/// A finished backup.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// Identity.
+    pub id: BackupId,
+    /// The manifest as written.
+    pub manifest: Manifest,
+    /// Size warning, if any.
+    pub anomaly: Option<Anomaly>,
+    /// Backups removed by retention afterwards.
+    pub pruned: Vec<BackupId>,
+}
+
+/// Takes one backup. The same code path serves the service loop, `--once` and `pgvigil backup-now`.
+///
+/// # Errors
+/// [`BackupError`]; in every case nothing partial is published.
+pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
+    let st = ctx.storage.as_ref();
+    let plan = dump::plan(&ctx.database_url, ctx.tools.pg_dump.as_deref()).await?;
+    let catalog = Catalog::load(st, &ctx.layout, cancel).await?;
+    let expected = expected_backup_size(catalog.newest_complete().map(|b| b.size), plan.database_size);
+
+    // Names have one-second resolution: never reuse the name of an existing backup.
+    let mut id = BackupId::at(Utc::now());
+    while st.head(&ctx.layout.backup(id), cancel).await?.is_some() || catalog.backups.iter().any(|b| b.id == id) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        id = BackupId::at(Utc::now());
+    }
+    // Uploads left open by a crash or by an outage that also prevented their abort.
+    match st.abort_pending(&ctx.layout.backups_prefix(), cancel).await {
+        Ok(0) => {}
+        Ok(n) => info!(count = n, "aborted stale incomplete uploads from an earlier run"),
+        Err(e) => warn!(error = %e, "could not clean up stale incomplete uploads"),
+    }
+    let started_at = Utc::now();
+    let key = ctx.layout.backup(id);
+    let child = dump::spawn(&plan, &ctx.database_url, &ctx.cfg.dump_options)?;
+    let (tx, rx) = body_channel(4);
+    let opts = PutOptions {
+        expected_size: expected,
+        force_multipart: false,
+    };
+    let (produced, put) = tokio::join!(
+        produce::produce(child, tx, ctx.cfg.compression_level, cancel),
+        st.put(&key, rx, opts, cancel)
+    );
+    // Cleanup after a failure must run even when the run's token is already cancelled.
+    let cleanup = CancellationToken::new();
+    let (streamed, parts) = match (produced, put) {
+        (Ok(s), Ok(p)) if p.size == s.size => (s, p.parts),
+        (Ok(s), Ok(p)) => {
+            st.delete_many(std::slice::from_ref(&key), &cleanup).await.ok();
+            return Err(BackupError::Incomplete(format!("stored {} bytes but produced {}", p.size, s.size)));
+        }
+        (Err(BackupError::Cancelled), _) | (_, Err(StorageError::Cancelled)) => return Err(BackupError::Cancelled),
+        // A storage failure explains a producer that could not send.
+        (Err(BackupError::Storage(StorageError::Aborted(_))), Err(e)) => return Err(e.into()),
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(e)) => return Err(e.into()),
+    };
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        key: key.to_string(),
+        size: streamed.size,
+        sha256: streamed.sha256,
+        uncompressed_size: streamed.uncompressed,
+        started_at,
+        finished_at: Utc::now(),
+        database: plan.database.clone(),
+        server_version: plan.server.to_string(),
+        pg_dump_version: plan.tool.version.to_string(),
+        compression_level: ctx.cfg.compression_level,
+        parts,
+        tables: streamed.tables,
+    };
+    if let Err(e) = manifest::write(st, &ctx.layout, id, &manifest, cancel).await {
+        // Without its manifest the object is not a complete backup: take it back out.
+        st.delete_many(std::slice::from_ref(&key), &cleanup).await.ok();
+        return Err(e.into());
+    }
+    if let Err(e) = st.copy(&key, &ctx.layout.latest(), cancel).await {
+        warn!(key = %key, error = %e, "could not update backup_latest.sql.gz; the backup itself is complete");
+    }
+    let recent = catalog.recent_sizes_before(id, 7);
+    let anomaly = anomaly::assess(manifest.size, &recent);
+    let pruned = match prune(ctx, false, cancel).await {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "retention could not run; it will be tried after the next backup");
+            Vec::new()
+        }
+    };
+    Ok(BackupOutcome {
+        id,
+        manifest,
+        anomaly,
+        pruned,
+    })
+}

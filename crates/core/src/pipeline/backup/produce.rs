@@ -1,0 +1,128 @@
+//! The producer side of a backup: reads `pg_dump`'s stdout, scans and compresses it, and feeds
+//! the upload body. The body is finished only after `pg_dump` exited 0 and the dump proved
+//! complete; anything else fails it, which aborts the upload.
+
+use super::BackupError;
+use crate::infra::pg::{DumpFailure, OwnedChild, PgError};
+use crate::infra::storage::{BodySender, StorageError};
+use crate::pipeline::stages::compress::{ParallelGzip, BLOCK_SIZE};
+use crate::pipeline::stages::dumpscan::DumpScanner;
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Statistics of the streamed dump.
+pub(super) struct Streamed {
+    pub(super) size: u64,
+    pub(super) uncompressed: u64,
+    pub(super) sha256: String,
+    pub(super) tables: std::collections::BTreeMap<String, u64>,
+}
+
+/// Interval of progress lines during long dumps.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// Reads `pg_dump`'s stdout, scans and compresses it, and feeds the upload body. Finishes the body
+/// only after `pg_dump` exited 0 and the dump proved complete.
+pub(super) async fn produce(
+    mut child: OwnedChild,
+    tx: BodySender,
+    level: u32,
+    cancel: &CancellationToken,
+) -> Result<Streamed, BackupError> {
+    let Some(mut stdout) = child.take_stdout() else {
+        tx.fail("pg_dump has no stdout").await;
+        return Err(BackupError::Incomplete("pg_dump has no stdout".into()));
+    };
+    let mut scanner = DumpScanner::new();
+    let mut gz = ParallelGzip::new(level);
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut eof = false;
+    let result: Result<(), BackupError> = async {
+        while !eof {
+            let mut block = gz.buffer();
+            while block.len() < BLOCK_SIZE {
+                let n = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Err(BackupError::Cancelled),
+                    r = stdout.read_buf(&mut block) => r.map_err(|e| BackupError::Incomplete(format!("reading pg_dump output: {e}")))?,
+                };
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+            }
+            scanner.feed(&block);
+            let members = if block.is_empty() {
+                None
+            } else {
+                gz.push(block)
+                    .await
+                    .map_err(|e| BackupError::Incomplete(format!("compression failed: {e}")))?
+            };
+            let mut out = members.into_iter().collect::<Vec<_>>();
+            if eof {
+                while let Some(m) = gz
+                    .pop()
+                    .await
+                    .map_err(|e| BackupError::Incomplete(format!("compression failed: {e}")))?
+                {
+                    out.push(m);
+                }
+            }
+            for m in out {
+                sha.update(&m);
+                size += m.len() as u64;
+                if tx.send(m).await.is_err() {
+                    // The uploader stopped; its own error explains why.
+                    return Err(BackupError::Storage(StorageError::Aborted("the upload stopped".into())));
+                }
+            }
+            if last_progress.elapsed() >= PROGRESS_EVERY {
+                last_progress = Instant::now();
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                info!(
+                    dumped_bytes = scanner.bytes(),
+                    compressed_bytes = size,
+                    rate_mb_s = format!("{:.1}", scanner.bytes() as f64 / secs / 1e6),
+                    "Backup in progress"
+                );
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        child.kill().await;
+        let _ = child.wait().await;
+        tx.fail(e.to_string()).await;
+        return Err(e);
+    }
+    // Only now, with the whole stream read, does pg_dump's exit status mean anything.
+    if let Err(f) = child.wait().await {
+        let failure = DumpFailure::from_tool(f);
+        tx.fail(failure.to_string()).await;
+        return Err(BackupError::Pg(PgError::Dump(failure)));
+    }
+    let scan = scanner.finish();
+    if !scan.complete {
+        let why = match &scan.open_copy {
+            Some(t) => format!("the dump ended inside the data of table {t}"),
+            None => "the dump does not end with pg_dump's closing line".into(),
+        };
+        tx.fail(why.clone()).await;
+        return Err(BackupError::Incomplete(why));
+    }
+    tx.finish().await;
+    Ok(Streamed {
+        size,
+        uncompressed: scan.bytes,
+        sha256: hex::encode(sha.finalize()),
+        tables: scan.tables,
+    })
+}

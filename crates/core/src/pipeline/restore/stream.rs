@@ -1,0 +1,180 @@
+//! Streaming one object out of storage: download → SHA-256 and length → multi-member gunzip →
+//! dump scan → (optionally) psql, with the dump's own transaction lines filtered out.
+//!
+//! A broken download is a storage error, never a verdict on the backup: the reader's I/O errors
+//! are told apart from gzip's own, and a body shorter than the store announced is reported as a
+//! download that ended early.
+
+use super::integrity::StreamReport;
+use crate::infra::pg::psql::PsqlTransaction;
+use crate::infra::storage::{Key, Storage, StorageError};
+use crate::pipeline::stages::dumpscan::DumpScanner;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::CancellationToken;
+
+/// Why streaming could not be completed (not a verdict on the backup).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Storage unavailable, object missing, or the download broke.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Shutdown.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Bytes downloaded so far, shared with whoever shows progress.
+pub type Progress = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
+/// Reader wrapper that hashes and counts what passes through and remembers its own I/O error, so
+/// that a broken download is not mistaken for damaged gzip data.
+struct Hashing<R> {
+    inner: R,
+    sha: Sha256,
+    size: u64,
+    progress: Option<Progress>,
+    io_error: Option<String>,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.io_error = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        self.sha.update(&buf[..n]);
+        self.size += n as u64;
+        if let Some(p) = &self.progress {
+            p.store(self.size, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+/// Chunk size handed from the decompressor to the consumer.
+const CHUNK: usize = 256 * 1024;
+
+/// What the blocking decoder found about the bytes (the SQL went through the channel).
+struct Decoded {
+    sha256: String,
+    size: u64,
+    gzip_error: Option<String>,
+}
+
+/// Downloads, hashes and inflates `reader` on a blocking thread, sending the SQL to `tx`.
+fn decode(
+    reader: crate::infra::storage::ObjectReader,
+    progress: Option<Progress>,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+) -> Result<Decoded, String> {
+    let mut hashing = Hashing {
+        inner: SyncIoBridge::new(reader),
+        sha: Sha256::new(),
+        size: 0,
+        progress,
+        io_error: None,
+    };
+    let mut gzip_error = None;
+    {
+        let mut gz = flate2::read::MultiGzDecoder::new(&mut hashing);
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match gz.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                        return Err("the consumer stopped".into());
+                    }
+                }
+                Err(e) => {
+                    gzip_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(e) = hashing.io_error.take() {
+        return Err(format!("the download broke: {e}"));
+    }
+    // Read whatever follows a damaged member so the hash covers the whole object.
+    let mut sink = vec![0u8; CHUNK];
+    loop {
+        match hashing.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("the download broke: {e}")),
+        }
+    }
+    Ok(Decoded {
+        sha256: hex::encode(hashing.sha.finalize()),
+        size: hashing.size,
+        gzip_error,
+    })
+}
+
+/// Streams `key` through the integrity stages, feeding the SQL (without the dump's own
+/// transaction lines) to `psql` when given. Whether the result may be committed is the caller's
+/// decision, from the returned report.
+///
+/// # Errors
+/// [`StreamError`] when storage fails or shutdown interrupts: the object was not fully read, so
+/// nothing is known about it.
+pub async fn stream(
+    storage: &dyn Storage,
+    key: &Key,
+    mut psql: Option<&mut PsqlTransaction>,
+    progress: Option<Progress>,
+    cancel: &CancellationToken,
+) -> Result<StreamReport, StreamError> {
+    let (reader, announced) = storage.get(key, cancel).await.map_err(|e| match e {
+        StorageError::Cancelled => StreamError::Cancelled,
+        other => StreamError::Storage(other),
+    })?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let decoder = tokio::task::spawn_blocking(move || decode(reader, progress, &tx));
+    let mut scanner = DumpScanner::new();
+    let mut filtered = Vec::with_capacity(CHUNK + 64);
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(StreamError::Cancelled),
+            c = rx.recv() => c,
+        };
+        let Some(chunk) = chunk else { break };
+        match psql.as_mut() {
+            Some(p) if !p.is_broken() => {
+                filtered.clear();
+                scanner.feed_filtered(&chunk, &mut filtered);
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Err(StreamError::Cancelled),
+                    () = p.write(&filtered) => {}
+                }
+            }
+            _ => scanner.feed(&chunk),
+        }
+    }
+    let decoded = decoder
+        .await
+        .map_err(|e| StorageError::other(format!("decompression task failed: {e}"), true))?
+        .map_err(|e| StorageError::other(format!("reading {key}: {e}"), true))?;
+    if decoded.size < announced {
+        return Err(StorageError::other(
+            format!("reading {key}: the download ended after {} of {announced} bytes", decoded.size),
+            true,
+        )
+        .into());
+    }
+    Ok(StreamReport {
+        sha256: decoded.sha256,
+        size: decoded.size,
+        gzip_error: decoded.gzip_error,
+        scan: scanner.finish(),
+    })
+}

@@ -1,0 +1,231 @@
+//! Just enough of PostgreSQL's lexer to know, at the start of each line of a plain dump, whether it
+//! begins at statement level or inside a string, quoted identifier, dollar-quoted body or comment.
+//!
+//! The dump scanner needs that to tell pg_dump's own `COPY … FROM stdin;` and transaction lines
+//! (`BEGIN;` … `COMMIT;` around large objects) from the same text inside a function body. It is
+//! fed every byte outside COPY data, in any chunking.
+
+/// Lexer state between bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+enum State {
+    /// Statement level.
+    #[default]
+    Top,
+    /// After `--`, until the end of the line.
+    LineComment,
+    /// Inside `/* … */`, nested to this depth.
+    Block(u32),
+    /// Inside `'…'`; `escapes` for `E'…'` strings, where a backslash escapes the next byte.
+    Single {
+        /// An `E'…'` string.
+        escapes: bool,
+        /// The previous byte was an escaping backslash.
+        backslash: bool,
+        /// The previous byte was a `'` that may be the first of a doubled `''`.
+        quote: bool,
+    },
+    /// Inside `"…"`.
+    Double,
+    /// After `$` and these tag characters, not yet closed by a second `$`.
+    DollarOpen(Vec<u8>),
+    /// Inside a dollar-quoted string opened by `tag` (including both `$`); `matched` bytes of
+    /// the closing tag seen so far.
+    Dollar {
+        /// The delimiter, e.g. `$$` or `$_$`.
+        tag: Vec<u8>,
+        /// How much of the closing delimiter has been seen.
+        matched: usize,
+    },
+}
+
+/// Incremental lexer over the non-COPY text of a dump.
+#[derive(Debug, Clone, Default)]
+pub struct SqlLexer {
+    /// Where we are.
+    state: State,
+    /// The previous byte at statement level (to tell `E'` and `$1`/`a$b` apart).
+    prev: u8,
+    /// The byte before `prev`.
+    prev2: u8,
+}
+
+fn ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+impl SqlLexer {
+    /// True at statement level (not inside a string, identifier, body or block comment). A line
+    /// comment ends with its line, so at the start of a line this is all that matters.
+    pub fn at_top(&self) -> bool {
+        matches!(self.state, State::Top | State::LineComment)
+    }
+
+    /// Feeds bytes of one or more lines.
+    pub fn feed(&mut self, data: &[u8]) {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            match &mut self.state {
+                State::Top => {
+                    match b {
+                        b'\'' => {
+                            let escapes = matches!(self.prev, b'E' | b'e') && !ident_byte(self.prev2);
+                            self.state = State::Single {
+                                escapes,
+                                backslash: false,
+                                quote: false,
+                            };
+                        }
+                        b'"' => self.state = State::Double,
+                        b'$' if !ident_byte(self.prev) => self.state = State::DollarOpen(vec![b'$']),
+                        b'-' if self.prev == b'-' => self.state = State::LineComment,
+                        b'*' if self.prev == b'/' => self.state = State::Block(1),
+                        _ => {}
+                    }
+                    self.prev2 = self.prev;
+                    self.prev = b;
+                    // A `--` or `/*` consumed its second byte: it must not start anything else.
+                    if !matches!(self.state, State::Top) {
+                        self.prev = 0;
+                    }
+                }
+                State::LineComment => {
+                    if b == b'\n' {
+                        self.state = State::Top;
+                        self.prev = b'\n';
+                    }
+                }
+                State::Block(depth) => {
+                    if self.prev == b'*' && b == b'/' {
+                        *depth -= 1;
+                        self.prev = 0;
+                        if *depth == 0 {
+                            self.state = State::Top;
+                            self.prev = b' ';
+                        }
+                    } else if self.prev == b'/' && b == b'*' {
+                        *depth += 1;
+                        self.prev = 0;
+                    } else {
+                        self.prev = b;
+                    }
+                }
+                State::Single { escapes, backslash, quote } => {
+                    if *quote {
+                        *quote = false;
+                        if b != b'\'' {
+                            // The previous quote closed the string: this byte is at statement level.
+                            self.state = State::Top;
+                            self.prev = b'\'';
+                            continue;
+                        }
+                    } else if *backslash {
+                        *backslash = false;
+                    } else if *escapes && b == b'\\' {
+                        *backslash = true;
+                    } else if b == b'\'' {
+                        *quote = true;
+                    } else {
+                        // Skip ahead to the next byte that can matter.
+                        let rest = &data[i + 1..];
+                        let skip = if *escapes {
+                            memchr::memchr2(b'\'', b'\\', rest)
+                        } else {
+                            memchr::memchr(b'\'', rest)
+                        };
+                        i += 1 + skip.unwrap_or(rest.len());
+                        continue;
+                    }
+                }
+                State::Double => {
+                    if b == b'"' {
+                        self.state = State::Top;
+                        self.prev = b'"';
+                    }
+                }
+                State::DollarOpen(tag) => {
+                    if b == b'$' {
+                        tag.push(b'$');
+                        let tag = std::mem::take(tag);
+                        self.state = State::Dollar { tag, matched: 0 };
+                    } else if ident_byte(b) && !(tag.len() == 1 && b.is_ascii_digit()) {
+                        tag.push(b);
+                    } else {
+                        // `$1` or a lone `$`: not a dollar quote.
+                        self.state = State::Top;
+                        self.prev = b'$';
+                        continue;
+                    }
+                }
+                State::Dollar { tag, matched } => {
+                    if b == tag[*matched] {
+                        *matched += 1;
+                        if *matched == tag.len() {
+                            self.state = State::Top;
+                            self.prev = b'$';
+                        }
+                    } else {
+                        *matched = usize::from(b == tag[0]);
+                        if *matched == 0 {
+                            let rest = &data[i + 1..];
+                            i += 1 + memchr::memchr(tag[0], rest).unwrap_or(rest.len());
+                            continue;
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether each line of `sql` starts at statement level.
+    fn line_starts(sql: &str, chunk: usize) -> Vec<bool> {
+        let mut lx = SqlLexer::default();
+        let mut out = vec![lx.at_top()];
+        let bytes = sql.as_bytes();
+        let mut pending: Vec<u8> = Vec::new();
+        for c in bytes.chunks(chunk) {
+            pending.extend_from_slice(c);
+            while let Some(p) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=p).collect();
+                lx.feed(&line);
+                out.push(lx.at_top());
+            }
+        }
+        out.pop();
+        out
+    }
+
+    #[test]
+    fn knows_when_a_line_starts_inside_a_body_or_string() {
+        let cases: &[(&str, &[bool])] = &[
+            ("SELECT 1;\nCOMMIT;\n", &[true, true]),
+            (
+                "CREATE FUNCTION f() AS $$\nBEGIN\nCOMMIT;\nEND $$;\nCOMMIT;\n",
+                &[true, false, false, false, true],
+            ),
+            ("AS $_$\nCOMMIT;\n$_$;\nBEGIN;\n", &[true, false, false, true]),
+            ("AS $a$ $$ \nCOMMIT;\n$a$;\nx\n", &[true, false, false, true]),
+            (
+                "COMMENT ON TABLE t IS 'multi\nCOMMIT;\nit''s';\nBEGIN;\n",
+                &[true, false, false, true],
+            ),
+            ("SELECT E'it\\'s\nstill';\nx\n", &[true, false, true]),
+            ("SELECT 'a\\';\nx\n", &[true, true]),
+            ("SELECT $1, a$b;\nx\n", &[true, true]),
+            ("CREATE TABLE \"odd\n\"\"name\" ();\nx\n", &[true, false, true]),
+            ("/* block /* nested */\nstill */\nx\n", &[true, false, true]),
+            ("-- it's a comment\nx\n", &[true, true]),
+        ];
+        for (sql, want) in cases {
+            for chunk in [1, 2, 3, 5, 64] {
+                assert_eq!(line_starts(sql, chunk), *want, "chunk {chunk}: {sql:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! `pgvigil report`: the weekly review computed from what is stored (backups, durations,
+//! verification success rate and trend, sizes and anomalies, storage and cost). A pure function of
+//! its inputs; loading them is the operator layer's job and rendering is the CLI's.
+
+use super::anomaly::{self, Anomaly};
+use crate::records::catalog::BackupEntry;
+use crate::records::history::{FailureRecord, VerificationRecord};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Everything `pgvigil report` needs, already loaded.
+#[derive(Debug, Clone)]
+pub struct ReportInput {
+    /// Report time.
+    pub now: DateTime<Utc>,
+    /// Window length in days.
+    pub days: u32,
+    /// All backups under the prefix, newest first.
+    pub backups: Vec<BackupEntry>,
+    /// Backup durations in seconds (from manifests) of backups in the window.
+    pub backup_durations: Vec<f64>,
+    /// Verification records in the window, oldest first.
+    pub verifications: Vec<VerificationRecord>,
+    /// Failure records in the window.
+    pub failures: Vec<FailureRecord>,
+    /// Bytes stored under the prefix and in pgvigil's metadata area.
+    pub total_bytes: u64,
+    /// Number of objects stored.
+    pub object_count: usize,
+    /// `BACKUP_RETENTION_DAYS`.
+    pub retention_days: u64,
+    /// Price per GB-month.
+    pub price_per_gb_month: f64,
+}
+
+/// The weekly review.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Window length in days.
+    pub days: u32,
+    /// Complete backups made in the window.
+    pub backups_made: usize,
+    /// Failed backup attempts in the window.
+    pub backups_failed: usize,
+    /// Average backup duration in seconds.
+    pub backup_avg_secs: Option<f64>,
+    /// Verifications run in the window.
+    pub verifications: usize,
+    /// Of which passed.
+    pub verifications_passed: usize,
+    /// Passed / run, 0–1.
+    pub success_rate: Option<f64>,
+    /// Whether the 95% target was met.
+    pub meets_target: Option<bool>,
+    /// Average verification duration in seconds.
+    pub verify_avg_secs: Option<f64>,
+    /// Relative change of verification duration, second half of the window vs first half.
+    pub verify_duration_trend: Option<f64>,
+    /// Relative change in backup size over the window (last vs first).
+    pub size_change: Option<f64>,
+    /// Size of the newest backup.
+    pub newest_size: Option<u64>,
+    /// Anomalies among the window's backups: (key, anomaly).
+    pub anomalies: Vec<(String, Anomaly)>,
+    /// Bytes stored.
+    pub total_bytes: u64,
+    /// Objects stored.
+    pub object_count: usize,
+    /// Backups stored.
+    pub backup_count: usize,
+    /// Age of the oldest backup in days.
+    pub oldest_age_days: Option<f64>,
+    /// Retention setting in days.
+    pub retention_days: u64,
+    /// Projected monthly storage cost at the configured price.
+    pub monthly_cost: f64,
+}
+
+fn avg(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Computes the report.
+pub fn compute(input: &ReportInput) -> Report {
+    let since = input.now - chrono::Duration::days(i64::from(input.days));
+    let complete: Vec<&BackupEntry> = input.backups.iter().filter(|b| b.complete).collect();
+    let in_window: Vec<&&BackupEntry> = complete.iter().filter(|b| b.id.0 >= since).collect();
+    let passed = input.verifications.iter().filter(|v| v.passed).count();
+    let n = input.verifications.len();
+    let rate = (n > 0).then(|| passed as f64 / n as f64);
+    let durations: Vec<f64> = input.verifications.iter().map(|v| v.total_secs).collect();
+    let half = durations.len() / 2;
+    let trend = if half > 0 {
+        match (avg(&durations[..half]), avg(&durations[half..])) {
+            (Some(a), Some(b)) if a > 0.0 => Some(b / a - 1.0),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let size_change = match (in_window.last(), in_window.first()) {
+        (Some(oldest), Some(newest)) if oldest.id != newest.id && oldest.size > 0 => Some(newest.size as f64 / oldest.size as f64 - 1.0),
+        _ => None,
+    };
+    let mut anomalies = Vec::new();
+    for b in &in_window {
+        let recent: Vec<u64> = complete.iter().filter(|o| o.id < b.id).take(7).map(|o| o.size).collect();
+        if let Some(a) = anomaly::assess(b.size, &recent) {
+            anomalies.push((b.key.clone(), a));
+        }
+    }
+    let oldest = input.backups.iter().map(|b| b.id).min();
+    Report {
+        days: input.days,
+        backups_made: in_window.len(),
+        backups_failed: input.failures.iter().filter(|f| f.at >= since).count(),
+        backup_avg_secs: avg(&input.backup_durations),
+        verifications: n,
+        verifications_passed: passed,
+        success_rate: rate,
+        meets_target: rate.map(|r| r >= 0.95),
+        verify_avg_secs: avg(&durations),
+        verify_duration_trend: trend,
+        size_change,
+        newest_size: complete.first().map(|b| b.size),
+        anomalies,
+        total_bytes: input.total_bytes,
+        object_count: input.object_count,
+        backup_count: input.backups.len(),
+        oldest_age_days: oldest.map(|o| (input.now - o.0).num_seconds() as f64 / 86_400.0),
+        retention_days: input.retention_days,
+        monthly_cost: input.total_bytes as f64 / 1e9 * input.price_per_gb_month,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{entry, now, verification};
+    use super::*;
+
+    #[test]
+    fn report_figures_from_known_records() {
+        let backups = vec![entry(1, 130), entry(25, 100), entry(49, 100), entry(73, 100), entry(24 * 10, 100)];
+        let verifications = vec![
+            verification(70, true, 10.0),
+            verification(50, true, 10.0),
+            verification(30, false, 20.0),
+            verification(2, true, 20.0),
+        ];
+        let input = ReportInput {
+            now: now(),
+            days: 7,
+            backups,
+            backup_durations: vec![4.0, 6.0],
+            verifications,
+            failures: vec![FailureRecord {
+                at: now() - chrono::Duration::hours(5),
+                error: "x".into(),
+                retryable: true,
+            }],
+            total_bytes: 2_000_000_000,
+            object_count: 12,
+            retention_days: 7,
+            price_per_gb_month: 0.02,
+        };
+        let r = compute(&input);
+        assert_eq!(r.backups_made, 4);
+        assert_eq!(r.backups_failed, 1);
+        assert_eq!(r.backup_avg_secs, Some(5.0));
+        assert_eq!((r.verifications, r.verifications_passed), (4, 3));
+        assert_eq!(r.success_rate, Some(0.75));
+        assert_eq!(r.meets_target, Some(false));
+        assert_eq!(r.verify_avg_secs, Some(15.0));
+        assert_eq!(r.verify_duration_trend, Some(1.0));
+        assert!((r.size_change.unwrap() - 0.3).abs() < 1e-9);
+        assert_eq!(r.anomalies.len(), 1, "{:?}", r.anomalies);
+        assert_eq!(r.backup_count, 5);
+        assert!((r.oldest_age_days.unwrap() - 10.0).abs() < 0.01);
+        assert!((r.monthly_cost - 0.04).abs() < 1e-9);
+    }
+}

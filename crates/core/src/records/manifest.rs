@@ -1,0 +1,83 @@
+//! Per-backup manifest: written after the upload completed; its presence marks a backup complete.
+
+use super::keys::{BackupId, Layout};
+use crate::infra::storage::{get_bytes, put_bytes, Storage, StorageError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tokio_util::sync::CancellationToken;
+
+/// Everything known about one backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format: u32,
+    /// Object key of the backup.
+    pub key: String,
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// SHA-256 of the object, hex.
+    pub sha256: String,
+    /// Size of the SQL before compression.
+    pub uncompressed_size: u64,
+    /// When the dump started.
+    pub started_at: DateTime<Utc>,
+    /// When the upload completed.
+    pub finished_at: DateTime<Utc>,
+    /// Database name.
+    pub database: String,
+    /// Server version (`server_version_num` based, e.g. `15.18`).
+    pub server_version: String,
+    /// pg_dump version used.
+    pub pg_dump_version: String,
+    /// gzip level.
+    pub compression_level: u32,
+    /// Multipart part size used (1 part = single request).
+    pub parts: u32,
+    /// Exact rows per table as dumped.
+    pub tables: BTreeMap<String, u64>,
+}
+
+/// Current manifest format.
+pub const FORMAT: u32 = 1;
+
+impl Manifest {
+    /// Duration of the backup in seconds.
+    pub fn duration_secs(&self) -> f64 {
+        (self.finished_at - self.started_at).num_milliseconds() as f64 / 1000.0
+    }
+}
+
+/// Stores a manifest.
+///
+/// # Errors
+/// Storage errors.
+pub async fn write(
+    storage: &dyn Storage,
+    layout: &Layout,
+    id: BackupId,
+    m: &Manifest,
+    cancel: &CancellationToken,
+) -> Result<(), StorageError> {
+    let json = serde_json::to_vec_pretty(m).map_err(|e| StorageError::other(format!("encoding manifest: {e}"), false))?;
+    put_bytes(storage, &layout.manifest(id), json.into(), cancel).await
+}
+
+/// Reads a manifest; `Ok(None)` when it does not exist.
+///
+/// # Errors
+/// Storage errors, or a manifest that is not valid JSON.
+pub async fn read(
+    storage: &dyn Storage,
+    layout: &Layout,
+    id: BackupId,
+    cancel: &CancellationToken,
+) -> Result<Option<Manifest>, StorageError> {
+    match get_bytes(storage, &layout.manifest(id), cancel).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::other(format!("manifest of {} is unreadable: {e}", id.file_name()), false)),
+        Err(StorageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

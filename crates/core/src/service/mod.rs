@@ -1,0 +1,11 @@
+//! The service machinery shared by both daemons: the [`skeleton`] every service runs through,
+//! the [`jobs`] it drives, the [`runner`] loop with its [`retry`] helper and the [`health`]
+//! endpoint. (Process setup — allocator, logging, signals — is in [`crate::infra::process`].)
+//!
+//! The service layer wires pipelines to schedules; it never imports `operator`.
+
+pub mod health;
+pub mod jobs;
+pub mod retry;
+pub mod runner;
+pub mod skeleton;

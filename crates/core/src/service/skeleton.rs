@@ -1,0 +1,312 @@
+//! One skeleton for both services: settings → storage → self-test → preparation → health → runner.
+//! A binary's `main` is [`service_main`] with its role; what differs between the two services is
+//! the small [`Service`] implementation of each.
+
+use super::jobs::{BackupJob, VerifyJob};
+use super::retry::{until_ok, Backoff};
+use super::{health::Health, runner};
+use crate::infra::config::{ConfigError, Role, Settings};
+use crate::infra::storage::{self, DynStorage, StorageError};
+use crate::pipeline::backup::{self, BackupContext, BackupError};
+use crate::pipeline::verify::{self, VerifyContext, VerifyError};
+use crate::records::keys::Layout;
+use async_trait::async_trait;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// First delay after a failure; doubles up to [`max_backoff`].
+pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
+
+/// Longest wait between retries: 15 minutes, but never longer than the interval.
+pub fn max_backoff(interval: Duration) -> Duration {
+    interval.clamp(BACKOFF_BASE, Duration::from_secs(15 * 60))
+}
+
+/// Backoff while a service is starting (storage or the verify server not usable yet).
+fn startup_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(5), Duration::from_secs(300))
+}
+
+/// Why a service (or a one-shot run) stopped with a failure. Says whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The configuration is invalid (exit status 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Storage failed its self-test.
+    #[error(transparent)]
+    Storage(StorageError),
+    /// `--once`: the backup did not complete.
+    #[error("exiting with status 1 because the backup did not complete ({})", if .0.is_retryable() { "a retry may succeed" } else { "fix the cause above first" })]
+    Backup(BackupError),
+    /// `--once`: the verification failed (the backup is bad).
+    #[error("Restore verification failed for {0}")]
+    VerificationFailed(String),
+    /// `--once`: the verification could not run (the environment is broken).
+    #[error("Verification could not run: {0}")]
+    Verify(VerifyError),
+    /// A variable the service needs is missing (validation normally reports it first).
+    #[error("{0} is required")]
+    Missing(&'static str),
+    /// Shutdown came before the service was ready.
+    #[error("shutdown requested before the service was ready")]
+    Cancelled,
+}
+
+impl StartupError {
+    /// Whether starting again later may succeed without changing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StartupError::Config(_) | StartupError::VerificationFailed(_) | StartupError::Missing(_) => false,
+            StartupError::Storage(e) => e.is_retryable(),
+            StartupError::Backup(e) => e.is_retryable(),
+            StartupError::Verify(_) | StartupError::Cancelled => true,
+        }
+    }
+}
+
+/// Connects to storage and runs the self-test once.
+///
+/// # Errors
+/// The self-test's sentence.
+pub async fn open_storage(settings: &Settings, cancel: &CancellationToken) -> Result<DynStorage, StorageError> {
+    let layout = Layout::new(&settings.storage.prefix);
+    storage::connect_checked(&settings.storage, &layout.backups_prefix(), &layout.probe(), cancel).await
+}
+
+/// What differs between the two services.
+#[async_trait]
+trait Service: Sized + Send + Sync {
+    /// The runner's job.
+    type Job: runner::Job;
+    /// Name in log lines and `/metrics`.
+    const NAME: &'static str;
+    /// Logs the `… service started` line with the effective (redacted) settings.
+    fn announce(settings: &Settings, once: bool);
+    /// Builds the service from settings and an opened storage.
+    ///
+    /// # Errors
+    /// When the database URL the service needs is missing.
+    fn new(settings: &Settings, storage: DynStorage) -> Result<Self, StartupError>;
+    /// Work before the first run (e.g. dropping scratch databases left by a crash).
+    async fn prepare(&self) -> Result<(), StartupError> {
+        Ok(())
+    }
+    /// One run for `--once`.
+    async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError>;
+    /// The job for the runner.
+    fn job(self) -> Self::Job;
+    /// The interval between runs.
+    fn interval(settings: &Settings) -> Duration;
+}
+
+/// The backup service.
+struct BackupService(BackupContext);
+
+#[async_trait]
+impl Service for BackupService {
+    type Job = BackupJob;
+    const NAME: &'static str = "backup";
+
+    fn announce(settings: &Settings, once: bool) {
+        let cfg = &settings.backup;
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            database = %settings.database_url.as_ref().map(ToString::to_string).unwrap_or_default(),
+            storage = ?settings.storage.backend,
+            prefix = %settings.storage.prefix,
+            interval_secs = cfg.interval.as_secs(),
+            compression_level = cfg.compression_level,
+            retention_days = cfg.retention.retention_days,
+            min_keep = cfg.retention.min_keep,
+            dump_options = %cfg.dump_options.join(" "),
+            mode = if once { "once" } else { "service" },
+            "Backup service started"
+        );
+    }
+
+    fn new(settings: &Settings, storage: DynStorage) -> Result<Self, StartupError> {
+        let url = settings.database_url.clone().ok_or(StartupError::Missing("DATABASE_URL"))?;
+        Ok(Self(BackupContext::new(settings, url, storage)))
+    }
+
+    async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError> {
+        backup::run_and_log(&self.0, cancel).await.map(|_| ()).map_err(StartupError::Backup)
+    }
+
+    fn job(self) -> BackupJob {
+        BackupJob { ctx: self.0 }
+    }
+
+    fn interval(settings: &Settings) -> Duration {
+        settings.backup.interval
+    }
+}
+
+/// The verify service.
+struct VerifyService(VerifyContext);
+
+#[async_trait]
+impl Service for VerifyService {
+    type Job = VerifyJob;
+    const NAME: &'static str = "verify";
+
+    fn announce(settings: &Settings, once: bool) {
+        let cfg = &settings.verify;
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            verify_server = %settings.verify_database_url.as_ref().map(ToString::to_string).unwrap_or_default(),
+            storage = ?settings.storage.backend,
+            prefix = %settings.storage.prefix,
+            interval_secs = cfg.interval.as_secs(),
+            random_rate = cfg.random_rate,
+            queries_file = ?cfg.queries_file,
+            mode = if once { "once" } else { "service" },
+            "Verify service started"
+        );
+    }
+
+    fn new(settings: &Settings, storage: DynStorage) -> Result<Self, StartupError> {
+        let url = settings
+            .verify_database_url
+            .clone()
+            .ok_or(StartupError::Missing("VERIFY_DATABASE_URL"))?;
+        Ok(Self(VerifyContext::new(settings, url, storage)))
+    }
+
+    async fn prepare(&self) -> Result<(), StartupError> {
+        // Scratch databases left by a crash: ours only, by prefix.
+        let dropped = verify::cleanup_leftovers(&self.0).await.map_err(StartupError::Verify)?;
+        if !dropped.is_empty() {
+            info!(databases = %dropped.join(", "), "dropped scratch databases left by an earlier run");
+        }
+        Ok(())
+    }
+
+    async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError> {
+        match verify::run_and_log(&self.0, None, cancel).await {
+            Ok(rec) if rec.passed => Ok(()),
+            Ok(rec) => Err(StartupError::VerificationFailed(rec.key)),
+            Err(e) => Err(StartupError::Verify(e)),
+        }
+    }
+
+    fn job(self) -> VerifyJob {
+        VerifyJob { ctx: self.0 }
+    }
+
+    fn interval(settings: &Settings) -> Duration {
+        settings.verify.interval
+    }
+}
+
+/// Runs a service: once (exit status from the result) or forever.
+async fn run_service<S: Service>(settings: Settings, once: bool, cancel: CancellationToken) -> Result<(), StartupError> {
+    S::announce(&settings, once);
+    let storage = if once {
+        open_storage(&settings, &cancel).await.map_err(StartupError::Storage)?
+    } else {
+        let opened = until_ok(
+            startup_backoff(),
+            &cancel,
+            || open_storage(&settings, &cancel),
+            |e, d| {
+                error!(error = %e, "Storage is not usable yet; retrying in {}s", d.as_secs());
+            },
+        )
+        .await;
+        opened.ok_or(StartupError::Cancelled)?
+    };
+    let service = S::new(&settings, storage)?;
+    if once {
+        service.prepare().await?;
+        return service.once(&cancel).await;
+    }
+    let prepared = until_ok(
+        startup_backoff(),
+        &cancel,
+        || service.prepare(),
+        |e, d| {
+            error!("{e}; retrying in {}s", d.as_secs());
+        },
+    )
+    .await;
+    if prepared.is_none() {
+        return Ok(());
+    }
+    let interval = S::interval(&settings);
+    let health = Health::new(interval * 2 + Duration::from_secs(3600));
+    spawn_health(settings.port, health.clone(), S::NAME, &cancel);
+    let job = service.job();
+    runner::run_forever(&job, Backoff::new(BACKOFF_BASE, max_backoff(interval)), &health, &cancel).await;
+    Ok(())
+}
+
+/// The command line of a service binary: everything else comes from the environment.
+#[derive(clap::Parser, Debug)]
+struct ServiceArgs {
+    /// Run once and exit: status 0 on success, 1 with the cause otherwise (2 for bad configuration).
+    #[arg(long)]
+    once: bool,
+}
+
+/// The whole `main` of a service binary: arguments (`--once`, `--help`, `--version`), allocator
+/// tuning, then [`service_main`] on a multi-threaded runtime.
+pub fn main(role: Role, name: &'static str, about: &'static str) -> std::process::ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    crate::infra::process::memory::tune_allocator();
+    let matches = ServiceArgs::command()
+        .name(name)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .get_matches();
+    let args = match ServiceArgs::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(service_main(role, args.once)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The service itself: logging, validated configuration (exit 2 naming every bad variable),
+/// signal handling, then the service (exit 1 when a one-shot run failed).
+pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
+    crate::infra::process::telemetry::init(crate::infra::process::telemetry::format_from_env());
+    let settings = match Settings::from_env(role) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cancel = crate::infra::process::shutdown::on_signals();
+    let result = match role {
+        Role::Verify => run_service::<VerifyService>(settings, once, cancel).await,
+        _ => run_service::<BackupService>(settings, once, cancel).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the health endpoint when `PORT` is set.
+pub fn spawn_health(port: Option<u16>, health: Health, service: &'static str, cancel: &CancellationToken) {
+    if let Some(port) = port {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = super::health::serve(port, health, service, c).await {
+                error!(port, error = %e, "health endpoint could not start");
+            }
+        });
+    }
+}
