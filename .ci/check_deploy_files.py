@@ -15,7 +15,7 @@ import yaml
 root = pathlib.Path(__file__).resolve().parent.parent
 errors = []
 
-config_rs = (root / "crates/core/src/config.rs").read_text()
+config_rs = (root / "crates/core/src/infra/config/raw.rs").read_text()
 block = config_rs[config_rs.index("pub const VARIABLES"):]
 block = block[: block.index("];")]
 known_vars = set(re.findall(r'"([A-Z0-9_]+)"', block))
