@@ -430,11 +430,15 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
     .await;
     let job = pgvigil_core::service::jobs::BackupJob { ctx: ctx.clone() };
     use pgvigil_core::service::runner::Job;
-    assert_eq!(job.due_in().await.unwrap().as_secs(), 0, "no backup yet: due at once");
+    assert_eq!(
+        job.due_in(&CancellationToken::new()).await.unwrap().as_secs(),
+        0,
+        "no backup yet: due at once"
+    );
     backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     // A restarted service (a new job over the same storage) waits for the rest of the interval.
     let restarted = pgvigil_core::service::jobs::BackupJob { ctx: ctx.clone() };
-    let wait = restarted.due_in().await.unwrap().as_secs();
+    let wait = restarted.due_in(&CancellationToken::new()).await.unwrap().as_secs();
     assert!((3590..=3600).contains(&wait), "{wait}");
 }
 

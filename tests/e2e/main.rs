@@ -6,4 +6,5 @@ mod backup;
 mod cli;
 mod docs;
 mod storage;
+mod verdicts;
 mod verify;

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod corpus;
+pub mod http;
 pub mod pg;
 pub mod run;
 pub mod s3;

@@ -22,6 +22,8 @@ pub struct PgServer {
     pub bindir: PathBuf,
     /// Run as this user when we are root.
     owner: Option<(Uid, Gid)>,
+    /// Extra `-c name=value` server settings.
+    settings: Vec<String>,
 }
 
 /// Directory of the newest installed server binaries (or `PGVIGIL_TEST_PG_BIN`).
@@ -53,6 +55,11 @@ fn free_port() -> u16 {
 impl PgServer {
     /// Creates and starts a new cluster.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Creates and starts a new cluster with extra server settings (`"max_connections=5"`).
+    pub fn start_with(settings: &[&str]) -> Self {
         let owner = if Uid::effective().is_root() {
             let u = User::from_name("postgres")
                 .unwrap()
@@ -71,6 +78,7 @@ impl PgServer {
             port: 0,
             bindir,
             owner,
+            settings: settings.iter().map(|s| format!(" -c {s}")).collect(),
         };
         let pwfile = server.dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).unwrap();
@@ -134,9 +142,10 @@ impl PgServer {
 
     fn try_start(&self) -> bool {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings.concat()
         );
         let log = self.dir.path().join("log");
         self.command("pg_ctl")
@@ -190,6 +199,13 @@ impl PgServer {
         let mut c = self.connect(db).await;
         sqlx::raw_sql(sql).execute(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         c.close().await.unwrap();
+    }
+
+    /// Creates a role that may log in with `password` and create databases, nothing more (the
+    /// least-privilege verify role of SECURITY.md).
+    pub async fn create_createdb_role(&self, name: &str, password: &str) {
+        self.exec("postgres", &format!("CREATE ROLE \"{name}\" LOGIN CREATEDB PASSWORD '{password}'"))
+            .await;
     }
 
     /// Creates a database.

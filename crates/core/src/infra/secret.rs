@@ -4,6 +4,10 @@ use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use url::Url;
 
+/// Query parameters that carry secrets (libpq and sqlx honour `password`; `sslpassword` unlocks
+/// a client key).
+const SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+
 /// A PostgreSQL connection URL. The password inside never appears in `Debug`/`Display` output.
 #[derive(Clone)]
 pub struct DbUrl {
@@ -26,10 +30,29 @@ impl DbUrl {
         if url.path().trim_start_matches('/').is_empty() {
             return Err("expected a database name in the URL path (postgresql://user@host/DBNAME)".into());
         }
+        if url.query_pairs().any(|(k, _)| k == "dbname") {
+            // It would override the path for libpq and sqlx alike, and with it the database that
+            // pgvigil means (a verify scratch database, a restore target).
+            return Err("the database name belongs in the URL's path (postgresql://user@host/DBNAME), not in ?dbname=".into());
+        }
         let mut shown = url.clone();
         if url.password().is_some() {
             // set_password only fails for URLs that cannot have a password, which we rejected above.
             let _ = shown.set_password(Some("***"));
+        }
+        if url.query_pairs().any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref())) {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if SECRET_PARAMS.contains(&k.as_ref()) {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            shown.query_pairs_mut().clear().extend_pairs(pairs);
         }
         Ok(Self {
             secret: SecretString::from(raw.trim().to_string()),
@@ -44,7 +67,7 @@ impl DbUrl {
 
     /// Whether the URL carries a password.
     pub fn has_password(&self) -> bool {
-        Url::parse(self.expose()).is_ok_and(|u| u.password().is_some())
+        Url::parse(self.expose()).is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref())))
     }
 
     /// The URL with the password replaced by `***`.
@@ -107,8 +130,24 @@ mod tests {
     }
 
     #[test]
+    fn passwords_in_query_parameters_are_hidden_too() {
+        let u = DbUrl::parse("postgresql://bob@db/app?password=hunter2&sslmode=require&sslpassword=keypass").unwrap();
+        for shown in [format!("{u:?}"), format!("{u}")] {
+            assert!(!shown.contains("hunter2") && !shown.contains("keypass"), "{shown}");
+            assert!(shown.contains("sslmode=require"), "{shown}");
+        }
+        assert!(u.has_password());
+        assert!(!DbUrl::parse("postgresql://bob@db/app").unwrap().has_password());
+    }
+
+    #[test]
     fn rejects_bad_urls() {
-        for bad in ["mysql://x/y", "postgresql://host", "not a url"] {
+        for bad in [
+            "mysql://x/y",
+            "postgresql://host",
+            "not a url",
+            "postgresql://h/postgres?dbname=app",
+        ] {
             assert!(DbUrl::parse(bad).is_err(), "{bad}");
         }
     }

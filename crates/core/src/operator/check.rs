@@ -48,7 +48,7 @@ impl Operator {
             let m = manifest::read(st, &self.layout, b.id, cancel).await?;
             let key = self.layout.backup(b.id);
             let progress = observer.begin(&format!("checking {key}"), b.size);
-            let streamed = stream(st, &key, None, progress, cancel).await;
+            let streamed = stream(st, &key, progress, cancel).await;
             observer.end();
             let report = match streamed {
                 Ok(r) => r,

@@ -268,6 +268,10 @@ fn judge(key: &str, attempt: Result<crate::pipeline::restore::Attempt, RestoreEr
                 None => other.to_string(),
             })),
         },
+        Outcome::NotStarted(f) => Err(environment(format!(
+            "psql failed before the backup's first statement (connecting, opening the transaction{}): {f}",
+            ", or --clean's statements"
+        ))),
         Outcome::Unknown(failure) => Err(RestoreFailure::CommitUnknown {
             key: key.to_string(),
             failure,

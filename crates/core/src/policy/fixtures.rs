@@ -28,5 +28,9 @@ pub fn verification(hours_ago: i64, passed: bool, secs: f64) -> VerificationReco
         total_secs: secs,
         restored_bytes: None,
         tables_checked: 1,
+        object_bytes: None,
+        backup_time: None,
+        rpo_secs: None,
+        evidence: Default::default(),
     }
 }

@@ -29,6 +29,91 @@ pub struct VerificationRecord {
     pub restored_bytes: Option<u64>,
     /// Number of tables whose row counts were compared.
     pub tables_checked: usize,
+    /// Size of the backup object in bytes.
+    #[serde(default)]
+    pub object_bytes: Option<u64>,
+    /// When the backup's data was taken (the backup's identity).
+    #[serde(default)]
+    pub backup_time: Option<DateTime<Utc>>,
+    /// RPO: the age of the backup's data when it was verified, in seconds.
+    #[serde(default)]
+    pub rpo_secs: Option<i64>,
+    /// What the verdict rests on.
+    #[serde(default)]
+    pub evidence: Evidence,
+}
+
+/// The evidence behind a verdict: what was compared and checked, and what was not (and why).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Evidence {
+    /// Versions involved.
+    pub versions: Versions,
+    /// Per table: the rows the manifest recorded and the rows found after the restore.
+    pub tables: Vec<TableEvidence>,
+    /// Index checks (amcheck).
+    pub indexes: IndexEvidence,
+    /// The operator's own checks, with the value each returned.
+    pub user_checks: Vec<UserCheckEvidence>,
+    /// Tables whose `FORCE ROW LEVEL SECURITY` was lifted in the scratch database so that counts
+    /// see every row.
+    pub row_security_lifted: Vec<String>,
+}
+
+/// Versions of everything that took part.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Versions {
+    /// The source server (from the manifest).
+    pub source_server: String,
+    /// The pg_dump that wrote the backup (from the manifest).
+    pub pg_dump: String,
+    /// The verify server.
+    pub verify_server: Option<String>,
+    /// The psql that restored it.
+    pub psql: Option<String>,
+}
+
+/// One table's count.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableEvidence {
+    /// Table name as pg_dump printed it.
+    pub table: String,
+    /// Rows in the dump.
+    pub manifest_rows: u64,
+    /// Rows after the restore (`None`: not counted).
+    pub restored_rows: Option<u64>,
+}
+
+/// What amcheck did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IndexEvidence {
+    /// `off`, `indexes` or `heap` (`VERIFY_AMCHECK`).
+    pub mode: String,
+    /// Why no index was checked at all, when none was (e.g. the role may not create amcheck).
+    pub not_run: Option<String>,
+    /// Indexes checked.
+    pub checked: Vec<String>,
+    /// Indexes skipped by rule, with the rule.
+    pub skipped: Vec<SkippedIndex>,
+}
+
+/// An index amcheck does not apply to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SkippedIndex {
+    /// Index name.
+    pub index: String,
+    /// Why it was not checked.
+    pub reason: String,
+}
+
+/// One of the operator's checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserCheckEvidence {
+    /// The statement (shortened).
+    pub query: String,
+    /// The first value it returned, as text (`None`: NULL, no row, or an error).
+    pub value: Option<String>,
+    /// Whether it passed.
+    pub passed: bool,
 }
 
 /// The stored record of a failed backup attempt.

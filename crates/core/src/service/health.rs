@@ -1,4 +1,11 @@
-//! Health state of a daemon and the tiny HTTP server for `/healthz` and `/metrics`.
+//! Health state of a daemon and the tiny HTTP server for it:
+//!
+//! * `GET /healthz` — liveness: the process is up and serving. What Railway's deploy check,
+//!   Docker's `HEALTHCHECK` and Kubernetes' liveness probe should call: a bad backup or an outage
+//!   must not get the service restarted in a loop.
+//! * `GET /status` — backup health, for uptime monitors: 503 with the reasons while runs keep
+//!   failing, the last success is too old, or (verify service) the newest verification failed.
+//! * `GET /metrics` — Prometheus text.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,6 +33,8 @@ struct HealthState {
     failures: u64,
     /// Unhealthy when the last success is older than this.
     stale_after: Duration,
+    /// The newest verification's verdict: the backup's key and why it failed (`None`: passed).
+    last_verification: Option<(String, Option<String>, DateTime<Utc>)>,
 }
 
 impl Health {
@@ -40,6 +49,7 @@ impl Health {
                 successes: 0,
                 failures: 0,
                 stale_after,
+                last_verification: None,
             })),
         }
     }
@@ -67,23 +77,46 @@ impl Health {
         });
     }
 
-    /// Healthy unless 3+ runs in a row failed or the last success is too old.
-    pub fn verdict(&self) -> (bool, String) {
+    /// Records a verification's verdict (`failure`: why it failed).
+    pub fn record_verification(&self, key: &str, failure: Option<String>) {
+        self.with(|s| s.last_verification = Some((key.to_string(), failure, Utc::now())));
+    }
+
+    /// Healthy unless 3+ runs in a row failed, the last success is too old, or the newest
+    /// verification failed; the reasons when not.
+    pub fn verdict(&self) -> (bool, Vec<String>) {
         self.with(|s| {
             let reference = s.last_success.unwrap_or(s.started);
             let age = (Utc::now() - reference).to_std().unwrap_or_default();
+            let mut reasons = Vec::new();
             if s.consecutive_failures >= 3 {
-                (false, format!("{} consecutive failed runs", s.consecutive_failures))
-            } else if age > s.stale_after {
-                (false, format!("no successful run for {}s", age.as_secs()))
-            } else {
-                (true, "ok".into())
+                reasons.push(format!("{} consecutive failed runs", s.consecutive_failures));
             }
+            if age > s.stale_after {
+                reasons.push(format!("no successful run for {}s", age.as_secs()));
+            }
+            if let Some((key, Some(why), _)) = &s.last_verification {
+                reasons.push(format!("the newest verification failed ({key}): {why}"));
+            }
+            (reasons.is_empty(), reasons)
         })
     }
 
     /// Prometheus text exposition.
     pub fn metrics(&self, service: &str) -> String {
+        let verification = self.with(|s| {
+            s.last_verification.as_ref().map(|(_, failure, at)| {
+                format!(
+                    "# TYPE pgvigil_last_verification_passed gauge\npgvigil_last_verification_passed{{service=\"{service}\"}} {}\n# TYPE pgvigil_last_verification_timestamp_seconds gauge\npgvigil_last_verification_timestamp_seconds{{service=\"{service}\"}} {}\n",
+                    u8::from(failure.is_none()),
+                    at.timestamp()
+                )
+            })
+        });
+        self.counters(service) + &verification.unwrap_or_default()
+    }
+
+    fn counters(&self, service: &str) -> String {
         self.with(|s| {
             let ts = |t: Option<DateTime<Utc>>| t.map_or(0, |t| t.timestamp());
             format!(
@@ -103,8 +136,21 @@ pub async fn serve(port: u16, health: Health, service: &'static str, cancel: Can
         .route(
             "/healthz",
             get(|State(h): State<(Health, &'static str)>| async move {
-                let (ok, why) = h.0.verdict();
-                (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, why)
+                let body = serde_json::json!({ "status": "alive", "service": h.1 });
+                (StatusCode::OK, [("content-type", "application/json")], body.to_string())
+            }),
+        )
+        .route(
+            "/status",
+            get(|State(h): State<(Health, &'static str)>| async move {
+                let (ok, reasons) = h.0.verdict();
+                let body = serde_json::json!({
+                    "status": if ok { "healthy" } else { "unhealthy" },
+                    "service": h.1,
+                    "reasons": reasons,
+                });
+                let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (code, [("content-type", "application/json")], body.to_string())
             }),
         )
         .route(
@@ -113,7 +159,7 @@ pub async fn serve(port: u16, health: Health, service: &'static str, cancel: Can
         )
         .with_state((health, service));
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
-    tracing::info!(port, "health endpoint listening on /healthz and /metrics");
+    tracing::info!(port, "health endpoint listening on /healthz, /status and /metrics");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await

@@ -1,6 +1,7 @@
 //! The two jobs as the runner sees them: when each is due (derived from storage, so restarts
 //! neither double nor skip runs) and how one run is done.
 
+use super::health::Health;
 use super::runner::{Job, RunFailure};
 use crate::infra::storage::DynStorage;
 use crate::pipeline::backup::{self, BackupContext};
@@ -14,13 +15,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// What is in storage now, for the schedule; a listing that fails makes the runner back off.
-async fn catalog(storage: &DynStorage, layout: &Layout) -> Result<Catalog, RunFailure> {
-    Catalog::load(storage.as_ref(), layout, &CancellationToken::new())
-        .await
-        .map_err(|e| RunFailure {
-            message: e.to_string(),
-            retryable: e.is_retryable(),
-        })
+async fn catalog(storage: &DynStorage, layout: &Layout, cancel: &CancellationToken) -> Result<Catalog, RunFailure> {
+    Catalog::load(storage.as_ref(), layout, cancel).await.map_err(|e| RunFailure {
+        message: e.to_string(),
+        retryable: e.is_retryable(),
+    })
 }
 
 /// The backup job.
@@ -36,8 +35,8 @@ impl Job for BackupJob {
         "backup"
     }
 
-    async fn due_in(&self) -> Result<Duration, RunFailure> {
-        let cat = catalog(&self.ctx.storage, &self.ctx.layout).await?;
+    async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
+        let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
         Ok(due_in(cat.newest_complete().map(|b| b.id.0), self.ctx.cfg.interval, Utc::now()))
     }
 
@@ -54,6 +53,8 @@ impl Job for BackupJob {
 pub struct VerifyJob {
     /// What to verify and where.
     pub ctx: VerifyContext,
+    /// Where verdicts are reported for `/status` and `/metrics`.
+    pub health: Health,
 }
 
 #[async_trait]
@@ -62,8 +63,8 @@ impl Job for VerifyJob {
         "verification"
     }
 
-    async fn due_in(&self) -> Result<Duration, RunFailure> {
-        let cat = catalog(&self.ctx.storage, &self.ctx.layout).await?;
+    async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
+        let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
         let newest_verification = cat.verifications.last().map(|(at, _)| at.0);
         let newest_backup = cat.newest_complete().map(|b| b.id);
         // A new backup that nobody has verified yet is due at once.
@@ -76,17 +77,27 @@ impl Job for VerifyJob {
     }
 
     async fn run(&self, cancel: &CancellationToken) -> Result<(), RunFailure> {
-        match verify::run_and_log(&self.ctx, None, cancel).await {
+        let could_not_run = |e: VerifyError| RunFailure {
+            message: match e {
+                VerifyError::NothingToVerify => "no backup yet".into(),
+                other => other.to_string(),
+            },
+            retryable: true,
+        };
+        // The newest unverified backup first, then (sometimes) a drill of an older one.
+        let plan = match verify::plan(&self.ctx, cancel).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!("Verification could not run: {e}");
+                return Err(could_not_run(e));
+            }
+        };
+        for id in plan {
             // A failed verification is a result, recorded and reported; the schedule goes on.
-            Ok(_) => Ok(()),
-            Err(VerifyError::NothingToVerify) => Err(RunFailure {
-                message: "no backup yet".into(),
-                retryable: true,
-            }),
-            Err(e) => Err(RunFailure {
-                message: e.to_string(),
-                retryable: true,
-            }),
+            let rec = verify::run_and_log(&self.ctx, Some(id), cancel).await.map_err(could_not_run)?;
+            self.health
+                .record_verification(&rec.key, (!rec.passed).then(|| rec.reasons.join("; ")));
         }
+        Ok(())
     }
 }

@@ -28,7 +28,7 @@ pub trait Job: Send + Sync {
     ///
     /// # Errors
     /// When the schedule cannot be determined (e.g. storage down); the runner backs off.
-    async fn due_in(&self) -> Result<Duration, RunFailure>;
+    async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure>;
 
     /// Runs once. Must stop promptly when `cancel` fires.
     ///
@@ -44,7 +44,7 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
 pub async fn run_forever(job: &dyn Job, mut backoff: Backoff, health: &Health, cancel: &CancellationToken) {
     let noun = job.noun();
     while !cancel.is_cancelled() {
-        let wait = match job.due_in().await {
+        let wait = match job.due_in(cancel).await {
             Ok(d) => d,
             Err(f) => {
                 let delay = backoff.next_delay();
@@ -125,7 +125,7 @@ mod tests {
         fn noun(&self) -> &'static str {
             "test"
         }
-        async fn due_in(&self) -> Result<Duration, RunFailure> {
+        async fn due_in(&self, _c: &CancellationToken) -> Result<Duration, RunFailure> {
             Ok(if self.runs.load(Ordering::SeqCst) == 0 {
                 Duration::ZERO
             } else {
@@ -182,8 +182,8 @@ mod tests {
         fn noun(&self) -> &'static str {
             "test"
         }
-        async fn due_in(&self) -> Result<Duration, RunFailure> {
-            self.inner.due_in().await
+        async fn due_in(&self, c: &CancellationToken) -> Result<Duration, RunFailure> {
+            self.inner.due_in(c).await
         }
         async fn run(&self, c: &CancellationToken) -> Result<(), RunFailure> {
             if self.failed.fetch_add(1, Ordering::SeqCst) < 2 {

@@ -41,7 +41,7 @@ pub enum StartupError {
     #[error("exiting with status 1 because the backup did not complete ({})", if .0.is_retryable() { "a retry may succeed" } else { "fix the cause above first" })]
     Backup(BackupError),
     /// `--once`: the verification failed (the backup is bad).
-    #[error("Restore verification failed for {0}")]
+    #[error("exiting with status 1: {0} failed verification (see the reasons above)")]
     VerificationFailed(String),
     /// `--once`: the verification could not run (the environment is broken).
     #[error("Verification could not run: {0}")]
@@ -93,10 +93,13 @@ trait Service: Sized + Send + Sync {
     async fn prepare(&self) -> Result<(), StartupError> {
         Ok(())
     }
+    /// Tells `health` what storage already knows (e.g. the newest verification's verdict), so that
+    /// `/status` is right from the start, not only after the next run.
+    async fn seed_health(&self, _health: &Health) {}
     /// One run for `--once`.
     async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError>;
-    /// The job for the runner.
-    fn job(self) -> Self::Job;
+    /// The job for the runner, reporting to `health`.
+    fn job(self, health: &Health) -> Self::Job;
     /// The interval between runs.
     fn interval(settings: &Settings) -> Duration;
 }
@@ -135,7 +138,7 @@ impl Service for BackupService {
         backup::run_and_log(&self.0, cancel).await.map(|_| ()).map_err(StartupError::Backup)
     }
 
-    fn job(self) -> BackupJob {
+    fn job(self, _health: &Health) -> BackupJob {
         BackupJob { ctx: self.0 }
     }
 
@@ -184,6 +187,14 @@ impl Service for VerifyService {
         Ok(())
     }
 
+    async fn seed_health(&self, health: &Health) {
+        match verify::newest_verification(&self.0, &CancellationToken::new()).await {
+            Ok(Some(rec)) => health.record_verification(&rec.key, (!rec.passed).then(|| rec.reasons.join("; "))),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "could not read the newest verification record"),
+        }
+    }
+
     async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError> {
         match verify::run_and_log(&self.0, None, cancel).await {
             Ok(rec) if rec.passed => Ok(()),
@@ -192,8 +203,11 @@ impl Service for VerifyService {
         }
     }
 
-    fn job(self) -> VerifyJob {
-        VerifyJob { ctx: self.0 }
+    fn job(self, health: &Health) -> VerifyJob {
+        VerifyJob {
+            ctx: self.0,
+            health: health.clone(),
+        }
     }
 
     fn interval(settings: &Settings) -> Duration {
@@ -237,8 +251,9 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
     }
     let interval = S::interval(&settings);
     let health = Health::new(interval * 2 + Duration::from_secs(3600));
+    service.seed_health(&health).await;
     spawn_health(settings.port, health.clone(), S::NAME, &cancel);
-    let job = service.job();
+    let job = service.job(&health);
     runner::run_forever(&job, Backoff::new(BACKOFF_BASE, max_backoff(interval)), &health, &cancel).await;
     Ok(())
 }

@@ -9,7 +9,7 @@ mod settings;
 mod validate;
 
 pub use raw::{RawEnv, VARIABLES};
-pub use settings::{Backend, BackupConfig, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
+pub use settings::{Amcheck, Backend, BackupConfig, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
 
 use std::fmt;
 

@@ -110,6 +110,30 @@ pub struct VerifyConfig {
     pub queries_file: Option<PathBuf>,
     /// `VERIFY_RANDOM_RATE`: probability (0–1) that a run also drills a random older backup.
     pub random_rate: f64,
+    /// `VERIFY_AMCHECK`: which index checks run after the restore.
+    pub amcheck: Amcheck,
+}
+
+/// `VERIFY_AMCHECK`: how much `amcheck` does after a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amcheck {
+    /// No index checks.
+    Off,
+    /// `bt_index_check` of every B-tree index (reads each index once).
+    Indexes,
+    /// Also `heapallindexed`: every heap tuple must be found in each index (reads tables again).
+    Heap,
+}
+
+impl Amcheck {
+    /// The setting's value as written in the environment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Amcheck::Off => "off",
+            Amcheck::Indexes => "indexes",
+            Amcheck::Heap => "heap",
+        }
+    }
 }
 
 /// Log output format.

@@ -2,7 +2,7 @@
 //! variable and what it expects) instead of stopping at the first. Secret values are never echoed.
 
 use super::raw::RawEnv;
-use super::settings::{Backend, BackupConfig, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
+use super::settings::{Amcheck, Backend, BackupConfig, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
 use super::{Problem, Role};
 use crate::infra::secret::DbUrl;
 use crate::policy::retention::RetentionPolicy;
@@ -185,10 +185,20 @@ impl Validator {
                 }
             },
         };
+        let amcheck = match nonempty(raw.verify_amcheck).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("indexes") => Amcheck::Indexes,
+            Some("off") => Amcheck::Off,
+            Some("heap") => Amcheck::Heap,
+            Some(other) => {
+                self.bad("VERIFY_AMCHECK", format!("expected off, indexes or heap, got {other:?}"));
+                Amcheck::Indexes
+            }
+        };
         let verify = VerifyConfig {
             interval: Duration::from_secs(vinterval),
             queries_file,
             random_rate,
+            amcheck,
         };
 
         let port = nonempty(raw.port).and_then(|s| match s.trim().parse::<u16>() {

@@ -89,8 +89,17 @@ impl OwnedChild {
             let tail = Arc::clone(&tail);
             let markers = Arc::clone(&markers);
             tokio::spawn(async move {
-                let mut lines = BufReader::new(err).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                // Bytes, not `lines()`: a line that is not UTF-8 must not end the draining (a full
+                // pipe would block the tool) nor hide the lines after it.
+                let mut reader = BufReader::new(err);
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    match reader.read_until(b'\n', &mut raw).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
                     if let Some(m) = line.strip_prefix(MARKER) {
                         if let Ok(mut ms) = markers.lock() {
                             if ms.len() < 8 {
@@ -100,7 +109,7 @@ impl OwnedChild {
                         continue;
                     }
                     let mut line = line;
-                    line.truncate(TAIL_LINE_LEN);
+                    line.truncate(line.floor_char_boundary(TAIL_LINE_LEN));
                     if let Ok(mut t) = tail.lock() {
                         if t.len() == TAIL_LINES {
                             t.pop_front();

@@ -75,6 +75,10 @@ pub enum EnvironmentCause {
     Resources,
     /// 42501: the role lacks a privilege the statement needs.
     InsufficientPrivilege,
+    /// 42704: the server lacks a global object the statement refers to (a role, a collation, a
+    /// tablespace). pg_dump writes objects in dependency order, so a complete, intact dump never
+    /// refers to an object of its own that does not exist yet.
+    MissingGlobalObject,
     /// Class 58 or XX: an I/O or internal error of the server.
     ServerError,
 }
@@ -100,12 +104,20 @@ impl EnvironmentCause {
             EnvironmentCause::TooManyConnections => "the server has too many connections; raise max_connections or wait",
             EnvironmentCause::Resources => "the server ran out of a resource",
             EnvironmentCause::InsufficientPrivilege => "the role lacks a privilege this needs",
+            EnvironmentCause::MissingGlobalObject => {
+                "the server lacks a role, collation or tablespace the dump refers to; create it there first"
+            }
             EnvironmentCause::ServerError => "the server hit an I/O or internal error; check its log",
         }
     }
 }
 
 impl SqlState {
+    /// The SQLSTATE of a database error, if it is one.
+    pub fn of(e: &sqlx::Error) -> Option<Self> {
+        e.as_database_error().and_then(|d| d.code()).map(|c| SqlState(c.into_owned()))
+    }
+
     /// The two-character class.
     pub fn class(&self) -> &str {
         self.0.get(..2).unwrap_or("")
@@ -121,6 +133,7 @@ impl SqlState {
             (_, "53300") => EnvironmentCause::TooManyConnections,
             ("53", _) => EnvironmentCause::Resources,
             (_, "42501") => EnvironmentCause::InsufficientPrivilege,
+            (_, "42704") => EnvironmentCause::MissingGlobalObject,
             ("58" | "XX", _) => EnvironmentCause::ServerError,
             _ => return None,
         })
@@ -315,6 +328,7 @@ mod tests {
             ("53400", Some(EnvironmentCause::Resources)),
             ("42501", Some(EnvironmentCause::InsufficientPrivilege)),
             ("XX001", Some(EnvironmentCause::ServerError)),
+            ("42704", Some(EnvironmentCause::MissingGlobalObject)),
             ("42P01", None),
             ("23505", None),
             ("22P02", None),

@@ -7,12 +7,18 @@
 //! integrity was proven). If pgvigil dies at any moment, by any signal, psql reaches the end of its
 //! input without a `COMMIT`, and the server rolls the whole transaction back. Failures are typed by
 //! [`PsqlFailure`].
+//!
+//! What the server did is not guessed from psql's exit status: psql (13 or newer) reports the
+//! transaction's id when it opens it, and afterwards the server is asked (`txid_status`) whether
+//! that transaction committed. A failure before pgvigil's own opening statements (and `--clean`'s)
+//! finished is told apart from a failure of the dump's statements.
 
 use super::{child_env, connect, find_tool, OwnedChild, PgError, PsqlFailure, Tool};
 use crate::infra::secret::DbUrl;
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
+use tokio_util::sync::CancellationToken;
 
 /// Picks a `psql` able to read a dump written by `pg_dump` of major `dump_major`.
 ///
@@ -33,10 +39,14 @@ pub async fn find_psql(explicit: Option<&Path>, dump_major: u32) -> Result<Tool,
 pub enum Outcome {
     /// `COMMIT` succeeded: everything sent is in the database.
     Committed,
-    /// Nothing was committed; the failure says why (or `None` when pgvigil rolled back).
+    /// Nothing was committed; the failure says why (`None`: pgvigil rolled back on purpose).
     RolledBack(Option<PsqlFailure>),
-    /// The connection broke while `COMMIT` was in flight and the server could not be asked
-    /// afterwards: the data may or may not be there.
+    /// psql failed before the dump's first statement (connecting, opening the transaction, or
+    /// `--clean`'s statements): nothing was committed, and the dump is not to blame.
+    NotStarted(PsqlFailure),
+    /// The server could not be asked whether the transaction committed (the connection broke
+    /// while `COMMIT` was in flight, or psql is too old to report its transaction): the data may
+    /// or may not be there.
     Unknown(PsqlFailure),
 }
 
@@ -49,15 +59,23 @@ pub struct PsqlTransaction {
     stdin: Option<ChildStdin>,
     /// psql stopped reading (it hit an error; its exit status says which).
     broken: bool,
-    /// Where it restores to (to ask the server about a commit whose answer was lost).
+    /// Where it restores to (to ask the server about the transaction afterwards).
     target: DbUrl,
-    /// psql 13+ prints marker lines (`\warn`) that confirm the commit and name the transaction.
+    /// psql 13+ prints marker lines (`\warn`) naming the transaction and confirming the opening.
     markers: bool,
 }
 
+/// What the markers psql printed say.
+struct Markers {
+    /// The transaction id.
+    xid: Option<i64>,
+    /// pgvigil's opening statements (and the preamble) finished.
+    opened: bool,
+}
+
 impl PsqlTransaction {
-    /// Starts `psql` on `target`, stopping at the first error, and opens the transaction, then
-    /// sends `preamble` (e.g. the statements of `--clean`) inside it.
+    /// Starts `psql` on `target`, stopping at the first error, opens the transaction, and sends
+    /// `preamble` (e.g. the statements of `--clean`) inside it.
     ///
     /// # Errors
     /// When psql cannot be started.
@@ -85,15 +103,17 @@ impl PsqlTransaction {
             markers: psql.version.major >= 13,
         };
         tx.stdin = tx.child.take_stdin();
+        let marker = super::child::MARKER;
         let mut opening = String::from("BEGIN;\n");
         if tx.markers {
-            // The transaction id, so that a commit whose answer was lost can be looked up.
             opening.push_str(&format!(
-                "SELECT txid_current() AS pgvigil_xid \\gset\n\\warn {}xid :pgvigil_xid\n",
-                super::child::MARKER
+                "SELECT txid_current() AS pgvigil_xid \\gset\n\\warn {marker}xid :pgvigil_xid\n"
             ));
         }
         opening.push_str(preamble);
+        if tx.markers {
+            opening.push_str(&format!("\n\\warn {marker}opened\n"));
+        }
         tx.write(opening.as_bytes()).await;
         Ok(tx)
     }
@@ -115,52 +135,72 @@ impl PsqlTransaction {
         self.broken
     }
 
-    /// Sends `COMMIT`, ends the input and waits for psql. With psql 13 or newer the commit is
-    /// confirmed by a marker psql prints only after `COMMIT` succeeded, and a commit whose answer
-    /// was lost is looked up on the server by transaction id.
-    pub async fn commit(mut self) -> Outcome {
-        let sent = !self.broken;
+    /// When psql stopped reading: waits for it and returns its failure if that failure lies with
+    /// the environment (a lost connection, or pgvigil's own opening statements), so that the
+    /// caller can stop reading the backup at once instead of to its end.
+    pub async fn environment_failure(&mut self) -> Option<Outcome> {
+        if !self.broken {
+            return None;
+        }
+        self.stdin = None;
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait_in_place())
+            .await
+            .ok()?;
+        let failure = PsqlFailure::from_tool(&waited.err()?);
+        let opened = self.read_markers().opened || !self.markers;
+        match failure {
+            _ if !opened => Some(Outcome::NotStarted(failure)),
+            PsqlFailure::Statement { .. } if failure.environment_cause().is_none() => None,
+            other => Some(Outcome::RolledBack(Some(other))),
+        }
+    }
+
+    fn read_markers(&self) -> Markers {
+        let all = self.child.markers();
+        Markers {
+            xid: all.iter().find_map(|m| m.strip_prefix("xid ").and_then(|x| x.trim().parse().ok())),
+            opened: all.iter().any(|m| m == "opened"),
+        }
+    }
+
+    /// Sends `COMMIT`, ends the input, waits for psql, and asks the server what became of the
+    /// transaction. Shutdown (`cancel`) kills psql; the server is asked all the same.
+    pub async fn commit(mut self, cancel: &CancellationToken) -> Outcome {
+        let sent = !self.broken && !cancel.is_cancelled();
         if sent {
-            let commit = if self.markers {
-                format!("COMMIT;\n\\warn {}committed\n", super::child::MARKER)
-            } else {
-                "COMMIT;\n".to_string()
-            };
-            self.write(commit.as_bytes()).await;
+            self.write(b"COMMIT;\n").await;
         }
-        if let Some(mut w) = self.stdin.take() {
-            let _ = w.shutdown().await;
-        }
-        let waited = self.child.wait_in_place().await;
-        let markers = self.child.markers();
-        let confirmed = markers.iter().any(|m| m == "committed");
-        let xid = markers.iter().find_map(|m| m.strip_prefix("xid ").map(str::to_string));
-        let failure = match waited {
-            Ok(_) if confirmed || (sent && !self.markers) => return Outcome::Committed,
-            Ok(_) => {
-                return Outcome::RolledBack(Some(PsqlFailure::Other {
-                    status: "exited before pgvigil's COMMIT".into(),
-                    line: "the dump ended psql's session early (e.g. with \\q)".into(),
-                }))
+        self.stdin = None;
+        let waited = tokio::select! {
+            w = self.child.wait_in_place() => w,
+            () = cancel.cancelled() => {
+                self.child.kill().await;
+                self.child.wait_in_place().await
             }
-            Err(_) if confirmed => return Outcome::Committed,
-            Err(f) => PsqlFailure::from_tool(&f),
         };
-        // A statement that failed (even COMMIT itself) aborted the transaction. Anything else after
-        // COMMIT was sent — a lost connection, a killed psql — leaves the answer to the server.
-        if !sent || matches!(failure, PsqlFailure::Statement { .. }) {
-            return Outcome::RolledBack(Some(failure));
+        let markers = self.read_markers();
+        let failure = waited.err().map(|f| PsqlFailure::from_tool(&f));
+        if let Some(f) = &failure {
+            if self.markers && !markers.opened {
+                return Outcome::NotStarted(f.clone());
+            }
         }
-        match Self::ask_server(&self.target, xid.as_deref()).await {
+        match Self::ask_server(&self.target, markers.xid).await {
             Some(true) => Outcome::Committed,
-            Some(false) => Outcome::RolledBack(Some(failure)),
-            None => Outcome::Unknown(failure),
+            Some(false) => Outcome::RolledBack(failure),
+            None => match failure {
+                // No answer from the server: psql's own account is all there is.
+                None if sent => Outcome::Committed,
+                None => Outcome::RolledBack(None),
+                Some(f) if !sent || matches!(f, PsqlFailure::Statement { .. }) => Outcome::RolledBack(Some(f)),
+                Some(f) => Outcome::Unknown(f),
+            },
         }
     }
 
     /// Whether the transaction `xid` committed, if the server can still say.
-    async fn ask_server(target: &DbUrl, xid: Option<&str>) -> Option<bool> {
-        let xid: i64 = xid?.trim().parse().ok()?;
+    async fn ask_server(target: &DbUrl, xid: Option<i64>) -> Option<bool> {
+        let xid = xid?;
         let mut conn = connect(target).await.ok()?;
         let status: Option<String> = sqlx::query_scalar("SELECT txid_status($1)::text")
             .bind(xid)
@@ -176,9 +216,16 @@ impl PsqlTransaction {
     }
 
     /// Abandons the transaction: psql is killed before its input ends, so nothing is committed.
+    /// (Should the dump have ended the transaction early, the server says so.)
     pub async fn rollback(mut self) -> Outcome {
         self.child.kill().await;
-        let _ = self.child.wait().await;
-        Outcome::RolledBack(None)
+        let _ = self.child.wait_in_place().await;
+        match Self::ask_server(&self.target, self.read_markers().xid).await {
+            Some(true) => Outcome::Unknown(PsqlFailure::Other {
+                status: "was stopped by pgvigil".into(),
+                line: "the server reports pgvigil's transaction as committed, although pgvigil never sent COMMIT".into(),
+            }),
+            _ => Outcome::RolledBack(None),
+        }
     }
 }

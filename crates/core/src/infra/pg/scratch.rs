@@ -1,6 +1,11 @@
 //! The SQL that manages pgvigil's scratch databases on the verify server. Every function here
 //! refuses to touch a database whose name does not start with [`PREFIX`]: nothing else on that
 //! server is ever created or dropped.
+//!
+//! Several verifiers may share a server (a deploy overlaps the old instance with the new one):
+//! each run names its database uniquely and holds a session advisory lock on that name for as long
+//! as the database exists; clean-up drops only scratch databases whose lock nobody holds and that
+//! no session is connected to.
 
 use super::{classify, PgError};
 use crate::infra::secret::DbUrl;
@@ -12,6 +17,66 @@ pub const PREFIX: &str = "pgvigil_verify_";
 /// Whether `name` is one of ours and safe to use unquoted-or-quoted in SQL.
 pub fn is_scratch_name(name: &str) -> bool {
     name.starts_with(PREFIX) && name.len() < 64 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Advisory-lock class of scratch databases (`pgvg`); the object id is `hashtext(name)`.
+const LOCK_CLASS: i32 = 0x7067_7667;
+
+/// Marks `name` as in use for as long as this session lives (or until [`unlock`]). False when
+/// another session holds it.
+///
+/// # Errors
+/// Connection or query failures.
+pub async fn lock(conn: &mut PgConnection, url: &DbUrl, name: &str) -> Result<bool, PgError> {
+    sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+        .bind(LOCK_CLASS)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| classify(url, &e))
+}
+
+/// Releases [`lock`].
+///
+/// # Errors
+/// Connection or query failures.
+pub async fn unlock(conn: &mut PgConnection, url: &DbUrl, name: &str) -> Result<(), PgError> {
+    sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1, hashtext($2))")
+        .bind(LOCK_CLASS)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(url, &e))
+}
+
+/// Drops every scratch database that no running verifier holds (its lock is free and nobody is
+/// connected to it). Returns the names dropped.
+///
+/// # Errors
+/// Connection or query failures.
+pub async fn drop_abandoned(conn: &mut PgConnection, url: &DbUrl) -> Result<Vec<String>, PgError> {
+    let mut dropped = Vec::new();
+    for name in list(conn, url).await?.into_iter().filter(|n| is_scratch_name(n)) {
+        if !lock(conn, url, &name).await? {
+            continue;
+        }
+        let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| classify(url, &e))?;
+        let result = if sessions == 0 {
+            drop(conn, url, &name).await.map(|()| true)
+        } else {
+            Ok(false)
+        };
+        unlock(conn, url, &name).await?;
+        if result? {
+            dropped.push(name);
+        }
+    }
+    Ok(dropped)
 }
 
 fn refuse(name: &str) -> PgError {

@@ -64,6 +64,9 @@ const USER_NS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND
 /// Not a member of an extension.
 const NOT_EXTENSION: &str = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = o.oid AND d.deptype = 'e')";
 
+/// A schema that no extension owns (pg_cron's `cron`, for example, belongs to its extension).
+const NOT_EXTENSION_NS: &str = "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = n.oid AND d.deptype = 'e')";
+
 /// Counts the user objects in the database `conn` is connected to.
 ///
 /// # Errors
@@ -77,7 +80,7 @@ pub async fn contents(conn: &mut PgConnection, url: &DbUrl) -> Result<Contents, 
          (SELECT count(*) FROM pg_proc o JOIN pg_namespace n ON n.oid = o.pronamespace WHERE {USER_NS} AND {NOT_EXTENSION}), \
          (SELECT count(*) FROM pg_type o JOIN pg_namespace n ON n.oid = o.typnamespace WHERE {USER_NS} AND {NOT_EXTENSION} \
             AND o.typcategory <> 'A' AND (o.typrelid = 0 OR (SELECT c.relkind FROM pg_class c WHERE c.oid = o.typrelid) = 'c')), \
-         (SELECT count(*) FROM pg_namespace n WHERE {USER_NS} AND n.nspname <> 'public'), \
+         (SELECT count(*) FROM pg_namespace n WHERE {USER_NS} AND n.nspname <> 'public' AND {NOT_EXTENSION_NS}), \
          (SELECT count(*) FROM pg_largeobject_metadata), \
          (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')",
         class("'r', 'p', 'f'"),
@@ -99,7 +102,8 @@ pub async fn contents(conn: &mut PgConnection, url: &DbUrl) -> Result<Contents, 
 
 /// SQL that empties a database of every user object, to run inside the restore's transaction:
 /// every user schema is dropped with its contents (including `public`, recreated as the server
-/// creates it), then large objects, publications and event triggers.
+/// creates it), then large objects, publications and event triggers. Schemas that belong to an
+/// extension stay (the dump's `CREATE EXTENSION IF NOT EXISTS` accepts the extension).
 ///
 /// # Errors
 /// When the server version cannot be read.
@@ -112,7 +116,7 @@ pub async fn clean_preamble(conn: &mut PgConnection, url: &DbUrl) -> Result<Stri
     };
     Ok(format!(
         "DO $pgvigil_clean$\nDECLARE r record;\nBEGIN\n\
-         FOR r IN SELECT n.nspname FROM pg_namespace n WHERE {USER_NS} LOOP\n\
+         FOR r IN SELECT n.nspname FROM pg_namespace n WHERE {USER_NS} AND {NOT_EXTENSION_NS} LOOP\n\
            EXECUTE format('DROP SCHEMA %I CASCADE', r.nspname);\n\
          END LOOP;\n\
          PERFORM lo_unlink(oid) FROM pg_largeobject_metadata;\n\

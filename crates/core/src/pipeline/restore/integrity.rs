@@ -38,6 +38,9 @@ pub fn integrity_problems(m: Option<&Manifest>, r: &StreamReport) -> Vec<String>
     if let Some(e) = &r.gzip_error {
         problems.push(format!("the gzip stream is damaged: {e}"));
     }
+    if let Some(why) = &r.scan.forbidden {
+        problems.push(format!("{why}; pgvigil writes no such dump, so it was not restored"));
+    }
     if let Some(t) = &r.scan.open_copy {
         problems.push(format!("the dump ends inside the data of table {t}"));
     } else if !r.scan.complete {

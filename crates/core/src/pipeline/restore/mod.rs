@@ -18,6 +18,7 @@ use crate::infra::pg::{PgError, Tool};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{Key, Storage};
 use crate::records::manifest::Manifest;
+use stream::Fed;
 use tokio_util::sync::CancellationToken;
 
 /// Why a restore could not be attempted or finished (not a verdict on the backup).
@@ -31,7 +32,7 @@ pub enum RestoreError {
     Pg(#[from] PgError),
 }
 
-/// One restore attempt that read the whole object.
+/// One restore attempt.
 #[derive(Debug)]
 pub struct Attempt {
     /// What the stream showed.
@@ -68,8 +69,17 @@ pub async fn restore_into(
     cancel: &CancellationToken,
 ) -> Result<Attempt, RestoreError> {
     let mut tx = PsqlTransaction::begin(target.psql, target.url, target.preamble).await?;
-    let report = match stream(storage, key, Some(&mut tx), progress, cancel).await {
-        Ok(r) => r,
+    let report = match stream::feed(storage, key, Some(&mut tx), progress, cancel).await {
+        Ok(Fed::Read(r)) => r,
+        Ok(Fed::Stopped(outcome)) => {
+            // psql already ended (and with it the transaction); the object was not read to its
+            // end, so nothing is known about it.
+            return Ok(Attempt {
+                report: StreamReport::default(),
+                problems: Vec::new(),
+                outcome,
+            });
+        }
         Err(e) => {
             tx.rollback().await;
             return Err(e.into());
@@ -77,7 +87,7 @@ pub async fn restore_into(
     };
     let problems = integrity_problems(manifest, &report);
     let outcome = if problems.is_empty() {
-        tx.commit().await
+        tx.commit(cancel).await
     } else {
         // Never let psql commit a damaged dump: it is killed before its input ends.
         tx.rollback().await

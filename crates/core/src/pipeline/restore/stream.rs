@@ -6,7 +6,7 @@
 //! download that ended early.
 
 use super::integrity::StreamReport;
-use crate::infra::pg::psql::PsqlTransaction;
+use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{Key, Storage, StorageError};
 use crate::pipeline::stages::dumpscan::DumpScanner;
 use bytes::Bytes;
@@ -24,6 +24,16 @@ pub enum StreamError {
     /// Shutdown.
     #[error("cancelled")]
     Cancelled,
+}
+
+/// How feeding psql ended.
+#[derive(Debug)]
+pub(super) enum Fed {
+    /// The whole object was read.
+    Read(StreamReport),
+    /// psql stopped for a reason that lies with the target or the connection: reading the rest
+    /// of the backup could tell nothing more.
+    Stopped(Outcome),
 }
 
 /// Bytes downloaded so far, shared with whoever shows progress.
@@ -118,9 +128,7 @@ fn decode(
     })
 }
 
-/// Streams `key` through the integrity stages, feeding the SQL (without the dump's own
-/// transaction lines) to `psql` when given. Whether the result may be committed is the caller's
-/// decision, from the returned report.
+/// Streams `key` through the integrity stages without restoring it (`pgvigil check`).
 ///
 /// # Errors
 /// [`StreamError`] when storage fails or shutdown interrupts: the object was not fully read, so
@@ -128,10 +136,29 @@ fn decode(
 pub async fn stream(
     storage: &dyn Storage,
     key: &Key,
-    mut psql: Option<&mut PsqlTransaction>,
     progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<StreamReport, StreamError> {
+    match feed(storage, key, None, progress, cancel).await? {
+        Fed::Read(report) => Ok(report),
+        // Without psql nothing can stop the stream early.
+        Fed::Stopped(_) => Ok(StreamReport::default()),
+    }
+}
+
+/// Streams `key` through the integrity stages, feeding the SQL (without the dump's own
+/// transaction lines) to `psql` when given. Whether the result may be committed is the caller's
+/// decision, from the returned report.
+///
+/// # Errors
+/// As [`stream`].
+pub(super) async fn feed(
+    storage: &dyn Storage,
+    key: &Key,
+    mut psql: Option<&mut PsqlTransaction>,
+    progress: Option<Progress>,
+    cancel: &CancellationToken,
+) -> Result<Fed, StreamError> {
     let (reader, announced) = storage.get(key, cancel).await.map_err(|e| match e {
         StorageError::Cancelled => StreamError::Cancelled,
         other => StreamError::Storage(other),
@@ -156,6 +183,9 @@ pub async fn stream(
                     () = cancel.cancelled() => return Err(StreamError::Cancelled),
                     () = p.write(&filtered) => {}
                 }
+                if let Some(outcome) = p.environment_failure().await {
+                    return Ok(Fed::Stopped(outcome));
+                }
             }
             _ => scanner.feed(&chunk),
         }
@@ -171,10 +201,10 @@ pub async fn stream(
         )
         .into());
     }
-    Ok(StreamReport {
+    Ok(Fed::Read(StreamReport {
         sha256: decoded.sha256,
         size: decoded.size,
         gzip_error: decoded.gzip_error,
         scan: scanner.finish(),
-    })
+    }))
 }

@@ -39,7 +39,7 @@ enum State {
 }
 
 /// Incremental lexer over the non-COPY text of a dump.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SqlLexer {
     /// Where we are.
     state: State,
@@ -47,6 +47,22 @@ pub struct SqlLexer {
     prev: u8,
     /// The byte before `prev`.
     prev2: u8,
+    /// Parentheses open at statement level.
+    depth: u32,
+    /// Nothing significant since the last `;` at statement level (or since the start).
+    boundary: bool,
+}
+
+impl Default for SqlLexer {
+    fn default() -> Self {
+        Self {
+            state: State::Top,
+            prev: b'\n',
+            prev2: b'\n',
+            depth: 0,
+            boundary: true,
+        }
+    }
 }
 
 fn ident_byte(b: u8) -> bool {
@@ -60,6 +76,12 @@ impl SqlLexer {
         matches!(self.state, State::Top | State::LineComment)
     }
 
+    /// True where a new statement may begin: at statement level, outside parentheses, and with
+    /// nothing but whitespace and comments since the last `;`.
+    pub fn at_statement_start(&self) -> bool {
+        self.at_top() && self.depth == 0 && self.boundary
+    }
+
     /// Feeds bytes of one or more lines.
     pub fn feed(&mut self, data: &[u8]) {
         let mut i = 0;
@@ -67,6 +89,21 @@ impl SqlLexer {
             let b = data[i];
             match &mut self.state {
                 State::Top => {
+                    match b {
+                        // Whitespace and the starts of comments are not significant.
+                        b' ' | b'\t' | b'\r' | b'\n' | b'-' | b'/' => {}
+                        b'*' if self.prev == b'/' => {}
+                        b';' if self.depth == 0 => self.boundary = true,
+                        b'(' => {
+                            self.depth += 1;
+                            self.boundary = false;
+                        }
+                        b')' => {
+                            self.depth = self.depth.saturating_sub(1);
+                            self.boundary = false;
+                        }
+                        _ => self.boundary = false,
+                    }
                     match b {
                         b'\'' => {
                             let escapes = matches!(self.prev, b'E' | b'e') && !ident_byte(self.prev2);
@@ -226,6 +263,35 @@ mod tests {
             for chunk in [1, 2, 3, 5, 64] {
                 assert_eq!(line_starts(sql, chunk), *want, "chunk {chunk}: {sql:?}");
             }
+        }
+    }
+
+    #[test]
+    fn knows_where_a_statement_may_start() {
+        let starts = |sql: &str| {
+            let mut lx = SqlLexer::default();
+            let mut out = Vec::new();
+            for line in sql.split_inclusive('\n') {
+                out.push(lx.at_statement_start());
+                lx.feed(line.as_bytes());
+            }
+            out
+        };
+        let cases: &[(&str, &[bool])] = &[
+            ("SELECT 1;\nCOMMIT;\n", &[true, true]),
+            ("SELECT 1\nCOMMIT;\n", &[true, false]),
+            (
+                "CREATE VIEW v AS SELECT CASE WHEN a THEN 1\n        END;\nx;\n",
+                &[true, false, true],
+            ),
+            (
+                "CREATE RULE r AS ON INSERT TO t DO (\nDELETE FROM u;\nCOMMIT;\n);\n",
+                &[true, false, false, false],
+            ),
+            ("SELECT 1; -- done\n/* note */\nBEGIN;\n", &[true, true, true]),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(starts(sql), *want, "{sql:?}");
         }
     }
 }

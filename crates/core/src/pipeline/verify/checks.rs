@@ -1,124 +1,290 @@
 //! Post-restore checks on the scratch database: every table's exact row count against the
-//! manifest, `amcheck` on B-tree indexes, then the operator's queries. Counts and index checks read
-//! whole tables, so they are spread over a few connections, largest first.
+//! manifest, `amcheck` on the B-tree indexes it applies to, then the operator's queries. Counts and
+//! index checks read whole tables, so they are spread over a few connections, largest first.
+//!
+//! Each check says whom a failure blames: a count that differs, or an operator check that fails,
+//! blames the backup; a lost connection, a full disk or a missing privilege blames the environment
+//! ([`CouldNotRun`]). Counts see every row: the scratch database is pgvigil's own, so `FORCE ROW
+//! LEVEL SECURITY` is lifted there first, and the counting sessions run with `row_security = off`,
+//! which makes any policy that would still hide rows an error instead of a silently short count.
 
-use super::queries::run_check;
-use crate::infra::pg;
+use super::queries::{run_user_check, UserCheck};
+use super::CouldNotRun;
+use crate::infra::config::Amcheck;
+use crate::infra::pg::{self, PgError, SqlState};
 use crate::infra::secret::DbUrl;
+use crate::records::history::{Evidence, IndexEvidence, SkippedIndex, TableEvidence};
 use crate::records::manifest::Manifest;
 use sqlx::postgres::PgConnection;
+use std::sync::Mutex;
 
-/// One post-restore check that runs on its own (any connection, any order).
+/// One check that runs on its own (any connection, any order).
 #[derive(Debug)]
 enum Check {
-    /// `count(*)` of a table must equal the rows the dump held.
-    Rows { table: String, expected: u64 },
-    /// `bt_index_check` of a btree index.
-    Index(String),
+    /// `count(*)` of a table (its position in the evidence's table list).
+    Rows { table: String, slot: usize },
+    /// `bt_index_check` of a B-tree index, with the schema amcheck lives in.
+    Index { index: String, schema: String, heap: bool },
+}
+
+/// What a check found when it ran.
+enum Finding {
+    /// Rows counted, for the table in this slot.
+    Rows { slot: usize, count: u64 },
+    /// The index passed.
+    IndexOk(String),
+    /// The check failed in a way that blames the backup.
+    Failed(String),
+}
+
+/// A failure of the environment while checking `what`.
+fn environment(what: String, source: PgError) -> CouldNotRun {
+    CouldNotRun::Check { what, source }
+}
+
+/// Whom a failed statement blames: the environment (`Err`) or the backup (`Ok`, with a reason).
+pub(super) fn blame(what: String, e: PgError) -> Result<String, CouldNotRun> {
+    match &e {
+        PgError::Sql { state, .. } if state.environment_cause().is_none() => Ok(format!("{what}: {e}")),
+        _ => Err(environment(what, e)),
+    }
 }
 
 impl Check {
-    /// `None` when it passed, otherwise why not.
-    async fn run(&self, conn: &mut PgConnection) -> Option<String> {
+    async fn run(&self, conn: &mut PgConnection, url: &DbUrl) -> Result<Finding, CouldNotRun> {
         match self {
-            Check::Rows { table, expected } => {
+            Check::Rows { table, slot } => {
                 let q = format!("SELECT count(*) FROM ONLY {table}");
                 match sqlx::query_scalar::<_, i64>(&q).fetch_one(&mut *conn).await {
-                    Ok(n) if n as u64 == *expected => None,
-                    Ok(n) => Some(format!(
-                        "table {table} has {n} rows after restore, the manifest recorded {expected}"
-                    )),
-                    Err(e) => Some(format!("table {table} could not be counted after restore: {e}")),
+                    Ok(n) => Ok(Finding::Rows {
+                        slot: *slot,
+                        count: u64::try_from(n).unwrap_or(0),
+                    }),
+                    Err(e) => {
+                        blame(format!("table {table} could not be counted after restore"), pg::classify(url, &e)).map(Finding::Failed)
+                    }
                 }
             }
-            Check::Index(index) => sqlx::query("SELECT bt_index_check($1::regclass)")
-                .bind(index)
-                .execute(&mut *conn)
-                .await
-                .err()
-                .map(|e| format!("index {index} failed amcheck: {e}")),
+            Check::Index { index, schema, heap } => {
+                let q = format!("SELECT \"{}\".bt_index_check($1::regclass, $2)", schema.replace('"', "\"\""));
+                match sqlx::query(&q).bind(index).bind(*heap).execute(&mut *conn).await {
+                    Ok(_) => Ok(Finding::IndexOk(index.clone())),
+                    // An index the restore just built from the data cannot be the backup's fault:
+                    // corruption here points at the verify server (hardware, collation, a bug).
+                    Err(e) => Err(environment(format!("index {index} with amcheck"), pg::classify(url, &e))),
+                }
+            }
         }
     }
 }
 
-/// Most connections the row counts and index checks are spread over. They read the whole
-/// restored database, so they run in parallel: otherwise they add seconds to every verification.
+/// Most connections the counts and index checks are spread over.
 fn check_connections() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4)
 }
 
-/// Work shared by the check connections: each takes the next check until none are left.
-type CheckQueue = std::sync::Mutex<std::collections::VecDeque<(usize, Check)>>;
-
-/// Runs checks from `queue` on `conn` until it is empty; returns the failures with their positions.
-async fn drain(conn: &mut PgConnection, queue: &CheckQueue) -> Vec<(usize, String)> {
-    let mut failed = Vec::new();
-    loop {
-        let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-        let Some((i, check)) = next else { break };
-        if let Some(why) = check.run(conn).await {
-            failed.push((i, why));
-        }
-    }
-    failed
-}
-
-/// Runs `todo` on `first` plus up to `extra` more connections to `url`; returns the failures in
-/// the order of `todo`. A connection that cannot be opened only means less parallelism.
-async fn run_checks(first: &mut PgConnection, url: &DbUrl, todo: Vec<Check>, extra: usize) -> Vec<String> {
-    let queue: CheckQueue = std::sync::Mutex::new(todo.into_iter().enumerate().collect());
-    let helpers = futures::future::join_all((0..extra).map(|_| async {
-        let Ok(mut conn) = pg::connect(url).await else {
-            return Vec::new();
-        };
-        let failed = drain(&mut conn, &queue).await;
-        pg::close(conn).await;
-        failed
-    }));
-    let (mut failed, helped) = tokio::join!(drain(first, &queue), helpers);
-    failed.extend(helped.into_iter().flatten());
-    failed.sort_by_key(|(i, _)| *i);
-    failed.into_iter().map(|(_, why)| why).collect()
-}
-
-/// Post-restore checks on the scratch database.
-pub(super) async fn checks(conn: &mut PgConnection, url: &DbUrl, m: &Manifest, queries: &[String]) -> (Vec<String>, Option<u64>) {
-    // Largest tables first (indexes come by size from the catalog), so the longest checks do not
-    // start last.
-    let mut tables: Vec<(&String, &u64)> = m.tables.iter().collect();
-    tables.sort_by_key(|(_, rows)| std::cmp::Reverse(**rows));
-    let mut todo: Vec<Check> = tables
-        .into_iter()
-        .map(|(table, expected)| Check::Rows {
-            table: table.clone(),
-            expected: *expected,
-        })
-        .collect();
-    // amcheck is optional: only when the extension can be created on this server.
-    if sqlx::query("CREATE EXTENSION IF NOT EXISTS amcheck")
+/// Prepares a session for counting: policies may not hide rows silently.
+async fn counting_session(conn: &mut PgConnection, url: &DbUrl) -> Result<(), CouldNotRun> {
+    sqlx::query("SET row_security = off")
         .execute(&mut *conn)
         .await
-        .is_ok()
-    {
-        let indexes: Result<Vec<String>, _> = sqlx::query_scalar(
-            "SELECT c.oid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.amname = 'btree' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-             AND n.nspname NOT LIKE 'pg_toast%' AND i.indisvalid ORDER BY c.relpages DESC, 1",
-        )
-        .fetch_all(&mut *conn)
-        .await;
-        todo.extend(indexes.unwrap_or_default().into_iter().map(Check::Index));
-    }
-    let extra = check_connections().min(todo.len()).saturating_sub(1);
-    let mut reasons = run_checks(conn, url, todo, extra).await;
-    for q in queries {
-        if let Some(r) = run_check(conn, q).await {
-            reasons.push(r);
+        .map(|_| ())
+        .map_err(|e| environment("the session settings".into(), pg::classify(url, &e)))
+}
+
+/// Runs checks from `queue` on `conn` until it is empty or one blames the environment.
+async fn drain(conn: &mut PgConnection, url: &DbUrl, queue: &Mutex<Vec<Check>>) -> Result<Vec<Finding>, CouldNotRun> {
+    let mut found = Vec::new();
+    loop {
+        let next = queue.lock().ok().and_then(|mut q| q.pop());
+        let Some(check) = next else { break };
+        match check.run(conn, url).await {
+            Ok(f) => found.push(f),
+            Err(e) => {
+                // The other connections stop at their next check.
+                if let Ok(mut q) = queue.lock() {
+                    q.clear();
+                }
+                return Err(e);
+            }
         }
+    }
+    Ok(found)
+}
+
+/// Runs `todo` (popped from the end) on `first` plus up to `extra` more connections to `url`.
+async fn run_parallel(first: &mut PgConnection, url: &DbUrl, todo: Vec<Check>, extra: usize) -> Result<Vec<Finding>, CouldNotRun> {
+    let queue = Mutex::new(todo);
+    let helpers = futures::future::join_all((0..extra).map(|_| async {
+        // A connection that cannot be opened only means less parallelism.
+        let Ok(mut conn) = pg::connect(url).await else {
+            return Ok(Vec::new());
+        };
+        let found = match counting_session(&mut conn, url).await {
+            Ok(()) => drain(&mut conn, url, &queue).await,
+            Err(_) => Ok(Vec::new()),
+        };
+        pg::close(conn).await;
+        found
+    }));
+    let (mine, theirs) = tokio::join!(drain(first, url, &queue), helpers);
+    let mut all = mine?;
+    for t in theirs {
+        all.extend(t?);
+    }
+    Ok(all)
+}
+
+/// Lifts `FORCE ROW LEVEL SECURITY` on every table of the scratch database that has it, so that
+/// its owner (the verify role, which restored it) counts every row. Returns those tables.
+async fn lift_forced_row_security(conn: &mut PgConnection, url: &DbUrl) -> Result<Vec<String>, CouldNotRun> {
+    let forced: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relforcerowsecurity ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| environment("row-level security".into(), pg::classify(url, &e)))?;
+    for t in &forced {
+        // Not the owner: the count under `row_security = off` will then say so.
+        let _ = sqlx::query(&format!("ALTER TABLE {t} NO FORCE ROW LEVEL SECURITY"))
+            .execute(&mut *conn)
+            .await;
+    }
+    Ok(forced)
+}
+
+/// Makes amcheck available and sorts the indexes into those it applies to and those it does not.
+async fn plan_index_checks(conn: &mut PgConnection, url: &DbUrl, mode: Amcheck) -> Result<(IndexEvidence, Vec<Check>), CouldNotRun> {
+    let mut ev = IndexEvidence {
+        mode: mode.as_str().into(),
+        ..IndexEvidence::default()
+    };
+    if mode == Amcheck::Off {
+        ev.not_run = Some("VERIFY_AMCHECK=off".into());
+        return Ok((ev, Vec::new()));
+    }
+    if let Err(e) = sqlx::query("CREATE EXTENSION IF NOT EXISTS amcheck").execute(&mut *conn).await {
+        let state = SqlState::of(&e);
+        let reason = match (state.as_ref().map(|s| s.0.as_str()), pg::classify(url, &e)) {
+            (Some("42501"), _) => {
+                "the verify role may not create the amcheck extension (it needs superuser); see docs/configuration.md, VERIFY_AMCHECK"
+                    .to_string()
+            }
+            (Some("0A000" | "58P01"), _) => {
+                "amcheck is not installed on the verify server (PostgreSQL's contrib package provides it)".to_string()
+            }
+            (_, other) if other.is_retryable() => return Err(environment("amcheck".into(), other)),
+            (_, other) => format!("amcheck could not be created: {other}"),
+        };
+        ev.not_run = Some(reason);
+        return Ok((ev, Vec::new()));
+    }
+    let schema: String = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| environment("amcheck".into(), pg::classify(url, &e)))?;
+    let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.amname::text, c.relkind::text, i.indisvalid \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' \
+         ORDER BY c.relpages, 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| environment("the list of indexes".into(), pg::classify(url, &e)))?;
+    let mut todo = Vec::new();
+    for (index, am, kind, valid) in rows {
+        let skip = if kind == "I" {
+            Some("partitioned index: it has no storage of its own; its partitions' indexes are checked".to_string())
+        } else if am != "btree" {
+            Some(format!("{am} index: amcheck checks B-tree indexes only"))
+        } else if !valid {
+            Some("not valid (an interrupted CREATE INDEX CONCURRENTLY)".to_string())
+        } else {
+            None
+        };
+        match skip {
+            Some(reason) => ev.skipped.push(SkippedIndex { index, reason }),
+            None => todo.push(Check::Index {
+                index,
+                schema: schema.clone(),
+                heap: mode == Amcheck::Heap,
+            }),
+        }
+    }
+    Ok((ev, todo))
+}
+
+/// Runs every check on the scratch database; fills `evidence` and returns the reasons the backup
+/// failed (empty when it passed) and the restored database's size.
+///
+/// # Errors
+/// [`CouldNotRun`] when the environment, not the backup, made a check fail.
+pub(super) async fn checks(
+    conn: &mut PgConnection,
+    url: &DbUrl,
+    m: &Manifest,
+    queries: &[String],
+    amcheck: Amcheck,
+    evidence: &mut Evidence,
+) -> Result<(Vec<String>, Option<u64>), CouldNotRun> {
+    evidence.row_security_lifted = lift_forced_row_security(conn, url).await?;
+    counting_session(conn, url).await?;
+    let (indexes, mut todo) = plan_index_checks(conn, url, amcheck).await?;
+    evidence.indexes = indexes;
+    // Largest tables last in the list: the queue is popped from the end, so they start first.
+    let mut tables: Vec<(&String, &u64)> = m.tables.iter().collect();
+    tables.sort_by_key(|(_, rows)| **rows);
+    evidence.tables = tables
+        .iter()
+        .map(|(table, rows)| TableEvidence {
+            table: (*table).clone(),
+            manifest_rows: **rows,
+            restored_rows: None,
+        })
+        .collect();
+    todo.extend(evidence.tables.iter().enumerate().map(|(slot, t)| Check::Rows {
+        table: t.table.clone(),
+        slot,
+    }));
+    let extra = check_connections().min(todo.len()).saturating_sub(1);
+    let mut checked = Vec::new();
+    let mut failures = Vec::new();
+    for finding in run_parallel(conn, url, todo, extra).await? {
+        match finding {
+            Finding::Rows { slot, count } => evidence.tables[slot].restored_rows = Some(count),
+            Finding::IndexOk(index) => checked.push(index),
+            Finding::Failed(why) => failures.push(why),
+        }
+    }
+    checked.sort();
+    evidence.indexes.checked = checked;
+    let mut reasons: Vec<String> = evidence
+        .tables
+        .iter()
+        .rev()
+        .filter_map(|t| match t.restored_rows {
+            Some(n) if n == t.manifest_rows => None,
+            Some(n) => Some(format!(
+                "table {} has {n} rows after restore, the manifest recorded {}",
+                t.table, t.manifest_rows
+            )),
+            None => None,
+        })
+        .collect();
+    reasons.extend(failures);
+    for q in queries {
+        let UserCheck { evidence: ev, failure } = run_user_check(conn, url, q).await?;
+        reasons.extend(failure);
+        evidence.user_checks.push(ev);
     }
     let size: Option<i64> = sqlx::query_scalar("SELECT pg_database_size(current_database())")
         .fetch_one(&mut *conn)
         .await
         .ok();
-    (reasons, size.map(|s| s as u64))
+    Ok((reasons, size.and_then(|s| u64::try_from(s).ok())))
 }

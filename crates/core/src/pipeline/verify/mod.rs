@@ -24,7 +24,7 @@ use crate::infra::pg::{self, PgError, PsqlFailure};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{DynStorage, StorageError};
 use crate::records::catalog::Catalog;
-use crate::records::history::{write_verification, VerificationRecord};
+use crate::records::history::{read_verification, write_verification, VerificationRecord};
 use crate::records::keys::{BackupId, Layout};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -72,7 +72,7 @@ pub enum CouldNotRun {
     #[error(transparent)]
     Pg(PgError),
     /// psql failed for a reason that lies with the verify server, the role or psql itself.
-    #[error("{0}")]
+    #[error("{}", environment_message(.0))]
     Psql(PsqlFailure),
     /// The connection broke while the restore was committing, and the server could not be asked.
     #[error("the verify server's answer to the restore's COMMIT was lost: {0}")]
@@ -86,6 +86,34 @@ pub enum CouldNotRun {
         #[source]
         source: std::io::Error,
     },
+    /// A check failed because of the verify server, the connection or the role.
+    #[error("could not check {what}: {source}")]
+    Check {
+        /// What was being checked.
+        what: String,
+        /// Why.
+        #[source]
+        source: PgError,
+    },
+    /// The verify server runs an older major version than the source: the dump may not restore there.
+    #[error("the verify server runs PostgreSQL {verify}, older than the source server's {source_server}; point VERIFY_DATABASE_URL at a PostgreSQL {source_major} or newer server")]
+    VerifyServerTooOld {
+        /// The verify server's version.
+        verify: String,
+        /// The source's version (from the manifest).
+        source_server: String,
+        /// The source's major version.
+        source_major: u32,
+    },
+    /// The dump needs extensions the verify server does not have.
+    #[error("the verify server lacks the extension(s) {} that the dump creates; install them there (e.g. the postgresql-contrib package, or the extension's own package)", names.join(", "))]
+    MissingExtensions {
+        /// Their names.
+        names: Vec<String>,
+    },
+    /// Another verification holds this scratch database.
+    #[error("scratch database {0} is in use by another verifier")]
+    ScratchInUse(String),
     /// The scratch database could not be created.
     #[error("could not create scratch database {name} (the role needs CREATEDB): {source}")]
     Scratch {
@@ -95,6 +123,16 @@ pub enum CouldNotRun {
         #[source]
         source: PgError,
     },
+}
+
+/// A psql failure that blames the environment, with what to do about it.
+fn environment_message(f: &PsqlFailure) -> String {
+    match (f, f.environment_cause()) {
+        (PsqlFailure::Statement { line, .. }, Some(cause)) => {
+            format!("the verify server could not restore the dump: {line} ({})", cause.advice())
+        }
+        _ => f.to_string(),
+    }
 }
 
 /// A verification that could not run: not a verdict on the backup.
@@ -126,37 +164,50 @@ impl From<PgError> for VerifyError {
     }
 }
 
-/// Name of the scratch database for a backup: prefix + timestamp, lower case, safe unquoted.
-pub fn scratch_name(id: BackupId) -> String {
-    format!("{SCRATCH_PREFIX}{}", id.stamp().to_ascii_lowercase().replace('-', "_"))
+/// Name of a run's scratch database: prefix, the backup's timestamp and a random part (two
+/// verifiers of the same backup never share one), lower case, safe unquoted.
+pub fn scratch_name(id: BackupId, random: u32) -> String {
+    format!("{SCRATCH_PREFIX}{}_{random:08x}", id.stamp().to_ascii_lowercase().replace('-', "_"))
 }
 
-async fn choose_and_verify(
-    ctx: &VerifyContext,
-    only: Option<BackupId>,
-    cancel: &CancellationToken,
-) -> Result<VerificationRecord, VerifyError> {
-    let id = match only {
-        Some(id) => id,
-        None => {
-            let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
-            let (roll, pick) = (rand::random::<f64>(), rand::random::<f64>());
-            choose(&cat, ctx.cfg.random_rate, roll, pick).ok_or(VerifyError::NothingToVerify)?
-        }
-    };
-    let span = tracing::info_span!("verify", key = %ctx.layout.backup(id));
-    async {
-        let rec = verify_backup(ctx, id, cancel).await?;
-        if let Err(e) = write_verification(ctx.storage.as_ref(), &ctx.layout, id, &rec, cancel).await {
-            warn!(error = %e, "could not store the verification record");
-        }
-        Ok(rec)
+/// The backups this run should verify (see [`choose`]).
+///
+/// # Errors
+/// Storage errors; [`VerifyError::NothingToVerify`] when there is no complete backup.
+pub async fn plan(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<Vec<BackupId>, VerifyError> {
+    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
+    let (roll, pick) = (rand::random::<f64>(), rand::random::<f64>());
+    let plan = choose(&cat, ctx.cfg.random_rate, roll, pick);
+    if plan.is_empty() {
+        return Err(VerifyError::NothingToVerify);
     }
-    .instrument(span)
-    .await
+    Ok(plan)
 }
 
-/// Chooses a backup, verifies it, stores the record and logs the operator-facing lines.
+/// The newest verification record, if any.
+///
+/// # Errors
+/// Storage errors.
+pub async fn newest_verification(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<Option<VerificationRecord>, StorageError> {
+    let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
+    match cat.verifications.last() {
+        Some((at, id)) => read_verification(ctx.storage.as_ref(), &ctx.layout, *at, *id, cancel)
+            .await
+            .map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn verify_and_record(ctx: &VerifyContext, id: BackupId, cancel: &CancellationToken) -> Result<VerificationRecord, VerifyError> {
+    let rec = verify_backup(ctx, id, cancel).await?;
+    if let Err(e) = write_verification(ctx.storage.as_ref(), &ctx.layout, id, &rec, cancel).await {
+        warn!(error = %e, "could not store the verification record");
+    }
+    Ok(rec)
+}
+
+/// Verifies one backup (the first of [`plan`] when `only` is `None`), stores the record and logs
+/// the operator-facing lines, exactly once each.
 ///
 /// # Errors
 /// [`VerifyError`] when no verification could run (logged as `Verification could not run`).
@@ -166,7 +217,17 @@ pub async fn run_and_log(
     cancel: &CancellationToken,
 ) -> Result<VerificationRecord, VerifyError> {
     let started = Instant::now();
-    let result = choose_and_verify(ctx, only, cancel).await;
+    let id = match only {
+        Some(id) => Ok(id),
+        None => plan(ctx, cancel).await.map(|p| p[0]),
+    };
+    let result = match id {
+        Ok(id) => {
+            let span = tracing::info_span!("verify", key = %ctx.layout.backup(id));
+            verify_and_record(ctx, id, cancel).instrument(span).await
+        }
+        Err(e) => Err(e),
+    };
     match &result {
         Ok(rec) if rec.passed => info!(
             key = %rec.key,
@@ -192,8 +253,8 @@ mod tests {
 
     #[test]
     fn scratch_names_are_prefixed_and_safe() {
-        let n = scratch_name(BackupId::at(Utc.with_ymd_and_hms(2026, 11, 25, 5, 0, 0).unwrap()));
-        assert_eq!(n, "pgvigil_verify_2026_11_25t05_00_00z");
+        let n = scratch_name(BackupId::at(Utc.with_ymd_and_hms(2026, 11, 25, 5, 0, 0).unwrap()), 0xab12);
+        assert_eq!(n, "pgvigil_verify_2026_11_25t05_00_00z_0000ab12");
         assert!(pg::scratch::is_scratch_name(&n));
     }
 }

@@ -1,6 +1,12 @@
 //! The operator's own checks (`VERIFY_QUERIES_FILE`): split into statements, each run against the
-//! restored database; a check passes when its first column is true or non-zero.
+//! restored database. A check fails when it errors, returns no rows, or its first value is NULL,
+//! false, or a zero of any numeric type; the record keeps each check's text and value.
 
+use super::checks::blame;
+use super::CouldNotRun;
+use crate::infra::pg;
+use crate::infra::secret::DbUrl;
+use crate::records::history::UserCheckEvidence;
 use sqlx::postgres::PgConnection;
 use sqlx::{Column, Row, TypeInfo};
 
@@ -64,35 +70,89 @@ fn sql_at(chars: &[char], i: usize, tag: &str) -> bool {
     tag.chars().enumerate().all(|(k, t)| chars.get(i + k) == Some(&t))
 }
 
-/// Runs one operator check; `None` when it passed, otherwise why not.
-pub(super) async fn run_check(conn: &mut PgConnection, sql: &str) -> Option<String> {
+/// One operator check, run.
+#[derive(Debug)]
+pub(super) struct UserCheck {
+    /// What it returned.
+    pub(super) evidence: UserCheckEvidence,
+    /// Why it failed, when it did (the backup is blamed).
+    pub(super) failure: Option<String>,
+}
+
+/// Types whose zero means "false" for a check.
+const NUMERIC_TYPES: &[&str] = &["INT2", "INT4", "INT8", "NUMERIC", "FLOAT4", "FLOAT8", "OID", "MONEY"];
+
+/// The verdict on a check's first value, given as text with its type's name: `Ok(())` when it
+/// passes, otherwise why not.
+pub fn judge_value(type_name: &str, value: Option<&str>) -> Result<(), &'static str> {
+    let Some(v) = value else { return Err("returned NULL") };
+    let v = v.trim();
+    if type_name == "BOOL" {
+        return if v == "t" || v == "true" { Ok(()) } else { Err("returned false") };
+    }
+    if NUMERIC_TYPES.contains(&type_name) {
+        // Money prints with a currency symbol and separators; numbers may print as 0.000 or -0.
+        let digits: String = v
+            .chars()
+            .filter(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | 'e' | 'E' | '+'))
+            .collect();
+        if digits.parse::<f64>().is_ok_and(|n| n == 0.0) {
+            return Err("returned zero");
+        }
+    }
+    Ok(())
+}
+
+/// Runs one operator check through the simple query protocol, so every value arrives as text
+/// whatever its type. An error that blames the environment stops the verification
+/// ([`CouldNotRun`]); any other failure blames the backup.
+///
+/// # Errors
+/// [`CouldNotRun`] when the check failed because of the verify server or the connection.
+pub(super) async fn run_user_check(conn: &mut PgConnection, url: &DbUrl, sql: &str) -> Result<UserCheck, CouldNotRun> {
     let short: String = sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect();
-    let row = match sqlx::query(sql).fetch_optional(&mut *conn).await {
-        Err(e) => return Some(format!("verification query failed: {short}: {e}")),
-        Ok(None) => return Some(format!("verification query returned no rows: {short}")),
+    let failed = |value: Option<String>, why: String| UserCheck {
+        evidence: UserCheckEvidence {
+            query: short.clone(),
+            value,
+            passed: false,
+        },
+        failure: Some(why),
+    };
+    // (`RawSql::fetch_optional` behaves like `fetch_one` in sqlx 0.8: take the first row of the stream.)
+    let first = {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::raw_sql(sql).fetch(&mut *conn);
+        rows.try_next().await
+    };
+    let row = match first {
+        Err(e) => {
+            let why = blame(format!("verification query failed: {short}"), pg::classify(url, &e))?;
+            return Ok(failed(None, why));
+        }
+        Ok(None) => return Ok(failed(None, format!("verification query returned no rows: {short}"))),
         Ok(Some(r)) => r,
     };
     if row.columns().is_empty() {
-        return Some(format!("verification query returned no columns: {short}"));
+        return Ok(failed(None, format!("verification query returned no columns: {short}")));
     }
-    let ty = row.column(0).type_info().name().to_string();
-    let verdict = match ty.as_str() {
-        "BOOL" => row.try_get::<Option<bool>, _>(0).ok().flatten(),
-        "INT2" => row.try_get::<Option<i16>, _>(0).ok().flatten().map(|v| v != 0),
-        "INT4" => row.try_get::<Option<i32>, _>(0).ok().flatten().map(|v| v != 0),
-        "INT8" => row.try_get::<Option<i64>, _>(0).ok().flatten().map(|v| v != 0),
-        "FLOAT4" | "FLOAT8" => row.try_get::<Option<f64>, _>(0).ok().flatten().map(|v| v != 0.0),
-        _ => match row.try_get_raw(0) {
-            Ok(v) if sqlx::ValueRef::is_null(&v) => None,
-            Ok(_) => Some(true),
-            Err(_) => None,
-        },
+    let type_name = row.column(0).type_info().name().to_string();
+    let value: Option<String> = match row.try_get_raw(0) {
+        Ok(v) if sqlx::ValueRef::is_null(&v) => None,
+        Ok(v) => v.as_str().ok().map(str::to_string),
+        Err(_) => None,
     };
-    match verdict {
-        Some(true) => None,
-        Some(false) => Some(format!("verification query returned false or 0: {short}")),
-        None => Some(format!("verification query returned NULL: {short}")),
-    }
+    Ok(match judge_value(&type_name, value.as_deref()) {
+        Ok(()) => UserCheck {
+            evidence: UserCheckEvidence {
+                query: short.clone(),
+                value,
+                passed: true,
+            },
+            failure: None,
+        },
+        Err(what) => failed(value, format!("verification query {what}: {short}")),
+    })
 }
 
 #[cfg(test)]
@@ -112,5 +172,32 @@ mod tests {
                 "SELECT count(*) > 0 FROM \"t;\""
             ]
         );
+    }
+
+    #[test]
+    fn values_pass_unless_null_false_or_zero() {
+        let cases = [
+            ("BOOL", Some("t"), true),
+            ("BOOL", Some("f"), false),
+            ("INT8", Some("0"), false),
+            ("INT4", Some("12"), true),
+            ("NUMERIC", Some("0"), false),
+            ("NUMERIC", Some("0.000"), false),
+            ("NUMERIC", Some("-0"), false),
+            ("NUMERIC", Some("0.5"), true),
+            ("FLOAT8", Some("0"), false),
+            ("FLOAT4", Some("-0"), false),
+            ("FLOAT8", Some("NaN"), true),
+            ("MONEY", Some("$0.00"), false),
+            ("MONEY", Some("$1,000.00"), true),
+            ("OID", Some("0"), false),
+            ("TEXT", Some("0"), true),
+            ("TEXT", Some(""), true),
+            ("INT4", None, false),
+            ("TEXT", None, false),
+        ];
+        for (ty, v, pass) in cases {
+            assert_eq!(judge_value(ty, v).is_ok(), pass, "{ty} {v:?}");
+        }
     }
 }

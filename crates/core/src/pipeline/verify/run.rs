@@ -1,123 +1,160 @@
-//! One verification, start to end: read the manifest, find a psql able to read the dump, create
-//! the scratch database, restore into it (committing only an intact object), run the checks,
-//! drop the scratch database whatever happened, and turn it all into a record — or into
-//! [`CouldNotRun`] when the environment, not the backup, failed.
+//! One verification, start to end: read the manifest, refuse a verify server older than the
+//! source, find a psql able to read the dump, create (and lock) the scratch database, restore into
+//! it (committing only an intact object), run the checks, drop the scratch database whatever
+//! happened, and turn it all into a record — or into [`CouldNotRun`] when the environment, not the
+//! backup, failed.
 
 use super::checks::checks;
 use super::queries::split_statements;
 use super::{scratch_name, CouldNotRun, VerifyContext, VerifyError};
 use crate::infra::pg::psql::{find_psql, Outcome};
-use crate::infra::pg::{self, PsqlFailure, Tool};
+use crate::infra::pg::{self, PgVersion, PsqlFailure, Tool};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::Key;
-use crate::pipeline::restore::{restore_into, RestoreError, StreamError, Target};
-use crate::records::history::VerificationRecord;
+use crate::pipeline::restore::{restore_into, Attempt, RestoreError, StreamError, Target};
+use crate::records::history::{Evidence, VerificationRecord, Versions};
 use crate::records::keys::BackupId;
 use crate::records::manifest::{self, Manifest};
 use chrono::Utc;
+use sqlx::postgres::PgConnection;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
-/// Drops scratch databases left behind by a crash (only those with the scratch prefix).
+/// Drops scratch databases left behind by a crash: only those with the scratch prefix that no
+/// running verifier holds.
 ///
 /// # Errors
 /// When the verify server cannot be reached.
 pub async fn cleanup_leftovers(ctx: &VerifyContext) -> Result<Vec<String>, VerifyError> {
     let url = &ctx.database_url;
     let mut conn = pg::connect(url).await?;
-    let names: Vec<String> = pg::scratch::list(&mut conn, url)
-        .await?
-        .into_iter()
-        .filter(|n| pg::scratch::is_scratch_name(n))
-        .collect();
-    for name in &names {
-        pg::scratch::drop(&mut conn, url, name).await?;
-    }
+    let dropped = pg::scratch::drop_abandoned(&mut conn, url).await;
     pg::close(conn).await;
-    Ok(names)
+    Ok(dropped?)
 }
 
 /// Outcome of the restore and checks, before it becomes a record.
+#[derive(Default)]
 struct Verdict {
     reasons: Vec<String>,
     restore_secs: f64,
     checks_secs: f64,
     restored_bytes: Option<u64>,
-    tables_checked: usize,
+    evidence: Evidence,
 }
 
 impl Verdict {
-    fn failed(reasons: Vec<String>, restore_secs: f64) -> Self {
+    fn failed(reasons: Vec<String>, restore_secs: f64, evidence: Evidence) -> Self {
         Self {
             reasons,
             restore_secs,
-            checks_secs: 0.0,
-            restored_bytes: None,
-            tables_checked: 0,
+            evidence,
+            ..Self::default()
         }
     }
 }
 
-/// Whether a psql failure on an intact object blames the backup (`Ok`: its reason) or the
-/// environment (`Err`).
-fn blame(f: PsqlFailure) -> Result<String, CouldNotRun> {
-    match f {
-        PsqlFailure::Statement { .. } if f.environment_cause().is_none() => Ok(f.to_string()),
+/// The major version in a version string such as `15.18` or `18beta1`.
+fn major(version: &str) -> u32 {
+    pg::parse_version(&format!("x) {version}")).map_or(0, |v| v.major)
+}
+
+/// Extensions of the dump that the verify server cannot provide.
+async fn missing_extensions(conn: &mut PgConnection, url: &DbUrl, wanted: &[String]) -> Result<Vec<String>, CouldNotRun> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar("SELECT w FROM unnest($1::text[]) AS w WHERE w NOT IN (SELECT name FROM pg_available_extensions) ORDER BY 1")
+        .bind(wanted)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| CouldNotRun::Pg(pg::classify(url, &e)))
+}
+
+/// Whom a restore that read the whole object blames: `Ok(None)` when it committed, `Ok(Some)`
+/// with reasons when the backup is at fault, `Err` when the environment is.
+async fn judge_restore(attempt: Attempt, admin: &mut PgConnection, admin_url: &DbUrl) -> Result<Option<Vec<String>>, CouldNotRun> {
+    if !attempt.problems.is_empty() {
+        return Ok(Some(attempt.problems));
+    }
+    let failure = match attempt.outcome {
+        Outcome::Committed => return Ok(None),
+        Outcome::RolledBack(None) => return Ok(Some(vec!["the restore was rolled back".into()])),
+        Outcome::Unknown(f) => return Err(CouldNotRun::CommitUnknown(f)),
+        Outcome::NotStarted(f) => return Err(CouldNotRun::Psql(f)),
+        Outcome::RolledBack(Some(f)) => f,
+    };
+    match failure {
+        PsqlFailure::Statement { .. } if failure.environment_cause().is_none() => {
+            // A statement of the dump failed. Blame the backup only if the verify server can run
+            // what the dump needs: an extension it lacks is the environment's fault.
+            let names = missing_extensions(admin, admin_url, &attempt.report.scan.extensions).await?;
+            if names.is_empty() {
+                Ok(Some(vec![failure.to_string()]))
+            } else {
+                Err(CouldNotRun::MissingExtensions { names })
+            }
+        }
         other => Err(CouldNotRun::Psql(other)),
     }
 }
 
+/// What a run needs besides the context.
+struct Run<'a> {
+    ctx: &'a VerifyContext,
+    key: &'a Key,
+    manifest: &'a Manifest,
+    psql: &'a Tool,
+    queries: &'a [String],
+}
+
 /// Restores into the (already created) scratch database and runs the checks.
 async fn restore_and_check(
-    ctx: &VerifyContext,
-    key: &Key,
-    m: &Manifest,
-    psql_tool: &Tool,
+    run: &Run<'_>,
+    admin: &mut PgConnection,
     scratch_url: &DbUrl,
-    queries: &[String],
+    mut evidence: Evidence,
     cancel: &CancellationToken,
 ) -> Result<Verdict, VerifyError> {
     let t0 = Instant::now();
     let target = Target {
-        psql: psql_tool,
+        psql: run.psql,
         url: scratch_url,
         preamble: "",
     };
-    let attempt = match restore_into(ctx.storage.as_ref(), key, Some(m), &target, None, cancel).await {
+    let attempt = match restore_into(run.ctx.storage.as_ref(), run.key, Some(run.manifest), &target, None, cancel).await {
         Ok(a) => a,
         Err(RestoreError::Stream(StreamError::Cancelled)) => return Err(VerifyError::Cancelled),
         Err(RestoreError::Stream(StreamError::Storage(e))) => return Err(e.into()),
         Err(RestoreError::Pg(e)) => return Err(e.into()),
     };
     let restore_secs = t0.elapsed().as_secs_f64();
-    if !attempt.problems.is_empty() {
-        return Ok(Verdict::failed(attempt.problems, restore_secs));
-    }
-    match attempt.outcome {
-        Outcome::Committed => {}
-        Outcome::RolledBack(None) => return Ok(Verdict::failed(vec!["the restore was rolled back".into()], restore_secs)),
-        Outcome::RolledBack(Some(f)) => return blame(f).map(|why| Verdict::failed(vec![why], restore_secs)).map_err(Into::into),
-        Outcome::Unknown(f) => return Err(CouldNotRun::CommitUnknown(f).into()),
+    if let Some(reasons) = judge_restore(attempt, admin, &run.ctx.database_url).await? {
+        return Ok(Verdict::failed(reasons, restore_secs, evidence));
     }
     let t1 = Instant::now();
     let mut conn = pg::connect(scratch_url).await?;
-    let (reasons, size) = tokio::select! {
-        r = checks(&mut conn, scratch_url, m, queries) => r,
+    let checked = tokio::select! {
+        r = checks(&mut conn, scratch_url, run.manifest, run.queries, run.ctx.cfg.amcheck, &mut evidence) => r,
         () = cancel.cancelled() => return Err(VerifyError::Cancelled),
     };
     pg::close(conn).await;
+    let (reasons, restored_bytes) = checked?;
+    if let Some(why) = &evidence.indexes.not_run {
+        info!("index checks skipped: {why}");
+    }
     Ok(Verdict {
         reasons,
         restore_secs,
         checks_secs: t1.elapsed().as_secs_f64(),
-        restored_bytes: size,
-        tables_checked: m.tables.len(),
+        restored_bytes,
+        evidence,
     })
 }
 
-/// Verifies one backup. A returned record is a verdict (pass or fail, with reasons); an error
-/// means the verification could not run.
+/// Verifies one backup. A returned record is a verdict (pass or fail, with reasons and evidence);
+/// an error means the verification could not run.
 ///
 /// # Errors
 /// [`VerifyError::CouldNotRun`] for infrastructure problems, `Cancelled` on shutdown.
@@ -125,12 +162,16 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
     let started = Instant::now();
     let verified_at = Utc::now();
     let key = ctx.layout.backup(id);
-    let verdict = match manifest::read(ctx.storage.as_ref(), &ctx.layout, id, cancel).await? {
-        None => Verdict::failed(
-            vec!["the manifest is missing: the backup did not complete or was not written by pgvigil".into()],
-            0.0,
+    let (verdict, object_bytes) = match manifest::read(ctx.storage.as_ref(), &ctx.layout, id, cancel).await? {
+        None => (
+            Verdict::failed(
+                vec!["the manifest is missing: the backup did not complete or was not written by pgvigil".into()],
+                0.0,
+                Evidence::default(),
+            ),
+            None,
         ),
-        Some(m) => verify_with_manifest(ctx, id, &key, &m, cancel).await?,
+        Some(m) => (verify_with_manifest(ctx, id, &key, &m, cancel).await?, Some(m.size)),
     };
     Ok(VerificationRecord {
         key: key.to_string(),
@@ -141,7 +182,11 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
         checks_secs: verdict.checks_secs,
         total_secs: started.elapsed().as_secs_f64(),
         restored_bytes: verdict.restored_bytes,
-        tables_checked: verdict.tables_checked,
+        tables_checked: verdict.evidence.tables.iter().filter(|t| t.restored_rows.is_some()).count(),
+        object_bytes,
+        backup_time: Some(id.0),
+        rpo_secs: Some((verified_at - id.0).num_seconds()),
+        evidence: verdict.evidence,
     })
 }
 
@@ -152,25 +197,76 @@ async fn verify_with_manifest(
     m: &Manifest,
     cancel: &CancellationToken,
 ) -> Result<Verdict, VerifyError> {
-    let dump_major = pg::parse_version(&format!("x) {}", m.pg_dump_version)).map_or(0, |v| v.major);
-    let psql_tool = find_psql(ctx.tools.psql.as_deref(), dump_major).await?;
+    let admin_url = &ctx.database_url;
+    let mut admin = pg::connect(admin_url).await?;
+    // Scratch databases that a crash or a lost connection left behind would fill the server.
+    match pg::scratch::drop_abandoned(&mut admin, admin_url).await {
+        Ok(dropped) if !dropped.is_empty() => info!(databases = %dropped.join(", "), "dropped scratch databases left by an earlier run"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not look for scratch databases left by an earlier run"),
+    }
+    let verify_server: PgVersion = pg::server_version(&mut admin, admin_url).await?;
+    let source_major = major(&m.server_version);
+    if verify_server.major < source_major {
+        pg::close(admin).await;
+        return Err(CouldNotRun::VerifyServerTooOld {
+            verify: verify_server.to_string(),
+            source_server: m.server_version.clone(),
+            source_major,
+        }
+        .into());
+    }
+    let psql = find_psql(ctx.tools.psql.as_deref(), major(&m.pg_dump_version)).await?;
     let queries = match &ctx.cfg.queries_file {
         Some(f) => split_statements(&std::fs::read_to_string(f).map_err(|source| CouldNotRun::QueriesFile { path: f.clone(), source })?),
         None => Vec::new(),
     };
-    let admin_url = &ctx.database_url;
-    let mut admin = pg::connect(admin_url).await?;
-    let name = scratch_name(id);
-    pg::scratch::drop(&mut admin, admin_url, &name).await?;
+    let evidence = Evidence {
+        versions: Versions {
+            source_server: m.server_version.clone(),
+            pg_dump: m.pg_dump_version.clone(),
+            verify_server: Some(verify_server.to_string()),
+            psql: Some(psql.version.to_string()),
+        },
+        ..Evidence::default()
+    };
+    let name = scratch_name(id, rand::random());
+    if !pg::scratch::lock(&mut admin, admin_url, &name).await? {
+        return Err(CouldNotRun::ScratchInUse(name).into());
+    }
     if let Err(source) = pg::scratch::create(&mut admin, admin_url, &name).await {
         return Err(CouldNotRun::Scratch { name, source }.into());
     }
     let scratch_url = admin_url.with_database(&name);
+    let run = Run {
+        ctx,
+        key,
+        manifest: m,
+        psql: &psql,
+        queries: &queries,
+    };
     // From here on the scratch database exists: whatever happens, drop it.
-    let outcome = restore_and_check(ctx, key, m, &psql_tool, &scratch_url, &queries, cancel).await;
-    if let Err(e) = pg::scratch::drop(&mut admin, admin_url, &name).await {
-        warn!(error = %e, "scratch database not dropped; it will be cleaned at the next start");
+    let outcome = restore_and_check(&run, &mut admin, &scratch_url, evidence, cancel).await;
+    drop_scratch(admin, admin_url, &name).await;
+    outcome
+}
+
+/// Drops a run's scratch database. The administration connection sat idle through the whole
+/// restore and may have been cut (a proxy, `idle_session_timeout`): then a fresh one is used.
+async fn drop_scratch(mut admin: PgConnection, admin_url: &DbUrl, name: &str) {
+    let dropped = match pg::scratch::drop(&mut admin, admin_url, name).await {
+        Ok(()) => Ok(()),
+        Err(_) => match pg::connect(admin_url).await {
+            Ok(mut fresh) => {
+                let r = pg::scratch::drop(&mut fresh, admin_url, name).await;
+                pg::close(fresh).await;
+                r
+            }
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = dropped {
+        warn!(error = %e, database = name, "scratch database not dropped; the next verification drops it");
     }
     pg::close(admin).await;
-    outcome
 }

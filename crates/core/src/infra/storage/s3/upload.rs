@@ -57,7 +57,7 @@ async fn join_one(in_flight: &mut InFlight, cancel: &CancellationToken) -> Resul
 }
 
 impl S3Storage {
-    async fn put_single(&self, key: &Key, data: Bytes, cancel: &CancellationToken) -> Result<PutResult> {
+    async fn put_single(&self, key: &Key, data: Bytes) -> Result<PutResult> {
         let size = data.len() as u64;
         let request = self
             .client
@@ -69,10 +69,12 @@ impl S3Storage {
             .object_settings(&self.cfg)
             .body(ByteStream::from(data))
             .send();
-        tokio::select! {
-            () = cancel.cancelled() => Err(StorageError::Cancelled),
-            r = request => r.map_err(|e| classify("uploading", key.as_str(), &e)).map(|_| PutResult { size, parts: 1 }),
-        }
+        // Not raced against `cancel`: the body is complete and at most one part, and a PUT that
+        // lands after "cancelled" was reported would leave an object nobody knows about.
+        request
+            .await
+            .map_err(|e| classify("uploading", key.as_str(), &e))
+            .map(|_| PutResult { size, parts: 1 })
     }
 
     async fn upload_part(client: Client, bucket: String, key: Key, upload_id: String, number: i32, data: Bytes) -> Result<CompletedPart> {
@@ -178,7 +180,8 @@ impl S3Storage {
             .key(key.as_str())
             .upload_id(upload_id)
             .send();
-        match tokio::time::timeout(Duration::from_secs(30), res).await {
+        // Short: this also runs at shutdown, inside the runner's deadline.
+        match tokio::time::timeout(Duration::from_secs(5), res).await {
             Ok(Ok(_)) => tracing::debug!(key = %key, "multipart upload aborted"),
             Ok(Err(e)) => {
                 tracing::warn!(key = %key, error = %classify("aborting the upload of", key.as_str(), &e), "could not abort a multipart upload; a bucket lifecycle rule for incomplete uploads will remove it")
@@ -200,7 +203,7 @@ impl S3Storage {
         let mut first = BytesMut::with_capacity(part_size.min(8 << 20) as usize);
         let complete = fill(&mut first, part_size, &mut body, cancel).await?;
         if complete && !opts.force_multipart {
-            return self.put_single(key, first.freeze(), cancel).await;
+            return self.put_single(key, first.freeze()).await;
         }
         let created = self
             .client
@@ -230,7 +233,7 @@ impl S3Storage {
             // A part still uploading could land after the abort and linger: let the ones in flight
             // finish (briefly), cancel the rest, then abort.
             let drain = async { while in_flight.join_next().await.is_some() {} };
-            let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
             in_flight.abort_all();
             self.abort(key, &upload_id).await;
         }
