@@ -104,7 +104,10 @@ async fn every_command_against_a_prepared_bucket() {
     assert_eq!(report["success_rate"], 1.0);
     let (_, text_report, _) = pgvigil(&["report"], &vars).await;
     assert!(
-        text_report.contains("success rate:") && text_report.contains("projected cost:"),
+        text_report.contains("success rate:")
+            && text_report.contains("projected cost:")
+            && text_report.contains("RTO (restore time):  median")
+            && text_report.contains("coverage:            50% of stored backups"),
         "{text_report}"
     );
 

@@ -1,6 +1,6 @@
 //! Rendering of the operator layer's results: human tables and text (the default) or JSON.
 
-use pgvigil_core::operator::prelude::{human_secs, Report, Verdict, VerificationRecord};
+use pgvigil_core::operator::prelude::{human_secs, Report, Spread, Verdict, VerificationRecord};
 use pgvigil_core::operator::{CheckReport, ListRow, StatusView};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -187,6 +187,28 @@ pub fn report(r: &Report) -> String {
         r.verify_avg_secs.map_or("-".into(), |d| format!("{d:.1}s"))
     );
     let _ = writeln!(s, "  duration trend:      {}", r.verify_duration_trend.map_or("-".into(), pct));
+    let secs = |x: f64| if x < 120.0 { format!("{x:.1}s") } else { human_secs(x as i64) };
+    let spread = |x: Option<Spread>| x.map_or("-".into(), |s| format!("median {}, worst {}", secs(s.median), secs(s.worst)));
+    let _ = writeln!(s, "  RTO (restore time):  {}", spread(r.rto_secs));
+    let _ = writeln!(s, "  RPO (data age):      {}", spread(r.rpo_secs));
+    let _ = writeln!(
+        s,
+        "  verification lag:    {}{}",
+        spread(r.lag_secs),
+        if r.unverified_in_window > 0 {
+            format!(" ({} not verified yet)", r.unverified_in_window)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  coverage:            {}",
+        r.coverage.map_or("-".into(), |c| format!(
+            "{:.0}% of stored backups were verified at least once",
+            c * 100.0
+        ))
+    );
     let _ = writeln!(s, "\nStorage");
     let _ = writeln!(
         s,

@@ -20,7 +20,7 @@ pub mod prelude {
     pub use crate::infra::process;
     pub use crate::infra::secret::DbUrl;
     pub use crate::pipeline::restore::Progress;
-    pub use crate::policy::report::Report;
+    pub use crate::policy::report::{Report, Spread};
     pub use crate::policy::status::{human_secs, Verdict};
     pub use crate::records::history::VerificationRecord;
 }

@@ -47,6 +47,7 @@ impl Operator {
             object_count: objects.len(),
             retention_days: self.settings.backup.retention.retention_days,
             price_per_gb_month: self.settings.price_per_gb_month,
+            verified: cat.verifications.iter().map(|(at, id)| (at.0, *id)).collect(),
         };
         Ok(report::compute(&input))
     }

@@ -5,6 +5,7 @@
 use super::anomaly::{self, Anomaly};
 use crate::records::catalog::BackupEntry;
 use crate::records::history::{FailureRecord, VerificationRecord};
+use crate::records::keys::BackupId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -31,6 +32,31 @@ pub struct ReportInput {
     pub retention_days: u64,
     /// Price per GB-month.
     pub price_per_gb_month: f64,
+    /// Every verification stored (verified at, backup), oldest first: for lag and coverage.
+    pub verified: Vec<(DateTime<Utc>, BackupId)>,
+}
+
+/// Median and worst of a set of durations, in seconds.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Spread {
+    /// The median.
+    pub median: f64,
+    /// The largest.
+    pub worst: f64,
+}
+
+impl Spread {
+    /// `None` for an empty set.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Some(Self { median, worst: v[n - 1] })
+    }
 }
 
 /// The weekly review.
@@ -74,6 +100,17 @@ pub struct Report {
     pub retention_days: u64,
     /// Projected monthly storage cost at the configured price.
     pub monthly_cost: f64,
+    /// RTO: seconds to download and restore a backup, from the window's verifications.
+    pub rto_secs: Option<Spread>,
+    /// RPO: age of the backup's data when it was verified, from the window's verifications.
+    pub rpo_secs: Option<Spread>,
+    /// Verification lag: seconds from a backup being written to its first verification, for the
+    /// window's backups that were verified.
+    pub lag_secs: Option<Spread>,
+    /// Complete backups in the window not verified yet.
+    pub unverified_in_window: usize,
+    /// Share (0–1) of the complete backups still stored that were ever verified.
+    pub coverage: Option<f64>,
 }
 
 fn avg(v: &[f64]) -> Option<f64> {
@@ -110,6 +147,19 @@ pub fn compute(input: &ReportInput) -> Report {
         }
     }
     let oldest = input.backups.iter().map(|b| b.id).min();
+    let rto: Vec<f64> = input.verifications.iter().map(|v| v.restore_secs).collect();
+    let rpo: Vec<f64> = input
+        .verifications
+        .iter()
+        .filter_map(|v| v.rpo_secs.or_else(|| v.backup_time.map(|t| (v.verified_at - t).num_seconds())))
+        .map(|s| s as f64)
+        .collect();
+    let first_verified = |id: BackupId| input.verified.iter().filter(|(_, b)| *b == id).map(|(at, _)| *at).min();
+    let lag: Vec<f64> = in_window
+        .iter()
+        .filter_map(|b| first_verified(b.id).map(|at| (at - b.id.0).num_seconds() as f64))
+        .collect();
+    let ever = complete.iter().filter(|b| first_verified(b.id).is_some()).count();
     Report {
         days: input.days,
         backups_made: in_window.len(),
@@ -130,6 +180,11 @@ pub fn compute(input: &ReportInput) -> Report {
         oldest_age_days: oldest.map(|o| (input.now - o.0).num_seconds() as f64 / 86_400.0),
         retention_days: input.retention_days,
         monthly_cost: input.total_bytes as f64 / 1e9 * input.price_per_gb_month,
+        rto_secs: Spread::of(&rto),
+        rpo_secs: Spread::of(&rpo),
+        lag_secs: Spread::of(&lag),
+        unverified_in_window: in_window.len() - lag.len(),
+        coverage: (!complete.is_empty()).then(|| ever as f64 / complete.len() as f64),
     }
 }
 
@@ -137,6 +192,21 @@ pub fn compute(input: &ReportInput) -> Report {
 mod tests {
     use super::super::fixtures::{entry, now, verification};
     use super::*;
+
+    #[test]
+    fn spreads_take_the_median_and_the_worst() {
+        type Case = (Vec<f64>, Option<(f64, f64)>);
+        let cases: Vec<Case> = vec![
+            (vec![], None),
+            (vec![3.0], Some((3.0, 3.0))),
+            (vec![5.0, 1.0, 3.0], Some((3.0, 5.0))),
+            (vec![4.0, 1.0, 2.0, 3.0], Some((2.5, 4.0))),
+            (vec![f64::NAN, 2.0], Some((2.0, 2.0))),
+        ];
+        for (values, want) in cases {
+            assert_eq!(Spread::of(&values).map(|s| (s.median, s.worst)), want, "{values:?}");
+        }
+    }
 
     #[test]
     fn report_figures_from_known_records() {
@@ -162,8 +232,25 @@ mod tests {
             object_count: 12,
             retention_days: 7,
             price_per_gb_month: 0.02,
+            verified: vec![
+                (now() - chrono::Duration::hours(239), entry(24 * 10, 1).id),
+                (now() - chrono::Duration::hours(47), entry(49, 1).id),
+                (now() - chrono::Duration::minutes(30), entry(1, 1).id),
+                (now() - chrono::Duration::minutes(10), entry(1, 1).id),
+            ],
         };
         let r = compute(&input);
+        assert_eq!(r.rto_secs, Some(Spread { median: 15.0, worst: 20.0 }));
+        assert_eq!(r.rpo_secs, None, "old records without RPO are left out");
+        assert_eq!(
+            r.lag_secs,
+            Some(Spread {
+                median: 4500.0,
+                worst: 7200.0
+            })
+        );
+        assert_eq!(r.unverified_in_window, 2);
+        assert_eq!(r.coverage, Some(0.6));
         assert_eq!(r.backups_made, 4);
         assert_eq!(r.backups_failed, 1);
         assert_eq!(r.backup_avg_secs, Some(5.0));
