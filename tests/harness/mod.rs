@@ -7,6 +7,7 @@
 pub mod corpus;
 pub mod http;
 pub mod pg;
+pub mod proxy;
 pub mod run;
 pub mod s3;
 pub mod sample;

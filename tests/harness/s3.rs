@@ -80,9 +80,14 @@ impl S3Server {
 
     /// Environment variables that point pgvigil at this server, with a prefix.
     pub fn vars(&self, prefix: &str) -> Vec<(&'static str, String)> {
+        self.vars_via(prefix, self.endpoint())
+    }
+
+    /// Like [`S3Server::vars`], but reaching the server through `endpoint` (e.g. a fault proxy).
+    pub fn vars_via(&self, prefix: &str, endpoint: String) -> Vec<(&'static str, String)> {
         vec![
             ("S3_BUCKET", BUCKET.to_string()),
-            ("S3_ENDPOINT", self.endpoint()),
+            ("S3_ENDPOINT", endpoint),
             ("S3_REGION", "us-east-1".to_string()),
             ("S3_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
             ("S3_SECRET_ACCESS_KEY", SECRET_KEY.to_string()),

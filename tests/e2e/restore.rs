@@ -1,0 +1,179 @@
+//! `pgvigil restore` can never make things worse: whatever happens — a damaged backup, a download
+//! cut in the middle, pgvigil killed at any moment — the target is fully restored or exactly as it
+//! was, and what pgvigil says about it is true.
+
+use crate::backup::context as backup_context;
+use crate::verify::{original, replace_object};
+use pgvigil_core::infra::pg::target::{contents, Contents};
+use pgvigil_core::infra::secret::DbUrl;
+use pgvigil_core::infra::storage::DynStorage;
+use pgvigil_core::pipeline::backup::{self, BackupOutcome};
+use pgvigil_e2e::proxy::Proxy;
+use pgvigil_e2e::run::{run, text};
+use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// What is in `db` now.
+async fn what_is_in(pg: &PgServer, db: &str) -> Contents {
+    let url = DbUrl::parse(&pg.url(db)).unwrap();
+    let mut c = pgvigil_core::infra::pg::connect(&url).await.unwrap();
+    let got = contents(&mut c, &url).await.unwrap();
+    pgvigil_core::infra::pg::close(c).await;
+    got
+}
+
+/// Waits until no session is connected to `db` (a psql left behind finishes its input and exits).
+async fn no_sessions(pg: &PgServer, db: &str) {
+    for _ in 0..200 {
+        let mut c = pg.connect("postgres").await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(db)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        if n == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sessions on {db} did not end");
+}
+
+/// A source with `rows` customers, `n` backups of it, and the storage.
+async fn backups(rows: u64, n: usize, prefix: &str) -> (PgServer, S3Server, Vec<BackupOutcome>, DynStorage) {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", rows).await;
+    let s3 = S3Server::start().await;
+    let ctx = backup_context(&pg, "app", s3.vars(prefix), &[]).await;
+    let mut outs = Vec::new();
+    for _ in 0..n {
+        outs.push(backup::run_once(&ctx, &CancellationToken::new()).await.unwrap());
+    }
+    (pg, s3, outs, ctx.storage)
+}
+
+/// A target holding a table `precious` with 3 rows.
+async fn precious_target(pg: &PgServer, db: &str) {
+    pg.create_db(db).await;
+    pg.exec(
+        db,
+        "CREATE TABLE precious (id int PRIMARY KEY); INSERT INTO precious VALUES (1), (2), (3);",
+    )
+    .await;
+}
+
+async fn precious_rows(pg: &PgServer, db: &str) -> i64 {
+    let mut c = pg.connect(db).await;
+    sqlx::query_scalar("SELECT count(*) FROM precious").fetch_one(&mut c).await.unwrap()
+}
+
+#[tokio::test]
+async fn clean_with_no_restorable_backup_leaves_the_targets_data() {
+    let (pg, s3, outs, st) = backups(20_000, 2, "clean").await;
+    // Cut late, so that psql has long run --clean's statements when the damage shows.
+    for out in &outs {
+        let data = original(&st, out).await;
+        replace_object(&st, out, data[..data.len() * 9 / 10].to_vec(), false, |_| {}).await;
+    }
+    precious_target(&pg, "target").await;
+    let mut vars = s3.vars("clean");
+    vars.push(("RESTORE_DATABASE_URL", pg.url("target")));
+    let o = run("pgvigil", &["restore", "--clean", "--fallback", "3"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("no backup could be restored (2 tried") && t.contains("left as it was"),
+        "{t}"
+    );
+    assert_eq!(precious_rows(&pg, "target").await, 3, "the target's data survived:\n{t}");
+    assert_eq!(what_is_in(&pg, "target").await.tables, 1);
+}
+
+#[tokio::test]
+async fn a_download_cut_in_the_middle_stops_with_a_storage_error_and_tries_nothing_older() {
+    let (pg, s3, _outs, _st) = backups(20_000, 2, "cut").await;
+    let proxy = Proxy::start(s3.addr).await;
+    pg.create_db("target").await;
+    let mut vars = s3.vars_via("cut", proxy.endpoint());
+    vars.push(("RESTORE_DATABASE_URL", pg.url("target")));
+    // The listings and the manifest are a few KB: the cut lands inside the backup's body.
+    proxy.cut_after(300_000);
+    let o = run("pgvigil", &["restore", "--fallback", "3"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("storage failed") && t.contains("No older backup was tried"), "{t}");
+    assert!(!t.contains("FAILED ") && !t.contains("trying the next older"), "{t}");
+    assert!(
+        !t.contains("SHA-256") && !t.contains("truncated"),
+        "a broken download is not corruption:\n{t}"
+    );
+    no_sessions(&pg, "target").await;
+    assert!(what_is_in(&pg, "target").await.is_empty(), "{t}");
+}
+
+#[tokio::test]
+async fn killing_pgvigil_at_any_moment_leaves_the_target_as_it_was() {
+    let (pg, s3, outs, _st) = backups(30_000, 1, "kill").await;
+    let size = outs[0].manifest.size;
+    let proxy = Proxy::start(s3.addr).await;
+    // About three seconds of download, so that the kills land before, inside and after the data.
+    proxy.throttle(size / 3);
+    let mut vars = s3.vars_via("kill", proxy.endpoint());
+    let secret_free_url = pg.url("target");
+    vars.push(("RESTORE_DATABASE_URL", secret_free_url));
+    precious_target(&pg, "target").await;
+    for millis in [300u64, 1200, 2400, 3300] {
+        let child = pgvigil_e2e::run::spawn("pgvigil", &["restore", "--clean"], &vars);
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let out = child.wait_with_output().await.unwrap();
+        no_sessions(&pg, "target").await;
+        let now = what_is_in(&pg, "target").await;
+        if out.status.success() {
+            // The restore finished before the kill: then it is complete.
+            assert_eq!(sample::row_counts(&pg, "app").await, sample::row_counts(&pg, "target").await);
+            break;
+        }
+        assert_eq!(now.tables, 1, "killed after {millis} ms: the target changed: {now}");
+        assert_eq!(precious_rows(&pg, "target").await, 3, "killed after {millis} ms");
+    }
+}
+
+#[tokio::test]
+async fn no_password_reaches_any_command_line() {
+    let (pg, s3, outs, _st) = backups(30_000, 1, "argv").await;
+    let proxy = Proxy::start(s3.addr).await;
+    proxy.throttle(outs[0].manifest.size / 2);
+    pg.create_db("target").await;
+    let mut vars = s3.vars_via("argv", proxy.endpoint());
+    vars.push(("RESTORE_DATABASE_URL", pg.url("target")));
+    let child = pgvigil_e2e::run::spawn("pgvigil", &["restore"], &vars);
+    let mut seen_psql = false;
+    for _ in 0..30 {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(!cmdline.contains(pgvigil_e2e::pg::PASSWORD), "a password in argv: {cmdline}");
+            assert!(!cmdline.contains(pgvigil_e2e::s3::SECRET_KEY), "a secret in argv: {cmdline}");
+            seen_psql |= cmdline.contains("psql") && cmdline.contains("ON_ERROR_STOP");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(seen_psql, "the test never saw psql running");
+
+    // A password given with --to works, with a warning that says how to avoid it.
+    pg.create_db("target2").await;
+    let mut vars = s3.vars("argv");
+    vars.push(("RESTORE_DATABASE_URL", String::new()));
+    let o = run("pgvigil", &["restore", "--to", &pg.url("target2")], &vars).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("visible to other users") && t.contains("RESTORE_DATABASE_URL"), "{t}");
+}
