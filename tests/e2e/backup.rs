@@ -399,7 +399,7 @@ async fn retention_deletes_only_old_pgvigil_backups() {
         .unwrap();
     }
     let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
-    assert_eq!(out.pruned, vec![old[0], old[1], old[2]]);
+    assert_eq!(out.retention.delete, vec![old[0], old[1], old[2]]);
     let cat = Catalog::load(st, &layout, &CancellationToken::new()).await.unwrap();
     let ids: Vec<BackupId> = cat.backups.iter().map(|b| b.id).collect();
     assert_eq!(ids, vec![out.id, old[3]]);
@@ -573,7 +573,7 @@ async fn sigterm_aborts_an_in_flight_upload_and_exits_promptly() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("SIGTERM received") && t.contains("interrupted by shutdown"), "{t}");
-    let published: Vec<_> = walk(s3.root.path()).into_iter().filter(|p| p.contains("/term/")).collect();
+    let published: Vec<_> = walk(s3.root.path()).into_iter().filter(|p| p.contains("/term/") && !p.contains("/policy/")).collect();
     assert!(published.is_empty(), "{published:?}");
     assert!(s3.pending_uploads().is_empty(), "the multipart upload was aborted");
 }

@@ -9,7 +9,7 @@ mod restore;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use pgvigil_core::operator::prelude::{process, ConfigError, Role, Settings};
-use pgvigil_core::operator::{self, Operator, OperatorError};
+use pgvigil_core::operator::{self, Operator, OperatorError, PolicyOverrides};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,8 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Backups, newest first: time, size, change vs the recent median, verified or not.
     List {
@@ -51,13 +53,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Apply retention now (BACKUP_RETENTION_DAYS, BACKUP_MIN_KEEP), printing the plan first.
+    /// Apply retention now, with the backup service's policy (as it recorded it), printing the plan first.
     Prune {
         /// Only print what would be deleted.
         #[arg(long)]
         dry_run: bool,
+        /// Delete without asking (required when not on a terminal).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
-    /// The weekly review: backups, verification success rate, durations, sizes, storage and cost.
+    /// The weekly review: backups, verification success rate, RTO/RPO, durations, sizes, storage and cost.
     Report {
         /// Window in days.
         #[arg(long, default_value_t = 7)]
@@ -65,7 +72,51 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
+}
+
+/// Overrides of the policy the services recorded (by default the CLI applies theirs, not this
+/// shell's environment).
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct PolicyArgs {
+    /// Retention in days, instead of the backup service's BACKUP_RETENTION_DAYS.
+    #[arg(long, value_name = "DAYS")]
+    retention_days: Option<u64>,
+    /// Backups always kept, instead of the backup service's BACKUP_MIN_KEEP.
+    #[arg(long, value_name = "N")]
+    min_keep: Option<usize>,
+    /// Seconds between backups, instead of the backup service's BACKUP_INTERVAL.
+    #[arg(long, value_name = "SECS")]
+    backup_interval: Option<u64>,
+    /// Seconds between verifications, instead of the verify service's VERIFY_INTERVAL.
+    #[arg(long, value_name = "SECS")]
+    verify_interval: Option<u64>,
+}
+
+impl PolicyArgs {
+    fn overrides(self) -> PolicyOverrides {
+        PolicyOverrides {
+            retention_days: self.retention_days,
+            min_keep: self.min_keep,
+            backup_interval: self.backup_interval,
+            verify_interval: self.verify_interval,
+        }
+    }
+}
+
+/// Asks on the terminal; false when the answer is not yes (or there is no terminal).
+fn confirm(question: &str) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
 }
 
 async fn open() -> Result<Operator, OperatorError> {
@@ -94,8 +145,9 @@ async fn dispatch(command: Command, cancel: &CancellationToken) -> Result<u8> {
     let op = open().await?;
     let prefix = op.layout().backups_prefix();
     match command {
-        Command::Status { json } => {
-            let v = op.status(cancel).await?;
+        Command::Status { json, policy } => {
+            let policy = op.policy(&policy.overrides(), cancel).await?;
+            let v = op.status(&policy, cancel).await?;
             let text = if json {
                 render::status_json(&v)
             } else {
@@ -116,27 +168,45 @@ async fn dispatch(command: Command, cancel: &CancellationToken) -> Result<u8> {
             println!("{}", text.trim_end());
             Ok(u8::from(r.newest_is_bad()))
         }
-        Command::Prune { dry_run } => {
-            let plan = op.prune_plan(cancel).await?;
+        Command::Prune { dry_run, yes, policy } => {
+            let policy = op.policy(&policy.overrides(), cancel).await?;
+            let p = op.prune_plan(&policy, cancel).await?;
+            println!("policy: {}", policy.source);
             println!(
-                "retention: delete backups older than {} days, keep at least {} complete backups and always the newest",
-                plan.policy.retention_days, plan.policy.min_keep
+                "retention: delete backups older than {} days; keep at least {} complete backups that did not fail verification, the newest backup, and the newest one that passed verification",
+                policy.retention.retention_days, policy.retention.min_keep
             );
-            if plan.doomed.is_empty() {
+            for (id, why) in &p.plan.kept {
+                println!("keeping {} ({})", op.layout().backup(*id), why.describe());
+            }
+            if p.plan.delete.is_empty() {
                 println!("nothing to delete");
                 return Ok(0);
             }
-            for id in &plan.doomed {
-                println!("{} {}", if dry_run { "would delete" } else { "deleting" }, op.layout().backup(*id));
+            for id in &p.plan.delete {
+                println!(
+                    "{} {}",
+                    if dry_run { "would delete" } else { "to delete:" },
+                    op.layout().backup(*id)
+                );
             }
-            if !dry_run {
-                let done = op.prune(cancel).await?;
-                println!("deleted {} backups (and their manifests)", done.len());
+            if dry_run {
+                return Ok(0);
             }
+            if !yes && !confirm(&format!("Delete these {} backups?", p.plan.delete.len())) {
+                eprintln!("nothing deleted: confirm on a terminal, or pass --yes (--dry-run shows the plan only)");
+                return Ok(1);
+            }
+            let done = op.prune(&policy, cancel).await?;
+            println!(
+                "deleted {} backups (with their manifests and verification records)",
+                done.delete.len()
+            );
             Ok(0)
         }
-        Command::Report { days, json } => {
-            let r = op.report(days, cancel).await?;
+        Command::Report { days, json, policy } => {
+            let policy = op.policy(&policy.overrides(), cancel).await?;
+            let r = op.report(days, &policy, cancel).await?;
             let text = if json { render::json(&r) } else { render::report(&r) };
             println!("{}", text.trim_end());
             Ok(0)

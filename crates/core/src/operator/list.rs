@@ -36,8 +36,9 @@ impl Operator {
         let mut rows = Vec::new();
         for b in cat.backups.iter().take(limit) {
             let recent = cat.recent_sizes_before(b.id, 7);
-            let verified = match cat.verifications.iter().rev().find(|(_, id)| *id == b.id) {
-                Some((at, id)) => read_verification(st, &self.layout, *at, *id, cancel).await.ok().map(|r| r.passed),
+            let verified = match cat.latest_verification_of(b.id) {
+                Some(v) if v.passed.is_some() => v.passed,
+                Some(v) => read_verification(st, &v.key, cancel).await.ok().map(|r| r.passed),
                 None => None,
             };
             rows.push(ListRow {

@@ -8,6 +8,7 @@
 mod backup_now;
 mod check;
 mod list;
+mod policy;
 mod prune;
 mod report;
 pub mod restore;
@@ -28,6 +29,7 @@ pub mod prelude {
 pub use backup_now::backup_now;
 pub use check::{CheckReport, CheckRow};
 pub use list::ListRow;
+pub use policy::{EffectivePolicy, PolicyOverrides};
 pub use prune::PrunePlan;
 pub use restore::{RestoreFailure, RestoreOutcome, RestoreRequest};
 pub use status::StatusView;

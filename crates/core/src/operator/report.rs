@@ -1,6 +1,6 @@
 //! `pgvigil report`: loads the records of the window and computes the weekly review.
 
-use super::{Operator, OperatorError};
+use super::{EffectivePolicy, Operator, OperatorError};
 use crate::policy::report::{self, Report, ReportInput};
 use crate::records::catalog::Catalog;
 use crate::records::history::{read_failure, read_verification};
@@ -14,15 +14,15 @@ impl Operator {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn report(&self, days: u32, cancel: &CancellationToken) -> Result<Report, OperatorError> {
+    pub async fn report(&self, days: u32, policy: &EffectivePolicy, cancel: &CancellationToken) -> Result<Report, OperatorError> {
         let st = self.storage.as_ref();
         let layout = &self.layout;
         let cat = Catalog::load(st, layout, cancel).await?;
         let now = Utc::now();
         let since = BackupId::at(now - chrono::Duration::days(i64::from(days)));
         let mut verifications = Vec::new();
-        for (at, id) in cat.verifications.iter().filter(|(at, _)| *at >= since) {
-            verifications.push(read_verification(st, layout, *at, *id, cancel).await?);
+        for v in cat.verifications.iter().filter(|v| v.at >= since) {
+            verifications.push(read_verification(st, &v.key, cancel).await?);
         }
         let mut failures = Vec::new();
         for (_, key) in cat.failures.iter().filter(|(at, _)| *at >= since) {
@@ -45,9 +45,9 @@ impl Operator {
             failures,
             total_bytes: objects.iter().map(|o| o.size).sum(),
             object_count: objects.len(),
-            retention_days: self.settings.backup.retention.retention_days,
+            retention_days: policy.retention.retention_days,
             price_per_gb_month: self.settings.price_per_gb_month,
-            verified: cat.verifications.iter().map(|(at, id)| (at.0, *id)).collect(),
+            verified: cat.verifications.iter().map(|v| (v.at.0, v.backup)).collect(),
         };
         Ok(report::compute(&input))
     }

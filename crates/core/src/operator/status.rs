@@ -1,7 +1,7 @@
 //! `pgvigil status`: the newest backup and verification, when the next backup is due, and a
 //! Nagios-style verdict.
 
-use super::{Operator, OperatorError};
+use super::{EffectivePolicy, Operator, OperatorError};
 use crate::policy::schedule::due_in;
 use crate::policy::status::{assess_status, Verdict};
 use crate::records::catalog::{BackupEntry, Catalog};
@@ -31,13 +31,13 @@ impl Operator {
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn status(&self, cancel: &CancellationToken) -> Result<StatusView, OperatorError> {
+    pub async fn status(&self, policy: &EffectivePolicy, cancel: &CancellationToken) -> Result<StatusView, OperatorError> {
         let st = self.storage.as_ref();
         let cat = Catalog::load(st, &self.layout, cancel).await?;
         let now = Utc::now();
         let newest = cat.newest_complete().cloned();
         let last_verification = match cat.verifications.last() {
-            Some((at, id)) => Some(read_verification(st, &self.layout, *at, *id, cancel).await?),
+            Some(v) => Some(read_verification(st, &v.key, cancel).await?),
             None => None,
         };
         let failure = match cat.failures.last() {
@@ -49,12 +49,12 @@ impl Operator {
             newest.as_ref(),
             last_verification.as_ref(),
             failure.as_ref(),
-            self.settings.backup.interval,
-            self.settings.verify.interval,
+            policy.backup_interval,
+            policy.verify_interval,
         );
         let next_backup_due_in_secs = newest
             .as_ref()
-            .map(|b| due_in(Some(b.id.0), self.settings.backup.interval, now).as_secs() as i64);
+            .map(|b| due_in(Some(b.id.0), policy.backup_interval, now).as_secs() as i64);
         Ok(StatusView {
             now,
             verdict,

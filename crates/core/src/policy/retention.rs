@@ -1,9 +1,7 @@
-//! Retention: which backups may be deleted. A pure function of (backups, policy, now).
-//!
-//! Rules, in order: only pgvigil-named backups are ever candidates (callers pass only parsed
-//! names); the newest *complete* backup is always kept; the newest `min_keep` complete backups
-//! are kept whatever their age; anything else older than `retention_days` is deleted. A backup
-//! stamped in the future (clock skew) is never old, so never deleted.
+//! Retention: which backups may be deleted. A pure function of (backups and their verdicts,
+//! policy, now); see [`plan`] for the rules. Evidence is never pruned away: the newest backup that
+//! passed verification survives, and backups that failed verification do not count toward
+//! `min_keep`.
 
 use crate::records::keys::BackupId;
 use chrono::{DateTime, Duration, Utc};
@@ -17,6 +15,17 @@ pub struct RetentionPolicy {
     pub min_keep: usize,
 }
 
+/// What verification said about a backup, as retention needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// Its newest verification passed.
+    Passed,
+    /// Its newest verification failed.
+    Failed,
+    /// Never verified.
+    Not,
+}
+
 /// A backup as retention sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
@@ -24,29 +33,97 @@ pub struct Candidate {
     pub id: BackupId,
     /// True when its manifest exists (the backup completed).
     pub complete: bool,
+    /// What verification said.
+    pub verified: Verified,
 }
 
-/// The backups to delete, oldest first.
-pub fn plan(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc>) -> Vec<BackupId> {
-    let mut sorted: Vec<Candidate> = backups.to_vec();
-    sorted.sort_by_key(|c| std::cmp::Reverse(c.id));
-    sorted.dedup_by_key(|c| c.id);
-    let cutoff = now - Duration::days(policy.retention_days.min(100_000) as i64);
-    let mut complete_kept = 0usize;
+/// Why a backup older than the retention period is kept beyond what the bare policy says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptBecause {
+    /// It is the newest backup that passed verification: the last proven one is never deleted.
+    NewestVerified,
+    /// It is one of the newest `min_keep` backups, counted without those that failed
+    /// verification.
+    MinKeepWithoutFailed,
+}
+
+impl KeptBecause {
+    /// In plain words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeptBecause::NewestVerified => "the newest backup that passed verification",
+            KeptBecause::MinKeepWithoutFailed => "within BACKUP_MIN_KEEP, which does not count backups that failed verification",
+        }
+    }
+}
+
+/// What retention does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Backups to delete, oldest first.
+    pub delete: Vec<BackupId>,
+    /// Backups kept although the bare policy (age and `min_keep` alone) would delete them.
+    pub kept: Vec<(BackupId, KeptBecause)>,
+}
+
+/// The bare policy: age and `min_keep`, counting `counts` toward `min_keep`, never the newest
+/// complete backup nor `protect`.
+fn delete_list(
+    sorted: &[Candidate],
+    policy: RetentionPolicy,
+    cutoff: DateTime<Utc>,
+    counts: impl Fn(&Candidate) -> bool,
+    protect: Option<BackupId>,
+) -> Vec<BackupId> {
+    let mut kept_for_min = 0usize;
+    let mut newest_complete_seen = false;
     let mut delete = Vec::new();
     for c in sorted {
-        if c.complete && complete_kept < policy.min_keep.max(1) {
-            complete_kept += 1;
+        let newest_complete = c.complete && !newest_complete_seen;
+        newest_complete_seen |= c.complete;
+        if c.complete && counts(c) && kept_for_min < policy.min_keep.max(1) {
+            kept_for_min += 1;
+            continue;
+        }
+        if newest_complete || Some(c.id) == protect {
             continue;
         }
         if c.id.0 < cutoff {
             delete.push(c.id);
-        } else if c.complete {
-            complete_kept += 1;
+        } else if c.complete && counts(c) {
+            kept_for_min += 1;
         }
     }
     delete.reverse();
     delete
+}
+
+/// The retention plan. Rules, in order: only pgvigil-named backups are candidates (callers pass
+/// only parsed names); the newest complete backup is kept; the newest backup that passed
+/// verification is kept; the newest `min_keep` complete backups that did not fail verification
+/// are kept whatever their age; anything else older than `retention_days` is deleted. A backup
+/// stamped in the future (clock skew) is never old, so never deleted.
+pub fn plan(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc>) -> Plan {
+    let mut sorted: Vec<Candidate> = backups.to_vec();
+    sorted.sort_by_key(|c| std::cmp::Reverse(c.id));
+    sorted.dedup_by_key(|c| c.id);
+    let cutoff = now - Duration::days(policy.retention_days.min(100_000) as i64);
+    let newest_verified = sorted.iter().find(|c| c.complete && c.verified == Verified::Passed).map(|c| c.id);
+    let delete = delete_list(&sorted, policy, cutoff, |c| c.verified != Verified::Failed, newest_verified);
+    let bare = delete_list(&sorted, policy, cutoff, |_| true, None);
+    let kept = bare
+        .iter()
+        .filter(|id| !delete.contains(id))
+        .map(|id| {
+            let why = if Some(*id) == newest_verified {
+                KeptBecause::NewestVerified
+            } else {
+                KeptBecause::MinKeepWithoutFailed
+            };
+            (*id, why)
+        })
+        .collect();
+    Plan { delete, kept }
 }
 
 #[cfg(test)]
@@ -61,13 +138,23 @@ mod tests {
         Candidate {
             id: day(d),
             complete: true,
+            verified: Verified::Not,
+        }
+    }
+    fn passed(d: i64) -> Candidate {
+        Candidate {
+            verified: Verified::Passed,
+            ..c(d)
+        }
+    }
+    fn failed(d: i64) -> Candidate {
+        Candidate {
+            verified: Verified::Failed,
+            ..c(d)
         }
     }
     fn partial(d: i64) -> Candidate {
-        Candidate {
-            id: day(d),
-            complete: false,
-        }
+        Candidate { complete: false, ..c(d) }
     }
 
     #[test]
@@ -104,12 +191,51 @@ mod tests {
             ),
             ("clock far ahead still keeps min_keep", vec![c(1), c(2), c(3)], p(7, 2), vec![1]),
             ("duplicates are harmless", vec![c(1), c(1), c(19)], p(7, 1), vec![1]),
+            (
+                "the newest verified backup survives when every later one failed",
+                vec![passed(1), passed(2), failed(15), failed(16), failed(17), failed(18)],
+                p(7, 1),
+                vec![1],
+            ),
+            (
+                "failed verifications do not count toward min_keep",
+                vec![c(1), c(2), c(3), failed(15), failed(16)],
+                p(7, 2),
+                vec![1],
+            ),
+            (
+                "a failed newest backup is still the newest complete one",
+                vec![c(1), c(2), failed(19)],
+                p(7, 1),
+                vec![1],
+            ),
+            (
+                "a passed backup inside the window changes nothing",
+                vec![c(1), c(2), passed(19)],
+                p(7, 1),
+                vec![1, 2],
+            ),
         ];
         for (name, backups, policy, want) in cases {
-            let got = plan(&backups, policy, now);
+            let got = plan(&backups, policy, now).delete;
             let want: Vec<BackupId> = want.into_iter().map(day).collect();
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn what_is_kept_beyond_the_bare_policy_says_why() {
+        let policy = RetentionPolicy {
+            retention_days: 7,
+            min_keep: 2,
+        };
+        let backups = vec![c(1), passed(2), c(3), failed(15), failed(16)];
+        let got = plan(&backups, policy, day(20).0);
+        assert_eq!(got.delete, vec![day(1)]);
+        assert_eq!(
+            got.kept,
+            vec![(day(2), KeptBecause::NewestVerified), (day(3), KeptBecause::MinKeepWithoutFailed)]
+        );
     }
 
     #[test]
@@ -123,6 +249,6 @@ mod tests {
             },
             day(-100).0,
         );
-        assert!(got.is_empty());
+        assert!(got.delete.is_empty());
     }
 }

@@ -19,6 +19,19 @@ pub struct BackupEntry {
     pub complete: bool,
 }
 
+/// A verification record as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VerificationRef {
+    /// When the verification ran (to the second).
+    pub at: BackupId,
+    /// The backup verified.
+    pub backup: BackupId,
+    /// Its verdict, from the record's name (`None` for records written before it was).
+    pub passed: Option<bool>,
+    /// The record's key.
+    pub key: String,
+}
+
 /// Everything listed under one prefix.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -28,8 +41,8 @@ pub struct Catalog {
     pub latest: Option<ObjectMeta>,
     /// Manifests whose backup object is gone.
     pub orphan_manifests: Vec<BackupId>,
-    /// Verification records: (verified at, backup), oldest first.
-    pub verifications: Vec<(BackupId, BackupId)>,
+    /// Verification records, oldest first.
+    pub verifications: Vec<VerificationRef>,
     /// Backup failure records: (attempt time, record key), oldest first.
     pub failures: Vec<(BackupId, String)>,
     /// Other objects under the prefix (not pgvigil's); never touched.
@@ -70,8 +83,15 @@ impl Catalog {
         cat.verifications = storage
             .list(&layout.verifications_prefix(), cancel)
             .await?
-            .iter()
-            .filter_map(|o| layout.parse_verification(&o.key))
+            .into_iter()
+            .filter_map(|o| {
+                layout.parse_verification(&o.key).map(|(at, backup, passed)| VerificationRef {
+                    at,
+                    backup,
+                    passed,
+                    key: o.key,
+                })
+            })
             .collect();
         cat.verifications.sort();
         cat.failures = storage
@@ -96,7 +116,12 @@ impl Catalog {
 
     /// Whether a backup has at least one verification record.
     pub fn is_verified(&self, id: BackupId) -> bool {
-        self.verifications.iter().any(|(_, b)| *b == id)
+        self.verifications.iter().any(|v| v.backup == id)
+    }
+
+    /// The newest verification record of a backup.
+    pub fn latest_verification_of(&self, id: BackupId) -> Option<&VerificationRef> {
+        self.verifications.iter().rev().find(|v| v.backup == id)
     }
 
     /// Sizes of up to `n` complete backups older than `id`, newest first.

@@ -139,21 +139,16 @@ pub async fn write_verification(
     cancel: &CancellationToken,
 ) -> Result<(), StorageError> {
     let json = serde_json::to_vec_pretty(rec).map_err(|e| StorageError::other(e.to_string(), false))?;
-    put_bytes(storage, &layout.verification(rec.verified_at, id), json.into(), cancel).await
+    put_bytes(storage, &layout.verification(rec.verified_at, id, rec.passed), json.into(), cancel).await
 }
 
-/// Reads one verification record.
+/// Reads one verification record by its key (from [`super::catalog::Catalog::verifications`]).
 ///
 /// # Errors
 /// Storage errors or unreadable JSON.
-pub async fn read_verification(
-    storage: &dyn Storage,
-    layout: &Layout,
-    at: BackupId,
-    id: BackupId,
-    cancel: &CancellationToken,
-) -> Result<VerificationRecord, StorageError> {
-    let bytes = get_bytes(storage, &layout.verification(at.0, id), cancel).await?;
+pub async fn read_verification(storage: &dyn Storage, key: &str, cancel: &CancellationToken) -> Result<VerificationRecord, StorageError> {
+    let key = Key::new(key).map_err(|e| StorageError::other(e, false))?;
+    let bytes = get_bytes(storage, &key, cancel).await?;
     serde_json::from_slice(&bytes).map_err(|e| StorageError::other(format!("verification record unreadable: {e}"), false))
 }
 

@@ -141,16 +141,36 @@ impl Layout {
         self.meta("verifications/")
     }
 
-    /// One verification result: `<verified at>__<backup stamp>.json`.
-    pub fn verification(&self, at: DateTime<Utc>, id: BackupId) -> Key {
-        Self::key(self.meta(&format!("verifications/{}__{}.json", BackupId::at(at).stamp(), id.stamp())))
+    /// One verification result: `<verified at>__<backup stamp>__passed.json` (or `__failed`), so
+    /// that a listing tells every verdict without reading the records.
+    pub fn verification(&self, at: DateTime<Utc>, id: BackupId, passed: bool) -> Key {
+        let verdict = if passed { "passed" } else { "failed" };
+        Self::key(self.meta(&format!(
+            "verifications/{}__{}__{verdict}.json",
+            BackupId::at(at).stamp(),
+            id.stamp()
+        )))
     }
 
-    /// Parses a verification key into (verified at, backup id).
-    pub fn parse_verification(&self, key: &str) -> Option<(BackupId, BackupId)> {
+    /// Parses a verification key into (verified at, backup id, verdict). Records written before
+    /// the verdict was part of the name (`<at>__<backup>.json`) have no verdict here.
+    pub fn parse_verification(&self, key: &str) -> Option<(BackupId, BackupId, Option<bool>)> {
         let rest = key.strip_prefix(&self.verifications_prefix())?.strip_suffix(".json")?;
-        let (at, id) = rest.split_once("__")?;
-        Some((BackupId::parse_stamp(at)?, BackupId::parse_stamp(id)?))
+        let mut parts = rest.split("__");
+        let at = BackupId::parse_stamp(parts.next()?)?;
+        let id = BackupId::parse_stamp(parts.next()?)?;
+        let verdict = match parts.next() {
+            None => None,
+            Some("passed") => Some(true),
+            Some("failed") => Some(false),
+            Some(_) => return None,
+        };
+        parts.next().is_none().then_some((at, id, verdict))
+    }
+
+    /// The record of the effective settings a service (`backup` or `verify`) runs with.
+    pub fn policy(&self, service: &str) -> Key {
+        Self::key(self.meta(&format!("policy/{service}.json")))
     }
 
     /// Prefix of backup failure records.
@@ -218,8 +238,13 @@ mod tests {
         let m = l.manifest(id);
         assert!(!m.as_str().starts_with(&l.backups_prefix()));
         assert_eq!(l.parse_manifest(m.as_str()), Some(id));
-        let v = l.verification(id.0, id);
-        assert_eq!(l.parse_verification(v.as_str()), Some((id, id)));
+        for passed in [true, false] {
+            let v = l.verification(id.0, id, passed);
+            assert_eq!(l.parse_verification(v.as_str()), Some((id, id, Some(passed))));
+        }
+        let old = format!("{}{}__{}.json", l.verifications_prefix(), id.stamp(), id.stamp());
+        assert_eq!(l.parse_verification(&old), Some((id, id, None)));
+        assert_eq!(l.parse_verification(&old.replace(".json", "__maybe.json")), None);
         assert_eq!(l.parse_failure(l.failure(id.0).as_str()), Some(id));
     }
 

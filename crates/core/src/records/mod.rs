@@ -1,6 +1,7 @@
 //! The records: what pgvigil writes about backups and how it names things. Object names
 //! ([`keys`]), per-backup manifests ([`manifest`]), verification and failure records
-//! ([`history`]) and the read-only view of all of them ([`catalog`]).
+//! ([`history`]), the services' recorded settings ([`policy`]) and the read-only view of all of
+//! them ([`catalog`]).
 //!
 //! Records read and write through [`crate::infra::storage`]; they know nothing of PostgreSQL and
 //! never import `pipeline`, `service` or `operator`.
@@ -9,3 +10,4 @@ pub mod catalog;
 pub mod history;
 pub mod keys;
 pub mod manifest;
+pub mod policy;

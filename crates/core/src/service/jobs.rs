@@ -65,7 +65,7 @@ impl Job for VerifyJob {
 
     async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
         let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
-        let newest_verification = cat.verifications.last().map(|(at, _)| at.0);
+        let newest_verification = cat.verifications.last().map(|v| v.at.0);
         let newest_backup = cat.newest_complete().map(|b| b.id);
         // A new backup that nobody has verified yet is due at once.
         if newest_backup.is_some_and(|b| !cat.is_verified(b))

@@ -10,6 +10,7 @@ use crate::infra::storage::{self, DynStorage, StorageError};
 use crate::pipeline::backup::{self, BackupContext, BackupError};
 use crate::pipeline::verify::{self, VerifyContext, VerifyError};
 use crate::records::keys::Layout;
+use crate::records::policy;
 use async_trait::async_trait;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -93,6 +94,8 @@ trait Service: Sized + Send + Sync {
     async fn prepare(&self) -> Result<(), StartupError> {
         Ok(())
     }
+    /// Records the settings this service runs with, for the CLI (see [`crate::records::policy`]).
+    async fn record_policy(&self, settings: &Settings) -> Result<(), StorageError>;
     /// Tells `health` what storage already knows (e.g. the newest verification's verdict), so that
     /// `/status` is right from the start, not only after the next run.
     async fn seed_health(&self, _health: &Health) {}
@@ -136,6 +139,19 @@ impl Service for BackupService {
 
     async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError> {
         backup::run_and_log(&self.0, cancel).await.map(|_| ()).map_err(StartupError::Backup)
+    }
+
+    async fn record_policy(&self, settings: &Settings) -> Result<(), StorageError> {
+        let b = &settings.backup;
+        let rec = policy::BackupPolicy {
+            interval_secs: b.interval.as_secs(),
+            retention_days: b.retention.retention_days,
+            min_keep: b.retention.min_keep,
+            compression_level: b.compression_level,
+            recorded_at: chrono::Utc::now(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        policy::write_backup(self.0.storage.as_ref(), &self.0.layout, &rec, &CancellationToken::new()).await
     }
 
     fn job(self, _health: &Health) -> BackupJob {
@@ -185,6 +201,15 @@ impl Service for VerifyService {
             info!(databases = %dropped.join(", "), "dropped scratch databases left by an earlier run");
         }
         Ok(())
+    }
+
+    async fn record_policy(&self, settings: &Settings) -> Result<(), StorageError> {
+        let rec = policy::VerifyPolicy {
+            interval_secs: settings.verify.interval.as_secs(),
+            recorded_at: chrono::Utc::now(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        policy::write_verify(self.0.storage.as_ref(), &self.0.layout, &rec, &CancellationToken::new()).await
     }
 
     async fn seed_health(&self, health: &Health) {
@@ -248,6 +273,9 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
     .await;
     if prepared.is_none() {
         return Ok(());
+    }
+    if let Err(e) = service.record_policy(&settings).await {
+        tracing::warn!(error = %e, "could not record this service's settings for the CLI; `pgvigil prune` and `status` will use their own");
     }
     let interval = S::interval(&settings);
     let health = Health::new(interval * 2 + Duration::from_secs(3600));

@@ -40,8 +40,11 @@ async fn log_run(ctx: &BackupContext, at: chrono::DateTime<Utc>, cancel: &Cancel
                     Severity::Critical => error!(key = %m.key, "Backup size anomaly (critical): {}", a.message),
                 }
             }
-            if !out.pruned.is_empty() {
-                let names: Vec<String> = out.pruned.iter().map(BackupId::file_name).collect();
+            for (id, why) in &out.retention.kept {
+                info!(backup = %id.file_name(), "Retention kept a backup older than BACKUP_RETENTION_DAYS: {}", why.describe());
+            }
+            if !out.retention.delete.is_empty() {
+                let names: Vec<String> = out.retention.delete.iter().map(BackupId::file_name).collect();
                 info!(deleted = names.len(), backups = %names.join(", "), "Retention removed old backups");
             }
             Ok(out)

@@ -19,6 +19,7 @@ use crate::infra::secret::DbUrl;
 use crate::infra::storage::parts::expected_backup_size;
 use crate::infra::storage::{body_channel, DynStorage, PutOptions, StorageError};
 use crate::policy::anomaly::{self, Anomaly};
+use crate::policy::retention::Plan;
 use crate::records::catalog::Catalog;
 use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest::{self, Manifest};
@@ -93,8 +94,8 @@ pub struct BackupOutcome {
     pub manifest: Manifest,
     /// Size warning, if any.
     pub anomaly: Option<Anomaly>,
-    /// Backups removed by retention afterwards.
-    pub pruned: Vec<BackupId>,
+    /// What retention did afterwards (deleted, and kept beyond the bare policy).
+    pub retention: Plan,
 }
 
 /// Takes one backup. The same code path serves the service loop, `--once` and `pgvigil backup-now`.
@@ -170,17 +171,17 @@ pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result
     }
     let recent = catalog.recent_sizes_before(id, 7);
     let anomaly = anomaly::assess(manifest.size, &recent);
-    let pruned = match prune(ctx, false, cancel).await {
+    let retention = match prune(ctx, false, cancel).await {
         Ok(p) => p,
         Err(e) => {
             warn!(error = %e, "retention could not run; it will be tried after the next backup");
-            Vec::new()
+            Plan::default()
         }
     };
     Ok(BackupOutcome {
         id,
         manifest,
         anomaly,
-        pruned,
+        retention,
     })
 }

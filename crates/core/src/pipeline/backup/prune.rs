@@ -1,24 +1,50 @@
 //! Retention after a backup (and for `pgvigil prune`): the pure plan from [`crate::policy::retention`]
-//! applied to what is listed, deleting each doomed backup together with its manifest.
+//! applied to what is listed. Each doomed backup goes together with its manifest and its
+//! verification records; failure records older than the retention period go too, so the metadata
+//! never grows without bound.
 
 use super::BackupContext;
 use crate::infra::storage::{Key, Storage, StorageError};
-use crate::policy::retention::{self, Candidate, RetentionPolicy};
+use crate::policy::retention::{self, Candidate, Plan, RetentionPolicy, Verified};
 use crate::records::catalog::Catalog;
-use crate::records::keys::{BackupId, Layout};
+use crate::records::history::read_verification;
+use crate::records::keys::Layout;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-/// Applies retention: deletes old backups (and their manifests) under the prefix. With `dry_run`
-/// it only returns the plan.
+/// Applies retention with the backup's own policy.
 ///
 /// # Errors
 /// Storage errors.
-pub async fn prune(ctx: &BackupContext, dry_run: bool, cancel: &CancellationToken) -> Result<Vec<BackupId>, StorageError> {
+pub async fn prune(ctx: &BackupContext, dry_run: bool, cancel: &CancellationToken) -> Result<Plan, StorageError> {
     prune_with(ctx.storage.as_ref(), &ctx.layout, ctx.cfg.retention, dry_run, cancel).await
 }
 
-/// Retention on any storage and policy (used by the CLI as well).
+/// What verification said about each backup: from the record names, reading the few records
+/// written before the verdict was part of the name.
+async fn candidates(storage: &dyn Storage, cat: &Catalog, cancel: &CancellationToken) -> Result<Vec<Candidate>, StorageError> {
+    let mut out = Vec::with_capacity(cat.backups.len());
+    for b in &cat.backups {
+        let passed = match cat.latest_verification_of(b.id) {
+            None => None,
+            Some(v) if v.passed.is_some() => v.passed,
+            Some(v) => Some(read_verification(storage, &v.key, cancel).await?.passed),
+        };
+        out.push(Candidate {
+            id: b.id,
+            complete: b.complete,
+            verified: match passed {
+                None => Verified::Not,
+                Some(true) => Verified::Passed,
+                Some(false) => Verified::Failed,
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Retention on any storage and policy (used by `pgvigil prune` as well). With `dry_run` it only
+/// returns the plan.
 ///
 /// # Errors
 /// Storage errors.
@@ -28,27 +54,27 @@ pub async fn prune_with(
     policy: RetentionPolicy,
     dry_run: bool,
     cancel: &CancellationToken,
-) -> Result<Vec<BackupId>, StorageError> {
+) -> Result<Plan, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
-    let candidates: Vec<Candidate> = catalog
-        .backups
-        .iter()
-        .map(|b| Candidate {
-            id: b.id,
-            complete: b.complete,
-        })
-        .collect();
-    let doomed = retention::plan(&candidates, policy, Utc::now());
-    if dry_run || doomed.is_empty() {
-        return Ok(doomed);
+    let now = Utc::now();
+    let plan = retention::plan(&candidates(storage, &catalog, cancel).await?, policy, now);
+    if dry_run || plan.delete.is_empty() {
+        return Ok(plan);
     }
     let mut keys: Vec<Key> = Vec::new();
-    for id in &doomed {
+    for id in &plan.delete {
         keys.push(layout.backup(*id));
         keys.push(layout.manifest(*id));
+        keys.extend(
+            catalog
+                .verifications
+                .iter()
+                .filter(|v| v.backup == *id)
+                .filter_map(|v| Key::new(v.key.clone()).ok()),
+        );
     }
-    // Manifests whose backups are already gone and that are past retention go too.
-    let cutoff = Utc::now() - chrono::Duration::days(policy.retention_days as i64);
+    // Manifests whose backups are already gone, and failure records, past the retention period.
+    let cutoff = now - chrono::Duration::days(policy.retention_days as i64);
     keys.extend(
         catalog
             .orphan_manifests
@@ -56,6 +82,13 @@ pub async fn prune_with(
             .filter(|m| m.0 < cutoff)
             .map(|m| layout.manifest(*m)),
     );
+    keys.extend(
+        catalog
+            .failures
+            .iter()
+            .filter(|(at, _)| at.0 < cutoff)
+            .filter_map(|(_, key)| Key::new(key.clone()).ok()),
+    );
     storage.delete_many(&keys, cancel).await?;
-    Ok(doomed)
+    Ok(plan)
 }

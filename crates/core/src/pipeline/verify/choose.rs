@@ -38,7 +38,7 @@ pub fn choose(cat: &Catalog, rate: f64, roll: f64, pick: f64) -> Vec<BackupId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::catalog::BackupEntry;
+    use crate::records::catalog::{BackupEntry, VerificationRef};
     use chrono::{TimeZone, Utc};
 
     fn id(h: u32) -> BackupId {
@@ -55,7 +55,15 @@ mod tests {
                 complete: true,
             });
         }
-        c.verifications = verified.iter().map(|h| (id(23), id(*h))).collect();
+        c.verifications = verified
+            .iter()
+            .map(|h| VerificationRef {
+                at: id(23),
+                backup: id(*h),
+                passed: Some(true),
+                key: String::new(),
+            })
+            .collect();
         c
     }
 

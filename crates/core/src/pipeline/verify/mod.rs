@@ -191,9 +191,7 @@ pub async fn plan(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<Vec
 pub async fn newest_verification(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<Option<VerificationRecord>, StorageError> {
     let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
     match cat.verifications.last() {
-        Some((at, id)) => read_verification(ctx.storage.as_ref(), &ctx.layout, *at, *id, cancel)
-            .await
-            .map(Some),
+        Some(v) => read_verification(ctx.storage.as_ref(), &v.key, cancel).await.map(Some),
         None => Ok(None),
     }
 }

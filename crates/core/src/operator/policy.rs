@@ -1,0 +1,98 @@
+//! Which policy the operator commands apply: the one the services recorded when they started,
+//! unless the command line overrides it; this shell's own settings only when no service has
+//! recorded one. A service running with `BACKUP_RETENTION_DAYS=30` is never pruned with a
+//! shell's default of 7.
+
+use super::{Operator, OperatorError};
+use crate::policy::retention::RetentionPolicy;
+use crate::records::policy;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Settings given on the command line; they win over everything else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyOverrides {
+    /// `--retention-days`.
+    pub retention_days: Option<u64>,
+    /// `--min-keep`.
+    pub min_keep: Option<usize>,
+    /// `--backup-interval` (seconds).
+    pub backup_interval: Option<u64>,
+    /// `--verify-interval` (seconds).
+    pub verify_interval: Option<u64>,
+}
+
+/// The policy a command applies, and where it came from.
+#[derive(Debug, Clone)]
+pub struct EffectivePolicy {
+    /// Retention.
+    pub retention: RetentionPolicy,
+    /// Time between backups.
+    pub backup_interval: Duration,
+    /// Time between verifications.
+    pub verify_interval: Duration,
+    /// Where it came from, in plain words.
+    pub source: String,
+}
+
+impl Operator {
+    /// The policy to apply (see the module documentation).
+    ///
+    /// # Errors
+    /// Storage errors reading the recorded policies.
+    pub async fn policy(&self, o: &PolicyOverrides, cancel: &CancellationToken) -> Result<EffectivePolicy, OperatorError> {
+        let st = self.storage.as_ref();
+        let backup = policy::read_backup(st, &self.layout, cancel).await?;
+        let verify = policy::read_verify(st, &self.layout, cancel).await?;
+        let shell = &self.settings;
+        let mut sources = Vec::new();
+        let (retention, backup_interval) = match &backup {
+            Some(b) => {
+                sources.push(format!(
+                    "the backup service's policy (recorded {})",
+                    b.recorded_at.format("%Y-%m-%d %H:%M UTC")
+                ));
+                (
+                    RetentionPolicy {
+                        retention_days: b.retention_days,
+                        min_keep: b.min_keep,
+                    },
+                    Duration::from_secs(b.interval_secs),
+                )
+            }
+            None => {
+                sources.push("this shell's settings (no backup service has recorded its policy under this prefix)".to_string());
+                (shell.backup.retention, shell.backup.interval)
+            }
+        };
+        let verify_interval = match &verify {
+            Some(v) => Duration::from_secs(v.interval_secs),
+            None => shell.verify.interval,
+        };
+        let mut overridden = Vec::new();
+        let retention = RetentionPolicy {
+            retention_days: o
+                .retention_days
+                .inspect(|_| overridden.push("--retention-days"))
+                .unwrap_or(retention.retention_days),
+            min_keep: o.min_keep.inspect(|_| overridden.push("--min-keep")).unwrap_or(retention.min_keep),
+        };
+        let backup_interval = o
+            .backup_interval
+            .inspect(|_| overridden.push("--backup-interval"))
+            .map_or(backup_interval, Duration::from_secs);
+        let verify_interval = o
+            .verify_interval
+            .inspect(|_| overridden.push("--verify-interval"))
+            .map_or(verify_interval, Duration::from_secs);
+        if !overridden.is_empty() {
+            sources.push(format!("with {} from the command line", overridden.join(", ")));
+        }
+        Ok(EffectivePolicy {
+            retention,
+            backup_interval,
+            verify_interval,
+            source: sources.join(", "),
+        })
+    }
+}
