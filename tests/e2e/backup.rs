@@ -573,7 +573,10 @@ async fn sigterm_aborts_an_in_flight_upload_and_exits_promptly() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(t.contains("SIGTERM received") && t.contains("interrupted by shutdown"), "{t}");
-    let published: Vec<_> = walk(s3.root.path()).into_iter().filter(|p| p.contains("/term/") && !p.contains("/policy/")).collect();
+    let published: Vec<_> = walk(s3.root.path())
+        .into_iter()
+        .filter(|p| p.contains("/term/") && !p.contains("/policy/"))
+        .collect();
     assert!(published.is_empty(), "{published:?}");
     assert!(s3.pending_uploads().is_empty(), "the multipart upload was aborted");
 }

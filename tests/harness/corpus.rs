@@ -53,6 +53,11 @@ CREATE TABLE public.sessions_0 PARTITION OF public.sessions FOR VALUES WITH (MOD
 CREATE TABLE public.sessions_1 PARTITION OF public.sessions FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 INSERT INTO public.sessions SELECT md5(i::text)::uuid, jsonb_build_object('i', i) FROM generate_series(1, 500) AS i;
 CREATE INDEX sessions_data ON public.sessions USING gin (data);
+-- Hash partitioning on an enum: pg_dump loads these partitions through their root.
+CREATE TABLE billing.by_status (id int, status billing.status NOT NULL) PARTITION BY HASH (status);
+CREATE TABLE billing.by_status_0 PARTITION OF billing.by_status FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE billing.by_status_1 PARTITION OF billing.by_status FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+INSERT INTO billing.by_status SELECT i, (ARRAY['open','paid','void']::billing.status[])[1 + i % 3] FROM generate_series(1, 300) AS i;
 
 -- GiST, BRIN and hash indexes; an unlogged table.
 CREATE TABLE public.places (id int PRIMARY KEY, area box, seen timestamptz, tag text);

@@ -12,10 +12,10 @@
 //! says so.
 
 use super::{Observer, Operator, OperatorError};
-use crate::infra::pg::psql::{find_psql, Outcome};
+use crate::infra::pg::psql::find_psql;
 use crate::infra::pg::{self, target::Contents, PsqlFailure};
 use crate::infra::secret::DbUrl;
-use crate::pipeline::restore::{restore_into, RestoreError, StreamError, Target};
+use crate::pipeline::restore::{judge, restore_into, Attempt, EnvironmentFault, Judgement, RestoreError, StreamError, Target};
 use crate::records::catalog::Catalog;
 use crate::records::keys::BackupId;
 use crate::records::manifest;
@@ -194,7 +194,7 @@ impl Operator {
             let progress = observer.begin(&format!("restoring {key}"), size);
             let attempt = restore_into(st, &key, m.as_ref(), &target, progress, cancel).await;
             observer.end();
-            match judge(key.as_str(), attempt)? {
+            match decide(key.as_str(), &req.target, attempt).await? {
                 Verdict::Done => {
                     return Ok(RestoreOutcome {
                         key: key.to_string(),
@@ -239,8 +239,9 @@ impl Operator {
     }
 }
 
-/// Decides what an attempt means for the fallback.
-fn judge(key: &str, attempt: Result<crate::pipeline::restore::Attempt, RestoreError>) -> Result<Verdict, RestoreFailure> {
+/// Decides what an attempt means for the fallback (the rule is [`judge`], shared with the verify
+/// service).
+async fn decide(key: &str, target: &DbUrl, attempt: Result<Attempt, RestoreError>) -> Result<Verdict, RestoreFailure> {
     let environment = |cause: String| RestoreFailure::Environment {
         key: key.to_string(),
         cause,
@@ -255,27 +256,14 @@ fn judge(key: &str, attempt: Result<crate::pipeline::restore::Attempt, RestoreEr
         }
         Err(RestoreError::Pg(e)) => return Err(environment(e.to_string())),
     };
-    if !attempt.problems.is_empty() {
-        return Ok(Verdict::BackupAtFault(attempt.problems.join("; ")));
-    }
-    match attempt.outcome {
-        Outcome::Committed => Ok(Verdict::Done),
-        Outcome::RolledBack(None) => Ok(Verdict::BackupAtFault("the restore was rolled back".into())),
-        Outcome::RolledBack(Some(f)) => match f {
-            PsqlFailure::Statement { .. } if f.environment_cause().is_none() => Ok(Verdict::BackupAtFault(f.to_string())),
-            other => Err(environment(match other.environment_cause() {
-                Some(c) => format!("{other} ({})", c.advice()),
-                None => other.to_string(),
-            })),
-        },
-        Outcome::NotStarted(f) => Err(environment(format!(
-            "psql failed before the backup's first statement (connecting, opening the transaction{}): {f}",
-            ", or --clean's statements"
-        ))),
-        Outcome::Unknown(failure) => Err(RestoreFailure::CommitUnknown {
+    match judge(attempt, target).await {
+        Judgement::Committed => Ok(Verdict::Done),
+        Judgement::Backup(reasons) => Ok(Verdict::BackupAtFault(reasons.join("; "))),
+        Judgement::Environment(EnvironmentFault::CommitUnknown(failure)) => Err(RestoreFailure::CommitUnknown {
             key: key.to_string(),
             failure,
         }),
+        Judgement::Environment(fault) => Err(environment(fault.to_string())),
     }
 }
 

@@ -147,7 +147,8 @@ pub fn compute(input: &ReportInput) -> Report {
         }
     }
     let oldest = input.backups.iter().map(|b| b.id).min();
-    let rto: Vec<f64> = input.verifications.iter().map(|v| v.restore_secs).collect();
+    // Only restores that went all the way measure the time a restore takes.
+    let rto: Vec<f64> = input.verifications.iter().filter(|v| v.passed).map(|v| v.restore_secs).collect();
     let rpo: Vec<f64> = input
         .verifications
         .iter()
@@ -211,12 +212,15 @@ mod tests {
     #[test]
     fn report_figures_from_known_records() {
         let backups = vec![entry(1, 130), entry(25, 100), entry(49, 100), entry(73, 100), entry(24 * 10, 100)];
-        let verifications = vec![
+        let mut verifications = vec![
             verification(70, true, 10.0),
             verification(50, true, 10.0),
             verification(30, false, 20.0),
             verification(2, true, 20.0),
         ];
+        // RPO as recorded, or derived from the backup's time for records that lack it.
+        verifications[0].rpo_secs = Some(3600);
+        verifications[1].backup_time = Some(verifications[1].verified_at - chrono::Duration::hours(2));
         let input = ReportInput {
             now: now(),
             days: 7,
@@ -240,8 +244,19 @@ mod tests {
             ],
         };
         let r = compute(&input);
-        assert_eq!(r.rto_secs, Some(Spread { median: 15.0, worst: 20.0 }));
-        assert_eq!(r.rpo_secs, None, "old records without RPO are left out");
+        assert_eq!(
+            r.rto_secs,
+            Some(Spread { median: 10.0, worst: 20.0 }),
+            "failed restores do not count"
+        );
+        assert_eq!(
+            r.rpo_secs,
+            Some(Spread {
+                median: 5400.0,
+                worst: 7200.0
+            }),
+            "records without either are left out"
+        );
         assert_eq!(
             r.lag_secs,
             Some(Spread {

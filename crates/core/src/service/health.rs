@@ -33,8 +33,21 @@ struct HealthState {
     failures: u64,
     /// Unhealthy when the last success is older than this.
     stale_after: Duration,
-    /// The newest verification's verdict: the backup's key and why it failed (`None`: passed).
-    last_verification: Option<(String, Option<String>, DateTime<Utc>)>,
+    /// The verdict on the newest backup verified so far. A drill of an older backup never hides it.
+    last_verification: Option<LastVerdict>,
+}
+
+/// A verification's verdict, as health needs it.
+#[derive(Debug)]
+struct LastVerdict {
+    /// When the backup was taken.
+    backup_time: DateTime<Utc>,
+    /// Its key.
+    key: String,
+    /// Why it failed (`None`: it passed).
+    failure: Option<String>,
+    /// When the verdict was reached.
+    at: DateTime<Utc>,
 }
 
 impl Health {
@@ -77,9 +90,20 @@ impl Health {
         });
     }
 
-    /// Records a verification's verdict (`failure`: why it failed).
-    pub fn record_verification(&self, key: &str, failure: Option<String>) {
-        self.with(|s| s.last_verification = Some((key.to_string(), failure, Utc::now())));
+    /// Records a verification's verdict on the backup taken at `backup_time` (`failure`: why it
+    /// failed). Only the newest backup's verdict counts: a drill of an older one that passes does
+    /// not turn a failed newest backup green.
+    pub fn record_verification(&self, backup_time: DateTime<Utc>, key: &str, failure: Option<String>) {
+        self.with(|s| {
+            if s.last_verification.as_ref().is_none_or(|v| backup_time >= v.backup_time) {
+                s.last_verification = Some(LastVerdict {
+                    backup_time,
+                    key: key.to_string(),
+                    failure,
+                    at: Utc::now(),
+                });
+            }
+        });
     }
 
     /// Healthy unless 3+ runs in a row failed, the last success is too old, or the newest
@@ -95,8 +119,11 @@ impl Health {
             if age > s.stale_after {
                 reasons.push(format!("no successful run for {}s", age.as_secs()));
             }
-            if let Some((key, Some(why), _)) = &s.last_verification {
-                reasons.push(format!("the newest verification failed ({key}): {why}"));
+            if let Some(LastVerdict { key, failure: Some(_), .. }) = &s.last_verification {
+                // The reasons themselves (which may quote data) stay in the record.
+                reasons.push(format!(
+                    "the newest backup failed verification ({key}); `pgvigil status` and its verification record say why"
+                ));
             }
             (reasons.is_empty(), reasons)
         })
@@ -105,7 +132,7 @@ impl Health {
     /// Prometheus text exposition.
     pub fn metrics(&self, service: &str) -> String {
         let verification = self.with(|s| {
-            s.last_verification.as_ref().map(|(_, failure, at)| {
+            s.last_verification.as_ref().map(|LastVerdict { failure, at, .. }| {
                 format!(
                     "# TYPE pgvigil_last_verification_passed gauge\npgvigil_last_verification_passed{{service=\"{service}\"}} {}\n# TYPE pgvigil_last_verification_timestamp_seconds gauge\npgvigil_last_verification_timestamp_seconds{{service=\"{service}\"}} {}\n",
                     u8::from(failure.is_none()),
@@ -163,4 +190,25 @@ pub async fn serve(port: u16, health: Health, service: &'static str, cancel: Can
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_passing_drill_of_an_older_backup_does_not_hide_a_failed_newest_one() {
+        let h = Health::new(Duration::from_secs(3600));
+        let newest = Utc::now();
+        let older = newest - chrono::Duration::hours(6);
+        h.record_verification(newest, "p/new", Some("SHA-256 differs".into()));
+        h.record_verification(older, "p/old", None);
+        let (ok, reasons) = h.verdict();
+        assert!(!ok && reasons[0].contains("p/new"), "{reasons:?}");
+        assert!(!reasons[0].contains("SHA-256"), "reasons stay in the record");
+        assert!(h.metrics("verify").contains("pgvigil_last_verification_passed{service=\"verify\"} 0"));
+        // A newer backup that passes clears it.
+        h.record_verification(newest + chrono::Duration::hours(1), "p/newer", None);
+        assert!(h.verdict().0);
+    }
 }

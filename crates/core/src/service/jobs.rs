@@ -77,27 +77,18 @@ impl Job for VerifyJob {
     }
 
     async fn run(&self, cancel: &CancellationToken) -> Result<(), RunFailure> {
-        let could_not_run = |e: VerifyError| RunFailure {
+        let (verdicts, stopped) = verify::run_planned(&self.ctx, cancel).await;
+        for (id, rec) in &verdicts {
+            // A failed verification is a result, recorded and reported; the schedule goes on.
+            self.health
+                .record_verification(id.0, &rec.key, (!rec.passed).then(|| rec.reasons.join("; ")));
+        }
+        stopped.map_or(Ok(()), Err).map_err(|e| RunFailure {
+            retryable: e.is_retryable(),
             message: match e {
                 VerifyError::NothingToVerify => "no backup yet".into(),
                 other => other.to_string(),
             },
-            retryable: true,
-        };
-        // The newest unverified backup first, then (sometimes) a drill of an older one.
-        let plan = match verify::plan(&self.ctx, cancel).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::info!("Verification could not run: {e}");
-                return Err(could_not_run(e));
-            }
-        };
-        for id in plan {
-            // A failed verification is a result, recorded and reported; the schedule goes on.
-            let rec = verify::run_and_log(&self.ctx, Some(id), cancel).await.map_err(could_not_run)?;
-            self.health
-                .record_verification(&rec.key, (!rec.passed).then(|| rec.reasons.join("; ")));
-        }
-        Ok(())
+        })
     }
 }

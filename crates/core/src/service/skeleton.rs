@@ -44,8 +44,8 @@ pub enum StartupError {
     /// `--once`: the verification failed (the backup is bad).
     #[error("exiting with status 1: {0} failed verification (see the reasons above)")]
     VerificationFailed(String),
-    /// `--once`: the verification could not run (the environment is broken).
-    #[error("Verification could not run: {0}")]
+    /// `--once`: the verification could not run (the environment is broken; already logged).
+    #[error("exiting with status 1: the verification could not run (see above; {})", if .0.is_retryable() { "a retry may succeed" } else { "fix the cause first" })]
     Verify(VerifyError),
     /// A variable the service needs is missing (validation normally reports it first).
     #[error("{0} is required")]
@@ -62,7 +62,8 @@ impl StartupError {
             StartupError::Config(_) | StartupError::VerificationFailed(_) | StartupError::Missing(_) => false,
             StartupError::Storage(e) => e.is_retryable(),
             StartupError::Backup(e) => e.is_retryable(),
-            StartupError::Verify(_) | StartupError::Cancelled => true,
+            StartupError::Verify(e) => e.is_retryable(),
+            StartupError::Cancelled => true,
         }
     }
 }
@@ -214,7 +215,7 @@ impl Service for VerifyService {
 
     async fn seed_health(&self, health: &Health) {
         match verify::newest_verification(&self.0, &CancellationToken::new()).await {
-            Ok(Some(rec)) => health.record_verification(&rec.key, (!rec.passed).then(|| rec.reasons.join("; "))),
+            Ok(Some((id, rec))) => health.record_verification(id.0, &rec.key, (!rec.passed).then(|| rec.reasons.join("; "))),
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "could not read the newest verification record"),
         }
@@ -243,6 +244,12 @@ impl Service for VerifyService {
 /// Runs a service: once (exit status from the result) or forever.
 async fn run_service<S: Service>(settings: Settings, once: bool, cancel: CancellationToken) -> Result<(), StartupError> {
     S::announce(&settings, once);
+    let interval = S::interval(&settings);
+    let health = Health::new(interval * 2 + Duration::from_secs(3600));
+    if !once {
+        // Liveness answers from the start: a service waiting for its storage or database is alive.
+        spawn_health(settings.port, health.clone(), S::NAME, &cancel);
+    }
     let storage = if once {
         open_storage(&settings, &cancel).await.map_err(StartupError::Storage)?
     } else {
@@ -258,29 +265,18 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
         opened.ok_or(StartupError::Cancelled)?
     };
     let service = S::new(&settings, storage)?;
-    if once {
-        service.prepare().await?;
-        return service.once(&cancel).await;
+    // Best effort: what it does is repeated before every run, and a server that is down now
+    // must not keep the service from starting.
+    if let Err(e) = service.prepare().await {
+        tracing::warn!("{e}; the first run will try again");
     }
-    let prepared = until_ok(
-        startup_backoff(),
-        &cancel,
-        || service.prepare(),
-        |e, d| {
-            error!("{e}; retrying in {}s", d.as_secs());
-        },
-    )
-    .await;
-    if prepared.is_none() {
-        return Ok(());
+    if once {
+        return service.once(&cancel).await;
     }
     if let Err(e) = service.record_policy(&settings).await {
         tracing::warn!(error = %e, "could not record this service's settings for the CLI; `pgvigil prune` and `status` will use their own");
     }
-    let interval = S::interval(&settings);
-    let health = Health::new(interval * 2 + Duration::from_secs(3600));
     service.seed_health(&health).await;
-    spawn_health(settings.port, health.clone(), S::NAME, &cancel);
     let job = service.job(&health);
     runner::run_forever(&job, Backoff::new(BACKOFF_BASE, max_backoff(interval)), &health, &cancel).await;
     Ok(())
@@ -336,7 +332,7 @@ pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e}");
+            error!(retryable = e.is_retryable(), "{e}");
             std::process::ExitCode::FAILURE
         }
     }

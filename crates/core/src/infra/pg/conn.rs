@@ -57,11 +57,15 @@ pub fn child_env(url: &DbUrl) -> Vec<(String, String)> {
 
 /// The secrets contained in a URL, for scrubbing messages.
 pub fn secrets_of(url: &DbUrl) -> Vec<String> {
-    child_env(url)
+    let mut secrets: Vec<String> = child_env(url)
         .into_iter()
         .filter(|(k, _)| k == "PGPASSWORD")
         .map(|(_, v)| v)
-        .collect()
+        .collect();
+    if let Ok(u) = Url::parse(url.expose()) {
+        secrets.extend(u.query_pairs().filter(|(k, _)| k == "sslpassword").map(|(_, v)| v.into_owned()));
+    }
+    secrets
 }
 
 /// Opens one connection, classifying failures in plain words.

@@ -5,8 +5,16 @@ use crate::infra::secret::DbUrl;
 use std::path::Path;
 
 /// Options pgvigil always passes: plain SQL that restores on a scratch server lacking the
-/// source's roles (no ownership or privilege statements), never prompting for a password.
-pub const DEFAULT_ARGS: &[&str] = &["--format=plain", "--no-owner", "--no-privileges", "--no-password"];
+/// source's roles (no ownership or privilege statements) and its tablespaces (a tablespace is a
+/// directory of one server; a restore elsewhere puts everything in the default one), never
+/// prompting for a password.
+pub const DEFAULT_ARGS: &[&str] = &[
+    "--format=plain",
+    "--no-owner",
+    "--no-privileges",
+    "--no-tablespaces",
+    "--no-password",
+];
 
 /// Facts gathered before dumping.
 #[derive(Debug, Clone)]

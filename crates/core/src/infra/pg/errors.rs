@@ -63,8 +63,13 @@ impl fmt::Display for SqlState {
 pub enum EnvironmentCause {
     /// Class 08: the connection failed or was lost.
     ConnectionLost,
-    /// Class 57: the server is shutting down, restarting, or cancelled the statement.
+    /// Class 57 (but 57014): the server is shutting down or restarting.
     ServerStopping,
+    /// 57014: the statement was cancelled (statement_timeout, or by an administrator).
+    StatementCancelled,
+    /// 22023: a setting value the server does not accept (a tablespace, locale or access method
+    /// that exists on the source but not here).
+    UnknownSettingValue,
     /// 53100: the server's disk is full.
     DiskFull,
     /// 53200: out of memory, or out of shared memory (lock table full).
@@ -97,6 +102,12 @@ impl EnvironmentCause {
         match self {
             EnvironmentCause::ConnectionLost => "the connection to the server was lost; check that it is up and reachable",
             EnvironmentCause::ServerStopping => "the server was shutting down or restarting",
+            EnvironmentCause::StatementCancelled => {
+                "the statement was cancelled: a statement_timeout set for the role or database, or an administrator"
+            }
+            EnvironmentCause::UnknownSettingValue => {
+                "the server lacks a tablespace, locale or access method the dump names; create it there, or leave it out of the dump"
+            }
             EnvironmentCause::DiskFull => "the server's disk is full; free space on it",
             EnvironmentCause::OutOfMemory => {
                 "the server ran out of memory or of shared memory for locks; raise max_locks_per_transaction (or give the server more memory)"
@@ -127,7 +138,9 @@ impl SqlState {
     pub fn environment_cause(&self) -> Option<EnvironmentCause> {
         Some(match (self.class(), self.0.as_str()) {
             ("08", _) => EnvironmentCause::ConnectionLost,
+            (_, "57014") => EnvironmentCause::StatementCancelled,
             ("57", _) => EnvironmentCause::ServerStopping,
+            (_, "22023") => EnvironmentCause::UnknownSettingValue,
             (_, "53100") => EnvironmentCause::DiskFull,
             (_, "53200") => EnvironmentCause::OutOfMemory,
             (_, "53300") => EnvironmentCause::TooManyConnections,
@@ -323,7 +336,10 @@ mod tests {
     fn sqlstates_blame_the_environment_by_class() {
         let cases = [
             ("08006", Some(EnvironmentCause::ConnectionLost)),
-            ("57014", Some(EnvironmentCause::ServerStopping)),
+            ("57014", Some(EnvironmentCause::StatementCancelled)),
+            ("57P01", Some(EnvironmentCause::ServerStopping)),
+            ("22023", Some(EnvironmentCause::UnknownSettingValue)),
+            ("22P02", None),
             ("53100", Some(EnvironmentCause::DiskFull)),
             ("53400", Some(EnvironmentCause::Resources)),
             ("42501", Some(EnvironmentCause::InsufficientPrivilege)),

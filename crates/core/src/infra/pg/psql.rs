@@ -148,10 +148,13 @@ impl PsqlTransaction {
             .ok()?;
         let failure = PsqlFailure::from_tool(&waited.err()?);
         let opened = self.read_markers().opened || !self.markers;
-        match failure {
+        // Only a failure before the dump began, or one that will pass by itself (a lost
+        // connection, a server restarting), stops the reading: for any other the object is read
+        // to its end, so that a damaged backup is still called damaged.
+        match failure.environment_cause() {
             _ if !opened => Some(Outcome::NotStarted(failure)),
-            PsqlFailure::Statement { .. } if failure.environment_cause().is_none() => None,
-            other => Some(Outcome::RolledBack(Some(other))),
+            Some(cause) if cause.is_transient() => Some(Outcome::RolledBack(Some(failure))),
+            _ => None,
         }
     }
 
@@ -198,21 +201,30 @@ impl PsqlTransaction {
         }
     }
 
-    /// Whether the transaction `xid` committed, if the server can still say.
+    /// Whether the transaction `xid` committed, if the server can still say. A transaction whose
+    /// session was just cut may still show as in progress for a moment: then ask again, briefly.
     async fn ask_server(target: &DbUrl, xid: Option<i64>) -> Option<bool> {
         let xid = xid?;
         let mut conn = connect(target).await.ok()?;
-        let status: Option<String> = sqlx::query_scalar("SELECT txid_status($1)::text")
-            .bind(xid)
-            .fetch_one(&mut conn)
-            .await
-            .ok()?;
-        super::close(conn).await;
-        match status.as_deref() {
-            Some("committed") => Some(true),
-            Some("aborted") => Some(false),
-            _ => None,
+        let mut answer = None;
+        for _ in 0..50 {
+            let status: Option<String> = sqlx::query_scalar("SELECT txid_status($1)::text")
+                .bind(xid)
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+            answer = match status.as_deref() {
+                Some("committed") => Some(true),
+                Some("aborted") => Some(false),
+                _ => None,
+            };
+            if answer.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        super::close(conn).await;
+        answer
     }
 
     /// Abandons the transaction: psql is killed before its input ends, so nothing is committed.

@@ -8,9 +8,11 @@
 //! pgvigil dying — ends with nothing committed.
 
 pub mod integrity;
+pub mod judge;
 pub mod stream;
 
 pub use integrity::{integrity_problems, StreamReport};
+pub use judge::{judge, EnvironmentFault, Judgement};
 pub use stream::{stream, Progress, StreamError};
 
 use crate::infra::pg::psql::{Outcome, PsqlTransaction};
@@ -92,5 +94,9 @@ pub async fn restore_into(
         // Never let psql commit a damaged dump: it is killed before its input ends.
         tx.rollback().await
     };
+    if cancel.is_cancelled() && !matches!(outcome, Outcome::Committed) {
+        // Shutdown stopped it; that is neither the backup's fault nor the server's.
+        return Err(StreamError::Cancelled.into());
+    }
     Ok(Attempt { report, problems, outcome })
 }

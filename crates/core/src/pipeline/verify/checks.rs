@@ -43,9 +43,10 @@ fn environment(what: String, source: PgError) -> CouldNotRun {
 }
 
 /// Whom a failed statement blames: the environment (`Err`) or the backup (`Ok`, with a reason).
+/// `what` names the work, e.g. "counting the rows of table t".
 pub(super) fn blame(what: String, e: PgError) -> Result<String, CouldNotRun> {
     match &e {
-        PgError::Sql { state, .. } if state.environment_cause().is_none() => Ok(format!("{what}: {e}")),
+        PgError::Sql { state, .. } if state.environment_cause().is_none() => Ok(format!("{what} failed: {e}")),
         _ => Err(environment(what, e)),
     }
 }
@@ -54,15 +55,21 @@ impl Check {
     async fn run(&self, conn: &mut PgConnection, url: &DbUrl) -> Result<Finding, CouldNotRun> {
         match self {
             Check::Rows { table, slot } => {
-                let q = format!("SELECT count(*) FROM ONLY {table}");
+                // A partitioned table holds rows only when the dump loaded its partitions through
+                // it (`--load-via-partition-root`, which pg_dump chooses itself for some hash
+                // partitioning): then count all of them. Anything else is counted alone, as it
+                // was dumped.
+                let q = format!(
+                    "SELECT CASE WHEN (SELECT relkind FROM pg_class WHERE oid = '{}'::regclass) = 'p' \
+                     THEN (SELECT count(*) FROM {table}) ELSE (SELECT count(*) FROM ONLY {table}) END",
+                    table.replace('\'', "''")
+                );
                 match sqlx::query_scalar::<_, i64>(&q).fetch_one(&mut *conn).await {
                     Ok(n) => Ok(Finding::Rows {
                         slot: *slot,
                         count: u64::try_from(n).unwrap_or(0),
                     }),
-                    Err(e) => {
-                        blame(format!("table {table} could not be counted after restore"), pg::classify(url, &e)).map(Finding::Failed)
-                    }
+                    Err(e) => blame(format!("counting the rows of table {table}"), pg::classify(url, &e)).map(Finding::Failed),
                 }
             }
             Check::Index { index, schema, heap } => {
@@ -71,7 +78,7 @@ impl Check {
                     Ok(_) => Ok(Finding::IndexOk(index.clone())),
                     // An index the restore just built from the data cannot be the backup's fault:
                     // corruption here points at the verify server (hardware, collation, a bug).
-                    Err(e) => Err(environment(format!("index {index} with amcheck"), pg::classify(url, &e))),
+                    Err(e) => Err(environment(format!("checking index {index} with amcheck"), pg::classify(url, &e))),
                 }
             }
         }
@@ -85,11 +92,14 @@ fn check_connections() -> usize {
 
 /// Prepares a session for counting: policies may not hide rows silently.
 async fn counting_session(conn: &mut PgConnection, url: &DbUrl) -> Result<(), CouldNotRun> {
-    sqlx::query("SET row_security = off")
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
-        .map_err(|e| environment("the session settings".into(), pg::classify(url, &e)))
+    // A role's statement_timeout (common on managed servers) must not cut a count of a big table.
+    for setting in ["SET row_security = off", "SET statement_timeout = 0", "SET lock_timeout = 0"] {
+        sqlx::query(setting)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| environment("setting up the counting session".into(), pg::classify(url, &e)))?;
+    }
+    Ok(())
 }
 
 /// Runs checks from `queue` on `conn` until it is empty or one blames the environment.
@@ -144,7 +154,7 @@ async fn lift_forced_row_security(conn: &mut PgConnection, url: &DbUrl) -> Resul
     )
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| environment("row-level security".into(), pg::classify(url, &e)))?;
+    .map_err(|e| environment("listing the tables with row-level security".into(), pg::classify(url, &e)))?;
     for t in &forced {
         // Not the owner: the count under `row_security = off` will then say so.
         let _ = sqlx::query(&format!("ALTER TABLE {t} NO FORCE ROW LEVEL SECURITY"))
@@ -174,7 +184,7 @@ async fn plan_index_checks(conn: &mut PgConnection, url: &DbUrl, mode: Amcheck) 
             (Some("0A000" | "58P01"), _) => {
                 "amcheck is not installed on the verify server (PostgreSQL's contrib package provides it)".to_string()
             }
-            (_, other) if other.is_retryable() => return Err(environment("amcheck".into(), other)),
+            (_, other) if other.is_retryable() => return Err(environment("creating amcheck".into(), other)),
             (_, other) => format!("amcheck could not be created: {other}"),
         };
         ev.not_run = Some(reason);
@@ -185,7 +195,7 @@ async fn plan_index_checks(conn: &mut PgConnection, url: &DbUrl, mode: Amcheck) 
     )
     .fetch_one(&mut *conn)
     .await
-    .map_err(|e| environment("amcheck".into(), pg::classify(url, &e)))?;
+    .map_err(|e| environment("finding amcheck's schema".into(), pg::classify(url, &e)))?;
     let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
         "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.amname::text, c.relkind::text, i.indisvalid \
          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam \
@@ -195,7 +205,7 @@ async fn plan_index_checks(conn: &mut PgConnection, url: &DbUrl, mode: Amcheck) 
     )
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| environment("the list of indexes".into(), pg::classify(url, &e)))?;
+    .map_err(|e| environment("listing the indexes".into(), pg::classify(url, &e)))?;
     let mut todo = Vec::new();
     for (index, am, kind, valid) in rows {
         let skip = if kind == "I" {

@@ -20,9 +20,10 @@ pub use queries::split_statements;
 pub use run::{cleanup_leftovers, verify_backup};
 
 use crate::infra::config::{Settings, ToolsConfig, VerifyConfig};
-use crate::infra::pg::{self, PgError, PsqlFailure};
+use crate::infra::pg::{self, PgError};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{DynStorage, StorageError};
+use crate::pipeline::restore::EnvironmentFault;
 use crate::records::catalog::Catalog;
 use crate::records::history::{read_verification, write_verification, VerificationRecord};
 use crate::records::keys::{BackupId, Layout};
@@ -71,12 +72,9 @@ pub enum CouldNotRun {
     /// The verify server or the client tools.
     #[error(transparent)]
     Pg(PgError),
-    /// psql failed for a reason that lies with the verify server, the role or psql itself.
-    #[error("{}", environment_message(.0))]
-    Psql(PsqlFailure),
-    /// The connection broke while the restore was committing, and the server could not be asked.
-    #[error("the verify server's answer to the restore's COMMIT was lost: {0}")]
-    CommitUnknown(PsqlFailure),
+    /// The restore stopped because of the verify server, the role, psql, or what the server lacks.
+    #[error(transparent)]
+    Restore(EnvironmentFault),
     /// `VERIFY_QUERIES_FILE` cannot be read.
     #[error("cannot read VERIFY_QUERIES_FILE {}: {source}", path.display())]
     QueriesFile {
@@ -87,7 +85,7 @@ pub enum CouldNotRun {
         source: std::io::Error,
     },
     /// A check failed because of the verify server, the connection or the role.
-    #[error("could not check {what}: {source}")]
+    #[error("{what} could not complete: {source}")]
     Check {
         /// What was being checked.
         what: String,
@@ -105,17 +103,11 @@ pub enum CouldNotRun {
         /// The source's major version.
         source_major: u32,
     },
-    /// The dump needs extensions the verify server does not have.
-    #[error("the verify server lacks the extension(s) {} that the dump creates; install them there (e.g. the postgresql-contrib package, or the extension's own package)", names.join(", "))]
-    MissingExtensions {
-        /// Their names.
-        names: Vec<String>,
-    },
     /// Another verification holds this scratch database.
     #[error("scratch database {0} is in use by another verifier")]
     ScratchInUse(String),
     /// The scratch database could not be created.
-    #[error("could not create scratch database {name} (the role needs CREATEDB): {source}")]
+    #[error("could not create scratch database {name}{}: {source}", if matches!(source, PgError::Rejected(_)) { " (the role needs CREATEDB)" } else { "" })]
     Scratch {
         /// Its name.
         name: String,
@@ -123,16 +115,6 @@ pub enum CouldNotRun {
         #[source]
         source: PgError,
     },
-}
-
-/// A psql failure that blames the environment, with what to do about it.
-fn environment_message(f: &PsqlFailure) -> String {
-    match (f, f.environment_cause()) {
-        (PsqlFailure::Statement { line, .. }, Some(cause)) => {
-            format!("the verify server could not restore the dump: {line} ({})", cause.advice())
-        }
-        _ => f.to_string(),
-    }
 }
 
 /// A verification that could not run: not a verdict on the backup.
@@ -147,6 +129,34 @@ pub enum VerifyError {
     /// Nothing to verify yet.
     #[error("there is no complete backup to verify yet")]
     NothingToVerify,
+    /// The backup was deleted (by retention) between choosing and verifying it.
+    #[error("{0} was deleted (by retention) before it could be verified")]
+    Vanished(String),
+}
+
+impl CouldNotRun {
+    /// Whether a later retry may succeed without anyone changing anything (an outage); false when
+    /// something must be fixed first (a role, a version, an extension, a file).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CouldNotRun::Storage(e) => e.is_retryable(),
+            CouldNotRun::Pg(e) | CouldNotRun::Check { source: e, .. } => e.is_retryable(),
+            CouldNotRun::Restore(f) => f.is_transient(),
+            CouldNotRun::Scratch { source, .. } => source.is_retryable(),
+            CouldNotRun::ScratchInUse(_) => true,
+            CouldNotRun::VerifyServerTooOld { .. } | CouldNotRun::QueriesFile { .. } => false,
+        }
+    }
+}
+
+impl VerifyError {
+    /// Whether a later retry may succeed without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            VerifyError::CouldNotRun(c) => c.is_retryable(),
+            VerifyError::Cancelled | VerifyError::NothingToVerify | VerifyError::Vanished(_) => true,
+        }
+    }
 }
 
 impl From<StorageError> for VerifyError {
@@ -184,16 +194,42 @@ pub async fn plan(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<Vec
     Ok(plan)
 }
 
-/// The newest verification record, if any.
+/// The newest verification record of the newest backup that was verified, with that backup.
 ///
 /// # Errors
 /// Storage errors.
-pub async fn newest_verification(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<Option<VerificationRecord>, StorageError> {
+pub async fn newest_verification(
+    ctx: &VerifyContext,
+    cancel: &CancellationToken,
+) -> Result<Option<(BackupId, VerificationRecord)>, StorageError> {
     let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
-    match cat.verifications.last() {
-        Some(v) => read_verification(ctx.storage.as_ref(), &v.key, cancel).await.map(Some),
-        None => Ok(None),
+    let Some(v) = cat.complete().find_map(|b| cat.latest_verification_of(b.id)) else {
+        return Ok(None);
+    };
+    let rec = read_verification(ctx.storage.as_ref(), &v.key, cancel).await?;
+    Ok(Some((v.backup, rec)))
+}
+
+/// One run of the service: the backups [`plan`] names, each verified, recorded and logged. When
+/// no plan can be made, that is logged as one run too. Returns the verdicts reached, and the
+/// error that stopped the run, if one did (a verification that could not run stops it).
+pub async fn run_planned(ctx: &VerifyContext, cancel: &CancellationToken) -> (Vec<(BackupId, VerificationRecord)>, Option<VerifyError>) {
+    let started = Instant::now();
+    let ids = match plan(ctx, cancel).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            log_result(Err(&e), started);
+            return (Vec::new(), Some(e));
+        }
+    };
+    let mut done = Vec::new();
+    for id in ids {
+        match run_and_log(ctx, Some(id), cancel).await {
+            Ok(rec) => done.push((id, rec)),
+            Err(e) => return (done, Some(e)),
+        }
     }
+    (done, None)
 }
 
 async fn verify_and_record(ctx: &VerifyContext, id: BackupId, cancel: &CancellationToken) -> Result<VerificationRecord, VerifyError> {
@@ -226,7 +262,13 @@ pub async fn run_and_log(
         }
         Err(e) => Err(e),
     };
-    match &result {
+    log_result(result.as_ref(), started);
+    result
+}
+
+/// The operator-facing lines of one verification, exactly once each.
+fn log_result(result: Result<&VerificationRecord, &VerifyError>, started: Instant) {
+    match result {
         Ok(rec) if rec.passed => info!(
             key = %rec.key,
             tables = rec.tables_checked,
@@ -238,10 +280,10 @@ pub async fn run_and_log(
         Ok(rec) => error!(key = %rec.key, reasons = %rec.reasons.join("; "), "Restore verification failed"),
         Err(VerifyError::NothingToVerify) => info!("Verification could not run: there is no complete backup to verify yet"),
         Err(VerifyError::Cancelled) => info!("Verification interrupted by shutdown; nothing was recorded"),
+        Err(e @ VerifyError::Vanished(_)) => info!("Verification skipped: {e}"),
         Err(e) => error!("Verification could not run: {e}"),
     }
     info!("Verification finished in {:.1}s", started.elapsed().as_secs_f64());
-    result
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ pub(super) async fn run_user_check(conn: &mut PgConnection, url: &DbUrl, sql: &s
     };
     let row = match first {
         Err(e) => {
-            let why = blame(format!("verification query failed: {short}"), pg::classify(url, &e))?;
+            let why = blame(format!("verification query {short}"), pg::classify(url, &e))?;
             return Ok(failed(None, why));
         }
         Ok(None) => return Ok(failed(None, format!("verification query returned no rows: {short}"))),

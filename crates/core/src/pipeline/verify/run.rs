@@ -7,11 +7,11 @@
 use super::checks::checks;
 use super::queries::split_statements;
 use super::{scratch_name, CouldNotRun, VerifyContext, VerifyError};
-use crate::infra::pg::psql::{find_psql, Outcome};
-use crate::infra::pg::{self, PgVersion, PsqlFailure, Tool};
+use crate::infra::pg::psql::find_psql;
+use crate::infra::pg::{self, PgVersion, Tool};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::Key;
-use crate::pipeline::restore::{restore_into, Attempt, RestoreError, StreamError, Target};
+use crate::pipeline::restore::{judge, restore_into, Judgement, RestoreError, StreamError, Target};
 use crate::records::history::{Evidence, VerificationRecord, Versions};
 use crate::records::keys::BackupId;
 use crate::records::manifest::{self, Manifest};
@@ -60,46 +60,6 @@ fn major(version: &str) -> u32 {
     pg::parse_version(&format!("x) {version}")).map_or(0, |v| v.major)
 }
 
-/// Extensions of the dump that the verify server cannot provide.
-async fn missing_extensions(conn: &mut PgConnection, url: &DbUrl, wanted: &[String]) -> Result<Vec<String>, CouldNotRun> {
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
-    sqlx::query_scalar("SELECT w FROM unnest($1::text[]) AS w WHERE w NOT IN (SELECT name FROM pg_available_extensions) ORDER BY 1")
-        .bind(wanted)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| CouldNotRun::Pg(pg::classify(url, &e)))
-}
-
-/// Whom a restore that read the whole object blames: `Ok(None)` when it committed, `Ok(Some)`
-/// with reasons when the backup is at fault, `Err` when the environment is.
-async fn judge_restore(attempt: Attempt, admin: &mut PgConnection, admin_url: &DbUrl) -> Result<Option<Vec<String>>, CouldNotRun> {
-    if !attempt.problems.is_empty() {
-        return Ok(Some(attempt.problems));
-    }
-    let failure = match attempt.outcome {
-        Outcome::Committed => return Ok(None),
-        Outcome::RolledBack(None) => return Ok(Some(vec!["the restore was rolled back".into()])),
-        Outcome::Unknown(f) => return Err(CouldNotRun::CommitUnknown(f)),
-        Outcome::NotStarted(f) => return Err(CouldNotRun::Psql(f)),
-        Outcome::RolledBack(Some(f)) => f,
-    };
-    match failure {
-        PsqlFailure::Statement { .. } if failure.environment_cause().is_none() => {
-            // A statement of the dump failed. Blame the backup only if the verify server can run
-            // what the dump needs: an extension it lacks is the environment's fault.
-            let names = missing_extensions(admin, admin_url, &attempt.report.scan.extensions).await?;
-            if names.is_empty() {
-                Ok(Some(vec![failure.to_string()]))
-            } else {
-                Err(CouldNotRun::MissingExtensions { names })
-            }
-        }
-        other => Err(CouldNotRun::Psql(other)),
-    }
-}
-
 /// What a run needs besides the context.
 struct Run<'a> {
     ctx: &'a VerifyContext,
@@ -112,7 +72,6 @@ struct Run<'a> {
 /// Restores into the (already created) scratch database and runs the checks.
 async fn restore_and_check(
     run: &Run<'_>,
-    admin: &mut PgConnection,
     scratch_url: &DbUrl,
     mut evidence: Evidence,
     cancel: &CancellationToken,
@@ -130,8 +89,10 @@ async fn restore_and_check(
         Err(RestoreError::Pg(e)) => return Err(e.into()),
     };
     let restore_secs = t0.elapsed().as_secs_f64();
-    if let Some(reasons) = judge_restore(attempt, admin, &run.ctx.database_url).await? {
-        return Ok(Verdict::failed(reasons, restore_secs, evidence));
+    match judge(attempt, scratch_url).await {
+        Judgement::Committed => {}
+        Judgement::Backup(reasons) => return Ok(Verdict::failed(reasons, restore_secs, evidence)),
+        Judgement::Environment(fault) => return Err(CouldNotRun::Restore(fault).into()),
     }
     let t1 = Instant::now();
     let mut conn = pg::connect(scratch_url).await?;
@@ -163,6 +124,8 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
     let verified_at = Utc::now();
     let key = ctx.layout.backup(id);
     let (verdict, object_bytes) = match manifest::read(ctx.storage.as_ref(), &ctx.layout, id, cancel).await? {
+        // Retention may have deleted it since it was chosen: that is not a bad backup.
+        None if ctx.storage.head(&key, cancel).await?.is_none() => return Err(VerifyError::Vanished(key.to_string())),
         None => (
             Verdict::failed(
                 vec!["the manifest is missing: the backup did not complete or was not written by pgvigil".into()],
@@ -246,7 +209,7 @@ async fn verify_with_manifest(
         queries: &queries,
     };
     // From here on the scratch database exists: whatever happens, drop it.
-    let outcome = restore_and_check(&run, &mut admin, &scratch_url, evidence, cancel).await;
+    let outcome = restore_and_check(&run, &scratch_url, evidence, cancel).await;
     drop_scratch(admin, admin_url, &name).await;
     outcome
 }
