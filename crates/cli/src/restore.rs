@@ -39,7 +39,9 @@ pub async fn run(op: &Operator, args: RestoreArgs, cancel: &CancellationToken) -
             url
         }
         (None, Some(url)) => url.clone(),
-        (None, None) => bail!("say where to restore: set RESTORE_DATABASE_URL (or RESTORE_DATABASE_URL_FILE), or pass --to URL"),
+        (None, None) => bail!(
+            "say where to restore: set RESTORE_DATABASE_URL (or RESTORE_DATABASE_URL_FILE, or libpq's PGHOST/PGDATABASE/PGUSER/PGPASSWORD), or pass --to URL"
+        ),
     };
     let req = RestoreRequest {
         target,

@@ -206,7 +206,9 @@ mod tests {
         let (ok, reasons) = h.verdict();
         assert!(!ok && reasons[0].contains("p/new"), "{reasons:?}");
         assert!(!reasons[0].contains("SHA-256"), "reasons stay in the record");
-        assert!(h.metrics("verify").contains("pgvigil_last_verification_passed{service=\"verify\"} 0"));
+        assert!(h
+            .metrics("verify")
+            .contains("pgvigil_last_verification_passed{service=\"verify\"} 0"));
         // A newer backup that passes clears it.
         h.record_verification(newest + chrono::Duration::hours(1), "p/newer", None);
         assert!(h.verdict().0);

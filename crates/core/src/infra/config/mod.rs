@@ -4,6 +4,7 @@
 //! typed [`settings`], reporting *all* problems together, each naming the variable and what it
 //! expects. Secret values are never echoed back in those messages.
 
+mod libpq;
 mod raw;
 mod settings;
 mod validate;
@@ -214,6 +215,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("DATABASE_URL_FILE: cannot read file"), "{err}");
+    }
+
+    #[test]
+    fn restore_target_from_libpq_variables() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
+            (&[], None),
+            (
+                &[
+                    ("PGHOST", "db.internal"),
+                    ("PGPORT", "6432"),
+                    ("PGUSER", "app"),
+                    ("PGPASSWORD", "p@ss"),
+                    ("PGDATABASE", "shop"),
+                ],
+                Some("postgresql://app:***@db.internal:6432/shop"),
+            ),
+            (&[("PGDATABASE", "shop")], Some("postgresql://postgres@localhost/shop")),
+            (
+                &[("PGHOST", "/var/run/postgresql"), ("PGDATABASE", "shop"), ("PGSSLMODE", "disable")],
+                Some("postgresql:///shop?host=%2Fvar%2Frun%2Fpostgresql&sslmode=disable"),
+            ),
+            (
+                &[("RESTORE_DATABASE_URL", "postgresql://x@h/first"), ("PGDATABASE", "shop")],
+                Some("postgresql://x@h/first"),
+            ),
+        ];
+        for (vars, want) in cases {
+            let mut all = vec![("BACKUP_DIR", "/x")];
+            all.extend_from_slice(vars);
+            let s = load(&all, Role::Cli).unwrap();
+            let got = s.restore_database_url.as_ref().map(ToString::to_string);
+            match want {
+                None => assert_eq!(got, None),
+                Some(w) => assert!(got.as_deref().is_some_and(|g| g.starts_with(w)), "{vars:?}: {got:?}"),
+            }
+        }
+        let s = load(
+            &[("BACKUP_DIR", "/x"), ("PGHOST", "h"), ("PGPASSWORD", "p@ss"), ("PGDATABASE", "d")],
+            Role::Cli,
+        )
+        .unwrap();
+        let env = crate::infra::pg::child_env(s.restore_database_url.as_ref().unwrap());
+        assert!(env.contains(&("PGPASSWORD".to_string(), "p@ss".to_string())), "{env:?}");
     }
 
     #[test]

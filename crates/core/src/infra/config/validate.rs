@@ -1,6 +1,7 @@
 //! Validation: turns raw strings into typed settings, collecting every problem (each naming its
 //! variable and what it expects) instead of stopping at the first. Secret values are never echoed.
 
+use super::libpq::{libpq_url, Libpq};
 use super::raw::RawEnv;
 use super::settings::{Amcheck, Backend, BackupConfig, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
 use super::{Problem, Role};
@@ -235,6 +236,15 @@ impl Validator {
             raw.restore_database_url,
             raw.restore_database_url_file,
         );
+        let libpq = Libpq {
+            host: raw.pghost,
+            port: raw.pgport,
+            user: raw.pguser,
+            password: raw.pgpassword,
+            database: raw.pgdatabase,
+            sslmode: raw.pgsslmode,
+        };
+        let rdb = rdb.or_else(|| libpq_url(libpq));
         let restore_database_url = self.db_url("RESTORE_DATABASE_URL", rdb, false);
         Some(Settings {
             storage: storage?,
@@ -370,6 +380,6 @@ const FORBIDDEN_DUMP_OPTIONS: &[&str] = &[
     "--jobs",
 ];
 
-fn nonempty(v: Option<String>) -> Option<String> {
+pub(super) fn nonempty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())
 }

@@ -1,0 +1,58 @@
+//! A restore target described by libpq's own variables, for `pgvigil restore` run from a shell
+//! that is set up for `psql`.
+
+use super::validate::nonempty;
+
+/// libpq's own connection variables.
+pub(super) struct Libpq {
+    pub(super) host: Option<String>,
+    pub(super) port: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) database: Option<String>,
+    pub(super) sslmode: Option<String>,
+}
+
+/// A URL from libpq's own variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
+/// `PGSSLMODE`), for `pgvigil restore` when no `RESTORE_DATABASE_URL` is set; `None` when neither
+/// a host nor a database is given.
+pub(super) fn libpq_url(raw: Libpq) -> Option<String> {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let host = nonempty(raw.host);
+    let database = nonempty(raw.database);
+    if host.is_none() && database.is_none() {
+        return None;
+    }
+    let user_name = nonempty(raw.user);
+    let password = nonempty(raw.password);
+    let port = nonempty(raw.port).map(|p| p.trim().to_string());
+    let db = enc(&database.or(user_name.clone()).unwrap_or_else(|| "postgres".into()));
+    let mut query: Vec<String> = Vec::new();
+    if let Some(mode) = nonempty(raw.sslmode) {
+        query.push(format!("sslmode={}", enc(&mode)));
+    }
+    let url = match host.as_deref() {
+        // A socket directory cannot be a URL's host: everything goes in parameters.
+        Some(dir) if dir.starts_with('/') => {
+            query.insert(0, format!("host={}", enc(dir)));
+            query.extend(port.map(|p| format!("port={}", enc(&p))));
+            query.extend(user_name.map(|u| format!("user={}", enc(&u))));
+            query.extend(password.map(|p| format!("password={}", enc(&p))));
+            format!("postgresql:///{db}?{}", query.join("&"))
+        }
+        _ => {
+            let user = user_name.as_deref().map(enc).unwrap_or_else(|| "postgres".into());
+            let password = password.map(|p| format!(":{}", enc(&p))).unwrap_or_default();
+            let host = host.unwrap_or_else(|| "localhost".into());
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
+            format!("postgresql://{user}{password}@{host}{port}/{db}{query}")
+        }
+    };
+    Some(url)
+}
