@@ -339,6 +339,34 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// Complete (tiny, fake) backups taken `days` ago, newest last in the list as given.
+pub async fn fake_old_backups(st: &dyn pgvigil_core::infra::storage::Storage, layout: &Layout, days: &[i64]) -> Vec<BackupId> {
+    let now = chrono::Utc::now();
+    let ids: Vec<BackupId> = days.iter().map(|d| BackupId::at(now - chrono::Duration::days(*d))).collect();
+    for id in &ids {
+        storage::put_bytes(st, &layout.backup(*id), Bytes::from_static(b"old"), &CancellationToken::new())
+            .await
+            .unwrap();
+        let m = pgvigil_core::records::manifest::Manifest {
+            format: 1,
+            key: layout.backup(*id).to_string(),
+            size: 3,
+            sha256: String::new(),
+            uncompressed_size: 3,
+            started_at: id.0,
+            finished_at: id.0,
+            database: "app".into(),
+            server_version: "15.0".into(),
+            pg_dump_version: "15.0".into(),
+            compression_level: 6,
+            parts: 1,
+            tables: Default::default(),
+        };
+        manifest::write(st, layout, *id, &m, &CancellationToken::new()).await.unwrap();
+    }
+    ids
+}
+
 #[tokio::test]
 async fn retention_deletes_only_old_pgvigil_backups() {
     init_logs();
@@ -355,33 +383,7 @@ async fn retention_deletes_only_old_pgvigil_backups() {
     .await;
     let layout = Layout::new("r");
     let st = ctx.storage.as_ref();
-    let now = chrono::Utc::now();
-    let old: Vec<BackupId> = [30, 20, 10, 3]
-        .iter()
-        .map(|d| BackupId::at(now - chrono::Duration::days(*d)))
-        .collect();
-    for id in &old {
-        storage::put_bytes(st, &layout.backup(*id), Bytes::from_static(b"old"), &CancellationToken::new())
-            .await
-            .unwrap();
-        let mut m = pgvigil_core::records::manifest::Manifest {
-            format: 1,
-            key: layout.backup(*id).to_string(),
-            size: 3,
-            sha256: String::new(),
-            uncompressed_size: 3,
-            started_at: id.0,
-            finished_at: id.0,
-            database: "app".into(),
-            server_version: "15.0".into(),
-            pg_dump_version: "15.0".into(),
-            compression_level: 6,
-            parts: 1,
-            tables: Default::default(),
-        };
-        m.size = 3;
-        manifest::write(st, &layout, *id, &m, &CancellationToken::new()).await.unwrap();
-    }
+    let old = fake_old_backups(st, &layout, &[30, 20, 10, 3]).await;
     let foreign = [
         "r/notes.txt",
         "r/backup_2001-01-01T00-00-00Z.sql.gz.bak",

@@ -5,6 +5,7 @@
 mod backup;
 mod cli;
 mod docs;
+mod policy;
 mod restore;
 mod storage;
 mod verdicts;

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use pgvigil_core::infra::config::Role;
 use pgvigil_core::infra::storage::Key;
-use pgvigil_core::infra::storage::{self, body_channel, DynStorage, PutOptions, StorageError};
+use pgvigil_core::infra::storage::{self, body_channel, Condition, DynStorage, PutOptions, StorageError};
 use pgvigil_core::records::keys::Layout;
 use pgvigil_e2e::{settings, S3Server};
 use tokio_util::sync::CancellationToken;
@@ -263,5 +263,36 @@ async fn every_preflight_failure_has_its_own_message() {
             !msg.contains("wrong-secret") && !msg.contains(pgvigil_e2e::s3::SECRET_KEY),
             "secret in {msg}"
         );
+    }
+}
+
+#[tokio::test]
+async fn conditional_writes_create_once_and_replace_only_the_version_they_read() {
+    let never = CancellationToken::new();
+    for (name, st, _guard) in backends().await {
+        let k = Key::new("cond/lease.json").unwrap();
+        let v1 = st
+            .put_if(&k, Bytes::from_static(b"one"), &Condition::Absent, &never)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let again = st.put_if(&k, Bytes::from_static(b"two"), &Condition::Absent, &never).await;
+        assert!(matches!(again, Err(StorageError::PreconditionFailed(_))), "{name}: {again:?}");
+        let head = st.head(&k, &never).await.unwrap().unwrap();
+        assert!(head.etag.is_some(), "{name}: the version is listed");
+        let v2 = st
+            .put_if(
+                &k,
+                Bytes::from_static(b"three"),
+                &Condition::Matches(head.etag.clone().unwrap()),
+                &never,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_ne!(v1, v2, "{name}");
+        let stale = st
+            .put_if(&k, Bytes::from_static(b"four"), &Condition::Matches(head.etag.unwrap()), &never)
+            .await;
+        assert!(matches!(stale, Err(StorageError::PreconditionFailed(_))), "{name}: {stale:?}");
+        assert_eq!(storage::get_bytes(st.as_ref(), &k, &never).await.unwrap(), b"three", "{name}");
     }
 }

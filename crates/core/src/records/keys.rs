@@ -168,6 +168,11 @@ impl Layout {
         parts.next().is_none().then_some((at, id, verdict))
     }
 
+    /// The lease that keeps two backup services on one prefix from running at once.
+    pub fn lease(&self) -> Key {
+        Self::key(self.meta("lease.json"))
+    }
+
     /// The record of the effective settings a service (`backup` or `verify`) runs with.
     pub fn policy(&self, service: &str) -> Key {
         Self::key(self.meta(&format!("policy/{service}.json")))
@@ -194,9 +199,10 @@ impl Layout {
         BackupId::parse_stamp(rest.split_once('_').map_or(rest, |(stamp, _)| stamp))
     }
 
-    /// Key of the small probe object written by the storage self-test.
+    /// Key of a small probe object (storage self-test, clock and conditional-write checks), new
+    /// for every call: two services starting together must not read each other's probe.
     pub fn probe(&self) -> Key {
-        Self::key(self.meta("probe/preflight.bin"))
+        Self::key(self.meta(&format!("probe/{:016x}.bin", rand::random::<u64>())))
     }
 }
 

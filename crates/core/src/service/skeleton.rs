@@ -138,6 +138,27 @@ impl Service for BackupService {
         Ok(Self(BackupContext::new(settings, url, storage)))
     }
 
+    async fn prepare(&self) -> Result<(), StartupError> {
+        let ctx = &self.0;
+        let never = CancellationToken::new();
+        match storage::conditional_writes_work(ctx.storage.as_ref(), &ctx.layout.probe(), &never).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "this storage ignores conditional writes: two backup services on one prefix are kept apart only loosely (see docs/reliability.md)"
+            ),
+            Err(e) => tracing::debug!(error = %e, "could not test conditional writes"),
+        }
+        match storage::clock_skew(ctx.storage.as_ref(), &ctx.layout.probe(), &never).await {
+            Ok(Some(skew)) if skew.abs() > backup::MAX_CLOCK_SKEW_SECS => tracing::warn!(
+                skew_secs = skew,
+                "this machine's clock differs from the storage server's by {}s; fix the clock: retention is skipped while they disagree",
+                skew
+            ),
+            _ => {}
+        }
+        Ok(())
+    }
+
     async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError> {
         backup::run_and_log(&self.0, cancel).await.map(|_| ()).map_err(StartupError::Backup)
     }

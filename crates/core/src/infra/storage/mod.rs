@@ -42,6 +42,9 @@ pub enum StorageError {
     /// The producer of an upload stopped or reported an error; the upload was aborted.
     #[error("upload aborted: {0}")]
     Aborted(String),
+    /// A conditional write found the object not in the expected state (it exists, or it changed).
+    #[error("{0} was changed by someone else")]
+    PreconditionFailed(String),
     /// The stream outgrew what the chosen part size allows (10,000 parts).
     #[error("upload is larger than {limit} bytes, the most that {part_size}-byte parts allow; set S3_PART_SIZE_MB higher")]
     TooLarge {
@@ -86,6 +89,17 @@ pub struct ObjectMeta {
     pub size: u64,
     /// Last modification time as reported by the store.
     pub last_modified: Option<DateTime<Utc>>,
+    /// The store's version tag of the content (S3's ETag), for conditional writes.
+    pub etag: Option<String>,
+}
+
+/// The condition of a conditional write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// Only if the object does not exist (`If-None-Match: *`).
+    Absent,
+    /// Only if the object is still at this version (`If-Match: <etag>`).
+    Matches(String),
 }
 
 /// Result of a completed upload.
@@ -138,6 +152,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Backend errors.
     async fn list(&self, prefix: &str, cancel: &CancellationToken) -> Result<Vec<ObjectMeta>>;
+
+    /// Writes a small object only if `condition` holds, atomically on stores that support
+    /// conditional writes; returns the new version tag.
+    ///
+    /// # Errors
+    /// [`StorageError::PreconditionFailed`] when the condition does not hold.
+    async fn put_if(&self, key: &Key, data: Bytes, condition: &Condition, cancel: &CancellationToken) -> Result<String>;
 
     /// Deletes objects; missing ones are not an error.
     ///
@@ -202,6 +223,40 @@ pub async fn connect_checked(cfg: &StorageConfig, list_prefix: &str, probe: &Key
     let st = connect(cfg).await?;
     preflight(st.as_ref(), list_prefix, probe, cancel).await?;
     Ok(st)
+}
+
+/// The store's clock minus ours, in seconds, from the modification time the store gives a probe
+/// object written now (`None` when the store does not say). Stores report whole seconds.
+///
+/// # Errors
+/// Storage errors.
+pub async fn clock_skew(storage: &dyn Storage, probe: &Key, cancel: &CancellationToken) -> Result<Option<i64>> {
+    let before = Utc::now();
+    put_bytes(storage, probe, Bytes::from_static(b"pgvigil clock probe"), cancel).await?;
+    let after = Utc::now();
+    let theirs = storage.head(probe, cancel).await?.and_then(|m| m.last_modified);
+    storage.delete_many(std::slice::from_ref(probe), cancel).await?;
+    Ok(theirs.map(|t| {
+        let ours = before + (after - before) / 2;
+        (t - ours).num_seconds()
+    }))
+}
+
+/// Whether the store honours conditional writes (`If-None-Match: *`), which keep two backup
+/// services on one prefix apart; some S3-compatible stores ignore the header.
+///
+/// # Errors
+/// Storage errors.
+pub async fn conditional_writes_work(storage: &dyn Storage, probe: &Key, cancel: &CancellationToken) -> Result<bool> {
+    let _ = storage.delete_many(std::slice::from_ref(probe), cancel).await;
+    storage.put_if(probe, Bytes::from_static(b"1"), &Condition::Absent, cancel).await?;
+    let second = storage.put_if(probe, Bytes::from_static(b"2"), &Condition::Absent, cancel).await;
+    storage.delete_many(std::slice::from_ref(probe), cancel).await?;
+    match second {
+        Err(StorageError::PreconditionFailed(_)) => Ok(true),
+        Ok(_) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Stores a small in-memory object.

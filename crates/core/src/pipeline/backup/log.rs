@@ -49,6 +49,11 @@ async fn log_run(ctx: &BackupContext, at: chrono::DateTime<Utc>, cancel: &Cancel
             }
             Ok(out)
         }
+        // Not a failure: the other service takes the backup.
+        Err(e @ BackupError::Busy(_)) => {
+            info!("Backup skipped: {e}");
+            Err(e)
+        }
         Err(e) => {
             error!(error = %e, retryable = e.is_retryable(), "Backup failed");
             if !matches!(e, BackupError::Cancelled) {

@@ -6,6 +6,7 @@
 //! and every block was compressed. Anything else aborts the upload: no partial object, no
 //! manifest, `backup_latest.sql.gz` untouched.
 
+pub mod lease;
 mod log;
 mod produce;
 mod prune;
@@ -17,7 +18,7 @@ use crate::infra::config::{BackupConfig, Settings, ToolsConfig};
 use crate::infra::pg::{dump, PgError};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::parts::expected_backup_size;
-use crate::infra::storage::{body_channel, DynStorage, PutOptions, StorageError};
+use crate::infra::storage::{body_channel, clock_skew, DynStorage, PutOptions, StorageError};
 use crate::policy::anomaly::{self, Anomaly};
 use crate::policy::retention::Plan;
 use crate::records::catalog::Catalog;
@@ -27,6 +28,10 @@ use chrono::Utc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+/// Largest difference between this machine's clock and the storage server's at which retention,
+/// which decides by age, still runs.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 /// Everything a backup needs.
 #[derive(Debug, Clone)]
@@ -64,13 +69,29 @@ pub enum BackupError {
     Pg(#[from] PgError),
     /// Storage problem.
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
     /// The dump stream was not a complete dump.
     #[error("{0}")]
     Incomplete(String),
     /// Shutdown interrupted the backup; the upload was aborted.
     #[error("interrupted by shutdown; the upload was aborted")]
     Cancelled,
+    /// Another backup service holds this prefix's lease.
+    #[error(transparent)]
+    Busy(#[from] lease::Busy),
+    /// The lease was taken over during the backup (it stalled longer than the lease lasts); the
+    /// upload was aborted.
+    #[error("another backup service took over this prefix's lease during the backup; the upload was aborted")]
+    LeaseLost,
+}
+
+impl From<StorageError> for BackupError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Cancelled => BackupError::Cancelled,
+            other => BackupError::Storage(other),
+        }
+    }
 }
 
 impl BackupError {
@@ -79,7 +100,7 @@ impl BackupError {
         match self {
             BackupError::Pg(e) => e.is_retryable(),
             BackupError::Storage(e) => e.is_retryable(),
-            BackupError::Incomplete(_) => true,
+            BackupError::Incomplete(_) | BackupError::Busy(_) | BackupError::LeaseLost => true,
             BackupError::Cancelled => false,
         }
     }
@@ -98,11 +119,26 @@ pub struct BackupOutcome {
     pub retention: Plan,
 }
 
-/// Takes one backup. The same code path serves the service loop, `--once` and `pgvigil backup-now`.
+/// Takes one backup under this prefix's lease. The same code path serves the service loop,
+/// `--once` and `pgvigil backup-now`.
 ///
 /// # Errors
 /// [`BackupError`]; in every case nothing partial is published.
 pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
+    // The run stops when shutdown comes or when the lease is lost.
+    let run = cancel.child_token();
+    let held = lease::acquire(&ctx.storage, &ctx.layout, run.clone(), cancel).await?;
+    let lease = held?;
+    let result = leased(ctx, &run).await;
+    lease.release().await;
+    match result {
+        Err(BackupError::Cancelled) if !cancel.is_cancelled() => Err(BackupError::LeaseLost),
+        other => other,
+    }
+}
+
+/// The backup itself, while the lease is held.
+async fn leased(ctx: &BackupContext, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     let st = ctx.storage.as_ref();
     let plan = dump::plan(&ctx.database_url, ctx.tools.pg_dump.as_deref()).await?;
     let catalog = Catalog::load(st, &ctx.layout, cancel).await?;
@@ -171,7 +207,18 @@ pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result
     }
     let recent = catalog.recent_sizes_before(id, 7);
     let anomaly = anomaly::assess(manifest.size, &recent);
-    let retention = match prune(ctx, false, cancel).await {
+    let retention = match clock_skew(st, &ctx.layout.probe(), cancel).await {
+        Ok(Some(skew)) if skew.abs() > MAX_CLOCK_SKEW_SECS => {
+            warn!(
+                skew_secs = skew,
+                "this machine's clock differs from the storage server's by {}s; retention is skipped until the clocks agree (it decides by age)",
+                skew
+            );
+            Ok(Plan::default())
+        }
+        _ => prune(ctx, false, cancel).await,
+    };
+    let retention = match retention {
         Ok(p) => p,
         Err(e) => {
             warn!(error = %e, "retention could not run; it will be tried after the next backup");

@@ -43,6 +43,7 @@ where
                     ("the bucket is in another region (check S3_REGION)".to_string(), false)
                 }
                 "NoSuchKey" | "NotFound" => return StorageError::NotFound(target.to_string()),
+                "PreconditionFailed" | "ConditionalRequestConflict" => return StorageError::PreconditionFailed(target.to_string()),
                 "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" => {
                     (format!("the store is busy or failing ({code})"), true)
                 }
@@ -50,6 +51,7 @@ where
                     (format!("the store rejected the checksum scheme ({code}: {msg})"), false)
                 }
                 _ if status == 404 => return StorageError::NotFound(target.to_string()),
+                _ if status == 412 || status == 409 => return StorageError::PreconditionFailed(target.to_string()),
                 _ if status == 403 => ("access denied (check the credentials and the bucket policy)".to_string(), false),
                 _ if status == 301 => ("the bucket is in another region (check S3_REGION)".to_string(), false),
                 _ => (

@@ -10,11 +10,12 @@ mod copy;
 mod errors;
 mod upload;
 
-use super::{or_cancel, BodyReceiver, Key, ObjectMeta, ObjectReader, PutOptions, PutResult, Result, Storage, StorageError};
+use super::{or_cancel, BodyReceiver, Condition, Key, ObjectMeta, ObjectReader, PutOptions, PutResult, Result, Storage, StorageError};
 use crate::infra::config::{S3Config, Sse};
 use async_trait::async_trait;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier, ServerSideEncryption, StorageClass};
 use aws_sdk_s3::Client;
+use bytes::Bytes;
 use errors::classify;
 use tokio_util::sync::CancellationToken;
 
@@ -103,6 +104,7 @@ impl Storage for S3Storage {
                 key: key.to_string(),
                 size: out.content_length().unwrap_or(0).max(0) as u64,
                 last_modified: timestamp(out.last_modified()),
+                etag: out.e_tag().map(String::from),
             })),
             Err(StorageError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -125,11 +127,33 @@ impl Storage for S3Storage {
                     key: o.key().unwrap_or_default().to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     last_modified: timestamp(o.last_modified()),
+                    etag: o.e_tag().map(String::from),
                 });
             }
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn put_if(&self, key: &Key, data: Bytes, condition: &Condition, cancel: &CancellationToken) -> Result<String> {
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .content_length(data.len() as i64)
+            .content_type("application/json")
+            .object_settings(&self.cfg)
+            .body(aws_sdk_s3::primitives::ByteStream::from(data));
+        request = match condition {
+            Condition::Absent => request.if_none_match("*"),
+            Condition::Matches(etag) => request.if_match(etag),
+        };
+        let out = or_cancel(cancel, async {
+            request.send().await.map_err(|e| classify("writing", key.as_str(), &e))
+        })
+        .await?;
+        Ok(out.e_tag().unwrap_or_default().to_string())
     }
 
     async fn delete_many(&self, keys: &[Key], cancel: &CancellationToken) -> Result<()> {

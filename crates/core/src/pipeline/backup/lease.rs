@@ -1,0 +1,170 @@
+//! One backup at a time per prefix. Two backup services pointed at the same prefix (a deploy that
+//! overlaps, a copy-pasted configuration) must not interleave their uploads, manifests and
+//! retention. Before a run, the service takes a lease: a small object in the metadata area,
+//! created with `If-None-Match: *` and renewed with `If-Match: <version>`, that expires if its
+//! holder dies. The loser says who holds it and waits for its next turn; a holder that loses its
+//! lease (it stalled longer than the lease lasts) aborts its run.
+
+use crate::infra::storage::{Condition, DynStorage, Key, StorageError};
+use crate::records::keys::Layout;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a lease lasts without renewal.
+pub const TTL: Duration = Duration::from_secs(10 * 60);
+/// How often the holder renews it.
+const RENEW_EVERY: Duration = Duration::from_secs(3 * 60);
+
+/// What the lease object says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Body {
+    /// Who holds it.
+    holder: String,
+    /// Until when, unless renewed.
+    expires_at: DateTime<Utc>,
+}
+
+/// This process's name as a lease holder: host, pid and a random part.
+pub fn holder() -> &'static str {
+    static HOLDER: OnceLock<String> = OnceLock::new();
+    HOLDER.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{} pid {} ({:08x})", host.trim(), std::process::id(), rand::random::<u32>())
+    })
+}
+
+/// The lease is held by another backup service.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("another backup service ({holder}) is taking a backup under this prefix (its lease runs until {until}); this one waits for its next turn")]
+pub struct Busy {
+    /// Who holds it.
+    pub holder: String,
+    /// Until when.
+    pub until: DateTime<Utc>,
+}
+
+/// A lease held by this process, renewed in the background until released.
+#[derive(Debug)]
+pub struct Lease {
+    /// Where it lives.
+    storage: DynStorage,
+    /// Its key.
+    key: Key,
+    /// The version this process wrote last.
+    version: Arc<Mutex<String>>,
+    /// The renewing task.
+    renewer: JoinHandle<()>,
+}
+
+fn body(expires_in: Duration) -> Result<Bytes, StorageError> {
+    let b = Body {
+        holder: holder().to_string(),
+        expires_at: Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::minutes(10)),
+    };
+    serde_json::to_vec(&b)
+        .map(Bytes::from)
+        .map_err(|e| StorageError::other(format!("encoding the lease: {e}"), false))
+}
+
+/// Takes the lease for `layout`'s prefix. When it is lost while held, `lost` is cancelled.
+///
+/// # Errors
+/// `Ok(Err(Busy))` when another service holds it; storage errors.
+pub async fn acquire(
+    storage: &DynStorage,
+    layout: &Layout,
+    lost: CancellationToken,
+    cancel: &CancellationToken,
+) -> Result<Result<Lease, Busy>, StorageError> {
+    let key = layout.lease();
+    for _ in 0..3 {
+        let condition = match storage.head(&key, cancel).await? {
+            None => Condition::Absent,
+            Some(meta) => {
+                let version = meta.etag.unwrap_or_default();
+                let current: Option<Body> = match crate::infra::storage::get_bytes(storage.as_ref(), &key, cancel).await {
+                    Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+                    Err(StorageError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                match current {
+                    Some(b) if b.holder != holder() && b.expires_at > Utc::now() => {
+                        return Ok(Err(Busy {
+                            holder: b.holder,
+                            until: b.expires_at,
+                        }))
+                    }
+                    // Ours, expired, or unreadable: take it over, if nobody else does first.
+                    _ => Condition::Matches(version),
+                }
+            }
+        };
+        match storage.put_if(&key, body(TTL)?, &condition, cancel).await {
+            Ok(version) => return Ok(Ok(Lease::start(storage.clone(), key, version, lost))),
+            Err(StorageError::PreconditionFailed(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    // Three races lost in a row: someone else is taking it right now.
+    Ok(Err(Busy {
+        holder: "another backup service".into(),
+        until: Utc::now() + chrono::Duration::from_std(TTL).unwrap_or(chrono::Duration::minutes(10)),
+    }))
+}
+
+impl Lease {
+    fn start(storage: DynStorage, key: Key, version: String, lost: CancellationToken) -> Self {
+        let version = Arc::new(Mutex::new(version));
+        let (st, k, v) = (storage.clone(), key.clone(), version.clone());
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                let current = v.lock().map(|g| g.clone()).unwrap_or_default();
+                let Ok(data) = body(TTL) else { continue };
+                match st.put_if(&k, data, &Condition::Matches(current), &CancellationToken::new()).await {
+                    Ok(next) => {
+                        if let Ok(mut g) = v.lock() {
+                            *g = next;
+                        }
+                    }
+                    Err(StorageError::PreconditionFailed(_)) => {
+                        tracing::error!("the backup lease was taken over by another backup service; this backup is aborted");
+                        lost.cancel();
+                        return;
+                    }
+                    // Storage trouble: try again at the next renewal, while the lease still lasts.
+                    Err(e) => tracing::warn!(error = %e, "could not renew the backup lease"),
+                }
+            }
+        });
+        Self {
+            storage,
+            key,
+            version,
+            renewer,
+        }
+    }
+
+    /// Gives the lease up (only if it is still ours).
+    pub async fn release(self) {
+        self.renewer.abort();
+        let never = CancellationToken::new();
+        let ours = self.version.lock().map(|g| g.clone()).unwrap_or_default();
+        if let Ok(Some(meta)) = self.storage.head(&self.key, &never).await {
+            if meta.etag.as_deref() == Some(ours.as_str()) {
+                let _ = self.storage.delete_many(std::slice::from_ref(&self.key), &never).await;
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
