@@ -142,7 +142,7 @@ mod tests {
             (
                 "PG_DUMP_OPTIONS",
                 "--format=custom",
-                "PG_DUMP_OPTIONS: --format is managed by pgvigil",
+                "PG_DUMP_OPTIONS: --format is not allowed: pgvigil writes plain SQL",
             ),
             ("BACKUP_PREFIX", "a/../b", "BACKUP_PREFIX:"),
         ];

@@ -97,8 +97,11 @@ pub struct BackupConfig {
     pub compression_level: u32,
     /// `BACKUP_RETENTION_DAYS` and `BACKUP_MIN_KEEP`: what retention may delete.
     pub retention: RetentionPolicy,
-    /// `PG_DUMP_OPTIONS`: extra `pg_dump` arguments.
+    /// `PG_DUMP_OPTIONS`: extra `pg_dump` arguments (checked, in normal form).
     pub dump_options: Vec<String>,
+    /// `PG_DUMP_LOCK_WAIT_TIMEOUT`: how long pg_dump may wait for a table lock before failing
+    /// (`None`: forever).
+    pub lock_wait: Option<Duration>,
 }
 
 /// How backups are verified (the scratch server is [`Settings::verify_database_url`]).

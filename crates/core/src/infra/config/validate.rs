@@ -133,15 +133,23 @@ impl Validator {
             10_000,
             "a whole number of backups >= 1",
         );
-        let dump_options = nonempty(raw.pg_dump_options)
-            .map(|s| s.split_whitespace().map(String::from).collect::<Vec<_>>())
-            .unwrap_or_default();
-        for opt in &dump_options {
-            let name = opt.split('=').next().unwrap_or_default();
-            if FORBIDDEN_DUMP_OPTIONS.contains(&name) {
-                self.bad("PG_DUMP_OPTIONS", format!("{name} is managed by pgvigil and cannot be set here"));
+        let dump_options = match crate::infra::pg::dump_options::parse(&raw.pg_dump_options.unwrap_or_default()) {
+            Ok(args) => args,
+            Err(problems) => {
+                for p in problems {
+                    self.bad("PG_DUMP_OPTIONS", p);
+                }
+                Vec::new()
             }
-        }
+        };
+        let lock_wait = self.uint(
+            "PG_DUMP_LOCK_WAIT_TIMEOUT",
+            raw.pg_dump_lock_wait_timeout,
+            60,
+            0,
+            86_400,
+            "whole seconds (0 waits forever)",
+        );
         let backup = BackupConfig {
             interval: Duration::from_secs(interval),
             compression_level,
@@ -150,6 +158,7 @@ impl Validator {
                 min_keep: min_keep as usize,
             },
             dump_options,
+            lock_wait: (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
         };
 
         let vdb = self.secret(
@@ -355,30 +364,6 @@ impl Validator {
         Some(StorageConfig { backend, prefix })
     }
 }
-
-/// `pg_dump` options pgvigil sets itself; allowing them would break the format it relies on.
-const FORBIDDEN_DUMP_OPTIONS: &[&str] = &[
-    "-F",
-    "--format",
-    "-f",
-    "--file",
-    "-Z",
-    "--compress",
-    "-d",
-    "--dbname",
-    "-h",
-    "--host",
-    "-p",
-    "--port",
-    "-U",
-    "--username",
-    "-W",
-    "--password",
-    "-C",
-    "--create",
-    "-j",
-    "--jobs",
-];
 
 pub(super) fn nonempty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.trim().is_empty())

@@ -61,9 +61,41 @@ pub async fn plan(url: &DbUrl, explicit: Option<&Path>) -> Result<DumpPlan, PgEr
 ///
 /// # Errors
 /// When the process cannot be started.
-pub fn spawn(plan: &DumpPlan, url: &DbUrl, extra: &[String]) -> Result<OwnedChild, PgError> {
+pub fn spawn(
+    plan: &DumpPlan,
+    url: &DbUrl,
+    extra: &[String],
+    lock_wait: Option<std::time::Duration>,
+    app_name: &str,
+) -> Result<OwnedChild, PgError> {
     let mut args: Vec<String> = DEFAULT_ARGS.iter().map(|s| (*s).to_string()).collect();
+    if let Some(wait) = lock_wait.filter(|_| !extra.iter().any(|a| a.starts_with("--lock-wait-timeout="))) {
+        // Fail fast instead of queueing behind a lock (e.g. a migration's ALTER TABLE), which would
+        // make every later query of the application queue behind pg_dump too.
+        args.push(format!("--lock-wait-timeout={}ms", wait.as_millis()));
+    }
     args.extend(extra.iter().cloned());
-    OwnedChild::spawn("pg_dump", &plan.tool.path, &args, &child_env(url), false)
+    let mut env = child_env(url);
+    // Named, so that the watcher can find its session (see [`blocked_behind`]).
+    env.retain(|(k, _)| k != "PGAPPNAME");
+    env.push(("PGAPPNAME".into(), app_name.into()));
+    OwnedChild::spawn("pg_dump", &plan.tool.path, &args, &env, false)
         .map_err(|e| PgError::Spawn(format!("cannot start {}: {e}", plan.tool.path.display())))
+}
+
+/// Sessions waiting for a lock that the pg_dump named `app_name` holds: how many, and the longest
+/// wait in seconds.
+///
+/// # Errors
+/// Query failures.
+pub async fn blocked_behind(conn: &mut sqlx::postgres::PgConnection, url: &DbUrl, app_name: &str) -> Result<(i64, f64), PgError> {
+    sqlx::query_as(
+        "SELECT count(*), coalesce(max(extract(epoch FROM now() - a.state_change)), 0)::float8 \
+         FROM pg_stat_activity a, pg_stat_activity d \
+         WHERE d.application_name = $1 AND d.pid = ANY(pg_blocking_pids(a.pid))",
+    )
+    .bind(app_name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| super::classify(url, &e))
 }

@@ -8,6 +8,7 @@
 mod child;
 mod conn;
 pub mod dump;
+pub mod dump_options;
 mod errors;
 pub mod psql;
 pub mod scratch;

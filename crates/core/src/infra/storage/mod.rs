@@ -119,6 +119,8 @@ pub struct PutOptions {
     pub expected_size: Option<u64>,
     /// Use a multipart upload even for a small body (the self-test exercises that path).
     pub force_multipart: bool,
+    /// Smallest part size to use (raised after an upload outgrew its parts).
+    pub min_part_size: u64,
 }
 
 /// A readable object body. Reading it fails with an I/O error when the download breaks.

@@ -14,6 +14,16 @@ pub const MAX_PARTS: u64 = 10_000;
 /// Chooses one part size for a whole upload so that a stream four times the expected size still
 /// fits in 9,000 parts, rounded up to whole MiB. A fixed size (`S3_PART_SIZE_MB`) wins.
 pub fn choose_part_size(expected: Option<u64>, fixed: Option<u64>) -> u64 {
+    choose_part_size_at_least(expected, fixed, 0)
+}
+
+/// As [`choose_part_size`], but never below `floor` (raised after an upload outgrew its parts, so
+/// that the next attempt does not fail the same way).
+pub fn choose_part_size_at_least(expected: Option<u64>, fixed: Option<u64>, floor: u64) -> u64 {
+    planned(expected, fixed).max(floor.min(MAX_PART_SIZE))
+}
+
+fn planned(expected: Option<u64>, fixed: Option<u64>) -> u64 {
     if let Some(f) = fixed {
         return f.max(MIN_PART_SIZE);
     }
@@ -57,6 +67,15 @@ mod tests {
             assert!(expected * 4 / p < 9_001, "{tb} TiB -> {p}");
             assert_eq!(p % mib, 0);
         }
+    }
+
+    #[test]
+    fn a_floor_raised_after_too_many_parts_wins() {
+        let mib = 1024 * 1024;
+        assert_eq!(choose_part_size_at_least(None, None, 64 * mib), 64 * mib);
+        assert_eq!(choose_part_size_at_least(None, Some(8 * mib), 64 * mib), 64 * mib);
+        assert_eq!(choose_part_size_at_least(None, Some(8 * mib), 0), 8 * mib);
+        assert_eq!(choose_part_size_at_least(None, None, u64::MAX), MAX_PART_SIZE);
     }
 
     #[test]

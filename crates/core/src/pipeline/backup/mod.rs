@@ -10,6 +10,7 @@ pub mod lease;
 mod log;
 mod produce;
 mod prune;
+mod watch;
 
 pub use log::run_and_log;
 pub use prune::{prune, prune_with};
@@ -25,6 +26,8 @@ use crate::records::catalog::Catalog;
 use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest::{self, Manifest};
 use chrono::Utc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -46,6 +49,9 @@ pub struct BackupContext {
     pub cfg: BackupConfig,
     /// Which client tools to use.
     pub tools: ToolsConfig,
+    /// Smallest part size for the next upload: raised when one outgrew its parts, so that the next
+    /// attempt does not fail the same way.
+    pub part_size_floor: Arc<AtomicU64>,
 }
 
 impl BackupContext {
@@ -57,6 +63,7 @@ impl BackupContext {
             database_url,
             cfg: settings.backup.clone(),
             tools: settings.tools.clone(),
+            part_size_floor: Arc::default(),
         }
     }
 }
@@ -158,16 +165,26 @@ async fn leased(ctx: &BackupContext, cancel: &CancellationToken) -> Result<Backu
     }
     let started_at = Utc::now();
     let key = ctx.layout.backup(id);
-    let child = dump::spawn(&plan, &ctx.database_url, &ctx.cfg.dump_options)?;
+    let app_name = format!("pgvigil-backup {}", id.stamp());
+    let child = dump::spawn(&plan, &ctx.database_url, &ctx.cfg.dump_options, ctx.cfg.lock_wait, &app_name)?;
+    let watching = CancellationToken::new();
+    let watcher = tokio::spawn(watch::blocked_sessions(ctx.database_url.clone(), app_name, watching.clone()));
     let (tx, rx) = body_channel(4);
     let opts = PutOptions {
         expected_size: expected,
         force_multipart: false,
+        min_part_size: ctx.part_size_floor.load(Ordering::Relaxed),
     };
     let (produced, put) = tokio::join!(
         produce::produce(child, tx, ctx.cfg.compression_level, cancel),
         st.put(&key, rx, opts, cancel)
     );
+    watching.cancel();
+    let _ = watcher.await;
+    if let Err(StorageError::TooLarge { part_size, .. }) = &put {
+        // The next attempt plans parts four times as large.
+        ctx.part_size_floor.fetch_max(part_size.saturating_mul(4), Ordering::Relaxed);
+    }
     // Cleanup after a failure must run even when the run's token is already cancelled.
     let cleanup = CancellationToken::new();
     let (streamed, parts) = match (produced, put) {

@@ -5,7 +5,7 @@
 
 use super::errors::classify;
 use super::{ObjectSettings, S3Storage};
-use crate::infra::storage::parts::{choose_part_size, MAX_PARTS};
+use crate::infra::storage::parts::{choose_part_size_at_least, MAX_PARTS};
 use crate::infra::storage::{body_channel, BodyReceiver, Key, PutOptions, PutResult, Result, StorageError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -198,7 +198,7 @@ impl S3Storage {
         opts: PutOptions,
         cancel: &CancellationToken,
     ) -> Result<PutResult> {
-        let part_size = choose_part_size(opts.expected_size, self.cfg.part_size);
+        let part_size = choose_part_size_at_least(opts.expected_size, self.cfg.part_size, opts.min_part_size);
         // Read up to one part first: a body smaller than a part goes up in one request.
         let mut first = BytesMut::with_capacity(part_size.min(8 << 20) as usize);
         let complete = fill(&mut first, part_size, &mut body, cancel).await?;
