@@ -89,6 +89,12 @@ async fn every_command_against_a_prepared_bucket() {
     assert_eq!(code, Some(1), "{all}");
     assert!(all.contains("already holds") && all.contains("--clean"), "{all}");
     let (code, _, all) = pgvigil(&["restore", "--to", &target, "--backup", &older, "--clean"], &vars).await;
+    assert_eq!(code, Some(1), "--clean asks first: {all}");
+    assert!(
+        all.contains("--clean will replace everything in") && all.contains("nothing was changed"),
+        "{all}"
+    );
+    let (code, _, all) = pgvigil(&["restore", "--to", &target, "--backup", &older, "--clean", "--yes"], &vars).await;
     assert_eq!(code, Some(0), "{all}");
     assert_eq!(sample::row_counts(&pg, "app").await, sample::row_counts(&pg, "target").await);
 

@@ -80,7 +80,7 @@ async fn clean_with_no_restorable_backup_leaves_the_targets_data() {
     precious_target(&pg, "target").await;
     let mut vars = s3.vars("clean");
     vars.push(("RESTORE_DATABASE_URL", pg.url("target")));
-    let o = run("pgvigil", &["restore", "--clean", "--fallback", "3"], &vars).await;
+    let o = run("pgvigil", &["restore", "--clean", "--yes", "--fallback", "3"], &vars).await;
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(
@@ -125,7 +125,7 @@ async fn killing_pgvigil_at_any_moment_leaves_the_target_as_it_was() {
     vars.push(("RESTORE_DATABASE_URL", secret_free_url));
     precious_target(&pg, "target").await;
     for millis in [300u64, 1200, 2400, 3300] {
-        let child = pgvigil_e2e::run::spawn("pgvigil", &["restore", "--clean"], &vars);
+        let child = pgvigil_e2e::run::spawn("pgvigil", &["restore", "--clean", "--yes"], &vars);
         let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
         tokio::time::sleep(Duration::from_millis(millis)).await;
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);

@@ -107,7 +107,7 @@ impl PolicyArgs {
 }
 
 /// Asks on the terminal; false when the answer is not yes (or there is no terminal).
-fn confirm(question: &str) -> bool {
+pub(crate) fn confirm(question: &str) -> bool {
     use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
         return false;
@@ -151,7 +151,7 @@ async fn dispatch(command: Command, cancel: &CancellationToken) -> Result<u8> {
             let text = if json {
                 render::status_json(&v)
             } else {
-                render::status(&v, &op.storage_description())
+                format!("{}policy: {}\n", render::status(&v, &op.storage_description()), policy.source)
             };
             println!("{}", text.trim_end());
             Ok(v.verdict.exit_code())
@@ -197,7 +197,7 @@ async fn dispatch(command: Command, cancel: &CancellationToken) -> Result<u8> {
                 eprintln!("nothing deleted: confirm on a terminal, or pass --yes (--dry-run shows the plan only)");
                 return Ok(1);
             }
-            let done = op.prune(&policy, cancel).await?;
+            let done = op.prune(&p, cancel).await?;
             println!(
                 "deleted {} backups (with their manifests and verification records)",
                 done.delete.len()
@@ -207,7 +207,11 @@ async fn dispatch(command: Command, cancel: &CancellationToken) -> Result<u8> {
         Command::Report { days, json, policy } => {
             let policy = op.policy(&policy.overrides(), cancel).await?;
             let r = op.report(days, &policy, cancel).await?;
-            let text = if json { render::json(&r) } else { render::report(&r) };
+            let text = if json {
+                render::json(&r)
+            } else {
+                format!("{}\npolicy: {}\n", render::report(&r), policy.source)
+            };
             println!("{}", text.trim_end());
             Ok(0)
         }

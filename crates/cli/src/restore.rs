@@ -26,6 +26,9 @@ pub struct RestoreArgs {
     /// own transaction, so if the restore fails they are still there.
     #[arg(long)]
     clean: bool,
+    /// With --clean: replace without asking (required when not on a terminal).
+    #[arg(long)]
+    yes: bool,
 }
 
 /// Runs the restore and prints the outcome.
@@ -43,6 +46,15 @@ pub async fn run(op: &Operator, args: RestoreArgs, cancel: &CancellationToken) -
             "say where to restore: set RESTORE_DATABASE_URL (or RESTORE_DATABASE_URL_FILE, or libpq's PGHOST/PGDATABASE/PGUSER/PGPASSWORD), or pass --to URL"
         ),
     };
+    if args.clean {
+        let (contents, _) = op.inspect_target(&target).await?;
+        if !contents.is_empty() {
+            println!("--clean will replace everything in {target}: {contents}");
+            if !args.yes && !crate::confirm("Replace it (inside the restore's transaction)?") {
+                bail!("nothing was changed: confirm on a terminal, or pass --yes together with --clean");
+            }
+        }
+    }
     let req = RestoreRequest {
         target,
         backup: args.backup,

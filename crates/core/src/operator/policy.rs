@@ -33,6 +33,9 @@ pub struct EffectivePolicy {
     pub verify_interval: Duration,
     /// Where it came from, in plain words.
     pub source: String,
+    /// Whether the retention comes from the backup service's record or the command line (and not
+    /// merely from this shell's settings).
+    pub retention_is_known: bool,
 }
 
 impl Operator {
@@ -93,6 +96,7 @@ impl Operator {
             backup_interval,
             verify_interval,
             source: sources.join(", "),
+            retention_is_known: backup.is_some() || o.retention_days.is_some(),
         })
     }
 }

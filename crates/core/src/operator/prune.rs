@@ -1,7 +1,9 @@
-//! `pgvigil prune`: retention on demand, under the service's policy, with the plan shown first.
+//! `pgvigil prune`: retention on demand, under the service's policy, with the plan shown first and
+//! exactly the confirmed plan applied.
 
 use super::{EffectivePolicy, Operator, OperatorError};
-use crate::pipeline::backup::prune_with;
+use crate::infra::storage::clock_skew;
+use crate::pipeline::backup::{prune_with, MAX_CLOCK_SKEW_SECS};
 use crate::policy::retention::Plan;
 use tokio_util::sync::CancellationToken;
 
@@ -20,18 +22,41 @@ impl Operator {
     /// # Errors
     /// Storage errors.
     pub async fn prune_plan(&self, policy: &EffectivePolicy, cancel: &CancellationToken) -> Result<PrunePlan, OperatorError> {
-        let plan = prune_with(self.storage.as_ref(), &self.layout, policy.retention, true, cancel).await?;
+        let plan = prune_with(self.storage.as_ref(), &self.layout, policy.retention, true, None, cancel).await?;
         Ok(PrunePlan {
             policy: policy.clone(),
             plan,
         })
     }
 
-    /// Applies retention under `policy`; returns what it did.
+    /// Applies a plan the operator confirmed: deletes only backups that are still in a fresh plan.
+    /// Refuses when no service recorded its retention and none was given, and when this machine's
+    /// clock disagrees with the storage server's (retention decides by age).
     ///
     /// # Errors
-    /// Storage errors.
-    pub async fn prune(&self, policy: &EffectivePolicy, cancel: &CancellationToken) -> Result<Plan, OperatorError> {
-        Ok(prune_with(self.storage.as_ref(), &self.layout, policy.retention, false, cancel).await?)
+    /// [`OperatorError::Usage`] for those refusals; storage errors.
+    pub async fn prune(&self, confirmed: &PrunePlan, cancel: &CancellationToken) -> Result<Plan, OperatorError> {
+        if !confirmed.policy.retention_is_known {
+            return Err(OperatorError::Usage(
+                "no backup service has recorded its retention policy under this prefix; pass --retention-days (and --min-keep) to say which policy to apply".into(),
+            ));
+        }
+        if let Some(skew) = clock_skew(self.storage.as_ref(), &self.layout.probe(), cancel).await? {
+            if skew.abs() > MAX_CLOCK_SKEW_SECS {
+                return Err(OperatorError::Usage(format!(
+                    "this machine's clock differs from the storage server's by {skew}s; retention decides by age, so fix the clock first"
+                )));
+            }
+        }
+        let policy = confirmed.policy.retention;
+        Ok(prune_with(
+            self.storage.as_ref(),
+            &self.layout,
+            policy,
+            false,
+            Some(&confirmed.plan.delete),
+            cancel,
+        )
+        .await?)
     }
 }

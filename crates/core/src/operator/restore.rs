@@ -166,7 +166,7 @@ impl Operator {
         let cat = Catalog::load(st, &self.layout, cancel).await?;
         let complete: Vec<BackupId> = cat.complete().map(|b| b.id).collect();
         let first = select(&complete, &req.backup)?;
-        let (preamble, replaced) = self.prepare_target(req).await?;
+        let (preamble, replaced, target_major) = self.prepare_target(req).await?;
         if let Some(c) = &replaced {
             observer.note(&format!(
                 "--clean: {} in {} will be replaced, inside the restore's transaction",
@@ -179,6 +179,20 @@ impl Operator {
         for id in candidates {
             let key = self.layout.backup(*id);
             let m = manifest::read(st, &self.layout, *id, cancel).await?;
+            if let Some(source) = m.as_ref().and_then(|m| pg::parse_version(&format!("x) {}", m.server_version))) {
+                if source.major > target_major {
+                    // A dump restores only on a server at least as new as its source; an older
+                    // backup would not fix the target.
+                    return Err(RestoreFailure::Environment {
+                        key: key.to_string(),
+                        cause: format!(
+                            "the target server runs PostgreSQL {target_major}, older than the backup's source (PostgreSQL {}); restore into PostgreSQL {} or newer",
+                            source, source.major
+                        ),
+                    }
+                    .into());
+                }
+            }
             let dump_major = m
                 .as_ref()
                 .and_then(|m| pg::parse_version(&format!("x) {}", m.pg_dump_version)))
@@ -214,14 +228,29 @@ impl Operator {
         Err(RestoreFailure::AllFailed { tried: skipped.len() }.into())
     }
 
+    /// What is in a target now, and its server's major version (for a confirmation before
+    /// `--clean`).
+    ///
+    /// # Errors
+    /// When the target cannot be reached.
+    pub async fn inspect_target(&self, url: &DbUrl) -> Result<(Contents, u32), OperatorError> {
+        let mut conn = pg::connect(url).await?;
+        let contents = pg::target::contents(&mut conn, url).await;
+        let version = pg::server_version(&mut conn, url).await;
+        pg::close(conn).await;
+        Ok((contents?, version?.major))
+    }
+
     /// Refuses a non-empty target unless `clean`; with `clean`, returns the preamble that empties
-    /// it inside the restore's transaction, and what it will replace.
-    async fn prepare_target(&self, req: &RestoreRequest) -> Result<(String, Option<Contents>), OperatorError> {
+    /// it inside the restore's transaction, and what it will replace; and the target's major
+    /// version.
+    async fn prepare_target(&self, req: &RestoreRequest) -> Result<(String, Option<Contents>, u32), OperatorError> {
         let url = &req.target;
         let mut conn = pg::connect(url).await?;
+        let major = pg::server_version(&mut conn, url).await?.major;
         let contents = pg::target::contents(&mut conn, url).await?;
         let result = if contents.is_empty() {
-            Ok((String::new(), None))
+            Ok((String::new(), None, major))
         } else if !req.clean {
             Err(RestoreFailure::TargetNotEmpty {
                 database: url.database(),
@@ -231,7 +260,7 @@ impl Operator {
         } else {
             pg::target::clean_preamble(&mut conn, url)
                 .await
-                .map(|p| (p, Some(contents)))
+                .map(|p| (p, Some(contents), major))
                 .map_err(OperatorError::from)
         };
         pg::close(conn).await;

@@ -109,8 +109,12 @@ pub fn plan(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc>) 
     sorted.dedup_by_key(|c| c.id);
     let cutoff = now - Duration::days(policy.retention_days.min(100_000) as i64);
     let newest_verified = sorted.iter().find(|c| c.complete && c.verified == Verified::Passed).map(|c| c.id);
-    let delete = delete_list(&sorted, policy, cutoff, |c| c.verified != Verified::Failed, newest_verified);
     let bare = delete_list(&sorted, policy, cutoff, |_| true, None);
+    // Never more than the bare policy deletes: evidence only ever keeps more.
+    let delete: Vec<BackupId> = delete_list(&sorted, policy, cutoff, |c| c.verified != Verified::Failed, newest_verified)
+        .into_iter()
+        .filter(|id| bare.contains(id))
+        .collect();
     let kept = bare
         .iter()
         .filter(|id| !delete.contains(id))
@@ -201,6 +205,12 @@ mod tests {
                 "failed verifications do not count toward min_keep",
                 vec![c(1), c(2), c(3), failed(15), failed(16)],
                 p(7, 2),
+                vec![1],
+            ),
+            (
+                "never fewer than min_keep, failed or not",
+                vec![failed(1), failed(2), failed(3), failed(4)],
+                p(7, 3),
                 vec![1],
             ),
             (

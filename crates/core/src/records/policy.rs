@@ -96,3 +96,28 @@ pub async fn write_verify(
 pub async fn read_verify(storage: &dyn Storage, layout: &Layout, cancel: &CancellationToken) -> Result<Option<VerifyPolicy>, StorageError> {
     read(storage, &layout.policy("verify"), cancel).await
 }
+
+/// A service's policy, either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServicePolicy {
+    /// The backup service's.
+    Backup(BackupPolicy),
+    /// The verify service's.
+    Verify(VerifyPolicy),
+}
+
+/// Records a service's policy.
+///
+/// # Errors
+/// Storage errors.
+pub async fn write_service(
+    storage: &dyn Storage,
+    layout: &Layout,
+    p: &ServicePolicy,
+    cancel: &CancellationToken,
+) -> Result<(), StorageError> {
+    match p {
+        ServicePolicy::Backup(b) => write_backup(storage, layout, b, cancel).await,
+        ServicePolicy::Verify(v) => write_verify(storage, layout, v, cancel).await,
+    }
+}

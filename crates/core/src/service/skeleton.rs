@@ -95,8 +95,9 @@ trait Service: Sized + Send + Sync {
     async fn prepare(&self) -> Result<(), StartupError> {
         Ok(())
     }
-    /// Records the settings this service runs with, for the CLI (see [`crate::records::policy`]).
-    async fn record_policy(&self, settings: &Settings) -> Result<(), StorageError>;
+    /// The settings this service runs with, to record for the CLI (see [`crate::records::policy`]),
+    /// and where.
+    fn policy(&self, settings: &Settings) -> (DynStorage, Layout, policy::ServicePolicy);
     /// Tells `health` what storage already knows (e.g. the newest verification's verdict), so that
     /// `/status` is right from the start, not only after the next run.
     async fn seed_health(&self, _health: &Health) {}
@@ -163,7 +164,7 @@ impl Service for BackupService {
         backup::run_and_log(&self.0, cancel).await.map(|_| ()).map_err(StartupError::Backup)
     }
 
-    async fn record_policy(&self, settings: &Settings) -> Result<(), StorageError> {
+    fn policy(&self, settings: &Settings) -> (DynStorage, Layout, policy::ServicePolicy) {
         let b = &settings.backup;
         let rec = policy::BackupPolicy {
             interval_secs: b.interval.as_secs(),
@@ -173,7 +174,7 @@ impl Service for BackupService {
             recorded_at: chrono::Utc::now(),
             version: env!("CARGO_PKG_VERSION").into(),
         };
-        policy::write_backup(self.0.storage.as_ref(), &self.0.layout, &rec, &CancellationToken::new()).await
+        (self.0.storage.clone(), self.0.layout.clone(), policy::ServicePolicy::Backup(rec))
     }
 
     fn job(self, _health: &Health) -> BackupJob {
@@ -225,13 +226,13 @@ impl Service for VerifyService {
         Ok(())
     }
 
-    async fn record_policy(&self, settings: &Settings) -> Result<(), StorageError> {
+    fn policy(&self, settings: &Settings) -> (DynStorage, Layout, policy::ServicePolicy) {
         let rec = policy::VerifyPolicy {
             interval_secs: settings.verify.interval.as_secs(),
             recorded_at: chrono::Utc::now(),
             version: env!("CARGO_PKG_VERSION").into(),
         };
-        policy::write_verify(self.0.storage.as_ref(), &self.0.layout, &rec, &CancellationToken::new()).await
+        (self.0.storage.clone(), self.0.layout.clone(), policy::ServicePolicy::Verify(rec))
     }
 
     async fn seed_health(&self, health: &Health) {
@@ -260,6 +261,19 @@ impl Service for VerifyService {
     fn interval(settings: &Settings) -> Duration {
         settings.verify.interval
     }
+}
+
+/// Records the service's policy for the CLI in the background, retrying until it is stored (a
+/// storage outage at start must not leave the CLI applying a shell's defaults).
+fn record_policy((storage, layout, p): (DynStorage, Layout, policy::ServicePolicy), cancel: &CancellationToken) {
+    let cancel = cancel.clone();
+    tokio::spawn(async move {
+        let write = || policy::write_service(storage.as_ref(), &layout, &p, &cancel);
+        until_ok(startup_backoff(), &cancel, write, |e, d| {
+            tracing::warn!(error = %e, "could not record this service's settings for the CLI; retrying in {}s", d.as_secs());
+        })
+        .await;
+    });
 }
 
 /// Runs a service: once (exit status from the result) or forever.
@@ -292,11 +306,13 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
         tracing::warn!("{e}; the first run will try again");
     }
     if once {
+        let (storage, layout, p) = service.policy(&settings);
+        if let Err(e) = policy::write_service(storage.as_ref(), &layout, &p, &cancel).await {
+            tracing::warn!(error = %e, "could not record this service's settings for the CLI");
+        }
         return service.once(&cancel).await;
     }
-    if let Err(e) = service.record_policy(&settings).await {
-        tracing::warn!(error = %e, "could not record this service's settings for the CLI; `pgvigil prune` and `status` will use their own");
-    }
+    record_policy(service.policy(&settings), &cancel);
     service.seed_health(&health).await;
     let job = service.job(&health);
     runner::run_forever(&job, Backoff::new(BACKOFF_BASE, max_backoff(interval)), &health, &cancel).await;

@@ -253,7 +253,9 @@ impl Validator {
             database: raw.pgdatabase,
             sslmode: raw.pgsslmode,
         };
-        let rdb = rdb.or_else(|| libpq_url(libpq));
+        // libpq's variables describe a restore target only for the CLI: in a service's environment
+        // they may mean anything.
+        let rdb = rdb.or_else(|| (role == Role::Cli).then(|| libpq_url(libpq)).flatten());
         let restore_database_url = self.db_url("RESTORE_DATABASE_URL", rdb, false);
         Some(Settings {
             storage: storage?,

@@ -74,7 +74,7 @@ pub fn secrets_of(url: &DbUrl) -> Vec<String> {
 /// [`PgError::Unavailable`] for network problems, [`PgError::Rejected`] for authentication and
 /// missing databases.
 pub async fn connect(url: &DbUrl) -> Result<PgConnection, PgError> {
-    let opts = PgConnectOptions::from_str(url.expose())
+    let opts = PgConnectOptions::from_str(&for_sqlx(url))
         .map_err(|e| {
             PgError::Rejected(format!(
                 "cannot use the database URL {url}: {}",
@@ -87,6 +87,40 @@ pub async fn connect(url: &DbUrl) -> Result<PgConnection, PgError> {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(classify(url, &e)),
     }
+}
+
+/// Query parameters sqlx understands; it logs any other one, value included, so the rest (libpq
+/// settings such as `connect_timeout`, or `sslpassword`) are honoured by the client tools only.
+const SQLX_PARAMS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "host",
+    "hostaddr",
+    "port",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The URL with only the parameters sqlx understands.
+fn for_sqlx(url: &DbUrl) -> String {
+    let Ok(mut u) = Url::parse(url.expose()) else {
+        return url.expose().to_string();
+    };
+    let kept: Vec<(String, String)> = u
+        .query_pairs()
+        .filter(|(k, _)| SQLX_PARAMS.contains(&k.as_ref()))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        u.set_query(None);
+    } else {
+        u.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    u.to_string()
 }
 
 /// Turns a sqlx error into a plain sentence naming the (redacted) server.
@@ -138,4 +172,24 @@ pub async fn server_version(conn: &mut PgConnection, url: &DbUrl) -> Result<PgVe
 /// Closes a connection politely, ignoring errors.
 pub async fn close(conn: PgConnection) {
     let _ = conn.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlx_gets_only_the_parameters_it_understands() {
+        let u =
+            DbUrl::parse("postgresql://u:p@h/db?sslmode=require&connect_timeout=5&sslpassword=topsecret&target_session_attrs=read-write")
+                .unwrap();
+        let s = for_sqlx(&u);
+        assert!(s.contains("sslmode=require"), "{s}");
+        assert!(!s.contains("topsecret") && !s.contains("connect_timeout"), "{s}");
+        let env = child_env(&u);
+        assert!(
+            env.contains(&("PGCONNECT_TIMEOUT".to_string(), "5".to_string())),
+            "the tools still get it: {env:?}"
+        );
+    }
 }

@@ -80,6 +80,14 @@ pub enum EnvironmentCause {
     Resources,
     /// 42501: the role lacks a privilege the statement needs.
     InsufficientPrivilege,
+    /// Class 25 (e.g. 25006): the server refuses writes (a read-only replica, or
+    /// `default_transaction_read_only`).
+    ReadOnly,
+    /// Classes 40 and 55 (deadlock, serialization failure, lock timeout, object in use): another
+    /// session got in the way.
+    Contention,
+    /// 42P07/42710: the target already holds an object of the same name.
+    AlreadyExists,
     /// 42704: the server lacks a global object the statement refers to (a role, a collation, a
     /// tablespace). pg_dump writes objects in dependency order, so a complete, intact dump never
     /// refers to an object of its own that does not exist yet.
@@ -93,7 +101,10 @@ impl EnvironmentCause {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            EnvironmentCause::ConnectionLost | EnvironmentCause::ServerStopping | EnvironmentCause::TooManyConnections
+            EnvironmentCause::ConnectionLost
+                | EnvironmentCause::ServerStopping
+                | EnvironmentCause::TooManyConnections
+                | EnvironmentCause::Contention
         )
     }
 
@@ -115,6 +126,9 @@ impl EnvironmentCause {
             EnvironmentCause::TooManyConnections => "the server has too many connections; raise max_connections or wait",
             EnvironmentCause::Resources => "the server ran out of a resource",
             EnvironmentCause::InsufficientPrivilege => "the role lacks a privilege this needs",
+            EnvironmentCause::ReadOnly => "the server accepts no writes (a read-only replica, or default_transaction_read_only)",
+            EnvironmentCause::Contention => "another session got in the way (a lock, a deadlock, a conflict); try again",
+            EnvironmentCause::AlreadyExists => "the target already holds an object of that name: restore into an empty database, or use --clean",
             EnvironmentCause::MissingGlobalObject => {
                 "the server lacks a role, collation or tablespace the dump refers to; create it there first"
             }
@@ -146,6 +160,9 @@ impl SqlState {
             (_, "53300") => EnvironmentCause::TooManyConnections,
             ("53", _) => EnvironmentCause::Resources,
             (_, "42501") => EnvironmentCause::InsufficientPrivilege,
+            ("25", _) => EnvironmentCause::ReadOnly,
+            ("40" | "55", _) => EnvironmentCause::Contention,
+            (_, "42P07" | "42710") => EnvironmentCause::AlreadyExists,
             (_, "42704") => EnvironmentCause::MissingGlobalObject,
             ("58" | "XX", _) => EnvironmentCause::ServerError,
             _ => return None,
@@ -345,6 +362,10 @@ mod tests {
             ("42501", Some(EnvironmentCause::InsufficientPrivilege)),
             ("XX001", Some(EnvironmentCause::ServerError)),
             ("42704", Some(EnvironmentCause::MissingGlobalObject)),
+            ("25006", Some(EnvironmentCause::ReadOnly)),
+            ("40P01", Some(EnvironmentCause::Contention)),
+            ("55P03", Some(EnvironmentCause::Contention)),
+            ("42710", Some(EnvironmentCause::AlreadyExists)),
             ("42P01", None),
             ("23505", None),
             ("22P02", None),

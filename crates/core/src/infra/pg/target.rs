@@ -24,6 +24,8 @@ pub struct Contents {
     pub schemas: i64,
     /// Large objects.
     pub large_objects: i64,
+    /// Objects outside schemas: event triggers, publications, foreign servers.
+    pub others: i64,
     /// Installed extensions other than `plpgsql` (not counted as user objects: the dump's
     /// `CREATE EXTENSION IF NOT EXISTS` accepts them).
     pub extensions: i64,
@@ -32,7 +34,7 @@ pub struct Contents {
 impl Contents {
     /// True when the database holds no user objects.
     pub fn is_empty(&self) -> bool {
-        self.tables + self.views + self.sequences + self.functions + self.types + self.schemas + self.large_objects == 0
+        self.tables + self.views + self.sequences + self.functions + self.types + self.schemas + self.large_objects + self.others == 0
     }
 }
 
@@ -46,6 +48,7 @@ impl fmt::Display for Contents {
             (self.types, "type"),
             (self.schemas, "schema"),
             (self.large_objects, "large object"),
+            (self.others, "event trigger, publication or foreign server"),
         ]
         .iter()
         .filter(|(n, _)| *n > 0)
@@ -82,12 +85,15 @@ pub async fn contents(conn: &mut PgConnection, url: &DbUrl) -> Result<Contents, 
             AND o.typcategory <> 'A' AND (o.typrelid = 0 OR (SELECT c.relkind FROM pg_class c WHERE c.oid = o.typrelid) = 'c')), \
          (SELECT count(*) FROM pg_namespace n WHERE {USER_NS} AND n.nspname <> 'public' AND {NOT_EXTENSION_NS}), \
          (SELECT count(*) FROM pg_largeobject_metadata), \
+         (SELECT (SELECT count(*) FROM pg_event_trigger) + (SELECT count(*) FROM pg_publication) \
+            + (SELECT count(*) FROM pg_foreign_server o WHERE {NOT_EXTENSION})), \
          (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')",
         class("'r', 'p', 'f'"),
         class("'v', 'm'"),
         class("'S'"),
     );
-    let row: (i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(&sql).fetch_one(&mut *conn).await.map_err(|e| classify(url, &e))?;
+    let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(&sql).fetch_one(&mut *conn).await.map_err(|e| classify(url, &e))?;
     Ok(Contents {
         tables: row.0,
         views: row.1,
@@ -96,7 +102,8 @@ pub async fn contents(conn: &mut PgConnection, url: &DbUrl) -> Result<Contents, 
         types: row.4,
         schemas: row.5,
         large_objects: row.6,
-        extensions: row.7,
+        others: row.7,
+        extensions: row.8,
     })
 }
 
@@ -125,6 +132,9 @@ pub async fn clean_preamble(conn: &mut PgConnection, url: &DbUrl) -> Result<Stri
          END LOOP;\n\
          FOR r IN SELECT evtname FROM pg_event_trigger LOOP\n\
            EXECUTE format('DROP EVENT TRIGGER %I', r.evtname);\n\
+         END LOOP;\n\
+         FOR r IN SELECT srvname FROM pg_foreign_server s WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = s.oid AND d.deptype = 'e') LOOP\n\
+           EXECUTE format('DROP SERVER %I CASCADE', r.srvname);\n\
          END LOOP;\n\
          END\n$pgvigil_clean$;\n\
          {public}COMMENT ON SCHEMA public IS 'standard public schema';\n"

@@ -15,10 +15,13 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// How long a lease lasts without renewal.
-pub const TTL: Duration = Duration::from_secs(10 * 60);
+/// How long a lease lasts without renewal (also how long a crashed holder on another host blocks
+/// the prefix).
+pub const TTL: Duration = Duration::from_secs(120);
 /// How often the holder renews it.
-const RENEW_EVERY: Duration = Duration::from_secs(3 * 60);
+const RENEW_EVERY: Duration = Duration::from_secs(30);
+/// A holder that could not renew for this long stops, before anyone may take the lease over.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(90);
 
 /// What the lease object says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,15 +30,41 @@ struct Body {
     holder: String,
     /// Until when, unless renewed.
     expires_at: DateTime<Utc>,
+    /// The holder's host name.
+    #[serde(default)]
+    host: String,
+    /// The holder's process id on that host.
+    #[serde(default)]
+    pid: u32,
+}
+
+fn host() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    })
 }
 
 /// This process's name as a lease holder: host, pid and a random part.
 pub fn holder() -> &'static str {
     static HOLDER: OnceLock<String> = OnceLock::new();
-    HOLDER.get_or_init(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        format!("{} pid {} ({:08x})", host.trim(), std::process::id(), rand::random::<u32>())
-    })
+    HOLDER.get_or_init(|| format!("{} pid {} ({:08x})", host(), std::process::id(), rand::random::<u32>()))
+}
+
+impl Body {
+    /// Whether the holder is gone: its lease expired, or it ran on this host as a process that no
+    /// longer exists (a service restarted after a crash need not wait for the lease to expire).
+    fn is_stale(&self) -> bool {
+        if self.expires_at <= Utc::now() {
+            return true;
+        }
+        let here = !self.host.is_empty() && self.host == host();
+        let mine = self.pid == std::process::id();
+        here && self.pid != 0 && (mine || !std::path::Path::new(&format!("/proc/{}", self.pid)).exists())
+    }
 }
 
 /// The lease is held by another backup service.
@@ -64,7 +93,9 @@ pub struct Lease {
 fn body(expires_in: Duration) -> Result<Bytes, StorageError> {
     let b = Body {
         holder: holder().to_string(),
-        expires_at: Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::minutes(10)),
+        expires_at: Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::minutes(2)),
+        host: host().to_string(),
+        pid: std::process::id(),
     };
     serde_json::to_vec(&b)
         .map(Bytes::from)
@@ -93,7 +124,7 @@ pub async fn acquire(
                     Err(e) => return Err(e),
                 };
                 match current {
-                    Some(b) if b.holder != holder() && b.expires_at > Utc::now() => {
+                    Some(b) if b.holder != holder() && !b.is_stale() => {
                         return Ok(Err(Busy {
                             holder: b.holder,
                             until: b.expires_at,
@@ -113,8 +144,15 @@ pub async fn acquire(
     // Three races lost in a row: someone else is taking it right now.
     Ok(Err(Busy {
         holder: "another backup service".into(),
-        until: Utc::now() + chrono::Duration::from_std(TTL).unwrap_or(chrono::Duration::minutes(10)),
+        until: Utc::now() + chrono::Duration::from_std(TTL).unwrap_or(chrono::Duration::minutes(2)),
     }))
+}
+
+/// Renews the lease at `key` from `version`: the new version, or why not.
+async fn renew(storage: &DynStorage, key: &Key, version: &str) -> Result<String, StorageError> {
+    storage
+        .put_if(key, body(TTL)?, &Condition::Matches(version.to_string()), &CancellationToken::new())
+        .await
 }
 
 impl Lease {
@@ -122,12 +160,13 @@ impl Lease {
         let version = Arc::new(Mutex::new(version));
         let (st, k, v) = (storage.clone(), key.clone(), version.clone());
         let renewer = tokio::spawn(async move {
+            let mut renewed = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(RENEW_EVERY).await;
                 let current = v.lock().map(|g| g.clone()).unwrap_or_default();
-                let Ok(data) = body(TTL) else { continue };
-                match st.put_if(&k, data, &Condition::Matches(current), &CancellationToken::new()).await {
+                match renew(&st, &k, &current).await {
                     Ok(next) => {
+                        renewed = tokio::time::Instant::now();
                         if let Ok(mut g) = v.lock() {
                             *g = next;
                         }
@@ -137,8 +176,13 @@ impl Lease {
                         lost.cancel();
                         return;
                     }
-                    // Storage trouble: try again at the next renewal, while the lease still lasts.
-                    Err(e) => tracing::warn!(error = %e, "could not renew the backup lease"),
+                    // Storage trouble: try again, but stop before the lease can expire under us.
+                    Err(e) if renewed.elapsed() >= GIVE_UP_AFTER => {
+                        tracing::error!(error = %e, "the backup lease could not be renewed in time; this backup is aborted before another service may take over");
+                        lost.cancel();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not renew the backup lease; trying again"),
                 }
             }
         });
@@ -150,16 +194,32 @@ impl Lease {
         }
     }
 
-    /// Gives the lease up (only if it is still ours).
+    /// Proves the lease is still held, right before publishing: renews it now.
+    ///
+    /// # Errors
+    /// [`StorageError::PreconditionFailed`] when another service took it over.
+    pub async fn confirm(&self) -> Result<(), StorageError> {
+        let current = self.version.lock().map(|g| g.clone()).unwrap_or_default();
+        let next = renew(&self.storage, &self.key, &current).await?;
+        if let Ok(mut g) = self.version.lock() {
+            *g = next;
+        }
+        Ok(())
+    }
+
+    /// Gives the lease up (only if it is still ours), within a few seconds whatever storage does.
     pub async fn release(self) {
         self.renewer.abort();
         let never = CancellationToken::new();
         let ours = self.version.lock().map(|g| g.clone()).unwrap_or_default();
-        if let Ok(Some(meta)) = self.storage.head(&self.key, &never).await {
-            if meta.etag.as_deref() == Some(ours.as_str()) {
-                let _ = self.storage.delete_many(std::slice::from_ref(&self.key), &never).await;
+        let give_up = async {
+            if let Ok(Some(meta)) = self.storage.head(&self.key, &never).await {
+                if meta.etag.as_deref() == Some(ours.as_str()) {
+                    let _ = self.storage.delete_many(std::slice::from_ref(&self.key), &never).await;
+                }
             }
-        }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), give_up).await;
     }
 }
 

@@ -136,7 +136,7 @@ pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result
     let run = cancel.child_token();
     let held = lease::acquire(&ctx.storage, &ctx.layout, run.clone(), cancel).await?;
     let lease = held?;
-    let result = leased(ctx, &run).await;
+    let result = leased(ctx, &lease, &run).await;
     lease.release().await;
     match result {
         Err(BackupError::Cancelled) if !cancel.is_cancelled() => Err(BackupError::LeaseLost),
@@ -145,7 +145,7 @@ pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result
 }
 
 /// The backup itself, while the lease is held.
-async fn leased(ctx: &BackupContext, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
+async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     let st = ctx.storage.as_ref();
     let plan = dump::plan(&ctx.database_url, ctx.tools.pg_dump.as_deref()).await?;
     let catalog = Catalog::load(st, &ctx.layout, cancel).await?;
@@ -214,6 +214,14 @@ async fn leased(ctx: &BackupContext, cancel: &CancellationToken) -> Result<Backu
         parts,
         tables: streamed.tables,
     };
+    // The upload is complete but not yet a backup: publish only while the lease is still ours.
+    if let Err(e) = lease.confirm().await {
+        st.delete_many(std::slice::from_ref(&key), &cleanup).await.ok();
+        return Err(match e {
+            StorageError::PreconditionFailed(_) => BackupError::LeaseLost,
+            other => other.into(),
+        });
+    }
     if let Err(e) = manifest::write(st, &ctx.layout, id, &manifest, cancel).await {
         // Without its manifest the object is not a complete backup: take it back out.
         st.delete_many(std::slice::from_ref(&key), &cleanup).await.ok();
@@ -233,7 +241,11 @@ async fn leased(ctx: &BackupContext, cancel: &CancellationToken) -> Result<Backu
             );
             Ok(Plan::default())
         }
-        _ => prune(ctx, false, cancel).await,
+        Ok(_) => prune(ctx, false, cancel).await,
+        Err(e) => {
+            warn!(error = %e, "could not compare this machine's clock with the storage server's; retention is skipped this time");
+            Ok(Plan::default())
+        }
     };
     let retention = match retention {
         Ok(p) => p,

@@ -8,7 +8,7 @@ use crate::infra::storage::{Key, Storage, StorageError};
 use crate::policy::retention::{self, Candidate, Plan, RetentionPolicy, Verified};
 use crate::records::catalog::Catalog;
 use crate::records::history::read_verification;
-use crate::records::keys::Layout;
+use crate::records::keys::{BackupId, Layout};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// # Errors
 /// Storage errors.
 pub async fn prune(ctx: &BackupContext, dry_run: bool, cancel: &CancellationToken) -> Result<Plan, StorageError> {
-    prune_with(ctx.storage.as_ref(), &ctx.layout, ctx.cfg.retention, dry_run, cancel).await
+    prune_with(ctx.storage.as_ref(), &ctx.layout, ctx.cfg.retention, dry_run, None, cancel).await
 }
 
 /// What verification said about each backup: from the record names, reading the few records
@@ -43,8 +43,12 @@ async fn candidates(storage: &dyn Storage, cat: &Catalog, cancel: &CancellationT
     Ok(out)
 }
 
+/// Verification records kept per backup (the newest ones).
+const RECORDS_PER_BACKUP: usize = 20;
+
 /// Retention on any storage and policy (used by `pgvigil prune` as well). With `dry_run` it only
-/// returns the plan.
+/// returns the plan; with `confirmed`, it deletes only backups that are both in a fresh plan and
+/// in the plan the operator confirmed.
 ///
 /// # Errors
 /// Storage errors.
@@ -53,28 +57,38 @@ pub async fn prune_with(
     layout: &Layout,
     policy: RetentionPolicy,
     dry_run: bool,
+    confirmed: Option<&[BackupId]>,
     cancel: &CancellationToken,
 ) -> Result<Plan, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
     let now = Utc::now();
-    let plan = retention::plan(&candidates(storage, &catalog, cancel).await?, policy, now);
-    if dry_run || plan.delete.is_empty() {
+    let mut plan = retention::plan(&candidates(storage, &catalog, cancel).await?, policy, now);
+    if let Some(confirmed) = confirmed {
+        plan.delete.retain(|id| confirmed.contains(id));
+    }
+    if dry_run {
         return Ok(plan);
     }
+    let cutoff = now - chrono::Duration::days(policy.retention_days as i64);
     let mut keys: Vec<Key> = Vec::new();
     for id in &plan.delete {
         keys.push(layout.backup(*id));
         keys.push(layout.manifest(*id));
-        keys.extend(
-            catalog
-                .verifications
-                .iter()
-                .filter(|v| v.backup == *id)
-                .filter_map(|v| Key::new(v.key.clone()).ok()),
-        );
     }
-    // Manifests whose backups are already gone, and failure records, past the retention period.
-    let cutoff = now - chrono::Duration::days(policy.retention_days as i64);
+    keys.extend(stale_records(&catalog, layout, &plan.delete, cutoff));
+    if !keys.is_empty() {
+        storage.delete_many(&keys, cancel).await?;
+    }
+    Ok(plan)
+}
+
+/// pgvigil's own records that no longer serve: those of deleted backups, those of backups already
+/// gone (past the retention period), verification records beyond the newest
+/// [`RECORDS_PER_BACKUP`] of a backup, and failure records past the retention period. So the
+/// metadata never grows without bound, even while old backups are kept as evidence.
+fn stale_records(catalog: &Catalog, layout: &Layout, deleted: &[BackupId], cutoff: chrono::DateTime<Utc>) -> Vec<Key> {
+    let present: std::collections::BTreeSet<BackupId> = catalog.backups.iter().map(|b| b.id).collect();
+    let mut keys = Vec::new();
     keys.extend(
         catalog
             .orphan_manifests
@@ -82,6 +96,16 @@ pub async fn prune_with(
             .filter(|m| m.0 < cutoff)
             .map(|m| layout.manifest(*m)),
     );
+    let mut per_backup: std::collections::BTreeMap<BackupId, usize> = Default::default();
+    // Newest first, so that the newest records of each backup are the ones kept.
+    for v in catalog.verifications.iter().rev() {
+        let seen = per_backup.entry(v.backup).or_default();
+        *seen += 1;
+        let gone = deleted.contains(&v.backup) || (!present.contains(&v.backup) && v.at.0 < cutoff);
+        if gone || *seen > RECORDS_PER_BACKUP {
+            keys.extend(Key::new(v.key.clone()).ok());
+        }
+    }
     keys.extend(
         catalog
             .failures
@@ -89,6 +113,5 @@ pub async fn prune_with(
             .filter(|(at, _)| at.0 < cutoff)
             .filter_map(|(_, key)| Key::new(key.clone()).ok()),
     );
-    storage.delete_many(&keys, cancel).await?;
-    Ok(plan)
+    keys
 }

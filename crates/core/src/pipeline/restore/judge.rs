@@ -78,6 +78,22 @@ async fn missing_extensions(url: &DbUrl, wanted: &[String]) -> Result<Vec<String
 
 /// Judges an attempt on the server of `url` (asked, on a fresh connection, what it lacks).
 pub async fn judge(attempt: Attempt, url: &DbUrl) -> Judgement {
+    // What the server did comes first: a transaction it reports as committed, or cannot account
+    // for, is never "left as it was", whatever the object's integrity.
+    match attempt.outcome {
+        Outcome::Unknown(f) => return Judgement::Environment(EnvironmentFault::CommitUnknown(f)),
+        Outcome::Committed if attempt.problems.is_empty() => return Judgement::Committed,
+        Outcome::Committed => {
+            return Judgement::Environment(EnvironmentFault::CommitUnknown(PsqlFailure::Other {
+                status: "committed".into(),
+                line: format!(
+                    "the server committed although the object is damaged ({})",
+                    attempt.problems.join("; ")
+                ),
+            }))
+        }
+        _ => {}
+    }
     if !attempt.problems.is_empty() {
         return Judgement::Backup(attempt.problems);
     }

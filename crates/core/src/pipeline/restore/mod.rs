@@ -83,7 +83,15 @@ pub async fn restore_into(
             });
         }
         Err(e) => {
-            tx.rollback().await;
+            // The server is asked what became of the transaction: should the dump have ended it
+            // early, saying "left as it was" would be untrue.
+            if let Outcome::Unknown(f) = tx.rollback().await {
+                return Ok(Attempt {
+                    report: StreamReport::default(),
+                    problems: Vec::new(),
+                    outcome: Outcome::Unknown(f),
+                });
+            }
             return Err(e.into());
         }
     };
@@ -94,7 +102,7 @@ pub async fn restore_into(
         // Never let psql commit a damaged dump: it is killed before its input ends.
         tx.rollback().await
     };
-    if cancel.is_cancelled() && !matches!(outcome, Outcome::Committed) {
+    if cancel.is_cancelled() && matches!(outcome, Outcome::RolledBack(_) | Outcome::NotStarted(_)) {
         // Shutdown stopped it; that is neither the backup's fault nor the server's.
         return Err(StreamError::Cancelled.into());
     }

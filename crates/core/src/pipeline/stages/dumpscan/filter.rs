@@ -17,8 +17,32 @@ pub(super) enum LineMode {
 
 /// psql commands pg_dump writes that may run inside the restore's transaction.
 const ALLOWED_COMMANDS: &[&[u8]] = &[b"\\restrict", b"\\unrestrict"];
-/// Whole lines that would end the restore's transaction and that pg_dump never writes.
-const FORBIDDEN_LINES: &[&[u8]] = &[b"ROLLBACK;", b"ABORT;", b"START TRANSACTION;"];
+/// Statements that begin with these words end or replace the restore's transaction (pg_dump
+/// writes none of them, except `BEGIN;`/`COMMIT;` around large objects and the `END;` that closes
+/// a `BEGIN ATOMIC` body).
+const TRANSACTION_WORDS: &[&str] = &["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"];
+/// Longest start of a statement held back while it may still be transaction control.
+const MAX_HELD: usize = 256;
+
+/// The words of a statement's start: leading whitespace skipped, upper case, one space between.
+fn words(held: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(held)
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect()
+}
+
+/// Whether a statement starting with `words` ends or replaces the transaction.
+fn ends_transaction(words: &[String]) -> bool {
+    match words.first().map(String::as_str) {
+        Some("COMMIT" | "ROLLBACK" | "ABORT") => true,
+        // `END;` alone closes a BEGIN ATOMIC body; `END TRANSACTION`/`END WORK` commit.
+        Some("END") => words.len() > 1,
+        Some("PREPARE") => words.get(1).is_some_and(|w| w == "TRANSACTION"),
+        _ => false,
+    }
+}
 
 impl DumpScanner {
     /// Records why a line was held back (the first reason is kept).
@@ -44,14 +68,28 @@ impl DumpScanner {
             ));
             return Some(LineMode::Drop);
         }
+        let w = words(held);
         if !ended {
-            // `END;` ends a `BEGIN ATOMIC` body and is passed on, but only whole: a cut `END` or
-            // `COMMIT` must never reach psql, which runs what it holds when its input ends.
-            let may_still_matter = [&b"BEGIN;"[..], b"COMMIT;", b"END;"]
-                .iter()
-                .chain(FORBIDDEN_LINES)
-                .any(|l| l.starts_with(held));
-            return (!may_still_matter).then_some(LineMode::Pass);
+            // Held while it may still be transaction control, which must never reach psql cut
+            // short: psql runs what it holds when its input ends.
+            let first = w.first().map(String::as_str).unwrap_or("");
+            let may_matter = first.is_empty()
+                || TRANSACTION_WORDS
+                    .iter()
+                    .any(|t| t.starts_with(first) || (w.len() > 1 && *t == first));
+            if !may_matter {
+                return Some(LineMode::Pass);
+            }
+            if held.len() <= MAX_HELD {
+                return None;
+            }
+            if !ends_transaction(&w) && !TRANSACTION_WORDS.contains(&first) {
+                return Some(LineMode::Pass);
+            }
+            self.forbid(
+                "the dump contains a long transaction-control statement, which pgvigil does not run inside its restore transaction".into(),
+            );
+            return Some(LineMode::Drop);
         }
         match held {
             b"BEGIN;" => {
@@ -64,12 +102,8 @@ impl DumpScanner {
                 self.result.transaction_lines += 1;
                 Some(LineMode::Drop)
             }
-            b"COMMIT;" => {
-                self.forbid("the dump contains a COMMIT outside pg_dump's large-object block".into());
-                Some(LineMode::Drop)
-            }
-            l if FORBIDDEN_LINES.contains(&l) => {
-                let shown = String::from_utf8_lossy(l).into_owned();
+            _ if ends_transaction(&w) => {
+                let shown: String = w.join(" ").chars().take(40).collect();
                 self.forbid(format!("the dump contains {shown}, which would end the restore's transaction"));
                 Some(LineMode::Drop)
             }

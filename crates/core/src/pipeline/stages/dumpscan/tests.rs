@@ -70,7 +70,13 @@ fn filtering_removes_only_the_dumps_own_transaction_lines() {
 
 #[test]
 fn a_cut_transaction_line_is_never_passed_on() {
-    for cut in ["SELECT 1;\nCOMMIT", "SELECT 1;\nCOMMIT;", "SELECT 1;\nEND"] {
+    for cut in [
+        "SELECT 1;\nCOMMIT",
+        "SELECT 1;\nCOMMIT;",
+        "SELECT 1;\nEND",
+        "SELECT 1;\n  commit",
+        "SELECT 1;\nEND TRANSACTION",
+    ] {
         let mut s = DumpScanner::new();
         let mut out = Vec::new();
         s.feed_filtered(cut.as_bytes(), &mut out);
@@ -91,8 +97,14 @@ fn filtered(dump: &str, chunk: usize) -> (String, ScanResult) {
 #[test]
 fn what_would_break_the_transaction_is_held_back_and_reported() {
     let cases: &[(&str, &str, Option<&str>)] = &[
-        ("SELECT 1;\nCOMMIT;\nSELECT 2;\n", "SELECT 1;\nSELECT 2;\n", Some("COMMIT outside")),
-        ("SELECT 1;\nROLLBACK;\n", "SELECT 1;\n", Some("ROLLBACK;")),
+        ("SELECT 1;\nCOMMIT;\nSELECT 2;\n", "SELECT 1;\nSELECT 2;\n", Some("COMMIT, which")),
+        ("SELECT 1;\nROLLBACK;\n", "SELECT 1;\n", Some("ROLLBACK")),
+        ("SELECT 1;\n  commit;\n", "SELECT 1;\n", Some("COMMIT")),
+        ("SELECT 1;\nEND TRANSACTION;\n", "SELECT 1;\n", Some("END TRANSACTION")),
+        ("SELECT 1;\nCOMMIT AND CHAIN;\n", "SELECT 1;\n", Some("COMMIT AND CHAIN")),
+        ("SELECT 1;\nPREPARE TRANSACTION 'x';\n", "SELECT 1;\n", Some("PREPARE TRANSACTION")),
+        ("PREPARE q AS SELECT 1;\n", "PREPARE q AS SELECT 1;\n", None),
+        ("ENDPOINTS;\n", "ENDPOINTS;\n", None),
         ("\\connect other\nSELECT 1;\n", "SELECT 1;\n", Some("psql command \\connect")),
         (
             "\\restrict abc\nSELECT 1;\n\\unrestrict abc\n",
