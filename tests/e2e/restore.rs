@@ -129,17 +129,122 @@ async fn killing_pgvigil_at_any_moment_leaves_the_target_as_it_was() {
         let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
         tokio::time::sleep(Duration::from_millis(millis)).await;
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let out = child.wait_with_output().await.unwrap();
+        child.wait_with_output().await.unwrap();
         no_sessions(&pg, "target").await;
         let now = what_is_in(&pg, "target").await;
-        if out.status.success() {
-            // The restore finished before the kill: then it is complete.
-            assert_eq!(sample::row_counts(&pg, "app").await, sample::row_counts(&pg, "target").await);
+        if now.tables == 1 {
+            assert_eq!(precious_rows(&pg, "target").await, 3, "killed after {millis} ms");
+        } else {
+            // pgvigil had proven the object and sent COMMIT before it died: then all of it is there.
+            assert_eq!(
+                sample::row_counts(&pg, "app").await,
+                sample::row_counts(&pg, "target").await,
+                "killed after {millis} ms: neither as it was nor fully restored: {now}"
+            );
             break;
         }
-        assert_eq!(now.tables, 1, "killed after {millis} ms: the target changed: {now}");
-        assert_eq!(precious_rows(&pg, "target").await, 3, "killed after {millis} ms");
     }
+}
+
+/// The restoring session in `db`, if one exists: its state and its current (or last) statement.
+async fn restoring_session(pg: &PgServer, db: &str) -> Option<(String, String)> {
+    let mut c = pg.connect("postgres").await;
+    sqlx::query_as("SELECT coalesce(state, ''), coalesce(query, '') FROM pg_stat_activity WHERE datname = $1 AND application_name = 'psql'")
+        .bind(db)
+        .fetch_optional(&mut c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn killing_pgvigil_mid_copy_or_while_indexing_leaves_the_target_as_it_was_or_restored() {
+    let (pg, s3, outs, _st) = backups(30_000, 1, "phase").await;
+    let proxy = Proxy::start(s3.addr).await;
+    proxy.throttle(outs[0].manifest.size / 3);
+    let mut vars = s3.vars_via("phase", proxy.endpoint());
+    vars.push(("RESTORE_DATABASE_URL", pg.url("target")));
+    precious_target(&pg, "target").await;
+    type Phase = (&'static str, fn(&str, &str) -> bool);
+    let phases: [Phase; 2] = [
+        ("in the middle of a COPY", |state, query| {
+            state == "active" && query.starts_with("COPY ")
+        }),
+        ("while building indexes and constraints", |state, query| {
+            state == "active" && (query.starts_with("ALTER TABLE ONLY") || query.starts_with("CREATE INDEX"))
+        }),
+    ];
+    for (phase, reached) in phases {
+        let child = pgvigil_e2e::run::spawn("pgvigil", &["restore", "--clean", "--yes"], &vars);
+        let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+        let mut seen = None;
+        let mut observed = std::collections::BTreeSet::new();
+        for _ in 0..1000 {
+            if let Some((state, query)) = restoring_session(&pg, "target").await {
+                observed.insert(format!("{state}: {}", query.chars().take(25).collect::<String>()));
+                if reached(&state, &query) {
+                    seen = Some(format!("{state}: {}", query.chars().take(60).collect::<String>()));
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = seen.unwrap_or_else(|| panic!("the restore never reached the phase {phase}; saw {:?}", observed));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        child.wait_with_output().await.unwrap();
+        no_sessions(&pg, "target").await;
+        let now = what_is_in(&pg, "target").await;
+        if now.tables == 1 {
+            assert_eq!(precious_rows(&pg, "target").await, 3, "killed {phase} ({seen})");
+        } else {
+            // pgvigil had proven the object and sent COMMIT before it died: then all of it is there.
+            assert_eq!(
+                sample::row_counts(&pg, "app").await,
+                sample::row_counts(&pg, "target").await,
+                "killed {phase} ({seen}): neither as it was nor fully restored: {now}"
+            );
+            pg.exec("postgres", "DROP DATABASE target").await;
+            precious_target(&pg, "target").await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_target_with_only_views_or_functions_is_not_empty() {
+    let (pg, s3, _outs, _st) = backups(10, 1, "notempty").await;
+    pg.create_db("target").await;
+    pg.exec(
+        "target",
+        "CREATE VIEW v AS SELECT 1 AS x; CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+    )
+    .await;
+    let mut vars = s3.vars("notempty");
+    vars.push(("RESTORE_DATABASE_URL", pg.url("target")));
+    let o = run("pgvigil", &["restore"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("already holds 1 view, 1 function"), "{t}");
+}
+
+#[tokio::test]
+async fn a_download_cut_in_the_middle_is_a_storage_error_for_check_and_verify_too() {
+    let (pg, s3, _outs, _st) = backups(20_000, 1, "cutv").await;
+    let proxy = Proxy::start(s3.addr).await;
+    let mut vars = s3.vars_via("cutv", proxy.endpoint());
+    vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    proxy.cut_after(300_000);
+    let o = run("pgvigil", &["check", "--last", "1"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("could not read") && t.contains("says nothing about the backup"), "{t}");
+    assert!(!t.contains("CORRUPTED"), "{t}");
+    proxy.cut_after(300_000);
+    let o = run("pgvigil-verify", &["--once"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("Verification could not run") && !t.contains("Restore verification failed"),
+        "{t}"
+    );
 }
 
 #[tokio::test]

@@ -228,3 +228,56 @@ impl Drop for Lease {
         self.renewer.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infra::storage::{put_bytes, LocalStorage};
+
+    async fn store(body: &Body, st: &DynStorage, layout: &Layout) {
+        let data = Bytes::from(serde_json::to_vec(body).unwrap());
+        put_bytes(st.as_ref(), &layout.lease(), data, &CancellationToken::new())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_live_holder_elsewhere_keeps_it_a_dead_or_expired_one_does_not() {
+        let dir = std::env::temp_dir().join(format!("pgvigil-lease-{}", rand::random::<u64>()));
+        let st: DynStorage = Arc::new(LocalStorage::new(&dir).unwrap());
+        let layout = Layout::new("p");
+        let never = CancellationToken::new();
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        let other = |host: &str, pid: u32, expires_at| Body {
+            holder: format!("{host} pid {pid} (abc)"),
+            expires_at,
+            host: host.into(),
+            pid,
+        };
+        let cases = [
+            ("a live holder on another host", other("elsewhere", 7, later), false),
+            (
+                "an expired holder",
+                other("elsewhere", 7, Utc::now() - chrono::Duration::seconds(1)),
+                true,
+            ),
+            ("a dead process on this host", other(host(), 999_999_999, later), true),
+            (
+                "an earlier run of this very process",
+                other(host(), std::process::id(), later),
+                true,
+            ),
+        ];
+        for (name, body, taken) in cases {
+            store(&body, &st, &layout).await;
+            let got = acquire(&st, &layout, CancellationToken::new(), &never).await.unwrap();
+            assert_eq!(got.is_ok(), taken, "{name}: {got:?}");
+            if let Ok(lease) = got {
+                lease.confirm().await.unwrap();
+                lease.release().await;
+                assert!(st.head(&layout.lease(), &never).await.unwrap().is_none(), "{name}: released");
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
