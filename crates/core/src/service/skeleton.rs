@@ -16,17 +16,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-/// First delay after a failure; doubles up to [`max_backoff`].
-pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
-
-/// Longest wait between retries: 15 minutes, but never longer than the interval.
-pub fn max_backoff(interval: Duration) -> Duration {
-    interval.clamp(BACKOFF_BASE, Duration::from_secs(15 * 60))
+/// Longest wait between retries: 15 minutes, but never longer than the interval (nor shorter
+/// than the first wait).
+pub fn max_backoff(first: Duration, interval: Duration) -> Duration {
+    interval.clamp(first, Duration::from_secs(15 * 60).max(first))
 }
 
 /// Backoff while a service is starting (storage or the verify server not usable yet).
-fn startup_backoff() -> Backoff {
-    Backoff::new(Duration::from_secs(5), Duration::from_secs(300))
+fn startup_backoff(settings: &Settings) -> Backoff {
+    Backoff::new(settings.retry_backoff.min(Duration::from_secs(5)), Duration::from_secs(300))
 }
 
 /// Why a service (or a one-shot run) stopped with a failure. Says whether retrying can help.
@@ -265,11 +263,11 @@ impl Service for VerifyService {
 
 /// Records the service's policy for the CLI in the background, retrying until it is stored (a
 /// storage outage at start must not leave the CLI applying a shell's defaults).
-fn record_policy((storage, layout, p): (DynStorage, Layout, policy::ServicePolicy), cancel: &CancellationToken) {
+fn record_policy((storage, layout, p): (DynStorage, Layout, policy::ServicePolicy), backoff: Backoff, cancel: &CancellationToken) {
     let cancel = cancel.clone();
     tokio::spawn(async move {
         let write = || policy::write_service(storage.as_ref(), &layout, &p, &cancel);
-        until_ok(startup_backoff(), &cancel, write, |e, d| {
+        until_ok(backoff, &cancel, write, |e, d| {
             tracing::warn!(error = %e, "could not record this service's settings for the CLI; retrying in {}s", d.as_secs());
         })
         .await;
@@ -289,7 +287,7 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
         open_storage(&settings, &cancel).await.map_err(StartupError::Storage)?
     } else {
         let opened = until_ok(
-            startup_backoff(),
+            startup_backoff(&settings),
             &cancel,
             || open_storage(&settings, &cancel),
             |e, d| {
@@ -312,10 +310,11 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
         }
         return service.once(&cancel).await;
     }
-    record_policy(service.policy(&settings), &cancel);
+    record_policy(service.policy(&settings), startup_backoff(&settings), &cancel);
     service.seed_health(&health).await;
     let job = service.job(&health);
-    runner::run_forever(&job, Backoff::new(BACKOFF_BASE, max_backoff(interval)), &health, &cancel).await;
+    let first = settings.retry_backoff;
+    runner::run_forever(&job, Backoff::new(first, max_backoff(first, interval)), &health, &cancel).await;
     Ok(())
 }
 

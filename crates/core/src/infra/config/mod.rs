@@ -109,6 +109,7 @@ mod tests {
         assert_eq!(b.interval, Duration::from_secs(86_400));
         assert_eq!(s.storage.prefix, "backups");
         assert!(matches!(s.storage.backend, Backend::Local { .. }));
+        assert_eq!(s.retry_backoff, Duration::from_secs(30));
     }
 
     #[test]
@@ -145,6 +146,11 @@ mod tests {
                 "PG_DUMP_OPTIONS: --format is not allowed: pgvigil writes plain SQL",
             ),
             ("BACKUP_PREFIX", "a/../b", "BACKUP_PREFIX:"),
+            (
+                "RETRY_BACKOFF_SECS",
+                "0",
+                "RETRY_BACKOFF_SECS: expected whole seconds from 1 to 3600, got \"0\"",
+            ),
         ];
         let mut vars = vec![("DATABASE_URL", "postgresql://u:pw@h/db"), ("S3_BUCKET", "bucket")];
         vars.extend(cases.iter().map(|(k, v, _)| (*k, *v)));

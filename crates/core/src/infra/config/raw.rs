@@ -44,6 +44,7 @@ pub struct RawEnv {
     pub(super) verify_random_rate: Option<String>,
     pub(super) verify_amcheck: Option<String>,
     pub(super) port: Option<String>,
+    pub(super) retry_backoff_secs: Option<String>,
     pub(super) log_format: Option<String>,
     pub(super) storage_price_per_gb_month: Option<String>,
 }
@@ -89,6 +90,7 @@ pub const VARIABLES: &[&str] = &[
     "VERIFY_RANDOM_RATE",
     "VERIFY_AMCHECK",
     "PORT",
+    "RETRY_BACKOFF_SECS",
     "LOG_FORMAT",
     "RUST_LOG",
     "STORAGE_PRICE_PER_GB_MONTH",

@@ -167,6 +167,9 @@ pub struct Settings {
     pub restore_database_url: Option<DbUrl>,
     /// `PORT`: HTTP port for `/healthz` and `/metrics`; `None` disables the endpoint.
     pub port: Option<u16>,
+    /// `RETRY_BACKOFF_SECS`: the first wait after a failed run; it doubles after each further
+    /// failure, up to 15 minutes (never more than the interval).
+    pub retry_backoff: Duration,
     /// `LOG_FORMAT`: text or JSON logs.
     pub log_format: LogFormat,
     /// `STORAGE_PRICE_PER_GB_MONTH`: used by `pgvigil report` for the cost projection.

@@ -257,6 +257,14 @@ impl Validator {
         // they may mean anything.
         let rdb = rdb.or_else(|| (role == Role::Cli).then(|| libpq_url(libpq)).flatten());
         let restore_database_url = self.db_url("RESTORE_DATABASE_URL", rdb, false);
+        let retry_backoff = self.uint(
+            "RETRY_BACKOFF_SECS",
+            raw.retry_backoff_secs,
+            30,
+            1,
+            3600,
+            "whole seconds from 1 to 3600",
+        );
         Some(Settings {
             storage: storage?,
             tools,
@@ -266,6 +274,7 @@ impl Validator {
             verify,
             restore_database_url,
             port,
+            retry_backoff: Duration::from_secs(retry_backoff),
             log_format,
             price_per_gb_month,
         })
