@@ -1,7 +1,7 @@
 //! A standalone S3 server over a directory, for the benchmark: the same s3s-fs server the tests
 //! use, with the test credentials. `pgvigil-test-s3 ROOT PORT` serves until SIGTERM/SIGINT.
 
-use pgvigil_e2e::s3::{serve_dir, BUCKET};
+use pgvigil_e2e::s3::{serve_dir, Faults, BUCKET};
 
 #[tokio::main]
 async fn main() {
@@ -22,7 +22,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let stop = serve_dir(&root, listener);
+    let stop = serve_dir(&root, listener, Faults::default());
     eprintln!("S3 server on http://127.0.0.1:{port}, bucket {BUCKET}, root {}", root.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
     tokio::select! {

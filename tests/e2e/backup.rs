@@ -324,7 +324,7 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     assert!(!cat.failures.is_empty() || health.verdict().0, "the failed attempt was recorded");
 }
 
-fn walk(dir: &std::path::Path) -> Vec<String> {
+pub fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {

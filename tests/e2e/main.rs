@@ -5,6 +5,7 @@
 mod backup;
 mod cli;
 mod docs;
+mod faults;
 mod policy;
 mod restore;
 mod storage;

@@ -1,6 +1,7 @@
 //! A TCP proxy in front of a real server, for faults the server itself will not produce: slow
-//! responses, connections cut in the middle of a download, refused connections. Faults apply to
-//! the server → client direction, where downloads flow.
+//! responses, connections cut in the middle of a download, refused connections, and stalls
+//! (nothing moves either way until released). Rate limits and cuts apply to the server → client
+//! direction, where downloads flow.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +19,16 @@ struct Faults {
     cut_after: AtomicU64,
     /// Refuse new connections.
     refuse: AtomicBool,
+    /// Forward nothing, in either direction, while set.
+    stall: AtomicBool,
+}
+
+impl Faults {
+    async fn wait_while_stalled(&self) {
+        while self.stall.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// A running proxy.
@@ -77,6 +88,11 @@ impl Proxy {
         self.faults.cut_after.store(bytes, Ordering::SeqCst);
     }
 
+    /// Stops (or resumes) forwarding on every connection: the peers see a silent network.
+    pub fn stall(&self, on: bool) {
+        self.faults.stall.store(on, Ordering::SeqCst);
+    }
+
     /// Refuses (or accepts again) new connections.
     pub fn refuse(&self, on: bool) {
         self.faults.refuse.store(on, Ordering::SeqCst);
@@ -93,7 +109,17 @@ async fn pipe(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let up = async {
-        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            faults.wait_while_stalled().await;
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = sw.shutdown().await;
     };
     let down = async {
@@ -103,6 +129,7 @@ async fn pipe(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            faults.wait_while_stalled().await;
             let cut = faults.cut_after.load(Ordering::SeqCst);
             if cut > 0 {
                 if n as u64 >= cut {

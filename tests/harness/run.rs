@@ -77,3 +77,100 @@ pub fn assert_help_and_version(exe: &str, version: &str) {
     let v = std::process::Command::new(exe).arg("--version").output().expect("binary runs");
     assert!(String::from_utf8_lossy(&v.stdout).contains(version), "{exe} --version");
 }
+
+/// A long-running binary whose output (stdout and stderr, interleaved by line) is collected
+/// while it runs, so a test can wait for a log line and then act.
+pub struct Service {
+    child: Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts `name` with exactly `vars` in its environment.
+    pub fn start(name: &str, args: &[&str], vars: &[(&str, String)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = spawn(name, args, vars);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> =
+            vec![Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap())];
+        for stream in streams {
+            let out = output.clone();
+            readers.push(tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            }));
+        }
+        Self { child, output, readers }
+    }
+
+    /// Everything written so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// How many lines so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.output().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until `times` lines contain `needle`, failing the test (with the output so far)
+    /// after `secs` seconds or if the process exits first.
+    pub async fn wait_for(&mut self, needle: &str, times: usize, secs: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while self.count(needle) < times {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                panic!("exited ({status}) before logging {needle:?}:\n{}", self.output());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} within {secs} s:\n{}",
+                self.output()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id().unwrap() as i32
+    }
+
+    /// SIGTERM, then waits (at most 15 s) for the exit; returns the exit status and all output.
+    pub async fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = nix::unistd::Pid::from_raw(self.pid());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let status = tokio::time::timeout(std::time::Duration::from_secs(15), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("did not exit within 15 s of SIGTERM:\n{}", self.output()))
+            .unwrap();
+        for r in self.readers.drain(..) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), r).await;
+        }
+        (status, self.output())
+    }
+
+    /// Waits (at most `secs` seconds) for the process to exit by itself.
+    pub async fn wait(mut self, secs: u64) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(secs), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("did not exit within {secs} s:\n{}", self.output()))
+            .unwrap();
+        for r in self.readers.drain(..) {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), r).await;
+        }
+        (status, self.output())
+    }
+
+    /// SIGKILL: the process gets no chance to clean up.
+    pub async fn kill(mut self) -> String {
+        let _ = self.child.kill().await;
+        self.output()
+    }
+}

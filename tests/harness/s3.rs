@@ -1,12 +1,17 @@
 //! A real S3-protocol server (s3s-fs over a temp directory) on a TCP port inside the test
-//! process. It can be stopped and started again on the same port to simulate outages.
+//! process. It can be stopped and started again on the same port to simulate outages, and
+//! [`Faults`] make chosen operations answer with a chosen S3 error (access denied, throttling)
+//! the way a real store does.
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
+use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
+use s3s::{S3Error, S3ErrorCode, S3Result};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +29,112 @@ pub struct S3Server {
     pub root: TempDir,
     /// Address it listens on (kept across restarts).
     pub addr: SocketAddr,
+    /// Errors to inject; shared with the running server (and kept across restarts).
+    pub faults: Faults,
     /// Cancels the accept loop and every open connection.
     stop: Mutex<Option<CancellationToken>>,
+}
+
+/// One injected failure: operations named `op` (S3 API names such as `PutObject`,
+/// `UploadPart`, `DeleteObjects`, `GetObject`) whose key contains `key_contains` fail with
+/// `code`, `remaining` more times (`None`: until cleared).
+struct Rule {
+    op: String,
+    key_contains: String,
+    code: S3ErrorCode,
+    remaining: Option<usize>,
+}
+
+/// Errors the test server answers with, set while it runs.
+#[derive(Clone, Default)]
+pub struct Faults {
+    rules: Arc<Mutex<Vec<Rule>>>,
+    hits: Arc<Mutex<Vec<String>>>,
+    /// When set, requests signed for another region are refused the way AWS refuses them.
+    region: Arc<Mutex<Option<String>>>,
+}
+
+impl Faults {
+    /// Every `op` on a key containing `key_contains` is denied until [`Faults::clear`].
+    pub fn deny(&self, op: &str, key_contains: &str) {
+        self.add(op, key_contains, S3ErrorCode::AccessDenied, None);
+    }
+
+    /// The next `times` `op` requests are throttled (503 SlowDown, which clients retry).
+    pub fn slow_down(&self, op: &str, times: usize) {
+        self.add(op, "", S3ErrorCode::SlowDown, Some(times));
+    }
+
+    /// Every `op` fails with `code` (e.g. `InternalError` for a failing store) until cleared.
+    pub fn fail(&self, op: &str, code: S3ErrorCode) {
+        self.add(op, "", code, None);
+    }
+
+    /// The bucket "lives" in `region`: requests signed for any other region get AWS's answer,
+    /// `AuthorizationHeaderMalformed … the region 'X' is wrong; expecting 'Y'`.
+    pub fn bucket_region(&self, region: &str) {
+        *self.region.lock().unwrap() = Some(region.to_string());
+    }
+
+    fn add(&self, op: &str, key_contains: &str, code: S3ErrorCode, remaining: Option<usize>) {
+        self.rules.lock().unwrap().push(Rule {
+            op: op.to_string(),
+            key_contains: key_contains.to_string(),
+            code,
+            remaining,
+        });
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.rules.lock().unwrap().clear();
+        *self.region.lock().unwrap() = None;
+    }
+
+    /// How many requests of `op` were failed on purpose so far.
+    pub fn injected(&self, op: &str) -> usize {
+        self.hits.lock().unwrap().iter().filter(|h| *h == op).count()
+    }
+
+    fn take(&self, op: &str, key: &str) -> Option<S3ErrorCode> {
+        let mut rules = self.rules.lock().unwrap();
+        let rule = rules
+            .iter_mut()
+            .find(|r| r.op == op && key.contains(&r.key_contains) && r.remaining != Some(0))?;
+        if let Some(n) = &mut rule.remaining {
+            *n -= 1;
+        }
+        self.hits.lock().unwrap().push(op.to_string());
+        Some(rule.code.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl S3Access for Faults {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(S3Error::with_message(S3ErrorCode::AccessDenied, "Signature is required"));
+        }
+        if let Some(expected) = self.region.lock().unwrap().clone() {
+            // Authorization: AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/s3/aws4_request, ...
+            let auth = cx.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            let signed = auth.split("Credential=").nth(1).and_then(|c| c.split('/').nth(2)).unwrap_or("");
+            if signed != expected {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::AuthorizationHeaderMalformed,
+                    format!("The authorization header is malformed; the region '{signed}' is wrong; expecting '{expected}'"),
+                ));
+            }
+        }
+        let key = match cx.s3_path() {
+            S3Path::Object { key, .. } => key.to_string(),
+            _ => String::new(),
+        };
+        match self.take(cx.s3_op().name(), &key) {
+            Some(code) => Err(S3Error::with_message(code, "injected by the test")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl S3Server {
@@ -38,6 +147,7 @@ impl S3Server {
         let server = Self {
             root,
             addr,
+            faults: Faults::default(),
             stop: Mutex::new(None),
         };
         server.serve(listener);
@@ -45,7 +155,7 @@ impl S3Server {
     }
 
     fn serve(&self, listener: TcpListener) {
-        let token = serve_dir(self.root.path(), listener);
+        let token = serve_dir(self.root.path(), listener, self.faults.clone());
         *self.stop.lock().unwrap() = Some(token);
     }
 
@@ -113,11 +223,13 @@ impl S3Server {
 }
 
 /// Serves the S3 API over `root` (buckets are its sub-directories) on `listener` until the
-/// returned token is cancelled. Used by the tests and by the benchmark's S3 server.
-pub fn serve_dir(root: &std::path::Path, listener: TcpListener) -> CancellationToken {
+/// returned token is cancelled, failing what `faults` says. Used by the tests and by the
+/// benchmark's S3 server.
+pub fn serve_dir(root: &std::path::Path, listener: TcpListener, faults: Faults) -> CancellationToken {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
     let mut b = S3ServiceBuilder::new(fs);
     b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+    b.set_access(faults);
     let service = b.build();
     let token = CancellationToken::new();
     let stop = token.clone();

@@ -120,7 +120,7 @@ impl Service for BackupService {
         info!(
             version = env!("CARGO_PKG_VERSION"),
             database = %settings.database_url.as_ref().map(ToString::to_string).unwrap_or_default(),
-            storage = ?settings.storage.backend,
+            storage = %settings.storage.backend,
             prefix = %settings.storage.prefix,
             interval_secs = cfg.interval.as_secs(),
             compression_level = cfg.compression_level,
@@ -197,7 +197,7 @@ impl Service for VerifyService {
         info!(
             version = env!("CARGO_PKG_VERSION"),
             verify_server = %settings.verify_database_url.as_ref().map(ToString::to_string).unwrap_or_default(),
-            storage = ?settings.storage.backend,
+            storage = %settings.storage.backend,
             prefix = %settings.storage.prefix,
             interval_secs = cfg.interval.as_secs(),
             random_rate = cfg.random_rate,
@@ -367,6 +367,11 @@ pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Asked to stop while still waiting for a dependency: a clean stop, not a failure.
+        Err(StartupError::Cancelled) => {
+            info!("Shutdown requested before the service was ready; stopped");
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             error!(retryable = e.is_retryable(), "{e}");
             std::process::ExitCode::FAILURE

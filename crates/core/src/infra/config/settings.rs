@@ -53,6 +53,43 @@ pub struct S3Config {
     pub part_size: Option<u64>,
 }
 
+/// One line for the start-up log: where backups go, with the settings that decide how requests
+/// are sent. Credentials are never part of it.
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local { dir } => write!(f, "directory {}", dir.display()),
+            Self::S3(c) => {
+                write!(f, "s3://{} (region {}", c.bucket, c.region)?;
+                if let Some(e) = &c.endpoint {
+                    write!(f, ", endpoint {e}")?;
+                }
+                if c.force_path_style {
+                    f.write_str(", path-style")?;
+                }
+                match &c.sse {
+                    None => {}
+                    Some(Sse::Aes256) => f.write_str(", SSE AES256")?,
+                    Some(Sse::Kms { key_id: None }) => f.write_str(", SSE aws:kms")?,
+                    Some(Sse::Kms { key_id: Some(k) }) => write!(f, ", SSE aws:kms key {k}")?,
+                }
+                if let Some(class) = &c.storage_class {
+                    write!(f, ", storage class {class}")?;
+                }
+                if let Some(p) = c.part_size {
+                    write!(f, ", parts of {} MiB", p / (1024 * 1024))?;
+                }
+                let creds = if c.credentials.is_some() {
+                    "S3_ACCESS_KEY_ID"
+                } else {
+                    "the AWS credential chain"
+                };
+                write!(f, ", credentials from {creds})")
+            }
+        }
+    }
+}
+
 impl fmt::Debug for S3Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Config")

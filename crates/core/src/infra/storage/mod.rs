@@ -237,7 +237,8 @@ pub async fn clock_skew(storage: &dyn Storage, probe: &Key, cancel: &Cancellatio
     put_bytes(storage, probe, Bytes::from_static(b"pgvigil clock probe"), cancel).await?;
     let after = Utc::now();
     let theirs = storage.head(probe, cancel).await?.and_then(|m| m.last_modified);
-    storage.delete_many(std::slice::from_ref(probe), cancel).await?;
+    // Best effort: where deletes are refused the answer is still good (the self-test warned).
+    let _ = storage.delete_many(std::slice::from_ref(probe), cancel).await;
     Ok(theirs.map(|t| {
         let ours = before + (after - before) / 2;
         (t - ours).num_seconds()
@@ -253,7 +254,7 @@ pub async fn conditional_writes_work(storage: &dyn Storage, probe: &Key, cancel:
     let _ = storage.delete_many(std::slice::from_ref(probe), cancel).await;
     storage.put_if(probe, Bytes::from_static(b"1"), &Condition::Absent, cancel).await?;
     let second = storage.put_if(probe, Bytes::from_static(b"2"), &Condition::Absent, cancel).await;
-    storage.delete_many(std::slice::from_ref(probe), cancel).await?;
+    let _ = storage.delete_many(std::slice::from_ref(probe), cancel).await;
     match second {
         Err(StorageError::PreconditionFailed(_)) => Ok(true),
         Ok(_) => Ok(false),

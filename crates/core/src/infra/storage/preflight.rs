@@ -5,7 +5,8 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 /// Checks that the store is reachable and that pgvigil may list `list_prefix` and write, read and
-/// delete the object `probe`.
+/// delete the object `probe`. A refused delete is logged as a warning, not an error: it only
+/// stops retention.
 ///
 /// # Errors
 /// The first failing step, as one plain sentence (bucket missing, access denied, unreachable,
@@ -44,9 +45,19 @@ pub async fn preflight(storage: &dyn Storage, list_prefix: &str, probe: &Key, ca
             false,
         ));
     }
-    storage
+    match storage
         .delete_many(std::slice::from_ref(probe), cancel)
         .await
-        .map_err(step("deleting the probe object"))?;
-    Ok(())
+        .map_err(step("deleting the probe object"))
+    {
+        // Deletes refused (a write-only policy, object lock): backups can still be taken, so
+        // this is a warning; retention says the same each time it cannot delete.
+        Err(StorageError::Backend { message, retryable: false }) => {
+            tracing::warn!(
+                "{message}; backups continue, but expired backups stay until deletes are allowed (or a lifecycle rule removes them)"
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }

@@ -1,0 +1,507 @@
+//! The fault matrix: the real service binaries against a real PostgreSQL and a real S3 server,
+//! with one fault at a time. Every case checks what is in the bucket afterwards (only complete
+//! backups, nothing wrongly deleted), that the log names the problem in plain words, and that the
+//! service recovers by itself once the fault clears. docs/reliability.md lists each scenario with
+//! the test that proves it.
+
+use crate::backup::{fake_old_backups, pausing_pg_dump};
+use crate::verify::scratch_dbs;
+use pgvigil_core::infra::config::Role;
+use pgvigil_core::infra::storage::{self, DynStorage};
+use pgvigil_core::records::catalog::Catalog;
+use pgvigil_core::records::keys::Layout;
+use pgvigil_e2e::proxy::Proxy;
+use pgvigil_e2e::run::{run, text, Service};
+use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
+use s3s::S3ErrorCode;
+use tokio_util::sync::CancellationToken;
+
+const COMPLETED: &str = "Backup completed successfully";
+const FAILED: &str = "Backup failed";
+
+/// A backup service's environment: hourly, retrying after 1 s.
+fn backup_vars(pg: &PgServer, storage_vars: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    let mut v = storage_vars;
+    v.push(("DATABASE_URL", pg.url("app")));
+    v.push(("RETRY_BACKOFF_SECS", "1".into()));
+    v.push(("BACKUP_INTERVAL", "3600".into()));
+    v
+}
+
+async fn open(s3: &S3Server, prefix: &str) -> DynStorage {
+    let s = settings(&s3.vars(prefix), Role::Cli);
+    storage::connect(&s.storage).await.unwrap()
+}
+
+/// The bucket as pgvigil sees it, asserting that every backup in it is complete (has its
+/// manifest) and that there are `n` of them.
+async fn assert_complete_backups(s3: &S3Server, prefix: &str, n: usize) -> Catalog {
+    let st = open(s3, prefix).await;
+    let cat = Catalog::load(st.as_ref(), &Layout::new(prefix), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(
+        cat.backups.iter().all(|b| b.complete),
+        "a partial backup is visible: {:?}",
+        cat.backups
+    );
+    assert_eq!(cat.backups.len(), n, "{:?}", cat.backups);
+    cat
+}
+
+/// No line of `out` is a panic, a backtrace or a debug dump of an error.
+fn assert_plain(out: &str) {
+    for bad in [
+        "panicked",
+        "RUST_BACKTRACE",
+        "stack backtrace",
+        "Error {",
+        "Some(",
+        "DispatchFailure",
+    ] {
+        assert!(!out.contains(bad), "{bad:?} in the output:\n{out}");
+    }
+    assert!(!out.contains(pgvigil_e2e::pg::PASSWORD), "the database password leaked:\n{out}");
+    assert!(!out.contains(pgvigil_e2e::s3::SECRET_KEY), "the S3 secret leaked:\n{out}");
+}
+
+#[tokio::test]
+async fn database_down_at_start_then_back() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 200).await;
+    let s3 = S3Server::start().await;
+    pg.stop();
+    let mut svc = Service::start("pgvigil-backup", &[], &backup_vars(&pg, s3.vars("down")));
+    svc.wait_for(FAILED, 2, 30).await;
+    assert_complete_backups(&s3, "down", 0).await;
+    pg.restart();
+    svc.wait_for(COMPLETED, 1, 60).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+    let failure = out.lines().find(|l| l.contains(FAILED)).unwrap();
+    assert!(failure.contains("cannot reach"), "the cause is named: {failure}");
+    assert_complete_backups(&s3, "down", 1).await;
+    assert!(s3.pending_uploads().is_empty());
+}
+
+#[tokio::test]
+async fn database_down_mid_dump() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 4, 3);
+    let mut vars = backup_vars(&pg, s3.vars("mid"));
+    vars.push(("PG_DUMP_PATH", wrapper));
+    vars.push(("S3_PART_SIZE_MB", "5".into()));
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    wait_for_file(&marker, &svc).await;
+    pg.stop();
+    svc.wait_for(FAILED, 1, 60).await;
+    assert_complete_backups(&s3, "mid", 0).await;
+    pg.restart();
+    svc.wait_for(COMPLETED, 1, 90).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+    let cat = assert_complete_backups(&s3, "mid", 1).await;
+    assert!(!cat.failures.is_empty(), "the failed attempt left a failure record");
+    assert!(s3.pending_uploads().is_empty(), "the cut upload was aborted");
+}
+
+/// Waits for the pausing `pg_dump`'s marker, failing with the service's output so far.
+async fn wait_for_file(path: &std::path::Path, svc: &Service) {
+    for _ in 0..1200 {
+        if path.exists() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{} never appeared:\n{}", path.display(), svc.output());
+}
+
+#[tokio::test]
+async fn service_killed_mid_backup_and_restarted() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 6, 2);
+    let mut vars = backup_vars(&pg, s3.vars("kill"));
+    vars.push(("PG_DUMP_PATH", wrapper));
+    vars.push(("S3_PART_SIZE_MB", "5".into()));
+    let first = Service::start("pgvigil-backup", &[], &vars);
+    wait_for_file(&marker, &first).await;
+    let killed = first.kill().await;
+    assert!(!killed.contains(COMPLETED));
+    // The killed run holds the lease; a new process on the same host sees its holder is dead.
+    let mut second = Service::start("pgvigil-backup", &[], &vars);
+    second.wait_for(COMPLETED, 1, 90).await;
+    second.wait_for("Next backup in", 1, 30).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (status, out) = second.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+    assert_eq!(out.matches(COMPLETED).count(), 1, "exactly one backup after the restart:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("Next backup in") && !l.contains("Next backup in 0s")),
+        "the next one is an interval away:\n{out}"
+    );
+    assert_complete_backups(&s3, "kill", 1).await;
+    // A SIGKILLed upload cannot abort itself. s3s-fs cannot list uploads, so pgvigil's clean-up
+    // of stale uploads cannot reach it here; on S3 it runs before each backup.
+    assert!(s3.pending_uploads().len() <= 1, "{:?}", s3.pending_uploads());
+}
+
+#[tokio::test]
+async fn throttling_is_retried() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 2000).await;
+    let s3 = S3Server::start().await;
+    for op in [
+        "ListObjectsV2",
+        "PutObject",
+        "CreateMultipartUpload",
+        "UploadPart",
+        "CompleteMultipartUpload",
+        "CopyObject",
+    ] {
+        s3.faults.slow_down(op, 2);
+    }
+    let out = run("pgvigil-backup", &["--once"], &backup_vars(&pg, s3.vars("slow"))).await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert_plain(&t);
+    let injected: usize = ["ListObjectsV2", "PutObject", "UploadPart"]
+        .iter()
+        .map(|op| s3.faults.injected(op))
+        .sum();
+    assert!(injected >= 4, "the test server throttled requests ({injected})");
+    assert_complete_backups(&s3, "slow", 1).await;
+}
+
+#[tokio::test]
+async fn s3_stalls_mid_upload() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let proxy = Proxy::start(s3.addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 6, 1);
+    let mut vars = backup_vars(&pg, s3.vars_via("stall", proxy.endpoint()));
+    vars.push(("PG_DUMP_PATH", wrapper));
+    vars.push(("S3_PART_SIZE_MB", "5".into()));
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    wait_for_file(&marker, &svc).await;
+    proxy.stall(true);
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    assert_eq!(svc.count(COMPLETED), 0);
+    proxy.stall(false);
+    svc.wait_for(COMPLETED, 1, 90).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+    assert_complete_backups(&s3, "stall", 1).await;
+}
+
+#[tokio::test]
+async fn retention_denied_or_failing_deletes_nothing_and_catches_up() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 100).await;
+    let s3 = S3Server::start().await;
+    let st = open(&s3, "ret").await;
+    let old = fake_old_backups(st.as_ref(), &Layout::new("ret"), &[30, 20]).await;
+    let mut vars = backup_vars(&pg, s3.vars("ret"));
+    vars.push(("BACKUP_RETENTION_DAYS", "7".into()));
+    vars.push(("BACKUP_MIN_KEEP", "1".into()));
+
+    s3.faults.deny("DeleteObjects", "");
+    let out = run("pgvigil-backup", &["--once"], &vars).await;
+    let t = text(&out);
+    assert!(out.status.success(), "the backup itself succeeded:\n{t}");
+    assert_plain(&t);
+    assert!(t.contains("retention could not run") && t.contains("access denied"), "{t}");
+    assert!(
+        t.contains("expired backups stay until deletes are allowed"),
+        "the self-test warned at start:\n{t}"
+    );
+    let cat = assert_complete_backups(&s3, "ret", 3).await;
+    assert!(old.iter().all(|id| cat.backups.iter().any(|b| b.id == *id)));
+
+    s3.faults.clear();
+    // The store starts failing while a backup runs (after the start-up self-test): the backup is
+    // published, retention fails after its retries, and nothing is deleted.
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 1, 2);
+    let mut once_vars = vars.clone();
+    once_vars.push(("PG_DUMP_PATH", wrapper));
+    let svc = Service::start("pgvigil-backup", &["--once"], &once_vars);
+    wait_for_file(&marker, &svc).await;
+    s3.faults.fail("DeleteObjects", S3ErrorCode::InternalError);
+    let (status, out) = svc.wait(90).await;
+    assert!(status.success(), "{out}");
+    assert_eq!(out.matches(COMPLETED).count(), 1, "{out}");
+    let line = out.lines().find(|l| l.contains("retention could not run")).unwrap();
+    assert!(line.contains("busy or failing"), "{line}");
+    assert_complete_backups(&s3, "ret", 4).await;
+
+    s3.faults.clear();
+    let out = run("pgvigil-backup", &["--once"], &vars).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let cat = assert_complete_backups(&s3, "ret", 3).await;
+    assert!(
+        old.iter().all(|id| !cat.backups.iter().any(|b| b.id == *id)),
+        "the expired backups went once deletes worked"
+    );
+}
+
+#[tokio::test]
+async fn wrong_region_and_missing_bucket() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 100).await;
+    let s3 = S3Server::start().await;
+
+    s3.faults.bucket_region("eu-central-1");
+    let out = run("pgvigil-backup", &["--once"], &backup_vars(&pg, s3.vars("reg"))).await;
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("another region (check S3_REGION)"), "{t}");
+    assert_plain(&t);
+    s3.faults.clear();
+    assert_complete_backups(&s3, "reg", 0).await;
+
+    // A bucket that does not exist yet: the service says so, waits, and starts once it exists.
+    let mut vars = backup_vars(&pg, s3.vars("nob"));
+    vars.retain(|(k, _)| *k != "S3_BUCKET");
+    vars.push(("S3_BUCKET", "created-later".into()));
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    svc.wait_for("the bucket does not exist (check S3_BUCKET)", 1, 30).await;
+    s3.create_bucket("created-later");
+    svc.wait_for(COMPLETED, 1, 60).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+}
+
+/// A `psql` that runs the real one on the first `kib` KiB of its input; then `then` happens
+/// (`kill` kills it, `hang` holds the rest back for a minute).
+fn interrupted_psql(dir: &std::path::Path, kib: u32, then: &str) -> String {
+    let real = pgvigil_e2e::pg::bindir().join("psql");
+    let path = dir.join(format!("psql_{then}"));
+    let fifo = dir.join(format!("psql_{then}.fifo"));
+    let after = match then {
+        "kill" => "kill -9 $$".to_string(),
+        _ => "sleep 60; cat <&3".to_string(),
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\nrm -f {f}; mkfifo {f}\nexec 3<&0\n( dd bs=1024 count={kib} iflag=fullblock <&3 2>/dev/null; {after} ) > {f} &\nexec {real} \"$@\" < {f}\n",
+            real = real.display(),
+            f = fifo.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+/// A source with a backup big enough that its restore takes a while, and a verify service's
+/// environment for it.
+async fn verify_setup(prefix: &str) -> (PgServer, S3Server, Vec<(&'static str, String)>) {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let out = run("pgvigil-backup", &["--once"], &backup_vars(&pg, s3.vars(prefix))).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let mut vars = s3.vars(prefix);
+    vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    vars.push(("RETRY_BACKOFF_SECS", "1".into()));
+    vars.push(("VERIFY_INTERVAL", "3600".into()));
+    (pg, s3, vars)
+}
+
+fn verification_records(s3: &S3Server) -> Vec<String> {
+    crate::backup::walk(s3.root.path())
+        .into_iter()
+        .filter(|p| p.ends_with("__passed.json") || p.ends_with("__failed.json"))
+        .collect()
+}
+
+#[tokio::test]
+async fn psql_killed_mid_restore_is_not_a_bad_backup() {
+    let (pg, s3, mut vars) = verify_setup("psqlkill").await;
+    let dir = tempfile::tempdir().unwrap();
+    vars.push(("PSQL_PATH", interrupted_psql(dir.path(), 256, "kill")));
+    let out = run("pgvigil-verify", &["--once"], &vars).await;
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(t.contains("Verification could not run"), "{t}");
+    assert!(
+        !t.contains("Restore verification failed"),
+        "psql dying is not the backup's fault:\n{t}"
+    );
+    assert_plain(&t);
+    assert!(verification_records(&s3).is_empty(), "{:?}", verification_records(&s3));
+    assert!(scratch_dbs(&pg).await.is_empty(), "the scratch database was dropped");
+}
+
+#[tokio::test]
+async fn sigterm_mid_restore() {
+    let (pg, s3, mut vars) = verify_setup("termrestore").await;
+    let dir = tempfile::tempdir().unwrap();
+    vars.push(("PSQL_PATH", interrupted_psql(dir.path(), 256, "hang")));
+    let svc = Service::start("pgvigil-verify", &[], &vars);
+    // The restore is under way once the scratch database has tables.
+    let mut restoring = false;
+    for _ in 0..300 {
+        for db in scratch_dbs(&pg).await {
+            let mut c = pg.connect(&db).await;
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap_or(0);
+            restoring |= n > 0;
+        }
+        if restoring {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(restoring, "the restore never started:\n{}", svc.output());
+    let started = std::time::Instant::now();
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(12), "stopped promptly");
+    assert!(!out.contains("Restore verification failed"), "{out}");
+    assert_plain(&out);
+    assert!(scratch_dbs(&pg).await.is_empty(), "scratch database dropped:\n{out}");
+    assert!(verification_records(&s3).is_empty());
+}
+
+/// Mounts a tmpfs of `mb` MiB at `dir` owned by the PostgreSQL user. Needs CAP_SYS_ADMIN (root
+/// on a normal machine or VM); `false` when the mount is not allowed here.
+fn mount_tmpfs(dir: &std::path::Path, mb: u32) -> bool {
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mb}m,mode=0700"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    ok && std::process::Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(dir)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn resize_tmpfs(dir: &std::path::Path, mb: u32) {
+    let s = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,size={mb}m")])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(s.success());
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn disk_full_on_the_verify_server() {
+    let (pg, s3, vars) = verify_setup("full").await;
+    let dir = tempfile::Builder::new().prefix("pgvigil-full-").tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let space = dir.path().join("space");
+    std::fs::create_dir(&space).unwrap();
+    if !mount_tmpfs(&space, 16) {
+        eprintln!("SKIPPED disk_full_on_the_verify_server: this machine does not allow mounting a tmpfs");
+        return;
+    }
+    let _unmount = Unmount(space.clone());
+    // Scratch databases are created from template0: moving it to a 16 MiB tablespace makes every
+    // scratch database live there, and the 10 MB restore does not fit.
+    pg.exec("postgres", &format!("CREATE TABLESPACE small LOCATION '{}'", space.display()))
+        .await;
+    pg.exec("postgres", "ALTER DATABASE template0 SET TABLESPACE small").await;
+
+    let mut svc = Service::start("pgvigil-verify", &[], &vars);
+    svc.wait_for("Verification could not run", 1, 120).await;
+    assert_eq!(svc.count("Restore verification failed"), 0, "{}", svc.output());
+    assert!(verification_records(&s3).is_empty());
+    // Room again: the service verifies by itself.
+    resize_tmpfs(&space, 256);
+    svc.wait_for("Restore verification completed successfully", 1, 120).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+    let line = out.lines().find(|l| l.contains("Verification could not run")).unwrap();
+    assert!(line.to_lowercase().contains("space"), "the cause is named: {line}");
+    assert!(scratch_dbs(&pg).await.is_empty());
+    pg.exec("postgres", "ALTER DATABASE template0 SET TABLESPACE pg_default").await;
+    pg.exec("postgres", "DROP TABLESPACE small").await;
+}
+
+#[tokio::test]
+async fn sigterm_while_waiting_for_storage() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 100).await;
+    let s3 = S3Server::start().await;
+    s3.stop();
+    let mut svc = Service::start("pgvigil-backup", &[], &backup_vars(&pg, s3.vars("wait")));
+    svc.wait_for("Storage is not usable yet", 2, 30).await;
+    let started = std::time::Instant::now();
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "stopped promptly:\n{out}");
+    assert_plain(&out);
+    s3.restart().await;
+    assert_complete_backups(&s3, "wait", 0).await;
+}
+
+#[tokio::test]
+async fn sigterm_during_retention() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 100).await;
+    let s3 = S3Server::start().await;
+    let st = open(&s3, "termret").await;
+    let old = fake_old_backups(st.as_ref(), &Layout::new("termret"), &[30, 20]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 1, 1);
+    let mut vars = backup_vars(&pg, s3.vars("termret"));
+    vars.push(("BACKUP_RETENTION_DAYS", "7".into()));
+    vars.push(("BACKUP_MIN_KEEP", "1".into()));
+    vars.push(("PG_DUMP_PATH", wrapper));
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    wait_for_file(&marker, &svc).await;
+    // Deletes now fail and are retried by the client for several seconds: SIGTERM lands there.
+    s3.faults.fail("DeleteObjects", S3ErrorCode::InternalError);
+    svc.wait_for(COMPLETED, 1, 60).await;
+    let started = std::time::Instant::now();
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped promptly:\n{out}");
+    assert_plain(&out);
+    s3.faults.clear();
+    let cat = assert_complete_backups(&s3, "termret", 3).await;
+    assert!(old.iter().all(|id| cat.backups.iter().any(|b| b.id == *id)), "nothing deleted");
+}
