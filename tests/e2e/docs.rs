@@ -180,3 +180,48 @@ fn no_file_in_core_is_longer_than_one_sitting() {
     }
     assert!(long.is_empty(), "split these by concern:\n{}", long.join("\n"));
 }
+
+/// The test named by a `module::name` or `core::path::name` reference in docs/reliability.md, as
+/// the file that must define it and the function name.
+fn test_location(reference: &str) -> Option<(Vec<String>, String)> {
+    let parts: Vec<&str> = reference.split("::").collect();
+    let (name, path) = parts.split_last()?;
+    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if path.is_empty() || !parts.iter().all(|p| ok(p)) {
+        return None;
+    }
+    let files = match path {
+        ["core", rest @ ..] if !rest.is_empty() => {
+            let p = rest.join("/");
+            vec![format!("crates/core/src/{p}.rs"), format!("crates/core/src/{p}/mod.rs")]
+        }
+        [module] => vec![format!("tests/e2e/{module}.rs")],
+        _ => return None,
+    };
+    Some((files, (*name).to_string()))
+}
+
+#[test]
+fn every_test_named_in_reliability_md_exists() {
+    let doc = repo_file("docs/reliability.md");
+    let rows: Vec<&str> = doc
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| scenario") && !l.starts_with("|---"))
+        .collect();
+    assert!(rows.len() >= 30, "the fault matrix has {} rows", rows.len());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for row in rows {
+        let last = row.trim_end_matches('|').rsplit('|').next().unwrap();
+        let refs: Vec<&str> = last.split('`').skip(1).step_by(2).collect();
+        assert!(!refs.is_empty(), "a row without a test: {row}");
+        for r in refs {
+            let (files, name) = test_location(r).unwrap_or_else(|| panic!("not a test reference: {r:?} in {row}"));
+            let defined = files.iter().any(|f| {
+                std::fs::read_to_string(root.join(f))
+                    .map(|src| src.contains(&format!("fn {name}(")) && src.contains("#[t"))
+                    .unwrap_or(false)
+            });
+            assert!(defined, "{r}: no test `fn {name}` in {files:?}");
+        }
+    }
+}

@@ -460,12 +460,13 @@ async fn disk_full_on_the_verify_server() {
 }
 
 #[tokio::test]
-async fn sigterm_while_waiting_for_storage() {
+async fn s3_down_at_start() {
     init_logs();
     let pg = PgServer::start();
     sample::build(&pg, "app", 100).await;
     let s3 = S3Server::start().await;
     s3.stop();
+    // SIGTERM while the service waits for storage: a prompt, clean stop.
     let mut svc = Service::start("pgvigil-backup", &[], &backup_vars(&pg, s3.vars("wait")));
     svc.wait_for("Storage is not usable yet", 2, 30).await;
     let started = std::time::Instant::now();
@@ -473,8 +474,17 @@ async fn sigterm_while_waiting_for_storage() {
     assert!(status.success(), "{out}");
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "stopped promptly:\n{out}");
     assert_plain(&out);
+    // Left alone, it starts by itself once storage answers.
+    let mut svc = Service::start("pgvigil-backup", &[], &backup_vars(&pg, s3.vars("wait")));
+    svc.wait_for("Storage is not usable yet", 1, 30).await;
     s3.restart().await;
-    assert_complete_backups(&s3, "wait", 0).await;
+    svc.wait_for(COMPLETED, 1, 90).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+    let line = out.lines().find(|l| l.contains("Storage is not usable yet")).unwrap();
+    assert!(line.contains("could not connect"), "the cause is named: {line}");
+    assert_complete_backups(&s3, "wait", 1).await;
 }
 
 #[tokio::test]
@@ -504,4 +514,62 @@ async fn sigterm_during_retention() {
     s3.faults.clear();
     let cat = assert_complete_backups(&s3, "termret", 3).await;
     assert!(old.iter().all(|id| cat.backups.iter().any(|b| b.id == *id)), "nothing deleted");
+}
+
+#[tokio::test]
+async fn a_held_lock_makes_the_dump_give_up_instead_of_queueing() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 100).await;
+    let s3 = S3Server::start().await;
+    // A migration holds a table: pg_dump must not queue behind it (and everything else behind
+    // pg_dump), it gives up after PG_DUMP_LOCK_WAIT_TIMEOUT and the service tries again.
+    let mut migration = pg.connect("app").await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE public.customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut migration)
+        .await
+        .unwrap();
+    let mut vars = backup_vars(&pg, s3.vars("lock"));
+    vars.push(("PG_DUMP_LOCK_WAIT_TIMEOUT", "2".into()));
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    svc.wait_for(FAILED, 1, 60).await;
+    assert_complete_backups(&s3, "lock", 0).await;
+    sqlx::raw_sql("ROLLBACK").execute(&mut migration).await.unwrap();
+    svc.wait_for(COMPLETED, 1, 60).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+    let failure = out.lines().find(|l| l.contains(FAILED)).unwrap();
+    assert!(failure.contains("lock"), "the cause is named: {failure}");
+    assert_complete_backups(&s3, "lock", 1).await;
+}
+
+#[tokio::test]
+async fn sessions_queued_behind_the_dump_are_reported() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // pg_dump stalls for 15 s with its locks held, as a long dump would.
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 1, 15);
+    let mut vars = backup_vars(&pg, s3.vars("queue"));
+    vars.push(("PG_DUMP_PATH", wrapper));
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    wait_for_file(&marker, &svc).await;
+    let mut migration = pg.connect("app").await;
+    let alter = tokio::spawn(async move {
+        sqlx::query("ALTER TABLE public.customers ADD COLUMN audit int")
+            .execute(&mut migration)
+            .await
+            .map(|_| ())
+    });
+    svc.wait_for("session(s) have waited", 1, 40).await;
+    svc.wait_for(COMPLETED, 1, 60).await;
+    alter.await.unwrap().unwrap();
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    let warning = out.lines().find(|l| l.contains("session(s) have waited")).unwrap();
+    assert!(warning.contains("waiting=1"), "{warning}");
+    assert_complete_backups(&s3, "queue", 1).await;
 }

@@ -8,6 +8,7 @@ mod docs;
 mod faults;
 mod policy;
 mod restore;
+mod secrets;
 mod storage;
 mod verdicts;
 mod verify;

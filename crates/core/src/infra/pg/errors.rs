@@ -187,6 +187,14 @@ pub enum DumpFailure {
         /// pg_dump's own explanation.
         detail: String,
     },
+    /// It gave up waiting for a table lock (`--lock-wait-timeout`, from PG_DUMP_LOCK_WAIT_TIMEOUT).
+    #[error(
+        "pg_dump could not lock {table} within PG_DUMP_LOCK_WAIT_TIMEOUT: another session holds a conflicting lock (a migration or a long transaction?); the backup is retried, and it gave up rather than queue the application's queries behind it"
+    )]
+    LockTimeout {
+        /// The table it waited for, as pg_dump named it.
+        table: String,
+    },
     /// It ended with an error.
     #[error("{0}")]
     Failed(ToolFailure),
@@ -204,14 +212,30 @@ impl DumpFailure {
                     .cloned()
                     .unwrap_or_else(|| f.stderr.join(" ")),
             },
-            None => DumpFailure::Failed(f),
+            None => match lock_wait_gave_up(&f.stderr) {
+                Some(table) => DumpFailure::LockTimeout { table },
+                None => DumpFailure::Failed(f),
+            },
         }
     }
 
-    /// Whether a retry may help (a crash or lost connection may; a version mismatch will not).
+    /// Whether a retry may help (a crash, a lost connection or a lock may; a version mismatch
+    /// will not).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, DumpFailure::Failed(_))
+        !matches!(self, DumpFailure::VersionMismatch { .. })
     }
+}
+
+/// pg_dump's `--lock-wait-timeout` is a statement timeout around `LOCK TABLE`: the table it gave
+/// up on, from `Query was: LOCK TABLE t IN ACCESS SHARE MODE`.
+fn lock_wait_gave_up(stderr: &[String]) -> Option<String> {
+    if !stderr.iter().any(|l| l.contains("canceling statement due to statement timeout")) {
+        return None;
+    }
+    stderr.iter().find_map(|l| {
+        let rest = l.split("Query was: LOCK TABLE ").nth(1)?;
+        Some(rest.split(" IN ").next().unwrap_or(rest).trim().to_string())
+    })
 }
 
 /// How `psql` failed while restoring a dump.
@@ -347,6 +371,26 @@ mod tests {
             assert_eq!(got, want, "{f:?}");
             assert_eq!(p.environment_cause(), cause, "{f:?}");
         }
+    }
+
+    #[test]
+    fn a_lock_wait_timeout_names_the_table() {
+        let f = failure(
+            Some(1),
+            &[
+                "pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout",
+                "pg_dump: detail: Query was: LOCK TABLE public.\"Odd Name\" IN ACCESS SHARE MODE",
+            ],
+        );
+        match DumpFailure::from_tool(f) {
+            DumpFailure::LockTimeout { table } => assert_eq!(table, "public.\"Odd Name\""),
+            other => panic!("{other:?}"),
+        }
+        let f = failure(
+            Some(1),
+            &["pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout"],
+        );
+        assert!(matches!(DumpFailure::from_tool(f), DumpFailure::Failed(_)));
     }
 
     #[test]

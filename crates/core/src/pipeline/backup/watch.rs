@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// How often sessions waiting behind the dump are counted.
-const EVERY: Duration = Duration::from_secs(30);
+const EVERY: Duration = Duration::from_secs(10);
 
 /// Watches until `stop` fires, warning while sessions wait for the locks of the pg_dump named
 /// `app_name`. Best effort: it never affects the backup.
