@@ -199,7 +199,8 @@ async fn a_failed_dump_publishes_nothing_and_leaves_latest_untouched() {
     assert_eq!(cat.failures.len(), 2, "failure records kept for reports");
 }
 
-/// A pg_dump that pauses after `mb` MiB (creating `marker`), then continues.
+/// A `pg_dump` that stops writing for `pause_secs` after `mb` MiB (its locks held), then goes on;
+/// later calls run the real one. It exits with pg_dump's own status (`pipefail`).
 pub fn pausing_pg_dump(dir: &std::path::Path, mb: u32, pause_secs: u32) -> (String, std::path::PathBuf) {
     let real = pgvigil_e2e::pg::bindir().join("pg_dump");
     let marker = dir.join("paused");
@@ -207,7 +208,7 @@ pub fn pausing_pg_dump(dir: &std::path::Path, mb: u32, pause_secs: u32) -> (Stri
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\ncase \"$1\" in --version) exec {real} --version;; esac\nif [ -e {m}.done ]; then exec {real} \"$@\"; fi\n{real} \"$@\" | {{ dd bs=1M count={mb} iflag=fullblock 2>/dev/null; touch {m}; sleep {pause_secs}; touch {m}.done; cat; }}\n",
+            "#!/bin/bash\nset -o pipefail\ncase \"$1\" in --version) exec {real} --version;; esac\nif [ -e {m}.done ]; then exec {real} \"$@\"; fi\n{real} \"$@\" | {{ dd bs=1M count={mb} iflag=fullblock 2>/dev/null; touch {m}; sleep {pause_secs}; touch {m}.done; cat; }}\n",
             real = real.display(),
             m = marker.display()
         ),

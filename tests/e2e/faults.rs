@@ -153,6 +153,13 @@ async fn service_killed_mid_backup_and_restarted() {
         "the next one is an interval away:\n{out}"
     );
     assert_complete_backups(&s3, "kill", 1).await;
+    // Restarted once more after the success: the next backup is an interval away, not now.
+    let mut third = Service::start("pgvigil-backup", &[], &vars);
+    third.wait_for("Next backup in", 1, 30).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (_, out) = third.stop().await;
+    assert!(!out.contains(COMPLETED) && !out.contains("Next backup in 0s"), "{out}");
+    assert_complete_backups(&s3, "kill", 1).await;
     // A SIGKILLed upload cannot abort itself. s3s-fs cannot list uploads, so pgvigil's clean-up
     // of stale uploads cannot reach it here; on S3 it runs before each backup.
     assert!(s3.pending_uploads().len() <= 1, "{:?}", s3.pending_uploads());
@@ -223,40 +230,52 @@ async fn retention_denied_or_failing_deletes_nothing_and_catches_up() {
     vars.push(("BACKUP_RETENTION_DAYS", "7".into()));
     vars.push(("BACKUP_MIN_KEEP", "1".into()));
 
-    s3.faults.deny("DeleteObjects", "");
+    // No delete allowed at all (AWS and MinIO answer 200 and refuse each key): the start-up
+    // self-test warns, the backup is taken, retention says why it could not run.
+    s3.faults.deny_deleting("");
     let out = run("pgvigil-backup", &["--once"], &vars).await;
     let t = text(&out);
     assert!(out.status.success(), "the backup itself succeeded:\n{t}");
     assert_plain(&t);
-    assert!(t.contains("retention could not run") && t.contains("access denied"), "{t}");
     assert!(
         t.contains("expired backups stay until deletes are allowed"),
         "the self-test warned at start:\n{t}"
     );
+    let line = t
+        .lines()
+        .find(|l| l.contains("retention could not run"))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(line.contains("deletes are not allowed"), "{line}");
     let cat = assert_complete_backups(&s3, "ret", 3).await;
     assert!(old.iter().all(|id| cat.backups.iter().any(|b| b.id == *id)));
 
+    // Only backup objects protected (metadata deletable): no backup loses its manifest.
     s3.faults.clear();
-    // The store starts failing while a backup runs (after the start-up self-test): the backup is
-    // published, retention fails after its retries, and nothing is deleted.
-    let dir = tempfile::tempdir().unwrap();
-    let (wrapper, marker) = pausing_pg_dump(dir.path(), 1, 2);
-    let mut once_vars = vars.clone();
-    once_vars.push(("PG_DUMP_PATH", wrapper));
-    let svc = Service::start("pgvigil-backup", &["--once"], &once_vars);
-    wait_for_file(&marker, &svc).await;
-    s3.faults.fail("DeleteObjects", S3ErrorCode::InternalError);
-    let (status, out) = svc.wait(90).await;
-    assert!(status.success(), "{out}");
-    assert_eq!(out.matches(COMPLETED).count(), 1, "{out}");
-    let line = out.lines().find(|l| l.contains("retention could not run")).unwrap();
+    s3.faults.deny_deleting("ret/backup_");
+    let out = run("pgvigil-backup", &["--once"], &vars).await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("retention could not run"), "{t}");
+    let cat = assert_complete_backups(&s3, "ret", 4).await;
+    assert!(old.iter().all(|id| cat.backups.iter().any(|b| b.id == *id && b.complete)));
+
+    // The store fails (500) when retention deletes: the backup stands, nothing is deleted.
+    s3.faults.clear();
+    s3.faults.fail_deleting("ret/backup_", S3ErrorCode::InternalError);
+    let out = run("pgvigil-backup", &["--once"], &vars).await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let line = t
+        .lines()
+        .find(|l| l.contains("retention could not run"))
+        .unwrap_or_else(|| panic!("{t}"));
     assert!(line.contains("busy or failing"), "{line}");
-    assert_complete_backups(&s3, "ret", 4).await;
+    assert_complete_backups(&s3, "ret", 5).await;
 
     s3.faults.clear();
     let out = run("pgvigil-backup", &["--once"], &vars).await;
     assert!(out.status.success(), "{}", text(&out));
-    let cat = assert_complete_backups(&s3, "ret", 3).await;
+    let cat = assert_complete_backups(&s3, "ret", 4).await;
     assert!(
         old.iter().all(|id| !cat.backups.iter().any(|b| b.id == *id)),
         "the expired backups went once deletes worked"
@@ -495,23 +514,26 @@ async fn sigterm_during_retention() {
     let s3 = S3Server::start().await;
     let st = open(&s3, "termret").await;
     let old = fake_old_backups(st.as_ref(), &Layout::new("termret"), &[30, 20]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (wrapper, marker) = pausing_pg_dump(dir.path(), 1, 1);
     let mut vars = backup_vars(&pg, s3.vars("termret"));
     vars.push(("BACKUP_RETENTION_DAYS", "7".into()));
     vars.push(("BACKUP_MIN_KEEP", "1".into()));
-    vars.push(("PG_DUMP_PATH", wrapper));
-    let mut svc = Service::start("pgvigil-backup", &[], &vars);
-    wait_for_file(&marker, &svc).await;
-    // Deletes now fail and are retried by the client for several seconds: SIGTERM lands there.
-    s3.faults.fail("DeleteObjects", S3ErrorCode::InternalError);
-    svc.wait_for(COMPLETED, 1, 60).await;
+    // Retention's deletes fail and are retried by the client for several seconds: the first
+    // failed attempt says retention is under way, and SIGTERM lands there.
+    s3.faults.fail_deleting("termret/backup_", S3ErrorCode::InternalError);
+    let svc = Service::start("pgvigil-backup", &[], &vars);
+    let mut waited = 0;
+    while s3.faults.injected("DeleteObjects") == 0 {
+        assert!(waited < 600, "retention never started:\n{}", svc.output());
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let started = std::time::Instant::now();
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped promptly:\n{out}");
     assert_plain(&out);
     s3.faults.clear();
+    // The new backup was published before retention began; nothing was deleted.
     let cat = assert_complete_backups(&s3, "termret", 3).await;
     assert!(old.iter().all(|id| cat.backups.iter().any(|b| b.id == *id)), "nothing deleted");
 }
@@ -540,7 +562,7 @@ async fn a_held_lock_makes_the_dump_give_up_instead_of_queueing() {
     assert!(status.success(), "{out}");
     assert_plain(&out);
     let failure = out.lines().find(|l| l.contains(FAILED)).unwrap();
-    assert!(failure.contains("lock"), "the cause is named: {failure}");
+    assert!(failure.contains("could not lock public.customers"), "the cause is named: {failure}");
     assert_complete_backups(&s3, "lock", 1).await;
 }
 
@@ -551,8 +573,9 @@ async fn sessions_queued_behind_the_dump_are_reported() {
     sample::build(&pg, "app", 30_000).await;
     let s3 = S3Server::start().await;
     let dir = tempfile::tempdir().unwrap();
-    // pg_dump stalls for 15 s with its locks held, as a long dump would.
-    let (wrapper, marker) = pausing_pg_dump(dir.path(), 1, 15);
+    // pg_dump stalls for 25 s with its locks held, as a long dump would (the watcher looks
+    // every 10 s).
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 1, 25);
     let mut vars = backup_vars(&pg, s3.vars("queue"));
     vars.push(("PG_DUMP_PATH", wrapper));
     let mut svc = Service::start("pgvigil-backup", &[], &vars);

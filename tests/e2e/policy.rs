@@ -138,8 +138,9 @@ async fn two_backup_services_on_one_prefix_leave_only_complete_matching_pairs() 
     sample::build(&pg, "app", 20_000).await;
     let s3 = S3Server::start().await;
     let dir = tempfile::tempdir().unwrap();
-    // Each dump pauses after 2 MiB, so that the two services overlap.
-    let (wrapper, _marker) = pausing_pg_dump(dir.path(), 2, 3);
+    // The first dump pauses after 2 MiB for 8 s, so that the two services overlap even when
+    // one of them starts late on a loaded machine.
+    let (wrapper, _marker) = pausing_pg_dump(dir.path(), 2, 8);
     let mut vars = s3.vars("two");
     vars.push(("DATABASE_URL", pg.url("app")));
     vars.push(("PG_DUMP_PATH", wrapper));

@@ -26,11 +26,15 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A command for a binary with exactly `vars` (plus PATH) in its environment, output captured.
 fn command(name: &str, args: &[&str], vars: &[(&str, String)]) -> Command {
+    command_at(name, args, vars, "info")
+}
+
+fn command_at(name: &str, args: &[&str], vars: &[(&str, String)], log_level: &str) -> Command {
     let mut c = Command::new(binary(name));
     c.args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", log_level);
     for (k, v) in vars {
         c.env(k, v);
     }
@@ -89,8 +93,13 @@ pub struct Service {
 impl Service {
     /// Starts `name` with exactly `vars` in its environment.
     pub fn start(name: &str, args: &[&str], vars: &[(&str, String)]) -> Self {
+        Self::start_with_log_level(name, args, vars, "info")
+    }
+
+    /// Like [`Service::start`], with `RUST_LOG` set to `log_level`.
+    pub fn start_with_log_level(name: &str, args: &[&str], vars: &[(&str, String)], log_level: &str) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let mut child = spawn(name, args, vars);
+        let mut child = command_at(name, args, vars, log_level).spawn().unwrap();
         let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut readers = Vec::new();
         let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> =

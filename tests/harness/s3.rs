@@ -7,9 +7,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::SimpleAuth;
+use s3s::dto::*;
 use s3s::path::S3Path;
 use s3s::service::S3ServiceBuilder;
-use s3s::{S3Error, S3ErrorCode, S3Result};
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tempfile::TempDir;
@@ -45,10 +46,21 @@ struct Rule {
     remaining: Option<usize>,
 }
 
+/// How a `DeleteObjects` request fares for keys that contain a given text.
+#[derive(Clone)]
+enum DeleteFault {
+    /// The request succeeds (HTTP 200) and lists these keys as not deleted, `AccessDenied` —
+    /// what AWS and MinIO answer when the policy forbids deleting them.
+    DeniedPerKey,
+    /// The whole request fails with this error.
+    Fail(S3ErrorCode),
+}
+
 /// Errors the test server answers with, set while it runs.
 #[derive(Clone, Default)]
 pub struct Faults {
     rules: Arc<Mutex<Vec<Rule>>>,
+    deletes: Arc<Mutex<Vec<(String, DeleteFault)>>>,
     hits: Arc<Mutex<Vec<String>>>,
     /// When set, requests signed for another region are refused the way AWS refuses them.
     region: Arc<Mutex<Option<String>>>,
@@ -85,9 +97,41 @@ impl Faults {
         });
     }
 
+    /// `DeleteObjects` answers 200 but refuses (`AccessDenied`) every key containing
+    /// `key_contains`, deleting the others, as stores do under a policy without delete rights.
+    pub fn deny_deleting(&self, key_contains: &str) {
+        self.deletes
+            .lock()
+            .unwrap()
+            .push((key_contains.to_string(), DeleteFault::DeniedPerKey));
+    }
+
+    /// `DeleteObjects` requests that include a key containing `key_contains` fail with `code`.
+    pub fn fail_deleting(&self, key_contains: &str, code: S3ErrorCode) {
+        self.deletes
+            .lock()
+            .unwrap()
+            .push((key_contains.to_string(), DeleteFault::Fail(code)));
+    }
+
+    fn delete_fault(&self, key: &str) -> Option<DeleteFault> {
+        let found = self
+            .deletes
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| key.contains(k.as_str()))
+            .map(|(_, f)| f.clone());
+        if found.is_some() {
+            self.hits.lock().unwrap().push("DeleteObjects".to_string());
+        }
+        found
+    }
+
     /// Removes every rule.
     pub fn clear(&self) {
         self.rules.lock().unwrap().clear();
+        self.deletes.lock().unwrap().clear();
         *self.region.lock().unwrap() = None;
     }
 
@@ -227,7 +271,10 @@ impl S3Server {
 /// benchmark's S3 server.
 pub fn serve_dir(root: &std::path::Path, listener: TcpListener, faults: Faults) -> CancellationToken {
     let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut b = S3ServiceBuilder::new(fs);
+    let mut b = S3ServiceBuilder::new(Faulty {
+        fs,
+        faults: faults.clone(),
+    });
     b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     b.set_access(faults);
     let service = b.build();
@@ -256,5 +303,81 @@ pub fn serve_dir(root: &std::path::Path, listener: TcpListener, faults: Faults) 
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// s3s-fs with [`Faults`] applied where an error must be part of a successful answer (the
+/// per-key results of `DeleteObjects`) or depends on the request body.
+struct Faulty {
+    fs: s3s_fs::FileSystem,
+    faults: Faults,
+}
+
+macro_rules! pass {
+    ($($name:ident: $input:ident => $output:ident),* $(,)?) => {
+        $(fn $name<'life0, 'async_trait>(
+            &'life0 self,
+            req: S3Request<$input>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<$output>>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            self.fs.$name(req)
+        })*
+    };
+}
+
+impl S3 for Faulty {
+    pass! {
+        create_bucket: CreateBucketInput => CreateBucketOutput,
+        copy_object: CopyObjectInput => CopyObjectOutput,
+        delete_object: DeleteObjectInput => DeleteObjectOutput,
+        get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput,
+        get_object: GetObjectInput => GetObjectOutput,
+        head_bucket: HeadBucketInput => HeadBucketOutput,
+        head_object: HeadObjectInput => HeadObjectOutput,
+        list_buckets: ListBucketsInput => ListBucketsOutput,
+        list_objects: ListObjectsInput => ListObjectsOutput,
+        list_objects_v2: ListObjectsV2Input => ListObjectsV2Output,
+        put_object: PutObjectInput => PutObjectOutput,
+        create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
+        upload_part: UploadPartInput => UploadPartOutput,
+        upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput,
+        list_parts: ListPartsInput => ListPartsOutput,
+        complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
+        abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
+    }
+
+    fn delete_objects<'life0, 'async_trait>(
+        &'life0 self,
+        mut req: S3Request<DeleteObjectsInput>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<DeleteObjectsOutput>>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let mut refused = Vec::new();
+            let mut kept = Vec::new();
+            for object in std::mem::take(&mut req.input.delete.objects) {
+                match self.faults.delete_fault(&object.key) {
+                    Some(DeleteFault::Fail(code)) => return Err(S3Error::with_message(code, "injected by the test")),
+                    Some(DeleteFault::DeniedPerKey) => refused.push(s3s::dto::Error {
+                        code: Some("AccessDenied".into()),
+                        key: Some(object.key),
+                        message: Some("Access Denied".into()),
+                        ..Default::default()
+                    }),
+                    None => kept.push(object),
+                }
+            }
+            req.input.delete.objects = kept;
+            let mut out = self.fs.delete_objects(req).await?;
+            if !refused.is_empty() {
+                out.output.errors = Some(refused);
+            }
+            Ok(out)
+        })
     }
 }

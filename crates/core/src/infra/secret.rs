@@ -4,9 +4,12 @@ use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use url::Url;
 
-/// Query parameters that carry secrets (libpq and sqlx honour `password`; `sslpassword` unlocks
-/// a client key).
-const SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+/// Whether a query parameter may carry a secret (`password`, and anything named like one, in any
+/// case): its value is never shown.
+fn is_secret_param(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["pass", "secret", "token"].iter().any(|s| k.contains(s))
+}
 
 /// A PostgreSQL connection URL. The password inside never appears in `Debug`/`Display` output.
 #[derive(Clone)]
@@ -30,6 +33,11 @@ impl DbUrl {
         if url.path().trim_start_matches('/').is_empty() {
             return Err("expected a database name in the URL path (postgresql://user@host/DBNAME)".into());
         }
+        if url.query_pairs().any(|(k, _)| k == "sslpassword") {
+            // libpq has no environment variable for it, so pg_dump and psql could only get it on
+            // their command line, where every user of the machine can read it.
+            return Err("?sslpassword= is not supported (it would have to be shown on pg_dump's command line); use a client key without a passphrase, readable only by pgvigil's user".into());
+        }
         if url.query_pairs().any(|(k, _)| k == "dbname") {
             // It would override the path for libpq and sqlx alike, and with it the database that
             // pgvigil means (a verify scratch database, a restore target).
@@ -40,15 +48,11 @@ impl DbUrl {
             // set_password only fails for URLs that cannot have a password, which we rejected above.
             let _ = shown.set_password(Some("***"));
         }
-        if url.query_pairs().any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref())) {
+        if url.query_pairs().any(|(k, _)| is_secret_param(&k)) {
             let pairs: Vec<(String, String)> = url
                 .query_pairs()
                 .map(|(k, v)| {
-                    let v = if SECRET_PARAMS.contains(&k.as_ref()) {
-                        "***".to_string()
-                    } else {
-                        v.into_owned()
-                    };
+                    let v = if is_secret_param(&k) { "***".to_string() } else { v.into_owned() };
                     (k.into_owned(), v)
                 })
                 .collect();
@@ -67,7 +71,7 @@ impl DbUrl {
 
     /// Whether the URL carries a password.
     pub fn has_password(&self) -> bool {
-        Url::parse(self.expose()).is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| SECRET_PARAMS.contains(&k.as_ref())))
+        Url::parse(self.expose()).is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(k, _)| is_secret_param(&k)))
     }
 
     /// The URL with the password replaced by `***`.
@@ -131,11 +135,16 @@ mod tests {
 
     #[test]
     fn passwords_in_query_parameters_are_hidden_too() {
-        let u = DbUrl::parse("postgresql://bob@db/app?password=hunter2&sslmode=require&sslpassword=keypass").unwrap();
+        let u = DbUrl::parse("postgresql://bob@db/app?password=hunter2&sslmode=require&PassWord=keypass&api_token=tok3n").unwrap();
         for shown in [format!("{u:?}"), format!("{u}")] {
-            assert!(!shown.contains("hunter2") && !shown.contains("keypass"), "{shown}");
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("keypass") && !shown.contains("tok3n"),
+                "{shown}"
+            );
             assert!(shown.contains("sslmode=require"), "{shown}");
         }
+        let e = DbUrl::parse("postgresql://bob@db/app?sslpassword=keypass").unwrap_err();
+        assert!(e.contains("not supported") && !e.contains("keypass"), "{e}");
         assert!(u.has_password());
         assert!(!DbUrl::parse("postgresql://bob@db/app").unwrap().has_password());
     }

@@ -300,8 +300,15 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
     let service = S::new(&settings, storage)?;
     // Best effort: what it does is repeated before every run, and a server that is down now
     // must not keep the service from starting.
-    if let Err(e) = service.prepare().await {
-        tracing::warn!("{e}; the first run will try again");
+    // Shutdown must not wait for it (a stalled store or server can hold it for minutes).
+    tokio::select! {
+        r = service.prepare() => if let Err(e) = r {
+            tracing::warn!("{e}; the first run will try again");
+        },
+        () = cancel.cancelled() => {}
+    }
+    if cancel.is_cancelled() && !once {
+        return Err(StartupError::Cancelled);
     }
     if once {
         let (storage, layout, p) = service.policy(&settings);
@@ -311,7 +318,10 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
         return service.once(&cancel).await;
     }
     record_policy(service.policy(&settings), startup_backoff(&settings), &cancel);
-    service.seed_health(&health).await;
+    tokio::select! {
+        () = service.seed_health(&health) => {}
+        () = cancel.cancelled() => return Err(StartupError::Cancelled),
+    }
     let job = service.job(&health);
     let first = settings.retry_backoff;
     runner::run_forever(&job, Backoff::new(first, max_backoff(first, interval)), &health, &cancel).await;

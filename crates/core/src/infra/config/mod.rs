@@ -181,6 +181,15 @@ mod tests {
         ];
         let err = load(&vars, Role::Backup).unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
+        for endpoint in ["http://minio:s3cretpw@host:9000", "minio:s3cretpw@host"] {
+            let err = load(
+                &[("DATABASE_URL", "postgresql://h/db"), ("S3_BUCKET", "b"), ("S3_ENDPOINT", endpoint)],
+                Role::Backup,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("S3_ENDPOINT") && !err.contains("s3cretpw"), "{err}");
+        }
         let ok = load(
             &[
                 ("DATABASE_URL", "postgresql://root:hunter2@h/db"),

@@ -312,8 +312,17 @@ impl Validator {
         };
         let endpoint = nonempty(raw.s3_endpoint.clone()).map(|e| e.trim().trim_end_matches('/').to_string());
         if let Some(e) = &endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) || url::Url::parse(e).is_err() {
-                self.bad("S3_ENDPOINT", format!("expected an http:// or https:// URL, got {e:?}"));
+            match url::Url::parse(e) {
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                    // Not shown: it carries credentials.
+                    self.bad(
+                        "S3_ENDPOINT",
+                        "must not contain a user name or password; use S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY",
+                    );
+                }
+                Ok(_) if e.starts_with("http://") || e.starts_with("https://") => {}
+                _ if e.contains('@') => self.bad("S3_ENDPOINT", "expected an http:// or https:// URL (not shown: it contains '@')"),
+                _ => self.bad("S3_ENDPOINT", format!("expected an http:// or https:// URL, got {e:?}")),
             }
         }
         let force_path_style = self.boolean("S3_FORCE_PATH_STYLE", raw.s3_force_path_style.clone(), endpoint.is_some());

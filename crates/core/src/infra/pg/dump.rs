@@ -83,19 +83,37 @@ pub fn spawn(
         .map_err(|e| PgError::Spawn(format!("cannot start {}: {e}", plan.tool.path.display())))
 }
 
-/// Sessions waiting for a lock that the pg_dump named `app_name` holds: how many, and the longest
-/// wait in seconds.
+/// Sessions waiting, directly or behind another waiter, for locks that the pg_dump named
+/// `app_name` holds (a migration's `ALTER TABLE` waits for pg_dump, the application's queries
+/// wait for the `ALTER`): how many, and the longest wait in seconds. Only sessions waiting for a
+/// lock are examined, so the cost stays small on a busy server. The wait is read from `pg_locks`
+/// (PostgreSQL 14 and later; 0 before), which any role may see.
 ///
 /// # Errors
 /// Query failures.
-pub async fn blocked_behind(conn: &mut sqlx::postgres::PgConnection, url: &DbUrl, app_name: &str) -> Result<(i64, f64), PgError> {
-    sqlx::query_as(
-        "SELECT count(*), coalesce(max(extract(epoch FROM now() - a.state_change)), 0)::float8 \
-         FROM pg_stat_activity a, pg_stat_activity d \
-         WHERE d.application_name = $1 AND d.pid = ANY(pg_blocking_pids(a.pid))",
-    )
-    .bind(app_name)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| super::classify(url, &e))
+pub async fn blocked_behind(
+    conn: &mut sqlx::postgres::PgConnection,
+    url: &DbUrl,
+    app_name: &str,
+    server_major: u32,
+) -> Result<(i64, f64), PgError> {
+    let waited = if server_major >= 14 {
+        "(SELECT max(extract(epoch FROM now() - l.waitstart)) FROM pg_locks l WHERE l.pid IN (SELECT pid FROM blocked) AND NOT l.granted)"
+    } else {
+        "0"
+    };
+    let sql = format!(
+        "WITH RECURSIVE waiting AS (SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'), \
+         blocked(pid) AS ( \
+           SELECT w.pid FROM waiting w WHERE EXISTS (SELECT 1 FROM pg_stat_activity d \
+             WHERE d.application_name = $1 AND d.pid = ANY(pg_blocking_pids(w.pid))) \
+           UNION \
+           SELECT w.pid FROM waiting w, blocked b WHERE b.pid = ANY(pg_blocking_pids(w.pid))) \
+         SELECT (SELECT count(*) FROM blocked), coalesce({waited}, 0)::float8"
+    );
+    sqlx::query_as(&sql)
+        .bind(app_name)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| super::classify(url, &e))
 }

@@ -134,7 +134,10 @@ fn long(name: &str) -> Result<&'static (&'static str, Option<char>, bool, Rule),
     let matches: Vec<_> = OPTIONS.iter().filter(|o| o.0.starts_with(name)).collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!("--{name} is not a pg_dump option pgvigil knows")),
+        // What was written is shown only when it looks like an option name: a mistyped value
+        // (a connection string, say) may carry a password.
+        [] if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') => Err(format!("--{name} is not a pg_dump option pgvigil knows")),
+        [] => Err("an argument starting with -- is not a pg_dump option pgvigil knows (not shown: it may hold a secret)".into()),
         many => Err(format!(
             "--{name} is ambiguous (it could be {})",
             many.iter().map(|o| format!("--{}", o.0)).collect::<Vec<_>>().join(", ")
@@ -144,6 +147,16 @@ fn long(name: &str) -> Result<&'static (&'static str, Option<char>, bool, Rule),
 
 /// Checks one option and its value, returning it in normal form.
 fn admit(option: &(&'static str, Option<char>, bool, Rule), value: Option<String>, written: &str) -> Result<String, String> {
+    let excludes_data = option.0.starts_with("exclude-table");
+    if excludes_data
+        && value
+            .as_deref()
+            .is_some_and(|v| matches!(v.trim(), "*" | "*.*" | "\"*\"" | "*.\"*\""))
+    {
+        return Err(format!(
+            "{written} * is not allowed: it leaves no table data in the backup, so verification would prove nothing"
+        ));
+    }
     match option.3 {
         Rule::Refused(why) if written == format!("--{}", option.0) => Err(format!("{written} is not allowed: {why}")),
         Rule::Refused(why) => Err(format!("{written} means --{}, which is not allowed: {why}", option.0)),
@@ -230,7 +243,10 @@ pub fn parse(value: &str) -> Result<Vec<String>, Vec<String>> {
                 }
             }
         } else {
-            problems.push(format!("{token:?} is not an option (the database comes from DATABASE_URL)"));
+            // Not shown: a connection string put here by mistake carries its password.
+            problems.push(format!(
+                "argument {i} is not an option (not shown: it may hold a secret); the database comes from DATABASE_URL"
+            ));
         }
     }
     if problems.is_empty() {
@@ -288,6 +304,12 @@ mod tests {
             ("--schema 'unclosed", "not closed"),
             ("--lock-wait", "needs a value"),
             ("--no-comments=yes", "takes no value"),
+            ("--exclude-table-data=*", "leaves no table data"),
+            ("-T '*'", "leaves no table data"),
+            ("postgresql://u:pw@h/db", "not an option"),
+            ("-X postgresql://u:pw@h/db", "not an option"),
+            ("--maintenance-db postgresql://u:pw@h/db", "not an option"),
+            ("--postgresql://u:pw@h/db", "not a pg_dump option"),
         ];
         for (input, want) in cases {
             let e = parse(input).expect_err(input);

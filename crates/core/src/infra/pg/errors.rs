@@ -232,9 +232,16 @@ fn lock_wait_gave_up(stderr: &[String]) -> Option<String> {
     if !stderr.iter().any(|l| l.contains("canceling statement due to statement timeout")) {
         return None;
     }
+    // `detail: Query was: …` (pg_dump 15+) or `error: query was: …` (older).
     stderr.iter().find_map(|l| {
-        let rest = l.split("Query was: LOCK TABLE ").nth(1)?;
-        Some(rest.split(" IN ").next().unwrap_or(rest).trim().to_string())
+        let at = l.to_ascii_lowercase().find("query was: lock table ")?;
+        let rest = &l[at + "query was: lock table ".len()..];
+        let tables = rest.rsplit_once(" IN ").map_or(rest, |(t, _)| t).trim();
+        // A pg_dump that locks in batches names several: any of them may be the one.
+        Some(match tables.split_once(", ") {
+            Some(_) => format!("one of the tables {}", tables.chars().take(200).collect::<String>()),
+            None => tables.to_string(),
+        })
     })
 }
 

@@ -200,6 +200,9 @@ impl Storage for LocalStorage {
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(StorageError::DeleteDenied(format!("deleting {}", path.display())))
+                }
                 Err(e) => return Err(io_err("deleting", &path, e)),
             }
         }

@@ -53,6 +53,10 @@ pub enum StorageError {
         /// Part size in use.
         part_size: u64,
     },
+    /// The store refused to delete (a bucket policy without `s3:DeleteObject`, object lock, a
+    /// read-only directory). Backups can still be written; retention cannot delete.
+    #[error("{0}: deletes are not allowed here (the bucket policy must allow s3:DeleteObject on the prefix)")]
+    DeleteDenied(String),
     /// Anything else, with a plain description and whether retrying later can help.
     #[error("{message}")]
     Backend {

@@ -45,19 +45,15 @@ pub async fn preflight(storage: &dyn Storage, list_prefix: &str, probe: &Key, ca
             false,
         ));
     }
-    match storage
-        .delete_many(std::slice::from_ref(probe), cancel)
-        .await
-        .map_err(step("deleting the probe object"))
-    {
+    match storage.delete_many(std::slice::from_ref(probe), cancel).await {
         // Deletes refused (a write-only policy, object lock): backups can still be taken, so
         // this is a warning; retention says the same each time it cannot delete.
-        Err(StorageError::Backend { message, retryable: false }) => {
+        Err(denied @ StorageError::DeleteDenied(_)) => {
             tracing::warn!(
-                "{message}; backups continue, but expired backups stay until deletes are allowed (or a lifecycle rule removes them)"
+                "storage self-test: {denied}; backups continue, but expired backups stay until deletes are allowed (or a lifecycle rule removes them)"
             );
             Ok(())
         }
-        other => other,
+        other => other.map_err(step("deleting the probe object")),
     }
 }

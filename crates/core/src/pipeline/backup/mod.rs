@@ -144,6 +144,19 @@ pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result
     }
 }
 
+/// Removes an uploaded object that did not become a backup. If the store refuses, the object
+/// stays without a manifest — pgvigil never treats it as a backup, but a stock-tools restore that
+/// picks the newest object would — so that is logged as an error naming it.
+async fn take_back(st: &dyn crate::infra::storage::Storage, key: &crate::infra::storage::Key, cancel: &CancellationToken) {
+    if let Err(e) = st.delete_many(std::slice::from_ref(key), cancel).await {
+        tracing::error!(
+            key = %key,
+            error = %e,
+            "an object that is not a complete backup could not be removed; delete it by hand (pgvigil ignores it: it has no manifest)"
+        );
+    }
+}
+
 /// The backup itself, while the lease is held.
 async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     let st = ctx.storage.as_ref();
@@ -168,7 +181,12 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     let app_name = format!("pgvigil-backup {}", id.stamp());
     let child = dump::spawn(&plan, &ctx.database_url, &ctx.cfg.dump_options, ctx.cfg.lock_wait, &app_name)?;
     let watching = CancellationToken::new();
-    let watcher = tokio::spawn(watch::blocked_sessions(ctx.database_url.clone(), app_name, watching.clone()));
+    let watcher = tokio::spawn(watch::blocked_sessions(
+        ctx.database_url.clone(),
+        app_name,
+        plan.server.major,
+        watching.clone(),
+    ));
     let (tx, rx) = body_channel(4);
     let opts = PutOptions {
         expected_size: expected,
@@ -179,8 +197,9 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         produce::produce(child, tx, ctx.cfg.compression_level, cancel),
         st.put(&key, rx, opts, cancel)
     );
+    // Best effort only: the watcher may sit in a query on a stalled connection.
     watching.cancel();
-    let _ = watcher.await;
+    watcher.abort();
     if let Err(StorageError::TooLarge { part_size, .. }) = &put {
         // The next attempt plans parts four times as large.
         ctx.part_size_floor.fetch_max(part_size.saturating_mul(4), Ordering::Relaxed);
@@ -190,7 +209,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     let (streamed, parts) = match (produced, put) {
         (Ok(s), Ok(p)) if p.size == s.size => (s, p.parts),
         (Ok(s), Ok(p)) => {
-            st.delete_many(std::slice::from_ref(&key), &cleanup).await.ok();
+            take_back(st, &key, &cleanup).await;
             return Err(BackupError::Incomplete(format!("stored {} bytes but produced {}", p.size, s.size)));
         }
         (Err(BackupError::Cancelled), _) | (_, Err(StorageError::Cancelled)) => return Err(BackupError::Cancelled),
@@ -216,7 +235,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     };
     // The upload is complete but not yet a backup: publish only while the lease is still ours.
     if let Err(e) = lease.confirm().await {
-        st.delete_many(std::slice::from_ref(&key), &cleanup).await.ok();
+        take_back(st, &key, &cleanup).await;
         return Err(match e {
             StorageError::PreconditionFailed(_) => BackupError::LeaseLost,
             other => other.into(),
@@ -224,7 +243,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     }
     if let Err(e) = manifest::write(st, &ctx.layout, id, &manifest, cancel).await {
         // Without its manifest the object is not a complete backup: take it back out.
-        st.delete_many(std::slice::from_ref(&key), &cleanup).await.ok();
+        take_back(st, &key, &cleanup).await;
         return Err(e.into());
     }
     if let Err(e) = st.copy(&key, &ctx.layout.latest(), cancel).await {

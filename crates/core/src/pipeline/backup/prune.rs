@@ -70,16 +70,36 @@ pub async fn prune_with(
         return Ok(plan);
     }
     let cutoff = now - chrono::Duration::days(policy.retention_days as i64);
-    let mut keys: Vec<Key> = Vec::new();
-    for id in &plan.delete {
-        keys.push(layout.backup(*id));
-        keys.push(layout.manifest(*id));
+    // Backup objects first; a backup's manifest and records go only once its object is gone,
+    // so a store that refuses some deletes never leaves a backup without its manifest.
+    let objects: Vec<Key> = plan.delete.iter().map(|id| layout.backup(*id)).collect();
+    let deleted = match storage.delete_many(&objects, cancel).await {
+        Ok(()) => Ok(plan.delete.clone()),
+        Err(e) => {
+            let mut gone = Vec::new();
+            for id in &plan.delete {
+                if let Ok(None) = storage.head(&layout.backup(*id), cancel).await {
+                    gone.push(*id);
+                }
+            }
+            Err((e, gone))
+        }
+    };
+    let gone = match &deleted {
+        Ok(all) => all.as_slice(),
+        Err((_, some)) => some.as_slice(),
+    };
+    let mut keys: Vec<Key> = gone.iter().map(|id| layout.manifest(*id)).collect();
+    keys.extend(stale_records(&catalog, layout, gone, cutoff));
+    let metadata = if keys.is_empty() {
+        Ok(())
+    } else {
+        storage.delete_many(&keys, cancel).await
+    };
+    match deleted {
+        Err((e, _)) => Err(e),
+        Ok(_) => metadata.map(|()| plan),
     }
-    keys.extend(stale_records(&catalog, layout, &plan.delete, cutoff));
-    if !keys.is_empty() {
-        storage.delete_many(&keys, cancel).await?;
-    }
-    Ok(plan)
 }
 
 /// pgvigil's own records that no longer serve: those of deleted backups, those of backups already

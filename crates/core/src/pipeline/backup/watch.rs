@@ -15,14 +15,14 @@ const EVERY: Duration = Duration::from_secs(10);
 
 /// Watches until `stop` fires, warning while sessions wait for the locks of the pg_dump named
 /// `app_name`. Best effort: it never affects the backup.
-pub(super) async fn blocked_sessions(url: DbUrl, app_name: String, stop: CancellationToken) {
+pub(super) async fn blocked_sessions(url: DbUrl, app_name: String, server_major: u32, stop: CancellationToken) {
     let Ok(mut conn) = pg::connect(&url).await else { return };
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             () = tokio::time::sleep(EVERY) => {}
         }
-        match dump::blocked_behind(&mut conn, &url, &app_name).await {
+        match dump::blocked_behind(&mut conn, &url, &app_name, server_major).await {
             Ok((n, secs)) if n > 0 => warn!(
                 waiting = n,
                 longest_secs = secs as u64,

@@ -168,6 +168,7 @@ impl Storage for S3Storage {
                 .quiet(true)
                 .build()
                 .map_err(|e| StorageError::other(format!("building a delete request: {e}"), false))?;
+            let what = format!("deleting {} objects", batch.len());
             let out = or_cancel(cancel, async {
                 self.client
                     .delete_objects()
@@ -175,16 +176,37 @@ impl Storage for S3Storage {
                     .delete(delete)
                     .send()
                     .await
-                    .map_err(|e| classify("deleting", &format!("{} objects", batch.len()), &e))
+                    .map_err(|e| {
+                        use aws_sdk_s3::error::ProvideErrorMetadata;
+                        let denied = e.as_service_error().and_then(|s| s.code()) == Some("AccessDenied")
+                            || e.raw_response().is_some_and(|r| r.status().as_u16() == 403);
+                        if denied {
+                            StorageError::DeleteDenied(what.clone())
+                        } else {
+                            classify("deleting", &format!("{} objects", batch.len()), &e)
+                        }
+                    })
             })
             .await?;
-            let failed: Vec<String> = out
-                .errors()
-                .iter()
-                .map(|e| format!("{} ({})", e.key().unwrap_or("?"), e.code().unwrap_or("error")))
-                .collect();
-            if !failed.is_empty() {
-                return Err(StorageError::other(format!("could not delete: {}", failed.join(", ")), true));
+            // Stores answer 200 and list the keys they refused: all refused for lack of
+            // permission is a denial; anything else may pass on a retry.
+            let errors = out.errors();
+            if !errors.is_empty() {
+                let failed: Vec<String> = errors
+                    .iter()
+                    .take(5)
+                    .map(|e| format!("{} ({})", e.key().unwrap_or("?"), e.code().unwrap_or("error")))
+                    .collect();
+                let listed = format!(
+                    "could not delete {} of {} objects: {}",
+                    errors.len(),
+                    batch.len(),
+                    failed.join(", ")
+                );
+                if errors.iter().all(|e| e.code() == Some("AccessDenied")) {
+                    return Err(StorageError::DeleteDenied(listed));
+                }
+                return Err(StorageError::other(listed, true));
             }
         }
         Ok(())
