@@ -113,6 +113,34 @@ async fn database_down_mid_dump() {
 }
 
 /// Waits for the pausing `pg_dump`'s marker, failing with the service's output so far.
+#[tokio::test]
+async fn s3_down_mid_upload() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 6, 2);
+    let mut vars = backup_vars(&pg, s3.vars("s3mid"));
+    vars.push(("PG_DUMP_PATH", wrapper));
+    vars.push(("S3_PART_SIZE_MB", "5".into()));
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    wait_for_file(&marker, &svc).await;
+    s3.stop();
+    svc.wait_for(FAILED, 1, 90).await;
+    let published: Vec<_> = crate::backup::walk(s3.root.path())
+        .into_iter()
+        .filter(|p| p.contains("/s3mid/backup_"))
+        .collect();
+    assert!(published.is_empty(), "{published:?}");
+    s3.restart().await;
+    svc.wait_for(COMPLETED, 1, 120).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert_plain(&out);
+    assert_complete_backups(&s3, "s3mid", 1).await;
+}
+
 async fn wait_for_file(path: &std::path::Path, svc: &Service) {
     for _ in 0..1200 {
         if path.exists() {
@@ -373,6 +401,11 @@ async fn psql_killed_mid_restore_is_not_a_bad_backup() {
     assert_plain(&t);
     assert!(verification_records(&s3).is_empty(), "{:?}", verification_records(&s3));
     assert!(scratch_dbs(&pg).await.is_empty(), "the scratch database was dropped");
+    // With a psql that is left alone, the same backup verifies.
+    vars.retain(|(k, _)| *k != "PSQL_PATH");
+    let out = run("pgvigil-verify", &["--once"], &vars).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(verification_records(&s3).len(), 1);
 }
 
 #[tokio::test]
