@@ -362,6 +362,8 @@ pub async fn fake_old_backups(st: &dyn pgvigil_core::infra::storage::Storage, la
             compression_level: 6,
             parts: 1,
             tables: Default::default(),
+            privileges: None,
+            globals: None,
         };
         manifest::write(st, layout, *id, &m, &CancellationToken::new()).await.unwrap();
     }

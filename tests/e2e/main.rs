@@ -8,6 +8,7 @@ mod docs;
 mod faults;
 mod policy;
 mod restore;
+mod roles;
 mod secrets;
 mod storage;
 mod verdicts;

@@ -274,6 +274,7 @@ pub fn serve_dir(root: &std::path::Path, listener: TcpListener, faults: Faults) 
     let mut b = S3ServiceBuilder::new(Faulty {
         fs,
         faults: faults.clone(),
+        conditional: tokio::sync::Mutex::new(()),
     });
     b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
     b.set_access(faults);
@@ -311,6 +312,9 @@ impl Drop for S3Server {
 struct Faulty {
     fs: s3s_fs::FileSystem,
     faults: Faults,
+    /// s3s-fs checks `If-None-Match`/`If-Match` and then writes, so two conditional writes can
+    /// both pass; S3 decides them atomically. One at a time here, as there.
+    conditional: tokio::sync::Mutex<()>,
 }
 
 macro_rules! pass {
@@ -340,13 +344,30 @@ impl S3 for Faulty {
         list_buckets: ListBucketsInput => ListBucketsOutput,
         list_objects: ListObjectsInput => ListObjectsOutput,
         list_objects_v2: ListObjectsV2Input => ListObjectsV2Output,
-        put_object: PutObjectInput => PutObjectOutput,
         create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
         upload_part: UploadPartInput => UploadPartOutput,
         upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput,
         list_parts: ListPartsInput => ListPartsOutput,
         complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
         abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
+    }
+
+    fn put_object<'life0, 'async_trait>(
+        &'life0 self,
+        req: S3Request<PutObjectInput>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<PutObjectOutput>>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            if req.input.if_none_match.is_some() || req.input.if_match.is_some() {
+                let _one_at_a_time = self.conditional.lock().await;
+                self.fs.put_object(req).await
+            } else {
+                self.fs.put_object(req).await
+            }
+        })
     }
 
     fn delete_objects<'life0, 'async_trait>(

@@ -29,6 +29,11 @@ pub struct RestoreArgs {
     /// With --clean: replace without asking (required when not on a terminal).
     #[arg(long)]
     yes: bool,
+    /// Leave out ownership and grants: every object belongs to the restoring role (for a server
+    /// whose roles differ). By default they are restored, and roles the backup names that the
+    /// target lacks are created first (without passwords), in the same transaction.
+    #[arg(long)]
+    no_privileges: bool,
 }
 
 /// Runs the restore and prints the outcome.
@@ -60,6 +65,7 @@ pub async fn run(op: &Operator, args: RestoreArgs, cancel: &CancellationToken) -
         backup: args.backup,
         fallback: args.fallback,
         clean: args.clean,
+        privileges: !args.no_privileges,
     };
     let out = op.restore(&req, &Terminal::default(), cancel).await?;
     println!("restored {} into {}", out.key, req.target.database());

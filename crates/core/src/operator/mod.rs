@@ -12,6 +12,7 @@ mod policy;
 mod prune;
 mod report;
 pub mod restore;
+mod roles;
 mod status;
 
 /// Everything the CLI needs besides [`Operator`]: configuration, process setup, and the types that

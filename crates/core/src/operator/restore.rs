@@ -34,6 +34,8 @@ pub struct RestoreRequest {
     pub fallback: usize,
     /// Replace the target's contents (inside the restore's transaction).
     pub clean: bool,
+    /// Restore ownership and grants, creating missing roles first (`false`: `--no-privileges`).
+    pub privileges: bool,
 }
 
 /// A restore that committed.
@@ -199,11 +201,23 @@ impl Operator {
                 .map_or(0, |v| v.major);
             let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
             let size = m.as_ref().map_or(0, |m| m.size);
+            let roles = match super::roles::plan(st, m.as_ref(), &req.target, req.privileges, cancel).await? {
+                Ok(plan) => plan,
+                Err(why) => {
+                    observer.note(&format!("FAILED {key}: {why}"));
+                    observer.note("nothing was restored from it; trying the next older backup");
+                    skipped.push((key.to_string(), why));
+                    continue;
+                }
+            };
+            observer.note(&roles.note);
+            let preamble = format!("{}{preamble}", roles.sql);
             observer.note(&format!("restoring {key} into {} ...", req.target));
             let target = Target {
                 psql: &tool,
                 url: &req.target,
                 preamble: &preamble,
+                strip: roles.strip,
             };
             let progress = observer.begin(&format!("restoring {key}"), size);
             let attempt = restore_into(st, &key, m.as_ref(), &target, progress, cancel).await;

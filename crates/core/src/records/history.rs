@@ -57,6 +57,29 @@ pub struct Evidence {
     /// Tables whose `FORCE ROW LEVEL SECURITY` was lifted in the scratch database so that counts
     /// see every row.
     pub row_security_lifted: Vec<String>,
+    /// Ownership and grants: what was restored and checked, and what was left out (and why).
+    #[serde(default)]
+    pub privileges: PrivilegeEvidence,
+}
+
+/// What a verification did with the dump's ownership and privilege statements.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PrivilegeEvidence {
+    /// In words: `ownership and grants restored and checked`, `grants restored and checked`,
+    /// `left out`, or `not in the backup`.
+    pub restored: String,
+    /// Why something was left out, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Roles created on the verify server (without login or password) for the restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles_created: Vec<String>,
+    /// Tables whose owner was compared with the dump's.
+    pub owners_checked: usize,
+    /// Tables whose grantees were compared with the dump's.
+    pub grants_checked: usize,
+    /// Ownership and privilege statements not run.
+    pub statements_left_out: u32,
 }
 
 /// Versions of everything that took part.

@@ -136,6 +136,11 @@ impl Layout {
         BackupId::parse_stamp(stamp)
     }
 
+    /// The roles saved with one backup (`pg_dumpall --globals-only`), plain SQL.
+    pub fn globals(&self, id: BackupId) -> Key {
+        Self::key(self.meta(&format!("globals/{}.sql", id.stamp())))
+    }
+
     /// Prefix of verification results.
     pub fn verifications_prefix(&self) -> String {
         self.meta("verifications/")

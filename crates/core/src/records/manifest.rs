@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
 /// Everything known about one backup.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     /// Manifest format version.
     pub format: u32,
@@ -36,6 +36,34 @@ pub struct Manifest {
     pub parts: u32,
     /// Exact rows per table as dumped.
     pub tables: BTreeMap<String, u64>,
+    /// Owners and grants as dumped; absent when the dump left them out (`BACKUP_PRIVILEGES=omit`,
+    /// or a backup taken before pgvigil kept them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<Privileges>,
+    /// The cluster's roles, saved with this backup; absent when they could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<ObjectRef>,
+}
+
+/// Who owns each table and who holds table-level grants on it, as the dump says (names as
+/// pg_dump wrote them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Privileges {
+    /// Owner of each table.
+    pub owners: BTreeMap<String, String>,
+    /// Grantees (`PUBLIC` or roles) of each table.
+    pub grants: BTreeMap<String, Vec<String>>,
+}
+
+/// Another object that belongs to a backup, with what proves it intact.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ObjectRef {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
 }
 
 /// Current manifest format.

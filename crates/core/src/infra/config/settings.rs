@@ -139,6 +139,9 @@ pub struct BackupConfig {
     /// `PG_DUMP_LOCK_WAIT_TIMEOUT`: how long pg_dump may wait for a table lock before failing
     /// (`None`: forever).
     pub lock_wait: Option<Duration>,
+    /// `BACKUP_PRIVILEGES`: keep owners and grants in the dump (pg_dump's default), or leave
+    /// them out (`--no-owner --no-privileges`).
+    pub keep_privileges: bool,
 }
 
 /// How backups are verified (the scratch server is [`Settings::verify_database_url`]).

@@ -150,6 +150,14 @@ impl Validator {
             86_400,
             "whole seconds (0 waits forever)",
         );
+        let keep_privileges = match nonempty(raw.backup_privileges).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("keep") => true,
+            Some("omit") => false,
+            Some(other) => {
+                self.bad("BACKUP_PRIVILEGES", format!("expected keep or omit, got {other:?}"));
+                true
+            }
+        };
         let backup = BackupConfig {
             interval: Duration::from_secs(interval),
             compression_level,
@@ -159,6 +167,7 @@ impl Validator {
             },
             dump_options,
             lock_wait: (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
+            keep_privileges,
         };
 
         let vdb = self.secret(

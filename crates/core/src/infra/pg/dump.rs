@@ -4,17 +4,13 @@ use super::{child_env, connect, find_tool, server_version, OwnedChild, PgError, 
 use crate::infra::secret::DbUrl;
 use std::path::Path;
 
-/// Options pgvigil always passes: plain SQL that restores on a scratch server lacking the
-/// source's roles (no ownership or privilege statements) and its tablespaces (a tablespace is a
-/// directory of one server; a restore elsewhere puts everything in the default one), never
-/// prompting for a password.
-pub const DEFAULT_ARGS: &[&str] = &[
-    "--format=plain",
-    "--no-owner",
-    "--no-privileges",
-    "--no-tablespaces",
-    "--no-password",
-];
+/// Options pgvigil always passes: plain SQL without tablespaces (a tablespace is a directory of
+/// one server; a restore elsewhere puts everything in the default one), never prompting for a
+/// password. Owners and grants are kept unless [`OMIT_PRIVILEGES`] is asked for.
+pub const DEFAULT_ARGS: &[&str] = &["--format=plain", "--no-tablespaces", "--no-password"];
+
+/// `BACKUP_PRIVILEGES=omit`: a dump without ownership and privilege statements.
+pub const OMIT_PRIVILEGES: &[&str] = &["--no-owner", "--no-privileges"];
 
 /// Facts gathered before dumping.
 #[derive(Debug, Clone)]
@@ -57,18 +53,31 @@ pub async fn plan(url: &DbUrl, explicit: Option<&Path>) -> Result<DumpPlan, PgEr
     })
 }
 
+/// How to call `pg_dump`, from the backup's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct DumpOptions<'a> {
+    /// `PG_DUMP_OPTIONS`, checked.
+    pub extra: &'a [String],
+    /// `PG_DUMP_LOCK_WAIT_TIMEOUT`.
+    pub lock_wait: Option<std::time::Duration>,
+    /// `BACKUP_PRIVILEGES=keep`.
+    pub keep_privileges: bool,
+}
+
 /// Starts `pg_dump`; its stdout is the dump.
 ///
 /// # Errors
 /// When the process cannot be started.
-pub fn spawn(
-    plan: &DumpPlan,
-    url: &DbUrl,
-    extra: &[String],
-    lock_wait: Option<std::time::Duration>,
-    app_name: &str,
-) -> Result<OwnedChild, PgError> {
+pub fn spawn(plan: &DumpPlan, url: &DbUrl, opts: &DumpOptions<'_>, app_name: &str) -> Result<OwnedChild, PgError> {
+    let DumpOptions {
+        extra,
+        lock_wait,
+        keep_privileges,
+    } = *opts;
     let mut args: Vec<String> = DEFAULT_ARGS.iter().map(|s| (*s).to_string()).collect();
+    if !keep_privileges {
+        args.extend(OMIT_PRIVILEGES.iter().map(|s| (*s).to_string()));
+    }
     if let Some(wait) = lock_wait.filter(|_| !extra.iter().any(|a| a.starts_with("--lock-wait-timeout="))) {
         // Fail fast instead of queueing behind a lock (e.g. a migration's ALTER TABLE), which would
         // make every later query of the application queue behind pg_dump too.

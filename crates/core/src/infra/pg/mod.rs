@@ -1,6 +1,6 @@
 //! PostgreSQL: locating a `pg_dump`/`psql` of the right major version ([`tools`]), owned child
 //! processes with a drained stderr tail ([`child`]), connections and their errors ([`conn`],
-//! [`errors`]), starting the tools ([`dump`], [`psql`]) and the SQL that manages pgvigil's own
+//! [`errors`]), starting the tools ([`dump`], [`globals`], [`psql`]) and the SQL that manages pgvigil's own
 //! scratch databases ([`scratch`]) and inspects or cleans a restore target ([`target`]).
 //!
 //! Nothing here knows about object storage or backups' records.
@@ -10,6 +10,7 @@ mod conn;
 pub mod dump;
 pub mod dump_options;
 mod errors;
+pub mod globals;
 pub mod psql;
 pub mod scratch;
 pub mod target;

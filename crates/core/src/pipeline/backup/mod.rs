@@ -16,7 +16,7 @@ pub use log::run_and_log;
 pub use prune::{prune, prune_with};
 
 use crate::infra::config::{BackupConfig, Settings, ToolsConfig};
-use crate::infra::pg::{dump, PgError};
+use crate::infra::pg::{dump, globals, PgError};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::parts::expected_backup_size;
 use crate::infra::storage::{body_channel, clock_skew, DynStorage, PutOptions, StorageError};
@@ -24,7 +24,7 @@ use crate::policy::anomaly::{self, Anomaly};
 use crate::policy::retention::Plan;
 use crate::records::catalog::Catalog;
 use crate::records::keys::{BackupId, Layout};
-use crate::records::manifest::{self, Manifest};
+use crate::records::manifest::{self, Manifest, ObjectRef};
 use chrono::Utc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -144,6 +144,38 @@ pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result
     }
 }
 
+/// Saves the cluster's roles next to the backup. Best effort: a server that will not show them
+/// still gets its backup, and the log says what is missing.
+async fn save_globals(ctx: &BackupContext, plan: &dump::DumpPlan, id: BackupId, cancel: &CancellationToken) -> Option<ObjectRef> {
+    use sha2::Digest;
+    let saved = async {
+        let tool = globals::find(plan.server, ctx.tools.pg_dump.as_deref()).await?;
+        let sql = globals::dump(&tool, &ctx.database_url).await?;
+        Ok::<_, PgError>(sql)
+    }
+    .await;
+    let sql = match saved {
+        Ok(sql) => sql,
+        Err(e) => {
+            warn!(error = %e, "the roles could not be saved with this backup (a restore elsewhere must create them by hand)");
+            return None;
+        }
+    };
+    let key = ctx.layout.globals(id);
+    let r = ObjectRef {
+        key: key.to_string(),
+        size: sql.len() as u64,
+        sha256: hex::encode(sha2::Sha256::digest(&sql)),
+    };
+    match crate::infra::storage::put_bytes(ctx.storage.as_ref(), &key, sql.into(), cancel).await {
+        Ok(()) => Some(r),
+        Err(e) => {
+            warn!(error = %e, "the roles could not be stored with this backup");
+            None
+        }
+    }
+}
+
 /// Removes an uploaded object that did not become a backup. If the store refuses, the object
 /// stays without a manifest — pgvigil never treats it as a backup, but a stock-tools restore that
 /// picks the newest object would — so that is logged as an error naming it.
@@ -179,7 +211,12 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     let started_at = Utc::now();
     let key = ctx.layout.backup(id);
     let app_name = format!("pgvigil-backup {}", id.stamp());
-    let child = dump::spawn(&plan, &ctx.database_url, &ctx.cfg.dump_options, ctx.cfg.lock_wait, &app_name)?;
+    let opts = dump::DumpOptions {
+        extra: &ctx.cfg.dump_options,
+        lock_wait: ctx.cfg.lock_wait,
+        keep_privileges: ctx.cfg.keep_privileges,
+    };
+    let child = dump::spawn(&plan, &ctx.database_url, &opts, &app_name)?;
     let watching = CancellationToken::new();
     let watcher = tokio::spawn(watch::blocked_sessions(
         ctx.database_url.clone(),
@@ -218,6 +255,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         (Err(e), _) => return Err(e),
         (Ok(_), Err(e)) => return Err(e.into()),
     };
+    let globals = save_globals(ctx, &plan, id, cancel).await;
     let manifest = Manifest {
         format: manifest::FORMAT,
         key: key.to_string(),
@@ -232,10 +270,13 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         compression_level: ctx.cfg.compression_level,
         parts,
         tables: streamed.tables,
+        privileges: ctx.cfg.keep_privileges.then_some(streamed.privileges),
+        globals,
     };
     // The upload is complete but not yet a backup: publish only while the lease is still ours.
     if let Err(e) = lease.confirm().await {
         take_back(st, &key, &cleanup).await;
+        st.delete_many(&[ctx.layout.globals(id)], &cleanup).await.ok();
         return Err(match e {
             StorageError::PreconditionFailed(_) => BackupError::LeaseLost,
             other => other.into(),
@@ -244,6 +285,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     if let Err(e) = manifest::write(st, &ctx.layout, id, &manifest, cancel).await {
         // Without its manifest the object is not a complete backup: take it back out.
         take_back(st, &key, &cleanup).await;
+        st.delete_many(&[ctx.layout.globals(id)], &cleanup).await.ok();
         return Err(e.into());
     }
     if let Err(e) = st.copy(&key, &ctx.layout.latest(), cancel).await {

@@ -19,6 +19,7 @@ pub(super) struct Streamed {
     pub(super) uncompressed: u64,
     pub(super) sha256: String,
     pub(super) tables: std::collections::BTreeMap<String, u64>,
+    pub(super) privileges: crate::records::manifest::Privileges,
 }
 
 /// Interval of progress lines during long dumps.
@@ -124,5 +125,9 @@ pub(super) async fn produce(
         uncompressed: scan.bytes,
         sha256: hex::encode(sha.finalize()),
         tables: scan.tables,
+        privileges: crate::records::manifest::Privileges {
+            owners: scan.owners,
+            grants: scan.grants.into_iter().map(|(t, g)| (t, g.into_iter().collect())).collect(),
+        },
     })
 }

@@ -89,7 +89,7 @@ pub async fn prune_with(
         Ok(all) => all.as_slice(),
         Err((_, some)) => some.as_slice(),
     };
-    let mut keys: Vec<Key> = gone.iter().map(|id| layout.manifest(*id)).collect();
+    let mut keys: Vec<Key> = gone.iter().flat_map(|id| [layout.manifest(*id), layout.globals(*id)]).collect();
     keys.extend(stale_records(&catalog, layout, gone, cutoff));
     let metadata = if keys.is_empty() {
         Ok(())

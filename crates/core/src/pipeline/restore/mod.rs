@@ -19,6 +19,7 @@ use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::pg::{PgError, Tool};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{Key, Storage};
+use crate::pipeline::stages::dumpscan::Strip;
 use crate::records::manifest::Manifest;
 use stream::Fed;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,8 @@ pub struct Target<'a> {
     pub url: &'a DbUrl,
     /// SQL sent first, inside the same transaction (e.g. the statements of `--clean`).
     pub preamble: &'a str,
+    /// Ownership and privilege statements left out (roles the target lacks and may not create).
+    pub strip: Strip,
 }
 
 /// Streams `key` into the target with psql inside one transaction, and commits only if the
@@ -71,8 +74,8 @@ pub async fn restore_into(
     cancel: &CancellationToken,
 ) -> Result<Attempt, RestoreError> {
     let mut tx = PsqlTransaction::begin(target.psql, target.url, target.preamble).await?;
-    let report = match stream::feed(storage, key, Some(&mut tx), progress, cancel).await {
-        Ok(Fed::Read(r)) => r,
+    let report = match stream::feed(storage, key, Some((&mut tx, target.strip)), progress, cancel).await {
+        Ok(Fed::Read(r)) => *r,
         Ok(Fed::Stopped(outcome)) => {
             // psql already ended (and with it the transaction); the object was not read to its
             // end, so nothing is known about it.

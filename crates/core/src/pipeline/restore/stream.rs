@@ -8,7 +8,7 @@
 use super::integrity::StreamReport;
 use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{Key, Storage, StorageError};
-use crate::pipeline::stages::dumpscan::DumpScanner;
+use crate::pipeline::stages::dumpscan::{DumpScanner, Strip};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -30,7 +30,7 @@ pub enum StreamError {
 #[derive(Debug)]
 pub(super) enum Fed {
     /// The whole object was read.
-    Read(StreamReport),
+    Read(Box<StreamReport>),
     /// psql stopped for a reason that lies with the target or the connection: reading the rest
     /// of the backup could tell nothing more.
     Stopped(Outcome),
@@ -140,14 +140,15 @@ pub async fn stream(
     cancel: &CancellationToken,
 ) -> Result<StreamReport, StreamError> {
     match feed(storage, key, None, progress, cancel).await? {
-        Fed::Read(report) => Ok(report),
+        Fed::Read(report) => Ok(*report),
         // Without psql nothing can stop the stream early.
         Fed::Stopped(_) => Ok(StreamReport::default()),
     }
 }
 
 /// Streams `key` through the integrity stages, feeding the SQL (without the dump's own
-/// transaction lines) to `psql` when given. Whether the result may be committed is the caller's
+/// transaction lines, and without the privilege statements the [`Strip`] names) to `psql` when
+/// given. Whether the result may be committed is the caller's
 /// decision, from the returned report.
 ///
 /// # Errors
@@ -155,7 +156,7 @@ pub async fn stream(
 pub(super) async fn feed(
     storage: &dyn Storage,
     key: &Key,
-    mut psql: Option<&mut PsqlTransaction>,
+    psql: Option<(&mut PsqlTransaction, Strip)>,
     progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<Fed, StreamError> {
@@ -165,7 +166,11 @@ pub(super) async fn feed(
     })?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let decoder = tokio::task::spawn_blocking(move || decode(reader, progress, &tx));
-    let mut scanner = DumpScanner::new();
+    let (mut psql, strip) = match psql {
+        Some((p, strip)) => (Some(p), strip),
+        None => (None, Strip::Nothing),
+    };
+    let mut scanner = DumpScanner::stripping(strip);
     let mut filtered = Vec::with_capacity(CHUNK + 64);
     loop {
         let chunk = tokio::select! {
@@ -201,10 +206,10 @@ pub(super) async fn feed(
         )
         .into());
     }
-    Ok(Fed::Read(StreamReport {
+    Ok(Fed::Read(Box::new(StreamReport {
         sha256: decoded.sha256,
         size: decoded.size,
         gzip_error: decoded.gzip_error,
         scan: scanner.finish(),
-    }))
+    })))
 }

@@ -12,6 +12,7 @@
 
 mod checks;
 pub mod choose;
+mod privileges;
 pub mod queries;
 mod run;
 

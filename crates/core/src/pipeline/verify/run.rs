@@ -67,11 +67,12 @@ struct Run<'a> {
     manifest: &'a Manifest,
     psql: &'a Tool,
     queries: &'a [String],
+    privileges: super::privileges::Plan,
 }
 
 /// Restores into the (already created) scratch database and runs the checks.
 async fn restore_and_check(
-    run: &Run<'_>,
+    run: &mut Run<'_>,
     scratch_url: &DbUrl,
     mut evidence: Evidence,
     cancel: &CancellationToken,
@@ -81,6 +82,7 @@ async fn restore_and_check(
         psql: run.psql,
         url: scratch_url,
         preamble: "",
+        strip: run.privileges.strip,
     };
     let attempt = match restore_into(run.ctx.storage.as_ref(), run.key, Some(run.manifest), &target, None, cancel).await {
         Ok(a) => a,
@@ -89,6 +91,8 @@ async fn restore_and_check(
         Err(RestoreError::Pg(e)) => return Err(e.into()),
     };
     let restore_secs = t0.elapsed().as_secs_f64();
+    run.privileges.evidence.statements_left_out = attempt.report.scan.privilege_lines_removed;
+    evidence.privileges = run.privileges.evidence.clone();
     match judge(attempt, scratch_url).await {
         Judgement::Committed => {}
         Judgement::Backup(reasons) => return Ok(Verdict::failed(reasons, restore_secs, evidence)),
@@ -100,8 +104,15 @@ async fn restore_and_check(
         r = checks(&mut conn, scratch_url, run.manifest, run.queries, run.ctx.cfg.amcheck, &mut evidence) => r,
         () = cancel.cancelled() => return Err(VerifyError::Cancelled),
     };
+    let privileges = super::privileges::check(&mut conn, scratch_url, run.manifest, &mut run.privileges).await;
     pg::close(conn).await;
-    let (reasons, restored_bytes) = checked?;
+    let (mut reasons, restored_bytes) = checked?;
+    let privilege_reasons = privileges.map_err(|source| CouldNotRun::Check {
+        what: "comparing owners and grants with the dump's".into(),
+        source,
+    })?;
+    reasons.extend(privilege_reasons);
+    evidence.privileges = run.privileges.evidence.clone();
     if let Some(why) = &evidence.indexes.not_run {
         info!("index checks skipped: {why}");
     }
@@ -201,15 +212,27 @@ async fn verify_with_manifest(
         return Err(CouldNotRun::Scratch { name, source }.into());
     }
     let scratch_url = admin_url.with_database(&name);
-    let run = Run {
+    let privileges = match super::privileges::prepare(&mut admin, admin_url, ctx.storage.as_ref(), m, cancel).await {
+        Ok(Ok(plan)) => plan,
+        Ok(Err(reason)) => {
+            drop_scratch(admin, admin_url, &name).await;
+            return Ok(Verdict::failed(vec![reason], 0.0, evidence));
+        }
+        Err(e) => {
+            drop_scratch(admin, admin_url, &name).await;
+            return Err(e);
+        }
+    };
+    let mut run = Run {
         ctx,
         key,
         manifest: m,
         psql: &psql,
         queries: &queries,
+        privileges,
     };
     // From here on the scratch database exists: whatever happens, drop it.
-    let outcome = restore_and_check(&run, &scratch_url, evidence, cancel).await;
+    let outcome = restore_and_check(&mut run, &scratch_url, evidence, cancel).await;
     drop_scratch(admin, admin_url, &name).await;
     outcome
 }

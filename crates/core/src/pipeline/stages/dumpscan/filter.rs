@@ -2,7 +2,8 @@
 //! to psql, which are pg_dump's own large-object transaction lines (removed), and which would
 //! break the restore's transaction (removed and reported: the filter fails closed).
 
-use super::DumpScanner;
+use super::privileges::{classify, FIRST_WORDS};
+use super::{DumpScanner, Strip};
 
 /// What happens to the current line when filtering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +24,8 @@ const ALLOWED_COMMANDS: &[&[u8]] = &[b"\\restrict", b"\\unrestrict"];
 const TRANSACTION_WORDS: &[&str] = &["BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"];
 /// Longest start of a statement held back while it may still be transaction control.
 const MAX_HELD: usize = 256;
+/// Longest line held back while it may be a privilege statement to leave out.
+const MAX_PRIVILEGE_LINE: usize = 64 * 1024;
 
 /// The words of a statement's start: leading whitespace skipped, upper case, one space between.
 fn words(held: &[u8]) -> Vec<String> {
@@ -67,6 +70,23 @@ impl DumpScanner {
                 "the dump contains the psql command {shown}, which pgvigil does not run inside its restore transaction"
             ));
             return Some(LineMode::Drop);
+        }
+        if self.strip != Strip::Nothing {
+            let text = String::from_utf8_lossy(held);
+            let word = text.split_whitespace().next().unwrap_or("");
+            let complete = ended || text.contains(char::is_whitespace);
+            if !complete && FIRST_WORDS.iter().any(|w| w.starts_with(word)) {
+                return None;
+            }
+            if complete && FIRST_WORDS.contains(&word) {
+                if !ended && held.len() <= MAX_PRIVILEGE_LINE {
+                    return None;
+                }
+                if ended && classify(&text).is_some_and(|k| self.strip.drops(k)) {
+                    self.result.privilege_lines_removed += 1;
+                    return Some(LineMode::Drop);
+                }
+            }
         }
         let w = words(held);
         if !ended {

@@ -13,10 +13,13 @@
 //! procedure body or a string that says `COMMIT;` is passed on untouched.
 
 mod filter;
+mod privileges;
+
+pub use privileges::Strip;
 
 use super::sqllex::SqlLexer;
 use filter::LineMode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The line pg_dump writes at the very end of a complete plain dump.
 pub const CLOSING_LINE: &str = "-- PostgreSQL database dump complete";
@@ -47,6 +50,12 @@ pub struct ScanResult {
     pub transaction_lines: u32,
     /// The first line that was held back because it would break the restore's transaction.
     pub forbidden: Option<String>,
+    /// Owner of each table, from `ALTER TABLE … OWNER TO …` (names as pg_dump wrote them).
+    pub owners: BTreeMap<String, String>,
+    /// Grantees of table-level grants on each table (`PUBLIC` or a role, as pg_dump wrote it).
+    pub grants: BTreeMap<String, BTreeSet<String>>,
+    /// Ownership and privilege statements the filter left out (see [`Strip`]).
+    pub privilege_lines_removed: u32,
 }
 
 /// Incremental scanner; feed it the uncompressed dump in any chunking.
@@ -70,6 +79,8 @@ pub struct DumpScanner {
     held: Vec<u8>,
     /// Filtering: inside pg_dump's large-object block (after its `BEGIN;`).
     in_large_objects: bool,
+    /// Filtering: which privilege statements are left out.
+    strip: Strip,
     /// Results so far.
     result: ScanResult,
 }
@@ -86,6 +97,7 @@ impl Default for DumpScanner {
             mode: LineMode::Undecided,
             held: Vec::new(),
             in_large_objects: false,
+            strip: Strip::Nothing,
             result: ScanResult::default(),
         }
     }
@@ -95,6 +107,11 @@ impl DumpScanner {
     /// A fresh scanner.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A scanner whose filter also leaves out the privilege statements `strip` names.
+    pub fn stripping(strip: Strip) -> Self {
+        Self { strip, ..Self::default() }
     }
 
     /// Scans the next chunk.
@@ -196,6 +213,10 @@ impl DumpScanner {
             self.copy = Some((table, 0));
         } else if let Some(ext) = extension(text) {
             self.result.extensions.push(ext);
+        } else if let Some((table, owner)) = privileges::table_owner(text) {
+            self.result.owners.insert(table, owner);
+        } else if let Some((table, grantee)) = privileges::table_grant(text) {
+            self.result.grants.entry(table).or_default().insert(grantee);
         }
     }
 

@@ -148,3 +148,54 @@ fn a_copy_header_longer_than_the_line_cap_is_still_a_copy() {
         assert!(r.complete, "chunk {chunk}");
     }
 }
+
+const PRIVILEGED: &str = "SET x = 1;\nCREATE TABLE public.t (a integer);\nALTER TABLE public.t OWNER TO app;\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);\nCOPY public.t (a) FROM stdin;\n1\nGRANT x\n\\.\nALTER\tSCHEMA s OWNER TO \"App Owner\";\nGRANT SELECT ON TABLE public.t TO ro;\nGRANT SELECT(a) ON TABLE public.t TO colreader;\nREVOKE ALL ON SCHEMA public FROM PUBLIC;\nALTER DEFAULT PRIVILEGES FOR ROLE app GRANT SELECT ON TABLES TO ro;\nCREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$\nGRANT SELECT ON TABLE public.t TO inside_body;\n$$;\nALTERNATIVE;\nGRA;\n--\n-- PostgreSQL database dump complete\n--\n";
+
+fn stripped(dump: &str, strip: Strip, chunk: usize) -> (String, ScanResult) {
+    let mut s = DumpScanner::stripping(strip);
+    let mut out = Vec::new();
+    for c in dump.as_bytes().chunks(chunk) {
+        s.feed_filtered(c, &mut out);
+    }
+    (String::from_utf8(out).unwrap(), s.finish())
+}
+
+#[test]
+fn privilege_statements_are_left_out_only_as_asked() {
+    for chunk in [1, 3, 17, 4096] {
+        let (all, r) = stripped(PRIVILEGED, Strip::Nothing, chunk);
+        assert_eq!(all, PRIVILEGED, "chunk {chunk}");
+        assert_eq!(r.privilege_lines_removed, 0);
+        assert_eq!(r.owners.get("public.t").map(String::as_str), Some("app"));
+        assert_eq!(
+            r.grants.get("public.t").map(|g| g.iter().cloned().collect::<Vec<_>>()),
+            Some(vec!["ro".to_string()])
+        );
+
+        let (out, r) = stripped(PRIVILEGED, Strip::Ownership, chunk);
+        assert!(!out.contains("OWNER TO"), "chunk {chunk}: {out}");
+        assert!(
+            out.contains("GRANT SELECT ON TABLE public.t TO ro;\n") && out.contains("ADD CONSTRAINT"),
+            "{out}"
+        );
+        assert_eq!(r.privilege_lines_removed, 2);
+
+        let (out, r) = stripped(PRIVILEGED, Strip::OwnershipAndGrants, chunk);
+        for gone in ["OWNER TO", "TO ro;", "colreader", "REVOKE", "DEFAULT PRIVILEGES"] {
+            assert!(!out.contains(gone), "chunk {chunk}: {gone} in {out}");
+        }
+        // COPY data, function bodies and other ALTER statements are untouched.
+        for kept in [
+            "GRANT x\n",
+            "inside_body",
+            "ADD CONSTRAINT t_pkey",
+            "ALTERNATIVE;\n",
+            "GRA;\n",
+            "dump complete",
+        ] {
+            assert!(out.contains(kept), "chunk {chunk}: {kept} missing from {out}");
+        }
+        assert_eq!(r.privilege_lines_removed, 6);
+        assert!(r.forbidden.is_none());
+    }
+}
