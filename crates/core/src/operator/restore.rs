@@ -201,15 +201,7 @@ impl Operator {
                 .map_or(0, |v| v.major);
             let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
             let size = m.as_ref().map_or(0, |m| m.size);
-            let roles = match super::roles::plan(st, m.as_ref(), &req.target, req.privileges, cancel).await? {
-                Ok(plan) => plan,
-                Err(why) => {
-                    observer.note(&format!("FAILED {key}: {why}"));
-                    observer.note("nothing was restored from it; trying the next older backup");
-                    skipped.push((key.to_string(), why));
-                    continue;
-                }
-            };
+            let roles = super::roles::plan(st, m.as_ref(), &req.target, req.privileges, cancel).await?;
             observer.note(&roles.note);
             let preamble = format!("{}{preamble}", roles.sql);
             observer.note(&format!("restoring {key} into {} ...", req.target));

@@ -1,7 +1,8 @@
 //! Ownership, grants and roles for `pgvigil restore`. A backup keeps its tables' owners and grants,
 //! and the roles they name were saved next to it. Restoring where those roles are missing, pgvigil
 //! creates them first — inside the restore's own transaction, so a failed restore leaves no role
-//! behind — with the attributes they had and no password (none is ever saved). With
+//! behind — with the attributes they had (never `SUPERUSER`, `REPLICATION` or `BYPASSRLS`) and no
+//! password (none is ever saved). With
 //! `--no-privileges` the ownership and privilege statements are left out instead and everything
 //! belongs to the restoring role.
 
@@ -9,6 +10,8 @@ use super::OperatorError;
 use crate::infra::pg::{self, globals};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{get_bytes, Key, Storage};
+use crate::pipeline::stages::dumpscan::roles::{self, quote, SavedRoles};
+use crate::pipeline::stages::dumpscan::unquote;
 use crate::pipeline::stages::dumpscan::Strip;
 use crate::records::manifest::Manifest;
 use sha2::Digest;
@@ -26,121 +29,165 @@ pub(super) struct RolePlan {
     pub note: String,
 }
 
-/// `"name"`.
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// The roles saved with the backup, when they are there and intact; otherwise why not.
+async fn saved_roles(storage: &dyn Storage, m: &Manifest, cancel: &CancellationToken) -> Result<SavedRoles, String> {
+    let Some(g) = &m.globals else {
+        return Err("no roles were saved with this backup".into());
+    };
+    let key = Key::new(g.key.clone()).map_err(|_| format!("the manifest names an invalid key for the saved roles: {}", g.key))?;
+    if g.size > globals::MAX_GLOBALS {
+        return Err(format!("the roles saved with the backup ({}) are implausibly large", g.key));
+    }
+    let bytes = get_bytes(storage, &key, cancel)
+        .await
+        .map_err(|e| format!("the roles saved with the backup could not be read ({e})"))?;
+    if bytes.len() as u64 != g.size || hex::encode(sha2::Sha256::digest(&bytes)) != g.sha256 {
+        return Err(format!("the roles saved with the backup ({}) are not what the backup wrote", g.key));
+    }
+    Ok(roles::parse(&String::from_utf8_lossy(&bytes)))
 }
 
-/// Plans ownership and grants for restoring a backup with manifest `m` into `target`.
-/// `Ok(Err(reason))` blames the backup (its saved roles are not what was written).
+/// Plans ownership and grants for restoring a backup with manifest `m` into `target`: roles the
+/// dump names that the target lacks are created (with their saved attributes, never SUPERUSER,
+/// REPLICATION or BYPASSRLS, never a password), and a restoring role that is not a superuser is
+/// made a member of each, as giving objects to a role requires.
 ///
 /// # Errors
-/// The target or storage failed; or roles are missing and the target role may not create them.
+/// The target failed; or roles are missing (or the restoring role is not a member of them) and
+/// the restoring role may not fix that.
 pub(super) async fn plan(
     storage: &dyn Storage,
     m: Option<&Manifest>,
     target: &DbUrl,
     keep: bool,
     cancel: &CancellationToken,
-) -> Result<Result<RolePlan, String>, OperatorError> {
-    let Some(dumped) = m.and_then(|m| m.privileges.as_ref()) else {
-        return Ok(Ok(RolePlan {
+) -> Result<RolePlan, OperatorError> {
+    let Some((m, dumped)) = m.and_then(|m| m.privileges.as_ref().map(|p| (m, p))) else {
+        return Ok(RolePlan {
             sql: String::new(),
             strip: Strip::Nothing,
             note: "ownership and grants: not in this backup; every object will belong to the restoring role".into(),
-        }));
+        });
     };
     if !keep {
-        return Ok(Ok(RolePlan {
+        return Ok(RolePlan {
             sql: String::new(),
             strip: Strip::OwnershipAndGrants,
             note: "ownership and grants: left out (--no-privileges); every object will belong to the restoring role".into(),
-        }));
+        });
     }
-    let saved = match m.and_then(|m| m.globals.as_ref()) {
-        None => None,
-        Some(g) => {
-            let Ok(key) = Key::new(g.key.clone()) else {
-                return Ok(Err(format!("the manifest names an invalid key for the saved roles: {}", g.key)));
-            };
-            let bytes = get_bytes(storage, &key, cancel).await.map_err(|source| OperatorError::Unreadable {
-                key: g.key.clone(),
-                source,
-            })?;
-            if bytes.len() as u64 != g.size || hex::encode(sha2::Sha256::digest(&bytes)) != g.sha256 {
-                return Ok(Err(format!(
-                    "the roles saved with the backup ({}) are not what the backup wrote",
-                    g.key
-                )));
-            }
-            Some(String::from_utf8_lossy(&bytes).into_owned())
-        }
-    };
-    // Every role the backup knows of (saved roles), else those its tables name.
-    let wanted: Vec<String> = match &saved {
-        Some(sql) => globals::role_names(sql),
-        None => dumped
+    let needed: BTreeSet<String> = if dumped.roles.is_empty() {
+        dumped
             .owners
             .values()
             .chain(dumped.grants.values().flatten())
             .filter(|r| *r != "PUBLIC")
-            .cloned()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+            .map(|r| unquote(r))
+            .collect()
+    } else {
+        dumped.roles.iter().cloned().collect()
     };
+    let needed: Vec<String> = needed.into_iter().filter(|r| !r.starts_with("pg_")).collect();
     let mut conn = pg::connect(target).await?;
-    let existing: Result<Vec<String>, _> = sqlx::query_scalar("SELECT rolname::text FROM pg_roles").fetch_all(&mut conn).await;
-    let may: Result<(bool, bool), _> = sqlx::query_as("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user")
-        .fetch_one(&mut conn)
-        .await;
+    let facts = target_facts(&mut conn, target, &needed).await;
     pg::close(conn).await;
-    let existing: BTreeSet<String> = existing.map_err(|e| pg::classify(target, &e))?.into_iter().collect();
-    let (superuser, createrole) = may.map_err(|e| pg::classify(target, &e))?;
-    let missing: Vec<&String> = wanted
-        .iter()
-        .filter(|r| !existing.contains(&globals::unquote(r)) && !globals::unquote(r).starts_with("pg_"))
-        .collect();
-    if missing.is_empty() {
-        return Ok(Ok(RolePlan {
-            sql: String::new(),
-            strip: Strip::Nothing,
-            note: "ownership and grants: restored (every role they name exists on the target)".into(),
-        }));
-    }
-    let names = missing.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
-    if !superuser && !createrole {
+    let (superuser, createrole, state) = facts?;
+    let missing: Vec<&String> = needed.iter().filter(|r| !state.get(*r).is_some_and(|s| s.0)).collect();
+    let not_member: Vec<&String> = needed.iter().filter(|r| state.get(*r).is_some_and(|s| s.0 && !s.1)).collect();
+    let list = |v: &[&String]| v.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+    if !superuser && !createrole && !missing.is_empty() {
         return Err(OperatorError::Usage(format!(
-            "the target lacks the roles {names}, which the backup's owners and grants name, and the restoring role may not create roles; restore as a role with CREATEROLE, create them first, or pass --no-privileges"
+            "the target lacks the roles {}, which the backup's owners and grants name, and the restoring role may not create roles; restore as a role with CREATEROLE, create them first, or pass --no-privileges",
+            list(&missing)
         )));
     }
+    if !superuser && !createrole && !not_member.is_empty() {
+        return Err(OperatorError::Usage(format!(
+            "the restoring role is not a member of {}, which own or grant objects in the backup, and may not become one; restore as a superuser, grant it those roles, or pass --no-privileges",
+            list(&not_member)
+        )));
+    }
+    let saved = saved_roles(storage, m, cancel).await;
     let mut sql = String::new();
+    let mut notes = Vec::new();
+    let mut withheld = Vec::new();
     for role in &missing {
-        match &saved {
-            Some(g) => {
-                for statement in globals::role_statements(g, role) {
-                    sql.push_str(&statement);
-                    sql.push('\n');
+        match saved.as_ref().ok().and_then(|s| s.roles.iter().find(|r| &&r.name == role)) {
+            Some(r) => {
+                let (create, dropped) = r.create_statement();
+                sql.push_str(&create);
+                if !dropped.is_empty() {
+                    withheld.push(format!("{role} ({})", dropped.join(" ")));
                 }
             }
-            None => sql.push_str(&format!("CREATE ROLE {} NOLOGIN;\n", quote(&globals::unquote(role)))),
+            None => sql.push_str(&format!("CREATE ROLE {} WITH NOLOGIN;", quote(role))),
         }
+        sql.push('\n');
     }
-    if let Some(g) = &saved {
-        // Memberships that involve a created role, without their grantor (who may not exist here).
-        for grant in globals::memberships(g) {
-            if missing.iter().any(|r| grant.contains(r.as_str())) {
-                let stmt = grant.split(" GRANTED BY ").next().unwrap_or(&grant).trim_end_matches(';');
-                sql.push_str(stmt);
-                sql.push_str(";\n");
+    if let Ok(s) = &saved {
+        let known = |r: &String| needed.contains(r);
+        for (granted, member, admin) in &s.memberships {
+            let new = missing.iter().any(|m| *m == granted || *m == member);
+            if new && known(granted) && known(member) {
+                let option = if *admin { " WITH ADMIN OPTION" } else { "" };
+                sql.push_str(&format!("GRANT {} TO {}{option};\n", quote(granted), quote(member)));
             }
         }
     }
-    Ok(Ok(RolePlan {
+    if !superuser {
+        for role in missing.iter().chain(not_member.iter()) {
+            sql.push_str(&format!("GRANT {} TO CURRENT_USER;\n", quote(role)));
+        }
+        if !missing.is_empty() || !not_member.is_empty() {
+            notes.push("the restoring role is made a member of those roles, as giving objects to them requires".to_string());
+        }
+    }
+    if let Err(why) = &saved {
+        if !missing.is_empty() {
+            notes.push(format!("{why}: the missing roles are created without login"));
+        }
+    }
+    if !withheld.is_empty() {
+        notes.push(format!("attributes not given: {}", withheld.join(", ")));
+    }
+    let head = if missing.is_empty() {
+        "ownership and grants: restored (every role they name exists on the target)".to_string()
+    } else {
+        format!(
+            "ownership and grants: restored; creating the missing roles {} first (in the same transaction), without passwords — set them afterwards with ALTER ROLE … PASSWORD",
+            list(&missing)
+        )
+    };
+    let note = std::iter::once(head).chain(notes).collect::<Vec<_>>().join("; ");
+    Ok(RolePlan {
         sql,
         strip: Strip::Nothing,
-        note: format!(
-            "ownership and grants: restored; creating the missing roles {names} first (in the same transaction), without passwords — set them afterwards with ALTER ROLE … PASSWORD"
-        ),
-    }))
+        note,
+    })
+}
+
+/// Whether the restoring role is a superuser, may create roles, and for each needed role whether
+/// it exists and whether the restoring role is a member of it.
+async fn target_facts(
+    conn: &mut sqlx::postgres::PgConnection,
+    target: &DbUrl,
+    needed: &[String],
+) -> Result<(bool, bool, std::collections::BTreeMap<String, (bool, bool)>), OperatorError> {
+    let (superuser, createrole): (bool, bool) = sqlx::query_as("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| pg::classify(target, &e))?;
+    let mut state = std::collections::BTreeMap::new();
+    for role in needed {
+        let facts: (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), \
+             EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND pg_has_role(current_user, oid, 'MEMBER'))",
+        )
+        .bind(role)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| pg::classify(target, &e))?;
+        state.insert(role.clone(), facts);
+    }
+    Ok((superuser, createrole, state))
 }

@@ -65,8 +65,8 @@ pub struct Evidence {
 /// What a verification did with the dump's ownership and privilege statements.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PrivilegeEvidence {
-    /// In words: `ownership and grants restored and checked`, `grants restored and checked`,
-    /// `left out`, or `not in the backup`.
+    /// In words: `table owners and table-level grants restored and checked`, `table-level grants
+    /// restored and checked`, `left out`, or `not in the backup`.
     pub restored: String,
     /// Why something was left out, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +78,10 @@ pub struct PrivilegeEvidence {
     pub owners_checked: usize,
     /// Tables whose grantees were compared with the dump's.
     pub grants_checked: usize,
+    /// Tables the dump gives owners or grants that the restored database does not have under
+    /// that name (not compared).
+    #[serde(default)]
+    pub not_compared: usize,
     /// Ownership and privilege statements not run.
     pub statements_left_out: u32,
 }

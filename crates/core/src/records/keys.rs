@@ -136,6 +136,17 @@ impl Layout {
         BackupId::parse_stamp(stamp)
     }
 
+    /// Prefix of the roles saved with the backups.
+    pub fn globals_prefix(&self) -> String {
+        self.meta("globals/")
+    }
+
+    /// Parses a saved-roles key back into its backup id.
+    pub fn parse_globals(&self, key: &str) -> Option<BackupId> {
+        let stamp = key.strip_prefix(&self.globals_prefix())?.strip_suffix(".sql")?;
+        BackupId::parse_stamp(stamp)
+    }
+
     /// The roles saved with one backup (`pg_dumpall --globals-only`), plain SQL.
     pub fn globals(&self, id: BackupId) -> Key {
         Self::key(self.meta(&format!("globals/{}.sql", id.stamp())))

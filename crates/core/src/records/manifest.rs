@@ -53,6 +53,10 @@ pub struct Privileges {
     pub owners: BTreeMap<String, String>,
     /// Grantees (`PUBLIC` or roles) of each table.
     pub grants: BTreeMap<String, Vec<String>>,
+    /// Every role the dump names (owners, grantees, `FOR ROLE`, policies), unquoted: the roles a
+    /// restore needs.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// Another object that belongs to a backup, with what proves it intact.

@@ -150,7 +150,7 @@ async fn save_globals(ctx: &BackupContext, plan: &dump::DumpPlan, id: BackupId, 
     use sha2::Digest;
     let saved = async {
         let tool = globals::find(plan.server, ctx.tools.pg_dump.as_deref()).await?;
-        let sql = globals::dump(&tool, &ctx.database_url).await?;
+        let sql = globals::dump(&tool, &ctx.database_url, cancel).await?;
         Ok::<_, PgError>(sql)
     }
     .await;
@@ -255,7 +255,14 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         (Err(e), _) => return Err(e),
         (Ok(_), Err(e)) => return Err(e.into()),
     };
-    let globals = save_globals(ctx, &plan, id, cancel).await;
+    // PG_DUMP_OPTIONS may still leave owners or grants out; then the manifest claims none.
+    let stripped = ctx
+        .cfg
+        .dump_options
+        .iter()
+        .any(|o| matches!(o.as_str(), "--no-owner" | "--no-privileges" | "--no-acl"));
+    let keeps = ctx.cfg.keep_privileges && !stripped;
+    let globals = if keeps { save_globals(ctx, &plan, id, cancel).await } else { None };
     let manifest = Manifest {
         format: manifest::FORMAT,
         key: key.to_string(),
@@ -270,7 +277,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         compression_level: ctx.cfg.compression_level,
         parts,
         tables: streamed.tables,
-        privileges: ctx.cfg.keep_privileges.then_some(streamed.privileges),
+        privileges: keeps.then_some(streamed.privileges),
         globals,
     };
     // The upload is complete but not yet a backup: publish only while the lease is still ours.

@@ -128,6 +128,7 @@ pub(super) async fn produce(
         privileges: crate::records::manifest::Privileges {
             owners: scan.owners,
             grants: scan.grants.into_iter().map(|(t, g)| (t, g.into_iter().collect())).collect(),
+            roles: scan.roles.iter().map(|r| crate::pipeline::stages::dumpscan::unquote(r)).collect(),
         },
     })
 }

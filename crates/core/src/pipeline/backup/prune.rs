@@ -91,6 +91,18 @@ pub async fn prune_with(
     };
     let mut keys: Vec<Key> = gone.iter().flat_map(|id| [layout.manifest(*id), layout.globals(*id)]).collect();
     keys.extend(stale_records(&catalog, layout, gone, cutoff));
+    // Saved roles whose backup is gone (a failed clean-up, a crash before the manifest, a
+    // lifecycle rule), once they are past the retention period.
+    if let Ok(saved) = storage.list(&layout.globals_prefix(), cancel).await {
+        let present: std::collections::BTreeSet<BackupId> = catalog.backups.iter().map(|b| b.id).collect();
+        keys.extend(
+            saved
+                .iter()
+                .filter_map(|o| layout.parse_globals(o.key.as_str()))
+                .filter(|id| !present.contains(id) && id.0 < cutoff && !gone.contains(id))
+                .map(|id| layout.globals(id)),
+        );
+    }
     let metadata = if keys.is_empty() {
         Ok(())
     } else {

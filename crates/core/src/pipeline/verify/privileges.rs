@@ -14,7 +14,9 @@ use super::CouldNotRun;
 use crate::infra::pg::{self, globals, PgError};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{get_bytes, Key, Storage};
+use crate::pipeline::stages::dumpscan::roles::quote;
 use crate::pipeline::stages::dumpscan::Strip;
+use crate::pipeline::stages::dumpscan::{split_qualified, unquote};
 use crate::records::history::PrivilegeEvidence;
 use crate::records::manifest::Manifest;
 use sha2::Digest;
@@ -31,13 +33,39 @@ pub(super) struct Plan {
     pub evidence: PrivilegeEvidence,
 }
 
-/// `"name"`, as SQL needs a role name that came back from the catalog unquoted.
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+/// Reads the roles saved with the backup and proves them intact. `Err` is why they are not.
+async fn saved_roles_intact(
+    storage: &dyn Storage,
+    m: &Manifest,
+    cancel: &CancellationToken,
+) -> Result<Result<(), String>, super::VerifyError> {
+    let Some(g) = &m.globals else { return Ok(Ok(())) };
+    let Ok(key) = Key::new(g.key.clone()) else {
+        return Ok(Err(format!("the manifest names an invalid key for the saved roles: {}", g.key)));
+    };
+    if g.size > globals::MAX_GLOBALS {
+        return Ok(Err(format!(
+            "the roles saved with the backup ({}) are larger than any roles file",
+            g.key
+        )));
+    }
+    match get_bytes(storage, &key, cancel).await {
+        Ok(bytes) if bytes.len() as u64 == g.size && hex::encode(sha2::Sha256::digest(&bytes)) == g.sha256 => Ok(Ok(())),
+        Ok(_) => Ok(Err(format!(
+            "the roles saved with the backup ({}) are not what the backup wrote (size or SHA-256 differs)",
+            g.key
+        ))),
+        Err(crate::infra::storage::StorageError::NotFound(_)) => {
+            Ok(Err(format!("the roles saved with the backup ({}) are missing", g.key)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Decides what can be restored, creating the roles the dump needs where the verify role may.
-/// `Ok(Err(reason))` blames the backup (its saved roles are not what was written).
+/// Decides what can be restored, creating the roles the dump names where the verify role may
+/// (without login, without password) and making the verify role a member of each, as `ALTER
+/// DEFAULT PRIVILEGES FOR ROLE …` needs. `Ok(Err(reason))` blames the backup (the roles saved with
+/// it are missing or damaged).
 ///
 /// # Errors
 /// The verify server or storage failed, or a role could not be created.
@@ -57,6 +85,9 @@ pub(super) async fn prepare(
             },
         }));
     };
+    if let Err(reason) = saved_roles_intact(storage, m, cancel).await? {
+        return Ok(Err(reason));
+    }
     let (superuser, createrole): (bool, bool) = sqlx::query_as("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user")
         .fetch_one(&mut *admin)
         .await
@@ -66,67 +97,68 @@ pub(super) async fn prepare(
             strip: Strip::OwnershipAndGrants,
             evidence: PrivilegeEvidence {
                 restored: "left out".into(),
-                skipped: Some("the verify role may not create the roles the dump names (give it CREATEROLE, or use a superuser)".into()),
+                skipped: Some("ownership and grants skipped: the verify role may not create the roles the dump names (give it CREATEROLE, or use a superuser)".into()),
                 ..PrivilegeEvidence::default()
             },
         }));
     }
-    // The roles to have: those saved with the backup, else those the dump's tables name.
-    let needed: Vec<String> = match &m.globals {
-        Some(g) => {
-            let Ok(key) = Key::new(g.key.clone()) else {
-                return Ok(Err(format!("the manifest names an invalid key for the saved roles: {}", g.key)));
-            };
-            let bytes = get_bytes(storage, &key, cancel).await?;
-            if bytes.len() as u64 != g.size || hex::encode(sha2::Sha256::digest(&bytes)) != g.sha256 {
-                return Ok(Err(format!(
-                    "the roles saved with the backup ({}) are not what the backup wrote (size or SHA-256 differs)",
-                    g.key
-                )));
-            }
-            globals::role_names(&String::from_utf8_lossy(&bytes))
-                .iter()
-                .map(|r| globals::unquote(r))
-                .collect()
-        }
-        None => dumped
+    // Backups taken before the manifest listed the roles: those its tables name.
+    let needed: BTreeSet<String> = if dumped.roles.is_empty() {
+        dumped
             .owners
             .values()
             .chain(dumped.grants.values().flatten())
             .filter(|r| *r != "PUBLIC")
-            .map(|r| globals::unquote(r))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+            .map(|r| unquote(r))
+            .collect()
+    } else {
+        dumped.roles.iter().cloned().collect()
     };
-    let existing: BTreeSet<String> = sqlx::query_scalar("SELECT rolname::text FROM pg_roles")
-        .fetch_all(&mut *admin)
-        .await
-        .map_err(|e| pg::classify(url, &e))?
-        .into_iter()
-        .collect();
     let mut created = Vec::new();
-    for role in needed.iter().filter(|r| !existing.contains(*r) && !r.starts_with("pg_")) {
-        let mut sql = vec![format!("CREATE ROLE {} NOLOGIN", quote(role))];
-        if !superuser {
-            // Needed for `ALTER DEFAULT PRIVILEGES FOR ROLE …`.
-            sql.push(format!("GRANT {} TO CURRENT_USER", quote(role)));
+    for role in needed.iter().filter(|r| !r.starts_with("pg_")) {
+        let what = || format!("creating role {role} on the verify server for the restore");
+        let (exists, member): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), \
+             EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND pg_has_role(current_user, oid, 'MEMBER'))",
+        )
+        .bind(role)
+        .fetch_one(&mut *admin)
+        .await
+        .map_err(|e| pg::classify(url, &e))?;
+        if !exists {
+            match sqlx::query(&format!("CREATE ROLE {} NOLOGIN", quote(role)))
+                .execute(&mut *admin)
+                .await
+            {
+                Ok(_) => created.push(role.clone()),
+                // Another verifier created it a moment ago.
+                Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42710") => {}
+                Err(e) => {
+                    return Err(CouldNotRun::Check {
+                        what: what(),
+                        source: pg::classify(url, &e),
+                    }
+                    .into())
+                }
+            }
         }
-        for s in sql {
-            sqlx::query(&s).execute(&mut *admin).await.map_err(|e| CouldNotRun::Check {
-                what: format!("creating role {role} on the verify server for the restore"),
-                source: pg::classify(url, &e),
-            })?;
+        if !superuser && !member {
+            sqlx::query(&format!("GRANT {} TO CURRENT_USER", quote(role)))
+                .execute(&mut *admin)
+                .await
+                .map_err(|e| CouldNotRun::Check {
+                    what: format!("making the verify role a member of {role} (needed to restore its default privileges)"),
+                    source: pg::classify(url, &e),
+                })?;
         }
-        created.push(role.clone());
     }
     let (strip, restored, skipped) = if superuser {
-        (Strip::Nothing, "ownership and grants restored and checked", None)
+        (Strip::Nothing, "table owners and table-level grants restored and checked", None)
     } else {
         (
             Strip::Ownership,
-            "grants restored and checked",
-            Some("ownership left out: only a superuser verify role may give objects to other roles".to_string()),
+            "table-level grants restored and checked",
+            Some("ownership skipped: only a superuser verify role may give objects to other roles".to_string()),
         )
     };
     Ok(Ok(Plan {
@@ -141,7 +173,10 @@ pub(super) async fn prepare(
 }
 
 /// After the restore: each table's owner (when ownership was restored) and grantees (when grants
-/// were) against the dump's. Differences blame the backup: the dump did not restore as written.
+/// were) against the dump's, by plain names. Objects that belong to an extension are left out
+/// (their privileges start from the extension's own). Differences blame the backup: the dump did
+/// not restore as written. Tables the dump names that the scratch database lacks are counted as
+/// not compared.
 ///
 /// # Errors
 /// The scratch database could not be read.
@@ -150,46 +185,56 @@ pub(super) async fn check(conn: &mut PgConnection, url: &DbUrl, m: &Manifest, pl
     if plan.strip == Strip::OwnershipAndGrants {
         return Ok(Vec::new());
     }
-    let rows: Vec<(String, String, Vec<String>)> = sqlx::query_as(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(pg_get_userbyid(c.relowner)), \
-         coalesce((SELECT array_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END) \
+    let rows: Vec<(String, String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, pg_get_userbyid(c.relowner)::text, \
+         coalesce((SELECT array_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END) \
                    FROM aclexplode(c.relacl) a), '{}') \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')",
     )
     .fetch_all(&mut *conn)
     .await
     .map_err(|e| pg::classify(url, &e))?;
-    let restored: BTreeMap<String, (String, BTreeSet<String>)> =
-        rows.into_iter().map(|(t, o, g)| (t, (o, g.into_iter().collect()))).collect();
+    let restored: BTreeMap<(String, String), (String, BTreeSet<String>)> = rows
+        .into_iter()
+        .map(|(n, t, o, g)| ((n, t), (o, g.into_iter().collect())))
+        .collect();
+    let plain = |grantee: &String| if grantee == "PUBLIC" { grantee.clone() } else { unquote(grantee) };
+    let tables: BTreeSet<&String> = dumped.owners.keys().chain(dumped.grants.keys()).collect();
     let mut reasons = Vec::new();
-    if plan.strip == Strip::Nothing {
-        for (table, owner) in &dumped.owners {
-            let Some((actual, _)) = restored.get(table) else { continue };
-            plan.evidence.owners_checked += 1;
-            if actual != owner {
-                reasons.push(format!(
-                    "table {table} is owned by {actual} after the restore; the dump gives it to {owner}"
-                ));
+    for table in tables {
+        let Some((owner, grantees)) = split_qualified(table).and_then(|k| restored.get(&k)) else {
+            plan.evidence.not_compared += 1;
+            continue;
+        };
+        let dumped_owner = dumped.owners.get(table).map(|o| unquote(o));
+        if plan.strip == Strip::Nothing {
+            if let Some(want) = &dumped_owner {
+                plan.evidence.owners_checked += 1;
+                if owner != want {
+                    reasons.push(format!(
+                        "table {table} is owned by {owner} after the restore; the dump gives it to {want}"
+                    ));
+                }
             }
         }
-    }
-    for (table, (owner, grantees)) in &restored {
-        let dumped_owner = dumped.owners.get(table);
-        let want: BTreeSet<&String> = dumped
+        let want: BTreeSet<String> = dumped
             .grants
             .get(table)
             .into_iter()
             .flatten()
-            .filter(|g| Some(*g) != dumped_owner)
+            .map(plain)
+            .filter(|g| Some(g) != dumped_owner.as_ref())
             .collect();
-        let got: BTreeSet<&String> = grantees.iter().filter(|g| *g != owner && Some(*g) != dumped_owner).collect();
-        if want.is_empty() && !dumped.owners.contains_key(table) {
-            continue;
-        }
+        let got: BTreeSet<String> = grantees
+            .iter()
+            .filter(|g| *g != owner && Some(*g) != dumped_owner.as_ref())
+            .cloned()
+            .collect();
         plan.evidence.grants_checked += 1;
         if want != got {
-            let list = |s: &BTreeSet<&String>| s.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ");
+            let list = |s: &BTreeSet<String>| s.iter().map(String::as_str).collect::<Vec<_>>().join(", ");
             reasons.push(format!(
                 "table {table} is granted to [{}] after the restore; the dump grants it to [{}]",
                 list(&got),

@@ -73,8 +73,9 @@ impl DumpScanner {
         }
         if self.strip != Strip::Nothing {
             let text = String::from_utf8_lossy(held);
-            let word = text.split_whitespace().next().unwrap_or("");
-            let complete = ended || text.contains(char::is_whitespace);
+            let start = text.trim_start();
+            let word = start.split_whitespace().next().unwrap_or("");
+            let complete = ended || start.contains(char::is_whitespace);
             if !complete && FIRST_WORDS.iter().any(|w| w.starts_with(word)) {
                 return None;
             }

@@ -14,8 +14,9 @@
 
 mod filter;
 mod privileges;
+pub mod roles;
 
-pub use privileges::Strip;
+pub use privileges::{split_qualified, unquote, Strip};
 
 use super::sqllex::SqlLexer;
 use filter::LineMode;
@@ -56,6 +57,9 @@ pub struct ScanResult {
     pub grants: BTreeMap<String, BTreeSet<String>>,
     /// Ownership and privilege statements the filter left out (see [`Strip`]).
     pub privilege_lines_removed: u32,
+    /// Every role the dump's ownership, privilege, session-authorization and policy statements
+    /// name (as pg_dump wrote them).
+    pub roles: BTreeSet<String>,
 }
 
 /// Incremental scanner; feed it the uncompressed dump in any chunking.
@@ -213,10 +217,13 @@ impl DumpScanner {
             self.copy = Some((table, 0));
         } else if let Some(ext) = extension(text) {
             self.result.extensions.push(ext);
-        } else if let Some((table, owner)) = privileges::table_owner(text) {
-            self.result.owners.insert(table, owner);
-        } else if let Some((table, grantee)) = privileges::table_grant(text) {
-            self.result.grants.entry(table).or_default().insert(grantee);
+        } else {
+            if let Some((table, owner)) = privileges::table_owner(text) {
+                self.result.owners.insert(table, owner);
+            } else if let Some((table, grantee)) = privileges::table_grant(text) {
+                self.result.grants.entry(table).or_default().insert(grantee);
+            }
+            self.result.roles.extend(privileges::roles_named(text));
         }
     }
 

@@ -149,7 +149,7 @@ fn a_copy_header_longer_than_the_line_cap_is_still_a_copy() {
     }
 }
 
-const PRIVILEGED: &str = "SET x = 1;\nCREATE TABLE public.t (a integer);\nALTER TABLE public.t OWNER TO app;\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);\nCOPY public.t (a) FROM stdin;\n1\nGRANT x\n\\.\nALTER\tSCHEMA s OWNER TO \"App Owner\";\nGRANT SELECT ON TABLE public.t TO ro;\nGRANT SELECT(a) ON TABLE public.t TO colreader;\nREVOKE ALL ON SCHEMA public FROM PUBLIC;\nALTER DEFAULT PRIVILEGES FOR ROLE app GRANT SELECT ON TABLES TO ro;\nCREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$\nGRANT SELECT ON TABLE public.t TO inside_body;\n$$;\nALTERNATIVE;\nGRA;\n--\n-- PostgreSQL database dump complete\n--\n";
+const PRIVILEGED: &str = "SET x = 1;\nCREATE TABLE public.t (a integer);\nALTER TABLE public.t OWNER TO app;\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);\nCOPY public.t (a) FROM stdin;\n1\nGRANT x\n\\.\nALTER SCHEMA s OWNER TO \"App Owner\";\nSET SESSION AUTHORIZATION grantor;\nGRANT SELECT ON TABLE public.t TO via_grantor;\nRESET SESSION AUTHORIZATION;\nGRANT SELECT ON TABLE public.t TO ro;\nGRANT SELECT(a) ON TABLE public.t TO colreader;\nREVOKE ALL ON SCHEMA public FROM PUBLIC;\nALTER DEFAULT PRIVILEGES FOR ROLE app GRANT SELECT ON TABLES TO ro;\nCREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$\nGRANT SELECT ON TABLE public.t TO inside_body;\n$$;\nALTERNATIVE;\nGRA;\n--\n-- PostgreSQL database dump complete\n--\n";
 
 fn stripped(dump: &str, strip: Strip, chunk: usize) -> (String, ScanResult) {
     let mut s = DumpScanner::stripping(strip);
@@ -169,7 +169,7 @@ fn privilege_statements_are_left_out_only_as_asked() {
         assert_eq!(r.owners.get("public.t").map(String::as_str), Some("app"));
         assert_eq!(
             r.grants.get("public.t").map(|g| g.iter().cloned().collect::<Vec<_>>()),
-            Some(vec!["ro".to_string()])
+            Some(vec!["ro".to_string(), "via_grantor".to_string()])
         );
 
         let (out, r) = stripped(PRIVILEGED, Strip::Ownership, chunk);
@@ -178,10 +178,25 @@ fn privilege_statements_are_left_out_only_as_asked() {
             out.contains("GRANT SELECT ON TABLE public.t TO ro;\n") && out.contains("ADD CONSTRAINT"),
             "{out}"
         );
-        assert_eq!(r.privilege_lines_removed, 2);
+        assert!(!out.contains("SESSION AUTHORIZATION") && out.contains("TO via_grantor;\n"), "{out}");
+        assert_eq!(r.privilege_lines_removed, 4);
+        let roles: Vec<&str> = r.roles.iter().map(String::as_str).collect();
+        assert_eq!(
+            roles,
+            ["\"App Owner\"", "app", "colreader", "grantor", "ro", "via_grantor"],
+            "chunk {chunk}"
+        );
 
         let (out, r) = stripped(PRIVILEGED, Strip::OwnershipAndGrants, chunk);
-        for gone in ["OWNER TO", "TO ro;", "colreader", "REVOKE", "DEFAULT PRIVILEGES"] {
+        for gone in [
+            "OWNER TO",
+            "TO ro;",
+            "colreader",
+            "REVOKE",
+            "DEFAULT PRIVILEGES",
+            "SESSION AUTHORIZATION",
+            "via_grantor",
+        ] {
             assert!(!out.contains(gone), "chunk {chunk}: {gone} in {out}");
         }
         // COPY data, function bodies and other ALTER statements are untouched.
@@ -195,7 +210,7 @@ fn privilege_statements_are_left_out_only_as_asked() {
         ] {
             assert!(out.contains(kept), "chunk {chunk}: {kept} missing from {out}");
         }
-        assert_eq!(r.privilege_lines_removed, 6);
+        assert_eq!(r.privilege_lines_removed, 9);
         assert!(r.forbidden.is_none());
     }
 }
