@@ -4,6 +4,7 @@
 
 mod backup;
 mod cli;
+mod databases;
 mod docs;
 mod faults;
 mod policy;

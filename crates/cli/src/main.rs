@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser, Debug)]
 #[command(version, about, propagate_version = true)]
 struct Cli {
+    /// With BACKUP_DATABASES: the database to work on (its backups are under BACKUP_PREFIX/<name>).
+    /// `status` without it shows every database.
+    #[arg(long, global = true, value_name = "NAME")]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -119,13 +123,48 @@ pub(crate) fn confirm(question: &str) -> bool {
     matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
 }
 
-async fn open() -> Result<Operator, OperatorError> {
-    Operator::open(Settings::from_env(Role::Cli)?).await
+/// Narrows settings to one database: the one asked for, or refuses when several are configured
+/// and none was named.
+async fn one_database(settings: Settings, database: Option<&str>, cancel: &CancellationToken) -> Result<Settings> {
+    if let Some(db) = database {
+        return Ok(operator::for_database(&settings, db));
+    }
+    match operator::databases(&settings, cancel).await? {
+        None => Ok(settings),
+        Some(names) => anyhow::bail!(
+            "BACKUP_DATABASES covers several databases; say which with --database NAME (with backups: {})",
+            if names.is_empty() {
+                "none yet".to_string()
+            } else {
+                names.join(", ")
+            }
+        ),
+    }
 }
 
-async fn dispatch(command: Command, cancel: &CancellationToken) -> Result<u8> {
+async fn dispatch(command: Command, database: Option<&str>, cancel: &CancellationToken) -> Result<u8> {
+    if let (Command::Status { json: false, policy }, None) = (&command, database) {
+        let settings = Settings::from_env(Role::Cli)?;
+        if let Some(names) = operator::databases(&settings, cancel).await? {
+            // Every database, worst verdict decides the exit status.
+            let mut worst = 0;
+            for db in &names {
+                println!("== database {db} ==");
+                let op = Operator::open(operator::for_database(&settings, db)).await?;
+                let p = op.policy(&policy.overrides(), cancel).await?;
+                let v = op.status(&p, cancel).await?;
+                println!("{}policy: {}\n", render::status(&v, &op.storage_description()), p.source);
+                worst = worst.max(v.verdict.exit_code());
+            }
+            if names.is_empty() {
+                println!("no database has backups under this prefix yet");
+                worst = 2;
+            }
+            return Ok(worst);
+        }
+    }
     if let Command::BackupNow = command {
-        let settings = Settings::from_env(Role::Backup)?;
+        let settings = one_database(Settings::from_env(Role::Backup)?, database, cancel).await?;
         let out = match operator::backup_now(&settings, cancel).await {
             Ok(out) => out,
             // Already logged as `Backup failed` with its cause.
@@ -142,7 +181,7 @@ async fn dispatch(command: Command, cancel: &CancellationToken) -> Result<u8> {
         );
         return Ok(0);
     }
-    let op = open().await?;
+    let op = Operator::open(one_database(Settings::from_env(Role::Cli)?, database, cancel).await?).await?;
     let prefix = op.layout().backups_prefix();
     match command {
         Command::Status { json, policy } => {
@@ -226,7 +265,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     process::telemetry::init(process::telemetry::format_from_env());
     let cancel = process::shutdown::on_signals();
-    match dispatch(cli.command, &cancel).await {
+    match dispatch(cli.command, cli.database.as_deref(), &cancel).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -132,3 +132,27 @@ impl Operator {
         &self.layout
     }
 }
+
+/// The databases a configuration with `BACKUP_DATABASES` covers (`None` for one database under
+/// `BACKUP_PREFIX` itself): the list, or for `*` every database with backups under the prefix.
+///
+/// # Errors
+/// Storage errors while listing.
+pub async fn databases(settings: &Settings, cancel: &tokio_util::sync::CancellationToken) -> Result<Option<Vec<String>>, OperatorError> {
+    use crate::infra::config::Databases;
+    match &settings.databases {
+        Databases::One => Ok(None),
+        Databases::List(names) => Ok(Some(names.clone())),
+        Databases::All => {
+            let st = storage::connect(&settings.storage).await?;
+            Ok(Some(
+                crate::records::databases::with_backups(st.as_ref(), &settings.storage.prefix, cancel).await?,
+            ))
+        }
+    }
+}
+
+/// The settings for one database of a multi-database configuration (its prefix and source URL).
+pub fn for_database(settings: &Settings, database: &str) -> Settings {
+    crate::records::databases::settings_for(settings, database)
+}

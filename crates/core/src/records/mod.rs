@@ -7,6 +7,7 @@
 //! never import `pipeline`, `service` or `operator`.
 
 pub mod catalog;
+pub mod databases;
 pub mod history;
 pub mod keys;
 pub mod manifest;

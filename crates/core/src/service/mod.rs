@@ -4,6 +4,7 @@
 //!
 //! The service layer wires pipelines to schedules; it never imports `operator`.
 
+mod databases;
 pub mod health;
 pub mod jobs;
 pub mod retry;

@@ -2,6 +2,7 @@
 //! A binary's `main` is [`service_main`] with its role; what differs between the two services is
 //! the small [`Service`] implementation of each.
 
+use super::databases::{run_all, Gated, Shared};
 use super::jobs::{BackupJob, VerifyJob};
 use super::retry::{until_ok, Backoff};
 use super::{health::Health, runner};
@@ -51,6 +52,9 @@ pub enum StartupError {
     /// Shutdown came before the service was ready.
     #[error("shutdown requested before the service was ready")]
     Cancelled,
+    /// `--once` over several databases: these failed (each already logged).
+    #[error("exiting with status 1: the run failed for {}", .0.join(", "))]
+    Databases(Vec<String>),
 }
 
 impl StartupError {
@@ -61,7 +65,7 @@ impl StartupError {
             StartupError::Storage(e) => e.is_retryable(),
             StartupError::Backup(e) => e.is_retryable(),
             StartupError::Verify(e) => e.is_retryable(),
-            StartupError::Cancelled => true,
+            StartupError::Cancelled | StartupError::Databases(_) => true,
         }
     }
 }
@@ -77,7 +81,7 @@ pub async fn open_storage(settings: &Settings, cancel: &CancellationToken) -> Re
 
 /// What differs between the two services.
 #[async_trait]
-trait Service: Sized + Send + Sync {
+pub(super) trait Service: Sized + Send + Sync {
     /// The runner's job.
     type Job: runner::Job;
     /// Name in log lines and `/metrics`.
@@ -108,7 +112,7 @@ trait Service: Sized + Send + Sync {
 }
 
 /// The backup service.
-struct BackupService(BackupContext);
+pub(super) struct BackupService(BackupContext);
 
 #[async_trait]
 impl Service for BackupService {
@@ -185,7 +189,7 @@ impl Service for BackupService {
 }
 
 /// The verify service.
-struct VerifyService(VerifyContext);
+pub(super) struct VerifyService(VerifyContext);
 
 #[async_trait]
 impl Service for VerifyService {
@@ -275,14 +279,26 @@ fn record_policy((storage, layout, p): (DynStorage, Layout, policy::ServicePolic
 }
 
 /// Runs a service: once (exit status from the result) or forever.
-async fn run_service<S: Service>(settings: Settings, once: bool, cancel: CancellationToken) -> Result<(), StartupError> {
+pub(super) async fn run_service<S: Service>(
+    settings: Settings,
+    once: bool,
+    cancel: CancellationToken,
+    shared: Shared,
+) -> Result<(), StartupError> {
     S::announce(&settings, once);
     let interval = S::interval(&settings);
-    let health = Health::new(interval * 2 + Duration::from_secs(3600));
-    if !once {
-        // Liveness answers from the start: a service waiting for its storage or database is alive.
-        spawn_health(settings.port, health.clone(), S::NAME, &cancel);
-    }
+    let health = match &shared.health {
+        Some(h) => h.clone(),
+        None => {
+            let health = Health::new(interval * 2 + Duration::from_secs(3600));
+            if !once {
+                // Liveness answers from the start: a service waiting for its storage or database
+                // is alive.
+                spawn_health(settings.port, health.clone(), S::NAME, &cancel);
+            }
+            health
+        }
+    };
     let storage = if once {
         open_storage(&settings, &cancel).await.map_err(StartupError::Storage)?
     } else {
@@ -322,7 +338,10 @@ async fn run_service<S: Service>(settings: Settings, once: bool, cancel: Cancell
         () = service.seed_health(&health) => {}
         () = cancel.cancelled() => return Err(StartupError::Cancelled),
     }
-    let job = service.job(&health);
+    let job = Gated {
+        job: service.job(&health),
+        gate: shared.gate.clone(),
+    };
     let first = settings.retry_backoff;
     runner::run_forever(&job, Backoff::new(first, max_backoff(first, interval)), &health, &cancel).await;
     Ok(())
@@ -372,8 +391,8 @@ pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
     };
     let cancel = crate::infra::process::shutdown::on_signals();
     let result = match role {
-        Role::Verify => run_service::<VerifyService>(settings, once, cancel).await,
-        _ => run_service::<BackupService>(settings, once, cancel).await,
+        Role::Verify => run_all::<VerifyService>(settings, once, cancel).await,
+        _ => run_all::<BackupService>(settings, once, cancel).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

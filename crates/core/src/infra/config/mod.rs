@@ -4,13 +4,16 @@
 //! typed [`settings`], reporting *all* problems together, each naming the variable and what it
 //! expects. Secret values are never echoed back in those messages.
 
+mod choices;
 mod libpq;
 mod raw;
 mod settings;
 mod validate;
 
 pub use raw::{RawEnv, VARIABLES};
-pub use settings::{Amcheck, Backend, BackupConfig, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
+pub use settings::{
+    Amcheck, Backend, BackupConfig, Databases, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig,
+};
 
 use std::fmt;
 
@@ -151,6 +154,12 @@ mod tests {
                 "0",
                 "RETRY_BACKOFF_SECS: expected whole seconds from 1 to 3600, got \"0\"",
             ),
+            (
+                "BACKUP_DATABASES",
+                "a,,b",
+                "BACKUP_DATABASES: expected database names separated by commas",
+            ),
+            ("BACKUP_PRIVILEGES", "maybe", "BACKUP_PRIVILEGES: expected keep or omit"),
         ];
         let mut vars = vec![("DATABASE_URL", "postgresql://u:pw@h/db"), ("S3_BUCKET", "bucket")];
         vars.extend(cases.iter().map(|(k, v, _)| (*k, *v)));

@@ -8,6 +8,18 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Which databases one service covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Databases {
+    /// The one in `DATABASE_URL`, under `BACKUP_PREFIX` itself.
+    One,
+    /// These, each under `BACKUP_PREFIX/<name>`.
+    List(Vec<String>),
+    /// Every database of the server that accepts connections (templates excepted), each under
+    /// `BACKUP_PREFIX/<name>`; for the verify service and the CLI, every database with backups there.
+    All,
+}
+
 /// Where backups live.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -197,6 +209,8 @@ pub struct Settings {
     pub tools: ToolsConfig,
     /// `DATABASE_URL`: the database to back up (required by the backup service).
     pub database_url: Option<DbUrl>,
+    /// `BACKUP_DATABASES`: which databases of that server one service covers.
+    pub databases: Databases,
     /// Schedule, compression and retention of backups.
     pub backup: BackupConfig,
     /// `VERIFY_DATABASE_URL`: the scratch server (required by the verify service).

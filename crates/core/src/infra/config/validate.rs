@@ -18,7 +18,7 @@ pub(super) struct Validator {
 }
 
 impl Validator {
-    fn bad(&mut self, var: &'static str, message: impl Into<String>) {
+    pub(super) fn bad(&mut self, var: &'static str, message: impl Into<String>) {
         self.problems.push(Problem {
             var,
             message: message.into(),
@@ -150,14 +150,7 @@ impl Validator {
             86_400,
             "whole seconds (0 waits forever)",
         );
-        let keep_privileges = match nonempty(raw.backup_privileges).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-            None | Some("keep") => true,
-            Some("omit") => false,
-            Some(other) => {
-                self.bad("BACKUP_PRIVILEGES", format!("expected keep or omit, got {other:?}"));
-                true
-            }
-        };
+        let keep_privileges = self.keep_privileges(raw.backup_privileges);
         let backup = BackupConfig {
             interval: Duration::from_secs(interval),
             compression_level,
@@ -220,6 +213,7 @@ impl Validator {
             amcheck,
         };
 
+        let databases = self.databases(raw.backup_databases);
         let port = nonempty(raw.port).and_then(|s| match s.trim().parse::<u16>() {
             Ok(p) => Some(p),
             Err(_) => {
@@ -282,6 +276,7 @@ impl Validator {
             verify_database_url: verify_url,
             verify,
             restore_database_url,
+            databases,
             port,
             retry_backoff: Duration::from_secs(retry_backoff),
             log_format,

@@ -1,0 +1,38 @@
+//! Settings that choose between a few forms: which databases a service covers, whether dumps keep
+//! owners and grants.
+
+use super::settings::Databases;
+use super::validate::{nonempty, Validator};
+
+impl Validator {
+    /// `BACKUP_DATABASES`: empty, `*`, or a comma-separated list without repeats.
+    pub(super) fn databases(&mut self, value: Option<String>) -> Databases {
+        match nonempty(value).map(|s| s.trim().to_string()).as_deref() {
+            None => Databases::One,
+            Some("*") => Databases::All,
+            Some(list) => {
+                let names: Vec<String> = list.split(',').map(|n| n.trim().to_string()).collect();
+                if names.iter().any(String::is_empty) {
+                    self.bad("BACKUP_DATABASES", "expected database names separated by commas, or *");
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                if let Some(dup) = names.iter().find(|n| !seen.insert(*n)) {
+                    self.bad("BACKUP_DATABASES", format!("{dup:?} is listed twice"));
+                }
+                Databases::List(names)
+            }
+        }
+    }
+
+    /// `BACKUP_PRIVILEGES`: `keep` (default) or `omit`.
+    pub(super) fn keep_privileges(&mut self, value: Option<String>) -> bool {
+        match nonempty(value).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("keep") => true,
+            Some("omit") => false,
+            Some(other) => {
+                self.bad("BACKUP_PRIVILEGES", format!("expected keep or omit, got {other:?}"));
+                true
+            }
+        }
+    }
+}

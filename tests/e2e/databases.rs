@@ -1,0 +1,95 @@
+//! One service for several databases: each backed up and verified under its own sub-prefix, a
+//! broken one never blocking the others, and the CLI working per database.
+
+use pgvigil_core::infra::config::Role;
+use pgvigil_core::infra::storage;
+use pgvigil_core::records::catalog::Catalog;
+use pgvigil_core::records::keys::Layout;
+use pgvigil_e2e::run::{run, text, Service};
+use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
+use tokio_util::sync::CancellationToken;
+
+async fn complete_backups(s3: &S3Server, prefix: &str) -> usize {
+    let st = storage::connect(&settings(&s3.vars(prefix), Role::Cli).storage).await.unwrap();
+    let cat = Catalog::load(st.as_ref(), &Layout::new(prefix), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(cat.backups.iter().all(|b| b.complete), "{:?}", cat.backups);
+    cat.backups.len()
+}
+
+#[tokio::test]
+async fn three_databases_one_broken_each_backed_up_and_verified() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 200).await;
+    pg.create_db("billing").await;
+    pg.exec(
+        "billing",
+        "CREATE TABLE invoices (id int PRIMARY KEY); INSERT INTO invoices SELECT generate_series(1, 30);",
+    )
+    .await;
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("multi");
+    vars.push(("DATABASE_URL", pg.url("postgres")));
+    vars.push(("BACKUP_DATABASES", "app,billing,gone".into()));
+    vars.push(("BACKUP_INTERVAL", "3600".into()));
+    vars.push(("RETRY_BACKOFF_SECS", "1".into()));
+
+    // The service: app and billing are backed up while "gone" (which does not exist) fails and is
+    // retried on its own schedule.
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    svc.wait_for("Backup completed successfully", 2, 90).await;
+    svc.wait_for("Backup failed", 2, 60).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert!(out.contains("covering 3 databases"), "{out}");
+    let failure = out.lines().find(|l| l.contains("Backup failed")).unwrap();
+    assert!(
+        failure.contains("name=gone") && failure.contains("does not exist"),
+        "the database is named: {failure}"
+    );
+    assert_eq!(
+        out.matches("Backup completed successfully").count(),
+        2,
+        "no database was backed up twice:\n{out}"
+    );
+    assert_eq!(complete_backups(&s3, "multi/app").await, 1);
+    assert_eq!(complete_backups(&s3, "multi/billing").await, 1);
+    assert_eq!(complete_backups(&s3, "multi/gone").await, 0);
+
+    // Verification covers each database; the one without backups cannot run, the others pass.
+    let mut verify = s3.vars("multi");
+    verify.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    verify.push(("BACKUP_DATABASES", "app,billing,gone".into()));
+    let o = run("pgvigil-verify", &["--once"], &verify).await;
+    let t = text(&o);
+    assert!(!o.status.success(), "gone has nothing to verify:\n{t}");
+    assert_eq!(t.matches("Restore verification completed successfully").count(), 2, "{t}");
+    assert!(t.contains("the run failed for gone"), "{t}");
+
+    // The CLI: status of every database (the worst decides the exit status), one database on request.
+    let o = run("pgvigil", &["status"], &verify).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "gone has no backup: CRITICAL\n{t}");
+    for db in ["app", "billing", "gone"] {
+        assert!(t.contains(&format!("== database {db} ==")), "{t}");
+    }
+    let o = run("pgvigil", &["list", "--json", "--database", "billing"], &verify).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["verified"], true);
+    let o = run("pgvigil", &["list"], &verify).await;
+    assert!(!o.status.success() && text(&o).contains("--database"), "{}", text(&o));
+
+    // `*`: every database that accepts connections.
+    let mut all = s3.vars("every");
+    all.push(("DATABASE_URL", pg.url("postgres")));
+    all.push(("BACKUP_DATABASES", "*".into()));
+    let o = run("pgvigil-backup", &["--once"], &all).await;
+    assert!(o.status.success(), "{}", text(&o));
+    for db in ["postgres", "app", "billing"] {
+        assert_eq!(complete_backups(&s3, &format!("every/{db}")).await, 1, "{db}");
+    }
+}
