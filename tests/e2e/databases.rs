@@ -38,9 +38,18 @@ async fn three_databases_one_broken_each_backed_up_and_verified() {
 
     // The service: app and billing are backed up while "gone" (which does not exist) fails and is
     // retried on its own schedule.
-    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut service_vars = vars.clone();
+    service_vars.push(("PORT", http.to_string()));
+    let mut svc = Service::start("pgvigil-backup", &[], &service_vars);
     svc.wait_for("Backup completed successfully", 2, 90).await;
-    svc.wait_for("Backup failed", 2, 60).await;
+    svc.wait_for("Backup failed", 3, 60).await;
+    // The two good databases do not hide the broken one.
+    let (code, body) = pgvigil_e2e::http::get(http, "/status").await.unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("database gone: ") && !body.contains("database app:"), "{body}");
+    let (_, metrics) = pgvigil_e2e::http::get(http, "/metrics").await.unwrap();
+    assert!(metrics.contains("database=\"billing\""), "{metrics}");
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert!(out.contains("covering 3 databases"), "{out}");
@@ -82,6 +91,20 @@ async fn three_databases_one_broken_each_backed_up_and_verified() {
     assert_eq!(rows[0]["verified"], true);
     let o = run("pgvigil", &["list"], &verify).await;
     assert!(!o.status.success() && text(&o).contains("--database"), "{}", text(&o));
+    let o = run("pgvigil", &["list", "--database", "elsewhere"], &verify).await;
+    assert!(
+        !o.status.success() && text(&o).contains("not one of BACKUP_DATABASES"),
+        "{}",
+        text(&o)
+    );
+    let o = run("pgvigil", &["status", "--json"], &verify).await;
+    let all: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+    // One restore target for several databases: the backup of another database is never poured in.
+    let mut restore = verify.clone();
+    restore.push(("RESTORE_DATABASE_URL", pg.url("app")));
+    let o = run("pgvigil", &["restore", "--database", "billing"], &restore).await;
+    assert!(!o.status.success() && text(&o).contains("pass --to"), "{}", text(&o));
 
     // `*`: every database that accepts connections.
     let mut all = s3.vars("every");

@@ -123,18 +123,25 @@ pub(crate) fn confirm(question: &str) -> bool {
     matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
 }
 
-/// Narrows settings to one database: the one asked for, or refuses when several are configured
-/// and none was named.
+/// Narrows settings to one database: the one asked for (which must be one the configuration
+/// covers), or refuses when several are configured and none was named.
 async fn one_database(settings: Settings, database: Option<&str>, cancel: &CancellationToken) -> Result<Settings> {
-    if let Some(db) = database {
-        return Ok(operator::for_database(&settings, db));
-    }
-    match operator::databases(&settings, cancel).await? {
-        None => Ok(settings),
-        Some(names) => anyhow::bail!(
-            "BACKUP_DATABASES covers several databases; say which with --database NAME (with backups: {})",
+    let covered = operator::databases(&settings, cancel).await?;
+    match (database, covered) {
+        (None, None) => Ok(settings),
+        (Some(db), None) => {
+            anyhow::bail!("--database {db}: this configuration covers one database (set BACKUP_DATABASES to cover several)")
+        }
+        (Some(db), Some(names))
+            if matches!(settings.databases, pgvigil_core::operator::prelude::Databases::List(_)) && !names.iter().any(|n| n == db) =>
+        {
+            anyhow::bail!("--database {db}: not one of BACKUP_DATABASES ({})", names.join(", "))
+        }
+        (Some(db), Some(_)) => Ok(operator::for_database(&settings, db)?),
+        (None, Some(names)) => anyhow::bail!(
+            "BACKUP_DATABASES covers several databases; say which with --database NAME ({})",
             if names.is_empty() {
-                "none yet".to_string()
+                "none has backups yet".to_string()
             } else {
                 names.join(", ")
             }
@@ -142,44 +149,86 @@ async fn one_database(settings: Settings, database: Option<&str>, cancel: &Cance
     }
 }
 
+/// `status` of every database (text or JSON); the worst verdict decides the exit status, and a
+/// database that cannot be read counts as CRITICAL.
+async fn status_of_all(settings: &Settings, names: &[String], json: bool, policy: PolicyArgs, cancel: &CancellationToken) -> u8 {
+    let mut worst = if names.is_empty() { 2 } else { 0 };
+    let mut rows = Vec::new();
+    for db in names {
+        let result = async {
+            let op = Operator::open(operator::for_database(settings, db)?).await?;
+            let p = op.policy(&policy.overrides(), cancel).await?;
+            let v = op.status(&p, cancel).await?;
+            Ok::<_, OperatorError>((op, p, v))
+        }
+        .await;
+        match result {
+            Ok((op, p, v)) => {
+                worst = worst.max(v.verdict.exit_code());
+                if json {
+                    rows.push(serde_json::json!({ "database": db, "status": serde_json::from_str::<serde_json::Value>(&render::status_json(&v)).unwrap_or_default() }));
+                } else {
+                    println!(
+                        "== database {db} ==\n{}policy: {}\n",
+                        render::status(&v, &op.storage_description()),
+                        p.source
+                    );
+                }
+            }
+            Err(e) => {
+                worst = 2;
+                if json {
+                    rows.push(serde_json::json!({ "database": db, "error": e.to_string() }));
+                } else {
+                    println!("== database {db} ==\nCRITICAL: {e}\n");
+                }
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+    } else if names.is_empty() {
+        println!("CRITICAL: no database has backups under this prefix yet");
+    }
+    worst
+}
+
 async fn dispatch(command: Command, database: Option<&str>, cancel: &CancellationToken) -> Result<u8> {
-    if let (Command::Status { json: false, policy }, None) = (&command, database) {
+    if let (Command::Status { json, policy }, None) = (&command, database) {
         let settings = Settings::from_env(Role::Cli)?;
         if let Some(names) = operator::databases(&settings, cancel).await? {
-            // Every database, worst verdict decides the exit status.
-            let mut worst = 0;
-            for db in &names {
-                println!("== database {db} ==");
-                let op = Operator::open(operator::for_database(&settings, db)).await?;
-                let p = op.policy(&policy.overrides(), cancel).await?;
-                let v = op.status(&p, cancel).await?;
-                println!("{}policy: {}\n", render::status(&v, &op.storage_description()), p.source);
-                worst = worst.max(v.verdict.exit_code());
-            }
-            if names.is_empty() {
-                println!("no database has backups under this prefix yet");
-                worst = 2;
-            }
-            return Ok(worst);
+            return Ok(status_of_all(&settings, &names, *json, *policy, cancel).await);
         }
     }
     if let Command::BackupNow = command {
-        let settings = one_database(Settings::from_env(Role::Backup)?, database, cancel).await?;
-        let out = match operator::backup_now(&settings, cancel).await {
-            Ok(out) => out,
-            // Already logged as `Backup failed` with its cause.
-            Err(OperatorError::Backup(_)) => return Ok(1),
-            Err(e) => return Err(e.into()),
+        let settings = Settings::from_env(Role::Backup)?;
+        // A listed set of databases without --database: each of them, in turn.
+        let targets: Vec<Settings> = match (&settings.databases, database) {
+            (pgvigil_core::operator::prelude::Databases::List(names), None) => names
+                .iter()
+                .map(|db| operator::for_database(&settings, db))
+                .collect::<Result<_, _>>()?,
+            _ => vec![one_database(settings, database, cancel).await?],
         };
-        let m = &out.manifest;
-        println!(
-            "{} ({}, {} tables, {} rows)",
-            m.key,
-            render::human_bytes(m.size),
-            m.tables.len(),
-            m.tables.values().sum::<u64>()
-        );
-        return Ok(0);
+        let mut failed = 0;
+        for settings in &targets {
+            match operator::backup_now(settings, cancel).await {
+                Ok(out) => {
+                    let m = &out.manifest;
+                    println!(
+                        "{} ({}, {} tables, {} rows)",
+                        m.key,
+                        render::human_bytes(m.size),
+                        m.tables.len(),
+                        m.tables.values().sum::<u64>()
+                    );
+                }
+                // Already logged as `Backup failed` with its cause.
+                Err(OperatorError::Backup(_)) => failed += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(u8::from(failed > 0));
     }
     let op = Operator::open(one_database(Settings::from_env(Role::Cli)?, database, cancel).await?).await?;
     let prefix = op.layout().backups_prefix();
@@ -254,7 +303,7 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
             println!("{}", text.trim_end());
             Ok(0)
         }
-        Command::Restore(args) => restore::run(&op, args, cancel).await,
+        Command::Restore(args) => restore::run(&op, args, database, cancel).await,
         Command::BackupNow => Ok(1),
     }
 }

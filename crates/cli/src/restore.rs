@@ -37,7 +37,7 @@ pub struct RestoreArgs {
 }
 
 /// Runs the restore and prints the outcome.
-pub async fn run(op: &Operator, args: RestoreArgs, cancel: &CancellationToken) -> Result<u8> {
+pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cancel: &CancellationToken) -> Result<u8> {
     let target = match (&args.to, &op.settings().restore_database_url) {
         (Some(to), _) => {
             let url = DbUrl::parse(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
@@ -46,7 +46,17 @@ pub async fn run(op: &Operator, args: RestoreArgs, cancel: &CancellationToken) -
             }
             url
         }
-        (None, Some(url)) => url.clone(),
+        (None, Some(url)) => {
+            // One RESTORE_DATABASE_URL serves every database of a multi-database setup: never
+            // pour one database's backup into another's target by accident.
+            if let Some(db) = database.filter(|db| *db != url.database()) {
+                bail!(
+                    "--database {db}: RESTORE_DATABASE_URL points at database {}; pass --to with the target for {db}'s backup",
+                    url.database()
+                );
+            }
+            url.clone()
+        }
         (None, None) => bail!(
             "say where to restore: set RESTORE_DATABASE_URL (or RESTORE_DATABASE_URL_FILE, or libpq's PGHOST/PGDATABASE/PGUSER/PGPASSWORD), or pass --to URL"
         ),

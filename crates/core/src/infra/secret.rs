@@ -79,11 +79,23 @@ impl DbUrl {
         &self.redacted
     }
 
-    /// A copy of this URL pointing at another database on the same server.
-    pub fn with_database(&self, db: &str) -> Self {
+    /// A copy of this URL pointing at another database on the same server. The name is
+    /// percent-encoded whole, so `%` or `/` in it cannot point anywhere else.
+    ///
+    /// # Errors
+    /// For names a URL path cannot carry (`.` and `..` are path steps to every URL parser).
+    pub fn with_database(&self, db: &str) -> Result<Self, String> {
+        if db.is_empty() || db == "." || db == ".." {
+            return Err(format!("a database named {db:?} cannot be addressed by URL"));
+        }
         let mut url = Url::parse(self.expose()).expect("validated at parse");
-        url.set_path(&format!("/{db}"));
-        Self::parse(url.as_str()).expect("still valid")
+        let encoded = percent_encoding::utf8_percent_encode(db, percent_encoding::NON_ALPHANUMERIC).to_string();
+        url.set_path(&format!("/{encoded}"));
+        let other = Self::parse(url.as_str())?;
+        if other.database() != db {
+            return Err(format!("a database named {db:?} cannot be addressed by URL"));
+        }
+        Ok(other)
     }
 
     /// Database name from the path, percent-decoded.
@@ -158,6 +170,19 @@ mod tests {
             "postgresql://h/postgres?dbname=app",
         ] {
             assert!(DbUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn another_database_is_exactly_the_one_named() {
+        let u = DbUrl::parse("postgresql://bob:pw@db/app?sslmode=require").unwrap();
+        for name in ["billing", "a%41", "x/../b", "My DB", "café", "a.b"] {
+            let other = u.with_database(name).unwrap();
+            assert_eq!(other.database(), name);
+            assert!(other.to_string().contains("sslmode=require"));
+        }
+        for name in ["", ".", ".."] {
+            assert!(u.with_database(name).is_err(), "{name:?}");
         }
     }
 

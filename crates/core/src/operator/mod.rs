@@ -18,7 +18,7 @@ mod status;
 /// Everything the CLI needs besides [`Operator`]: configuration, process setup, and the types that
 /// appear in the operator layer's results.
 pub mod prelude {
-    pub use crate::infra::config::{ConfigError, Role, Settings};
+    pub use crate::infra::config::{ConfigError, Databases, Role, Settings};
     pub use crate::infra::process;
     pub use crate::infra::secret::DbUrl;
     pub use crate::pipeline::restore::Progress;
@@ -153,6 +153,9 @@ pub async fn databases(settings: &Settings, cancel: &tokio_util::sync::Cancellat
 }
 
 /// The settings for one database of a multi-database configuration (its prefix and source URL).
-pub fn for_database(settings: &Settings, database: &str) -> Settings {
-    crate::records::databases::settings_for(settings, database)
+///
+/// # Errors
+/// A name no URL can carry.
+pub fn for_database(settings: &Settings, database: &str) -> Result<Settings, OperatorError> {
+    crate::records::databases::settings_for(settings, database).map_err(OperatorError::Usage)
 }

@@ -40,12 +40,15 @@ pub fn name(segment: &str) -> Option<String> {
 
 /// The settings for one database of a service that covers several: its prefix, and the source
 /// URL pointing at it.
-pub fn settings_for(settings: &Settings, database: &str) -> Settings {
+///
+/// # Errors
+/// A name no URL can carry (`.`, `..`).
+pub fn settings_for(settings: &Settings, database: &str) -> Result<Settings, String> {
     let mut s = settings.clone();
     s.storage.prefix = format!("{}/{}", settings.storage.prefix, segment(database));
-    s.database_url = settings.database_url.as_ref().map(|u| u.with_database(database));
+    s.database_url = settings.database_url.as_ref().map(|u| u.with_database(database)).transpose()?;
     s.databases = crate::infra::config::Databases::One;
-    s
+    Ok(s)
 }
 
 /// The databases that have backups under `prefix` (one level below it).
@@ -58,8 +61,10 @@ pub async fn with_backups(storage: &dyn Storage, prefix: &str, cancel: &Cancella
     for o in storage.list(&root, cancel).await? {
         let Some(rest) = o.key.as_str().strip_prefix(&root) else { continue };
         let Some((seg, file)) = rest.split_once('/') else { continue };
+        // Only names pgvigil itself would have written (not another deployment's prefix).
+        let canonical = name(seg).filter(|n| segment(n) == seg);
         if super::keys::BackupId::parse_file_name(file).is_some() {
-            found.extend(name(seg));
+            found.extend(canonical);
         }
     }
     Ok(found.into_iter().collect())

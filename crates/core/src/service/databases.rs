@@ -59,23 +59,33 @@ impl<J: Job> Job for Gated<J> {
 
 /// The databases to cover: the list, or for `*` every database of the source server that accepts
 /// connections (backup), or every database with backups under the prefix (verify). Retried while
-/// the server or storage is not reachable (services) or failed at once (`--once`).
+/// the server or storage is not reachable — and, for the verify service, while no database has a
+/// backup yet — unless `--once`, which fails at once.
 async fn resolve(settings: &Settings, role: Role, once: bool, cancel: &CancellationToken) -> Result<Vec<String>, StartupError> {
-    let names = match &settings.databases {
-        Databases::One => return Ok(Vec::new()),
-        Databases::List(names) => return Ok(names.clone()),
-        Databases::All => names_of_all(settings, role, cancel),
+    if let Databases::List(names) = &settings.databases {
+        return Ok(names.clone());
+    }
+    let attempt = || async {
+        let names = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(60), names_of_all(settings, role, cancel)) =>
+                r.unwrap_or_else(|_| Err(StartupError::Listing("listing the databases took longer than a minute".into())))?,
+            () = cancel.cancelled() => return Err(StartupError::Cancelled),
+        };
+        if names.is_empty() {
+            return Err(StartupError::Listing(format!(
+                "no database has backups under {}/ yet (BACKUP_DATABASES=*)",
+                settings.storage.prefix
+            )));
+        }
+        Ok(names)
     };
     if once {
-        return names.await;
+        return attempt().await;
     }
     let backoff = super::retry::Backoff::new(settings.retry_backoff.min(Duration::from_secs(5)), Duration::from_secs(300));
-    let found = until_ok(
-        backoff,
-        cancel,
-        || names_of_all(settings, role, cancel),
-        |e, d| error!(error = %e, "Could not list the databases to cover yet; retrying in {}s", d.as_secs()),
-    )
+    let found = until_ok(backoff, cancel, attempt, |e, d| {
+        info!("Waiting for the databases to cover: {e}; looking again in {}s", d.as_secs());
+    })
     .await;
     found.ok_or(StartupError::Cancelled)
 }
@@ -83,13 +93,17 @@ async fn resolve(settings: &Settings, role: Role, once: bool, cancel: &Cancellat
 async fn names_of_all(settings: &Settings, role: Role, cancel: &CancellationToken) -> Result<Vec<String>, StartupError> {
     if role == Role::Backup {
         let url = settings.database_url.as_ref().ok_or(StartupError::Missing("DATABASE_URL"))?;
-        let mut conn = pg::connect(url).await.map_err(|e| StartupError::Backup(e.into()))?;
-        let names: Result<Vec<String>, _> =
-            sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")
-                .fetch_all(&mut conn)
-                .await;
+        let mut conn = pg::connect(url).await.map_err(|e| StartupError::Listing(e.to_string()))?;
+        // pgvigil's own scratch databases (a verify server that is also the source) and those
+        // this role may not connect to are not backed up.
+        let names: Result<Vec<String>, _> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate \
+             AND has_database_privilege(oid, 'CONNECT') AND datname NOT LIKE 'pgvigil\\_verify\\_%' ORDER BY 1",
+        )
+        .fetch_all(&mut conn)
+        .await;
         pg::close(conn).await;
-        return names.map_err(|e| StartupError::Backup(pg::classify(url, &e).into()));
+        return names.map_err(|e| StartupError::Listing(pg::classify(url, &e).to_string()));
     }
     let st = storage::connect(&settings.storage).await.map_err(StartupError::Storage)?;
     databases::with_backups(st.as_ref(), &settings.storage.prefix, cancel)
@@ -103,14 +117,13 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
         return run_service::<S>(settings, once, cancel, Shared::default()).await;
     }
     let role = if S::NAME == "backup" { Role::Backup } else { Role::Verify };
-    let health = Health::new(S::interval(&settings) * 2 + Duration::from_secs(3600));
+    let group = Health::new(S::interval(&settings) * 2 + Duration::from_secs(3600));
     if !once {
-        spawn_health(settings.port, health.clone(), S::NAME, &cancel);
+        spawn_health(settings.port, group.clone(), S::NAME, &cancel);
     }
     let names = resolve(&settings, role, once, &cancel).await?;
-    if names.is_empty() {
-        info!("no database to cover yet (BACKUP_DATABASES=* found none with backups under the prefix)");
-        return Ok(());
+    if role == Role::Backup {
+        warn_about_single_database_backups(&settings, &cancel).await;
     }
     info!(
         databases = %names.join(", "),
@@ -118,13 +131,22 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
         names.len(),
         settings.storage.prefix
     );
-    let shared = Shared {
-        health: Some(health),
-        gate: Some(Arc::new(Semaphore::new(1))),
-    };
+    let gate = Some(Arc::new(Semaphore::new(1)));
     let one = |db: &String| {
         let span = tracing::info_span!("database", name = %db);
-        run_service::<S>(databases::settings_for(&settings, db), once, cancel.clone(), shared.clone()).instrument(span)
+        let shared = Shared {
+            health: Some(group.part(db)),
+            gate: gate.clone(),
+        };
+        let settings = databases::settings_for(&settings, db);
+        let cancel = cancel.clone();
+        async move {
+            match settings {
+                Ok(s) => run_service::<S>(s, once, cancel, shared).await,
+                Err(e) => Err(StartupError::Listing(e)),
+            }
+        }
+        .instrument(span)
     };
     if once {
         let mut failed = Vec::new();
@@ -142,9 +164,30 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
     }
     let results = futures::future::join_all(names.iter().map(one)).await;
     for (db, r) in names.iter().zip(results) {
-        if let Err(e) = r {
-            error!(database = %db, "{e}");
+        match r {
+            Ok(()) | Err(StartupError::Cancelled) => {}
+            Err(e) => error!(database = %db, "{e}"),
         }
     }
     Ok(())
+}
+
+/// Backups taken before the service covered several databases stay under the prefix itself,
+/// where nothing prunes, verifies or shows them any more: say so once.
+async fn warn_about_single_database_backups(settings: &Settings, cancel: &CancellationToken) {
+    let Ok(st) = storage::connect(&settings.storage).await else {
+        return;
+    };
+    let layout = crate::records::keys::Layout::new(&settings.storage.prefix);
+    if let Ok(cat) = crate::records::catalog::Catalog::load(st.as_ref(), &layout, cancel).await {
+        if let Some(b) = cat.newest_complete() {
+            tracing::warn!(
+                newest = %b.key,
+                "{} backups lie under {} itself, from before BACKUP_DATABASES was set; they are no longer pruned, verified or shown (and {}/backup_latest.sql.gz is stale); move or delete them",
+                cat.backups.len(),
+                settings.storage.prefix,
+                settings.storage.prefix
+            );
+        }
+    }
 }

@@ -16,11 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Counters and timestamps shared between the runner and the HTTP endpoint.
+/// Counters and timestamps shared between the runner and the HTTP endpoint. A service that covers
+/// several databases has one part per database ([`Health::part`]); the endpoint then answers for
+/// all of them, naming the database in every reason and labelling every metric with it.
 #[derive(Debug, Clone)]
 pub struct Health {
     /// Shared state.
     inner: Arc<Mutex<HealthState>>,
+    /// Per-database parts, when there are several.
+    parts: Arc<Mutex<Vec<(String, Health)>>>,
 }
 
 #[derive(Debug)]
@@ -64,7 +68,23 @@ impl Health {
                 stale_after,
                 last_verification: None,
             })),
+            parts: Arc::default(),
         }
+    }
+
+    /// A part of this health for one database (its runs and verdicts are reported there).
+    pub fn part(&self, database: &str) -> Health {
+        let stale_after = self.with(|s| s.stale_after);
+        let part = Health::new(stale_after);
+        self.parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((database.to_string(), part.clone()));
+        part
+    }
+
+    fn parts(&self) -> Vec<(String, Health)> {
+        self.parts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HealthState) -> T) -> T {
@@ -107,8 +127,20 @@ impl Health {
     }
 
     /// Healthy unless 3+ runs in a row failed, the last success is too old, or the newest
-    /// verification failed; the reasons when not.
+    /// verification failed — for any database, when there are several; the reasons when not.
     pub fn verdict(&self) -> (bool, Vec<String>) {
+        let parts = self.parts();
+        if !parts.is_empty() {
+            let reasons: Vec<String> = parts
+                .iter()
+                .flat_map(|(db, h)| h.own_verdict().1.into_iter().map(move |r| format!("database {db}: {r}")))
+                .collect();
+            return (reasons.is_empty(), reasons);
+        }
+        self.own_verdict()
+    }
+
+    fn own_verdict(&self) -> (bool, Vec<String>) {
         self.with(|s| {
             let reference = s.last_success.unwrap_or(s.started);
             let age = (Utc::now() - reference).to_std().unwrap_or_default();
@@ -129,29 +161,89 @@ impl Health {
         })
     }
 
-    /// Prometheus text exposition.
+    /// Prometheus text exposition (each metric family once, a sample per database when there
+    /// are several).
     pub fn metrics(&self, service: &str) -> String {
-        let verification = self.with(|s| {
-            s.last_verification.as_ref().map(|LastVerdict { failure, at, .. }| {
-                format!(
-                    "# TYPE pgvigil_last_verification_passed gauge\npgvigil_last_verification_passed{{service=\"{service}\"}} {}\n# TYPE pgvigil_last_verification_timestamp_seconds gauge\npgvigil_last_verification_timestamp_seconds{{service=\"{service}\"}} {}\n",
-                    u8::from(failure.is_none()),
-                    at.timestamp()
-                )
-            })
-        });
-        self.counters(service) + &verification.unwrap_or_default()
+        let parts = self.parts();
+        let samples: Vec<(String, Vec<Sample>)> = if parts.is_empty() {
+            vec![(format!("service=\"{service}\""), self.samples())]
+        } else {
+            parts
+                .iter()
+                .map(|(db, h)| (format!("service=\"{service}\",database=\"{}\"", escape(db)), h.samples()))
+                .collect()
+        };
+        let mut families: Vec<(&'static str, &'static str)> = Vec::new();
+        for (_, list) in &samples {
+            for s in list {
+                if !families.iter().any(|f| f.0 == s.name) {
+                    families.push((s.name, s.kind));
+                }
+            }
+        }
+        let mut out = String::new();
+        for (name, kind) in families {
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            for (labels, list) in &samples {
+                for s in list.iter().filter(|s| s.name == name) {
+                    let extra = s.label.map(|(k, v)| format!(",{k}=\"{v}\"")).unwrap_or_default();
+                    out.push_str(&format!("{name}{{{labels}{extra}}} {}\n", s.value));
+                }
+            }
+        }
+        out
     }
 
-    fn counters(&self, service: &str) -> String {
+    fn samples(&self) -> Vec<Sample> {
         self.with(|s| {
             let ts = |t: Option<DateTime<Utc>>| t.map_or(0, |t| t.timestamp());
-            format!(
-                "# TYPE pgvigil_runs_total counter\npgvigil_runs_total{{service=\"{service}\",result=\"success\"}} {}\npgvigil_runs_total{{service=\"{service}\",result=\"failure\"}} {}\n# TYPE pgvigil_consecutive_failures gauge\npgvigil_consecutive_failures{{service=\"{service}\"}} {}\n# TYPE pgvigil_last_success_timestamp_seconds gauge\npgvigil_last_success_timestamp_seconds{{service=\"{service}\"}} {}\n# TYPE pgvigil_last_failure_timestamp_seconds gauge\npgvigil_last_failure_timestamp_seconds{{service=\"{service}\"}} {}\n",
-                s.successes, s.failures, s.consecutive_failures, ts(s.last_success), ts(s.last_failure)
-            )
+            let mut v = vec![
+                Sample::new("pgvigil_runs_total", "counter", s.successes as i64).with_label(("result", "success")),
+                Sample::new("pgvigil_runs_total", "counter", s.failures as i64).with_label(("result", "failure")),
+                Sample::new("pgvigil_consecutive_failures", "gauge", i64::from(s.consecutive_failures)),
+                Sample::new("pgvigil_last_success_timestamp_seconds", "gauge", ts(s.last_success)),
+                Sample::new("pgvigil_last_failure_timestamp_seconds", "gauge", ts(s.last_failure)),
+            ];
+            if let Some(LastVerdict { failure, at, .. }) = &s.last_verification {
+                v.push(Sample::new(
+                    "pgvigil_last_verification_passed",
+                    "gauge",
+                    i64::from(failure.is_none()),
+                ));
+                v.push(Sample::new("pgvigil_last_verification_timestamp_seconds", "gauge", at.timestamp()));
+            }
+            v
         })
     }
+}
+
+/// One metric sample.
+struct Sample {
+    name: &'static str,
+    kind: &'static str,
+    value: i64,
+    label: Option<(&'static str, &'static str)>,
+}
+
+impl Sample {
+    fn new(name: &'static str, kind: &'static str, value: i64) -> Self {
+        Self {
+            name,
+            kind,
+            value,
+            label: None,
+        }
+    }
+
+    fn with_label(mut self, label: (&'static str, &'static str)) -> Self {
+        self.label = Some(label);
+        self
+    }
+}
+
+/// A label value as Prometheus' text format needs it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Serves `/healthz` and `/metrics` on `port` until `cancel` fires.
@@ -212,5 +304,30 @@ mod tests {
         // A newer backup that passes clears it.
         h.record_verification(newest + chrono::Duration::hours(1), "p/newer", None);
         assert!(h.verdict().0);
+    }
+
+    #[test]
+    fn one_failing_database_is_not_hidden_by_the_others() {
+        let group = Health::new(Duration::from_secs(3600));
+        let (a, b) = (group.part("app"), group.part("bill\"ing"));
+        for _ in 0..3 {
+            b.record_failure();
+            a.record_success();
+        }
+        let (ok, reasons) = group.verdict();
+        assert!(
+            !ok && reasons.len() == 1 && reasons[0].starts_with("database bill\"ing: 3 consecutive"),
+            "{reasons:?}"
+        );
+        let m = group.metrics("backup");
+        assert_eq!(m.matches("# TYPE pgvigil_runs_total counter").count(), 1, "{m}");
+        assert!(
+            m.contains("pgvigil_consecutive_failures{service=\"backup\",database=\"bill\\\"ing\"} 3"),
+            "{m}"
+        );
+        assert!(
+            m.contains("pgvigil_runs_total{service=\"backup\",database=\"app\",result=\"success\"} 3"),
+            "{m}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::records::policy;
 use async_trait::async_trait;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, Instrument};
 
 /// Longest wait between retries: 15 minutes, but never longer than the interval (nor shorter
 /// than the first wait).
@@ -52,6 +52,9 @@ pub enum StartupError {
     /// Shutdown came before the service was ready.
     #[error("shutdown requested before the service was ready")]
     Cancelled,
+    /// The databases to cover could not be listed.
+    #[error("could not list the databases to cover: {0}")]
+    Listing(String),
     /// `--once` over several databases: these failed (each already logged).
     #[error("exiting with status 1: the run failed for {}", .0.join(", "))]
     Databases(Vec<String>),
@@ -65,7 +68,7 @@ impl StartupError {
             StartupError::Storage(e) => e.is_retryable(),
             StartupError::Backup(e) => e.is_retryable(),
             StartupError::Verify(e) => e.is_retryable(),
-            StartupError::Cancelled | StartupError::Databases(_) => true,
+            StartupError::Cancelled | StartupError::Databases(_) | StartupError::Listing(_) => true,
         }
     }
 }
@@ -269,13 +272,16 @@ impl Service for VerifyService {
 /// storage outage at start must not leave the CLI applying a shell's defaults).
 fn record_policy((storage, layout, p): (DynStorage, Layout, policy::ServicePolicy), backoff: Backoff, cancel: &CancellationToken) {
     let cancel = cancel.clone();
-    tokio::spawn(async move {
-        let write = || policy::write_service(storage.as_ref(), &layout, &p, &cancel);
-        until_ok(backoff, &cancel, write, |e, d| {
-            tracing::warn!(error = %e, "could not record this service's settings for the CLI; retrying in {}s", d.as_secs());
-        })
-        .await;
-    });
+    tokio::spawn(
+        async move {
+            let write = || policy::write_service(storage.as_ref(), &layout, &p, &cancel);
+            until_ok(backoff, &cancel, write, |e, d| {
+                tracing::warn!(error = %e, "could not record this service's settings for the CLI; retrying in {}s", d.as_secs());
+            })
+            .await;
+        }
+        .in_current_span(),
+    );
 }
 
 /// Runs a service: once (exit status from the result) or forever.

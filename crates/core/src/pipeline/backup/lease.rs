@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How long a lease lasts without renewal (also how long a crashed holder on another host blocks
 /// the prefix).
@@ -185,7 +186,7 @@ impl Lease {
                     Err(e) => tracing::warn!(error = %e, "could not renew the backup lease; trying again"),
                 }
             }
-        });
+        }.in_current_span());
         Self {
             storage,
             key,

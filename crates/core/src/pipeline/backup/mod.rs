@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 /// Largest difference between this machine's clock and the storage server's at which retention,
 /// which decides by age, still runs.
@@ -218,12 +218,8 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     };
     let child = dump::spawn(&plan, &ctx.database_url, &opts, &app_name)?;
     let watching = CancellationToken::new();
-    let watcher = tokio::spawn(watch::blocked_sessions(
-        ctx.database_url.clone(),
-        app_name,
-        plan.server.major,
-        watching.clone(),
-    ));
+    let watcher =
+        tokio::spawn(watch::blocked_sessions(ctx.database_url.clone(), app_name, plan.server.major, watching.clone()).in_current_span());
     let (tx, rx) = body_channel(4);
     let opts = PutOptions {
         expected_size: expected,

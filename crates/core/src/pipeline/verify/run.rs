@@ -211,7 +211,7 @@ async fn verify_with_manifest(
     if let Err(source) = pg::scratch::create(&mut admin, admin_url, &name).await {
         return Err(CouldNotRun::Scratch { name, source }.into());
     }
-    let scratch_url = admin_url.with_database(&name);
+    let scratch_url = admin_url.with_database(&name).expect("scratch names are plain");
     let privileges = match super::privileges::prepare(&mut admin, admin_url, ctx.storage.as_ref(), m, cancel).await {
         Ok(Ok(plan)) => plan,
         Ok(Err(reason)) => {
