@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod anomalies;
 mod backup;
 mod cli;
 mod databases;

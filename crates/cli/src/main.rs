@@ -68,6 +68,11 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
+    /// Acknowledge a table anomaly: lift the hold that keeps the backup taken before it from retention.
+    Ack {
+        /// The held backup (its file name, key or timestamp, as `pgvigil status` names it).
+        backup: String,
+    },
     /// The weekly review: backups, verification success rate, RTO/RPO, durations, sizes, storage and cost.
     Report {
         /// Window in days.
@@ -304,6 +309,11 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
             Ok(0)
         }
         Command::Restore(args) => restore::run(&op, args, database, cancel).await,
+        Command::Ack { backup } => {
+            let name = op.ack(&backup, cancel).await?;
+            println!("{name}: hold lifted; retention treats it like any other backup again");
+            Ok(0)
+        }
         Command::BackupNow => Ok(1),
     }
 }

@@ -6,6 +6,7 @@ use crate::policy::schedule::due_in;
 use crate::policy::status::{assess_status, Verdict};
 use crate::records::catalog::{BackupEntry, Catalog};
 use crate::records::history::{read_failure, read_verification, VerificationRecord};
+use crate::records::holds;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +53,18 @@ impl Operator {
             policy.backup_interval,
             policy.verify_interval,
         );
+        // A held backup means a table lost most of its rows and nobody has acknowledged it yet.
+        let (mut verdict, mut problems) = (verdict, problems);
+        for (id, hold) in holds::list(st, &self.layout, cancel).await? {
+            problems.push(format!(
+                "table anomaly seen in {}: {}; {} is kept until acknowledged (pgvigil ack {})",
+                hold.seen_in.rsplit('/').next().unwrap_or(&hold.seen_in),
+                hold.reasons.join("; "),
+                id.file_name(),
+                id.file_name()
+            ));
+            verdict = verdict.max(Verdict::Warning);
+        }
         let next_backup_due_in_secs = newest
             .as_ref()
             .map(|b| due_in(Some(b.id.0), policy.backup_interval, now).as_secs() as i64);
@@ -63,5 +76,26 @@ impl Operator {
             last_verification,
             next_backup_due_in_secs,
         })
+    }
+}
+
+impl Operator {
+    /// Lifts the hold on a backup (`pgvigil ack`), given by file name, key or timestamp.
+    ///
+    /// # Errors
+    /// No such backup, or no hold on it; storage errors.
+    pub async fn ack(&self, which: &str, cancel: &CancellationToken) -> Result<String, OperatorError> {
+        let name = which.rsplit('/').next().unwrap_or(which);
+        let id = crate::records::keys::BackupId::parse_file_name(name)
+            .or_else(|| crate::records::keys::BackupId::parse_stamp(name))
+            .ok_or_else(|| OperatorError::Usage(format!("{which:?} is not a backup name (backup_2026-11-25T12-00-00Z.sql.gz)")))?;
+        if holds::lift(self.storage.as_ref(), &self.layout, id, cancel).await? {
+            Ok(id.file_name())
+        } else {
+            Err(OperatorError::Usage(format!(
+                "{} has no hold (pgvigil status lists the held backups)",
+                id.file_name()
+            )))
+        }
     }
 }

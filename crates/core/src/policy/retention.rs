@@ -35,6 +35,8 @@ pub struct Candidate {
     pub complete: bool,
     /// What verification said.
     pub verified: Verified,
+    /// Held until acknowledged (the last backup before a table anomaly).
+    pub held: bool,
 }
 
 /// Why a backup older than the retention period is kept beyond what the bare policy says.
@@ -45,6 +47,9 @@ pub enum KeptBecause {
     /// It is one of the newest `min_keep` backups, counted without those that failed
     /// verification.
     MinKeepWithoutFailed,
+    /// It is held: the last backup before a table lost most of its rows, kept until someone runs
+    /// `pgvigil ack`.
+    Held,
 }
 
 impl KeptBecause {
@@ -53,6 +58,7 @@ impl KeptBecause {
         match self {
             KeptBecause::NewestVerified => "the newest backup that passed verification",
             KeptBecause::MinKeepWithoutFailed => "within BACKUP_MIN_KEEP, which does not count backups that failed verification",
+            KeptBecause::Held => "held after a table anomaly until acknowledged (pgvigil ack)",
         }
     }
 }
@@ -111,15 +117,18 @@ pub fn plan(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc>) 
     let newest_verified = sorted.iter().find(|c| c.complete && c.verified == Verified::Passed).map(|c| c.id);
     let bare = delete_list(&sorted, policy, cutoff, |_| true, None);
     // Never more than the bare policy deletes: evidence only ever keeps more.
+    let held: Vec<BackupId> = sorted.iter().filter(|c| c.held).map(|c| c.id).collect();
     let delete: Vec<BackupId> = delete_list(&sorted, policy, cutoff, |c| c.verified != Verified::Failed, newest_verified)
         .into_iter()
-        .filter(|id| bare.contains(id))
+        .filter(|id| bare.contains(id) && !held.contains(id))
         .collect();
     let kept = bare
         .iter()
         .filter(|id| !delete.contains(id))
         .map(|id| {
-            let why = if Some(*id) == newest_verified {
+            let why = if held.contains(id) {
+                KeptBecause::Held
+            } else if Some(*id) == newest_verified {
                 KeptBecause::NewestVerified
             } else {
                 KeptBecause::MinKeepWithoutFailed
@@ -143,6 +152,7 @@ mod tests {
             id: day(d),
             complete: true,
             verified: Verified::Not,
+            held: false,
         }
     }
     fn passed(d: i64) -> Candidate {
@@ -246,6 +256,19 @@ mod tests {
             got.kept,
             vec![(day(2), KeptBecause::NewestVerified), (day(3), KeptBecause::MinKeepWithoutFailed)]
         );
+    }
+
+    #[test]
+    fn a_held_backup_is_kept_whatever_its_age() {
+        let policy = RetentionPolicy {
+            retention_days: 7,
+            min_keep: 1,
+        };
+        let now = day(40).0;
+        let held = Candidate { held: true, ..c(1) };
+        let p = plan(&[held, c(2), c(39)], policy, now);
+        assert_eq!(p.delete, vec![day(2)]);
+        assert_eq!(p.kept, vec![(day(1), KeptBecause::Held)]);
     }
 
     #[test]

@@ -136,6 +136,22 @@ impl Layout {
         BackupId::parse_stamp(stamp)
     }
 
+    /// Prefix of the holds on backups (kept until acknowledged).
+    pub fn holds_prefix(&self) -> String {
+        self.meta("holds/")
+    }
+
+    /// The hold on one backup.
+    pub fn hold(&self, id: BackupId) -> Key {
+        Self::key(self.meta(&format!("holds/{}.json", id.stamp())))
+    }
+
+    /// Parses a hold key back into its backup id.
+    pub fn parse_hold(&self, key: &str) -> Option<BackupId> {
+        let stamp = key.strip_prefix(&self.holds_prefix())?.strip_suffix(".json")?;
+        BackupId::parse_stamp(stamp)
+    }
+
     /// Prefix of the roles saved with the backups.
     pub fn globals_prefix(&self) -> String {
         self.meta("globals/")

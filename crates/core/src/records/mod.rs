@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod databases;
 pub mod history;
+pub mod holds;
 pub mod keys;
 pub mod manifest;
 pub mod policy;

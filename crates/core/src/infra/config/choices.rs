@@ -1,5 +1,5 @@
 //! Settings that choose between a few forms: which databases a service covers, whether dumps keep
-//! owners and grants.
+//! owners and grants, when a table's change is an anomaly.
 
 use super::settings::Databases;
 use super::validate::{nonempty, Validator};
@@ -33,6 +33,16 @@ impl Validator {
                 self.bad("BACKUP_PRIVILEGES", format!("expected keep or omit, got {other:?}"));
                 true
             }
+        }
+    }
+
+    /// `TABLE_ANOMALY_DROP_PERCENT` and `TABLE_ANOMALY_MIN_ROWS`.
+    pub(super) fn table_rules(&mut self, drop: Option<String>, min_rows: Option<String>) -> crate::policy::anomaly::TableRules {
+        let drop_percent = self.uint("TABLE_ANOMALY_DROP_PERCENT", drop, 50, 1, 100, "a whole percentage from 1 to 100");
+        let min_rows = self.uint("TABLE_ANOMALY_MIN_ROWS", min_rows, 100, 1, u64::MAX, "a whole number of rows >= 1");
+        crate::policy::anomaly::TableRules {
+            drop_fraction: drop_percent as f64 / 100.0,
+            min_rows,
         }
     }
 }

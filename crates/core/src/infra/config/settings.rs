@@ -154,6 +154,9 @@ pub struct BackupConfig {
     /// `BACKUP_PRIVILEGES`: keep owners and grants in the dump (pg_dump's default), or leave
     /// them out (`--no-owner --no-privileges`).
     pub keep_privileges: bool,
+    /// `TABLE_ANOMALY_DROP_PERCENT`, `TABLE_ANOMALY_MIN_ROWS`: when a table's change between two
+    /// backups is an alarm.
+    pub table_rules: crate::policy::anomaly::TableRules,
 }
 
 /// How backups are verified (the scratch server is [`Settings::verify_database_url`]).

@@ -69,7 +69,7 @@ impl Validator {
         }
     }
 
-    fn uint(&mut self, var: &'static str, value: Option<String>, default: u64, min: u64, max: u64, what: &str) -> u64 {
+    pub(super) fn uint(&mut self, var: &'static str, value: Option<String>, default: u64, min: u64, max: u64, what: &str) -> u64 {
         match nonempty(value) {
             None => default,
             Some(s) => match s.trim().parse::<u64>() {
@@ -151,6 +151,7 @@ impl Validator {
             "whole seconds (0 waits forever)",
         );
         let keep_privileges = self.keep_privileges(raw.backup_privileges);
+        let table_rules = self.table_rules(raw.table_anomaly_drop_percent, raw.table_anomaly_min_rows);
         let backup = BackupConfig {
             interval: Duration::from_secs(interval),
             compression_level,
@@ -161,6 +162,7 @@ impl Validator {
             dump_options,
             lock_wait: (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
             keep_privileges,
+            table_rules,
         };
 
         let vdb = self.secret(

@@ -40,6 +40,18 @@ async fn log_run(ctx: &BackupContext, at: chrono::DateTime<Utc>, cancel: &Cancel
                     Severity::Critical => error!(key = %m.key, "Backup size anomaly (critical): {}", a.message),
                 }
             }
+            if let Some((previous, found)) = &out.table_anomalies {
+                for a in found {
+                    error!(
+                        key = %m.key,
+                        table = %a.table,
+                        "Table anomaly: {} since {}; that backup is kept until acknowledged: pgvigil ack {}",
+                        a.message,
+                        previous.file_name(),
+                        previous.file_name()
+                    );
+                }
+            }
             for (id, why) in &out.retention.kept {
                 info!(backup = %id.file_name(), "Retention kept a backup older than BACKUP_RETENTION_DAYS: {}", why.describe());
             }

@@ -20,9 +20,10 @@ use crate::infra::pg::{dump, globals, PgError};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::parts::expected_backup_size;
 use crate::infra::storage::{body_channel, clock_skew, DynStorage, PutOptions, StorageError};
-use crate::policy::anomaly::{self, Anomaly};
+use crate::policy::anomaly::{self, Anomaly, TableAnomaly};
 use crate::policy::retention::Plan;
 use crate::records::catalog::Catalog;
+use crate::records::holds::{self, Hold};
 use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest::{self, Manifest, ObjectRef};
 use chrono::Utc;
@@ -122,6 +123,9 @@ pub struct BackupOutcome {
     pub manifest: Manifest,
     /// Size warning, if any.
     pub anomaly: Option<Anomaly>,
+    /// Tables that vanished, emptied or lost most of their rows since the previous backup, and
+    /// that backup (now held until acknowledged).
+    pub table_anomalies: Option<(BackupId, Vec<TableAnomaly>)>,
     /// What retention did afterwards (deleted, and kept beyond the bare policy).
     pub retention: Plan,
 }
@@ -174,6 +178,40 @@ async fn save_globals(ctx: &BackupContext, plan: &dump::DumpPlan, id: BackupId, 
             None
         }
     }
+}
+
+/// Compares the new backup's row counts with the previous backup's; when a table vanished, emptied
+/// or lost most of its rows, puts a hold on the previous backup (the data as it was). Best effort:
+/// a previous manifest that cannot be read, or a hold that cannot be written, is logged.
+async fn hold_before_table_anomalies(
+    ctx: &BackupContext,
+    previous: Option<BackupId>,
+    manifest: &Manifest,
+    cancel: &CancellationToken,
+) -> Option<(BackupId, Vec<TableAnomaly>)> {
+    let previous = previous?;
+    let before = match manifest::read(ctx.storage.as_ref(), &ctx.layout, previous, cancel).await {
+        Ok(Some(m)) => m.tables,
+        Ok(None) => return None,
+        Err(e) => {
+            warn!(error = %e, "could not read the previous backup's manifest to compare row counts");
+            return None;
+        }
+    };
+    let found = anomaly::table_anomalies(&before, &manifest.tables, ctx.cfg.table_rules);
+    if found.is_empty() {
+        return None;
+    }
+    let hold = Hold {
+        backup: ctx.layout.backup(previous).to_string(),
+        seen_in: manifest.key.clone(),
+        reasons: found.iter().map(|a| a.message.clone()).collect(),
+        since: Utc::now(),
+    };
+    if let Err(e) = holds::put(ctx.storage.as_ref(), &ctx.layout, previous, &hold, cancel).await {
+        warn!(error = %e, "could not put a hold on {}; retention may delete it", previous.file_name());
+    }
+    Some((previous, found))
 }
 
 /// Removes an uploaded object that did not become a backup. If the store refuses, the object
@@ -296,6 +334,8 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     }
     let recent = catalog.recent_sizes_before(id, 7);
     let anomaly = anomaly::assess(manifest.size, &recent);
+    // Before retention runs: the backup before a lost table is held, so it is not pruned.
+    let table_anomalies = hold_before_table_anomalies(ctx, catalog.newest_complete().map(|b| b.id), &manifest, cancel).await;
     let retention = match clock_skew(st, &ctx.layout.probe(), cancel).await {
         Ok(Some(skew)) if skew.abs() > MAX_CLOCK_SKEW_SECS => {
             warn!(
@@ -322,6 +362,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         id,
         manifest,
         anomaly,
+        table_anomalies,
         retention,
     })
 }

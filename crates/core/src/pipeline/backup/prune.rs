@@ -8,6 +8,7 @@ use crate::infra::storage::{Key, Storage, StorageError};
 use crate::policy::retention::{self, Candidate, Plan, RetentionPolicy, Verified};
 use crate::records::catalog::Catalog;
 use crate::records::history::read_verification;
+use crate::records::holds;
 use crate::records::keys::{BackupId, Layout};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,13 @@ pub async fn prune(ctx: &BackupContext, dry_run: bool, cancel: &CancellationToke
 
 /// What verification said about each backup: from the record names, reading the few records
 /// written before the verdict was part of the name.
-async fn candidates(storage: &dyn Storage, cat: &Catalog, cancel: &CancellationToken) -> Result<Vec<Candidate>, StorageError> {
+async fn candidates(
+    storage: &dyn Storage,
+    layout: &Layout,
+    cat: &Catalog,
+    cancel: &CancellationToken,
+) -> Result<Vec<Candidate>, StorageError> {
+    let held: Vec<BackupId> = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
     let mut out = Vec::with_capacity(cat.backups.len());
     for b in &cat.backups {
         let passed = match cat.latest_verification_of(b.id) {
@@ -38,6 +45,7 @@ async fn candidates(storage: &dyn Storage, cat: &Catalog, cancel: &CancellationT
                 Some(true) => Verified::Passed,
                 Some(false) => Verified::Failed,
             },
+            held: held.contains(&b.id),
         });
     }
     Ok(out)
@@ -62,7 +70,7 @@ pub async fn prune_with(
 ) -> Result<Plan, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
     let now = Utc::now();
-    let mut plan = retention::plan(&candidates(storage, &catalog, cancel).await?, policy, now);
+    let mut plan = retention::plan(&candidates(storage, layout, &catalog, cancel).await?, policy, now);
     if let Some(confirmed) = confirmed {
         plan.delete.retain(|id| confirmed.contains(id));
     }
