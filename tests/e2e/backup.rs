@@ -284,7 +284,10 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     )
     .await;
 
-    let job = pgvigil_core::service::jobs::BackupJob { ctx: ctx.clone() };
+    let job = pgvigil_core::service::jobs::BackupJob {
+        ctx: ctx.clone(),
+        notify: Default::default(),
+    };
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     let health = pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600));
@@ -433,7 +436,10 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
         &[("BACKUP_INTERVAL", "3600".into())],
     )
     .await;
-    let job = pgvigil_core::service::jobs::BackupJob { ctx: ctx.clone() };
+    let job = pgvigil_core::service::jobs::BackupJob {
+        ctx: ctx.clone(),
+        notify: Default::default(),
+    };
     use pgvigil_core::service::runner::Job;
     assert_eq!(
         job.due_in(&CancellationToken::new()).await.unwrap().as_secs(),
@@ -442,7 +448,10 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
     );
     backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     // A restarted service (a new job over the same storage) waits for the rest of the interval.
-    let restarted = pgvigil_core::service::jobs::BackupJob { ctx: ctx.clone() };
+    let restarted = pgvigil_core::service::jobs::BackupJob {
+        ctx: ctx.clone(),
+        notify: Default::default(),
+    };
     let wait = restarted.due_in(&CancellationToken::new()).await.unwrap().as_secs();
     assert!((3590..=3600).contains(&wait), "{wait}");
 }

@@ -2,9 +2,10 @@
 //! neither double nor skip runs) and how one run is done.
 
 use super::health::Health;
+use super::notify::{Condition, Notifier};
 use super::runner::{Job, RunFailure};
 use crate::infra::storage::DynStorage;
-use crate::pipeline::backup::{self, BackupContext};
+use crate::pipeline::backup::{self, BackupContext, BackupError};
 use crate::pipeline::verify::{self, VerifyContext, VerifyError};
 use crate::policy::schedule::due_in;
 use crate::records::catalog::Catalog;
@@ -27,6 +28,26 @@ async fn catalog(storage: &DynStorage, layout: &Layout, cancel: &CancellationTok
 pub struct BackupJob {
     /// What to back up and where.
     pub ctx: BackupContext,
+    /// Where conditions are reported.
+    pub notify: Notifier,
+}
+
+/// Warns (and notifies) while the newest success is older than twice the interval; the warning
+/// repeats every time the schedule is looked at, so at start and after every run.
+fn stale(notify: &Notifier, what: &str, newest: Option<chrono::DateTime<Utc>>, interval: Duration) {
+    let Some(newest) = newest else { return };
+    let age = (Utc::now() - newest).to_std().unwrap_or_default();
+    if age > interval * 2 {
+        let text = format!(
+            "the newest {what} is {} old, more than twice the interval ({}s)",
+            crate::policy::status::human_secs(age.as_secs() as i64),
+            interval.as_secs()
+        );
+        tracing::warn!("Stale: {text}");
+        notify.raise(Condition::Stale, text);
+    } else {
+        notify.clear(Condition::Stale);
+    }
 }
 
 #[async_trait]
@@ -37,14 +58,47 @@ impl Job for BackupJob {
 
     async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
         let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
-        Ok(due_in(cat.newest_complete().map(|b| b.id.0), self.ctx.cfg.interval, Utc::now()))
+        let newest = cat.newest_complete().map(|b| b.id.0);
+        stale(&self.notify, "backup", newest, self.ctx.cfg.interval);
+        Ok(due_in(newest, self.ctx.cfg.interval, Utc::now()))
     }
 
     async fn run(&self, cancel: &CancellationToken) -> Result<(), RunFailure> {
-        backup::run_and_log(&self.ctx, cancel).await.map(|_| ()).map_err(|e| RunFailure {
-            message: e.to_string(),
-            retryable: e.is_retryable(),
-        })
+        let n = &self.notify;
+        match backup::run_and_log(&self.ctx, cancel).await {
+            Ok(out) => {
+                let key = &out.manifest.key;
+                n.clear(Condition::BackupFailing);
+                n.clear(Condition::Stale);
+                match &out.anomaly {
+                    Some(a) => n.raise(Condition::SizeAnomaly, format!("{key}: {}", a.message)),
+                    None => n.clear(Condition::SizeAnomaly),
+                }
+                match &out.table_anomalies {
+                    Some((previous, found)) => n.raise(
+                        Condition::TableAnomaly,
+                        format!(
+                            "{} (in {key}); {} is kept until acknowledged: pgvigil ack {}",
+                            found.iter().map(|a| a.message.as_str()).collect::<Vec<_>>().join("; "),
+                            previous.file_name(),
+                            previous.file_name()
+                        ),
+                    ),
+                    None => n.clear(Condition::TableAnomaly),
+                }
+                n.success(format!("Backup completed successfully: {key} ({} bytes)", out.manifest.size));
+                Ok(())
+            }
+            Err(e) => {
+                if !matches!(e, BackupError::Busy(_) | BackupError::Cancelled) {
+                    n.raise(Condition::BackupFailing, format!("Backup failed: {e}"));
+                }
+                Err(RunFailure {
+                    message: e.to_string(),
+                    retryable: e.is_retryable(),
+                })
+            }
+        }
     }
 }
 
@@ -55,7 +109,14 @@ pub struct VerifyJob {
     pub ctx: VerifyContext,
     /// Where verdicts are reported for `/status` and `/metrics`.
     pub health: Health,
+    /// Where conditions are reported.
+    pub notify: Notifier,
+    /// Runs in a row that could not verify (the environment failed).
+    pub not_running: std::sync::atomic::AtomicU32,
 }
+
+/// Verifications that could not run this many times in a row are worth a message.
+const NOT_RUNNING_ALERT: u32 = 3;
 
 #[async_trait]
 impl Job for VerifyJob {
@@ -67,6 +128,7 @@ impl Job for VerifyJob {
         let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
         let newest_verification = cat.verifications.last().map(|v| v.at.0);
         let newest_backup = cat.newest_complete().map(|b| b.id);
+        stale(&self.notify, "verification", newest_verification, self.ctx.cfg.interval);
         // A new backup that nobody has verified yet is due at once.
         if newest_backup.is_some_and(|b| !cat.is_verified(b))
             && newest_verification.is_none_or(|v| v < Utc::now() - chrono::Duration::minutes(1))
@@ -77,11 +139,45 @@ impl Job for VerifyJob {
     }
 
     async fn run(&self, cancel: &CancellationToken) -> Result<(), RunFailure> {
+        use std::sync::atomic::Ordering;
         let (verdicts, stopped) = verify::run_planned(&self.ctx, cancel).await;
         for (id, rec) in &verdicts {
             // A failed verification is a result, recorded and reported; the schedule goes on.
             self.health
                 .record_verification(id.0, &rec.key, (!rec.passed).then(|| rec.reasons.join("; ")));
+        }
+        let n = &self.notify;
+        // The newest backup's verdict decides; the reasons (which may quote data) stay in the record.
+        if let Some((_, rec)) = verdicts.iter().max_by_key(|(id, _)| *id) {
+            if rec.passed {
+                n.clear(Condition::VerificationFailed);
+                n.success(format!("Restore verification completed successfully: {}", rec.key));
+            } else {
+                n.raise(
+                    Condition::VerificationFailed,
+                    format!(
+                        "Restore verification failed: {}; `pgvigil status` and its verification record say why",
+                        rec.key
+                    ),
+                );
+            }
+        }
+        match &stopped {
+            Some(VerifyError::NothingToVerify | VerifyError::Cancelled) => {}
+            Some(e) => {
+                let count = self.not_running.fetch_add(1, Ordering::SeqCst) + 1;
+                if count >= NOT_RUNNING_ALERT {
+                    n.raise(
+                        Condition::VerificationNotRunning,
+                        format!("Verification could not run {count} times in a row: {e}"),
+                    );
+                }
+            }
+            None => {
+                self.not_running.store(0, Ordering::SeqCst);
+                n.clear(Condition::VerificationNotRunning);
+                n.clear(Condition::Stale);
+            }
         }
         stopped.map_or(Ok(()), Err).map_err(|e| RunFailure {
             retryable: e.is_retryable(),

@@ -4,6 +4,7 @@
 
 use super::databases::{run_all, Gated, Shared};
 use super::jobs::{BackupJob, VerifyJob};
+use super::notify::Notifier;
 use super::retry::{until_ok, Backoff};
 use super::{health::Health, runner};
 use crate::infra::config::{ConfigError, Role, Settings};
@@ -108,8 +109,8 @@ pub(super) trait Service: Sized + Send + Sync {
     async fn seed_health(&self, _health: &Health) {}
     /// One run for `--once`.
     async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError>;
-    /// The job for the runner, reporting to `health`.
-    fn job(self, health: &Health) -> Self::Job;
+    /// The job for the runner, reporting to `health` and `notify`.
+    fn job(self, health: &Health, notify: Notifier) -> Self::Job;
     /// The interval between runs.
     fn interval(settings: &Settings) -> Duration;
 }
@@ -182,8 +183,8 @@ impl Service for BackupService {
         (self.0.storage.clone(), self.0.layout.clone(), policy::ServicePolicy::Backup(rec))
     }
 
-    fn job(self, _health: &Health) -> BackupJob {
-        BackupJob { ctx: self.0 }
+    fn job(self, _health: &Health, notify: Notifier) -> BackupJob {
+        BackupJob { ctx: self.0, notify }
     }
 
     fn interval(settings: &Settings) -> Duration {
@@ -256,10 +257,12 @@ impl Service for VerifyService {
         }
     }
 
-    fn job(self, health: &Health) -> VerifyJob {
+    fn job(self, health: &Health, notify: Notifier) -> VerifyJob {
         VerifyJob {
             ctx: self.0,
             health: health.clone(),
+            notify,
+            not_running: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -344,8 +347,9 @@ pub(super) async fn run_service<S: Service>(
         () = service.seed_health(&health) => {}
         () = cancel.cancelled() => return Err(StartupError::Cancelled),
     }
+    let notify = Notifier::start(&settings.notify, S::NAME, &settings.storage.prefix, &cancel);
     let job = Gated {
-        job: service.job(&health),
+        job: service.job(&health, notify),
         gate: shared.gate.clone(),
     };
     let first = settings.retry_backoff;

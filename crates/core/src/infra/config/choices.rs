@@ -45,4 +45,32 @@ impl Validator {
             min_rows,
         }
     }
+
+    /// `NOTIFY_WEBHOOK_URL(_FILE)`, `HEARTBEAT_URL(_FILE)`, `NOTIFY_ON_SUCCESS`. URLs are checked
+    /// but never shown (a webhook URL is a credential).
+    pub(super) fn notify(
+        &mut self,
+        webhooks: (Option<String>, Option<String>),
+        heartbeat: (Option<String>, Option<String>),
+        on_success: Option<String>,
+    ) -> super::settings::NotifyConfig {
+        let hooks = self.secret("NOTIFY_WEBHOOK_URL", "NOTIFY_WEBHOOK_URL_FILE", webhooks.0, webhooks.1);
+        let beat = self.secret("HEARTBEAT_URL", "HEARTBEAT_URL_FILE", heartbeat.0, heartbeat.1);
+        let mut cfg = super::settings::NotifyConfig::default();
+        for url in hooks.iter().flat_map(|h| h.split([',', '\n'])).filter(|u| !u.trim().is_empty()) {
+            cfg.webhooks.extend(self.http_url("NOTIFY_WEBHOOK_URL", url));
+        }
+        cfg.heartbeat = beat.and_then(|u| self.http_url("HEARTBEAT_URL", &u));
+        cfg.on_success = self.boolean("NOTIFY_ON_SUCCESS", on_success, false);
+        cfg
+    }
+
+    /// An http(s) URL kept secret; a problem is reported without showing it.
+    fn http_url(&mut self, var: &'static str, url: &str) -> Option<secrecy::SecretString> {
+        let ok = url::Url::parse(url.trim()).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !ok {
+            self.bad(var, "expected http:// or https:// URLs (not shown: a webhook URL is a secret)");
+        }
+        ok.then(|| secrecy::SecretString::from(url.trim().to_string()))
+    }
 }

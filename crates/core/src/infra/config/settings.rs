@@ -8,6 +8,27 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Notifications (the URLs are secrets: a Slack or Discord webhook URL is a credential).
+#[derive(Clone, Default)]
+pub struct NotifyConfig {
+    /// `NOTIFY_WEBHOOK_URL` (comma-separated) or `NOTIFY_WEBHOOK_URL_FILE` (one per line).
+    pub webhooks: Vec<SecretString>,
+    /// `HEARTBEAT_URL`: requested after every successful run.
+    pub heartbeat: Option<SecretString>,
+    /// `NOTIFY_ON_SUCCESS`: also post every successful run.
+    pub on_success: bool,
+}
+
+impl fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("webhooks", &self.webhooks.len())
+            .field("heartbeat", &self.heartbeat.is_some())
+            .field("on_success", &self.on_success)
+            .finish()
+    }
+}
+
 /// Which databases one service covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Databases {
@@ -214,6 +235,8 @@ pub struct Settings {
     pub database_url: Option<DbUrl>,
     /// `BACKUP_DATABASES`: which databases of that server one service covers.
     pub databases: Databases,
+    /// Where to tell people: webhooks, the heartbeat.
+    pub notify: NotifyConfig,
     /// Schedule, compression and retention of backups.
     pub backup: BackupConfig,
     /// `VERIFY_DATABASE_URL`: the scratch server (required by the verify service).

@@ -26,7 +26,13 @@ impl Validator {
     }
 
     /// Reads a secret from `VAR` or the file named by `VAR_FILE` (not both).
-    fn secret(&mut self, var: &'static str, file_var: &'static str, direct: Option<String>, file: Option<String>) -> Option<String> {
+    pub(super) fn secret(
+        &mut self,
+        var: &'static str,
+        file_var: &'static str,
+        direct: Option<String>,
+        file: Option<String>,
+    ) -> Option<String> {
         match (nonempty(direct), nonempty(file)) {
             (Some(_), Some(_)) => {
                 self.bad(var, format!("set either {var} or {file_var}, not both"));
@@ -82,7 +88,7 @@ impl Validator {
         }
     }
 
-    fn boolean(&mut self, var: &'static str, value: Option<String>, default: bool) -> bool {
+    pub(super) fn boolean(&mut self, var: &'static str, value: Option<String>, default: bool) -> bool {
         match nonempty(value).map(|s| s.trim().to_ascii_lowercase()) {
             None => default,
             Some(s) => match s.as_str() {
@@ -216,6 +222,11 @@ impl Validator {
         };
 
         let databases = self.databases(raw.backup_databases);
+        let notify = self.notify(
+            (raw.notify_webhook_url, raw.notify_webhook_url_file),
+            (raw.heartbeat_url, raw.heartbeat_url_file),
+            raw.notify_on_success,
+        );
         let port = nonempty(raw.port).and_then(|s| match s.trim().parse::<u16>() {
             Ok(p) => Some(p),
             Err(_) => {
@@ -279,6 +290,7 @@ impl Validator {
             verify,
             restore_database_url,
             databases,
+            notify,
             port,
             retry_backoff: Duration::from_secs(retry_backoff),
             log_format,

@@ -1,0 +1,71 @@
+//! Notifications and the heartbeat: one message when a condition starts, one when it clears,
+//! delivered through a receiver's outage, with no secret in the service's output.
+
+use pgvigil_e2e::run::Service;
+use pgvigil_e2e::webhook::Receiver;
+use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
+use serde_json::Value;
+
+fn event(r: &pgvigil_e2e::webhook::Request) -> (String, String) {
+    let v: Value = serde_json::from_str(&r.body).unwrap_or_default();
+    (
+        v["event"].as_str().unwrap_or("").to_string(),
+        v["state"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn conditions_are_sent_once_when_they_start_and_once_when_they_clear() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 2000).await;
+    let s3 = S3Server::start().await;
+    let hooks = Receiver::start().await;
+    pg.stop();
+    let secret_path = "/hook/T0KEN-in-the-url-is-a-secret";
+    let mut vars = s3.vars("notify");
+    vars.push(("DATABASE_URL", pg.url("app")));
+    vars.push(("BACKUP_INTERVAL", "6".into()));
+    vars.push(("RETRY_BACKOFF_SECS", "1".into()));
+    vars.push(("NOTIFY_WEBHOOK_URL", hooks.url(secret_path)));
+    vars.push(("HEARTBEAT_URL", hooks.url("/beat")));
+    // The receiver is down for the first two attempts: the message still arrives.
+    hooks.refuse_next(2);
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    svc.wait_for("Backup failed", 3, 60).await;
+    let failed = hooks
+        .wait_for(1, 30, |r| event(r) == ("backup_failed".into(), "firing".into()))
+        .await;
+    let body: Value = serde_json::from_str(&failed[0].body).unwrap();
+    assert!(body["text"].as_str().unwrap().contains("cannot reach"), "{body}");
+    assert!(!failed[0].body.contains(pgvigil_e2e::pg::PASSWORD));
+
+    pg.restart();
+    svc.wait_for("Backup completed successfully", 1, 60).await;
+    hooks
+        .wait_for(1, 30, |r| event(r) == ("backup_failed".into(), "resolved".into()))
+        .await;
+    hooks.wait_for(1, 30, |r| r.method == "GET" && r.path == "/beat").await;
+
+    // A table loses 90% of its rows before the next backup (6 s later).
+    pg.exec("app", "DELETE FROM sales.orders WHERE id % 10 <> 0").await;
+    svc.wait_for("Table anomaly", 1, 60).await;
+    let anomaly = hooks
+        .wait_for(1, 30, |r| event(r) == ("table_anomaly".into(), "firing".into()))
+        .await;
+    assert!(
+        anomaly[0].body.contains("lost 90% of its rows") && anomaly[0].body.contains("pgvigil ack"),
+        "{}",
+        anomaly[0].body
+    );
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert!(out.matches("Backup failed").count() >= 3, "{out}");
+    let firing = hooks
+        .received()
+        .iter()
+        .filter(|r| event(r) == ("backup_failed".into(), "firing".into()))
+        .count();
+    assert_eq!(firing, 1, "one message per condition, however many failures");
+    assert!(!out.contains("T0KEN"), "the webhook URL is a secret:\n{out}");
+}
