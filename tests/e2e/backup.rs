@@ -284,13 +284,14 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     )
     .await;
 
+    let health = pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), "backup");
     let job = pgvigil_core::service::jobs::BackupJob {
         ctx: ctx.clone(),
+        health: health.clone(),
         notify: Default::default(),
     };
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
-    let health = pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600));
     let h2 = health.clone();
     let service = tokio::spawn(async move {
         let backoff = pgvigil_core::service::retry::Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(2));
@@ -436,8 +437,10 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
         &[("BACKUP_INTERVAL", "3600".into())],
     )
     .await;
+    let health = || pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), "backup");
     let job = pgvigil_core::service::jobs::BackupJob {
         ctx: ctx.clone(),
+        health: health(),
         notify: Default::default(),
     };
     use pgvigil_core::service::runner::Job;
@@ -450,10 +453,15 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
     // A restarted service (a new job over the same storage) waits for the rest of the interval.
     let restarted = pgvigil_core::service::jobs::BackupJob {
         ctx: ctx.clone(),
+        health: health(),
         notify: Default::default(),
     };
     let wait = restarted.due_in(&CancellationToken::new()).await.unwrap().as_secs();
     assert!((3590..=3600).contains(&wait), "{wait}");
+    // Its metrics know the newest backup from storage, before it has run at all.
+    let m = restarted.health.metrics();
+    assert!(m.contains("pgvigil_backups_stored{service=\"backup\"} 1"), "{m}");
+    assert!(m.contains("pgvigil_newest_backup_timestamp_seconds{service=\"backup\"} 1"), "{m}");
 }
 
 #[tokio::test]

@@ -48,8 +48,18 @@ async fn three_databases_one_broken_each_backed_up_and_verified() {
     let (code, body) = pgvigil_e2e::http::get(http, "/status").await.unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("database gone: ") && !body.contains("database app:"), "{body}");
-    let (_, metrics) = pgvigil_e2e::http::get(http, "/metrics").await.unwrap();
-    assert!(metrics.contains("database=\"billing\""), "{metrics}");
+    let metrics = pgvigil_e2e::scrape::Scrape::from(http).await;
+    assert_eq!(
+        metrics.value("pgvigil_runs", &[("database", "billing"), ("result", "success")]),
+        Some(1.0),
+        "{}",
+        metrics.text
+    );
+    assert!(
+        metrics.value("pgvigil_consecutive_failures", &[("database", "gone")]).unwrap() >= 3.0,
+        "{}",
+        metrics.text
+    );
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert!(out.contains("covering 3 databases"), "{out}");

@@ -8,6 +8,7 @@ mod cli;
 mod databases;
 mod docs;
 mod faults;
+mod metrics;
 mod notify;
 mod policy;
 mod restore;

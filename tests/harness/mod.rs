@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod run;
 pub mod s3;
 pub mod sample;
+pub mod scrape;
 pub mod webhook;
 
 pub use pg::PgServer;

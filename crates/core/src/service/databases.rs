@@ -117,7 +117,7 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
         return run_service::<S>(settings, once, cancel, Shared::default()).await;
     }
     let role = if S::NAME == "backup" { Role::Backup } else { Role::Verify };
-    let group = Health::new(S::interval(&settings) * 2 + Duration::from_secs(3600));
+    let group = Health::new(S::interval(&settings) * 2 + Duration::from_secs(3600), S::NAME);
     if !once {
         spawn_health(settings.port, group.clone(), S::NAME, &cancel);
     }

@@ -16,29 +16,37 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Counters and timestamps shared between the runner and the HTTP endpoint. A service that covers
-/// several databases has one part per database ([`Health::part`]); the endpoint then answers for
-/// all of them, naming the database in every reason and labelling every metric with it.
+use super::metrics::{self, Labels, Metrics};
+use crate::records::catalog::Catalog;
+use crate::records::history::VerificationRecord;
+use crate::records::manifest::Manifest;
+
+/// Verdict state and metrics shared between the runner and the HTTP endpoint. A service that
+/// covers several databases has one part per database ([`Health::part`]); the endpoint then
+/// answers for all of them, naming the database in every reason and labelling every metric with it.
 #[derive(Debug, Clone)]
 pub struct Health {
     /// Shared state.
     inner: Arc<Mutex<HealthState>>,
     /// Per-database parts, when there are several.
     parts: Arc<Mutex<Vec<(String, Health)>>>,
+    /// Every metric family (shared with the parts).
+    metrics: Arc<Metrics>,
+    /// This health's labels: `service`, and `database` for a part.
+    labels: Labels,
 }
 
 #[derive(Debug)]
 struct HealthState {
     started: DateTime<Utc>,
     last_success: Option<DateTime<Utc>>,
-    last_failure: Option<DateTime<Utc>>,
     consecutive_failures: u32,
-    successes: u64,
-    failures: u64,
     /// Unhealthy when the last success is older than this.
     stale_after: Duration,
     /// The verdict on the newest backup verified so far. A drill of an older backup never hides it.
     last_verification: Option<LastVerdict>,
+    /// The labels of the `pgvigil_postgres_info` series set last.
+    versions: Option<Labels>,
 }
 
 /// A verification's verdict, as health needs it.
@@ -48,34 +56,54 @@ struct LastVerdict {
     backup_time: DateTime<Utc>,
     /// Its key.
     key: String,
-    /// Why it failed (`None`: it passed).
-    failure: Option<String>,
-    /// When the verdict was reached.
-    at: DateTime<Utc>,
+    /// Whether it passed (the reasons, which may quote data, stay in the record).
+    passed: bool,
 }
 
 impl Health {
-    /// New state; `stale_after` is typically twice the interval plus slack.
-    pub fn new(stale_after: Duration) -> Self {
-        Self {
+    /// New state for `service` (`backup` or `verify`); `stale_after` is typically twice the
+    /// interval plus slack.
+    pub fn new(stale_after: Duration, service: &'static str) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let h = Self::with_metrics(stale_after, metrics, vec![("service", service.to_string())]);
+        h.metrics
+            .build
+            .get_or_create(&metrics::with(&h.labels, "version", env!("CARGO_PKG_VERSION")))
+            .set(1);
+        h
+    }
+
+    fn with_metrics(stale_after: Duration, metrics: Arc<Metrics>, labels: Labels) -> Self {
+        let h = Self {
             inner: Arc::new(Mutex::new(HealthState {
                 started: Utc::now(),
                 last_success: None,
-                last_failure: None,
                 consecutive_failures: 0,
-                successes: 0,
-                failures: 0,
                 stale_after,
                 last_verification: None,
+                versions: None,
             })),
             parts: Arc::default(),
+            metrics,
+            labels,
+        };
+        // Present from the start, so that rates and alerts have a series to work on.
+        for result in ["success", "failure"] {
+            drop(h.metrics.runs.get_or_create(&h.label("result", result)));
         }
+        h.metrics.consecutive_failures.get_or_create(&h.labels).set(0);
+        h
     }
 
     /// A part of this health for one database (its runs and verdicts are reported there).
     pub fn part(&self, database: &str) -> Health {
         let stale_after = self.with(|s| s.stale_after);
-        let part = Health::new(stale_after);
+        // The group itself never runs: its series would only mix label sets within a family.
+        for result in ["success", "failure"] {
+            self.metrics.runs.remove(&self.label("result", result));
+        }
+        self.metrics.consecutive_failures.remove(&self.labels);
+        let part = Health::with_metrics(stale_after, self.metrics.clone(), self.label("database", database));
         self.parts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -92,38 +120,129 @@ impl Health {
         f(&mut g)
     }
 
-    /// Records a successful run.
-    pub fn record_success(&self) {
+    fn label(&self, key: &'static str, value: &str) -> Labels {
+        metrics::with(&self.labels, key, value)
+    }
+
+    /// Records the configured interval between runs.
+    pub fn record_interval(&self, interval: Duration) {
+        let secs = i64::try_from(interval.as_secs()).unwrap_or(i64::MAX);
+        self.metrics.interval.get_or_create(&self.labels).set(secs);
+    }
+
+    /// Records a successful run that took `took`.
+    pub fn record_success(&self, took: Duration) {
+        let now = Utc::now();
         self.with(|s| {
-            s.last_success = Some(Utc::now());
+            s.last_success = Some(now);
             s.consecutive_failures = 0;
-            s.successes += 1;
         });
+        let m = &self.metrics;
+        m.runs.get_or_create(&self.label("result", "success")).inc();
+        m.consecutive_failures.get_or_create(&self.labels).set(0);
+        m.last_success.get_or_create(&self.labels).set(now.timestamp());
+        m.last_duration.get_or_create(&self.labels).set(took.as_secs_f64());
     }
 
-    /// Records a failed run.
-    pub fn record_failure(&self) {
-        self.with(|s| {
-            s.last_failure = Some(Utc::now());
+    /// Records a failed run (`cause`: a short word such as `database` or `storage`) that took
+    /// `took` (`None`: it never started, e.g. the schedule could not be read).
+    pub fn record_failure(&self, cause: &str, took: Option<Duration>) {
+        let now = Utc::now();
+        let in_a_row = self.with(|s| {
             s.consecutive_failures += 1;
-            s.failures += 1;
+            s.consecutive_failures
         });
+        let m = &self.metrics;
+        m.runs.get_or_create(&self.label("result", "failure")).inc();
+        m.failures.get_or_create(&self.label("cause", cause)).inc();
+        m.consecutive_failures.get_or_create(&self.labels).set(i64::from(in_a_row));
+        m.last_failure.get_or_create(&self.labels).set(now.timestamp());
+        if let Some(took) = took {
+            m.last_duration.get_or_create(&self.labels).set(took.as_secs_f64());
+        }
     }
 
-    /// Records a verification's verdict on the backup taken at `backup_time` (`failure`: why it
-    /// failed). Only the newest backup's verdict counts: a drill of an older one that passes does
-    /// not turn a failed newest backup green.
-    pub fn record_verification(&self, backup_time: DateTime<Utc>, key: &str, failure: Option<String>) {
-        self.with(|s| {
-            if s.last_verification.as_ref().is_none_or(|v| backup_time >= v.backup_time) {
+    /// Records a backup this process took: its sizes, its upload, its anomalies and versions.
+    pub fn record_backup(&self, manifest: &Manifest, size_anomaly: bool, table_anomaly: bool) {
+        let m = &self.metrics;
+        let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        m.backup_size
+            .get_or_create(&self.label("format", "compressed"))
+            .set(to_i64(manifest.size));
+        m.backup_size
+            .get_or_create(&self.label("format", "sql"))
+            .set(to_i64(manifest.uncompressed_size));
+        m.uploaded.get_or_create(&self.labels).inc_by(manifest.size);
+        for (kind, raised) in [("size", size_anomaly), ("table", table_anomaly)] {
+            let c = m.anomalies.get_or_create(&self.label("kind", kind));
+            if raised {
+                c.inc();
+            }
+        }
+        self.record_versions(&manifest.server_version, &manifest.pg_dump_version);
+    }
+
+    fn record_versions(&self, server: &str, pg_dump: &str) {
+        if server.is_empty() {
+            return;
+        }
+        let labels = metrics::with(&self.label("server_version", server), "pg_dump_version", pg_dump);
+        // One series: the versions last seen.
+        let before = self.with(|s| s.versions.replace(labels.clone()));
+        if let Some(before) = before.filter(|b| *b != labels) {
+            self.metrics.postgres.remove(&before);
+        }
+        self.metrics.postgres.get_or_create(&labels).set(1);
+    }
+
+    /// Records what storage holds now: the newest backup, how many and how big, and how far
+    /// verification trails the newest backup.
+    pub fn record_catalog(&self, cat: &Catalog) {
+        let m = &self.metrics;
+        let complete: Vec<_> = cat.backups.iter().filter(|b| b.complete).collect();
+        m.backups_stored
+            .get_or_create(&self.labels)
+            .set(i64::try_from(complete.len()).unwrap_or(i64::MAX));
+        let bytes: u64 = complete.iter().map(|b| b.size).sum();
+        m.storage_used
+            .get_or_create(&self.labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let Some(newest) = cat.newest_complete() else { return };
+        m.newest_backup.get_or_create(&self.labels).set(newest.id.0.timestamp());
+        let verified = cat.verifications.iter().filter(|v| v.passed.is_some()).map(|v| v.backup).max();
+        if let Some(verified) = verified {
+            let lag = (newest.id.0 - verified.0).num_seconds().max(0);
+            m.verification_lag.get_or_create(&self.labels).set(lag);
+        }
+    }
+
+    /// Records a verification's verdict on the backup taken at `backup_time`. Only the newest
+    /// backup's verdict counts: a drill of an older one that passes does not turn a failed newest
+    /// backup green.
+    pub fn record_verification(&self, backup_time: DateTime<Utc>, rec: &VerificationRecord) {
+        let newest = self.with(|s| {
+            let newest = s.last_verification.as_ref().is_none_or(|v| backup_time >= v.backup_time);
+            if newest {
                 s.last_verification = Some(LastVerdict {
                     backup_time,
-                    key: key.to_string(),
-                    failure,
-                    at: Utc::now(),
+                    key: rec.key.clone(),
+                    passed: rec.passed,
                 });
             }
+            newest
         });
+        let m = &self.metrics;
+        m.rto.get_or_create(&self.labels).set(rec.restore_secs);
+        if let Some(rpo) = rec.rpo_secs {
+            m.rpo.get_or_create(&self.labels).set(rpo);
+        }
+        let v = &rec.evidence.versions;
+        self.record_versions(&v.source_server, &v.pg_dump);
+        if newest {
+            m.verification_passed.get_or_create(&self.labels).set(i64::from(rec.passed));
+            m.verification_at.get_or_create(&self.labels).set(rec.verified_at.timestamp());
+            m.verified_backup.get_or_create(&self.labels).set(backup_time.timestamp());
+        }
     }
 
     /// Healthy unless 3+ runs in a row failed, the last success is too old, or the newest
@@ -151,8 +270,7 @@ impl Health {
             if age > s.stale_after {
                 reasons.push(format!("no successful run for {}s", age.as_secs()));
             }
-            if let Some(LastVerdict { key, failure: Some(_), .. }) = &s.last_verification {
-                // The reasons themselves (which may quote data) stay in the record.
+            if let Some(LastVerdict { key, passed: false, .. }) = &s.last_verification {
                 reasons.push(format!(
                     "the newest backup failed verification ({key}); `pgvigil status` and its verification record say why"
                 ));
@@ -161,89 +279,11 @@ impl Health {
         })
     }
 
-    /// Prometheus text exposition (each metric family once, a sample per database when there
-    /// are several).
-    pub fn metrics(&self, service: &str) -> String {
-        let parts = self.parts();
-        let samples: Vec<(String, Vec<Sample>)> = if parts.is_empty() {
-            vec![(format!("service=\"{service}\""), self.samples())]
-        } else {
-            parts
-                .iter()
-                .map(|(db, h)| (format!("service=\"{service}\",database=\"{}\"", escape(db)), h.samples()))
-                .collect()
-        };
-        let mut families: Vec<(&'static str, &'static str)> = Vec::new();
-        for (_, list) in &samples {
-            for s in list {
-                if !families.iter().any(|f| f.0 == s.name) {
-                    families.push((s.name, s.kind));
-                }
-            }
-        }
-        let mut out = String::new();
-        for (name, kind) in families {
-            out.push_str(&format!("# TYPE {name} {kind}\n"));
-            for (labels, list) in &samples {
-                for s in list.iter().filter(|s| s.name == name) {
-                    let extra = s.label.map(|(k, v)| format!(",{k}=\"{v}\"")).unwrap_or_default();
-                    out.push_str(&format!("{name}{{{labels}{extra}}} {}\n", s.value));
-                }
-            }
-        }
-        out
+    /// The metrics as OpenMetrics text (each family once, a series per database when there are
+    /// several).
+    pub fn metrics(&self) -> String {
+        self.metrics.encode()
     }
-
-    fn samples(&self) -> Vec<Sample> {
-        self.with(|s| {
-            let ts = |t: Option<DateTime<Utc>>| t.map_or(0, |t| t.timestamp());
-            let mut v = vec![
-                Sample::new("pgvigil_runs_total", "counter", s.successes as i64).with_label(("result", "success")),
-                Sample::new("pgvigil_runs_total", "counter", s.failures as i64).with_label(("result", "failure")),
-                Sample::new("pgvigil_consecutive_failures", "gauge", i64::from(s.consecutive_failures)),
-                Sample::new("pgvigil_last_success_timestamp_seconds", "gauge", ts(s.last_success)),
-                Sample::new("pgvigil_last_failure_timestamp_seconds", "gauge", ts(s.last_failure)),
-            ];
-            if let Some(LastVerdict { failure, at, .. }) = &s.last_verification {
-                v.push(Sample::new(
-                    "pgvigil_last_verification_passed",
-                    "gauge",
-                    i64::from(failure.is_none()),
-                ));
-                v.push(Sample::new("pgvigil_last_verification_timestamp_seconds", "gauge", at.timestamp()));
-            }
-            v
-        })
-    }
-}
-
-/// One metric sample.
-struct Sample {
-    name: &'static str,
-    kind: &'static str,
-    value: i64,
-    label: Option<(&'static str, &'static str)>,
-}
-
-impl Sample {
-    fn new(name: &'static str, kind: &'static str, value: i64) -> Self {
-        Self {
-            name,
-            kind,
-            value,
-            label: None,
-        }
-    }
-
-    fn with_label(mut self, label: (&'static str, &'static str)) -> Self {
-        self.label = Some(label);
-        self
-    }
-}
-
-/// A label value as Prometheus' text format needs it.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Serves `/healthz` and `/metrics` on `port` until `cancel` fires.
@@ -274,7 +314,12 @@ pub async fn serve(port: u16, health: Health, service: &'static str, cancel: Can
         )
         .route(
             "/metrics",
-            get(|State(h): State<(Health, &'static str)>| async move { h.0.metrics(h.1) }),
+            get(|State(h): State<(Health, &'static str)>| async move {
+                (
+                    [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    h.0.metrics(),
+                )
+            }),
         )
         .with_state((health, service));
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
@@ -284,43 +329,86 @@ pub async fn serve(port: u16, health: Health, service: &'static str, cancel: Can
         .await
 }
 
+/// `--healthcheck`: liveness of the service listening on `PORT` on this machine.
+pub async fn probe() -> std::process::ExitCode {
+    let Some(port) = std::env::var("PORT").ok().and_then(|p| p.trim().parse::<u16>().ok()) else {
+        eprintln!("PORT is not set: the health endpoint is off");
+        return std::process::ExitCode::FAILURE;
+    };
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
+    let alive = match client {
+        Ok(c) => c
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        Err(_) => false,
+    };
+    if alive {
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!("no answer from http://127.0.0.1:{port}/healthz");
+        std::process::ExitCode::FAILURE
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::history::Evidence;
+
+    fn verdict(key: &str, passed: bool) -> VerificationRecord {
+        VerificationRecord {
+            key: key.into(),
+            verified_at: Utc::now(),
+            passed,
+            reasons: if passed { vec![] } else { vec!["SHA-256 differs".into()] },
+            restore_secs: 2.5,
+            checks_secs: 1.0,
+            total_secs: 3.5,
+            restored_bytes: None,
+            tables_checked: 1,
+            object_bytes: None,
+            backup_time: None,
+            rpo_secs: Some(60),
+            evidence: Evidence::default(),
+        }
+    }
 
     #[test]
     fn a_passing_drill_of_an_older_backup_does_not_hide_a_failed_newest_one() {
-        let h = Health::new(Duration::from_secs(3600));
+        let h = Health::new(Duration::from_secs(3600), "verify");
         let newest = Utc::now();
         let older = newest - chrono::Duration::hours(6);
-        h.record_verification(newest, "p/new", Some("SHA-256 differs".into()));
-        h.record_verification(older, "p/old", None);
+        h.record_verification(newest, &verdict("p/new", false));
+        h.record_verification(older, &verdict("p/old", true));
         let (ok, reasons) = h.verdict();
         assert!(!ok && reasons[0].contains("p/new"), "{reasons:?}");
         assert!(!reasons[0].contains("SHA-256"), "reasons stay in the record");
-        assert!(h
-            .metrics("verify")
-            .contains("pgvigil_last_verification_passed{service=\"verify\"} 0"));
+        let m = h.metrics();
+        assert!(m.contains("pgvigil_last_verification_passed{service=\"verify\"} 0"), "{m}");
+        assert!(m.contains("pgvigil_last_verification_rto_seconds{service=\"verify\"} 2.5"), "{m}");
         // A newer backup that passes clears it.
-        h.record_verification(newest + chrono::Duration::hours(1), "p/newer", None);
+        h.record_verification(newest + chrono::Duration::hours(1), &verdict("p/newer", true));
         assert!(h.verdict().0);
+        assert!(h.metrics().contains("pgvigil_last_verification_passed{service=\"verify\"} 1"));
     }
 
     #[test]
     fn one_failing_database_is_not_hidden_by_the_others() {
-        let group = Health::new(Duration::from_secs(3600));
+        let group = Health::new(Duration::from_secs(3600), "backup");
         let (a, b) = (group.part("app"), group.part("bill\"ing"));
         for _ in 0..3 {
-            b.record_failure();
-            a.record_success();
+            b.record_failure("database", Some(Duration::from_secs(1)));
+            a.record_success(Duration::from_secs(2));
         }
         let (ok, reasons) = group.verdict();
         assert!(
             !ok && reasons.len() == 1 && reasons[0].starts_with("database bill\"ing: 3 consecutive"),
             "{reasons:?}"
         );
-        let m = group.metrics("backup");
-        assert_eq!(m.matches("# TYPE pgvigil_runs_total counter").count(), 1, "{m}");
+        let m = group.metrics();
+        assert_eq!(m.matches("# TYPE pgvigil_runs counter").count(), 1, "{m}");
         assert!(
             m.contains("pgvigil_consecutive_failures{service=\"backup\",database=\"bill\\\"ing\"} 3"),
             "{m}"
@@ -329,5 +417,10 @@ mod tests {
             m.contains("pgvigil_runs_total{service=\"backup\",database=\"app\",result=\"success\"} 3"),
             "{m}"
         );
+        assert!(
+            m.contains("pgvigil_failures_total{service=\"backup\",database=\"bill\\\"ing\",cause=\"database\"} 3"),
+            "{m}"
+        );
+        assert!(m.ends_with("# EOF\n"), "{m}");
     }
 }

@@ -20,6 +20,7 @@ async fn catalog(storage: &DynStorage, layout: &Layout, cancel: &CancellationTok
     Catalog::load(storage.as_ref(), layout, cancel).await.map_err(|e| RunFailure {
         message: e.to_string(),
         retryable: e.is_retryable(),
+        cause: "storage",
     })
 }
 
@@ -28,6 +29,8 @@ async fn catalog(storage: &DynStorage, layout: &Layout, cancel: &CancellationTok
 pub struct BackupJob {
     /// What to back up and where.
     pub ctx: BackupContext,
+    /// Where runs and what storage holds are reported for `/status` and `/metrics`.
+    pub health: Health,
     /// Where conditions are reported.
     pub notify: Notifier,
 }
@@ -58,6 +61,7 @@ impl Job for BackupJob {
 
     async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
         let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
+        self.health.record_catalog(&cat);
         let newest = cat.newest_complete().map(|b| b.id.0);
         stale(&self.notify, "backup", newest, self.ctx.cfg.interval);
         Ok(due_in(newest, self.ctx.cfg.interval, Utc::now()))
@@ -68,6 +72,8 @@ impl Job for BackupJob {
         match backup::run_and_log(&self.ctx, cancel).await {
             Ok(out) => {
                 let key = &out.manifest.key;
+                self.health
+                    .record_backup(&out.manifest, out.anomaly.is_some(), out.table_anomalies.is_some());
                 n.clear(Condition::BackupFailing);
                 n.clear(Condition::Stale);
                 match &out.anomaly {
@@ -96,6 +102,7 @@ impl Job for BackupJob {
                 Err(RunFailure {
                     message: e.to_string(),
                     retryable: e.is_retryable(),
+                    cause: e.cause(),
                 })
             }
         }
@@ -126,6 +133,7 @@ impl Job for VerifyJob {
 
     async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
         let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
+        self.health.record_catalog(&cat);
         let newest_verification = cat.verifications.last().map(|v| v.at.0);
         let newest_backup = cat.newest_complete().map(|b| b.id);
         stale(&self.notify, "verification", newest_verification, self.ctx.cfg.interval);
@@ -143,8 +151,7 @@ impl Job for VerifyJob {
         let (verdicts, stopped) = verify::run_planned(&self.ctx, cancel).await;
         for (id, rec) in &verdicts {
             // A failed verification is a result, recorded and reported; the schedule goes on.
-            self.health
-                .record_verification(id.0, &rec.key, (!rec.passed).then(|| rec.reasons.join("; ")));
+            self.health.record_verification(id.0, rec);
         }
         let n = &self.notify;
         // The newest backup's verdict decides; the reasons (which may quote data) stay in the record.
@@ -181,6 +188,7 @@ impl Job for VerifyJob {
         }
         stopped.map_or(Ok(()), Err).map_err(|e| RunFailure {
             retryable: e.is_retryable(),
+            cause: e.cause(),
             message: match e {
                 VerifyError::NothingToVerify => "no backup yet".into(),
                 other => other.to_string(),

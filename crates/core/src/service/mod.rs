@@ -7,6 +7,7 @@
 mod databases;
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod notify;
 pub mod retry;
 pub mod runner;

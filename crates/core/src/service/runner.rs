@@ -16,6 +16,8 @@ pub struct RunFailure {
     pub message: String,
     /// False when the cause is not expected to go away by itself (logged louder).
     pub retryable: bool,
+    /// One word for `pgvigil_failures_total{cause}`: `database`, `storage`, `dump`, …
+    pub cause: &'static str,
 }
 
 /// A job the runner drives.
@@ -48,7 +50,7 @@ pub async fn run_forever(job: &dyn Job, mut backoff: Backoff, health: &Health, c
             Ok(d) => d,
             Err(f) => {
                 let delay = backoff.next_delay();
-                health.record_failure();
+                health.record_failure(f.cause, None);
                 warn!(error = %f.message, "Could not determine when the next {noun} is due; retrying in {}s", delay.as_secs());
                 if !sleep_or_cancel(delay, cancel).await {
                     break;
@@ -61,6 +63,7 @@ pub async fn run_forever(job: &dyn Job, mut backoff: Backoff, health: &Health, c
             break;
         }
         let run_cancel = cancel.child_token();
+        let started = std::time::Instant::now();
         let run = job.run(&run_cancel);
         tokio::pin!(run);
         let result = tokio::select! {
@@ -69,7 +72,7 @@ pub async fn run_forever(job: &dyn Job, mut backoff: Backoff, health: &Health, c
                 // Give the run a bounded time to abort uploads and drop scratch databases.
                 match tokio::time::timeout(SHUTDOWN_DEADLINE, &mut run).await {
                     Ok(r) => r,
-                    Err(_) => Err(RunFailure { message: "did not stop within the shutdown deadline".into(), retryable: false }),
+                    Err(_) => Err(RunFailure { message: "did not stop within the shutdown deadline".into(), retryable: false, cause: "shutdown" }),
                 }
             }
         };
@@ -79,10 +82,10 @@ pub async fn run_forever(job: &dyn Job, mut backoff: Backoff, health: &Health, c
         match result {
             Ok(()) => {
                 backoff.reset();
-                health.record_success();
+                health.record_success(started.elapsed());
             }
             Err(f) => {
-                health.record_failure();
+                health.record_failure(f.cause, Some(started.elapsed()));
                 let delay = backoff.next_delay();
                 if f.retryable {
                     info!(
@@ -151,7 +154,7 @@ mod tests {
             failed: AtomicU32::new(0),
         });
         let cancel = CancellationToken::new();
-        let health = Health::new(Duration::from_secs(7200));
+        let health = Health::new(Duration::from_secs(7200), "test");
         let start = Instant::now();
         let c2 = cancel.clone();
         let f2 = failing.clone();
@@ -191,6 +194,7 @@ mod tests {
                 return Err(RunFailure {
                     message: "down".into(),
                     retryable: true,
+                    cause: "test",
                 });
             }
             self.inner.run(c).await
@@ -205,7 +209,7 @@ mod tests {
             interval: Duration::from_secs(86_400),
         };
         let cancel = CancellationToken::new();
-        let health = Health::new(Duration::from_secs(1));
+        let health = Health::new(Duration::from_secs(1), "test");
         let c2 = cancel.clone();
         let start = Instant::now();
         tokio::spawn(async move {

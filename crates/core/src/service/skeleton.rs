@@ -183,8 +183,12 @@ impl Service for BackupService {
         (self.0.storage.clone(), self.0.layout.clone(), policy::ServicePolicy::Backup(rec))
     }
 
-    fn job(self, _health: &Health, notify: Notifier) -> BackupJob {
-        BackupJob { ctx: self.0, notify }
+    fn job(self, health: &Health, notify: Notifier) -> BackupJob {
+        BackupJob {
+            ctx: self.0,
+            health: health.clone(),
+            notify,
+        }
     }
 
     fn interval(settings: &Settings) -> Duration {
@@ -243,7 +247,7 @@ impl Service for VerifyService {
 
     async fn seed_health(&self, health: &Health) {
         match verify::newest_verification(&self.0, &CancellationToken::new()).await {
-            Ok(Some((id, rec))) => health.record_verification(id.0, &rec.key, (!rec.passed).then(|| rec.reasons.join("; "))),
+            Ok(Some((id, rec))) => health.record_verification(id.0, &rec),
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "could not read the newest verification record"),
         }
@@ -299,7 +303,7 @@ pub(super) async fn run_service<S: Service>(
     let health = match &shared.health {
         Some(h) => h.clone(),
         None => {
-            let health = Health::new(interval * 2 + Duration::from_secs(3600));
+            let health = Health::new(interval * 2 + Duration::from_secs(3600), S::NAME);
             if !once {
                 // Liveness answers from the start: a service waiting for its storage or database
                 // is alive.
@@ -308,6 +312,7 @@ pub(super) async fn run_service<S: Service>(
             health
         }
     };
+    health.record_interval(interval);
     let storage = if once {
         open_storage(&settings, &cancel).await.map_err(StartupError::Storage)?
     } else {
@@ -363,6 +368,10 @@ struct ServiceArgs {
     /// Run once and exit: status 0 on success, 1 with the cause otherwise (2 for bad configuration).
     #[arg(long)]
     once: bool,
+    /// Ask the service running in this container (on PORT) whether it is alive, for Docker's
+    /// HEALTHCHECK: status 0 when /healthz answers, 1 otherwise.
+    #[arg(long, conflicts_with = "once")]
+    healthcheck: bool,
 }
 
 /// The whole `main` of a service binary: arguments (`--once`, `--help`, `--version`), allocator
@@ -380,6 +389,7 @@ pub fn main(role: Role, name: &'static str, about: &'static str) -> std::process
         Err(e) => e.exit(),
     };
     match tokio::runtime::Runtime::new() {
+        Ok(rt) if args.healthcheck => rt.block_on(super::health::probe()),
         Ok(rt) => rt.block_on(service_main(role, args.once)),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

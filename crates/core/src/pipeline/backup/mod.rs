@@ -103,6 +103,19 @@ impl From<StorageError> for BackupError {
 }
 
 impl BackupError {
+    /// One word for the failure metrics: `database`, `storage`, `dump`, `busy`, `lease_lost` or
+    /// `shutdown`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            BackupError::Pg(_) => "database",
+            BackupError::Storage(_) => "storage",
+            BackupError::Incomplete(_) => "dump",
+            BackupError::Busy(_) => "busy",
+            BackupError::LeaseLost => "lease_lost",
+            BackupError::Cancelled => "shutdown",
+        }
+    }
+
     /// Whether retrying soon may help.
     pub fn is_retryable(&self) -> bool {
         match self {

@@ -158,6 +158,24 @@ impl VerifyError {
             VerifyError::Cancelled | VerifyError::NothingToVerify | VerifyError::Vanished(_) => true,
         }
     }
+
+    /// One word for the failure metrics: where the environment failed, or `no_backup`,
+    /// `vanished`, `shutdown`. (A failed verdict is not a failed run: it is a result.)
+    pub fn cause(&self) -> &'static str {
+        match self {
+            VerifyError::CouldNotRun(c) => match c {
+                CouldNotRun::Storage(_) => "storage",
+                CouldNotRun::Pg(_) | CouldNotRun::Check { .. } => "database",
+                CouldNotRun::Restore(_) => "restore",
+                CouldNotRun::Scratch { .. } | CouldNotRun::ScratchInUse(_) => "scratch",
+                CouldNotRun::VerifyServerTooOld { .. } => "version",
+                CouldNotRun::QueriesFile { .. } => "queries_file",
+            },
+            VerifyError::Cancelled => "shutdown",
+            VerifyError::NothingToVerify => "no_backup",
+            VerifyError::Vanished(_) => "vanished",
+        }
+    }
 }
 
 impl From<StorageError> for VerifyError {

@@ -1,0 +1,151 @@
+//! Metrics scraped from running services and parsed as OpenMetrics; the sample alerting rules
+//! only name metrics the services expose; Docker's HEALTHCHECK command tells alive from dead.
+
+use pgvigil_e2e::run::{run, text, Service};
+use pgvigil_e2e::scrape::Scrape;
+use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Every `pgvigil_…` metric name the sample alerting rules' expressions use.
+fn names_in_rules() -> Vec<String> {
+    let rules = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/prometheus-alerts.yml")).unwrap();
+    // `expr:` lines and the lines indented under them.
+    let mut exprs = String::new();
+    let mut expr_indent = None;
+    for line in rules.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if line.trim_start().starts_with("expr:") {
+            expr_indent = Some(indent);
+        } else if expr_indent.is_none_or(|i| indent <= i || line.trim().is_empty()) {
+            expr_indent = None;
+            continue;
+        }
+        exprs.push_str(line);
+        exprs.push('\n');
+    }
+    let mut names: Vec<String> = exprs
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("pgvigil_"))
+        .map(String::from)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Whether `name` (a sample name such as `pgvigil_anomalies_total`) is in the scrape.
+fn exposed(scrape: &Scrape, name: &str) -> bool {
+    let family = name.strip_suffix("_total").unwrap_or(name);
+    scrape.families().iter().any(|f| f == family || f == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_parsed_and_cover_the_alerting_rules() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 5000).await;
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("metrics");
+    vars.push(("DATABASE_URL", pg.url("app")));
+    vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    vars.push(("BACKUP_INTERVAL", "3600".into()));
+    vars.push(("VERIFY_INTERVAL", "3600".into()));
+    let version = env!("CARGO_PKG_VERSION");
+
+    // The backup service.
+    let http = free_port();
+    let mut backup_vars = vars.clone();
+    backup_vars.push(("PORT", http.to_string()));
+    let mut svc = Service::start("pgvigil-backup", &[], &backup_vars);
+    svc.wait_for("Backup completed successfully", 1, 90).await;
+    svc.wait_for("Next backup in", 2, 30).await;
+    let b = Scrape::from(http).await;
+    let svc_label = [("service", "backup")];
+    assert_eq!(b.value("pgvigil_runs", &[("result", "success")]), Some(1.0), "{}", b.text);
+    assert_eq!(b.value("pgvigil_runs", &[("result", "failure")]), Some(0.0), "{}", b.text);
+    assert_eq!(b.value("pgvigil_consecutive_failures", &svc_label), Some(0.0));
+    let compressed = b.value("pgvigil_last_backup_size_bytes", &[("format", "compressed")]).unwrap();
+    let sql = b.value("pgvigil_last_backup_size_bytes", &[("format", "sql")]).unwrap();
+    assert!(compressed > 0.0 && sql > compressed, "{}", b.text);
+    assert_eq!(b.value("pgvigil_uploaded_bytes", &svc_label), Some(compressed));
+    assert_eq!(b.value("pgvigil_storage_used_bytes", &svc_label), Some(compressed));
+    assert_eq!(b.value("pgvigil_backups_stored", &svc_label), Some(1.0));
+    assert_eq!(b.value("pgvigil_interval_seconds", &svc_label), Some(3600.0));
+    assert_eq!(b.value("pgvigil_anomalies", &[("kind", "table")]), Some(0.0));
+    let now = chrono::Utc::now().timestamp() as f64;
+    let newest = b.value("pgvigil_newest_backup_timestamp_seconds", &svc_label).unwrap();
+    assert!((now - newest).abs() < 120.0, "{newest} vs {now}");
+    assert!(b.value("pgvigil_last_run_duration_seconds", &svc_label).unwrap() > 0.0);
+    assert_eq!(b.value("pgvigil_build_info", &[("version", version)]), Some(1.0), "{}", b.text);
+    let pgv = b.values("pgvigil_postgres_info", &[]);
+    assert!(
+        pgv.len() == 1 && pgv[0].0.iter().any(|(k, v)| k == "server_version" && v.starts_with("15")),
+        "{pgv:?}"
+    );
+
+    // Docker's HEALTHCHECK: alive while the service answers.
+    let health_vars = [("PORT", http.to_string())];
+    let o = run("pgvigil-backup", &["--healthcheck"], &health_vars).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    let o = run("pgvigil-backup", &["--healthcheck"], &health_vars).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no answer"), "{}", text(&o));
+
+    // The verify service.
+    let http = free_port();
+    let mut verify_vars = vars.clone();
+    verify_vars.push(("PORT", http.to_string()));
+    let mut svc = Service::start("pgvigil-verify", &[], &verify_vars);
+    svc.wait_for("Verification finished in", 1, 120).await;
+    svc.wait_for("Next verification in", 2, 30).await;
+    let v = Scrape::from(http).await;
+    let svc_label = [("service", "verify")];
+    assert_eq!(v.value("pgvigil_last_verification_passed", &svc_label), Some(1.0), "{}", v.text);
+    assert_eq!(v.value("pgvigil_verification_lag_seconds", &svc_label), Some(0.0), "{}", v.text);
+    assert_eq!(v.value("pgvigil_last_verified_backup_timestamp_seconds", &svc_label), Some(newest));
+    assert!(v.value("pgvigil_last_verification_rto_seconds", &svc_label).unwrap() > 0.0);
+    assert!(v.value("pgvigil_last_verification_rpo_seconds", &svc_label).unwrap() >= 0.0);
+    let at = v.value("pgvigil_last_verification_timestamp_seconds", &svc_label).unwrap();
+    assert!(at >= newest, "{}", v.text);
+    assert_eq!(v.value("pgvigil_runs", &[("result", "success")]), Some(1.0), "{}", v.text);
+    let o = run("pgvigil-verify", &["--healthcheck"], &[("PORT", http.to_string())]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+
+    // A restarted verify service knows the verdict before it runs again.
+    let mut svc = Service::start("pgvigil-verify", &[], &verify_vars);
+    svc.wait_for("Next verification in", 1, 60).await;
+    let restarted = Scrape::from(http).await;
+    assert_eq!(
+        restarted.value("pgvigil_last_verification_passed", &svc_label),
+        Some(1.0),
+        "{}",
+        restarted.text
+    );
+    assert_eq!(restarted.value("pgvigil_last_verification_timestamp_seconds", &svc_label), Some(at));
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+
+    // Every metric the sample rules alert on is one the services expose.
+    let rules = names_in_rules();
+    assert!(rules.len() >= 5, "{rules:?}");
+    for name in &rules {
+        assert!(
+            exposed(&b, name) || exposed(&v, name),
+            "docs/prometheus-alerts.yml uses {name}, which neither service exposes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_healthcheck_needs_a_port() {
+    let o = run("pgvigil-verify", &["--healthcheck"], &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("PORT is not set"), "{}", text(&o));
+}
