@@ -15,6 +15,13 @@ pub fn due_in(newest: Option<DateTime<Utc>>, interval: Duration, now: DateTime<U
     }
 }
 
+/// How old the newest success is when that is more than twice the interval (a stale backup or
+/// verification); `None` while it is fresh, or when there is none yet (failures say so then).
+pub fn stale_age(newest: Option<DateTime<Utc>>, interval: Duration, now: DateTime<Utc>) -> Option<Duration> {
+    let age = (now - newest?).to_std().unwrap_or_default();
+    (age > interval * 2).then_some(age)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +40,25 @@ mod tests {
         ];
         for (newest, want) in cases {
             assert_eq!(due_in(newest, h, now).as_secs(), want, "{newest:?}");
+        }
+    }
+
+    #[test]
+    fn stale_means_older_than_twice_the_interval() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let h = Duration::from_secs(3600);
+        let cases = [
+            (None, None),
+            (Some(now), None),
+            (Some(now - chrono::Duration::minutes(119)), None),
+            (Some(now - chrono::Duration::minutes(120)), None),
+            (Some(now - chrono::Duration::minutes(121)), Some(121 * 60)),
+            (Some(now - chrono::Duration::days(4)), Some(4 * 86_400)),
+            // A clock that went backwards is not staleness.
+            (Some(now + chrono::Duration::hours(3)), None),
+        ];
+        for (newest, want) in cases {
+            assert_eq!(stale_age(newest, h, now).map(|d| d.as_secs()), want, "{newest:?}");
         }
     }
 }

@@ -7,7 +7,7 @@ use super::runner::{Job, RunFailure};
 use crate::infra::storage::DynStorage;
 use crate::pipeline::backup::{self, BackupContext, BackupError};
 use crate::pipeline::verify::{self, VerifyContext, VerifyError};
-use crate::policy::schedule::due_in;
+use crate::policy::schedule::{due_in, stale_age};
 use crate::records::catalog::Catalog;
 use crate::records::keys::Layout;
 use async_trait::async_trait;
@@ -38,9 +38,7 @@ pub struct BackupJob {
 /// Warns (and notifies) while the newest success is older than twice the interval; the warning
 /// repeats every time the schedule is looked at, so at start and after every run.
 fn stale(notify: &Notifier, what: &str, newest: Option<chrono::DateTime<Utc>>, interval: Duration) {
-    let Some(newest) = newest else { return };
-    let age = (Utc::now() - newest).to_std().unwrap_or_default();
-    if age > interval * 2 {
+    if let Some(age) = stale_age(newest, interval, Utc::now()) {
         let text = format!(
             "the newest {what} is {} old, more than twice the interval ({}s)",
             crate::policy::status::human_secs(age.as_secs() as i64),

@@ -13,8 +13,10 @@ use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -60,6 +62,8 @@ enum Message {
 pub struct Notifier {
     tx: Option<mpsc::Sender<Message>>,
     on_success: bool,
+    /// The delivery task, for [`Notifier::finish`].
+    task: Option<Arc<Mutex<Option<JoinHandle<()>>>>>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -85,10 +89,25 @@ impl Notifier {
                 .build()
                 .unwrap_or_default(),
         };
-        tokio::spawn(delivery.run(rx, cancel.clone()));
+        let task = tokio::spawn(delivery.run(rx, cancel.clone()));
         Self {
             tx: Some(tx),
             on_success: cfg.on_success,
+            task: Some(Arc::new(Mutex::new(Some(task)))),
+        }
+    }
+
+    /// Lets the messages sent so far be delivered (retries included) for at most `limit`, for a
+    /// process about to exit. Needs every clone of this notifier gone.
+    pub async fn finish(mut self, limit: Duration) {
+        self.tx = None;
+        let task = self
+            .task
+            .and_then(|t| t.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        if let Some(task) = task {
+            if tokio::time::timeout(limit, task).await.is_err() {
+                warn!("notifications still undelivered after {}s were dropped", limit.as_secs());
+            }
         }
     }
 
