@@ -9,6 +9,7 @@ pub mod health;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
+mod once;
 pub mod retry;
 pub mod runner;
 pub mod skeleton;

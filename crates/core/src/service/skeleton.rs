@@ -4,7 +4,8 @@
 
 use super::databases::{run_all, Gated, Shared};
 use super::jobs::{BackupJob, VerifyJob};
-use super::notify::{Condition, Notifier};
+use super::notify::Notifier;
+pub(super) use super::once::run_service;
 use super::retry::{until_ok, Backoff};
 use super::{health::Health, runner};
 use crate::infra::config::{ConfigError, Role, Settings};
@@ -291,35 +292,13 @@ fn record_policy((storage, layout, p): (DynStorage, Layout, policy::ServicePolic
     );
 }
 
-/// Runs a service: once (exit status from the result) or forever. A single run (`--once`, e.g.
-/// from cron) reports to the webhooks and the heartbeat too, and waits a bounded time for them.
-pub(super) async fn run_service<S: Service>(
+/// Starts a service and runs it (see [`run_service`], which wraps it).
+pub(super) async fn start<S: Service>(
     settings: Settings,
     once: bool,
     cancel: CancellationToken,
     shared: Shared,
 ) -> Result<(), StartupError> {
-    if !once {
-        return start::<S>(settings, false, cancel, shared).await;
-    }
-    let notify = Notifier::start(&settings.notify, S::NAME, &settings.storage.prefix, &cancel);
-    let result = start::<S>(settings, true, cancel, shared).await;
-    match &result {
-        Ok(()) => notify.success(format!("{} run completed successfully (--once)", S::NAME)),
-        Err(StartupError::Backup(e)) => notify.raise(Condition::BackupFailing, format!("Backup failed: {e}")),
-        Err(StartupError::VerificationFailed(key)) => notify.raise(
-            Condition::VerificationFailed,
-            format!("Restore verification failed: {key}; `pgvigil status` and its verification record say why"),
-        ),
-        Err(StartupError::Config(_) | StartupError::Cancelled) => {}
-        Err(e) if S::NAME == "backup" => notify.raise(Condition::BackupFailing, format!("Backup failed: {e}")),
-        Err(e) => notify.raise(Condition::VerificationNotRunning, format!("Verification could not run: {e}")),
-    }
-    notify.finish(Duration::from_secs(30)).await;
-    result
-}
-
-async fn start<S: Service>(settings: Settings, once: bool, cancel: CancellationToken, shared: Shared) -> Result<(), StartupError> {
     S::announce(&settings, once);
     let interval = S::interval(&settings);
     let health = match &shared.health {
