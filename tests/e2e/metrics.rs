@@ -112,6 +112,14 @@ async fn metrics_are_scraped_parsed_and_cover_the_alerting_rules() {
     assert!(v.value("pgvigil_last_verification_rpo_seconds", &svc_label).unwrap() >= 0.0);
     let at = v.value("pgvigil_last_verification_timestamp_seconds", &svc_label).unwrap();
     assert!(at >= newest, "{}", v.text);
+    // The catalog is listed again after the run: the newest record in storage is this one.
+    assert_eq!(
+        v.value("pgvigil_newest_verification_timestamp_seconds", &svc_label),
+        Some(at),
+        "{}",
+        v.text
+    );
+    assert_eq!(v.value("pgvigil_failures", &[("cause", "restore")]), Some(0.0), "{}", v.text);
     assert_eq!(v.value("pgvigil_runs", &[("result", "success")]), Some(1.0), "{}", v.text);
     let o = run("pgvigil-verify", &["--healthcheck"], &[("PORT", http.to_string())]).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

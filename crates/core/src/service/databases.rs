@@ -27,6 +27,8 @@ pub(super) struct Shared {
     pub health: Option<Health>,
     /// One run at a time.
     pub gate: Option<Arc<Semaphore>>,
+    /// `--once`: where the run reports anomalies (its outcome is reported by the caller).
+    pub notify: Option<super::notify::Notifier>,
 }
 
 /// A job whose runs wait for their turn.
@@ -137,6 +139,7 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
         let shared = Shared {
             health: Some(group.part(db)),
             gate: gate.clone(),
+            notify: None,
         };
         let settings = databases::settings_for(&settings, db);
         let cancel = cancel.clone();

@@ -1,20 +1,9 @@
-//! Health state of a daemon and the tiny HTTP server for it:
-//!
-//! * `GET /healthz` — liveness: the process is up and serving. What Railway's deploy check,
-//!   Docker's `HEALTHCHECK` and Kubernetes' liveness probe should call: a bad backup or an outage
-//!   must not get the service restarted in a loop.
-//! * `GET /status` — backup health, for uptime monitors: 503 with the reasons while runs keep
-//!   failing, the last success is too old, or (verify service) the newest verification failed.
-//! * `GET /metrics` — Prometheus text.
+//! Health state of a daemon: what `/status` answers (healthy, or the reasons why not) and what
+//! `/metrics` shows, fed by the runner and the jobs. The HTTP server is [`super::http`].
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 use super::metrics::{self, Labels, Metrics};
 use crate::records::catalog::Catalog;
@@ -34,6 +23,8 @@ pub struct Health {
     metrics: Arc<Metrics>,
     /// This health's labels: `service`, and `database` for a part.
     labels: Labels,
+    /// `backup` or `verify`.
+    service: &'static str,
 }
 
 #[derive(Debug)]
@@ -41,6 +32,9 @@ struct HealthState {
     started: DateTime<Utc>,
     last_success: Option<DateTime<Utc>>,
     consecutive_failures: u32,
+    /// The newest success storage knows of (the newest backup, or the newest verification),
+    /// which survives restarts.
+    newest_stored: Option<DateTime<Utc>>,
     /// Unhealthy when the last success is older than this.
     stale_after: Duration,
     /// The verdict on the newest backup verified so far. A drill of an older backup never hides it.
@@ -65,7 +59,7 @@ impl Health {
     /// interval plus slack.
     pub fn new(stale_after: Duration, service: &'static str) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let h = Self::with_metrics(stale_after, metrics, vec![("service", service.to_string())]);
+        let h = Self::with_metrics(stale_after, metrics, vec![("service", service.to_string())], service);
         h.metrics
             .build
             .get_or_create(&metrics::with(&h.labels, "version", env!("CARGO_PKG_VERSION")))
@@ -73,12 +67,13 @@ impl Health {
         h
     }
 
-    fn with_metrics(stale_after: Duration, metrics: Arc<Metrics>, labels: Labels) -> Self {
+    fn with_metrics(stale_after: Duration, metrics: Arc<Metrics>, labels: Labels, service: &'static str) -> Self {
         let h = Self {
             inner: Arc::new(Mutex::new(HealthState {
                 started: Utc::now(),
                 last_success: None,
                 consecutive_failures: 0,
+                newest_stored: None,
                 stale_after,
                 last_verification: None,
                 versions: None,
@@ -86,24 +81,65 @@ impl Health {
             parts: Arc::default(),
             metrics,
             labels,
+            service,
         };
-        // Present from the start, so that rates and alerts have a series to work on.
-        for result in ["success", "failure"] {
-            drop(h.metrics.runs.get_or_create(&h.label("result", result)));
-        }
-        h.metrics.consecutive_failures.get_or_create(&h.labels).set(0);
+        h.zero_series(true);
         h
+    }
+
+    /// Creates (or removes) the counters every service has from the start, at zero, so that
+    /// `increase()` and `rate()` see the first event too.
+    fn zero_series(&self, create: bool) {
+        let m = &self.metrics;
+        let causes: &[&str] = if self.service == "backup" {
+            &["database", "storage", "dump", "busy", "lease_lost", "shutdown"]
+        } else {
+            &[
+                "database",
+                "storage",
+                "restore",
+                "scratch",
+                "version",
+                "queries_file",
+                "vanished",
+                "shutdown",
+            ]
+        };
+        let mut counters = vec![
+            (&m.runs, self.label("result", "success")),
+            (&m.runs, self.label("result", "failure")),
+        ];
+        counters.extend(causes.iter().map(|c| (&m.failures, self.label("cause", c))));
+        if self.service == "backup" {
+            counters.push((&m.anomalies, self.label("kind", "size")));
+            counters.push((&m.anomalies, self.label("kind", "table")));
+            counters.push((&m.uploaded, self.labels.clone()));
+        }
+        for (family, labels) in counters {
+            if create {
+                drop(family.get_or_create(&labels));
+            } else {
+                family.remove(&labels);
+            }
+        }
+        if create {
+            m.consecutive_failures.get_or_create(&self.labels).set(0);
+        } else {
+            m.consecutive_failures.remove(&self.labels);
+        }
+    }
+
+    /// The newest backup verified so far: its key and whether it passed.
+    pub fn newest_verdict(&self) -> Option<(String, bool)> {
+        self.with(|s| s.last_verification.as_ref().map(|v| (v.key.clone(), v.passed)))
     }
 
     /// A part of this health for one database (its runs and verdicts are reported there).
     pub fn part(&self, database: &str) -> Health {
         let stale_after = self.with(|s| s.stale_after);
         // The group itself never runs: its series would only mix label sets within a family.
-        for result in ["success", "failure"] {
-            self.metrics.runs.remove(&self.label("result", result));
-        }
-        self.metrics.consecutive_failures.remove(&self.labels);
-        let part = Health::with_metrics(stale_after, self.metrics.clone(), self.label("database", database));
+        self.zero_series(false);
+        let part = Health::with_metrics(stale_after, self.metrics.clone(), self.label("database", database), self.service);
         self.parts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -174,9 +210,8 @@ impl Health {
             .set(to_i64(manifest.uncompressed_size));
         m.uploaded.get_or_create(&self.labels).inc_by(manifest.size);
         for (kind, raised) in [("size", size_anomaly), ("table", table_anomaly)] {
-            let c = m.anomalies.get_or_create(&self.label("kind", kind));
             if raised {
-                c.inc();
+                m.anomalies.get_or_create(&self.label("kind", kind)).inc();
             }
         }
         self.record_versions(&manifest.server_version, &manifest.pg_dump_version);
@@ -207,6 +242,15 @@ impl Health {
         m.storage_used
             .get_or_create(&self.labels)
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        if let Some(v) = cat.verifications.last() {
+            m.newest_verification.get_or_create(&self.labels).set(v.at.0.timestamp());
+        }
+        let newest_success = if self.service == "verify" {
+            cat.verifications.last().map(|v| v.at.0)
+        } else {
+            cat.newest_complete().map(|b| b.id.0)
+        };
+        self.with(|s| s.newest_stored = newest_success);
         let Some(newest) = cat.newest_complete() else { return };
         m.newest_backup.get_or_create(&self.labels).set(newest.id.0.timestamp());
         let verified = cat.verifications.iter().filter(|v| v.passed.is_some()).map(|v| v.backup).max();
@@ -261,7 +305,9 @@ impl Health {
 
     fn own_verdict(&self) -> (bool, Vec<String>) {
         self.with(|s| {
-            let reference = s.last_success.unwrap_or(s.started);
+            // After a restart, storage knows when the last success was; before the first
+            // listing, the start is the reference.
+            let reference = s.last_success.max(s.newest_stored).unwrap_or(s.started);
             let age = (Utc::now() - reference).to_std().unwrap_or_default();
             let mut reasons = Vec::new();
             if s.consecutive_failures >= 3 {
@@ -283,72 +329,6 @@ impl Health {
     /// several).
     pub fn metrics(&self) -> String {
         self.metrics.encode()
-    }
-}
-
-/// Serves `/healthz` and `/metrics` on `port` until `cancel` fires.
-///
-/// # Errors
-/// When the port cannot be bound.
-pub async fn serve(port: u16, health: Health, service: &'static str, cancel: CancellationToken) -> std::io::Result<()> {
-    let app = Router::new()
-        .route(
-            "/healthz",
-            get(|State(h): State<(Health, &'static str)>| async move {
-                let body = serde_json::json!({ "status": "alive", "service": h.1 });
-                (StatusCode::OK, [("content-type", "application/json")], body.to_string())
-            }),
-        )
-        .route(
-            "/status",
-            get(|State(h): State<(Health, &'static str)>| async move {
-                let (ok, reasons) = h.0.verdict();
-                let body = serde_json::json!({
-                    "status": if ok { "healthy" } else { "unhealthy" },
-                    "service": h.1,
-                    "reasons": reasons,
-                });
-                let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-                (code, [("content-type", "application/json")], body.to_string())
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(h): State<(Health, &'static str)>| async move {
-                (
-                    [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-                    h.0.metrics(),
-                )
-            }),
-        )
-        .with_state((health, service));
-    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
-    tracing::info!(port, "health endpoint listening on /healthz, /status and /metrics");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
-}
-
-/// `--healthcheck`: liveness of the service listening on `PORT` on this machine.
-pub async fn probe() -> std::process::ExitCode {
-    let Some(port) = std::env::var("PORT").ok().and_then(|p| p.trim().parse::<u16>().ok()) else {
-        eprintln!("PORT is not set: the health endpoint is off");
-        return std::process::ExitCode::FAILURE;
-    };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build();
-    let alive = match client {
-        Ok(c) => c
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success()),
-        Err(_) => false,
-    };
-    if alive {
-        std::process::ExitCode::SUCCESS
-    } else {
-        eprintln!("no answer from http://127.0.0.1:{port}/healthz");
-        std::process::ExitCode::FAILURE
     }
 }
 

@@ -35,6 +35,27 @@ pub struct BackupJob {
     pub notify: Notifier,
 }
 
+/// Raises (or clears) the size and table anomalies of a backup just taken.
+pub(super) fn report_anomalies(n: &Notifier, out: &backup::BackupOutcome) {
+    let key = &out.manifest.key;
+    match &out.anomaly {
+        Some(a) => n.raise(Condition::SizeAnomaly, format!("{key}: {}", a.message)),
+        None => n.clear(Condition::SizeAnomaly),
+    }
+    match &out.table_anomalies {
+        Some((previous, found)) => n.raise(
+            Condition::TableAnomaly,
+            format!(
+                "{} (in {key}); {} is kept until acknowledged: pgvigil ack {}",
+                found.iter().map(|a| a.message.as_str()).collect::<Vec<_>>().join("; "),
+                previous.file_name(),
+                previous.file_name()
+            ),
+        ),
+        None => n.clear(Condition::TableAnomaly),
+    }
+}
+
 /// Warns (and notifies) while the newest success is older than twice the interval; the warning
 /// repeats every time the schedule is looked at, so at start and after every run.
 fn stale(notify: &Notifier, what: &str, newest: Option<chrono::DateTime<Utc>>, interval: Duration) {
@@ -74,22 +95,7 @@ impl Job for BackupJob {
                     .record_backup(&out.manifest, out.anomaly.is_some(), out.table_anomalies.is_some());
                 n.clear(Condition::BackupFailing);
                 n.clear(Condition::Stale);
-                match &out.anomaly {
-                    Some(a) => n.raise(Condition::SizeAnomaly, format!("{key}: {}", a.message)),
-                    None => n.clear(Condition::SizeAnomaly),
-                }
-                match &out.table_anomalies {
-                    Some((previous, found)) => n.raise(
-                        Condition::TableAnomaly,
-                        format!(
-                            "{} (in {key}); {} is kept until acknowledged: pgvigil ack {}",
-                            found.iter().map(|a| a.message.as_str()).collect::<Vec<_>>().join("; "),
-                            previous.file_name(),
-                            previous.file_name()
-                        ),
-                    ),
-                    None => n.clear(Condition::TableAnomaly),
-                }
+                report_anomalies(n, &out);
                 n.success(format!("Backup completed successfully: {key} ({} bytes)", out.manifest.size));
                 Ok(())
             }
@@ -152,19 +158,19 @@ impl Job for VerifyJob {
             self.health.record_verification(id.0, rec);
         }
         let n = &self.notify;
-        // The newest backup's verdict decides; the reasons (which may quote data) stay in the record.
-        if let Some((_, rec)) = verdicts.iter().max_by_key(|(id, _)| *id) {
-            if rec.passed {
-                n.clear(Condition::VerificationFailed);
-                n.success(format!("Restore verification completed successfully: {}", rec.key));
-            } else {
-                n.raise(
+        // The newest backup verified so far decides — a passing drill of an older backup after a
+        // failed newest one clears nothing. The reasons (which may quote data) stay in the record.
+        if !verdicts.is_empty() {
+            match self.health.newest_verdict() {
+                Some((key, true)) => {
+                    n.clear(Condition::VerificationFailed);
+                    n.success(format!("Restore verification completed successfully: {key}"));
+                }
+                Some((key, false)) => n.raise(
                     Condition::VerificationFailed,
-                    format!(
-                        "Restore verification failed: {}; `pgvigil status` and its verification record say why",
-                        rec.key
-                    ),
-                );
+                    format!("Restore verification failed: {key}; `pgvigil status` and its verification record say why"),
+                ),
+                None => {}
             }
         }
         match &stopped {

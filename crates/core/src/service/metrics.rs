@@ -46,6 +46,9 @@ pub struct Metrics {
     pub uploaded: Family<Labels, Counter>,
     /// `pgvigil_anomalies_total{kind}`: `size` and `table` anomalies raised.
     pub anomalies: Family<Labels, Counter>,
+    /// `pgvigil_newest_verification_timestamp_seconds`: when the newest verification record in
+    /// storage was made (any backup, drills included; read from storage).
+    pub newest_verification: Family<Labels, Gauge>,
     /// `pgvigil_last_verification_passed`: 1 or 0, the newest verified backup's verdict.
     pub verification_passed: Family<Labels, Gauge>,
     /// `pgvigil_last_verification_timestamp_seconds`: when that verdict was reached.
@@ -86,6 +89,7 @@ impl Metrics {
             backup_size: Family::default(),
             uploaded: Family::default(),
             anomalies: Family::default(),
+            newest_verification: Family::default(),
             verification_passed: Family::default(),
             verification_at: Family::default(),
             verified_backup: Family::default(),
@@ -142,6 +146,11 @@ impl Metrics {
             m.uploaded.clone(),
         );
         r.register("pgvigil_anomalies", "Anomalies raised by kind (size, table)", m.anomalies.clone());
+        r.register(
+            "pgvigil_newest_verification_timestamp_seconds",
+            "When the newest verification record in storage was made",
+            m.newest_verification.clone(),
+        );
         r.register(
             "pgvigil_last_verification_passed",
             "1 when the newest verified backup passed, 0 when it failed",

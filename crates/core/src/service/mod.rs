@@ -6,6 +6,7 @@
 
 mod databases;
 pub mod health;
+pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;

@@ -78,7 +78,7 @@ impl Notifier {
         if cfg.webhooks.is_empty() && cfg.heartbeat.is_none() {
             return Self::default();
         }
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(1024);
         let delivery = Delivery {
             webhooks: cfg.webhooks.clone(),
             heartbeat: cfg.heartbeat.clone(),
@@ -211,6 +211,12 @@ impl Delivery {
             };
             match request.send().await {
                 Ok(r) if r.status().is_success() => return,
+                // A receiver that refuses the request itself (a deleted hook, a bad token) will
+                // refuse it again.
+                Ok(r) if r.status().is_client_error() && !matches!(r.status().as_u16(), 408 | 429) => {
+                    warn!(status = r.status().as_u16(), "a {what} was refused by its receiver; not retried");
+                    return;
+                }
                 Ok(r) if attempt == ATTEMPTS => warn!(status = r.status().as_u16(), "a {what} could not be delivered; giving up"),
                 Err(e) if attempt == ATTEMPTS => {
                     // The error text may contain the URL: only its kind is shown.

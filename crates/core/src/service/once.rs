@@ -20,6 +20,10 @@ pub(super) async fn run_service<S: Service>(
         return start::<S>(settings, false, cancel, shared).await;
     }
     let notify = Notifier::start(&settings.notify, S::NAME, &settings.storage.prefix, &cancel);
+    let shared = Shared {
+        notify: Some(notify.clone()),
+        ..shared
+    };
     let result = start::<S>(settings, true, cancel, shared).await;
     match &result {
         Ok(()) => notify.success(format!("{} run completed successfully (--once)", S::NAME)),
@@ -28,7 +32,10 @@ pub(super) async fn run_service<S: Service>(
             Condition::VerificationFailed,
             format!("Restore verification failed: {key}; `pgvigil status` and its verification record say why"),
         ),
-        Err(StartupError::Config(_) | StartupError::Cancelled) => {}
+        // Nothing to verify yet is not a failure; bad configuration never reached a run.
+        Err(
+            StartupError::Config(_) | StartupError::Cancelled | StartupError::Verify(crate::pipeline::verify::VerifyError::NothingToVerify),
+        ) => {}
         Err(e) if S::NAME == "backup" => notify.raise(Condition::BackupFailing, format!("Backup failed: {e}")),
         Err(e) => notify.raise(Condition::VerificationNotRunning, format!("Verification could not run: {e}")),
     }

@@ -20,6 +20,13 @@ pub struct RunFailure {
     pub cause: &'static str,
 }
 
+impl RunFailure {
+    /// Nothing to do yet (no backup to verify): waited out, not counted as a failure.
+    fn is_waiting(&self) -> bool {
+        self.cause == "no_backup"
+    }
+}
+
 /// A job the runner drives.
 #[async_trait]
 pub trait Job: Send + Sync {
@@ -83,6 +90,11 @@ pub async fn run_forever(job: &dyn Job, mut backoff: Backoff, health: &Health, c
             Ok(()) => {
                 backoff.reset();
                 health.record_success(started.elapsed());
+            }
+            Err(f) if f.is_waiting() => {
+                if !sleep_or_cancel(backoff.next_delay(), cancel).await {
+                    break;
+                }
             }
             Err(f) => {
                 health.record_failure(f.cause, Some(started.elapsed()));

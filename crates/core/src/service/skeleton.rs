@@ -109,7 +109,7 @@ pub(super) trait Service: Sized + Send + Sync {
     /// `/status` is right from the start, not only after the next run.
     async fn seed_health(&self, _health: &Health) {}
     /// One run for `--once`.
-    async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError>;
+    async fn once(&self, cancel: &CancellationToken, notify: &Notifier) -> Result<(), StartupError>;
     /// The job for the runner, reporting to `health` and `notify`.
     fn job(self, health: &Health, notify: Notifier) -> Self::Job;
     /// The interval between runs.
@@ -167,8 +167,10 @@ impl Service for BackupService {
         Ok(())
     }
 
-    async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError> {
-        backup::run_and_log(&self.0, cancel).await.map(|_| ()).map_err(StartupError::Backup)
+    async fn once(&self, cancel: &CancellationToken, notify: &Notifier) -> Result<(), StartupError> {
+        let out = backup::run_and_log(&self.0, cancel).await.map_err(StartupError::Backup)?;
+        super::jobs::report_anomalies(notify, &out);
+        Ok(())
     }
 
     fn policy(&self, settings: &Settings) -> (DynStorage, Layout, policy::ServicePolicy) {
@@ -254,7 +256,7 @@ impl Service for VerifyService {
         }
     }
 
-    async fn once(&self, cancel: &CancellationToken) -> Result<(), StartupError> {
+    async fn once(&self, cancel: &CancellationToken, _notify: &Notifier) -> Result<(), StartupError> {
         match verify::run_and_log(&self.0, None, cancel).await {
             Ok(rec) if rec.passed => Ok(()),
             Ok(rec) => Err(StartupError::VerificationFailed(rec.key)),
@@ -346,7 +348,8 @@ pub(super) async fn start<S: Service>(
         if let Err(e) = policy::write_service(storage.as_ref(), &layout, &p, &cancel).await {
             tracing::warn!(error = %e, "could not record this service's settings for the CLI");
         }
-        return service.once(&cancel).await;
+        let notify = shared.notify.clone().unwrap_or_default();
+        return service.once(&cancel, &notify).await;
     }
     record_policy(service.policy(&settings), startup_backoff(&settings), &cancel);
     tokio::select! {
@@ -390,7 +393,7 @@ pub fn main(role: Role, name: &'static str, about: &'static str) -> std::process
         Err(e) => e.exit(),
     };
     match tokio::runtime::Runtime::new() {
-        Ok(rt) if args.healthcheck => rt.block_on(super::health::probe()),
+        Ok(rt) if args.healthcheck => rt.block_on(super::http::probe()),
         Ok(rt) => rt.block_on(service_main(role, args.once)),
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -434,7 +437,7 @@ pub fn spawn_health(port: Option<u16>, health: Health, service: &'static str, ca
     if let Some(port) = port {
         let c = cancel.clone();
         tokio::spawn(async move {
-            if let Err(e) = super::health::serve(port, health, service, c).await {
+            if let Err(e) = super::http::serve(port, health, service, c).await {
                 error!(port, error = %e, "health endpoint could not start");
             }
         });
