@@ -19,6 +19,7 @@ RESULT="$OUT/results.md"
 
 # --- tools --------------------------------------------------------------------------------------
 command -v aws >/dev/null || python3 -m pip install --quiet awscli
+command -v age-keygen >/dev/null || { apt-get update -qq && apt-get install -y -qq age; }
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time; }
 cargo build --release --quiet --bin pgvigil-backup --bin pgvigil-verify --bin pgvigil --bin pgvigil-test-s3
 BIN="$PWD/target/release"
@@ -59,6 +60,11 @@ pgvigil_env() { # prefix, level
     DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/$DB" \
     VERIFY_DATABASE_URL="postgresql://postgres@127.0.0.1:$PGPORT/postgres" "${@:3}"
 }
+
+# An age key pair for the encrypted cases: the backup gets the public key, verify the identity.
+age-keygen -o "$WORK/age.txt" 2>/dev/null
+AGEPUB=$(age-keygen -y "$WORK/age.txt")
+AGEKEY="$WORK/age.txt"
 
 export -f pgvigil_env
 export PGPORT S3URL BUCKET
@@ -111,6 +117,7 @@ for size in "${SIZES[@]}"; do
   case_add peer "${DUMP[*]} -d $DB | gzip -6 | aws --endpoint-url $S3URL s3 cp - s3://$BUCKET/peer/$DB.sql.gz --only-show-errors"
   case_add backup6 "pgvigil_env b6-$DB 6 $BIN/pgvigil-backup --once"
   case_add backup1 "pgvigil_env b1-$DB 1 $BIN/pgvigil-backup --once"
+  case_add backup6age "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_RECIPIENTS=$AGEPUB $BIN/pgvigil-backup --once"
   run_cases
   aws --endpoint-url "$S3URL" s3 cp "s3://$BUCKET/b6-$DB/backup_latest.sql.gz" "$WORK/latest.sql.gz" --only-show-errors
   objsize=$(stat -c %s "$WORK/latest.sql.gz")
@@ -118,6 +125,7 @@ for size in "${SIZES[@]}"; do
   case_add floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
   case_add verify "pgvigil_env b6-$DB 6 $BIN/pgvigil-verify --once"
   case_add check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
+  case_add verifyage "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_IDENTITY_FILE=$AGEKEY $BIN/pgvigil-verify --once"
   run_cases
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS floor_restore"
   rm -f "$WORK/latest.sql.gz"
@@ -129,8 +137,10 @@ for size in "${SIZES[@]}"; do
     echo "| | | \`pg_dump \| gzip -6 \| aws s3 cp -\` (peer) | ${WALL[peer]} | 1.00 × peer | — |"
     echo "| | | pgvigil backup, level 6 ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup6]} | $(ratio "${WALL[backup6]}" "${WALL[peer]}") × peer | $(mib "${RSS[backup6]}") |"
     echo "| | | pgvigil backup, level 1 ($(awk -v s="$obj1size" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup1]} | $(ratio "${WALL[backup1]}" "${WALL[limit]}") × limit | $(mib "${RSS[backup1]}") |"
+    echo "| | | pgvigil backup, level 6, encrypted with age | ${WALL[backup6age]} | $(ratio "${WALL[backup6age]}" "${WALL[peer]}") × peer ($(ratio "${WALL[backup6age]}" "${WALL[backup6]}") × plain) | $(mib "${RSS[backup6age]}") |"
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
     echo "| | | pgvigil verify | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
+    echo "| | | pgvigil verify, encrypted | ${WALL[verifyage]} | $(ratio "${WALL[verifyage]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyage]}" "${WALL[verify]}") × plain) | $(mib "${RSS[verifyage]}") |"
     echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
   } >> "$RESULT"
   "${PSQL[@]}" -d postgres -c "DROP DATABASE $DB"

@@ -368,6 +368,7 @@ pub async fn fake_old_backups(st: &dyn pgvigil_core::infra::storage::Storage, la
             tables: Default::default(),
             privileges: None,
             globals: None,
+            encryption: None,
         };
         manifest::write(st, layout, *id, &m, &CancellationToken::new()).await.unwrap();
     }

@@ -7,6 +7,7 @@ mod backup;
 mod cli;
 mod databases;
 mod docs;
+mod encryption;
 mod faults;
 mod metrics;
 mod notify;

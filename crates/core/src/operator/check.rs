@@ -46,13 +46,14 @@ impl Operator {
         let mut backups = Vec::new();
         for b in cat.backups.iter().take(last) {
             let m = manifest::read(st, &self.layout, b.id, cancel).await?;
-            let key = self.layout.backup(b.id);
+            let key = self.layout.object(b.id, b.key.ends_with(crate::records::keys::SEALED));
             let progress = observer.begin(&format!("checking {key}"), b.size);
-            let streamed = stream(st, &key, progress, cancel).await;
+            let streamed = stream(st, &key, &self.settings.identities.0, progress, cancel).await;
             observer.end();
             let report = match streamed {
                 Ok(r) => r,
                 Err(StreamError::Cancelled) => return Err(OperatorError::Cancelled),
+                Err(StreamError::Key(why)) => return Err(OperatorError::Usage(format!("cannot check {key}: {why}"))),
                 Err(StreamError::Storage(source)) => {
                     return Err(OperatorError::Unreadable {
                         key: key.to_string(),

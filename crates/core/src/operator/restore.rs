@@ -179,8 +179,11 @@ impl Operator {
         let candidates = complete.iter().skip(first).take(req.fallback + 1);
         let mut skipped = Vec::new();
         for id in candidates {
-            let key = self.layout.backup(*id);
             let m = manifest::read(st, &self.layout, *id, cancel).await?;
+            let key = match &m {
+                Some(m) if m.key == self.layout.object(*id, true).as_str() => self.layout.object(*id, true),
+                _ => self.layout.backup(*id),
+            };
             if let Some(source) = m.as_ref().and_then(|m| pg::parse_version(&format!("x) {}", m.server_version))) {
                 if source.major > target_major {
                     // A dump restores only on a server at least as new as its source; an older
@@ -210,6 +213,7 @@ impl Operator {
                 url: &req.target,
                 preamble: &preamble,
                 strip: roles.strip,
+                identities: &self.settings.identities,
             };
             let progress = observer.begin(&format!("restoring {key}"), size);
             let attempt = restore_into(st, &key, m.as_ref(), &target, progress, cancel).await;
@@ -289,6 +293,7 @@ async fn decide(key: &str, target: &DbUrl, attempt: Result<Attempt, RestoreError
                 "storage failed ({e}); when storage works again, run the same command"
             )))
         }
+        Err(RestoreError::Stream(StreamError::Key(why))) => return Err(environment(why)),
         Err(RestoreError::Pg(e)) => return Err(environment(e.to_string())),
     };
     match judge(attempt, target).await {

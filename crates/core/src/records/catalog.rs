@@ -71,7 +71,7 @@ impl Catalog {
                     size: o.size,
                     complete: manifests.contains(&id),
                 });
-            } else if o.key == layout.latest().as_str() {
+            } else if o.key == layout.latest().as_str() || o.key == layout.latest_of(true).as_str() {
                 cat.latest = Some(o);
             } else {
                 cat.foreign.push(o);

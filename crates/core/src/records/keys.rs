@@ -25,6 +25,8 @@ pub fn validate_prefix(prefix: &str) -> Result<(), String> {
 pub const META_ROOT: &str = "_pgvigil";
 /// File name of the copy of the newest successful backup.
 pub const LATEST: &str = "backup_latest.sql.gz";
+/// What an encrypted (age) object's name ends with, after `.sql.gz`.
+pub const SEALED: &str = ".age";
 const TS_FORMAT: &str = "%Y-%m-%dT%H-%M-%SZ";
 
 /// A backup's identity: its UTC timestamp, which gives both its name and its order.
@@ -47,9 +49,11 @@ impl BackupId {
         self.0.format(TS_FORMAT).to_string()
     }
 
-    /// Parses a file name produced by [`BackupId::file_name`]; anything else (including
-    /// `backup_latest.sql.gz` and foreign objects) is `None`.
+    /// Parses a file name produced by [`BackupId::file_name`], or its encrypted form
+    /// (`….sql.gz.age`); anything else (including `backup_latest.sql.gz` and foreign objects)
+    /// is `None`.
     pub fn parse_file_name(name: &str) -> Option<Self> {
+        let name = name.strip_suffix(SEALED).unwrap_or(name);
         let stamp = name.strip_prefix("backup_")?.strip_suffix(".sql.gz")?;
         Self::parse_stamp(stamp)
     }
@@ -97,14 +101,30 @@ impl Layout {
         Key::new(s).expect("layout keys are built from a validated prefix")
     }
 
-    /// Object key of a backup.
+    /// Object key of a backup (not encrypted). Readers take the key from the catalog or the
+    /// manifest: a backup may also be encrypted ([`Layout::object`]).
     pub fn backup(&self, id: BackupId) -> Key {
-        Self::key(format!("{}/{}", self.prefix, id.file_name()))
+        self.object(id, false)
+    }
+
+    /// Object key of a backup, encrypted (`….sql.gz.age`) or not.
+    pub fn object(&self, id: BackupId, sealed: bool) -> Key {
+        Self::key(format!("{}/{}{}", self.prefix, id.file_name(), if sealed { SEALED } else { "" }))
+    }
+
+    /// Both keys a backup's object may have (for deleting it whatever its form).
+    pub fn objects(&self, id: BackupId) -> [Key; 2] {
+        [self.object(id, false), self.object(id, true)]
+    }
+
+    /// Object key of `backup_latest.sql.gz` (`backup_latest.sql.gz.age` when encrypted).
+    pub fn latest_of(&self, sealed: bool) -> Key {
+        Self::key(format!("{}/{LATEST}{}", self.prefix, if sealed { SEALED } else { "" }))
     }
 
     /// Object key of `backup_latest.sql.gz`.
     pub fn latest(&self) -> Key {
-        Self::key(format!("{}/{LATEST}", self.prefix))
+        self.latest_of(false)
     }
 
     /// If `key` is a backup under this prefix (directly, not in a sub-folder), its id.
@@ -257,6 +277,9 @@ mod tests {
         let cases = [
             ("prod/main/backup_2026-11-25T17-39-35Z.sql.gz", true),
             ("prod/main/backup_latest.sql.gz", false),
+            ("prod/main/backup_latest.sql.gz.age", false),
+            ("prod/main/backup_2026-11-25T17-39-35Z.sql.gz.age", true),
+            ("prod/main/backup_2026-11-25T17-39-35Z.sql.age", false),
             ("prod/main/backup_2026-11-25T17-39-35Z.sql.gz.bak", false),
             ("prod/main/backup_2026-13-25T17-39-35Z.sql.gz", false),
             ("prod/main/sub/backup_2026-11-25T17-39-35Z.sql.gz", false),

@@ -43,6 +43,19 @@ pub struct Manifest {
     /// The cluster's roles, saved with this backup; absent when they could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub globals: Option<ObjectRef>,
+    /// How the object is encrypted; absent when it is not. `size` and `sha256` are those of
+    /// the encrypted object, as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// Client-side encryption of a backup object.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Encryption {
+    /// `age`.
+    pub scheme: String,
+    /// The public keys (`age1…`) it was encrypted to: any of their identities opens it.
+    pub recipients: Vec<String>,
 }
 
 /// Who owns each table and who holds table-level grants on it, as the dump says (names as

@@ -5,6 +5,10 @@ use super::settings::Databases;
 use super::validate::{nonempty, Validator};
 
 impl Validator {
+    fn has_problem(&self, var: &str) -> bool {
+        self.problems.iter().any(|p| p.var == var)
+    }
+
     /// `BACKUP_DATABASES`: empty, `*`, or a comma-separated list without repeats.
     pub(super) fn databases(&mut self, value: Option<String>) -> Databases {
         match nonempty(value).map(|s| s.trim().to_string()).as_deref() {
@@ -20,6 +24,33 @@ impl Validator {
                     self.bad("BACKUP_DATABASES", format!("{dup:?} is listed twice"));
                 }
                 Databases::List(names)
+            }
+        }
+    }
+
+    /// `VERIFY_AMCHECK`: `off`, `indexes` (default) or `heap`.
+    pub(super) fn amcheck(&mut self, value: Option<String>) -> super::settings::Amcheck {
+        use super::settings::Amcheck;
+        match nonempty(value).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("indexes") => Amcheck::Indexes,
+            Some("off") => Amcheck::Off,
+            Some("heap") => Amcheck::Heap,
+            Some(other) => {
+                self.bad("VERIFY_AMCHECK", format!("expected off, indexes or heap, got {other:?}"));
+                Amcheck::Indexes
+            }
+        }
+    }
+
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub(super) fn log_format(&mut self, value: Option<String>) -> super::settings::LogFormat {
+        use super::settings::LogFormat;
+        match nonempty(value).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.bad("LOG_FORMAT", format!("expected text or json, got {other:?}"));
+                LogFormat::Text
             }
         }
     }
@@ -72,5 +103,78 @@ impl Validator {
             self.bad(var, "expected http:// or https:// URLs (not shown: a webhook URL is a secret)");
         }
         ok.then(|| secrecy::SecretString::from(url.trim().to_string()))
+    }
+
+    /// `BACKUP_ENCRYPTION_RECIPIENTS(_FILE)` (age public keys, separated by commas, spaces or
+    /// lines; `#` starts a comment) and `BACKUP_ENCRYPTION_IDENTITY_FILE` (an age identity file).
+    /// The backup service holds no private key: it is refused one. Key material is never shown.
+    pub(super) fn encryption(
+        &mut self,
+        role: super::Role,
+        recipients: (Option<String>, Option<String>),
+        identity_file: Option<String>,
+    ) -> (Vec<age::x25519::Recipient>, super::settings::Identities) {
+        const RECIPIENTS: &str = "BACKUP_ENCRYPTION_RECIPIENTS";
+        const IDENTITY: &str = "BACKUP_ENCRYPTION_IDENTITY_FILE";
+        let listed = self.secret(RECIPIENTS, "BACKUP_ENCRYPTION_RECIPIENTS_FILE", recipients.0, recipients.1);
+        let mut keys = Vec::new();
+        for word in listed
+            .iter()
+            .flat_map(|l| l.lines())
+            .flat_map(|l| l.split('#').next())
+            .flat_map(|l| l.split([',', ' ', '\t']))
+        {
+            let word = word.trim();
+            if word.is_empty() {
+                continue;
+            }
+            if word.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") {
+                self.bad(RECIPIENTS, "this is a private key (not shown): give the backup service only public keys (age1…, printed by age-keygen -y), and the private key to the verify service and the CLI");
+            } else {
+                match word.parse::<age::x25519::Recipient>() {
+                    Ok(r) => keys.push(r),
+                    Err(_) if word.starts_with("age1") => self.bad(RECIPIENTS, format!("{word:?} is not a valid age public key")),
+                    Err(_) => self.bad(
+                        RECIPIENTS,
+                        "expected age public keys (age1…); one is not (not shown); SSH keys and plugins are not supported",
+                    ),
+                }
+            }
+        }
+        if listed.is_some() && keys.is_empty() && !self.has_problem(RECIPIENTS) {
+            self.bad(RECIPIENTS, "no public key in it");
+        }
+        let mut identities = super::settings::Identities::default();
+        let Some(path) = nonempty(identity_file) else {
+            return (keys, identities);
+        };
+        if role == super::Role::Backup {
+            self.bad(IDENTITY, "the backup service must hold no private key: give it BACKUP_ENCRYPTION_RECIPIENTS (public keys) and the identity file only to the verify service and the CLI");
+            return (keys, identities);
+        }
+        match std::fs::read_to_string(path.trim()) {
+            Err(e) => self.bad(IDENTITY, format!("cannot read {:?}: {}", path.trim(), e.kind())),
+            Ok(text) => {
+                for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                    match line.parse::<age::x25519::Identity>() {
+                        Ok(i) => identities.0.push(i),
+                        Err(_) => {
+                            self.bad(
+                                IDENTITY,
+                                format!(
+                                    "{:?} holds a line that is not an age identity (AGE-SECRET-KEY-1…; not shown)",
+                                    path.trim()
+                                ),
+                            );
+                            break;
+                        }
+                    }
+                }
+                if identities.0.is_empty() && !self.has_problem(IDENTITY) {
+                    self.bad(IDENTITY, format!("{:?} holds no age identity", path.trim()));
+                }
+            }
+        }
+        (keys, identities)
     }
 }

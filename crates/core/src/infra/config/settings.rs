@@ -19,6 +19,16 @@ pub struct NotifyConfig {
     pub on_success: bool,
 }
 
+/// Private age keys; never shown (`Debug` prints their public keys).
+#[derive(Clone, Default)]
+pub struct Identities(pub Vec<age::x25519::Identity>);
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|i| i.to_public().to_string())).finish()
+    }
+}
+
 impl fmt::Debug for NotifyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NotifyConfig")
@@ -178,6 +188,9 @@ pub struct BackupConfig {
     /// `TABLE_ANOMALY_DROP_PERCENT`, `TABLE_ANOMALY_MIN_ROWS`: when a table's change between two
     /// backups is an alarm.
     pub table_rules: crate::policy::anomaly::TableRules,
+    /// `BACKUP_ENCRYPTION_RECIPIENTS(_FILE)`: age public keys the backups are encrypted to
+    /// (empty: not encrypted). Never a private key.
+    pub recipients: Vec<age::x25519::Recipient>,
 }
 
 /// How backups are verified (the scratch server is [`Settings::verify_database_url`]).
@@ -237,6 +250,9 @@ pub struct Settings {
     pub databases: Databases,
     /// Where to tell people: webhooks, the heartbeat.
     pub notify: NotifyConfig,
+    /// `BACKUP_ENCRYPTION_IDENTITY_FILE`: the age identities that open encrypted backups
+    /// (verify service and CLI only; the backup service refuses to start with one).
+    pub identities: Identities,
     /// Schedule, compression and retention of backups.
     pub backup: BackupConfig,
     /// `VERIFY_DATABASE_URL`: the scratch server (required by the verify service).

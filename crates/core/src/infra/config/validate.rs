@@ -3,7 +3,7 @@
 
 use super::libpq::{libpq_url, Libpq};
 use super::raw::RawEnv;
-use super::settings::{Amcheck, Backend, BackupConfig, LogFormat, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
+use super::settings::{Backend, BackupConfig, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
 use super::{Problem, Role};
 use crate::infra::secret::DbUrl;
 use crate::policy::retention::RetentionPolicy;
@@ -158,6 +158,11 @@ impl Validator {
         );
         let keep_privileges = self.keep_privileges(raw.backup_privileges);
         let table_rules = self.table_rules(raw.table_anomaly_drop_percent, raw.table_anomaly_min_rows);
+        let (recipients, identities) = self.encryption(
+            role,
+            (raw.backup_encryption_recipients, raw.backup_encryption_recipients_file),
+            raw.backup_encryption_identity_file,
+        );
         let backup = BackupConfig {
             interval: Duration::from_secs(interval),
             compression_level,
@@ -169,6 +174,7 @@ impl Validator {
             lock_wait: (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
             keep_privileges,
             table_rules,
+            recipients,
         };
 
         let vdb = self.secret(
@@ -205,15 +211,7 @@ impl Validator {
                 }
             },
         };
-        let amcheck = match nonempty(raw.verify_amcheck).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-            None | Some("indexes") => Amcheck::Indexes,
-            Some("off") => Amcheck::Off,
-            Some("heap") => Amcheck::Heap,
-            Some(other) => {
-                self.bad("VERIFY_AMCHECK", format!("expected off, indexes or heap, got {other:?}"));
-                Amcheck::Indexes
-            }
-        };
+        let amcheck = self.amcheck(raw.verify_amcheck);
         let verify = VerifyConfig {
             interval: Duration::from_secs(vinterval),
             queries_file,
@@ -234,14 +232,7 @@ impl Validator {
                 None
             }
         });
-        let log_format = match nonempty(raw.log_format).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                self.bad("LOG_FORMAT", format!("expected text or json, got {other:?}"));
-                LogFormat::Text
-            }
-        };
+        let log_format = self.log_format(raw.log_format);
         let price_per_gb_month = match nonempty(raw.storage_price_per_gb_month) {
             None => 0.023,
             Some(s) => match s.trim().parse::<f64>() {
@@ -291,6 +282,7 @@ impl Validator {
             restore_database_url,
             databases,
             notify,
+            identities,
             port,
             retry_backoff: Duration::from_secs(retry_backoff),
             log_format,

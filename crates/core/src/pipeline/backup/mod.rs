@@ -248,8 +248,9 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     let expected = expected_backup_size(catalog.newest_complete().map(|b| b.size), plan.database_size);
 
     // Names have one-second resolution: never reuse the name of an existing backup.
+    let sealed = !ctx.cfg.recipients.is_empty();
     let mut id = BackupId::at(Utc::now());
-    while st.head(&ctx.layout.backup(id), cancel).await?.is_some() || catalog.backups.iter().any(|b| b.id == id) {
+    while st.head(&ctx.layout.object(id, sealed), cancel).await?.is_some() || catalog.backups.iter().any(|b| b.id == id) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         id = BackupId::at(Utc::now());
     }
@@ -260,7 +261,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         Err(e) => warn!(error = %e, "could not clean up stale incomplete uploads"),
     }
     let started_at = Utc::now();
-    let key = ctx.layout.backup(id);
+    let key = ctx.layout.object(id, sealed);
     let app_name = format!("pgvigil-backup {}", id.stamp());
     let opts = dump::DumpOptions {
         extra: &ctx.cfg.dump_options,
@@ -278,7 +279,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         min_part_size: ctx.part_size_floor.load(Ordering::Relaxed),
     };
     let (produced, put) = tokio::join!(
-        produce::produce(child, tx, ctx.cfg.compression_level, cancel),
+        produce::produce(child, tx, ctx.cfg.compression_level, &ctx.cfg.recipients, cancel),
         st.put(&key, rx, opts, cancel)
     );
     // Best effort only: the watcher may sit in a query on a stalled connection.
@@ -326,6 +327,10 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         tables: streamed.tables,
         privileges: keeps.then_some(streamed.privileges),
         globals,
+        encryption: sealed.then(|| manifest::Encryption {
+            scheme: "age".into(),
+            recipients: ctx.cfg.recipients.iter().map(ToString::to_string).collect(),
+        }),
     };
     // The upload is complete but not yet a backup: publish only while the lease is still ours.
     if let Err(e) = lease.confirm().await {
@@ -342,8 +347,16 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         st.delete_many(&[ctx.layout.globals(id)], &cleanup).await.ok();
         return Err(e.into());
     }
-    if let Err(e) = st.copy(&key, &ctx.layout.latest(), cancel).await {
-        warn!(key = %key, error = %e, "could not update backup_latest.sql.gz; the backup itself is complete");
+    let latest = ctx.layout.latest_of(sealed);
+    match st.copy(&key, &latest, cancel).await {
+        // The copy of the other form is older than this backup (and, when encryption was just
+        // turned on, readable by anyone): it goes.
+        Ok(()) => {
+            if let Err(e) = st.delete_many(&[ctx.layout.latest_of(!sealed)], cancel).await {
+                warn!(error = %e, "could not delete the {} copy of an older backup", ctx.layout.latest_of(!sealed));
+            }
+        }
+        Err(e) => warn!(key = %key, error = %e, "could not update {latest}; the backup itself is complete"),
     }
     let recent = catalog.recent_sizes_before(id, 7);
     let anomaly = anomaly::assess(manifest.size, &recent);

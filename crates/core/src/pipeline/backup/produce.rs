@@ -7,6 +7,7 @@ use crate::infra::pg::{DumpFailure, OwnedChild, PgError};
 use crate::infra::storage::{BodySender, StorageError};
 use crate::pipeline::stages::compress::{ParallelGzip, BLOCK_SIZE};
 use crate::pipeline::stages::dumpscan::DumpScanner;
+use crate::pipeline::stages::seal::Sealer;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
@@ -25,12 +26,14 @@ pub(super) struct Streamed {
 /// Interval of progress lines during long dumps.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
-/// Reads `pg_dump`'s stdout, scans and compresses it, and feeds the upload body. Finishes the body
-/// only after `pg_dump` exited 0 and the dump proved complete.
+/// Reads `pg_dump`'s stdout, scans and compresses it, encrypts it to `recipients` (when there are
+/// any) and feeds the upload body. Finishes the body only after `pg_dump` exited 0 and the dump
+/// proved complete.
 pub(super) async fn produce(
     mut child: OwnedChild,
     tx: BodySender,
     level: u32,
+    recipients: &[age::x25519::Recipient],
     cancel: &CancellationToken,
 ) -> Result<Streamed, BackupError> {
     let Some(mut stdout) = child.take_stdout() else {
@@ -39,6 +42,18 @@ pub(super) async fn produce(
     };
     let mut scanner = DumpScanner::new();
     let mut gz = ParallelGzip::new(level);
+    let mut sealer = if recipients.is_empty() {
+        None
+    } else {
+        match Sealer::new(recipients) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                child.kill().await;
+                tx.fail(e.to_string()).await;
+                return Err(BackupError::Incomplete(e.to_string()));
+            }
+        }
+    };
     let mut sha = Sha256::new();
     let mut size = 0u64;
     let started = Instant::now();
@@ -74,6 +89,22 @@ pub(super) async fn produce(
                     .map_err(|e| BackupError::Incomplete(format!("compression failed: {e}")))?
                 {
                     out.push(m);
+                }
+            }
+            if let Some(s) = sealer.as_mut() {
+                let mut sealed = Vec::new();
+                for m in out {
+                    sealed.extend(s.seal(&m).map_err(|e| BackupError::Incomplete(format!("encryption failed: {e}")))?);
+                }
+                out = if sealed.is_empty() { Vec::new() } else { vec![sealed.into()] };
+            }
+            if eof {
+                if let Some(s) = sealer.take() {
+                    out.push(
+                        s.finish()
+                            .map_err(|e| BackupError::Incomplete(format!("encryption failed: {e}")))?
+                            .into(),
+                    );
                 }
             }
             for m in out {

@@ -80,13 +80,14 @@ pub async fn prune_with(
     let cutoff = now - chrono::Duration::days(policy.retention_days as i64);
     // Backup objects first; a backup's manifest and records go only once its object is gone,
     // so a store that refuses some deletes never leaves a backup without its manifest.
-    let objects: Vec<Key> = plan.delete.iter().map(|id| layout.backup(*id)).collect();
+    let objects: Vec<Key> = plan.delete.iter().flat_map(|id| layout.objects(*id)).collect();
     let deleted = match storage.delete_many(&objects, cancel).await {
         Ok(()) => Ok(plan.delete.clone()),
         Err(e) => {
             let mut gone = Vec::new();
             for id in &plan.delete {
-                if let Ok(None) = storage.head(&layout.backup(*id), cancel).await {
+                let [plain, sealed] = layout.objects(*id);
+                if let (Ok(None), Ok(None)) = (storage.head(&plain, cancel).await, storage.head(&sealed, cancel).await) {
                     gone.push(*id);
                 }
             }

@@ -57,6 +57,8 @@ pub struct Target<'a> {
     pub preamble: &'a str,
     /// Ownership and privilege statements left out (roles the target lacks and may not create).
     pub strip: Strip,
+    /// `BACKUP_ENCRYPTION_IDENTITY_FILE`: what opens an encrypted backup.
+    pub identities: &'a crate::infra::config::Identities,
 }
 
 /// Streams `key` into the target with psql inside one transaction, and commits only if the
@@ -74,7 +76,7 @@ pub async fn restore_into(
     cancel: &CancellationToken,
 ) -> Result<Attempt, RestoreError> {
     let mut tx = PsqlTransaction::begin(target.psql, target.url, target.preamble).await?;
-    let report = match stream::feed(storage, key, Some((&mut tx, target.strip)), progress, cancel).await {
+    let report = match stream::feed(storage, key, &target.identities.0, Some((&mut tx, target.strip)), progress, cancel).await {
         Ok(Fed::Read(r)) => *r,
         Ok(Fed::Stopped(outcome)) => {
             // psql already ended (and with it the transaction); the object was not read to its

@@ -9,6 +9,9 @@ use super::integrity::StreamReport;
 use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{Key, Storage, StorageError};
 use crate::pipeline::stages::dumpscan::{DumpScanner, Strip};
+use crate::pipeline::stages::seal::{self, OpenError};
+use crate::records::keys::SEALED;
+use age::x25519::Identity;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::io::Read;
@@ -24,6 +27,18 @@ pub enum StreamError {
     /// Shutdown.
     #[error("cancelled")]
     Cancelled,
+    /// The object is encrypted and no identity held opens it: the key file's fault, not the
+    /// backup's.
+    #[error("{0}")]
+    Key(String),
+}
+
+/// Why the blocking decoder stopped before the end.
+enum Stop {
+    /// The download or the consumer broke.
+    Broken(String),
+    /// No identity opens the object.
+    Key(String),
 }
 
 /// How feeding psql ended.
@@ -77,12 +92,14 @@ struct Decoded {
     gzip_error: Option<String>,
 }
 
-/// Downloads, hashes and inflates `reader` on a blocking thread, sending the SQL to `tx`.
+/// Downloads, hashes, decrypts (with `identities`, when the object is encrypted) and inflates
+/// `reader` on a blocking thread, sending the SQL to `tx`.
 fn decode(
     reader: crate::infra::storage::ObjectReader,
     progress: Option<Progress>,
+    identities: Option<&[Identity]>,
     tx: &tokio::sync::mpsc::Sender<Bytes>,
-) -> Result<Decoded, String> {
+) -> Result<Decoded, Stop> {
     let mut hashing = Hashing {
         inner: SyncIoBridge::new(reader),
         sha: Sha256::new(),
@@ -92,25 +109,38 @@ fn decode(
     };
     let mut gzip_error = None;
     {
-        let mut gz = flate2::read::MultiGzDecoder::new(&mut hashing);
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            match gz.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
-                        return Err("the consumer stopped".into());
-                    }
+        let source: Option<Box<dyn Read + '_>> = match identities {
+            None => Some(Box::new(&mut hashing)),
+            Some(ids) => match seal::open(&mut hashing, ids) {
+                Ok(r) => Some(r),
+                Err(OpenError::Damaged(e)) => {
+                    gzip_error = Some(format!("the object is not a readable age file: {e}"));
+                    None
                 }
-                Err(e) => {
-                    gzip_error = Some(e.to_string());
-                    break;
+                Err(e) => return Err(Stop::Key(e.to_string())),
+            },
+        };
+        if let Some(source) = source {
+            let mut gz = flate2::read::MultiGzDecoder::new(source);
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                match gz.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                            return Err(Stop::Broken("the consumer stopped".into()));
+                        }
+                    }
+                    Err(e) => {
+                        gzip_error = Some(e.to_string());
+                        break;
+                    }
                 }
             }
         }
     }
     if let Some(e) = hashing.io_error.take() {
-        return Err(format!("the download broke: {e}"));
+        return Err(Stop::Broken(format!("the download broke: {e}")));
     }
     // Read whatever follows a damaged member so the hash covers the whole object.
     let mut sink = vec![0u8; CHUNK];
@@ -118,7 +148,7 @@ fn decode(
         match hashing.read(&mut sink) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(e) => return Err(format!("the download broke: {e}")),
+            Err(e) => return Err(Stop::Broken(format!("the download broke: {e}"))),
         }
     }
     Ok(Decoded {
@@ -136,10 +166,11 @@ fn decode(
 pub async fn stream(
     storage: &dyn Storage,
     key: &Key,
+    identities: &[Identity],
     progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<StreamReport, StreamError> {
-    match feed(storage, key, None, progress, cancel).await? {
+    match feed(storage, key, identities, None, progress, cancel).await? {
         Fed::Read(report) => Ok(*report),
         // Without psql nothing can stop the stream early.
         Fed::Stopped(_) => Ok(StreamReport::default()),
@@ -156,16 +187,23 @@ pub async fn stream(
 pub(super) async fn feed(
     storage: &dyn Storage,
     key: &Key,
+    identities: &[Identity],
     psql: Option<(&mut PsqlTransaction, Strip)>,
     progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<Fed, StreamError> {
+    // An encrypted object needs an identity before anything is downloaded.
+    let sealed = key.as_str().ends_with(SEALED);
+    if sealed && identities.is_empty() {
+        return Err(StreamError::Key(OpenError::NoIdentity.to_string()));
+    }
+    let identities = sealed.then(|| identities.to_vec());
     let (reader, announced) = storage.get(key, cancel).await.map_err(|e| match e {
         StorageError::Cancelled => StreamError::Cancelled,
         other => StreamError::Storage(other),
     })?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let decoder = tokio::task::spawn_blocking(move || decode(reader, progress, &tx));
+    let decoder = tokio::task::spawn_blocking(move || decode(reader, progress, identities.as_deref(), &tx));
     let (mut psql, strip) = match psql {
         Some((p, strip)) => (Some(p), strip),
         None => (None, Strip::Nothing),
@@ -195,10 +233,14 @@ pub(super) async fn feed(
             _ => scanner.feed(&chunk),
         }
     }
-    let decoded = decoder
+    let decoded = match decoder
         .await
         .map_err(|e| StorageError::other(format!("decompression task failed: {e}"), true))?
-        .map_err(|e| StorageError::other(format!("reading {key}: {e}"), true))?;
+    {
+        Ok(d) => d,
+        Err(Stop::Key(why)) => return Err(StreamError::Key(why)),
+        Err(Stop::Broken(why)) => return Err(StorageError::other(format!("reading {key}: {why}"), true).into()),
+    };
     if decoded.size < announced {
         return Err(StorageError::other(
             format!("reading {key}: the download ended after {} of {announced} bytes", decoded.size),

@@ -49,6 +49,8 @@ pub struct VerifyContext {
     pub cfg: VerifyConfig,
     /// Client tools.
     pub tools: ToolsConfig,
+    /// `BACKUP_ENCRYPTION_IDENTITY_FILE`: what opens encrypted backups.
+    pub identities: crate::infra::config::Identities,
 }
 
 impl VerifyContext {
@@ -60,6 +62,7 @@ impl VerifyContext {
             database_url,
             cfg: settings.verify.clone(),
             tools: settings.tools.clone(),
+            identities: settings.identities.clone(),
         }
     }
 }
@@ -104,6 +107,9 @@ pub enum CouldNotRun {
         /// The source's major version.
         source_major: u32,
     },
+    /// The backup is encrypted and no identity held opens it.
+    #[error("{0}")]
+    Key(String),
     /// Another verification holds this scratch database.
     #[error("scratch database {0} is in use by another verifier")]
     ScratchInUse(String),
@@ -145,7 +151,7 @@ impl CouldNotRun {
             CouldNotRun::Restore(f) => f.is_transient(),
             CouldNotRun::Scratch { source, .. } => source.is_retryable(),
             CouldNotRun::ScratchInUse(_) => true,
-            CouldNotRun::VerifyServerTooOld { .. } | CouldNotRun::QueriesFile { .. } => false,
+            CouldNotRun::VerifyServerTooOld { .. } | CouldNotRun::QueriesFile { .. } | CouldNotRun::Key(_) => false,
         }
     }
 }
@@ -170,6 +176,7 @@ impl VerifyError {
                 CouldNotRun::Scratch { .. } | CouldNotRun::ScratchInUse(_) => "scratch",
                 CouldNotRun::VerifyServerTooOld { .. } => "version",
                 CouldNotRun::QueriesFile { .. } => "queries_file",
+                CouldNotRun::Key(_) => "key",
             },
             VerifyError::Cancelled => "shutdown",
             VerifyError::NothingToVerify => "no_backup",

@@ -12,8 +12,9 @@ use crate::infra::pg::{self, PgVersion, Tool};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::Key;
 use crate::pipeline::restore::{judge, restore_into, Judgement, RestoreError, StreamError, Target};
+use crate::pipeline::stages::seal::{self, OpenError};
 use crate::records::history::{Evidence, VerificationRecord, Versions};
-use crate::records::keys::BackupId;
+use crate::records::keys::{BackupId, SEALED};
 use crate::records::manifest::{self, Manifest};
 use chrono::Utc;
 use sqlx::postgres::PgConnection;
@@ -83,11 +84,13 @@ async fn restore_and_check(
         url: scratch_url,
         preamble: "",
         strip: run.privileges.strip,
+        identities: &run.ctx.identities,
     };
     let attempt = match restore_into(run.ctx.storage.as_ref(), run.key, Some(run.manifest), &target, None, cancel).await {
         Ok(a) => a,
         Err(RestoreError::Stream(StreamError::Cancelled)) => return Err(VerifyError::Cancelled),
         Err(RestoreError::Stream(StreamError::Storage(e))) => return Err(e.into()),
+        Err(RestoreError::Stream(StreamError::Key(why))) => return Err(CouldNotRun::Key(why).into()),
         Err(RestoreError::Pg(e)) => return Err(e.into()),
     };
     let restore_secs = t0.elapsed().as_secs_f64();
@@ -133,8 +136,16 @@ async fn restore_and_check(
 pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &CancellationToken) -> Result<VerificationRecord, VerifyError> {
     let started = Instant::now();
     let verified_at = Utc::now();
-    let key = ctx.layout.backup(id);
-    let (verdict, object_bytes) = match manifest::read(ctx.storage.as_ref(), &ctx.layout, id, cancel).await? {
+    let m = manifest::read(ctx.storage.as_ref(), &ctx.layout, id, cancel).await?;
+    // The manifest names the object (encrypted or not); without one, whichever form exists.
+    let [plain, sealed] = ctx.layout.objects(id);
+    let key = match &m {
+        Some(m) if m.key == sealed.as_str() => sealed,
+        Some(_) => plain,
+        None if ctx.storage.head(&sealed, cancel).await?.is_some() => sealed,
+        None => plain,
+    };
+    let (verdict, object_bytes) = match m {
         // Retention may have deleted it since it was chosen: that is not a bad backup.
         None if ctx.storage.head(&key, cancel).await?.is_none() => return Err(VerifyError::Vanished(key.to_string())),
         None => (
@@ -164,6 +175,31 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
     })
 }
 
+/// An encrypted backup: stops before anything is created when no identity held opens it (the key
+/// file's fault, not the backup's), and warns when an identity held is not among its recipients.
+fn check_identity(ctx: &VerifyContext, key: &Key, m: &Manifest) -> Result<(), VerifyError> {
+    if !key.as_str().ends_with(SEALED) {
+        return Ok(());
+    }
+    let held = seal::public_keys(&ctx.identities.0);
+    if held.is_empty() {
+        return Err(CouldNotRun::Key(OpenError::NoIdentity.to_string()).into());
+    }
+    let Some(enc) = &m.encryption else { return Ok(()) };
+    if !enc.recipients.iter().any(|r| held.contains(r)) {
+        return Err(CouldNotRun::Key(OpenError::WrongIdentity { held: held.join(", ") }.to_string()).into());
+    }
+    let missing: Vec<&String> = held.iter().filter(|h| !enc.recipients.contains(h)).collect();
+    if !missing.is_empty() {
+        warn!(
+            recipients = %enc.recipients.join(", "),
+            "{key} is not encrypted to {}: that identity alone cannot restore it; keep the identity it was encrypted to until the backup is gone (docs/runbooks.md, rotating the encryption key)",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
 async fn verify_with_manifest(
     ctx: &VerifyContext,
     id: BackupId,
@@ -171,6 +207,7 @@ async fn verify_with_manifest(
     m: &Manifest,
     cancel: &CancellationToken,
 ) -> Result<Verdict, VerifyError> {
+    check_identity(ctx, key, m)?;
     let admin_url = &ctx.database_url;
     let mut admin = pg::connect(admin_url).await?;
     // Scratch databases that a crash or a lost connection left behind would fill the server.
