@@ -92,7 +92,7 @@ impl Health {
     fn zero_series(&self, create: bool) {
         let m = &self.metrics;
         let causes: &[&str] = if self.service == "backup" {
-            &["database", "storage", "dump", "busy", "lease_lost", "shutdown"]
+            &["database", "storage", "dump", "lease_lost", "shutdown"]
         } else {
             &[
                 "database",

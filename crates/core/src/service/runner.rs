@@ -21,9 +21,11 @@ pub struct RunFailure {
 }
 
 impl RunFailure {
-    /// Nothing to do yet (no backup to verify): waited out, not counted as a failure.
+    /// Nothing to do yet (no backup to verify), or another instance is doing it (its lease):
+    /// waited out, not counted as a failure — a standby must not raise alarms while the backups
+    /// it watches are fresh.
     fn is_waiting(&self) -> bool {
-        self.cause == "no_backup"
+        matches!(self.cause, "no_backup" | "busy")
     }
 }
 
