@@ -176,4 +176,39 @@ async fn encrypted_backups_verify_restore_check_and_open_with_stock_age() {
     assert!(age.wait().unwrap().success() && gunzip.wait().unwrap().success());
     assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sample::row_counts(&pg, "stock").await, want);
+
+    // A damaged header looks to age like a key it cannot unwrap: the hash tells that it is the
+    // backup that is bad, not the key file. Verification fails it; restore falls back.
+    let o = run("pgvigil-backup", &["--once"], &with(&vars, std::slice::from_ref(&recipients))).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let mut newest: Vec<String> = std::fs::read_dir(&bucket)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("backup_2"))
+        .collect();
+    newest.sort();
+    let damaged = bucket.join(newest.last().unwrap());
+    let mut data = std::fs::read(&damaged).unwrap();
+    // Inside the first recipient stanza's wrapped file key (the header's second and third lines).
+    let stanza = data.iter().position(|b| *b == b'\n').unwrap() + 1;
+    let body = stanza + data[stanza..].iter().position(|b| *b == b'\n').unwrap() + 3;
+    data[body] = if data[body] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&damaged, &data).unwrap();
+    let o = run("pgvigil-verify", &["--once"], &with(&vars, &ident)).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("Restore verification failed"),
+        "a bad backup, not a bad key: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("SHA-256"), "{}", text(&o));
+    pg.create_db("fallback").await;
+    let o = run("pgvigil", &["restore", "--to", &pg.url("fallback")], &with(&vars, &ident)).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("FAILED {}", newest.last().unwrap())) || text(&o).contains("FAILED"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(sample::row_counts(&pg, "fallback").await, want);
 }

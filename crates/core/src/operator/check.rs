@@ -2,7 +2,7 @@
 //! restoring them, and names the newest good one.
 
 use super::{Observer, Operator, OperatorError};
-use crate::pipeline::restore::{integrity_problems, stream, StreamError};
+use crate::pipeline::restore::{integrity_problems, key_fault, stream, StreamError};
 use crate::records::catalog::Catalog;
 use crate::records::manifest;
 use serde::Serialize;
@@ -61,6 +61,11 @@ impl Operator {
                     })
                 }
             };
+            if let Some(why) = key_fault(m.as_ref(), &report) {
+                return Err(OperatorError::Usage(format!(
+                    "cannot check {key} beyond its size and SHA-256 (which match): {why}"
+                )));
+            }
             let problems = integrity_problems(m.as_ref(), &report);
             backups.push(CheckRow {
                 key: b.key.clone(),

@@ -181,7 +181,7 @@ impl Operator {
         for id in candidates {
             let m = manifest::read(st, &self.layout, *id, cancel).await?;
             let key = match &m {
-                Some(m) if m.key == self.layout.object(*id, true).as_str() => self.layout.object(*id, true),
+                Some(m) if m.encryption.is_some() => self.layout.object(*id, true),
                 _ => self.layout.backup(*id),
             };
             if let Some(source) = m.as_ref().and_then(|m| pg::parse_version(&format!("x) {}", m.server_version))) {

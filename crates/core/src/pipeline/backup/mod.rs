@@ -249,6 +249,13 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
 
     // Names have one-second resolution: never reuse the name of an existing backup.
     let sealed = !ctx.cfg.recipients.is_empty();
+    if !sealed
+        && catalog
+            .newest_complete()
+            .is_some_and(|b| b.key.ends_with(crate::records::keys::SEALED))
+    {
+        warn!("the newest backup is encrypted but BACKUP_ENCRYPTION_RECIPIENTS is not set: this backup will not be encrypted; set it again unless that is intended");
+    }
     let mut id = BackupId::at(Utc::now());
     while st.head(&ctx.layout.object(id, sealed), cancel).await?.is_some() || catalog.backups.iter().any(|b| b.id == id) {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -352,8 +359,11 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         // The copy of the other form is older than this backup (and, when encryption was just
         // turned on, readable by anyone): it goes.
         Ok(()) => {
-            if let Err(e) = st.delete_many(&[ctx.layout.latest_of(!sealed)], cancel).await {
-                warn!(error = %e, "could not delete the {} copy of an older backup", ctx.layout.latest_of(!sealed));
+            let other = ctx.layout.latest_of(!sealed);
+            if catalog.latest.as_ref().is_some_and(|l| l.key == other.as_str()) {
+                if let Err(e) = st.delete_many(std::slice::from_ref(&other), cancel).await {
+                    warn!(error = %e, "could not delete {other}, the copy of an older backup");
+                }
             }
         }
         Err(e) => warn!(key = %key, error = %e, "could not update {latest}; the backup itself is complete"),

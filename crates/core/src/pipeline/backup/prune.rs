@@ -80,14 +80,23 @@ pub async fn prune_with(
     let cutoff = now - chrono::Duration::days(policy.retention_days as i64);
     // Backup objects first; a backup's manifest and records go only once its object is gone,
     // so a store that refuses some deletes never leaves a backup without its manifest.
-    let objects: Vec<Key> = plan.delete.iter().flat_map(|id| layout.objects(*id)).collect();
+    // The keys as listed (plain or encrypted): a versioned bucket gets no delete marker for a
+    // name that never existed.
+    let listed = |id: &BackupId| -> Key {
+        catalog
+            .backups
+            .iter()
+            .find(|b| b.id == *id)
+            .and_then(|b| Key::new(b.key.clone()).ok())
+            .unwrap_or_else(|| layout.backup(*id))
+    };
+    let objects: Vec<Key> = plan.delete.iter().map(listed).collect();
     let deleted = match storage.delete_many(&objects, cancel).await {
         Ok(()) => Ok(plan.delete.clone()),
         Err(e) => {
             let mut gone = Vec::new();
             for id in &plan.delete {
-                let [plain, sealed] = layout.objects(*id);
-                if let (Ok(None), Ok(None)) = (storage.head(&plain, cancel).await, storage.head(&sealed, cancel).await) {
+                if let Ok(None) = storage.head(&listed(id), cancel).await {
                     gone.push(*id);
                 }
             }

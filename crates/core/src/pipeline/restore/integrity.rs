@@ -13,8 +13,18 @@ pub struct StreamReport {
     pub size: u64,
     /// The gzip layer's error (bad CRC or length, corrupt data, early end), if any.
     pub gzip_error: Option<String>,
+    /// An encrypted object that no identity held opened (why); nothing was decrypted.
+    pub key_error: Option<String>,
     /// What the SQL contained.
     pub scan: ScanResult,
+}
+
+/// For an object no identity opened: whether it is nevertheless exactly what the backup wrote
+/// (then the key file is at fault — `Some(why)`), or damaged (`None`: its problems say so).
+pub fn key_fault(m: Option<&Manifest>, r: &StreamReport) -> Option<String> {
+    let why = r.key_error.as_ref()?;
+    let intact = m.is_some_and(|m| m.size == r.size && m.sha256 == r.sha256);
+    intact.then(|| why.clone())
 }
 
 /// Compares a stream report with the manifest; every disagreement is one reason. Empty means the

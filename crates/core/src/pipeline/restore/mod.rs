@@ -11,7 +11,7 @@ pub mod integrity;
 pub mod judge;
 pub mod stream;
 
-pub use integrity::{integrity_problems, StreamReport};
+pub use integrity::{integrity_problems, key_fault, StreamReport};
 pub use judge::{judge, EnvironmentFault, Judgement};
 pub use stream::{stream, Progress, StreamError};
 
@@ -100,6 +100,11 @@ pub async fn restore_into(
             return Err(e.into());
         }
     };
+    if let Some(why) = integrity::key_fault(manifest, &report) {
+        // Intact, but not ours to open: the environment's fault. Nothing was sent to psql.
+        tx.rollback().await;
+        return Err(StreamError::Key(why).into());
+    }
     let problems = integrity_problems(manifest, &report);
     let outcome = if problems.is_empty() {
         tx.commit(cancel).await

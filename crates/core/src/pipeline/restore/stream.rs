@@ -37,8 +37,6 @@ pub enum StreamError {
 enum Stop {
     /// The download or the consumer broke.
     Broken(String),
-    /// No identity opens the object.
-    Key(String),
 }
 
 /// How feeding psql ended.
@@ -90,6 +88,7 @@ struct Decoded {
     sha256: String,
     size: u64,
     gzip_error: Option<String>,
+    key_error: Option<String>,
 }
 
 /// Downloads, hashes, decrypts (with `identities`, when the object is encrypted) and inflates
@@ -108,6 +107,7 @@ fn decode(
         io_error: None,
     };
     let mut gzip_error = None;
+    let mut key_error = None;
     {
         let source: Option<Box<dyn Read + '_>> = match identities {
             None => Some(Box::new(&mut hashing)),
@@ -117,7 +117,12 @@ fn decode(
                     gzip_error = Some(format!("the object is not a readable age file: {e}"));
                     None
                 }
-                Err(e) => return Err(Stop::Key(e.to_string())),
+                // No identity held unwraps the file key: the wrong key file — or a damaged or
+                // replaced header, which the hash of the whole object (read below) tells apart.
+                Err(e) => {
+                    key_error = Some(e.to_string());
+                    None
+                }
             },
         };
         if let Some(source) = source {
@@ -155,6 +160,7 @@ fn decode(
         sha256: hex::encode(hashing.sha.finalize()),
         size: hashing.size,
         gzip_error,
+        key_error,
     })
 }
 
@@ -238,7 +244,6 @@ pub(super) async fn feed(
         .map_err(|e| StorageError::other(format!("decompression task failed: {e}"), true))?
     {
         Ok(d) => d,
-        Err(Stop::Key(why)) => return Err(StreamError::Key(why)),
         Err(Stop::Broken(why)) => return Err(StorageError::other(format!("reading {key}: {why}"), true).into()),
     };
     if decoded.size < announced {
@@ -252,6 +257,7 @@ pub(super) async fn feed(
         sha256: decoded.sha256,
         size: decoded.size,
         gzip_error: decoded.gzip_error,
+        key_error: decoded.key_error,
         scan: scanner.finish(),
     })))
 }

@@ -140,7 +140,7 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
     // The manifest names the object (encrypted or not); without one, whichever form exists.
     let [plain, sealed] = ctx.layout.objects(id);
     let key = match &m {
-        Some(m) if m.key == sealed.as_str() => sealed,
+        Some(m) if m.encryption.is_some() => sealed,
         Some(_) => plain,
         None if ctx.storage.head(&sealed, cancel).await?.is_some() => sealed,
         None => plain,
@@ -189,12 +189,13 @@ fn check_identity(ctx: &VerifyContext, key: &Key, m: &Manifest) -> Result<(), Ve
     if !enc.recipients.iter().any(|r| held.contains(r)) {
         return Err(CouldNotRun::Key(OpenError::WrongIdentity { held: held.join(", ") }.to_string()).into());
     }
-    let missing: Vec<&String> = held.iter().filter(|h| !enc.recipients.contains(h)).collect();
-    if !missing.is_empty() {
+    // The first identity in the file is the current key: a backup it cannot open needs an older
+    // one kept (during a rotation, expected for backups taken before it).
+    if !enc.recipients.contains(&held[0]) {
         warn!(
             recipients = %enc.recipients.join(", "),
-            "{key} is not encrypted to {}: that identity alone cannot restore it; keep the identity it was encrypted to until the backup is gone (docs/runbooks.md, rotating the encryption key)",
-            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            "{key} is not encrypted to the current identity {} (the first in BACKUP_ENCRYPTION_IDENTITY_FILE): keep the identity it was encrypted to until the backup is gone (docs/runbooks.md, rotating the encryption key)",
+            held[0]
         );
     }
     Ok(())
