@@ -369,6 +369,7 @@ pub async fn fake_old_backups(st: &dyn pgvigil_core::infra::storage::Storage, la
             privileges: None,
             globals: None,
             encryption: None,
+            locked_until: None,
         };
         manifest::write(st, layout, *id, &m, &CancellationToken::new()).await.unwrap();
     }

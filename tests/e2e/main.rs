@@ -11,6 +11,7 @@ mod encryption;
 mod faults;
 mod metrics;
 mod notify;
+mod objectlock;
 mod policy;
 mod restore;
 mod roles;

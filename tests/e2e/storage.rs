@@ -44,6 +44,7 @@ async fn put_chunks(st: &DynStorage, key: &Key, data: &[u8], chunk: usize, force
         expected_size: None,
         force_multipart,
         min_part_size: 0,
+        ..Default::default()
     };
     let (_, r) = tokio::join!(producer, st.put(key, rx, opts, &cancel));
     r.map(|p| p.parts)

@@ -64,9 +64,90 @@ pub struct Faults {
     hits: Arc<Mutex<Vec<String>>>,
     /// When set, requests signed for another region are refused the way AWS refuses them.
     region: Arc<Mutex<Option<String>>>,
+    /// Object lock, enforced the way a bucket created with it enforces it.
+    locks: Arc<Mutex<Locks>>,
+}
+
+/// Object lock state of the bucket.
+#[derive(Default)]
+struct Locks {
+    /// The bucket was "created with object lock".
+    enabled: bool,
+    /// Key → (mode, retain-until as Unix seconds), as the writes asked.
+    objects: std::collections::BTreeMap<String, (String, i64)>,
+    /// Keys of multipart uploads created with a lock: their parts need Content-MD5.
+    md5_required: std::collections::BTreeSet<String>,
+    /// Deletes of keys still locked (refused).
+    refused: Vec<String>,
+}
+
+/// One object's lock as the server recorded it.
+#[derive(Debug, Clone)]
+pub struct LockRecord {
+    /// Object key (without the bucket).
+    pub key: String,
+    /// `GOVERNANCE` or `COMPLIANCE`.
+    pub mode: String,
+    /// Retain-until date, Unix seconds.
+    pub until: i64,
 }
 
 impl Faults {
+    /// The bucket behaves as one created with object lock: it says so, records the lock of every
+    /// write that asks for one (refusing such writes without Content-MD5, as AWS does) and
+    /// refuses to delete a locked object before its date.
+    pub fn enable_object_lock(&self) {
+        self.locks.lock().unwrap().enabled = true;
+    }
+
+    /// The locks recorded for keys containing `key_contains`.
+    pub fn locks(&self, key_contains: &str) -> Vec<LockRecord> {
+        let l = self.locks.lock().unwrap();
+        l.objects
+            .iter()
+            .filter(|(k, _)| k.contains(key_contains))
+            .map(|(k, (mode, until))| LockRecord {
+                key: k.clone(),
+                mode: mode.clone(),
+                until: *until,
+            })
+            .collect()
+    }
+
+    /// Deletes refused because the object was locked.
+    pub fn locked_deletes(&self) -> Vec<String> {
+        self.locks.lock().unwrap().refused.clone()
+    }
+
+    /// Records a write's lock; an error when it carries one without Content-MD5.
+    fn lock_write(&self, key: &str, mode: Option<&ObjectLockMode>, until: Option<&Timestamp>, md5: bool) -> S3Result<()> {
+        let (Some(mode), Some(until)) = (mode, until) else { return Ok(()) };
+        if !md5 {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters",
+            ));
+        }
+        let until = time::OffsetDateTime::from(until.clone()).unix_timestamp();
+        self.locks
+            .lock()
+            .unwrap()
+            .objects
+            .insert(key.to_string(), (mode.as_str().to_string(), until));
+        Ok(())
+    }
+
+    /// Whether deleting `key` must be refused now (and notes the attempt).
+    fn delete_refused(&self, key: &str) -> bool {
+        let mut l = self.locks.lock().unwrap();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let locked = l.objects.get(key).is_some_and(|(_, until)| *until > now);
+        if locked {
+            l.refused.push(key.to_string());
+        }
+        locked
+    }
+
     /// Every `op` on a key containing `key_contains` is denied until [`Faults::clear`].
     pub fn deny(&self, op: &str, key_contains: &str) {
         self.add(op, key_contains, S3ErrorCode::AccessDenied, None);
@@ -336,7 +417,6 @@ impl S3 for Faulty {
     pass! {
         create_bucket: CreateBucketInput => CreateBucketOutput,
         copy_object: CopyObjectInput => CopyObjectOutput,
-        delete_object: DeleteObjectInput => DeleteObjectOutput,
         get_bucket_location: GetBucketLocationInput => GetBucketLocationOutput,
         get_object: GetObjectInput => GetObjectOutput,
         head_bucket: HeadBucketInput => HeadBucketOutput,
@@ -344,8 +424,6 @@ impl S3 for Faulty {
         list_buckets: ListBucketsInput => ListBucketsOutput,
         list_objects: ListObjectsInput => ListObjectsOutput,
         list_objects_v2: ListObjectsV2Input => ListObjectsV2Output,
-        create_multipart_upload: CreateMultipartUploadInput => CreateMultipartUploadOutput,
-        upload_part: UploadPartInput => UploadPartOutput,
         upload_part_copy: UploadPartCopyInput => UploadPartCopyOutput,
         list_parts: ListPartsInput => ListPartsOutput,
         complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
@@ -361,12 +439,99 @@ impl S3 for Faulty {
         Self: 'async_trait,
     {
         Box::pin(async move {
+            let i = &req.input;
+            self.faults.lock_write(
+                &i.key,
+                i.object_lock_mode.as_ref(),
+                i.object_lock_retain_until_date.as_ref(),
+                i.content_md5.is_some(),
+            )?;
             if req.input.if_none_match.is_some() || req.input.if_match.is_some() {
                 let _one_at_a_time = self.conditional.lock().await;
                 self.fs.put_object(req).await
             } else {
                 self.fs.put_object(req).await
             }
+        })
+    }
+
+    fn create_multipart_upload<'life0, 'async_trait>(
+        &'life0 self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<CreateMultipartUploadOutput>>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let i = &req.input;
+            if i.object_lock_mode.is_some() {
+                // The parts must then carry Content-MD5.
+                self.faults
+                    .lock_write(&i.key, i.object_lock_mode.as_ref(), i.object_lock_retain_until_date.as_ref(), true)?;
+                self.faults.locks.lock().unwrap().md5_required.insert(i.key.clone());
+            }
+            self.fs.create_multipart_upload(req).await
+        })
+    }
+
+    fn upload_part<'life0, 'async_trait>(
+        &'life0 self,
+        req: S3Request<UploadPartInput>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<UploadPartOutput>>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let needs = self.faults.locks.lock().unwrap().md5_required.contains(&req.input.key);
+            if needs && req.input.content_md5.is_none() {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::InvalidRequest,
+                    "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters",
+                ));
+            }
+            self.fs.upload_part(req).await
+        })
+    }
+
+    fn get_object_lock_configuration<'life0, 'async_trait>(
+        &'life0 self,
+        _req: S3Request<GetObjectLockConfigurationInput>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<GetObjectLockConfigurationOutput>>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            if !self.faults.locks.lock().unwrap().enabled {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::ObjectLockConfigurationNotFoundError,
+                    "Object Lock configuration does not exist for this bucket",
+                ));
+            }
+            Ok(S3Response::new(GetObjectLockConfigurationOutput {
+                object_lock_configuration: Some(ObjectLockConfiguration {
+                    object_lock_enabled: Some(ObjectLockEnabled::from_static(ObjectLockEnabled::ENABLED)),
+                    rule: None,
+                }),
+            }))
+        })
+    }
+
+    fn delete_object<'life0, 'async_trait>(
+        &'life0 self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = S3Result<S3Response<DeleteObjectOutput>>> + Send + 'async_trait>>
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            if self.faults.delete_refused(&req.input.key) {
+                return Err(S3Error::with_message(S3ErrorCode::AccessDenied, "the object is locked"));
+            }
+            self.fs.delete_object(req).await
         })
     }
 
@@ -382,6 +547,15 @@ impl S3 for Faulty {
             let mut refused = Vec::new();
             let mut kept = Vec::new();
             for object in std::mem::take(&mut req.input.delete.objects) {
+                if self.faults.delete_refused(&object.key) {
+                    refused.push(s3s::dto::Error {
+                        code: Some("AccessDenied".into()),
+                        key: Some(object.key),
+                        message: Some("the object is locked".into()),
+                        ..Default::default()
+                    });
+                    continue;
+                }
                 match self.faults.delete_fault(&object.key) {
                     Some(DeleteFault::Fail(code)) => return Err(S3Error::with_message(code, "injected by the test")),
                     Some(DeleteFault::DeniedPerKey) => refused.push(s3s::dto::Error {

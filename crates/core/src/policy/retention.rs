@@ -50,15 +50,19 @@ pub enum KeptBecause {
     /// It is held: the last backup before a table lost most of its rows, kept until someone runs
     /// `pgvigil ack`.
     Held,
+    /// Its object lock (`S3_OBJECT_LOCK_DAYS`) lasts until then: the store would refuse the
+    /// delete, or hide the object behind a delete marker.
+    Locked(DateTime<Utc>),
 }
 
 impl KeptBecause {
     /// In plain words.
-    pub fn describe(self) -> &'static str {
+    pub fn describe(self) -> String {
         match self {
-            KeptBecause::NewestVerified => "the newest backup that passed verification",
-            KeptBecause::MinKeepWithoutFailed => "within BACKUP_MIN_KEEP, which does not count backups that failed verification",
-            KeptBecause::Held => "held after a table anomaly until acknowledged (pgvigil ack)",
+            KeptBecause::NewestVerified => "the newest backup that passed verification".into(),
+            KeptBecause::MinKeepWithoutFailed => "within BACKUP_MIN_KEEP, which does not count backups that failed verification".into(),
+            KeptBecause::Held => "held after a table anomaly until acknowledged (pgvigil ack)".into(),
+            KeptBecause::Locked(until) => format!("its object lock lasts until {}", until.format("%Y-%m-%d %H:%M UTC")),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Per-backup manifest: written after the upload completed; its presence marks a backup complete.
 
 use super::keys::{BackupId, Layout};
-use crate::infra::storage::{get_bytes, put_bytes, Storage, StorageError};
+use crate::infra::storage::{get_bytes, put_bytes_with, PutOptions, Storage, StorageError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -47,6 +47,10 @@ pub struct Manifest {
     /// the encrypted object, as stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// Object lock: the object and this manifest cannot be deleted or overwritten before this
+    /// time (`S3_OBJECT_LOCK_DAYS`); retention keeps the backup until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
 /// Client-side encryption of a backup object.
@@ -105,7 +109,13 @@ pub async fn write(
     cancel: &CancellationToken,
 ) -> Result<(), StorageError> {
     let json = serde_json::to_vec_pretty(m).map_err(|e| StorageError::other(format!("encoding manifest: {e}"), false))?;
-    put_bytes(storage, &layout.manifest(id), json.into(), cancel).await
+    // Locked as long as its backup: a manifest that could be deleted would leave a locked
+    // object that nothing calls a backup.
+    let opts = PutOptions {
+        retain_until: m.locked_until,
+        ..PutOptions::default()
+    };
+    put_bytes_with(storage, &layout.manifest(id), json.into(), opts, cancel).await
 }
 
 /// Reads a manifest; `Ok(None)` when it does not exist.

@@ -28,6 +28,29 @@ impl Validator {
         }
     }
 
+    /// `S3_OBJECT_LOCK_DAYS` (1–36500) and `S3_OBJECT_LOCK_MODE` (`governance`, the default, or
+    /// `compliance`); S3 only.
+    pub(super) fn object_lock(&mut self, days: Option<String>, mode: Option<String>, s3: bool) -> Option<super::settings::ObjectLock> {
+        let compliance = match nonempty(mode.clone()).map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("governance") => false,
+            Some("compliance") => true,
+            Some(other) => {
+                self.bad("S3_OBJECT_LOCK_MODE", format!("expected governance or compliance, got {other:?}"));
+                false
+            }
+        };
+        nonempty(days.clone())?;
+        if !s3 {
+            self.bad("S3_OBJECT_LOCK_DAYS", "object lock needs S3 storage (S3_BUCKET), not BACKUP_DIR");
+            return None;
+        }
+        let days = self.uint("S3_OBJECT_LOCK_DAYS", days, 0, 1, 36_500, "whole days from 1 to 36500");
+        Some(super::settings::ObjectLock {
+            days: u32::try_from(days).unwrap_or(36_500),
+            compliance,
+        })
+    }
+
     /// `VERIFY_AMCHECK`: `off`, `indexes` (default) or `heap`.
     pub(super) fn amcheck(&mut self, value: Option<String>) -> super::settings::Amcheck {
         use super::settings::Amcheck;

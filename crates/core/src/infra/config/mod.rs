@@ -12,8 +12,8 @@ mod validate;
 
 pub use raw::{RawEnv, VARIABLES};
 pub use settings::{
-    Amcheck, Backend, BackupConfig, Databases, Identities, LogFormat, NotifyConfig, S3Config, Settings, Sse, StorageConfig, ToolsConfig,
-    VerifyConfig,
+    Amcheck, Backend, BackupConfig, Databases, Identities, LogFormat, NotifyConfig, ObjectLock, S3Config, Settings, Sse, StorageConfig,
+    ToolsConfig, VerifyConfig,
 };
 
 use std::fmt;

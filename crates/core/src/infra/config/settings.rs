@@ -94,6 +94,19 @@ pub struct S3Config {
     pub storage_class: Option<String>,
     /// Fixed multipart part size; `None` chooses it from the expected size.
     pub part_size: Option<u64>,
+    /// `S3_OBJECT_LOCK_DAYS`, `S3_OBJECT_LOCK_MODE`: backups and their manifests are written
+    /// with a retention date (write once, read many) on a bucket created with object lock.
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// Object lock (WORM) for backups: how long, and how strictly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Days from the upload until the object may be deleted or overwritten.
+    pub days: u32,
+    /// `compliance`: nobody, not even the root account, can shorten or remove it; `governance`:
+    /// a principal with `s3:BypassGovernanceRetention` can.
+    pub compliance: bool,
 }
 
 /// One line for the start-up log: where backups go, with the settings that decide how requests
@@ -115,6 +128,15 @@ impl fmt::Display for Backend {
                     Some(Sse::Aes256) => f.write_str(", SSE AES256")?,
                     Some(Sse::Kms { key_id: None }) => f.write_str(", SSE aws:kms")?,
                     Some(Sse::Kms { key_id: Some(k) }) => write!(f, ", SSE aws:kms key {k}")?,
+                }
+                match &c.object_lock {
+                    None => {}
+                    Some(l) => write!(
+                        f,
+                        ", object lock {} days {}",
+                        l.days,
+                        if l.compliance { "compliance" } else { "governance" }
+                    )?,
                 }
                 if let Some(class) = &c.storage_class {
                     write!(f, ", storage class {class}")?;
@@ -145,6 +167,7 @@ impl fmt::Debug for S3Config {
             .field("sse", &self.sse)
             .field("storage_class", &self.storage_class)
             .field("part_size", &self.part_size)
+            .field("object_lock", &self.object_lock)
             .finish()
     }
 }

@@ -362,6 +362,11 @@ impl Validator {
                 * 1024
         });
         let region = nonempty(raw.s3_region.clone()).unwrap_or_else(|| "us-east-1".into());
+        let object_lock = self.object_lock(
+            raw.s3_object_lock_days.clone(),
+            raw.s3_object_lock_mode.clone(),
+            raw.s3_bucket.is_some(),
+        );
 
         let backend = match (nonempty(raw.s3_bucket.clone()), nonempty(raw.backup_dir.clone())) {
             (Some(bucket), _) => {
@@ -380,6 +385,7 @@ impl Validator {
                     sse,
                     storage_class: nonempty(raw.s3_storage_class.clone()),
                     part_size,
+                    object_lock,
                 })
             }
             (None, Some(dir)) => Backend::Local { dir: PathBuf::from(dir) },

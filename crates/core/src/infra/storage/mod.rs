@@ -21,7 +21,7 @@ pub use local::LocalStorage;
 pub use preflight::preflight;
 pub use s3::S3Storage;
 
-use crate::infra::config::{Backend, StorageConfig};
+use crate::infra::config::{Backend, S3Config, StorageConfig};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -125,6 +125,9 @@ pub struct PutOptions {
     pub force_multipart: bool,
     /// Smallest part size to use (raised after an upload outgrew its parts).
     pub min_part_size: u64,
+    /// Object lock: written to stay, unchangeable, until this time (with `S3_OBJECT_LOCK_DAYS`;
+    /// ignored by stores without object lock).
+    pub retain_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A readable object body. Reading it fails with an I/O error when the download breaks.
@@ -171,6 +174,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Backend errors, naming the keys that could not be deleted.
     async fn delete_many(&self, keys: &[Key], cancel: &CancellationToken) -> Result<()>;
+
+    /// Whether the bucket was created with object lock (`None`: the store has no such notion).
+    ///
+    /// # Errors
+    /// Backend errors other than "no object lock configuration".
+    async fn object_lock_enabled(&self, _cancel: &CancellationToken) -> Result<Option<bool>> {
+        Ok(None)
+    }
 
     /// Server-side copy.
     ///
@@ -228,6 +239,21 @@ pub async fn connect(cfg: &StorageConfig) -> Result<DynStorage> {
 pub async fn connect_checked(cfg: &StorageConfig, list_prefix: &str, probe: &Key, cancel: &CancellationToken) -> Result<DynStorage> {
     let st = connect(cfg).await?;
     preflight(st.as_ref(), list_prefix, probe, cancel).await?;
+    if let Backend::S3(S3Config {
+        object_lock: Some(_),
+        bucket,
+        ..
+    }) = &cfg.backend
+    {
+        if st.object_lock_enabled(cancel).await? != Some(true) {
+            return Err(StorageError::other(
+                format!(
+                    "S3_OBJECT_LOCK_DAYS is set but bucket {bucket} has no object lock: use a bucket created with object lock enabled (aws s3api create-bucket --object-lock-enabled-for-bucket, or enable it on a versioned bucket), or unset S3_OBJECT_LOCK_DAYS"
+                ),
+                false,
+            ));
+        }
+    }
     Ok(st)
 }
 

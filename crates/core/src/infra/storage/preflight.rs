@@ -28,6 +28,7 @@ pub async fn preflight(storage: &dyn Storage, list_prefix: &str, probe: &Key, ca
         expected_size: Some(payload.len() as u64),
         force_multipart: true,
         min_part_size: 0,
+        ..Default::default()
     };
     put_bytes_with(storage, probe, payload.clone(), opts, cancel)
         .await

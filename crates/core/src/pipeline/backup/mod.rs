@@ -53,6 +53,8 @@ pub struct BackupContext {
     /// Smallest part size for the next upload: raised when one outgrew its parts, so that the next
     /// attempt does not fail the same way.
     pub part_size_floor: Arc<AtomicU64>,
+    /// `S3_OBJECT_LOCK_DAYS`: backups and manifests are locked this many days.
+    pub lock_days: Option<u32>,
 }
 
 impl BackupContext {
@@ -65,6 +67,10 @@ impl BackupContext {
             cfg: settings.backup.clone(),
             tools: settings.tools.clone(),
             part_size_floor: Arc::default(),
+            lock_days: match &settings.storage.backend {
+                crate::infra::config::Backend::S3(c) => c.object_lock.map(|l| l.days),
+                crate::infra::config::Backend::Local { .. } => None,
+            },
         }
     }
 }
@@ -280,10 +286,12 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
     let watcher =
         tokio::spawn(watch::blocked_sessions(ctx.database_url.clone(), app_name, plan.server.major, watching.clone()).in_current_span());
     let (tx, rx) = body_channel(4);
+    let locked_until = ctx.lock_days.map(|d| started_at + chrono::Duration::days(i64::from(d)));
     let opts = PutOptions {
         expected_size: expected,
         force_multipart: false,
         min_part_size: ctx.part_size_floor.load(Ordering::Relaxed),
+        retain_until: locked_until,
     };
     let (produced, put) = tokio::join!(
         produce::produce(child, tx, ctx.cfg.compression_level, &ctx.cfg.recipients, cancel),
@@ -338,6 +346,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
             scheme: "age".into(),
             recipients: ctx.cfg.recipients.iter().map(ToString::to_string).collect(),
         }),
+        locked_until,
     };
     // The upload is complete but not yet a backup: publish only while the lease is still ours.
     if let Err(e) = lease.confirm().await {

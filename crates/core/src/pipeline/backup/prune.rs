@@ -5,11 +5,12 @@
 
 use super::BackupContext;
 use crate::infra::storage::{Key, Storage, StorageError};
-use crate::policy::retention::{self, Candidate, Plan, RetentionPolicy, Verified};
+use crate::policy::retention::{self, Candidate, KeptBecause, Plan, RetentionPolicy, Verified};
 use crate::records::catalog::Catalog;
 use crate::records::history::read_verification;
 use crate::records::holds;
 use crate::records::keys::{BackupId, Layout};
+use crate::records::manifest;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +52,30 @@ async fn candidates(
     Ok(out)
 }
 
+/// Backups whose object lock has not ended are kept (and never sent a delete): their manifest
+/// says until when.
+async fn keep_locked(
+    storage: &dyn Storage,
+    layout: &Layout,
+    plan: &mut Plan,
+    now: chrono::DateTime<Utc>,
+    cancel: &CancellationToken,
+) -> Result<(), StorageError> {
+    let mut locked = Vec::new();
+    for id in &plan.delete {
+        if let Some(until) = manifest::read(storage, layout, *id, cancel).await?.and_then(|m| m.locked_until) {
+            if until > now {
+                locked.push((*id, until));
+            }
+        }
+    }
+    for (id, until) in locked {
+        plan.delete.retain(|d| *d != id);
+        plan.kept.push((id, KeptBecause::Locked(until)));
+    }
+    Ok(())
+}
+
 /// Verification records kept per backup (the newest ones).
 const RECORDS_PER_BACKUP: usize = 20;
 
@@ -74,6 +99,7 @@ pub async fn prune_with(
     if let Some(confirmed) = confirmed {
         plan.delete.retain(|id| confirmed.contains(id));
     }
+    keep_locked(storage, layout, &mut plan, now, cancel).await?;
     if dry_run {
         return Ok(plan);
     }

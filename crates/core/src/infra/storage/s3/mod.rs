@@ -88,6 +88,28 @@ impl Storage for S3Storage {
         Ok((Box::new(out.body.into_async_read()), size))
     }
 
+    async fn object_lock_enabled(&self, cancel: &CancellationToken) -> Result<Option<bool>> {
+        let res = or_cancel(cancel, async {
+            self.client
+                .get_object_lock_configuration()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .map_err(|e| classify("reading the object lock configuration of", &self.bucket, &e))
+        })
+        .await;
+        match res {
+            Ok(out) => Ok(Some(
+                out.object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    .is_some_and(|e| *e == aws_sdk_s3::types::ObjectLockEnabled::Enabled),
+            )),
+            // ObjectLockConfigurationNotFoundError (404).
+            Err(StorageError::NotFound(_)) => Ok(Some(false)),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn head(&self, key: &Key, cancel: &CancellationToken) -> Result<Option<ObjectMeta>> {
         let res = or_cancel(cancel, async {
             self.client

@@ -8,7 +8,7 @@ use super::{ObjectSettings, S3Storage};
 use crate::infra::storage::parts::{choose_part_size_at_least, MAX_PARTS};
 use crate::infra::storage::{body_channel, BodyReceiver, Key, PutOptions, PutResult, Result, StorageError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectLockMode};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use std::time::Duration;
@@ -17,8 +17,22 @@ use tokio_util::sync::CancellationToken;
 
 /// Parts uploading concurrently while the next part fills.
 pub const PARTS_IN_FLIGHT: usize = 2;
-/// Content type of every object pgvigil writes through this path.
-const CONTENT_TYPE: &str = "application/gzip";
+/// Content type of an object pgvigil writes through this path: gzip, or an age file.
+fn content_type(key: &Key) -> &'static str {
+    // An age file (`….sql.gz.age`), whose name the records layer gives it.
+    if key.as_str().ends_with(".age") {
+        "application/octet-stream"
+    } else {
+        "application/gzip"
+    }
+}
+
+/// Content-MD5 of a request body, which S3 requires on every write that carries object lock.
+fn content_md5(data: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
 
 /// A multipart upload in progress.
 pub(super) struct OpenUpload<'a> {
@@ -28,6 +42,8 @@ pub(super) struct OpenUpload<'a> {
     pub(super) id: &'a str,
     /// The one part size used for every part of this upload.
     pub(super) part_size: u64,
+    /// Parts carry Content-MD5 (object lock requires it).
+    pub(super) md5: bool,
 }
 
 /// Parts already uploading.
@@ -56,17 +72,36 @@ async fn join_one(in_flight: &mut InFlight, cancel: &CancellationToken) -> Resul
     }
 }
 
+/// Object lock headers: mode and retain-until date.
+#[derive(Clone)]
+struct Lock(ObjectLockMode, aws_sdk_s3::primitives::DateTime);
+
 impl S3Storage {
-    async fn put_single(&self, key: &Key, data: Bytes) -> Result<PutResult> {
+    /// The lock for an upload retained until `until`, when `S3_OBJECT_LOCK_DAYS` is set.
+    fn lock(&self, until: Option<chrono::DateTime<chrono::Utc>>) -> Option<Lock> {
+        let (cfg, until) = (self.cfg.object_lock?, until?);
+        let mode = if cfg.compliance {
+            ObjectLockMode::Compliance
+        } else {
+            ObjectLockMode::Governance
+        };
+        Some(Lock(mode, aws_sdk_s3::primitives::DateTime::from_secs(until.timestamp())))
+    }
+
+    async fn put_single(&self, key: &Key, data: Bytes, lock: Option<Lock>) -> Result<PutResult> {
         let size = data.len() as u64;
+        let md5 = lock.as_ref().map(|_| content_md5(&data));
         let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key.as_str())
             .content_length(size as i64)
-            .content_type(CONTENT_TYPE)
+            .content_type(content_type(key))
             .object_settings(&self.cfg)
+            .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.1))
+            .set_content_md5(md5)
             .body(ByteStream::from(data))
             .send();
         // Not raced against `cancel`: the body is complete and at most one part, and a PUT that
@@ -77,8 +112,17 @@ impl S3Storage {
             .map(|_| PutResult { size, parts: 1 })
     }
 
-    async fn upload_part(client: Client, bucket: String, key: Key, upload_id: String, number: i32, data: Bytes) -> Result<CompletedPart> {
+    async fn upload_part(
+        client: Client,
+        bucket: String,
+        key: Key,
+        upload_id: String,
+        number: i32,
+        data: Bytes,
+        md5: bool,
+    ) -> Result<CompletedPart> {
         let len = data.len() as i64;
+        let md5 = md5.then(|| content_md5(&data));
         let out = client
             .upload_part()
             .bucket(bucket)
@@ -86,6 +130,7 @@ impl S3Storage {
             .upload_id(upload_id)
             .part_number(number)
             .content_length(len)
+            .set_content_md5(md5)
             .body(ByteStream::from(data))
             .send()
             .await
@@ -135,6 +180,7 @@ impl S3Storage {
                     upload_id.to_string(),
                     next_number,
                     data,
+                    up.md5,
                 ));
                 next_number += 1;
                 if buf.is_empty() {
@@ -202,16 +248,19 @@ impl S3Storage {
         // Read up to one part first: a body smaller than a part goes up in one request.
         let mut first = BytesMut::with_capacity(part_size.min(8 << 20) as usize);
         let complete = fill(&mut first, part_size, &mut body, cancel).await?;
+        let lock = self.lock(opts.retain_until);
         if complete && !opts.force_multipart {
-            return self.put_single(key, first.freeze()).await;
+            return self.put_single(key, first.freeze(), lock.clone()).await;
         }
         let created = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key.as_str())
-            .content_type(CONTENT_TYPE)
+            .content_type(content_type(key))
             .object_settings(&self.cfg)
+            .set_object_lock_mode(lock.as_ref().map(|l| l.0.clone()))
+            .set_object_lock_retain_until_date(lock.as_ref().map(|l| l.1))
             .send()
             .await
             .map_err(|e| classify("starting the upload of", key.as_str(), &e))?;
@@ -227,6 +276,7 @@ impl S3Storage {
             key,
             id: &upload_id,
             part_size,
+            md5: lock.is_some(),
         };
         let res = self.fill_multipart(&up, first, &mut body, &mut in_flight, cancel).await;
         if res.is_err() {
