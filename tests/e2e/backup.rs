@@ -604,3 +604,22 @@ async fn sigterm_aborts_an_in_flight_upload_and_exits_promptly() {
     assert!(published.is_empty(), "{published:?}");
     assert!(s3.pending_uploads().is_empty(), "the multipart upload was aborted");
 }
+
+#[tokio::test]
+async fn the_latest_copy_can_be_turned_off_and_then_none_is_left_stale() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 10).await;
+    let s3 = pgvigil_e2e::S3Server::start().await;
+    let mut vars = s3.vars("nolatest");
+    vars.push(("DATABASE_URL", pg.url("app")));
+    let latest = s3.root.path().join(pgvigil_e2e::s3::BUCKET).join("nolatest/backup_latest.sql.gz");
+    let o = pgvigil_e2e::run::run("pgvigil-backup", &["--once"], &vars).await;
+    assert!(o.status.success(), "{}", pgvigil_e2e::run::text(&o));
+    assert!(latest.exists());
+    assert!(pgvigil_e2e::run::text(&o).contains("updated nolatest/backup_latest.sql.gz (server-side copy)"));
+    vars.push(("BACKUP_LATEST_COPY", "false".into()));
+    let o = pgvigil_e2e::run::run("pgvigil-backup", &["--once"], &vars).await;
+    assert!(o.status.success(), "{}", pgvigil_e2e::run::text(&o));
+    assert!(!latest.exists(), "a copy of an older backup is not left behind");
+}

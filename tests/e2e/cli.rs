@@ -70,6 +70,15 @@ async fn every_command_against_a_prepared_bucket() {
     let check: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(check["backups"][0]["ok"], false);
     assert_eq!(check["newest_good"], older.as_str());
+    assert!(check["depth"].as_str().unwrap().starts_with("size and SHA-256"), "{check}");
+    // --deep inflates too, and says so.
+    let (code, out, all) = pgvigil(&["check", "--deep", "--json"], &vars).await;
+    assert_eq!(code, Some(1), "{all}");
+    let deep: Value = serde_json::from_str(&out).unwrap();
+    assert!(deep["depth"].as_str().unwrap().starts_with("deep"), "{deep}");
+    assert_eq!(deep["newest_good"], older.as_str());
+    let problems = deep["backups"][0]["problems"].to_string();
+    assert!(problems.contains("SHA-256") && problems.contains("gzip"), "{problems}");
 
     // Restore falls back to the older backup and reports RTO and RPO.
     pg.create_db("target").await;

@@ -128,9 +128,14 @@ async fn encrypted_backups_verify_restore_check_and_open_with_stock_age() {
 
     // check and restore with the identity.
     let ident = [("BACKUP_ENCRYPTION_IDENTITY_FILE", current_file.clone())];
-    let o = run("pgvigil", &["check"], &with(&vars, &ident)).await;
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The default check compares the ciphertext with the manifest: no identity needed.
     let o = run("pgvigil", &["check"], &vars).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("checked: size and SHA-256"), "{}", text(&o));
+    let o = run("pgvigil", &["check", "--deep"], &with(&vars, &ident)).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("checked: deep"), "{}", text(&o));
+    let o = run("pgvigil", &["check", "--deep"], &vars).await;
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("BACKUP_ENCRYPTION_IDENTITY_FILE"), "{}", text(&o));
     pg.create_db("restored").await;

@@ -57,7 +57,8 @@ async fn locked_backups_carry_their_date_and_retention_waits_for_it() {
 
     // With it: the backup and its manifest are locked for 30 days (governance by default), with
     // Content-MD5 (the server refuses lock headers without it); the latest copy is not locked.
-    s3.faults.enable_object_lock();
+    // (A default retention rule too: every write — leases, probes, records — needs Content-MD5.)
+    s3.faults.enable_default_retention();
     let o = run("pgvigil-backup", &["--once"], &vars).await;
     assert!(o.status.success(), "{}", text(&o));
     let want = chrono::Utc::now().timestamp() + 30 * 86_400;
@@ -69,6 +70,11 @@ async fn locked_backups_carry_their_date_and_retention_waits_for_it() {
         assert!((l.until - want).abs() < 600, "{l:?}");
     }
     assert!(s3.faults.locks("backup_latest").is_empty());
+    // The verify service does not check the bucket's lock (its read-mostly policy may not allow it).
+    let mut verify = vars.clone();
+    verify.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    let o = run("pgvigil-verify", &["--once"], &verify).await;
+    assert!(o.status.success(), "{}", text(&o));
 
     // Compliance mode, through a multipart upload (every part with Content-MD5).
     let mut compliance = vars.clone();

@@ -73,6 +73,8 @@ pub struct Faults {
 struct Locks {
     /// The bucket was "created with object lock".
     enabled: bool,
+    /// It has a default retention: every write must carry Content-MD5.
+    default_retention: bool,
     /// Key → (mode, retain-until as Unix seconds), as the writes asked.
     objects: std::collections::BTreeMap<String, (String, i64)>,
     /// Keys of multipart uploads created with a lock: their parts need Content-MD5.
@@ -100,6 +102,14 @@ impl Faults {
         self.locks.lock().unwrap().enabled = true;
     }
 
+    /// As [`Faults::enable_object_lock`], with a default retention rule: like AWS, every write
+    /// (also those without lock headers) must then carry Content-MD5.
+    pub fn enable_default_retention(&self) {
+        let mut l = self.locks.lock().unwrap();
+        l.enabled = true;
+        l.default_retention = true;
+    }
+
     /// The locks recorded for keys containing `key_contains`.
     pub fn locks(&self, key_contains: &str) -> Vec<LockRecord> {
         let l = self.locks.lock().unwrap();
@@ -121,6 +131,12 @@ impl Faults {
 
     /// Records a write's lock; an error when it carries one without Content-MD5.
     fn lock_write(&self, key: &str, mode: Option<&ObjectLockMode>, until: Option<&Timestamp>, md5: bool) -> S3Result<()> {
+        if !md5 && self.locks.lock().unwrap().default_retention {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                "Content-MD5 OR x-amz-checksum- HTTP header is required for Put Object requests with Object Lock parameters",
+            ));
+        }
         let (Some(mode), Some(until)) = (mode, until) else { return Ok(()) };
         if !md5 {
             return Err(S3Error::with_message(
@@ -484,7 +500,10 @@ impl S3 for Faulty {
         Self: 'async_trait,
     {
         Box::pin(async move {
-            let needs = self.faults.locks.lock().unwrap().md5_required.contains(&req.input.key);
+            let needs = {
+                let l = self.faults.locks.lock().unwrap();
+                l.default_retention || l.md5_required.contains(&req.input.key)
+            };
             if needs && req.input.content_md5.is_none() {
                 return Err(S3Error::with_message(
                     S3ErrorCode::InvalidRequest,

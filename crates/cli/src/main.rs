@@ -53,6 +53,11 @@ enum Command {
         /// How many backups to check, newest first.
         #[arg(long, default_value_t = 5)]
         last: usize,
+        /// Also inflate every object and find pg_dump's closing line (slower; decrypts encrypted
+        /// backups, so it needs BACKUP_ENCRYPTION_IDENTITY_FILE for them). By default only size
+        /// and SHA-256 are compared with the manifest.
+        #[arg(long)]
+        deep: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -255,8 +260,8 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
             println!("{}", text.trim_end());
             Ok(0)
         }
-        Command::Check { last, json } => {
-            let r = op.check(last, &progress::Terminal::default(), cancel).await?;
+        Command::Check { last, deep, json } => {
+            let r = op.check(last, deep, &progress::Terminal::default(), cancel).await?;
             let text = if json { render::json(&r) } else { render::check(&r, &prefix) };
             println!("{}", text.trim_end());
             Ok(u8::from(r.newest_is_bad()))

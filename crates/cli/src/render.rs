@@ -123,6 +123,7 @@ pub fn list(rows: &[ListRow], prefix: &str) -> String {
 /// `pgvigil check`
 pub fn check(r: &CheckReport, prefix: &str) -> String {
     let mut s = String::new();
+    let _ = writeln!(s, "checked: {}", r.depth);
     for row in &r.backups {
         let _ = writeln!(
             s,

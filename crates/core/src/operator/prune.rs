@@ -17,12 +17,29 @@ pub struct PrunePlan {
 }
 
 impl Operator {
+    /// `S3_OBJECT_LOCK_DAYS`, when set.
+    fn lock_days(&self) -> Option<u32> {
+        match &self.settings.storage.backend {
+            crate::infra::config::Backend::S3(c) => c.object_lock.map(|l| l.days),
+            crate::infra::config::Backend::Local { .. } => None,
+        }
+    }
+
     /// The retention plan under `policy`.
     ///
     /// # Errors
     /// Storage errors.
     pub async fn prune_plan(&self, policy: &EffectivePolicy, cancel: &CancellationToken) -> Result<PrunePlan, OperatorError> {
-        let plan = prune_with(self.storage.as_ref(), &self.layout, policy.retention, true, None, cancel).await?;
+        let plan = prune_with(
+            self.storage.as_ref(),
+            &self.layout,
+            policy.retention,
+            self.lock_days(),
+            true,
+            None,
+            cancel,
+        )
+        .await?;
         Ok(PrunePlan {
             policy: policy.clone(),
             plan,
@@ -53,6 +70,7 @@ impl Operator {
             self.storage.as_ref(),
             &self.layout,
             policy,
+            self.lock_days(),
             false,
             Some(&confirmed.plan.delete),
             cancel,

@@ -84,6 +84,15 @@ pub async fn open_storage(settings: &Settings, cancel: &CancellationToken) -> Re
     storage::connect_checked(&settings.storage, &layout.backups_prefix(), &layout.probe(), cancel).await
 }
 
+/// [`open_storage`], and for the backup service the object lock check.
+async fn open_storage_for<S: Service>(settings: &Settings, cancel: &CancellationToken) -> Result<DynStorage, StorageError> {
+    let st = open_storage(settings, cancel).await?;
+    if S::NAME == "backup" {
+        storage::check_object_lock(&settings.storage, st.as_ref(), cancel).await?;
+    }
+    Ok(st)
+}
+
 /// What differs between the two services.
 #[async_trait]
 pub(super) trait Service: Sized + Send + Sync {
@@ -317,12 +326,12 @@ pub(super) async fn start<S: Service>(
     };
     health.record_interval(interval);
     let storage = if once {
-        open_storage(&settings, &cancel).await.map_err(StartupError::Storage)?
+        open_storage_for::<S>(&settings, &cancel).await.map_err(StartupError::Storage)?
     } else {
         let opened = until_ok(
             startup_backoff(&settings),
             &cancel,
-            || open_storage(&settings, &cancel),
+            || open_storage_for::<S>(&settings, &cancel),
             |e, d| {
                 error!(error = %e, "Storage is not usable yet; retrying in {}s", d.as_secs());
             },

@@ -214,6 +214,9 @@ pub struct BackupConfig {
     /// `BACKUP_ENCRYPTION_RECIPIENTS(_FILE)`: age public keys the backups are encrypted to
     /// (empty: not encrypted). Never a private key.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// `BACKUP_LATEST_COPY`: keep `backup_latest.sql.gz` as a copy of the newest backup (a
+    /// server-side copy after every backup).
+    pub latest_copy: bool,
 }
 
 /// How backups are verified (the scratch server is [`Settings::verify_database_url`]).

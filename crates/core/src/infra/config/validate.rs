@@ -175,6 +175,7 @@ impl Validator {
             keep_privileges,
             table_rules,
             recipients,
+            latest_copy: self.boolean("BACKUP_LATEST_COPY", raw.backup_latest_copy, true),
         };
 
         let vdb = self.secret(
@@ -365,7 +366,7 @@ impl Validator {
         let object_lock = self.object_lock(
             raw.s3_object_lock_days.clone(),
             raw.s3_object_lock_mode.clone(),
-            raw.s3_bucket.is_some(),
+            nonempty(raw.s3_bucket.clone()).is_some(),
         );
 
         let backend = match (nonempty(raw.s3_bucket.clone()), nonempty(raw.backup_dir.clone())) {

@@ -239,6 +239,15 @@ pub async fn connect(cfg: &StorageConfig) -> Result<DynStorage> {
 pub async fn connect_checked(cfg: &StorageConfig, list_prefix: &str, probe: &Key, cancel: &CancellationToken) -> Result<DynStorage> {
     let st = connect(cfg).await?;
     preflight(st.as_ref(), list_prefix, probe, cancel).await?;
+    Ok(st)
+}
+
+/// With `S3_OBJECT_LOCK_DAYS`, checks that the bucket has object lock (the backup service, at
+/// start): without it the lock headers would be refused or, worse, ignored.
+///
+/// # Errors
+/// When it has none, in one sentence saying what to do; storage errors.
+pub async fn check_object_lock(cfg: &StorageConfig, st: &dyn Storage, cancel: &CancellationToken) -> Result<()> {
     if let Backend::S3(S3Config {
         object_lock: Some(_),
         bucket,
@@ -254,7 +263,7 @@ pub async fn connect_checked(cfg: &StorageConfig, list_prefix: &str, probe: &Key
             ));
         }
     }
-    Ok(st)
+    Ok(())
 }
 
 /// The store's clock minus ours, in seconds, from the modification time the store gives a probe

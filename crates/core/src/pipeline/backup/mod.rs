@@ -19,7 +19,7 @@ use crate::infra::config::{BackupConfig, Settings, ToolsConfig};
 use crate::infra::pg::{dump, globals, PgError};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::parts::expected_backup_size;
-use crate::infra::storage::{body_channel, clock_skew, DynStorage, PutOptions, StorageError};
+use crate::infra::storage::{body_channel, clock_skew, DynStorage, Key, PutOptions, StorageError};
 use crate::policy::anomaly::{self, Anomaly, TableAnomaly};
 use crate::policy::retention::Plan;
 use crate::records::catalog::Catalog;
@@ -246,6 +246,39 @@ async fn take_back(st: &dyn crate::infra::storage::Storage, key: &crate::infra::
     }
 }
 
+/// Keeps `backup_latest.sql.gz` (`.age` when encrypted) a copy of the newest backup, or removes
+/// it when `BACKUP_LATEST_COPY=false` (a stale copy would be a lie). A failure is a warning: the
+/// backup itself is complete.
+async fn update_latest(ctx: &BackupContext, catalog: &Catalog, key: &Key, sealed: bool, cancel: &CancellationToken) {
+    let st = ctx.storage.as_ref();
+    let listed = |k: &Key| catalog.latest.as_ref().is_some_and(|l| l.key == k.as_str());
+    // The copy of the other form is older than this backup (and, when encryption was just turned
+    // on, readable by anyone); with copies off, so is any copy.
+    let mut stale: Vec<Key> = vec![ctx.layout.latest_of(!sealed)];
+    if ctx.cfg.latest_copy {
+        let latest = ctx.layout.latest_of(sealed);
+        let started = std::time::Instant::now();
+        match st.copy(key, &latest, cancel).await {
+            Ok(()) => info!(
+                secs = format!("{:.1}", started.elapsed().as_secs_f64()),
+                "updated {latest} (server-side copy)"
+            ),
+            Err(e) => {
+                warn!(key = %key, error = %e, "could not update {latest}; the backup itself is complete");
+                return;
+            }
+        }
+    } else {
+        stale.push(ctx.layout.latest_of(sealed));
+    }
+    stale.retain(|k| listed(k));
+    if !stale.is_empty() {
+        if let Err(e) = st.delete_many(&stale, cancel).await {
+            warn!(error = %e, "could not delete {}, a copy of an older backup", stale[0]);
+        }
+    }
+}
+
 /// The backup itself, while the lease is held.
 async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     let st = ctx.storage.as_ref();
@@ -363,20 +396,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         st.delete_many(&[ctx.layout.globals(id)], &cleanup).await.ok();
         return Err(e.into());
     }
-    let latest = ctx.layout.latest_of(sealed);
-    match st.copy(&key, &latest, cancel).await {
-        // The copy of the other form is older than this backup (and, when encryption was just
-        // turned on, readable by anyone): it goes.
-        Ok(()) => {
-            let other = ctx.layout.latest_of(!sealed);
-            if catalog.latest.as_ref().is_some_and(|l| l.key == other.as_str()) {
-                if let Err(e) = st.delete_many(std::slice::from_ref(&other), cancel).await {
-                    warn!(error = %e, "could not delete {other}, the copy of an older backup");
-                }
-            }
-        }
-        Err(e) => warn!(key = %key, error = %e, "could not update {latest}; the backup itself is complete"),
-    }
+    update_latest(ctx, &catalog, &key, sealed, cancel).await;
     let recent = catalog.recent_sizes_before(id, 7);
     let anomaly = anomaly::assess(manifest.size, &recent);
     // Before retention runs: the backup before a lost table is held, so it is not pruned.

@@ -19,7 +19,16 @@ use tokio_util::sync::CancellationToken;
 /// # Errors
 /// Storage errors.
 pub async fn prune(ctx: &BackupContext, dry_run: bool, cancel: &CancellationToken) -> Result<Plan, StorageError> {
-    prune_with(ctx.storage.as_ref(), &ctx.layout, ctx.cfg.retention, dry_run, None, cancel).await
+    prune_with(
+        ctx.storage.as_ref(),
+        &ctx.layout,
+        ctx.cfg.retention,
+        ctx.lock_days,
+        dry_run,
+        None,
+        cancel,
+    )
+    .await
 }
 
 /// What verification said about each backup: from the record names, reading the few records
@@ -52,28 +61,36 @@ async fn candidates(
     Ok(out)
 }
 
-/// Backups whose object lock has not ended are kept (and never sent a delete): their manifest
-/// says until when.
+/// With object lock, backups whose lock has not ended are kept (and never sent a delete): their
+/// manifest says until when; without a readable manifest, the lock is assumed to run `days` (and
+/// a day more) from the backup's time.
 async fn keep_locked(
     storage: &dyn Storage,
     layout: &Layout,
     plan: &mut Plan,
+    days: u32,
     now: chrono::DateTime<Utc>,
     cancel: &CancellationToken,
-) -> Result<(), StorageError> {
+) {
     let mut locked = Vec::new();
     for id in &plan.delete {
-        if let Some(until) = manifest::read(storage, layout, *id, cancel).await?.and_then(|m| m.locked_until) {
-            if until > now {
-                locked.push((*id, until));
+        let assumed = id.0 + chrono::Duration::days(i64::from(days) + 1);
+        let until = match manifest::read(storage, layout, *id, cancel).await {
+            Ok(Some(m)) => m.locked_until.unwrap_or(id.0),
+            Ok(None) => assumed,
+            Err(e) => {
+                tracing::warn!(backup = %id.file_name(), error = %e, "could not read the manifest to see how long the backup is locked; keeping it");
+                assumed
             }
+        };
+        if until > now {
+            locked.push((*id, until));
         }
     }
     for (id, until) in locked {
         plan.delete.retain(|d| *d != id);
         plan.kept.push((id, KeptBecause::Locked(until)));
     }
-    Ok(())
 }
 
 /// Verification records kept per backup (the newest ones).
@@ -89,6 +106,7 @@ pub async fn prune_with(
     storage: &dyn Storage,
     layout: &Layout,
     policy: RetentionPolicy,
+    lock_days: Option<u32>,
     dry_run: bool,
     confirmed: Option<&[BackupId]>,
     cancel: &CancellationToken,
@@ -99,7 +117,9 @@ pub async fn prune_with(
     if let Some(confirmed) = confirmed {
         plan.delete.retain(|id| confirmed.contains(id));
     }
-    keep_locked(storage, layout, &mut plan, now, cancel).await?;
+    if let Some(days) = lock_days {
+        keep_locked(storage, layout, &mut plan, days, now, cancel).await;
+    }
     if dry_run {
         return Ok(plan);
     }

@@ -13,7 +13,7 @@ pub mod stream;
 
 pub use integrity::{integrity_problems, key_fault, StreamReport};
 pub use judge::{judge, EnvironmentFault, Judgement};
-pub use stream::{stream, Progress, StreamError};
+pub use stream::{digest, stream, Progress, StreamError};
 
 use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::pg::{PgError, Tool};

@@ -164,7 +164,48 @@ fn decode(
     })
 }
 
-/// Streams `key` through the integrity stages without restoring it (`pgvigil check`).
+/// Reads `key` through SHA-256 only, as fast as storage delivers: its size and hash, to compare
+/// with the manifest (`pgvigil check` at its default depth). Needs no identity for an encrypted
+/// object: the manifest's hash is that of the ciphertext.
+///
+/// # Errors
+/// [`StreamError`] when storage fails (also a download that ends early) or shutdown interrupts.
+pub async fn digest(
+    storage: &dyn Storage,
+    key: &Key,
+    progress: Option<Progress>,
+    cancel: &CancellationToken,
+) -> Result<(String, u64), StreamError> {
+    use tokio::io::AsyncReadExt;
+    let (mut reader, announced) = storage.get(key, cancel).await.map_err(|e| match e {
+        StorageError::Cancelled => StreamError::Cancelled,
+        other => StreamError::Storage(other),
+    })?;
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(StreamError::Cancelled),
+            r = reader.read(&mut buf) => r.map_err(|e| StorageError::other(format!("reading {key}: the download broke: {e}"), true))?,
+        };
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        size += n as u64;
+        if let Some(p) = &progress {
+            p.store(size, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    if size < announced {
+        return Err(StorageError::other(format!("reading {key}: the download ended after {size} of {announced} bytes"), true).into());
+    }
+    Ok((hex::encode(sha.finalize()), size))
+}
+
+/// Streams `key` through the integrity stages without restoring it (`pgvigil check --deep`).
 ///
 /// # Errors
 /// [`StreamError`] when storage fails or shutdown interrupts: the object was not fully read, so

@@ -47,6 +47,11 @@ where
                 "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout" => {
                     (format!("the store is busy or failing ({code})"), true)
                 }
+                "InvalidRequest" if msg.contains("Content-MD5") => (
+                    "the bucket requires Content-MD5 on writes: it has object lock with a default retention; set S3_OBJECT_LOCK_DAYS (pgvigil then sends it)".to_string(),
+                    false,
+                ),
+                "NotImplemented" => (format!("the store does not implement this request ({code})"), false),
                 c if c.contains("Checksum") || c == "BadDigest" || c == "InvalidDigest" => {
                     (format!("the store rejected the checksum scheme ({code}: {msg})"), false)
                 }

@@ -166,6 +166,7 @@ impl Storage for S3Storage {
             .content_length(data.len() as i64)
             .content_type("application/json")
             .object_settings(&self.cfg)
+            .set_content_md5(self.cfg.object_lock.map(|_| upload::content_md5(&data)))
             .body(aws_sdk_s3::primitives::ByteStream::from(data));
         request = match condition {
             Condition::Absent => request.if_none_match("*"),

@@ -28,7 +28,7 @@ fn content_type(key: &Key) -> &'static str {
 }
 
 /// Content-MD5 of a request body, which S3 requires on every write that carries object lock.
-fn content_md5(data: &[u8]) -> String {
+pub(super) fn content_md5(data: &[u8]) -> String {
     use base64::Engine;
     use md5::Digest;
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
@@ -90,7 +90,8 @@ impl S3Storage {
 
     async fn put_single(&self, key: &Key, data: Bytes, lock: Option<Lock>) -> Result<PutResult> {
         let size = data.len() as u64;
-        let md5 = lock.as_ref().map(|_| content_md5(&data));
+        // Object lock buckets (with a default retention, every write) want Content-MD5.
+        let md5 = self.cfg.object_lock.map(|_| content_md5(&data));
         let request = self
             .client
             .put_object()
@@ -276,7 +277,7 @@ impl S3Storage {
             key,
             id: &upload_id,
             part_size,
-            md5: lock.is_some(),
+            md5: self.cfg.object_lock.is_some(),
         };
         let res = self.fill_multipart(&up, first, &mut body, &mut in_flight, cancel).await;
         if res.is_err() {
