@@ -126,8 +126,8 @@ mod tests {
             ),
             (
                 "COMPRESSION_LEVEL",
-                "11",
-                "COMPRESSION_LEVEL: expected a gzip level from 1 to 9, got \"11\"",
+                "13",
+                "COMPRESSION_LEVEL: expected a gzip level from 1 to 12, got \"13\"",
             ),
             (
                 "BACKUP_RETENTION_DAYS",

@@ -129,7 +129,7 @@ impl Validator {
             366 * 86_400,
             "whole seconds > 0 (e.g. 3600 for hourly)",
         );
-        let compression_level = self.uint("COMPRESSION_LEVEL", raw.compression_level, 6, 1, 9, "a gzip level from 1 to 9") as u32;
+        let compression_level = self.uint("COMPRESSION_LEVEL", raw.compression_level, 6, 1, 12, "a gzip level from 1 to 12") as u32;
         let days = self.uint("BACKUP_RETENTION_DAYS", raw.backup_retention_days, 7, 1, 36_500, "whole days >= 1");
         let min_keep = self.uint(
             "BACKUP_MIN_KEEP",

@@ -1,10 +1,11 @@
 //! Parallel gzip (pigz-style): the input is cut into blocks, each block becomes one complete
 //! gzip member compressed on a blocking thread, and members are emitted in input order. The
-//! concatenation is a standard multi-member gzip file that `gunzip` reads. At most
+//! concatenation is a standard multi-member gzip file that `gunzip` reads. Members are made by
+//! libdeflate, which needs whole buffers — exactly what independent members are. At most
 //! `workers + 1` blocks are in flight, so memory stays bounded whatever the input size.
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use libdeflater::{CompressionLvl, Compressor};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use tokio::task::JoinHandle;
@@ -12,53 +13,37 @@ use tokio::task::JoinHandle;
 /// Uncompressed bytes per gzip member.
 pub const BLOCK_SIZE: usize = 1024 * 1024;
 
-/// gzip member header (RFC 1952): magic, deflate, no flags, no mtime, no extra flags, OS unknown.
-const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-
 thread_local! {
-    /// Each compression thread keeps its deflate state (a few hundred KiB of tables) and resets it
-    /// per block instead of allocating and zeroing a new one for every member.
-    static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
+    /// Each compression thread keeps its compressor (libdeflate's state, a few hundred KiB) for
+    /// the level last used instead of allocating a new one for every member.
+    static DEFLATE: RefCell<Option<(u32, Compressor)>> = const { RefCell::new(None) };
 }
 
-/// Compresses one block into a complete gzip member: header, raw deflate stream, CRC-32 and length.
+/// Compresses one block into a complete gzip member (header, deflate data, CRC-32 and length)
+/// with libdeflate, which compresses whole buffers about twice as fast as zlib at the same level
+/// and a little smaller.
 ///
 /// # Errors
-/// A block of 4 GiB or more (gzip records the length in 32 bits), or a failure inside the encoder.
+/// A block of 4 GiB or more (gzip records the length in 32 bits), or a level outside 1–12.
 pub fn compress_block(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
-    let len = u32::try_from(data.len()).map_err(|_| std::io::Error::other("gzip member larger than 4 GiB"))?;
-    let mut out = Vec::with_capacity(data.len() / 2 + 64);
-    out.extend_from_slice(&GZIP_HEADER);
-    DEFLATE.with(|cell| -> std::io::Result<()> {
+    u32::try_from(data.len()).map_err(|_| std::io::Error::other("gzip member larger than 4 GiB"))?;
+    let lvl = i32::try_from(level)
+        .ok()
+        .and_then(|l| CompressionLvl::new(l).ok())
+        .ok_or_else(|| std::io::Error::other(format!("compression level {level} is not from 1 to 12")))?;
+    DEFLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let deflate = match &mut *slot {
-            Some((l, d)) if *l == level => {
-                d.reset();
-                d
-            }
-            other => &mut other.insert((level, Compress::new(Compression::new(level), false))).1,
+        let compressor = match &mut *slot {
+            Some((l, c)) if *l == level => c,
+            other => &mut other.insert((level, Compressor::new(lvl))).1,
         };
-        let start = deflate.total_in();
-        loop {
-            let consumed = usize::try_from(deflate.total_in() - start).map_err(std::io::Error::other)?;
-            if out.capacity() - out.len() < 1024 {
-                out.reserve(data.len() / 4 + 1024);
-            }
-            match deflate.compress_vec(&data[consumed..], &mut out, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => {
-                    *slot = None;
-                    return Err(std::io::Error::other(e));
-                }
-            }
-        }
-    })?;
-    let mut crc = Crc::new();
-    crc.update(data);
-    out.extend_from_slice(&crc.sum().to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    Ok(out)
+        let mut out = vec![0u8; compressor.gzip_compress_bound(data.len())];
+        let n = compressor
+            .gzip_compress(data, &mut out)
+            .map_err(|e| std::io::Error::other(format!("compression failed: {e:?}")))?;
+        out.truncate(n);
+        Ok(out)
+    })
 }
 
 /// A finished job: the gzip member and the input buffer, returned for reuse.
@@ -167,7 +152,7 @@ mod tests {
         let a: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 997).to_le_bytes()).collect();
         let b = b"tiny".to_vec();
         // Same thread, alternating levels and sizes (including empty): each member stands alone.
-        for (data, level) in [(&a, 6), (&b, 6), (&a, 1), (&Vec::new(), 1), (&a, 9)] {
+        for (data, level) in [(&a, 6), (&b, 6), (&a, 1), (&Vec::new(), 1), (&a, 9), (&a, 12)] {
             let member = compress_block(data, level).unwrap();
             let mut decoded = Vec::new();
             flate2::read::GzDecoder::new(&member[..]).read_to_end(&mut decoded).unwrap();
