@@ -125,6 +125,7 @@ for size in "${SIZES[@]}"; do
   case_add floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
   case_add verify "pgvigil_env b6-$DB 6 $BIN/pgvigil-verify --once"
   case_add check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
+  case_add checkdeep "pgvigil_env b6-$DB 6 $BIN/pgvigil check --deep --last 1"
   case_add verifyage "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_IDENTITY_FILE=$AGEKEY $BIN/pgvigil-verify --once"
   run_cases
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS floor_restore"
@@ -141,7 +142,8 @@ for size in "${SIZES[@]}"; do
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
     echo "| | | pgvigil verify | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
     echo "| | | pgvigil verify, encrypted | ${WALL[verifyage]} | $(ratio "${WALL[verifyage]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyage]}" "${WALL[verify]}") × plain) | $(mib "${RSS[verifyage]}") |"
-    echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
+    echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object, size + SHA-256) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
+    echo "| | | pgvigil check --deep (inflated) | ${WALL[checkdeep]} | $(awk -v s="$objsize" -v t="${WALL[checkdeep]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[checkdeep]}") |"
   } >> "$RESULT"
   "${PSQL[@]}" -d postgres -c "DROP DATABASE $DB"
   # Free the space of this size's objects before the next, larger one.
