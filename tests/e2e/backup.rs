@@ -618,8 +618,11 @@ async fn the_latest_copy_can_be_turned_off_and_then_none_is_left_stale() {
     assert!(o.status.success(), "{}", pgvigil_e2e::run::text(&o));
     assert!(latest.exists());
     assert!(pgvigil_e2e::run::text(&o).contains("updated nolatest/backup_latest.sql.gz (server-side copy)"));
+    // A stale encrypted copy too (left by an earlier failed delete): both forms go.
+    let sealed = latest.with_file_name("backup_latest.sql.gz.age");
+    std::fs::write(&sealed, b"stale").unwrap();
     vars.push(("BACKUP_LATEST_COPY", "false".into()));
     let o = pgvigil_e2e::run::run("pgvigil-backup", &["--once"], &vars).await;
     assert!(o.status.success(), "{}", pgvigil_e2e::run::text(&o));
-    assert!(!latest.exists(), "a copy of an older backup is not left behind");
+    assert!(!latest.exists() && !sealed.exists(), "a copy of an older backup is not left behind");
 }

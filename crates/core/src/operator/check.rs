@@ -54,7 +54,9 @@ impl Operator {
         let st = self.storage.as_ref();
         let cat = Catalog::load(st, &self.layout, cancel).await?;
         let mut backups = Vec::new();
-        for b in cat.backups.iter().take(last) {
+        // Complete backups only: an object whose manifest is not written yet (a backup in
+        // progress, or one that never completed) is not a backup to judge.
+        for b in cat.complete().take(last) {
             let m = manifest::read(st, &self.layout, b.id, cancel).await?;
             let key = self.layout.object(b.id, b.key.ends_with(crate::records::keys::SEALED));
             if !deep {

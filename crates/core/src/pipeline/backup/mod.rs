@@ -249,14 +249,13 @@ async fn take_back(st: &dyn crate::infra::storage::Storage, key: &crate::infra::
 /// Keeps `backup_latest.sql.gz` (`.age` when encrypted) a copy of the newest backup, or removes
 /// it when `BACKUP_LATEST_COPY=false` (a stale copy would be a lie). A failure is a warning: the
 /// backup itself is complete.
-async fn update_latest(ctx: &BackupContext, catalog: &Catalog, key: &Key, sealed: bool, cancel: &CancellationToken) {
+async fn update_latest(ctx: &BackupContext, key: &Key, sealed: bool, cancel: &CancellationToken) {
     let st = ctx.storage.as_ref();
-    let listed = |k: &Key| catalog.latest.as_ref().is_some_and(|l| l.key == k.as_str());
     // The copy of the other form is older than this backup (and, when encryption was just turned
-    // on, readable by anyone); with copies off, so is any copy.
+    // on, readable by anyone); with copies off, or when the copy failed, so is any copy.
     let mut stale: Vec<Key> = vec![ctx.layout.latest_of(!sealed)];
+    let latest = ctx.layout.latest_of(sealed);
     if ctx.cfg.latest_copy {
-        let latest = ctx.layout.latest_of(sealed);
         let started = std::time::Instant::now();
         match st.copy(key, &latest, cancel).await {
             Ok(()) => info!(
@@ -264,17 +263,23 @@ async fn update_latest(ctx: &BackupContext, catalog: &Catalog, key: &Key, sealed
                 "updated {latest} (server-side copy)"
             ),
             Err(e) => {
-                warn!(key = %key, error = %e, "could not update {latest}; the backup itself is complete");
-                return;
+                warn!(key = %key, error = %e, "could not update {latest}; the backup itself is complete, and the older copy is removed rather than left stale");
+                stale.push(latest);
             }
         }
     } else {
-        stale.push(ctx.layout.latest_of(sealed));
+        stale.push(latest);
     }
-    stale.retain(|k| listed(k));
-    if !stale.is_empty() {
-        if let Err(e) = st.delete_many(&stale, cancel).await {
-            warn!(error = %e, "could not delete {}, a copy of an older backup", stale[0]);
+    // Only names that exist: a versioned bucket gets no delete marker for one that never did.
+    let mut present = Vec::new();
+    for k in stale {
+        if matches!(st.head(&k, cancel).await, Ok(Some(_))) {
+            present.push(k);
+        }
+    }
+    if !present.is_empty() {
+        if let Err(e) = st.delete_many(&present, cancel).await {
+            warn!(error = %e, "could not delete {}, a copy of an older backup", present[0]);
         }
     }
 }
@@ -396,7 +401,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         st.delete_many(&[ctx.layout.globals(id)], &cleanup).await.ok();
         return Err(e.into());
     }
-    update_latest(ctx, &catalog, &key, sealed, cancel).await;
+    update_latest(ctx, &key, sealed, cancel).await;
     let recent = catalog.recent_sizes_before(id, 7);
     let anomaly = anomaly::assess(manifest.size, &recent);
     // Before retention runs: the backup before a lost table is held, so it is not pruned.

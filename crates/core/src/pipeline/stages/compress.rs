@@ -17,6 +17,8 @@ thread_local! {
     /// Each compression thread keeps its compressor (libdeflate's state, a few hundred KiB) for
     /// the level last used instead of allocating a new one for every member.
     static DEFLATE: RefCell<Option<(u32, Compressor)>> = const { RefCell::new(None) };
+    /// And its worst-case output buffer, reused (a member leaves with exactly its own size).
+    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Compresses one block into a complete gzip member (header, deflate data, CRC-32 and length)
@@ -37,12 +39,17 @@ pub fn compress_block(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
             Some((l, c)) if *l == level => c,
             other => &mut other.insert((level, Compressor::new(lvl))).1,
         };
-        let mut out = vec![0u8; compressor.gzip_compress_bound(data.len())];
-        let n = compressor
-            .gzip_compress(data, &mut out)
-            .map_err(|e| std::io::Error::other(format!("compression failed: {e:?}")))?;
-        out.truncate(n);
-        Ok(out)
+        let bound = compressor.gzip_compress_bound(data.len());
+        OUT.with(|buf| {
+            let mut out = buf.borrow_mut();
+            if out.len() < bound {
+                out.resize(bound, 0);
+            }
+            let n = compressor
+                .gzip_compress(data, &mut out[..bound])
+                .map_err(|e| std::io::Error::other(format!("compression failed: {e:?}")))?;
+            Ok(out[..n].to_vec())
+        })
     })
 }
 
