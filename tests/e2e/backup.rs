@@ -36,26 +36,7 @@ pub fn stock_restore(pg: &PgServer, file: &std::path::Path, db: &str) {
         String::from_utf8_lossy(&t.stderr)
     );
     let mut gz = Command::new("gunzip").arg("-c").arg(file).stdout(Stdio::piped()).spawn().unwrap();
-    let out = Command::new(pg.psql())
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-        ])
-        .env("PGPASSWORD", pgvigil_e2e::pg::PASSWORD)
-        .stdin(gz.stdout.take().unwrap())
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
+    let out = pg.psql_into(db).stdin(gz.stdout.take().unwrap()).output().unwrap();
     assert!(gz.wait().unwrap().success());
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
 }

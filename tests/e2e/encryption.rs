@@ -158,26 +158,7 @@ async fn encrypted_backups_verify_restore_check_and_open_with_stock_age() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = Command::new(pg.psql())
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &pg.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "stock",
-        ])
-        .env("PGPASSWORD", pgvigil_e2e::pg::PASSWORD)
-        .stdin(gunzip.stdout.take().unwrap())
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
+    let out = pg.psql_into("stock").stdin(gunzip.stdout.take().unwrap()).output().unwrap();
     assert!(age.wait().unwrap().success() && gunzip.wait().unwrap().success());
     assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sample::row_counts(&pg, "stock").await, want);

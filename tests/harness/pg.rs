@@ -224,6 +224,29 @@ impl PgServer {
         names
     }
 
+    /// `psql` into `db` as the superuser, stopping at the first error, its output discarded:
+    /// what a stock restore pipes SQL into.
+    pub fn psql_into(&self, db: &str) -> std::process::Command {
+        let mut c = std::process::Command::new(self.psql());
+        c.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+        ])
+        .env("PGPASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null());
+        c
+    }
+
     /// The psql of this cluster.
     pub fn psql(&self) -> PathBuf {
         self.bindir.join("psql")
