@@ -4,7 +4,7 @@
 //! streams it through the integrity stages (decryption, every gzip member, the closing line).
 
 use super::{Observer, Operator, OperatorError};
-use crate::pipeline::restore::{digest, integrity_problems, key_fault, stream, StreamError};
+use crate::pipeline::restore::{digest, integrity_problems, key_fault, StreamError};
 use crate::records::catalog::Catalog;
 use crate::records::manifest;
 use serde::Serialize;
@@ -83,7 +83,7 @@ impl Operator {
                 continue;
             }
             let progress = observer.begin(&format!("checking {key}"), b.size);
-            let streamed = stream(st, &key, &self.settings.identities.0, progress, cancel).await;
+            let streamed = crate::pipeline::restore::deep(st, &key, &self.settings.identities.0, progress, cancel).await;
             observer.end();
             let report = match streamed {
                 Ok(r) => r,

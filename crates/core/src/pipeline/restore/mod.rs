@@ -7,10 +7,12 @@
 //! ([`integrity::integrity_problems`]). Anything else — damage, a storage error, shutdown,
 //! pgvigil dying — ends with nothing committed.
 
+pub mod deep;
 pub mod integrity;
 pub mod judge;
 pub mod stream;
 
+pub use deep::deep;
 pub use integrity::{integrity_problems, key_fault, StreamReport};
 pub use judge::{judge, EnvironmentFault, Judgement};
 pub use stream::{digest, stream, Progress, StreamError};

@@ -54,12 +54,57 @@ pub type Progress = std::sync::Arc<std::sync::atomic::AtomicU64>;
 
 /// Reader wrapper that hashes and counts what passes through and remembers its own I/O error, so
 /// that a broken download is not mistaken for damaged gzip data.
-struct Hashing<R> {
+pub(super) struct Hashing<R> {
     inner: R,
     sha: Sha256,
     size: u64,
     progress: Option<Progress>,
     io_error: Option<String>,
+}
+
+impl Hashing<SyncIoBridge<crate::infra::storage::ObjectReader>> {
+    /// Hashes a download read on a blocking thread.
+    pub(super) fn new(reader: crate::infra::storage::ObjectReader, progress: Option<Progress>) -> Self {
+        Self {
+            inner: SyncIoBridge::new(reader),
+            sha: Sha256::new(),
+            size: 0,
+            progress,
+            io_error: None,
+        }
+    }
+}
+
+impl<R> Hashing<R> {
+    /// The download's own error, if it broke (taken).
+    pub(super) fn io_error(&mut self) -> Option<String> {
+        self.io_error.take()
+    }
+
+    /// SHA-256 (hex) and size of what was read.
+    pub(super) fn finish(self) -> (String, u64) {
+        (hex::encode(self.sha.finalize()), self.size)
+    }
+}
+
+/// Why an object could not be opened for reading its gzip stream.
+pub(super) enum Opened {
+    /// Not a readable age file: the object is damaged.
+    Damaged(String),
+    /// No identity held opens it (or its header is damaged: the hash tells).
+    Key(String),
+}
+
+/// The gzip stream of an object: the bytes themselves, or, with `identities`, what the age file
+/// decrypts to.
+pub(super) fn open_source<'a, R: Read>(hashing: &'a mut Hashing<R>, identities: Option<&[Identity]>) -> Result<Box<dyn Read + 'a>, Opened> {
+    match identities {
+        None => Ok(Box::new(hashing)),
+        Some(ids) => seal::open(hashing, ids).map_err(|e| match e {
+            OpenError::Damaged(e) => Opened::Damaged(format!("the object is not a readable age file: {e}")),
+            other => Opened::Key(other.to_string()),
+        }),
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {
@@ -99,31 +144,22 @@ fn decode(
     identities: Option<&[Identity]>,
     tx: &tokio::sync::mpsc::Sender<Bytes>,
 ) -> Result<Decoded, Stop> {
-    let mut hashing = Hashing {
-        inner: SyncIoBridge::new(reader),
-        sha: Sha256::new(),
-        size: 0,
-        progress,
-        io_error: None,
-    };
+    let mut hashing = Hashing::new(reader, progress);
     let mut gzip_error = None;
     let mut key_error = None;
     {
-        let source: Option<Box<dyn Read + '_>> = match identities {
-            None => Some(Box::new(&mut hashing)),
-            Some(ids) => match seal::open(&mut hashing, ids) {
-                Ok(r) => Some(r),
-                Err(OpenError::Damaged(e)) => {
-                    gzip_error = Some(format!("the object is not a readable age file: {e}"));
-                    None
-                }
-                // No identity held unwraps the file key: the wrong key file — or a damaged or
-                // replaced header, which the hash of the whole object (read below) tells apart.
-                Err(e) => {
-                    key_error = Some(e.to_string());
-                    None
-                }
-            },
+        let source = match open_source(&mut hashing, identities) {
+            Ok(r) => Some(r),
+            Err(Opened::Damaged(e)) => {
+                gzip_error = Some(e);
+                None
+            }
+            // No identity held unwraps the file key: the wrong key file — or a damaged or
+            // replaced header, which the hash of the whole object (read below) tells apart.
+            Err(Opened::Key(e)) => {
+                key_error = Some(e);
+                None
+            }
         };
         if let Some(source) = source {
             let mut gz = flate2::read::MultiGzDecoder::new(source);
@@ -144,7 +180,7 @@ fn decode(
             }
         }
     }
-    if let Some(e) = hashing.io_error.take() {
+    if let Some(e) = hashing.io_error() {
         return Err(Stop::Broken(format!("the download broke: {e}")));
     }
     // Read whatever follows a damaged member so the hash covers the whole object.
@@ -156,9 +192,10 @@ fn decode(
             Err(e) => return Err(Stop::Broken(format!("the download broke: {e}"))),
         }
     }
+    let (sha256, size) = hashing.finish();
     Ok(Decoded {
-        sha256: hex::encode(hashing.sha.finalize()),
-        size: hashing.size,
+        sha256,
+        size,
         gzip_error,
         key_error,
     })

@@ -13,6 +13,22 @@ use tokio::task::JoinHandle;
 /// Uncompressed bytes per gzip member.
 pub const BLOCK_SIZE: usize = 1024 * 1024;
 
+/// Bytes of a member's header as pgvigil writes it: the 10 fixed bytes (with `FEXTRA` set), the
+/// extra field's length, and one 8-byte subfield.
+pub const MEMBER_HEADER: usize = 20;
+/// The fixed start of every member pgvigil writes: magic, deflate, `FEXTRA`, no time, OS unknown;
+/// then `XLEN` = 8 and the subfield `PV` of 4 bytes: the member's total length (BGZF-style, so a
+/// reader finds every member boundary without inflating and can inflate members on all cores;
+/// `gunzip` skips extra fields).
+const HEADER_START: [u8; 16] = [0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 8, 0, b'P', b'V', 4, 0];
+
+/// The total length of the member that `header` (its first [`MEMBER_HEADER`] bytes) starts, when
+/// pgvigil wrote it; `None` for any other gzip member.
+pub fn member_len(header: &[u8]) -> Option<usize> {
+    let len = header.get(16..MEMBER_HEADER)?;
+    (header[..16] == HEADER_START).then(|| u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize)
+}
+
 thread_local! {
     /// Each compression thread keeps its compressor (libdeflate's state, a few hundred KiB) for
     /// the level last used instead of allocating a new one for every member.
@@ -21,8 +37,8 @@ thread_local! {
     static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Compresses one block into a complete gzip member (header, deflate data, CRC-32 and length)
-/// with libdeflate, which compresses whole buffers about twice as fast as zlib at the same level
+/// Compresses one block into a complete gzip member (header with its own length, deflate data,
+/// CRC-32 and length) with libdeflate, which compresses whole buffers about twice as fast as zlib at the same level
 /// and a little smaller.
 ///
 /// # Errors
@@ -39,16 +55,24 @@ pub fn compress_block(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
             Some((l, c)) if *l == level => c,
             other => &mut other.insert((level, Compressor::new(lvl))).1,
         };
-        let bound = compressor.gzip_compress_bound(data.len());
+        let bound = compressor.deflate_compress_bound(data.len());
         OUT.with(|buf| {
             let mut out = buf.borrow_mut();
             if out.len() < bound {
                 out.resize(bound, 0);
             }
             let n = compressor
-                .gzip_compress(data, &mut out[..bound])
+                .deflate_compress(data, &mut out[..bound])
                 .map_err(|e| std::io::Error::other(format!("compression failed: {e:?}")))?;
-            Ok(out[..n].to_vec())
+            let total = MEMBER_HEADER + n + 8;
+            let total32 = u32::try_from(total).map_err(|_| std::io::Error::other("gzip member larger than 4 GiB"))?;
+            let mut member = Vec::with_capacity(total);
+            member.extend_from_slice(&HEADER_START);
+            member.extend_from_slice(&total32.to_le_bytes());
+            member.extend_from_slice(&out[..n]);
+            member.extend_from_slice(&libdeflater::crc32(data).to_le_bytes());
+            member.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            Ok(member)
         })
     })
 }
@@ -152,6 +176,25 @@ mod tests {
         let mut first = Vec::new();
         flate2::read::GzDecoder::new(&out[..]).read_to_end(&mut first).unwrap();
         assert_eq!(first.len(), BLOCK_SIZE);
+    }
+
+    #[test]
+    fn every_member_says_its_own_length_and_others_are_told_apart() {
+        let a: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 991).to_le_bytes()).collect();
+        let (m1, m2) = (compress_block(&a, 6).unwrap(), compress_block(b"x", 1).unwrap());
+        assert_eq!(member_len(&m1), Some(m1.len()));
+        assert_eq!(member_len(&m2), Some(m2.len()));
+        // Splitting the concatenation by the recorded lengths gives back the members.
+        let both = [m1.clone(), m2.clone()].concat();
+        let first = member_len(&both).unwrap();
+        assert_eq!((&both[..first], &both[first..]), (&m1[..], &m2[..]));
+        // A member from another compressor (no such extra field) has no recorded length.
+        let mut other = Vec::new();
+        let mut e = flate2::write::GzEncoder::new(&mut other, flate2::Compression::new(6));
+        std::io::Write::write_all(&mut e, b"hello").unwrap();
+        e.finish().unwrap();
+        assert_eq!(member_len(&other), None);
+        assert_eq!(member_len(&m1[..10]), None);
     }
 
     #[test]

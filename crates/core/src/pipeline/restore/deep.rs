@@ -1,0 +1,215 @@
+//! `pgvigil check --deep` on all cores: the object is read once (hashed, decrypted when it is an
+//! age file) and cut into gzip members by the length each member records in its header
+//! ([`crate::pipeline::stages::compress::member_len`]); members are inflated in parallel with
+//! libdeflate (which checks each one's CRC-32 and length) and their SQL goes through the dump
+//! scanner in order. Objects written before members recorded their length take the sequential
+//! path ([`super::stream`]).
+
+use super::integrity::StreamReport;
+use super::stream::{open_source, stream, Hashing, Progress, StreamError};
+use crate::infra::storage::{Key, Storage, StorageError};
+use crate::pipeline::stages::compress::{member_len, BLOCK_SIZE, MEMBER_HEADER};
+use crate::pipeline::stages::dumpscan::DumpScanner;
+use age::x25519::Identity;
+use std::collections::VecDeque;
+use std::io::Read;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// What the reading thread found, besides the members it sent.
+struct Cut {
+    sha256: String,
+    size: u64,
+    /// The members could not be cut (damaged, or a member without its length after the first).
+    damage: Option<String>,
+    key_error: Option<String>,
+    /// The first member records no length: an object written before that (sequential path).
+    unsplittable: bool,
+}
+
+/// Largest SQL a member may claim (members hold [`BLOCK_SIZE`] bytes; more means damage).
+const MAX_MEMBER_SQL: usize = 4 * BLOCK_SIZE;
+
+/// Reads `reader` on a blocking thread, sending whole members to `tx`.
+fn cut(
+    reader: crate::infra::storage::ObjectReader,
+    progress: Option<Progress>,
+    identities: Option<&[Identity]>,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<Cut, String> {
+    let mut hashing = Hashing::new(reader, progress);
+    let mut damage = None;
+    let mut key_error = None;
+    let mut unsplittable = false;
+    {
+        match open_source(&mut hashing, identities) {
+            Err(super::stream::Opened::Damaged(e)) => damage = Some(e),
+            Err(super::stream::Opened::Key(e)) => key_error = Some(e),
+            Ok(mut source) => {
+                let mut first = true;
+                loop {
+                    let mut header = vec![0u8; MEMBER_HEADER];
+                    match read_full(&mut source, &mut header) {
+                        Ok(0) if !first => break,
+                        Ok(0) => {
+                            damage = Some("the object holds no gzip member".into());
+                            break;
+                        }
+                        Ok(n) if n < MEMBER_HEADER => {
+                            damage = Some("the gzip stream ends inside a member header (truncated)".into());
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            damage = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    let Some(len) = member_len(&header).filter(|l| *l >= MEMBER_HEADER + 8 && *l <= MAX_MEMBER_SQL + (1 << 20)) else {
+                        if first {
+                            unsplittable = true;
+                        } else {
+                            damage = Some("a gzip member does not record its length (damaged, or not written by pgvigil)".into());
+                        }
+                        break;
+                    };
+                    first = false;
+                    header.resize(len, 0);
+                    match read_full(&mut source, &mut header[MEMBER_HEADER..]) {
+                        Ok(n) if n == len - MEMBER_HEADER => {}
+                        Ok(_) => {
+                            damage = Some("the gzip stream ends inside a member (truncated)".into());
+                            break;
+                        }
+                        Err(e) => {
+                            damage = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    if tx.blocking_send(header).is_err() {
+                        return Err("the consumer stopped".into());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(e) = hashing.io_error() {
+        return Err(format!("the download broke: {e}"));
+    }
+    // The hash covers the whole object, whatever happened above.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| format!("the download broke: {e}"))?;
+    let (sha256, size) = hashing.finish();
+    Ok(Cut {
+        sha256,
+        size,
+        damage,
+        key_error,
+        unsplittable,
+    })
+}
+
+/// Reads until `buf` is full or the input ends; the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Inflates one member (libdeflate checks its CRC-32 and length).
+fn inflate(member: &[u8]) -> Result<Vec<u8>, String> {
+    let isize = member
+        .get(member.len().saturating_sub(4)..)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    if isize > MAX_MEMBER_SQL {
+        return Err(format!("a gzip member claims {isize} bytes of SQL (damaged)"));
+    }
+    let mut out = vec![0u8; isize];
+    let mut d = libdeflater::Decompressor::new();
+    match d.gzip_decompress(member, &mut out) {
+        Ok(n) if n == isize => Ok(out),
+        Ok(_) => Err("a gzip member's length does not match its data".into()),
+        Err(e) => Err(format!("a gzip member is damaged: {e}")),
+    }
+}
+
+/// Streams `key` through the integrity stages like [`stream`], inflating members on all cores.
+///
+/// # Errors
+/// As [`stream`].
+pub async fn deep(
+    storage: &dyn Storage,
+    key: &Key,
+    identities: &[Identity],
+    progress: Option<Progress>,
+    cancel: &CancellationToken,
+) -> Result<StreamReport, StreamError> {
+    let sealed = key.as_str().ends_with(crate::records::keys::SEALED);
+    if sealed && identities.is_empty() {
+        return Err(StreamError::Key(crate::pipeline::stages::seal::OpenError::NoIdentity.to_string()));
+    }
+    let (reader, announced) = storage.get(key, cancel).await.map_err(|e| match e {
+        StorageError::Cancelled => StreamError::Cancelled,
+        other => StreamError::Storage(other),
+    })?;
+    let ids = sealed.then(|| identities.to_vec());
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let p = progress.clone();
+    let reading = tokio::task::spawn_blocking(move || cut(reader, p, ids.as_deref(), &tx));
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+    let mut queue: VecDeque<JoinHandle<Result<Vec<u8>, String>>> = VecDeque::new();
+    let mut scanner = DumpScanner::new();
+    let mut gzip_error: Option<String> = None;
+    let mut take = |result: Result<Vec<u8>, String>, scanner: &mut DumpScanner| match result {
+        Ok(sql) if gzip_error.is_none() => scanner.feed(&sql),
+        Ok(_) => {}
+        Err(e) => {
+            gzip_error.get_or_insert(e);
+        }
+    };
+    loop {
+        let member = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(StreamError::Cancelled),
+            m = rx.recv() => m,
+        };
+        let Some(member) = member else { break };
+        if queue.len() >= workers {
+            if let Some(job) = queue.pop_front() {
+                take(job.await.unwrap_or_else(|e| Err(format!("inflate task failed: {e}"))), &mut scanner);
+            }
+        }
+        queue.push_back(tokio::task::spawn_blocking(move || inflate(&member)));
+    }
+    while let Some(job) = queue.pop_front() {
+        take(job.await.unwrap_or_else(|e| Err(format!("inflate task failed: {e}"))), &mut scanner);
+    }
+    let read = reading
+        .await
+        .map_err(|e| StorageError::other(format!("reading task failed: {e}"), true))?
+        .map_err(|e| StorageError::other(format!("reading {key}: {e}"), true))?;
+    if read.size < announced {
+        return Err(StorageError::other(
+            format!("reading {key}: the download ended after {} of {announced} bytes", read.size),
+            true,
+        )
+        .into());
+    }
+    if read.unsplittable {
+        // Written before members recorded their length: the sequential path reads it again.
+        return stream(storage, key, identities, progress, cancel).await;
+    }
+    Ok(StreamReport {
+        sha256: read.sha256,
+        size: read.size,
+        gzip_error: read.damage.or(gzip_error),
+        key_error: read.key_error,
+        scan: scanner.finish(),
+    })
+}
