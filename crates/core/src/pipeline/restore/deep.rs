@@ -96,8 +96,28 @@ fn cut(
     if let Some(e) = hashing.io_error() {
         return Err(format!("the download broke: {e}"));
     }
-    // The hash covers the whole object, whatever happened above.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| format!("the download broke: {e}"))?;
+    if unsplittable {
+        // The sequential path reads it again; nothing more to learn here.
+        return Ok(Cut {
+            sha256: String::new(),
+            size: 0,
+            damage,
+            key_error,
+            unsplittable,
+        });
+    }
+    // The hash covers the whole object, whatever happened above (unless the consumer is gone).
+    let mut sink = vec![0u8; 1 << 20];
+    loop {
+        if tx.is_closed() {
+            return Err("the consumer stopped".into());
+        }
+        match hashing.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("the download broke: {e}")),
+        }
+    }
     let (sha256, size) = hashing.finish();
     Ok(Cut {
         sha256,
@@ -122,19 +142,30 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
-/// Inflates one member (libdeflate checks its CRC-32 and length).
+thread_local! {
+    /// One decompressor per inflating thread.
+    static INFLATE: std::cell::RefCell<libdeflater::Decompressor> = std::cell::RefCell::new(libdeflater::Decompressor::new());
+}
+
+/// Inflates one member. libdeflate checks the CRC-32 and length that follow the deflate data;
+/// the footer at the end of the slice must be that same one (a recorded length that swallowed
+/// the next member would otherwise hide it).
 fn inflate(member: &[u8]) -> Result<Vec<u8>, String> {
-    let isize = member
-        .get(member.len().saturating_sub(4)..)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let footer = member
+        .len()
+        .checked_sub(8)
+        .and_then(|at| member.get(at..))
+        .ok_or("a gzip member is too short (damaged)")?;
+    let crc = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]);
+    let isize = u32::from_le_bytes([footer[4], footer[5], footer[6], footer[7]]) as usize;
     if isize > MAX_MEMBER_SQL {
         return Err(format!("a gzip member claims {isize} bytes of SQL (damaged)"));
     }
     let mut out = vec![0u8; isize];
-    let mut d = libdeflater::Decompressor::new();
-    match d.gzip_decompress(member, &mut out) {
-        Ok(n) if n == isize => Ok(out),
-        Ok(_) => Err("a gzip member's length does not match its data".into()),
+    let inflated = INFLATE.with(|d| d.borrow_mut().gzip_decompress(member, &mut out));
+    match inflated {
+        Ok(n) if n == isize && libdeflater::crc32(&out) == crc => Ok(out),
+        Ok(_) => Err("a gzip member's recorded length does not match its data (damaged)".into()),
         Err(e) => Err(format!("a gzip member is damaged: {e}")),
     }
 }
@@ -162,16 +193,21 @@ pub async fn deep(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let p = progress.clone();
     let reading = tokio::task::spawn_blocking(move || cut(reader, p, ids.as_deref(), &tx));
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+    // Bounded: members in flight hold about 2 MiB each.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).min(16) + 1;
     let mut queue: VecDeque<JoinHandle<Result<Vec<u8>, String>>> = VecDeque::new();
     let mut scanner = DumpScanner::new();
     let mut gzip_error: Option<String> = None;
-    let mut take = |result: Result<Vec<u8>, String>, scanner: &mut DumpScanner| match result {
-        Ok(sql) if gzip_error.is_none() => scanner.feed(&sql),
-        Ok(_) => {}
-        Err(e) => {
-            gzip_error.get_or_insert(e);
+    // A task that failed (panicked, or the runtime is stopping) says nothing about the backup.
+    let mut take = |job: Result<Result<Vec<u8>, String>, tokio::task::JoinError>, scanner: &mut DumpScanner| -> Result<(), StreamError> {
+        match job.map_err(|e| StorageError::other(format!("inflate task failed: {e}"), true))? {
+            Ok(sql) if gzip_error.is_none() => scanner.feed(&sql),
+            Ok(_) => {}
+            Err(e) => {
+                gzip_error.get_or_insert(e);
+            }
         }
+        Ok(())
     };
     loop {
         let member = tokio::select! {
@@ -182,28 +218,28 @@ pub async fn deep(
         let Some(member) = member else { break };
         if queue.len() >= workers {
             if let Some(job) = queue.pop_front() {
-                take(job.await.unwrap_or_else(|e| Err(format!("inflate task failed: {e}"))), &mut scanner);
+                take(job.await, &mut scanner)?;
             }
         }
         queue.push_back(tokio::task::spawn_blocking(move || inflate(&member)));
     }
     while let Some(job) = queue.pop_front() {
-        take(job.await.unwrap_or_else(|e| Err(format!("inflate task failed: {e}"))), &mut scanner);
+        take(job.await, &mut scanner)?;
     }
     let read = reading
         .await
         .map_err(|e| StorageError::other(format!("reading task failed: {e}"), true))?
         .map_err(|e| StorageError::other(format!("reading {key}: {e}"), true))?;
+    if read.unsplittable {
+        // Written before members recorded their length: the sequential path reads it.
+        return stream(storage, key, identities, progress, cancel).await;
+    }
     if read.size < announced {
         return Err(StorageError::other(
             format!("reading {key}: the download ended after {} of {announced} bytes", read.size),
             true,
         )
         .into());
-    }
-    if read.unsplittable {
-        // Written before members recorded their length: the sequential path reads it again.
-        return stream(storage, key, identities, progress, cancel).await;
     }
     Ok(StreamReport {
         sha256: read.sha256,
