@@ -33,8 +33,6 @@ thread_local! {
     /// Each compression thread keeps its compressor (libdeflate's state, a few hundred KiB) for
     /// the level last used instead of allocating a new one for every member.
     static DEFLATE: RefCell<Option<(u32, Compressor)>> = const { RefCell::new(None) };
-    /// And its worst-case output buffer, reused (a member leaves with exactly its own size).
-    static OUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Compresses one block into a complete gzip member (header with its own length, deflate data,
@@ -55,25 +53,21 @@ pub fn compress_block(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
             Some((l, c)) if *l == level => c,
             other => &mut other.insert((level, Compressor::new(lvl))).1,
         };
-        let bound = compressor.deflate_compress_bound(data.len());
-        OUT.with(|buf| {
-            let mut out = buf.borrow_mut();
-            if out.len() < bound {
-                out.resize(bound, 0);
-            }
-            let n = compressor
-                .deflate_compress(data, &mut out[..bound])
-                .map_err(|e| std::io::Error::other(format!("compression failed: {e:?}")))?;
-            let total = MEMBER_HEADER + n + 8;
-            let total32 = u32::try_from(total).map_err(|_| std::io::Error::other("gzip member larger than 4 GiB"))?;
-            let mut member = Vec::with_capacity(total);
-            member.extend_from_slice(&HEADER_START);
-            member.extend_from_slice(&total32.to_le_bytes());
-            member.extend_from_slice(&out[..n]);
-            member.extend_from_slice(&libdeflater::crc32(data).to_le_bytes());
-            member.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            Ok(member)
-        })
+        // A worst-case buffer for this member only (kept per thread it measurably raised peak
+        // memory: the blocking pool has many threads); the member leaves with its own size.
+        let mut out = vec![0u8; compressor.deflate_compress_bound(data.len())];
+        let n = compressor
+            .deflate_compress(data, &mut out)
+            .map_err(|e| std::io::Error::other(format!("compression failed: {e:?}")))?;
+        let total = MEMBER_HEADER + n + 8;
+        let total32 = u32::try_from(total).map_err(|_| std::io::Error::other("gzip member larger than 4 GiB"))?;
+        let mut member = Vec::with_capacity(total);
+        member.extend_from_slice(&HEADER_START);
+        member.extend_from_slice(&total32.to_le_bytes());
+        member.extend_from_slice(&out[..n]);
+        member.extend_from_slice(&libdeflater::crc32(data).to_le_bytes());
+        member.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        Ok(member)
     })
 }
 
