@@ -47,8 +47,8 @@ pub struct Manifest {
     /// the encrypted object, as stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
-    /// Object lock: the object and this manifest cannot be deleted or overwritten before this
-    /// time (`S3_OBJECT_LOCK_DAYS`); retention keeps the backup until then.
+    /// Object lock (`S3_OBJECT_LOCK_DAYS`): this manifest's lock date, never earlier than the
+    /// object's (which counts from the dump's start); retention keeps the backup until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<DateTime<Utc>>,
 }

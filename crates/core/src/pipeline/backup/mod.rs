@@ -384,7 +384,12 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
             scheme: "age".into(),
             recipients: ctx.cfg.recipients.iter().map(ToString::to_string).collect(),
         }),
-        locked_until,
+        // The manifest is locked at least as long as the object, and never with a date already
+        // past (a dump that took longer than the lock period): retention then waits for the later.
+        locked_until: ctx
+            .lock_days
+            .zip(locked_until)
+            .map(|(d, t)| t.max(Utc::now() + chrono::Duration::days(i64::from(d)))),
     };
     // The upload is complete but not yet a backup: publish only while the lease is still ours.
     if let Err(e) = lease.confirm().await {
