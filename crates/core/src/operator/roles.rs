@@ -11,11 +11,9 @@ use crate::infra::pg::{self, globals};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{get_bytes, Key, Storage};
 use crate::pipeline::stages::dumpscan::roles::{self, quote, SavedRoles};
-use crate::pipeline::stages::dumpscan::unquote;
 use crate::pipeline::stages::dumpscan::Strip;
 use crate::records::manifest::Manifest;
 use sha2::Digest;
-use std::collections::BTreeSet;
 use tokio_util::sync::CancellationToken;
 
 /// What a restore does about ownership and grants.
@@ -76,17 +74,7 @@ pub(super) async fn plan(
             note: "ownership and grants: left out (--no-privileges); every object will belong to the restoring role".into(),
         });
     }
-    let needed: BTreeSet<String> = if dumped.roles.is_empty() {
-        dumped
-            .owners
-            .values()
-            .chain(dumped.grants.values().flatten())
-            .filter(|r| *r != "PUBLIC")
-            .map(|r| unquote(r))
-            .collect()
-    } else {
-        dumped.roles.iter().cloned().collect()
-    };
+    let needed = crate::pipeline::verify::needed_roles(dumped);
     let needed: Vec<String> = needed.into_iter().filter(|r| !r.starts_with("pg_")).collect();
     let mut conn = pg::connect(target).await?;
     let facts = target_facts(&mut conn, target, &needed).await;

@@ -6,7 +6,7 @@
 //! path ([`super::stream`]).
 
 use super::integrity::StreamReport;
-use super::stream::{open_source, stream, Hashing, Progress, StreamError};
+use super::stream::{get, identities_for, open_source, read_to_the_end, stream, Hashing, Progress, StreamError};
 use crate::infra::storage::{Key, Storage, StorageError};
 use crate::pipeline::stages::compress::{member_len, BLOCK_SIZE, MEMBER_HEADER};
 use crate::pipeline::stages::dumpscan::DumpScanner;
@@ -181,15 +181,8 @@ pub async fn deep(
     progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<StreamReport, StreamError> {
-    let sealed = key.as_str().ends_with(crate::records::keys::SEALED);
-    if sealed && identities.is_empty() {
-        return Err(StreamError::Key(crate::pipeline::stages::seal::OpenError::NoIdentity.to_string()));
-    }
-    let (reader, announced) = storage.get(key, cancel).await.map_err(|e| match e {
-        StorageError::Cancelled => StreamError::Cancelled,
-        other => StreamError::Storage(other),
-    })?;
-    let ids = sealed.then(|| identities.to_vec());
+    let ids = identities_for(key, identities)?;
+    let (reader, announced) = get(storage, key, cancel).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let p = progress.clone();
     let reading = tokio::task::spawn_blocking(move || cut(reader, p, ids.as_deref(), &tx));
@@ -234,13 +227,7 @@ pub async fn deep(
         // Written before members recorded their length: the sequential path reads it.
         return stream(storage, key, identities, progress, cancel).await;
     }
-    if read.size < announced {
-        return Err(StorageError::other(
-            format!("reading {key}: the download ended after {} of {announced} bytes", read.size),
-            true,
-        )
-        .into());
-    }
+    read_to_the_end(key, read.size, announced)?;
     Ok(StreamReport {
         sha256: read.sha256,
         size: read.size,

@@ -201,6 +201,38 @@ fn decode(
     })
 }
 
+/// Starts downloading `key`: the body and the size the store announced.
+pub(super) async fn get(
+    storage: &dyn Storage,
+    key: &Key,
+    cancel: &CancellationToken,
+) -> Result<(crate::infra::storage::ObjectReader, u64), StreamError> {
+    storage.get(key, cancel).await.map_err(|e| match e {
+        StorageError::Cancelled => StreamError::Cancelled,
+        other => StreamError::Storage(other),
+    })
+}
+
+/// A download shorter than the store announced ended early: a storage error, not damage.
+pub(super) fn read_to_the_end(key: &Key, size: u64, announced: u64) -> Result<(), StreamError> {
+    if size < announced {
+        return Err(StorageError::other(format!("reading {key}: the download ended after {size} of {announced} bytes"), true).into());
+    }
+    Ok(())
+}
+
+/// The identities to open `key` with: `None` when it is not encrypted. An encrypted object
+/// without any identity is refused before anything is downloaded.
+pub(super) fn identities_for(key: &Key, identities: &[Identity]) -> Result<Option<Vec<Identity>>, StreamError> {
+    if !key.as_str().ends_with(SEALED) {
+        return Ok(None);
+    }
+    if identities.is_empty() {
+        return Err(StreamError::Key(OpenError::NoIdentity.to_string()));
+    }
+    Ok(Some(identities.to_vec()))
+}
+
 /// Reads `key` through SHA-256 only, as fast as storage delivers: its size and hash, to compare
 /// with the manifest (`pgvigil check` at its default depth). Needs no identity for an encrypted
 /// object: the manifest's hash is that of the ciphertext.
@@ -214,10 +246,7 @@ pub async fn digest(
     cancel: &CancellationToken,
 ) -> Result<(String, u64), StreamError> {
     use tokio::io::AsyncReadExt;
-    let (mut reader, announced) = storage.get(key, cancel).await.map_err(|e| match e {
-        StorageError::Cancelled => StreamError::Cancelled,
-        other => StreamError::Storage(other),
-    })?;
+    let (mut reader, announced) = get(storage, key, cancel).await?;
     let mut sha = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 20];
@@ -236,9 +265,7 @@ pub async fn digest(
             p.store(size, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    if size < announced {
-        return Err(StorageError::other(format!("reading {key}: the download ended after {size} of {announced} bytes"), true).into());
-    }
+    read_to_the_end(key, size, announced)?;
     Ok((hex::encode(sha.finalize()), size))
 }
 
@@ -276,16 +303,8 @@ pub(super) async fn feed(
     progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<Fed, StreamError> {
-    // An encrypted object needs an identity before anything is downloaded.
-    let sealed = key.as_str().ends_with(SEALED);
-    if sealed && identities.is_empty() {
-        return Err(StreamError::Key(OpenError::NoIdentity.to_string()));
-    }
-    let identities = sealed.then(|| identities.to_vec());
-    let (reader, announced) = storage.get(key, cancel).await.map_err(|e| match e {
-        StorageError::Cancelled => StreamError::Cancelled,
-        other => StreamError::Storage(other),
-    })?;
+    let identities = identities_for(key, identities)?;
+    let (reader, announced) = get(storage, key, cancel).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let decoder = tokio::task::spawn_blocking(move || decode(reader, progress, identities.as_deref(), &tx));
     let (mut psql, strip) = match psql {
@@ -324,13 +343,7 @@ pub(super) async fn feed(
         Ok(d) => d,
         Err(Stop::Broken(why)) => return Err(StorageError::other(format!("reading {key}: {why}"), true).into()),
     };
-    if decoded.size < announced {
-        return Err(StorageError::other(
-            format!("reading {key}: the download ended after {} of {announced} bytes", decoded.size),
-            true,
-        )
-        .into());
-    }
+    read_to_the_end(key, decoded.size, announced)?;
     Ok(Fed::Read(Box::new(StreamReport {
         sha256: decoded.sha256,
         size: decoded.size,

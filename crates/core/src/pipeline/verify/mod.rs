@@ -13,6 +13,7 @@
 mod checks;
 pub mod choose;
 mod privileges;
+pub use privileges::needed_roles;
 pub mod queries;
 mod run;
 

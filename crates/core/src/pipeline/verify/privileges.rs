@@ -18,7 +18,7 @@ use crate::pipeline::stages::dumpscan::roles::quote;
 use crate::pipeline::stages::dumpscan::Strip;
 use crate::pipeline::stages::dumpscan::{split_qualified, unquote};
 use crate::records::history::PrivilegeEvidence;
-use crate::records::manifest::Manifest;
+use crate::records::manifest::{Manifest, Privileges};
 use sha2::Digest;
 use sqlx::postgres::PgConnection;
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,18 +102,7 @@ pub(super) async fn prepare(
             },
         }));
     }
-    // Backups taken before the manifest listed the roles: those its tables name.
-    let needed: BTreeSet<String> = if dumped.roles.is_empty() {
-        dumped
-            .owners
-            .values()
-            .chain(dumped.grants.values().flatten())
-            .filter(|r| *r != "PUBLIC")
-            .map(|r| unquote(r))
-            .collect()
-    } else {
-        dumped.roles.iter().cloned().collect()
-    };
+    let needed = needed_roles(dumped);
     let mut created = Vec::new();
     for role in needed.iter().filter(|r| !r.starts_with("pg_")) {
         let what = || format!("creating role {role} on the verify server for the restore");
@@ -243,4 +232,20 @@ pub(super) async fn check(conn: &mut PgConnection, url: &DbUrl, m: &Manifest, pl
         }
     }
     Ok(reasons)
+}
+
+/// The roles a restore of this dump needs: those the manifest lists, or, for backups taken
+/// before it listed them, those its tables' owners and grants name.
+pub fn needed_roles(dumped: &Privileges) -> BTreeSet<String> {
+    if dumped.roles.is_empty() {
+        dumped
+            .owners
+            .values()
+            .chain(dumped.grants.values().flatten())
+            .filter(|r| *r != "PUBLIC")
+            .map(|r| unquote(r))
+            .collect()
+    } else {
+        dumped.roles.iter().cloned().collect()
+    }
 }
