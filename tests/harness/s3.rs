@@ -361,6 +361,27 @@ impl S3Server {
     pub fn create_bucket(&self, name: &str) {
         std::fs::create_dir(self.root.path().join(name)).unwrap();
     }
+
+    /// `length` bytes of an object from `offset`, with a ranged GET as any S3 client sends it.
+    pub async fn get_range(&self, key: &str, offset: u64, length: u64) -> Vec<u8> {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .force_path_style(true)
+            .build();
+        let out = aws_sdk_s3::Client::from_conf(conf)
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .range(format!("bytes={offset}-{}", offset + length - 1))
+            .send()
+            .await
+            .unwrap();
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    }
 }
 
 /// Serves the S3 API over `root` (buckets are its sub-directories) on `listener` until the

@@ -51,6 +51,26 @@ pub struct Manifest {
     /// object's (which counts from the dump's start); retention keeps the backup until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locked_until: Option<DateTime<Utc>>,
+    /// Where each table's COPY block sits in the compressed stream, in dump order: a run of
+    /// whole gzip members, so one table can be fetched with a ranged GET and read by `gunzip`.
+    /// Offsets are into the gzip stream: the object itself when it is not encrypted, the
+    /// decrypted stream when it is. Empty for backups taken before pgvigil recorded them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table_members: Vec<TableMembers>,
+}
+
+/// One table's COPY block (its `COPY … FROM stdin;` line, its rows and the closing `\.`) as
+/// whole gzip members of the backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TableMembers {
+    /// The table as pg_dump printed it (as in [`Manifest::tables`]).
+    pub table: String,
+    /// Offset of its first member in the gzip stream.
+    pub offset: u64,
+    /// Bytes from that offset to the end of its last member.
+    pub length: u64,
+    /// Rows in the block.
+    pub rows: u64,
 }
 
 /// Client-side encryption of a backup object.

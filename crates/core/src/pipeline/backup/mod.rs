@@ -6,6 +6,7 @@
 //! and every block was compressed. Anything else aborts the upload: no partial object, no
 //! manifest, `backup_latest.sql.gz` untouched.
 
+mod layout;
 pub mod lease;
 mod log;
 mod produce;
@@ -378,6 +379,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         compression_level: ctx.cfg.compression_level,
         parts,
         tables: streamed.tables,
+        table_members: streamed.table_members,
         privileges: keeps.then_some(streamed.privileges),
         globals,
         encryption: sealed.then(|| manifest::Encryption {

@@ -2,6 +2,7 @@
 //! the upload body. The body is finished only after `pg_dump` exited 0 and the dump proved
 //! complete; anything else fails it, which aborts the upload.
 
+use super::layout::{split_at_cuts, MemberMap};
 use super::BackupError;
 use crate::infra::pg::{DumpFailure, OwnedChild, PgError};
 use crate::infra::storage::{BodySender, StorageError};
@@ -21,6 +22,7 @@ pub(super) struct Streamed {
     pub(super) sha256: String,
     pub(super) tables: std::collections::BTreeMap<String, u64>,
     pub(super) privileges: crate::records::manifest::Privileges,
+    pub(super) table_members: Vec<crate::records::manifest::TableMembers>,
 }
 
 /// Interval of progress lines during long dumps.
@@ -59,9 +61,14 @@ pub(super) async fn produce(
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut eof = false;
+    // Members start where each COPY block begins and ends (see `layout`); blocks otherwise end at
+    // a line's end, so a COPY line never straddles two blocks: the rest of the line waits here.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut map = MemberMap::default();
     let result: Result<(), BackupError> = async {
         while !eof {
             let mut block = gz.buffer();
+            block.append(&mut carry);
             while block.len() < BLOCK_SIZE {
                 let n = tokio::select! {
                     biased;
@@ -73,15 +80,28 @@ pub(super) async fn produce(
                     break;
                 }
             }
+            if !eof {
+                // A line longer than a whole block is cut where the block ends.
+                if let Some(nl) = memchr::memrchr(b'\n', &block) {
+                    carry.extend_from_slice(&block[nl + 1..]);
+                    block.truncate(nl + 1);
+                }
+            }
+            let start = scanner.bytes();
             scanner.feed(&block);
-            let members = if block.is_empty() {
-                None
-            } else {
-                gz.push(block)
-                    .await
-                    .map_err(|e| BackupError::Incomplete(format!("compression failed: {e}")))?
-            };
-            let mut out = members.into_iter().collect::<Vec<_>>();
+            let cuts = scanner.take_cuts();
+            cuts.iter().for_each(|&c| map.want(c));
+            let mut out = Vec::new();
+            if !block.is_empty() {
+                for (at, piece) in split_at_cuts(block, start, &cuts) {
+                    map.queued(at);
+                    let member = gz
+                        .push(piece)
+                        .await
+                        .map_err(|e| BackupError::Incomplete(format!("compression failed: {e}")))?;
+                    out.extend(member);
+                }
+            }
             if eof {
                 while let Some(m) = gz
                     .pop()
@@ -91,6 +111,7 @@ pub(super) async fn produce(
                     out.push(m);
                 }
             }
+            out.iter().for_each(|m| map.emitted(m.len() as u64));
             if let Some(s) = sealer.as_mut() {
                 let mut sealed = Vec::new();
                 for m in out {
@@ -151,7 +172,9 @@ pub(super) async fn produce(
         return Err(BackupError::Incomplete(why));
     }
     tx.finish().await;
+    let table_members = map.finish(&scan.copies, scan.bytes);
     Ok(Streamed {
+        table_members,
         size,
         uncompressed: scan.bytes,
         sha256: hex::encode(sha.finalize()),

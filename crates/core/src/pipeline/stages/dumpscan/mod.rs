@@ -60,6 +60,22 @@ pub struct ScanResult {
     /// Every role the dump's ownership, privilege, session-authorization and policy statements
     /// name (as pg_dump wrote them).
     pub roles: BTreeSet<String>,
+    /// Every COPY block, in dump order: where it starts and ends in the uncompressed dump.
+    pub copies: Vec<CopySpan>,
+}
+
+/// One table's COPY block in the uncompressed dump: from the start of its `COPY … FROM stdin;`
+/// line to just after its `\.` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySpan {
+    /// The table as pg_dump printed it.
+    pub table: String,
+    /// Offset of the first byte of the `COPY` line.
+    pub begin: u64,
+    /// Offset just past the `\.` line's newline.
+    pub end: u64,
+    /// Data rows in the block.
+    pub rows: u64,
 }
 
 /// Incremental scanner; feed it the uncompressed dump in any chunking.
@@ -71,6 +87,12 @@ pub struct DumpScanner {
     tail: Vec<u8>,
     /// Table whose COPY block we are inside, with its row count so far.
     copy: Option<(String, u64)>,
+    /// Offset where the current COPY block's `COPY` line began.
+    copy_begin: u64,
+    /// Offset where the current line began, and where it ends (past its newline) once complete.
+    line_at: (u64, u64),
+    /// Offsets where a COPY block began or ended since the last [`DumpScanner::take_cuts`].
+    cuts: Vec<u64>,
     /// Statement-level tracking of the text outside COPY data.
     lexer: SqlLexer,
     /// The current line began at statement level, outside COPY data (comments count).
@@ -95,6 +117,9 @@ impl Default for DumpScanner {
             line: Vec::new(),
             tail: Vec::new(),
             copy: None,
+            copy_begin: 0,
+            line_at: (0, 0),
+            cuts: Vec::new(),
             lexer: SqlLexer::default(),
             line_top: true,
             line_start: true,
@@ -130,12 +155,15 @@ impl DumpScanner {
     }
 
     fn scan(&mut self, mut data: &[u8], mut out: Option<&mut Vec<u8>>) {
+        let mut pos = self.result.bytes;
         self.result.bytes += data.len() as u64;
         loop {
             let (head, rest, ended) = match memchr::memchr(b'\n', data) {
                 Some(p) => (&data[..p], &data[p + 1..], true),
                 None => (data, &data[data.len()..], false),
             };
+            pos += (data.len() - rest.len()) as u64;
+            self.line_at.1 = pos;
             if self.copy.is_none() {
                 self.lexer.feed(head);
                 if ended {
@@ -160,6 +188,7 @@ impl DumpScanner {
                 self.line.clear();
             }
             self.tail.clear();
+            self.line_at.0 = pos;
             self.line_top = self.copy.is_none() && self.lexer.at_top();
             self.line_start = self.copy.is_none() && self.lexer.at_statement_start();
             self.mode = if self.line_start { LineMode::Undecided } else { LineMode::Pass };
@@ -184,7 +213,10 @@ impl DumpScanner {
         if let Some((_, rows)) = &mut self.copy {
             if line == b"\\." {
                 let (table, rows) = self.copy.take().expect("checked");
-                *self.result.tables.entry(table).or_insert(0) += rows;
+                *self.result.tables.entry(table.clone()).or_insert(0) += rows;
+                let (begin, end) = (self.copy_begin, self.line_at.1);
+                self.cuts.push(end);
+                self.result.copies.push(CopySpan { table, begin, end, rows });
             } else {
                 *rows += 1;
             }
@@ -215,6 +247,8 @@ impl DumpScanner {
         }
         if let Some(table) = from_stdin.then(|| copy_table(text)).flatten() {
             self.copy = Some((table, 0));
+            self.copy_begin = self.line_at.0;
+            self.cuts.push(self.copy_begin);
         } else if let Some(ext) = extension(text) {
             self.result.extensions.push(ext);
         } else {
@@ -232,10 +266,18 @@ impl DumpScanner {
         self.result.bytes
     }
 
+    /// Offsets in the uncompressed dump, in order, where a COPY block began (its `COPY` line) or
+    /// ended (past its `\.` line) since the last call: where the backup starts a new gzip member,
+    /// so that each table's data can be fetched on its own.
+    pub fn take_cuts(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.cuts)
+    }
+
     /// Ends the scan. When filtering, a last line without its newline that is still held back is
     /// never passed on (the stream was cut; nothing will be committed anyway).
     pub fn finish(mut self) -> ScanResult {
         if !self.line.is_empty() {
+            self.line_at.1 = self.result.bytes;
             let line = std::mem::take(&mut self.line);
             let from_stdin = self.tail.ends_with(b"FROM stdin;");
             self.on_line(&line, from_stdin);

@@ -26,6 +26,46 @@ fn counts_rows_whatever_the_chunking() {
 }
 
 #[test]
+fn every_copy_block_is_located_exactly_whatever_the_chunking() {
+    for chunk in [1, 2, 3, 7, 64, 4096] {
+        let mut s = DumpScanner::new();
+        let mut cuts = Vec::new();
+        for c in DUMP.as_bytes().chunks(chunk) {
+            s.feed(c);
+            cuts.extend(s.take_cuts());
+        }
+        let r = s.finish();
+        let spans: Vec<(&str, &str, u64)> = r
+            .copies
+            .iter()
+            .map(|c| (c.table.as_str(), &DUMP[c.begin as usize..c.end as usize], c.rows))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (
+                    "public.items",
+                    "COPY public.items (id, name) FROM stdin;\n1\ta\n2\tb\\nwith newline\n3\t\\.\n\\.\n",
+                    3
+                ),
+                (
+                    "\"My Schema\".\"Odd Table\"",
+                    "COPY \"My Schema\".\"Odd Table\" (id) FROM stdin;\n\\.\n",
+                    0
+                ),
+                ("public.t2", "COPY public.t2 (a) FROM stdin;\n7\n\\.\n", 1),
+            ],
+            "chunk {chunk}"
+        );
+        let from_spans: Vec<u64> = r.copies.iter().flat_map(|c| [c.begin, c.end]).collect();
+        assert_eq!(cuts, from_spans, "chunk {chunk}");
+    }
+    // A block cut inside the data is not a span.
+    let r = scan_in_chunks(&DUMP.as_bytes()[..DUMP.find("2\tb").unwrap()], 5);
+    assert!(r.copies.is_empty());
+}
+
+#[test]
 fn detects_truncation() {
     let cases = [
         (DUMP.find("2\tb").unwrap(), false, Some("public.items")),
