@@ -8,7 +8,7 @@ use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
 use std::process::{Command, Stdio};
 
-fn key_file(dir: &std::path::Path, name: &str, id: &Identity) -> String {
+pub fn key_file(dir: &std::path::Path, name: &str, id: &Identity) -> String {
     let path = dir.join(name);
     std::fs::write(
         &path,

@@ -12,6 +12,7 @@ mod faults;
 mod metrics;
 mod notify;
 mod objectlock;
+mod parts;
 mod policy;
 mod restore;
 mod roles;

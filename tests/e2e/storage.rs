@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use pgvigil_core::infra::config::Role;
 use pgvigil_core::infra::storage::Key;
-use pgvigil_core::infra::storage::{self, body_channel, Condition, DynStorage, PutOptions, StorageError};
+use pgvigil_core::infra::storage::{self, body_channel, Condition, DynStorage, PartPlan, PutOptions, StorageError};
 use pgvigil_core::records::keys::Layout;
 use pgvigil_e2e::{settings, S3Server};
 use tokio_util::sync::CancellationToken;
@@ -297,4 +297,81 @@ async fn conditional_writes_create_once_and_replace_only_the_version_they_read()
         assert!(matches!(stale, Err(StorageError::PreconditionFailed(_))), "{name}: {stale:?}");
         assert_eq!(storage::get_bytes(st.as_ref(), &k, &never).await.unwrap(), b"three", "{name}");
     }
+}
+
+/// Sends `data`, then (when `pad`) as many more bytes as the uploader's plan asks for; returns the
+/// plan, the bytes sent and the upload's result.
+async fn put_planned(st: &DynStorage, key: &Key, data: Vec<u8>, pad: bool) -> (PartPlan, Vec<u8>, Result<u32, StorageError>) {
+    let (mut tx, rx) = body_channel(4);
+    let cancel = CancellationToken::new();
+    let producer = async move {
+        let mut sent = data;
+        for c in sent.chunks(700_000) {
+            if tx.send(Bytes::copy_from_slice(c)).await.is_err() {
+                return (PartPlan::Held, sent);
+            }
+        }
+        let plan = tx.plan().await;
+        if let Some(end) = plan.end_for(sent.len() as u64).filter(|_| pad) {
+            let more = pattern(end as usize - sent.len());
+            for c in more.chunks(700_000) {
+                tx.send(Bytes::copy_from_slice(c)).await.unwrap();
+            }
+            sent.extend(more);
+        }
+        tx.finish().await;
+        (plan, sent)
+    };
+    let ((plan, sent), r) = tokio::join!(producer, st.put(key, rx, PutOptions::default(), &cancel));
+    (plan, sent, r.map(|p| p.parts))
+}
+
+#[tokio::test]
+async fn large_parts_are_streamed_and_a_body_never_ends_inside_one() {
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("streamed");
+    vars.push(("S3_PART_SIZE_MB", "17".into()));
+    let st = storage::connect(&settings(&vars, Role::Cli).storage).await.unwrap();
+    let streamed = PartPlan::Streamed {
+        part: 17 * MIB as u64,
+        hold: 8 * MIB as u64,
+    };
+    // (bytes, parts): a small body is one request; a last part shorter than what a streamed
+    // part holds is sent whole; a body that would end inside a started part is filled to its end.
+    let cases = [
+        (3 * MIB, 1, 3 * MIB),
+        (34 * MIB + MIB, 3, 35 * MIB),
+        (17 * MIB + 9 * MIB, 2, 34 * MIB),
+        (17 * MIB, 1, 17 * MIB),
+    ];
+    for (i, (len, parts, stored)) in cases.into_iter().enumerate() {
+        let key = Key::new(format!("streamed/obj-{i}")).unwrap();
+        let (plan, sent, r) = put_planned(&st, &key, pattern(len), true).await;
+        assert_eq!(plan, streamed, "{len}");
+        assert_eq!(r.unwrap_or_else(|e| panic!("{len}: {e}")), parts, "{len}");
+        let back = storage::get_bytes(st.as_ref(), &key, &CancellationToken::new()).await.unwrap();
+        assert_eq!(back.len(), stored, "{len}");
+        assert!(back == sent, "{len} bytes did not round-trip");
+    }
+    // A producer that ignores the plan cannot publish a short part: the upload fails, nothing is
+    // published and the multipart upload is aborted.
+    let key = Key::new("streamed/short").unwrap();
+    let (_, _, r) = put_planned(&st, &key, pattern(17 * MIB + 9 * MIB), false).await;
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("ended inside streamed part 2"), "{e}");
+    assert!(st.head(&key, &CancellationToken::new()).await.unwrap().is_none());
+    assert!(s3.pending_uploads().is_empty(), "{:?}", s3.pending_uploads());
+
+    // Parts of the default size are held, and a local directory has no parts at all.
+    let mut vars = s3.vars("held");
+    vars.push(("S3_PART_SIZE_MB", "16".into()));
+    let held = storage::connect(&settings(&vars, Role::Cli).storage).await.unwrap();
+    let (plan, _, r) = put_planned(&held, &Key::new("held/x").unwrap(), pattern(MIB), true).await;
+    assert_eq!((plan, r.unwrap()), (PartPlan::Held, 1));
+    let dir = tempfile::tempdir().unwrap();
+    let local = storage::connect(&settings(&[("BACKUP_DIR", dir.path().display().to_string())], Role::Cli).storage)
+        .await
+        .unwrap();
+    let (plan, _, _) = put_planned(&local, &Key::new("local/x").unwrap(), pattern(MIB), true).await;
+    assert_eq!(plan, PartPlan::Held);
 }

@@ -15,7 +15,7 @@ pub mod parts;
 mod preflight;
 mod s3;
 
-pub use body::{body_channel, BodyReceiver, BodySender};
+pub use body::{body_channel, BodyReceiver, BodySender, PartPlan};
 pub use key::Key;
 pub use local::LocalStorage;
 pub use preflight::preflight;

@@ -5,8 +5,8 @@
 use super::layout::{split_at_cuts, MemberMap};
 use super::BackupError;
 use crate::infra::pg::{DumpFailure, OwnedChild, PgError};
-use crate::infra::storage::{BodySender, StorageError};
-use crate::pipeline::stages::compress::{ParallelGzip, BLOCK_SIZE};
+use crate::infra::storage::{BodySender, PartPlan, StorageError};
+use crate::pipeline::stages::compress::{filler, ParallelGzip, BLOCK_SIZE, FILLER_MIN};
 use crate::pipeline::stages::dumpscan::DumpScanner;
 use crate::pipeline::stages::seal::Sealer;
 use sha2::{Digest, Sha256};
@@ -33,7 +33,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 /// proved complete.
 pub(super) async fn produce(
     mut child: OwnedChild,
-    tx: BodySender,
+    mut tx: BodySender,
     level: u32,
     recipients: &[age::x25519::Recipient],
     cancel: &CancellationToken,
@@ -65,6 +65,7 @@ pub(super) async fn produce(
     // a line's end, so a COPY line never straddles two blocks: the rest of the line waits here.
     let mut carry: Vec<u8> = Vec::new();
     let mut map = MemberMap::default();
+    let mut gzip_bytes = 0u64;
     let result: Result<(), BackupError> = async {
         while !eof {
             let mut block = gz.buffer();
@@ -112,21 +113,13 @@ pub(super) async fn produce(
                 }
             }
             out.iter().for_each(|m| map.emitted(m.len() as u64));
+            gzip_bytes += out.iter().map(|m| m.len() as u64).sum::<u64>();
             if let Some(s) = sealer.as_mut() {
                 let mut sealed = Vec::new();
                 for m in out {
                     sealed.extend(s.seal(&m).map_err(|e| BackupError::Incomplete(format!("encryption failed: {e}")))?);
                 }
                 out = if sealed.is_empty() { Vec::new() } else { vec![sealed.into()] };
-            }
-            if eof {
-                if let Some(s) = sealer.take() {
-                    out.push(
-                        s.finish()
-                            .map_err(|e| BackupError::Incomplete(format!("encryption failed: {e}")))?
-                            .into(),
-                    );
-                }
             }
             for m in out {
                 sha.update(&m);
@@ -171,6 +164,45 @@ pub(super) async fn produce(
         tx.fail(why.clone()).await;
         return Err(BackupError::Incomplete(why));
     }
+    // The end of the stream: filler the uploader may need, then the end of the encryption. The
+    // filler can be as large as a part, so it goes out in pieces like the members did.
+    let plan = tx.plan().await;
+    let extra = match filler_needed(sealer.as_ref(), gzip_bytes, size, plan) {
+        Ok(n) => n,
+        Err(e) => {
+            tx.fail(e.clone()).await;
+            return Err(BackupError::Incomplete(e));
+        }
+    };
+    let mut left = extra;
+    while left > 0 || sealer.is_some() {
+        // Pieces of about a block, none too small to be a member of its own.
+        let piece = if left <= 2 * BLOCK_SIZE as u64 { left } else { BLOCK_SIZE as u64 };
+        left -= piece;
+        let plain = if piece > 0 { filler(piece) } else { Vec::new() };
+        let data = match sealer.as_mut() {
+            None => plain,
+            Some(s) => {
+                let mut out = s.seal(&plain);
+                if left == 0 {
+                    let tail = sealer.take().expect("checked").finish();
+                    out = out.and_then(|mut o| tail.map(|t| [std::mem::take(&mut o), t].concat()));
+                }
+                match out {
+                    Ok(o) => o,
+                    Err(e) => {
+                        tx.fail(format!("encryption failed: {e}")).await;
+                        return Err(BackupError::Incomplete(format!("encryption failed: {e}")));
+                    }
+                }
+            }
+        };
+        sha.update(&data);
+        size += data.len() as u64;
+        if tx.send(data.into()).await.is_err() {
+            return Err(BackupError::Storage(StorageError::Aborted("the upload stopped".into())));
+        }
+    }
     tx.finish().await;
     let table_members = map.finish(&scan.copies, scan.bytes);
     Ok(Streamed {
@@ -185,4 +217,22 @@ pub(super) async fn produce(
             roles: scan.roles.iter().map(|r| crate::pipeline::stages::dumpscan::unquote(r)).collect(),
         },
     })
+}
+
+/// Bytes of filler members that must end the stream once every member was sent: none, unless the
+/// uploader streams its parts and the body would otherwise end inside one it has started (see
+/// [`PartPlan`]). `gzip_bytes` went into the sealer (when there is one), `sent` bytes went to the
+/// uploader.
+fn filler_needed(sealer: Option<&Sealer>, gzip_bytes: u64, sent: u64, plan: PartPlan) -> Result<u64, String> {
+    // The body's final length if `extra` bytes of filler were added now.
+    let final_len = |extra: u64| sealer.map_or(sent + extra, |s| s.sealed_len(gzip_bytes + extra));
+    let Some(end) = plan.end_for(final_len(0)) else { return Ok(0) };
+    // Filler grows the body at least byte for byte (encryption adds tags), so this reaches the
+    // end; what goes past it is far less than the uploader holds back, and becomes a short last
+    // part of its own.
+    let extra = (end - final_len(0)).max(FILLER_MIN);
+    match plan.end_for(final_len(extra)) {
+        None => Ok(extra),
+        Some(_) => Err(format!("internal error: {extra} bytes of filler do not end the body at {end}")),
+    }
 }

@@ -23,10 +23,51 @@ pub const MEMBER_HEADER: usize = 20;
 const HEADER_START: [u8; 16] = [0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 8, 0, b'P', b'V', 4, 0];
 
 /// The total length of the member that `header` (its first [`MEMBER_HEADER`] bytes) starts, when
-/// pgvigil wrote it; `None` for any other gzip member.
+/// pgvigil wrote it; `None` for any other gzip member. A [`filler`] member has a longer extra
+/// field, with the same length subfield first.
 pub fn member_len(header: &[u8]) -> Option<usize> {
     let len = header.get(16..MEMBER_HEADER)?;
-    (header[..16] == HEADER_START).then(|| u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize)
+    let xlen = u16::from_le_bytes([header[10], header[11]]);
+    (header[..10] == HEADER_START[..10] && header[12..16] == HEADER_START[12..16] && xlen >= 8)
+        .then(|| u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize)
+}
+
+/// Bytes of the smallest [`filler`] member.
+pub const FILLER_MIN: u64 = 34;
+/// Bytes of the largest filler member (the extra field's length is 16 bits).
+const FILLER_MAX: u64 = FILLER_MIN + 65_523;
+
+/// Gzip members that inflate to nothing, `len` bytes in all (at least [`FILLER_MIN`]): what ends
+/// a body exactly where an upload's streamed part ends. Each has pgvigil's length subfield and a
+/// second subfield `PZ` of zeros; `gunzip` and every reader here skip extra fields and output
+/// nothing for them.
+///
+/// # Panics
+/// When `len` is below [`FILLER_MIN`] (a caller's arithmetic error, never data).
+pub fn filler(len: u64) -> Vec<u8> {
+    assert!(len >= FILLER_MIN, "filler of {len} bytes");
+    let mut out = Vec::with_capacity(len as usize);
+    let mut left = len;
+    while left > 0 {
+        // Never leave a remainder too small for a member of its own.
+        let size = if left <= FILLER_MAX {
+            left
+        } else {
+            FILLER_MAX.min(left - FILLER_MIN)
+        };
+        let zeros = (size - FILLER_MIN) as u16;
+        out.extend_from_slice(&HEADER_START[..10]);
+        out.extend_from_slice(&(8 + 4 + zeros).to_le_bytes());
+        out.extend_from_slice(&HEADER_START[12..16]);
+        out.extend_from_slice(&(size as u32).to_le_bytes());
+        out.extend_from_slice(b"PZ");
+        out.extend_from_slice(&zeros.to_le_bytes());
+        out.resize(out.len() + usize::from(zeros), 0);
+        // An empty final block of fixed Huffman codes, then CRC-32 and length of nothing.
+        out.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        left -= size;
+    }
+    out
 }
 
 thread_local! {
@@ -189,6 +230,40 @@ mod tests {
         e.finish().unwrap();
         assert_eq!(member_len(&other), None);
         assert_eq!(member_len(&m1[..10]), None);
+    }
+
+    #[test]
+    fn filler_is_exactly_as_long_as_asked_and_reads_as_nothing() {
+        let data = compress_block(b"SELECT 1;\n", 6).unwrap();
+        for len in [
+            FILLER_MIN,
+            35,
+            1000,
+            FILLER_MAX,
+            FILLER_MAX + 1,
+            FILLER_MAX + FILLER_MIN - 1,
+            3 * FILLER_MAX + 7,
+            5 << 20,
+        ] {
+            let f = filler(len);
+            assert_eq!(f.len() as u64, len);
+            // After real data, it inflates to nothing more, and it can be cut into members by
+            // their recorded lengths like any member pgvigil writes.
+            let both = [data.clone(), f.clone()].concat();
+            let mut decoded = Vec::new();
+            MultiGzDecoder::new(&both[..]).read_to_end(&mut decoded).unwrap();
+            assert_eq!(decoded, b"SELECT 1;\n", "{len}");
+            let mut at = 0;
+            while at < f.len() {
+                let n = member_len(&f[at..]).unwrap();
+                assert!(n as u64 >= FILLER_MIN && n as u64 <= FILLER_MAX, "{len}: {n}");
+                let mut d = libdeflater::Decompressor::new();
+                let mut out = [0u8; 1];
+                assert_eq!(d.gzip_decompress(&f[at..at + n], &mut out).unwrap(), 0);
+                at += n;
+            }
+            assert_eq!(at, f.len());
+        }
     }
 
     #[test]

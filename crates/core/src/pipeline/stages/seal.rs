@@ -36,7 +36,12 @@ impl Write for Sink {
 pub struct Sealer {
     writer: age::stream::StreamWriter<Sink>,
     sink: Sink,
+    /// Bytes of the age header and payload nonce.
+    header: u64,
 }
+
+/// Plaintext bytes per age payload chunk; each chunk gains a 16-byte tag.
+const CHUNK: u64 = 64 * 1024;
 
 impl Sealer {
     /// A sealer to `recipients` (at least one).
@@ -48,7 +53,14 @@ impl Sealer {
             .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
         let sink = Sink::default();
         let writer = encryptor.wrap_output(sink.clone())?;
-        Ok(Self { writer, sink })
+        let header = sink.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len() as u64;
+        Ok(Self { writer, sink, header })
+    }
+
+    /// The length of the whole age file for `plain` bytes of plaintext in all: header and
+    /// nonce, then every 64 KiB chunk with its tag (the last one possibly short; at least one).
+    pub fn sealed_len(&self, plain: u64) -> u64 {
+        self.header + plain + 16 * plain.div_ceil(CHUNK).max(1)
     }
 
     /// Encrypts `plain`; returns the ciphertext ready so far (the header comes with the first).
@@ -116,6 +128,23 @@ pub fn open<'a, R: Read + 'a>(input: R, identities: &[Identity]) -> Result<Box<d
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sealed_length_is_known_before_the_end() {
+        let key = Identity::generate();
+        for total in [0u64, 1, 100, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 3 * CHUNK + 17] {
+            let mut s = Sealer::new(&[key.to_public()]).unwrap();
+            let mut out = Vec::new();
+            // In uneven pieces, as members come.
+            let data = vec![7u8; total as usize];
+            for piece in data.chunks(40_000) {
+                out.extend(s.seal(piece).unwrap());
+            }
+            let want = s.sealed_len(total);
+            out.extend(s.finish().unwrap());
+            assert_eq!(out.len() as u64, want, "{total}");
+        }
+    }
 
     fn sealed(recipients: &[Recipient], pieces: &[&[u8]]) -> Vec<u8> {
         let mut s = Sealer::new(recipients).unwrap();

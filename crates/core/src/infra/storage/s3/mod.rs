@@ -1,6 +1,7 @@
 //! S3 backend (AWS and S3-compatible stores: MinIO, R2, B2, Garage, …).
 //!
-//! [`client`] configures the SDK, [`upload`] streams multipart uploads, [`copy`] does server-side
+//! [`client`] configures the SDK, [`upload`] streams multipart uploads (parts held whole, or
+//! [`streamed`] as they arrive when they are large), [`copy`] does server-side
 //! copies, [`errors`] turns SDK errors into plain sentences with a retry verdict. The per-object
 //! settings (encryption, storage class, content type) are applied in one place,
 //! [`ObjectSettings`], for every request that creates an object.
@@ -8,6 +9,7 @@
 mod client;
 mod copy;
 mod errors;
+mod streamed;
 mod upload;
 
 use super::{or_cancel, BodyReceiver, Condition, Key, ObjectMeta, ObjectReader, PutOptions, PutResult, Result, Storage, StorageError};

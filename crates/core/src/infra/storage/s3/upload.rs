@@ -1,12 +1,14 @@
 //! Streaming uploads: a body smaller than one part goes up in one request; anything larger becomes
 //! a multipart upload with one part size throughout (R2 rejects unequal parts), up to
 //! [`PARTS_IN_FLIGHT`] parts uploading while the next one fills. Memory is bounded by part size ×
-//! (parts in flight + 1). Any failure or cancellation aborts the multipart upload.
+//! (parts in flight + 1); parts larger than the default size are streamed instead
+//! ([`super::streamed`]), so memory does not grow with the part size. Any failure or cancellation aborts the multipart upload.
 
 use super::errors::classify;
+use super::streamed::{HOLD, STREAM_PARTS_ABOVE};
 use super::{ObjectSettings, S3Storage};
 use crate::infra::storage::parts::{choose_part_size_at_least, MAX_PARTS};
-use crate::infra::storage::{body_channel, BodyReceiver, Key, PutOptions, PutResult, Result, StorageError};
+use crate::infra::storage::{body_channel, BodyReceiver, Key, PartPlan, PutOptions, PutResult, Result, StorageError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, ObjectLockMode};
 use aws_sdk_s3::Client;
@@ -16,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Parts uploading concurrently while the next part fills.
-pub const PARTS_IN_FLIGHT: usize = 2;
+pub(super) const PARTS_IN_FLIGHT: usize = 2;
 /// Content type of an object pgvigil writes through this path: gzip, or an age file.
 fn content_type(key: &Key) -> &'static str {
     // An age file (`….sql.gz.age`), whose name the records layer gives it.
@@ -47,10 +49,10 @@ pub(super) struct OpenUpload<'a> {
 }
 
 /// Parts already uploading.
-type InFlight = JoinSet<Result<CompletedPart>>;
+pub(super) type InFlight = JoinSet<Result<CompletedPart>>;
 
 /// Reads the body into `buf` until it holds `limit` bytes; true when the body ended first.
-async fn fill(buf: &mut BytesMut, limit: u64, body: &mut BodyReceiver, cancel: &CancellationToken) -> Result<bool> {
+pub(super) async fn fill(buf: &mut BytesMut, limit: u64, body: &mut BodyReceiver, cancel: &CancellationToken) -> Result<bool> {
     while (buf.len() as u64) < limit {
         match body.next_or_cancel(cancel).await? {
             Some(chunk) => buf.extend_from_slice(&chunk),
@@ -61,7 +63,7 @@ async fn fill(buf: &mut BytesMut, limit: u64, body: &mut BodyReceiver, cancel: &
 }
 
 /// Waits for the next part in flight to finish, unless cancelled.
-async fn join_one(in_flight: &mut InFlight, cancel: &CancellationToken) -> Result<Option<CompletedPart>> {
+pub(super) async fn join_one(in_flight: &mut InFlight, cancel: &CancellationToken) -> Result<Option<CompletedPart>> {
     let joined = tokio::select! {
         () = cancel.cancelled() => return Err(StorageError::Cancelled),
         j = in_flight.join_next() => j,
@@ -70,6 +72,19 @@ async fn join_one(in_flight: &mut InFlight, cancel: &CancellationToken) -> Resul
         None => Ok(None),
         Some(j) => Ok(Some(j.map_err(|e| StorageError::other(format!("upload task failed: {e}"), true))??)),
     }
+}
+
+/// The error of a part that failed, waiting for the parts in flight (one of them stopped taking
+/// its data).
+pub(super) async fn first_error(in_flight: &mut InFlight) -> StorageError {
+    while let Some(j) = in_flight.join_next().await {
+        match j {
+            Ok(Err(e)) => return e,
+            Err(e) => return StorageError::other(format!("upload task failed: {e}"), true),
+            Ok(Ok(_)) => {}
+        }
+    }
+    StorageError::other("a part's upload stopped taking data", true)
 }
 
 /// Object lock headers: mode and retain-until date.
@@ -113,7 +128,7 @@ impl S3Storage {
             .map(|_| PutResult { size, parts: 1 })
     }
 
-    async fn upload_part(
+    pub(super) async fn upload_part(
         client: Client,
         bucket: String,
         key: Key,
@@ -246,9 +261,23 @@ impl S3Storage {
         cancel: &CancellationToken,
     ) -> Result<PutResult> {
         let part_size = choose_part_size_at_least(opts.expected_size, self.cfg.part_size, opts.min_part_size);
-        // Read up to one part first: a body smaller than a part goes up in one request.
-        let mut first = BytesMut::with_capacity(part_size.min(8 << 20) as usize);
-        let complete = fill(&mut first, part_size, &mut body, cancel).await?;
+        // Large parts are streamed, not held (object lock needs each part's MD5 first).
+        let streamed = part_size > STREAM_PARTS_ABOVE && self.cfg.object_lock.is_none();
+        body.announce(if streamed {
+            PartPlan::Streamed {
+                part: part_size,
+                hold: HOLD,
+            }
+        } else {
+            PartPlan::Held
+        });
+        // Read up to one part (or what a streamed part holds) first: a body smaller than that
+        // goes up in one request.
+        let first_limit = if streamed { HOLD } else { part_size };
+        // (Room for what a streamed part holds and a chunk more: growing it would copy it.)
+        let room = if streamed { HOLD + (2 << 20) } else { part_size.min(8 << 20) };
+        let mut first = BytesMut::with_capacity(room as usize);
+        let complete = fill(&mut first, first_limit, &mut body, cancel).await?;
         let lock = self.lock(opts.retain_until);
         if complete && !opts.force_multipart {
             return self.put_single(key, first.freeze(), lock.clone()).await;
@@ -279,7 +308,11 @@ impl S3Storage {
             part_size,
             md5: self.cfg.object_lock.is_some(),
         };
-        let res = self.fill_multipart(&up, first, &mut body, &mut in_flight, cancel).await;
+        let res = if streamed {
+            self.stream_multipart(&up, first, &mut body, &mut in_flight, cancel).await
+        } else {
+            self.fill_multipart(&up, first, &mut body, &mut in_flight, cancel).await
+        };
         if res.is_err() {
             // A part still uploading could land after the abort and linger: let the ones in flight
             // finish (briefly), cancel the rest, then abort.
