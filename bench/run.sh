@@ -118,7 +118,9 @@ for size in "${SIZES[@]}"; do
   case_add backup6 "pgvigil_env b6-$DB 6 $BIN/pgvigil-backup --once"
   case_add backup1 "pgvigil_env b1-$DB 1 $BIN/pgvigil-backup --once"
   case_add backup6age "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_RECIPIENTS=$AGEPUB $BIN/pgvigil-backup --once"
+  case_add backup6nolatest "pgvigil_env b6n-$DB 6 env BACKUP_LATEST_COPY=false $BIN/pgvigil-backup --once"
   run_cases
+  peersize=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/peer/$DB.sql.gz" | awk '{print $3}')
   aws --endpoint-url "$S3URL" s3 cp "s3://$BUCKET/b6-$DB/backup_latest.sql.gz" "$WORK/latest.sql.gz" --only-show-errors
   objsize=$(stat -c %s "$WORK/latest.sql.gz")
   obj1size=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/b1-$DB/backup_latest.sql.gz" | awk '{print $3}')
@@ -135,9 +137,10 @@ for size in "${SIZES[@]}"; do
   mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
   {
     echo "| $disk | $sqlsize | \`pg_dump > /dev/null\` (limit) | ${WALL[limit]} | 1.00 × limit | — |"
-    echo "| | | \`pg_dump \| gzip -6 \| aws s3 cp -\` (peer) | ${WALL[peer]} | 1.00 × peer | — |"
+    echo "| | | \`pg_dump \| gzip -6 \| aws s3 cp -\` (peer, $(awk -v s="$peersize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[peer]} | 1.00 × peer | — |"
     echo "| | | pgvigil backup, level 6 ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup6]} | $(ratio "${WALL[backup6]}" "${WALL[peer]}") × peer | $(mib "${RSS[backup6]}") |"
     echo "| | | pgvigil backup, level 1 ($(awk -v s="$obj1size" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup1]} | $(ratio "${WALL[backup1]}" "${WALL[limit]}") × limit | $(mib "${RSS[backup1]}") |"
+    echo "| | | pgvigil backup, level 6, without the \`backup_latest\` copy (\`BACKUP_LATEST_COPY=false\`) | ${WALL[backup6nolatest]} | $(ratio "${WALL[backup6nolatest]}" "${WALL[peer]}") × peer (the copy: $(awk -v a="${WALL[backup6]}" -v b="${WALL[backup6nolatest]}" 'BEGIN {printf "%.2f s", a - b}')) | $(mib "${RSS[backup6nolatest]}") |"
     echo "| | | pgvigil backup, level 6, encrypted with age | ${WALL[backup6age]} | $(ratio "${WALL[backup6age]}" "${WALL[peer]}") × peer ($(ratio "${WALL[backup6age]}" "${WALL[backup6]}") × plain) | $(mib "${RSS[backup6age]}") |"
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
     echo "| | | pgvigil verify | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"

@@ -70,11 +70,15 @@ pub(super) async fn produce(
         while !eof {
             let mut block = gz.buffer();
             block.append(&mut carry);
+            // (A reused buffer may be a small piece: never read past one block.)
+            block.reserve(BLOCK_SIZE.saturating_sub(block.len()));
             while block.len() < BLOCK_SIZE {
+                let left = BLOCK_SIZE - block.len();
+                let mut room = bytes::BufMut::limit(&mut block, left);
                 let n = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Err(BackupError::Cancelled),
-                    r = stdout.read_buf(&mut block) => r.map_err(|e| BackupError::Incomplete(format!("reading pg_dump output: {e}")))?,
+                    r = stdout.read_buf(&mut room) => r.map_err(|e| BackupError::Incomplete(format!("reading pg_dump output: {e}")))?,
                 };
                 if n == 0 {
                     eof = true;
