@@ -302,6 +302,22 @@ async fn conditional_writes_create_once_and_replace_only_the_version_they_read()
 /// Sends `data`, then (when `pad`) as many more bytes as the uploader's plan asks for; returns the
 /// plan, the bytes sent and the upload's result.
 async fn put_planned(st: &DynStorage, key: &Key, data: Vec<u8>, pad: bool) -> (PartPlan, Vec<u8>, Result<u32, StorageError>) {
+    // Planned for a large backup: 17 MiB parts are then at most 1/64 of it.
+    put_planned_for(st, key, data, pad, Some(64 * 17 * MIB as u64)).await
+}
+
+/// As [`put_planned`], for an upload planned for `expected` bytes.
+async fn put_planned_for(
+    st: &DynStorage,
+    key: &Key,
+    data: Vec<u8>,
+    pad: bool,
+    expected: Option<u64>,
+) -> (PartPlan, Vec<u8>, Result<u32, StorageError>) {
+    let opts = PutOptions {
+        expected_size: expected,
+        ..PutOptions::default()
+    };
     let (mut tx, rx) = body_channel(4);
     let cancel = CancellationToken::new();
     let producer = async move {
@@ -322,7 +338,7 @@ async fn put_planned(st: &DynStorage, key: &Key, data: Vec<u8>, pad: bool) -> (P
         tx.finish().await;
         (plan, sent)
     };
-    let ((plan, sent), r) = tokio::join!(producer, st.put(key, rx, PutOptions::default(), &cancel));
+    let ((plan, sent), r) = tokio::join!(producer, st.put(key, rx, opts, &cancel));
     (plan, sent, r.map(|p| p.parts))
 }
 
@@ -361,6 +377,21 @@ async fn large_parts_are_streamed_and_a_body_never_ends_inside_one() {
     assert!(e.to_string().contains("ended inside streamed part 2"), "{e}");
     assert!(st.head(&key, &CancellationToken::new()).await.unwrap().is_none());
     assert!(s3.pending_uploads().is_empty(), "{:?}", s3.pending_uploads());
+
+    // A body already in memory (a manifest, a record) is never streamed, whatever its size.
+    let key = Key::new("streamed/whole").unwrap();
+    let opts = PutOptions {
+        expected_size: Some(64 * 17 * MIB as u64),
+        ..PutOptions::default()
+    };
+    let data = Bytes::from(pattern(9 * MIB));
+    storage::put_bytes_with(st.as_ref(), &key, data.clone(), opts, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(storage::get_bytes(st.as_ref(), &key, &CancellationToken::new()).await.unwrap() == data);
+    // A fixed part size is streamed only for a backup expected to be at least 64 parts.
+    let (plan, _, r) = put_planned_for(&st, &Key::new("streamed/small").unwrap(), pattern(9 * MIB), true, None).await;
+    assert_eq!((plan, r.unwrap()), (PartPlan::Held, 1));
 
     // Parts of the default size are held, and a local directory has no parts at all.
     let mut vars = s3.vars("held");

@@ -362,6 +362,21 @@ impl S3Server {
         std::fs::create_dir(self.root.path().join(name)).unwrap();
     }
 
+    /// Makes the object at `key` `len` bytes long without writing them (a sparse file), so that
+    /// a listing shows a backup as large as a big database's.
+    pub fn make_sparse(&self, key: &str, len: u64) {
+        let path = self.root.path().join(BUCKET).join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+
     /// `length` bytes of an object from `offset`, with a ranged GET as any S3 client sends it.
     pub async fn get_range(&self, key: &str, offset: u64, length: u64) -> Vec<u8> {
         use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};

@@ -54,7 +54,8 @@ pub struct Manifest {
     /// Where each table's COPY block sits in the compressed stream, in dump order: a run of
     /// whole gzip members, so one table can be fetched with a ranged GET and read by `gunzip`.
     /// Offsets are into the gzip stream: the object itself when it is not encrypted, the
-    /// decrypted stream when it is. Empty for backups taken before pgvigil recorded them.
+    /// decrypted stream when it is. Empty for backups taken before pgvigil recorded them. A table
+    /// loaded through its partition root has one entry per partition, under the root's name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub table_members: Vec<TableMembers>,
 }

@@ -128,6 +128,9 @@ pub struct PutOptions {
     /// Object lock: written to stay, unchangeable, until this time (with `S3_OBJECT_LOCK_DAYS`;
     /// ignored by stores without object lock).
     pub retain_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The body is already whole in memory (manifests, records): parts are never streamed, as
+    /// nothing would end the body where a streamed part ends.
+    pub whole: bool,
 }
 
 /// A readable object body. Reading it fails with an I/O error when the download breaks.
@@ -314,6 +317,7 @@ pub async fn put_bytes(storage: &dyn Storage, key: &Key, data: Bytes, cancel: &C
 /// # Errors
 /// As [`Storage::put`].
 pub async fn put_bytes_with(storage: &dyn Storage, key: &Key, data: Bytes, opts: PutOptions, cancel: &CancellationToken) -> Result<()> {
+    let opts = PutOptions { whole: true, ..opts };
     let (tx, rx) = body_channel(2);
     let producer = async move {
         if tx.send(data).await.is_ok() {

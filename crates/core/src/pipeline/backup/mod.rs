@@ -331,6 +331,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         force_multipart: false,
         min_part_size: ctx.part_size_floor.load(Ordering::Relaxed),
         retain_until: locked_until,
+        whole: false,
     };
     let (produced, put) = tokio::join!(
         produce::produce(child, tx, ctx.cfg.compression_level, &ctx.cfg.recipients, cancel),

@@ -174,8 +174,12 @@ impl ParallelGzip {
             None => Ok(None),
             Some(job) => match job.await {
                 Ok(Ok((member, mut block))) => {
-                    block.clear();
-                    self.free.push(block);
+                    // Only whole-block buffers come back, and no more than can be in flight: the
+                    // pieces of a block cut at a table's start or end are dropped, not hoarded.
+                    if block.capacity() >= BLOCK_SIZE && self.free.len() <= self.max_in_flight {
+                        block.clear();
+                        self.free.push(block);
+                    }
                     Ok(Some(Bytes::from(member)))
                 }
                 Ok(Err(e)) => Err(e),
@@ -230,6 +234,25 @@ mod tests {
         e.finish().unwrap();
         assert_eq!(member_len(&other), None);
         assert_eq!(member_len(&m1[..10]), None);
+    }
+
+    #[tokio::test]
+    async fn only_whole_block_buffers_are_kept_for_reuse() {
+        let mut gz = ParallelGzip::new(1);
+        // Pieces of blocks (cut at tables' starts and ends) are not hoarded.
+        for _ in 0..50 {
+            gz.push(vec![7u8; 10]).await.unwrap();
+        }
+        while gz.pop().await.unwrap().is_some() {}
+        assert!(gz.free.is_empty());
+        // Whole blocks are, but never more than can be in flight.
+        for _ in 0..50 {
+            let mut b = gz.buffer();
+            b.resize(BLOCK_SIZE, 1);
+            gz.push(b).await.unwrap();
+        }
+        while gz.pop().await.unwrap().is_some() {}
+        assert!(!gz.free.is_empty() && gz.free.len() <= gz.max_in_flight + 1, "{}", gz.free.len());
     }
 
     #[test]

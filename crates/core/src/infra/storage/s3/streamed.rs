@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 /// Parts larger than this are streamed rather than held (the default part size: uploads of
 /// ordinary size keep the SDK's retries of single parts).
 pub const STREAM_PARTS_ABOVE: u64 = crate::infra::storage::parts::DEFAULT_PART_SIZE;
+/// How long the store may take to answer once a streamed part was sent (the SDK's own limit per
+/// attempt, which cannot apply to a request that lasts as long as the dump takes to make a part).
+const ANSWER_WITHIN: Duration = Duration::from_secs(600);
 /// Bytes of a part held before its request starts; a last part shorter than this is sent whole.
 pub const HOLD: u64 = 8 * 1024 * 1024;
 
@@ -40,6 +43,8 @@ const FRAME: usize = 64 * 1024;
 /// early (so a short part is never stored).
 struct PartBody {
     rx: mpsc::Receiver<Bytes>,
+    /// Fired once every byte was handed to the HTTP client.
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
     /// The rest of the chunk being sent.
     current: Bytes,
     left: u64,
@@ -63,6 +68,11 @@ impl Body for PartBody {
         let n = self.current.len().min(FRAME);
         let frame = Bytes::copy_from_slice(&self.current.split_to(n));
         self.left = self.left.saturating_sub(n as u64);
+        if self.left == 0 {
+            if let Some(sent) = self.sent.take() {
+                let _ = sent.send(());
+            }
+        }
         Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
@@ -87,7 +97,8 @@ impl S3Storage {
                     .operation_attempt_timeout(Duration::from_secs(24 * 3600))
                     .build(),
             );
-        let out = self
+        let (sent, all_sent) = tokio::sync::oneshot::channel();
+        let request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -97,14 +108,30 @@ impl S3Storage {
             .content_length(len as i64)
             .body(ByteStream::from_body_1_x(PartBody {
                 rx,
+                sent: Some(sent),
                 current: Bytes::new(),
                 left: len,
             }))
             .customize()
             .config_override(patient)
-            .send()
-            .await
-            .map_err(|e| classify(&format!("uploading part {number} of"), &key, &e))?;
+            .send();
+        // Once the whole part is sent, the store has as long to answer as for any request.
+        let answer_within = async {
+            if all_sent.await.is_ok() {
+                tokio::time::sleep(ANSWER_WITHIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let out = tokio::select! {
+            r = request => r.map_err(|e| classify(&format!("uploading part {number} of"), &key, &e))?,
+            () = answer_within => {
+                return Err(StorageError::other(
+                    format!("uploading part {number} of {key}: no answer {} s after the part was sent", ANSWER_WITHIN.as_secs()),
+                    true,
+                ))
+            }
+        };
         Ok(CompletedPart::builder()
             .set_e_tag(out.e_tag().map(String::from))
             .part_number(number)
@@ -188,7 +215,7 @@ impl S3Storage {
                 };
                 if !delivered {
                     // The part's request ended early: its error says why.
-                    return Err(first_error(in_flight).await);
+                    return Err(first_error(in_flight, cancel).await);
                 }
             }
             size += part_size;

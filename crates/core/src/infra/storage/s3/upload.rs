@@ -76,8 +76,12 @@ pub(super) async fn join_one(in_flight: &mut InFlight, cancel: &CancellationToke
 
 /// The error of a part that failed, waiting for the parts in flight (one of them stopped taking
 /// its data).
-pub(super) async fn first_error(in_flight: &mut InFlight) -> StorageError {
-    while let Some(j) = in_flight.join_next().await {
+pub(super) async fn first_error(in_flight: &mut InFlight, cancel: &CancellationToken) -> StorageError {
+    loop {
+        let j = tokio::select! {
+            () = cancel.cancelled() => return StorageError::Cancelled,
+            j = in_flight.join_next() => match j { Some(j) => j, None => break },
+        };
         match j {
             Ok(Err(e)) => return e,
             Err(e) => return StorageError::other(format!("upload task failed: {e}"), true),
@@ -85,6 +89,16 @@ pub(super) async fn first_error(in_flight: &mut InFlight) -> StorageError {
         }
     }
     StorageError::other("a part's upload stopped taking data", true)
+}
+
+/// Whether an upload streams its parts (see [`super::streamed`]) rather than holding them: only
+/// parts larger than the default, whose last one may be filled up to its size. A part size chosen
+/// from the expected size is at most 1/2250 of it; a fixed one (`S3_PART_SIZE_MB`) must be at most
+/// 1/64 of the expected size, or a small backup would be filled up to one large part. Never with
+/// object lock (each part's MD5 is needed first) or for a body already in memory.
+pub(super) fn streams(part_size: u64, opts: &PutOptions, fixed: bool, locked: bool) -> bool {
+    let small_enough = !fixed || opts.expected_size.is_some_and(|e| e / 64 >= part_size);
+    part_size > STREAM_PARTS_ABOVE && small_enough && !locked && !opts.whole
 }
 
 /// Object lock headers: mode and retain-until date.
@@ -261,8 +275,7 @@ impl S3Storage {
         cancel: &CancellationToken,
     ) -> Result<PutResult> {
         let part_size = choose_part_size_at_least(opts.expected_size, self.cfg.part_size, opts.min_part_size);
-        // Large parts are streamed, not held (object lock needs each part's MD5 first).
-        let streamed = part_size > STREAM_PARTS_ABOVE && self.cfg.object_lock.is_none();
+        let streamed = streams(part_size, &opts, self.cfg.part_size.is_some(), self.cfg.object_lock.is_some());
         body.announce(if streamed {
             PartPlan::Streamed {
                 part: part_size,
