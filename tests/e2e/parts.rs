@@ -56,7 +56,7 @@ async fn memory_does_not_grow_with_the_part_size() {
         v
     };
     // The part size follows the previous backup's size: a listing that shows one of 50 or 300 GB
-    // (sparse files) plans parts of 23 and 128 MiB for the next.
+    // (sparse files) plans parts of 22 and 128 MiB for the next.
     let after_a_backup_of = |prefix: &'static str, gb: u64| {
         let vars = base(prefix);
         let s3 = &s3;
@@ -69,7 +69,7 @@ async fn memory_does_not_grow_with_the_part_size() {
         }
     };
 
-    // Parts of the default 16 MiB are held (up to three: 48 MiB). Larger parts are streamed: 23
+    // Parts of the default 16 MiB are held (up to three: 48 MiB). Larger parts are streamed: 22
     // MiB parts, or one 128 MiB part for the whole dump (held, it would take all 45 MB), need no
     // more memory than that.
     let (default, _) = peak_of_one_backup(&base("default")).await;

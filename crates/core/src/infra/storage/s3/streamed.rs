@@ -30,8 +30,9 @@ use tokio_util::sync::CancellationToken;
 /// Parts larger than this are streamed rather than held (the default part size: uploads of
 /// ordinary size keep the SDK's retries of single parts).
 pub const STREAM_PARTS_ABOVE: u64 = crate::infra::storage::parts::DEFAULT_PART_SIZE;
-/// How long the store may take to answer once a streamed part was sent (the SDK's own limit per
-/// attempt, which cannot apply to a request that lasts as long as the dump takes to make a part).
+/// How long the store may take to answer once a streamed part was handed over, or to take the
+/// next piece of it (the SDK's own limit per attempt cannot apply to a request that lasts as long
+/// as the dump takes to make a part).
 const ANSWER_WITHIN: Duration = Duration::from_secs(600);
 /// Bytes of a part held before its request starts; a last part shorter than this is sent whole.
 pub const HOLD: u64 = 8 * 1024 * 1024;
@@ -209,9 +210,19 @@ impl S3Storage {
                     held.push_front(chunk.slice(take..));
                 }
                 sent += take as u64;
+                // A store that stops taking data (its window closed) fails the part, as one that
+                // does not answer once it has all of it.
                 let delivered = tokio::select! {
                     () = cancel.cancelled() => return Err(StorageError::Cancelled),
-                    r = tx.send(chunk.slice(..take)) => r.is_ok(),
+                    r = tokio::time::timeout(ANSWER_WITHIN, tx.send(chunk.slice(..take))) => match r {
+                        Ok(sent) => sent.is_ok(),
+                        Err(_) => {
+                            return Err(StorageError::other(
+                                format!("uploading part {number} of {}: the store took no data for {} s", up.key, ANSWER_WITHIN.as_secs()),
+                                true,
+                            ))
+                        }
+                    },
                 };
                 if !delivered {
                     // The part's request ended early: its error says why.
