@@ -232,16 +232,7 @@ impl S3Storage {
             size += part_size;
             number += 1;
         }
-        while let Some(part) = join_one(in_flight, cancel).await? {
-            parts.push(part);
-        }
-        parts.sort_by_key(|p| p.part_number());
-        let count = parts.len() as u32;
-        if cancel.is_cancelled() {
-            return Err(StorageError::Cancelled);
-        }
-        self.complete(up.key, up.id, parts, "completing the upload of").await?;
-        Ok(PutResult { size, parts: count })
+        self.finish_parts(up, parts, in_flight, size, cancel).await
     }
 }
 

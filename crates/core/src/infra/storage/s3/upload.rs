@@ -221,6 +221,18 @@ impl S3Storage {
                 buf.reserve(part_size as usize);
             }
         }
+        self.finish_parts(up, parts, in_flight, size, cancel).await
+    }
+
+    /// Waits for the parts still in flight, then completes the upload from all of them, in order.
+    pub(super) async fn finish_parts(
+        &self,
+        up: &OpenUpload<'_>,
+        mut parts: Vec<CompletedPart>,
+        in_flight: &mut InFlight,
+        size: u64,
+        cancel: &CancellationToken,
+    ) -> Result<PutResult> {
         while let Some(part) = join_one(in_flight, cancel).await? {
             parts.push(part);
         }
@@ -229,7 +241,7 @@ impl S3Storage {
         if cancel.is_cancelled() {
             return Err(StorageError::Cancelled);
         }
-        self.complete(key, upload_id, parts, "completing the upload of").await?;
+        self.complete(up.key, up.id, parts, "completing the upload of").await?;
         Ok(PutResult { size, parts: count })
     }
 
