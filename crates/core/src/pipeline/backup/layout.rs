@@ -47,6 +47,11 @@ impl MemberMap {
         self.compressed += len;
     }
 
+    /// Compressed bytes emitted so far: the whole gzip stream once every member left.
+    pub(super) fn compressed(&self) -> u64 {
+        self.compressed
+    }
+
     /// The table ranges, once every member has been emitted and `uncompressed` bytes were read;
     /// tables whose begin or end was not a member boundary are left out.
     pub(super) fn finish(mut self, copies: &[CopySpan], uncompressed: u64) -> Vec<TableMembers> {

@@ -65,7 +65,6 @@ pub(super) async fn produce(
     // a line's end, so a COPY line never straddles two blocks: the rest of the line waits here.
     let mut carry: Vec<u8> = Vec::new();
     let mut map = MemberMap::default();
-    let mut gzip_bytes = 0u64;
     let result: Result<(), BackupError> = async {
         while !eof {
             let mut block = gz.buffer();
@@ -117,7 +116,6 @@ pub(super) async fn produce(
                 }
             }
             out.iter().for_each(|m| map.emitted(m.len() as u64));
-            gzip_bytes += out.iter().map(|m| m.len() as u64).sum::<u64>();
             if let Some(s) = sealer.as_mut() {
                 let mut sealed = Vec::new();
                 for m in out {
@@ -171,7 +169,7 @@ pub(super) async fn produce(
     // The end of the stream: filler the uploader may need, then the end of the encryption. The
     // filler can be as large as a part, so it goes out in pieces like the members did.
     let plan = tx.plan().await;
-    let extra = match filler_needed(sealer.as_ref(), gzip_bytes, size, plan) {
+    let extra = match filler_needed(sealer.as_ref(), map.compressed(), size, plan) {
         Ok(n) => n,
         Err(e) => {
             tx.fail(e.clone()).await;

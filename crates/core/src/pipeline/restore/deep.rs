@@ -6,7 +6,7 @@
 //! path ([`super::stream`]).
 
 use super::integrity::StreamReport;
-use super::stream::{get, identities_for, open_source, read_to_the_end, stream, Hashing, Progress, StreamError};
+use super::stream::{get, identities_for, open_source, read_to_the_end, recv_or_cancel, stream, Hashing, Progress, StreamError};
 use crate::infra::storage::{Key, Storage, StorageError};
 use crate::pipeline::stages::compress::{member_len, BLOCK_SIZE, MEMBER_HEADER};
 use crate::pipeline::stages::dumpscan::DumpScanner;
@@ -202,13 +202,7 @@ pub async fn deep(
         }
         Ok(())
     };
-    loop {
-        let member = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(StreamError::Cancelled),
-            m = rx.recv() => m,
-        };
-        let Some(member) = member else { break };
+    while let Some(member) = recv_or_cancel(&mut rx, cancel).await? {
         if queue.len() >= workers {
             if let Some(job) = queue.pop_front() {
                 take(job.await, &mut scanner)?;

@@ -213,6 +213,21 @@ pub(super) async fn get(
     })
 }
 
+/// The next item from a reading thread, `None` once it is done, or cancellation first.
+///
+/// # Errors
+/// [`StreamError::Cancelled`].
+pub(super) async fn recv_or_cancel<T>(
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    cancel: &CancellationToken,
+) -> Result<Option<T>, StreamError> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Err(StreamError::Cancelled),
+        item = rx.recv() => Ok(item),
+    }
+}
+
 /// A download shorter than the store announced ended early: a storage error, not damage.
 pub(super) fn read_to_the_end(key: &Key, size: u64, announced: u64) -> Result<(), StreamError> {
     if size < announced {
@@ -313,13 +328,7 @@ pub(super) async fn feed(
     };
     let mut scanner = DumpScanner::stripping(strip);
     let mut filtered = Vec::with_capacity(CHUNK + 64);
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(StreamError::Cancelled),
-            c = rx.recv() => c,
-        };
-        let Some(chunk) = chunk else { break };
+    while let Some(chunk) = recv_or_cancel(&mut rx, cancel).await? {
         match psql.as_mut() {
             Some(p) if !p.is_broken() => {
                 filtered.clear();
