@@ -24,7 +24,7 @@ async fn a_table_losing_most_rows_raises_the_alarm_and_holds_the_backup_before_i
     let old = fake_old_backups(st.as_ref(), &layout, &[30]).await[0];
     let mut m = manifest::read(st.as_ref(), &layout, old, &never).await.unwrap().unwrap();
     m.tables.insert("public.customers".into(), 20_000);
-    manifest::write(st.as_ref(), &layout, old, &m, &never).await.unwrap();
+    manifest::write(st.as_ref(), &layout, old, &m, None, &never).await.unwrap();
 
     let mut vars = s3.vars("anom");
     vars.push(("DATABASE_URL", pg.url("app")));

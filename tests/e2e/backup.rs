@@ -45,6 +45,7 @@ pub async fn download(st: &DynStorage, key: &str, dir: &std::path::Path) -> std:
     let bytes = storage::get_bytes(
         st.as_ref(),
         &pgvigil_core::infra::storage::Key::new(key).unwrap(),
+        u64::MAX,
         &CancellationToken::new(),
     )
     .await
@@ -211,7 +212,7 @@ async fn a_failed_dump_publishes_nothing_and_leaves_latest_untouched() {
     let s3 = S3Server::start().await;
     let good = context(&pg, "app", s3.vars("b"), &[]).await;
     backup::run_and_log(&good, &CancellationToken::new()).await.unwrap();
-    let latest_before = storage::get_bytes(good.storage.as_ref(), &good.layout.latest(), &CancellationToken::new())
+    let latest_before = storage::get_bytes(good.storage.as_ref(), &good.layout.latest(), u64::MAX, &CancellationToken::new())
         .await
         .unwrap();
     let objects_before = good.storage.list("", &CancellationToken::new()).await.unwrap();
@@ -233,7 +234,7 @@ async fn a_failed_dump_publishes_nothing_and_leaves_latest_untouched() {
         assert_eq!(now, objects_before, "something was published or deleted");
         assert!(s3.pending_uploads().is_empty());
         assert_eq!(
-            storage::get_bytes(ctx.storage.as_ref(), &ctx.layout.latest(), &CancellationToken::new())
+            storage::get_bytes(ctx.storage.as_ref(), &ctx.layout.latest(), u64::MAX, &CancellationToken::new())
                 .await
                 .unwrap(),
             latest_before
@@ -417,8 +418,9 @@ pub async fn fake_old_backups(st: &dyn pgvigil_core::infra::storage::Storage, la
             encryption: None,
             locked_until: None,
             table_members: Vec::new(),
+            toc: Vec::new(),
         };
-        manifest::write(st, layout, *id, &m, &CancellationToken::new()).await.unwrap();
+        manifest::write(st, layout, *id, &m, None, &CancellationToken::new()).await.unwrap();
     }
     ids
 }

@@ -36,7 +36,7 @@ async fn locked_backup(st: &dyn storage::Storage, layout: &Layout, days_ago: i64
         locked_until: Some(until),
         ..Default::default()
     };
-    manifest::write(st, layout, id, &m, &CancellationToken::new()).await.unwrap();
+    manifest::write(st, layout, id, &m, None, &CancellationToken::new()).await.unwrap();
     id
 }
 

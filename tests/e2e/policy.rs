@@ -21,6 +21,7 @@ async fn record_verdict(st: &dyn Storage, layout: &Layout, id: BackupId, passed:
         key: layout.backup(id).to_string(),
         verified_at: id.0 + chrono::Duration::hours(1),
         passed,
+        untrusted: false,
         reasons: if passed {
             vec![]
         } else {
@@ -174,16 +175,22 @@ async fn two_backup_services_on_one_prefix_leave_only_complete_matching_pairs() 
     for b in &cat.backups {
         assert!(b.complete, "{} has no manifest", b.key);
         let m = manifest::read(st.as_ref(), &layout, b.id, &never).await.unwrap().unwrap();
-        let data = storage::get_bytes(st.as_ref(), &layout.backup(b.id), &never).await.unwrap();
+        let data = storage::get_bytes(st.as_ref(), &layout.backup(b.id), u64::MAX, &never)
+            .await
+            .unwrap();
         assert_eq!(data.len() as u64, m.size, "{}", b.key);
         assert_eq!(hex::encode(sha2::Sha256::digest(&data)), m.sha256, "{}", b.key);
     }
     assert!(s3.pending_uploads().is_empty());
-    let latest = storage::get_bytes(st.as_ref(), &layout.latest(), &never).await.unwrap();
+    let latest = storage::get_bytes(st.as_ref(), &layout.latest(), u64::MAX, &never).await.unwrap();
     let newest = cat.newest_complete().unwrap();
     assert_eq!(
         Bytes::from(latest),
-        Bytes::from(storage::get_bytes(st.as_ref(), &layout.backup(newest.id), &never).await.unwrap()),
+        Bytes::from(
+            storage::get_bytes(st.as_ref(), &layout.backup(newest.id), u64::MAX, &never)
+                .await
+                .unwrap()
+        ),
         "backup_latest is a copy of the newest backup"
     );
 }

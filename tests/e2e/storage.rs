@@ -61,7 +61,9 @@ async fn round_trips_of_every_size() {
                 put_chunks(&st, &key, &data, 300_000, force)
                     .await
                     .unwrap_or_else(|e| panic!("{name} put {size}: {e}"));
-                let back = storage::get_bytes(st.as_ref(), &key, &CancellationToken::new()).await.unwrap();
+                let back = storage::get_bytes(st.as_ref(), &key, u64::MAX, &CancellationToken::new())
+                    .await
+                    .unwrap();
                 assert!(back == data, "{name}: {size} bytes (multipart forced: {force}) did not round-trip");
                 assert_eq!(
                     st.head(&key, &CancellationToken::new()).await.unwrap().unwrap().size,
@@ -188,7 +190,10 @@ async fn copy_head_and_missing_objects() {
         put_chunks(&st, &a, &data, MIB, false).await.unwrap();
         st.copy(&a, &b, &CancellationToken::new()).await.unwrap();
         assert!(
-            storage::get_bytes(st.as_ref(), &b, &CancellationToken::new()).await.unwrap() == data,
+            storage::get_bytes(st.as_ref(), &b, u64::MAX, &CancellationToken::new())
+                .await
+                .unwrap()
+                == data,
             "{name}"
         );
         let missing = Key::new("c/missing").unwrap();
@@ -295,7 +300,11 @@ async fn conditional_writes_create_once_and_replace_only_the_version_they_read()
             .put_if(&k, Bytes::from_static(b"four"), &Condition::Matches(head.etag.unwrap()), &never)
             .await;
         assert!(matches!(stale, Err(StorageError::PreconditionFailed(_))), "{name}: {stale:?}");
-        assert_eq!(storage::get_bytes(st.as_ref(), &k, &never).await.unwrap(), b"three", "{name}");
+        assert_eq!(
+            storage::get_bytes(st.as_ref(), &k, u64::MAX, &never).await.unwrap(),
+            b"three",
+            "{name}"
+        );
     }
 }
 
@@ -365,7 +374,9 @@ async fn large_parts_are_streamed_and_a_body_never_ends_inside_one() {
         let (plan, sent, r) = put_planned(&st, &key, pattern(len), true).await;
         assert_eq!(plan, streamed, "{len}");
         assert_eq!(r.unwrap_or_else(|e| panic!("{len}: {e}")), parts, "{len}");
-        let back = storage::get_bytes(st.as_ref(), &key, &CancellationToken::new()).await.unwrap();
+        let back = storage::get_bytes(st.as_ref(), &key, u64::MAX, &CancellationToken::new())
+            .await
+            .unwrap();
         assert_eq!(back.len(), stored, "{len}");
         assert!(back == sent, "{len} bytes did not round-trip");
     }
@@ -388,7 +399,12 @@ async fn large_parts_are_streamed_and_a_body_never_ends_inside_one() {
     storage::put_bytes_with(st.as_ref(), &key, data.clone(), opts, &CancellationToken::new())
         .await
         .unwrap();
-    assert!(storage::get_bytes(st.as_ref(), &key, &CancellationToken::new()).await.unwrap() == data);
+    assert!(
+        storage::get_bytes(st.as_ref(), &key, u64::MAX, &CancellationToken::new())
+            .await
+            .unwrap()
+            == data
+    );
     // A fixed part size is streamed only for a backup expected to be at least 64 parts.
     let (plan, _, r) = put_planned_for(&st, &Key::new("streamed/small").unwrap(), pattern(9 * MIB), true, None).await;
     assert_eq!((plan, r.unwrap()), (PartPlan::Held, 1));

@@ -90,13 +90,13 @@ pub async fn replace_object(
         .await
         .unwrap();
     let layout = pgvigil_core::records::keys::Layout::new(out.manifest.key.rsplit_once('/').unwrap().0);
-    manifest::write(st.as_ref(), &layout, out.id, &m, &CancellationToken::new())
+    manifest::write(st.as_ref(), &layout, out.id, &m, None, &CancellationToken::new())
         .await
         .unwrap();
 }
 
 pub async fn original(st: &DynStorage, out: &BackupOutcome) -> Vec<u8> {
-    storage::get_bytes(st.as_ref(), &key(&out.manifest.key), &CancellationToken::new())
+    storage::get_bytes(st.as_ref(), &key(&out.manifest.key), u64::MAX, &CancellationToken::new())
         .await
         .unwrap()
 }
@@ -168,14 +168,24 @@ async fn a_wrong_row_count_in_the_manifest_fails() {
 async fn a_statement_that_fails_on_restore_fails() {
     let (pg, s3, out, st) = setup("s").await;
     let sql = gunzip(&original(&st, &out).await);
-    let broken = sql.replacen("CREATE SCHEMA sales;", "CREATE SCHEMA sales;\nSELECT no_such_function();", 1);
+    // A statement of pg_dump's kind that the server refuses.
+    let broken = sql.replacen(
+        "CREATE SCHEMA sales;",
+        "CREATE SCHEMA sales;\nALTER TABLE ONLY public.no_such_table ADD CONSTRAINT c CHECK (true);",
+        1,
+    );
     assert_ne!(broken, sql);
     replace_object(&st, &out, gzip(&broken), true, |_| {}).await;
     let reasons = verdict(&pg, &s3, "s", &[]).await;
     assert!(
-        has(&reasons, "the dump failed to restore") && has(&reasons, "no_such_function"),
+        has(&reasons, "the dump failed to restore") && has(&reasons, "no_such_table"),
         "{reasons:?}"
     );
+    // A statement pg_dump never writes does not even reach the server.
+    let called = sql.replacen("CREATE SCHEMA sales;", "CREATE SCHEMA sales;\nSELECT no_such_function();", 1);
+    replace_object(&st, &out, gzip(&called), true, |_| {}).await;
+    let reasons = verdict(&pg, &s3, "s", &[]).await;
+    assert!(has(&reasons, "a query calling \"no_such_function\""), "{reasons:?}");
 }
 
 #[tokio::test]

@@ -34,6 +34,11 @@ pub struct RestoreArgs {
     /// target lacks are created first (without passwords), in the same transaction.
     #[arg(long)]
     no_privileges: bool,
+    /// The most one restore attempt may take, in seconds; then psql and its server process are
+    /// stopped and nothing is committed. Default: VERIFY_TIMEOUT, else four times the longest
+    /// recent verification's restore, at least an hour.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
 }
 
 /// Runs the restore and prints the outcome.
@@ -76,6 +81,7 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
         fallback: args.fallback,
         clean: args.clean,
         privileges: !args.no_privileges,
+        timeout: args.timeout.map(std::time::Duration::from_secs),
     };
     let out = op.restore(&req, &Terminal::default(), cancel).await?;
     println!("restored {} into {}", out.key, req.target.database());

@@ -57,7 +57,18 @@ impl Operator {
         // Complete backups only: an object whose manifest is not written yet (a backup in
         // progress, or one that never completed) is not a backup to judge.
         for b in cat.complete().take(last) {
-            let m = manifest::read(st, &self.layout, b.id, cancel).await?;
+            let (m, trust) = match manifest::read_trusted(st, &self.layout, b.id, &self.settings.trusted, cancel).await? {
+                Some((m, trust)) => (Some(m), trust),
+                None => (None, manifest::Trust::NotChecked),
+            };
+            if let manifest::Trust::Untrusted(why) = trust {
+                backups.push(CheckRow {
+                    key: b.key.clone(),
+                    ok: false,
+                    problems: vec![format!("{}: {why}", crate::pipeline::verify::UNTRUSTED)],
+                });
+                continue;
+            }
             let key = self.layout.object(b.id, b.key.ends_with(crate::records::keys::SEALED));
             if !deep {
                 let progress = observer.begin(&format!("hashing {key}"), b.size);

@@ -36,6 +36,8 @@ pub struct RestoreRequest {
     pub clean: bool,
     /// Restore ownership and grants, creating missing roles first (`false`: `--no-privileges`).
     pub privileges: bool,
+    /// `--timeout`: the most one attempt may take (`None`: `VERIFY_TIMEOUT`, else derived).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// A restore that committed.
@@ -166,8 +168,23 @@ impl Operator {
         let started = Instant::now();
         let st = self.storage.as_ref();
         let cat = Catalog::load(st, &self.layout, cancel).await?;
+        let named = BackupId::parse_file_name(req.backup.rsplit('/').next().unwrap_or(&req.backup));
+        if let Some(future) = cat.future.iter().find(|b| Some(b.id) == named) {
+            return Err(OperatorError::Usage(format!(
+                "{} is dated later than this machine's clock allows; pgvigil restores no backup from the future (check the clocks, and who can write to the bucket)",
+                future.key
+            )));
+        }
         let complete: Vec<BackupId> = cat.complete().map(|b| b.id).collect();
         let first = select(&complete, &req.backup)?;
+        let deadline = match req.timeout.or(self.settings.verify.timeout) {
+            Some(d) => d,
+            None => {
+                let keys: Vec<String> = cat.verifications.iter().map(|v| v.key.clone()).collect();
+                let recorded = crate::records::history::recent_restore_secs(st, &keys, 5, cancel).await;
+                crate::pipeline::restore::default_deadline(&recorded)
+            }
+        };
         let (preamble, replaced, target_major) = self.prepare_target(req).await?;
         if let Some(c) = &replaced {
             observer.note(&format!(
@@ -179,7 +196,20 @@ impl Operator {
         let candidates = complete.iter().skip(first).take(req.fallback + 1);
         let mut skipped = Vec::new();
         for id in candidates {
-            let m = manifest::read(st, &self.layout, *id, cancel).await?;
+            let read = manifest::read_trusted(st, &self.layout, *id, &self.settings.trusted, cancel).await?;
+            let m = match read {
+                Some((_, manifest::Trust::Untrusted(why))) => {
+                    // Nothing of a backup that no trusted backup service made is restored.
+                    let why = format!("{}: {why}", crate::pipeline::verify::UNTRUSTED);
+                    let key = self.layout.backup(*id).to_string();
+                    observer.note(&format!("FAILED {key}: {why}"));
+                    observer.note("nothing was restored from it; trying the next older backup");
+                    skipped.push((key, why));
+                    continue;
+                }
+                Some((m, _)) => Some(m),
+                None => None,
+            };
             let key = match &m {
                 Some(m) if m.encryption.is_some() => self.layout.object(*id, true),
                 _ => self.layout.backup(*id),
@@ -203,6 +233,9 @@ impl Operator {
                 .and_then(|m| pg::parse_version(&format!("x) {}", m.pg_dump_version)))
                 .map_or(0, |v| v.major);
             let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
+            if let Some(why) = m.as_ref().and_then(|m| crate::infra::pg::psql::pg_dump_warning(&m.pg_dump_version)) {
+                observer.note(&format!("warning: {key} was {why}"));
+            }
             let size = m.as_ref().map_or(0, |m| m.size);
             let roles = super::roles::plan(st, m.as_ref(), &req.target, req.privileges, cancel).await?;
             observer.note(&roles.note);
@@ -214,6 +247,7 @@ impl Operator {
                 preamble: &preamble,
                 strip: roles.strip,
                 identities: &self.settings.identities,
+                deadline: Some(deadline),
             };
             let progress = observer.begin(&format!("restoring {key}"), size);
             let attempt = restore_into(st, &key, m.as_ref(), &target, progress, cancel).await;
@@ -295,6 +329,11 @@ async fn decide(key: &str, target: &DbUrl, attempt: Result<Attempt, RestoreError
         }
         Err(RestoreError::Stream(StreamError::Key(why))) => return Err(environment(why)),
         Err(RestoreError::Pg(e)) => return Err(environment(e.to_string())),
+        Err(e @ RestoreError::TimedOut(_)) => {
+            return Err(environment(format!(
+                "{e}; the target was left as it was. If the restore just needs longer, pass --timeout (or set VERIFY_TIMEOUT); if a statement of the backup kept it busy, the backup is suspect"
+            )))
+        }
     };
     match judge(attempt, target).await {
         Judgement::Committed => Ok(Verdict::Done),

@@ -1,10 +1,15 @@
 //! Ownership, grants and roles for `pgvigil restore`. A backup keeps its tables' owners and grants,
 //! and the roles they name were saved next to it. Restoring where those roles are missing, pgvigil
 //! creates them first — inside the restore's own transaction, so a failed restore leaves no role
-//! behind — with the attributes they had (never `SUPERUSER`, `REPLICATION` or `BYPASSRLS`) and no
-//! password (none is ever saved). With
+//! behind — with the attributes they had (never `SUPERUSER`, `CREATEROLE`, `REPLICATION` or
+//! `BYPASSRLS`) and no password (none is ever saved). With
 //! `--no-privileges` the ownership and privilege statements are left out instead and everything
 //! belongs to the restoring role.
+//!
+//! A backup is untrusted input, so roles from it never raise anyone's privileges: memberships are
+//! re-created only among roles this restore creates (never into an existing role, never a `pg_*`
+//! role, never a role that was privileged where it was saved), and the restoring role is made a
+//! member only of roles it just created.
 
 use super::OperatorError;
 use crate::infra::pg::{self, globals};
@@ -36,7 +41,7 @@ async fn saved_roles(storage: &dyn Storage, m: &Manifest, cancel: &CancellationT
     if g.size > globals::MAX_GLOBALS {
         return Err(format!("the roles saved with the backup ({}) are implausibly large", g.key));
     }
-    let bytes = get_bytes(storage, &key, cancel)
+    let bytes = get_bytes(storage, &key, g.size, cancel)
         .await
         .map_err(|e| format!("the roles saved with the backup could not be read ({e})"))?;
     if bytes.len() as u64 != g.size || hex::encode(sha2::Sha256::digest(&bytes)) != g.sha256 {
@@ -89,9 +94,11 @@ pub(super) async fn plan(
             list(&missing)
         )));
     }
-    if !superuser && !createrole && !not_member.is_empty() {
+    if !superuser && !not_member.is_empty() {
+        // Joining an existing role would hand the restoring role that role's privileges because
+        // a backup named it.
         return Err(OperatorError::Usage(format!(
-            "the restoring role is not a member of {}, which own or grant objects in the backup, and may not become one; restore as a superuser, grant it those roles, or pass --no-privileges",
+            "the restoring role is not a member of {}, which own or grant objects in the backup; pgvigil does not make it a member of existing roles: restore as a superuser, grant it those roles yourself, or pass --no-privileges",
             list(&not_member)
         )));
     }
@@ -113,21 +120,16 @@ pub(super) async fn plan(
         sql.push('\n');
     }
     if let Ok(s) = &saved {
-        let known = |r: &String| needed.contains(r);
-        for (granted, member, admin) in &s.memberships {
-            let new = missing.iter().any(|m| *m == granted || *m == member);
-            if new && known(granted) && known(member) {
-                let option = if *admin { " WITH ADMIN OPTION" } else { "" };
-                sql.push_str(&format!("GRANT {} TO {}{option};\n", quote(granted), quote(member)));
-            }
+        for (granted, member) in roles::memberships_among(s, &missing) {
+            sql.push_str(&format!("GRANT {} TO {};\n", quote(&granted), quote(&member)));
         }
     }
     if !superuser {
-        for role in missing.iter().chain(not_member.iter()) {
+        for role in &missing {
             sql.push_str(&format!("GRANT {} TO CURRENT_USER;\n", quote(role)));
         }
-        if !missing.is_empty() || !not_member.is_empty() {
-            notes.push("the restoring role is made a member of those roles, as giving objects to them requires".to_string());
+        if !missing.is_empty() {
+            notes.push("the restoring role is made a member of the roles it creates, as giving objects to them requires".to_string());
         }
     }
     if let Err(why) = &saved {

@@ -65,6 +65,14 @@ impl Operator {
             ));
             verdict = verdict.max(Verdict::Warning);
         }
+        if let Some(f) = cat.future.first() {
+            problems.push(format!(
+                "{} backup(s) dated in the future are ignored and left in place, the newest {}: check the clocks of the backup host and this machine, and who can write to the bucket",
+                cat.future.len(),
+                f.key
+            ));
+            verdict = verdict.max(Verdict::Warning);
+        }
         let next_backup_due_in_secs = newest
             .as_ref()
             .map(|b| due_in(Some(b.id.0), policy.backup_interval, now).as_secs() as i64);

@@ -23,6 +23,7 @@ pub fn verification(hours_ago: i64, passed: bool, secs: f64) -> VerificationReco
         verified_at: now() - chrono::Duration::hours(hours_ago),
         passed,
         reasons: if passed { vec![] } else { vec!["bad".into()] },
+        untrusted: false,
         restore_secs: secs,
         checks_secs: 0.0,
         total_secs: secs,

@@ -1,9 +1,20 @@
 //! A read-only view of what is in storage: backups, which are complete (have a manifest), and
 //! the verification and failure records pgvigil keeps in its metadata area.
+//!
+//! Time from storage is bounded: a backup or record dated later than now plus
+//! [`CLOCK_SKEW`] is set apart ([`Catalog::future`]) and counts for nothing — not as the newest
+//! backup for the schedule, health and staleness, not for `latest`, restores or retention. A
+//! host whose clock jumped ahead, or anyone who can write to the bucket, could otherwise silence
+//! every alarm with one object named `backup_2099-…`.
 
 use super::keys::{BackupId, Layout};
 use crate::infra::storage::{ObjectMeta, Storage, StorageError};
+use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
+
+/// How far ahead of this host's clock a backup or record may be dated and still count (clocks
+/// of the backup host, the verify host and the operator's machine differ a little).
+pub const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(15);
 use tokio_util::sync::CancellationToken;
 
 /// One backup object under the prefix.
@@ -47,6 +58,11 @@ pub struct Catalog {
     pub failures: Vec<(BackupId, String)>,
     /// Other objects under the prefix (not pgvigil's); never touched.
     pub foreign: Vec<ObjectMeta>,
+    /// Backups dated later than now plus [`CLOCK_SKEW`], newest first: reported, never used,
+    /// never deleted.
+    pub future: Vec<BackupEntry>,
+    /// Backups whose manifest has a signature (`BACKUP_SIGNING_KEY_FILE`).
+    pub signatures: BTreeSet<BackupId>,
 }
 
 impl Catalog {
@@ -55,14 +71,43 @@ impl Catalog {
     /// # Errors
     /// Storage errors.
     pub async fn load(storage: &dyn Storage, layout: &Layout, cancel: &CancellationToken) -> Result<Self, StorageError> {
+        let mut cat = Self::list(storage, layout, cancel).await?;
+        cat.set_apart_future(Utc::now());
+        Ok(cat)
+    }
+
+    /// Sets apart everything dated later than `now` plus [`CLOCK_SKEW`]: backups go to
+    /// [`Catalog::future`]; verification and failure records of such times are dropped.
+    pub fn set_apart_future(&mut self, now: DateTime<Utc>) {
+        let limit = BackupId(now + CLOCK_SKEW);
+        let (future, present): (Vec<_>, Vec<_>) = std::mem::take(&mut self.backups).into_iter().partition(|b| b.id > limit);
+        self.backups = present;
+        self.future.extend(future);
+        self.verifications.retain(|v| v.at <= limit && v.backup <= limit);
+        self.failures.retain(|(at, _)| *at <= limit);
+        self.orphan_manifests.retain(|m| *m <= limit);
+    }
+
+    /// What to tell the operator while backups dated in the future are set apart (`None`: none).
+    pub fn future_warning(&self) -> Option<String> {
+        let newest = self.future.first()?;
+        Some(format!(
+            "{} backup(s) dated in the future, the newest {} ({}): ignored for the schedule, health, restores and retention, and left in place; check this host's clock and who can write to the bucket",
+            self.future.len(),
+            newest.key,
+            newest.id.0.format("%Y-%m-%d %H:%M:%SZ")
+        ))
+    }
+
+    /// Everything listed, whatever its date.
+    async fn list(storage: &dyn Storage, layout: &Layout, cancel: &CancellationToken) -> Result<Self, StorageError> {
         let objects = storage.list(&layout.backups_prefix(), cancel).await?;
-        let manifests: BTreeSet<BackupId> = storage
-            .list(&layout.manifests_prefix(), cancel)
-            .await?
-            .iter()
-            .filter_map(|o| layout.parse_manifest(&o.key))
-            .collect();
-        let mut cat = Catalog::default();
+        let listed = storage.list(&layout.manifests_prefix(), cancel).await?;
+        let manifests: BTreeSet<BackupId> = listed.iter().filter_map(|o| layout.parse_manifest(&o.key)).collect();
+        let mut cat = Catalog {
+            signatures: listed.iter().filter_map(|o| layout.parse_manifest_signature(&o.key)).collect(),
+            ..Catalog::default()
+        };
         for o in objects {
             if let Some(id) = layout.parse_backup(&o.key) {
                 cat.backups.push(BackupEntry {
@@ -127,5 +172,66 @@ impl Catalog {
     /// Sizes of up to `n` complete backups older than `id`, newest first.
     pub fn recent_sizes_before(&self, id: BackupId, n: usize) -> Vec<u64> {
         self.complete().filter(|b| b.id < id).take(n).map(|b| b.size).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(h: i64) -> BackupId {
+        BackupId(Utc.with_ymd_and_hms(2026, 12, 3, 12, 0, 0).unwrap() + chrono::TimeDelta::hours(h))
+    }
+
+    fn entry(id: BackupId) -> BackupEntry {
+        BackupEntry {
+            id,
+            key: format!("p/{}", id.file_name()),
+            size: 1,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn what_is_dated_after_now_plus_the_skew_counts_for_nothing() {
+        let now = at(0).0;
+        let far = BackupId(Utc.with_ymd_and_hms(2099, 1, 1, 0, 0, 0).unwrap());
+        let soon = BackupId(now + chrono::TimeDelta::minutes(10));
+        let later = BackupId(now + chrono::TimeDelta::minutes(20));
+        let mut cat = Catalog {
+            backups: vec![entry(far), entry(later), entry(soon), entry(at(-1))],
+            verifications: vec![
+                VerificationRef {
+                    at: at(-1),
+                    backup: at(-1),
+                    passed: Some(true),
+                    key: "v1".into(),
+                },
+                VerificationRef {
+                    at: far,
+                    backup: at(-1),
+                    passed: Some(true),
+                    key: "v2".into(),
+                },
+                VerificationRef {
+                    at: at(-1),
+                    backup: far,
+                    passed: Some(true),
+                    key: "v3".into(),
+                },
+            ],
+            failures: vec![(at(-2), "f1".into()), (far, "f2".into())],
+            orphan_manifests: vec![at(-3), far],
+            ..Catalog::default()
+        };
+        cat.set_apart_future(now);
+        let ids = |v: &[BackupEntry]| v.iter().map(|b| b.id).collect::<Vec<_>>();
+        assert_eq!(ids(&cat.backups), vec![soon, at(-1)], "within the skew still counts");
+        assert_eq!(ids(&cat.future), vec![far, later]);
+        assert_eq!(cat.newest_complete().map(|b| b.id), Some(soon));
+        assert_eq!(cat.verifications.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(), ["v1"]);
+        assert_eq!(cat.failures, vec![(at(-2), "f1".to_string())]);
+        assert_eq!(cat.orphan_manifests, vec![at(-3)]);
     }
 }

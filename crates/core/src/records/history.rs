@@ -3,7 +3,7 @@
 //! backup prefix.
 
 use super::keys::{BackupId, Layout};
-use crate::infra::storage::{get_bytes, put_bytes, Key, Storage, StorageError};
+use crate::infra::storage::{get_bytes, put_bytes, Key, Storage, StorageError, MAX_RECORD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,9 @@ pub struct VerificationRecord {
     pub passed: bool,
     /// Every reason it failed (empty when it passed).
     pub reasons: Vec<String>,
+    /// The backup was refused because no trusted backup service signed it (`BACKUP_TRUSTED_KEYS`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untrusted: bool,
     /// Seconds spent downloading + restoring (they overlap: the restore streams the download).
     pub restore_secs: f64,
     /// Seconds spent on checks after the restore.
@@ -60,6 +63,9 @@ pub struct Evidence {
     /// Ownership and grants: what was restored and checked, and what was left out (and why).
     #[serde(default)]
     pub privileges: PrivilegeEvidence,
+    /// The id of the trusted key that signed the manifest (`None`: not authenticated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 /// What a verification did with the dump's ownership and privilege statements.
@@ -175,7 +181,7 @@ pub async fn write_verification(
 /// Storage errors or unreadable JSON.
 pub async fn read_verification(storage: &dyn Storage, key: &str, cancel: &CancellationToken) -> Result<VerificationRecord, StorageError> {
     let key = Key::new(key).map_err(|e| StorageError::other(e, false))?;
-    let bytes = get_bytes(storage, &key, cancel).await?;
+    let bytes = get_bytes(storage, &key, MAX_RECORD, cancel).await?;
     serde_json::from_slice(&bytes).map_err(|e| StorageError::other(format!("verification record unreadable: {e}"), false))
 }
 
@@ -199,6 +205,18 @@ pub async fn write_failure(
 /// Storage errors or unreadable JSON.
 pub async fn read_failure(storage: &dyn Storage, key: &str, cancel: &CancellationToken) -> Result<FailureRecord, StorageError> {
     let key = Key::new(key).map_err(|e| StorageError::other(e, false))?;
-    let bytes = get_bytes(storage, &key, cancel).await?;
+    let bytes = get_bytes(storage, &key, MAX_RECORD, cancel).await?;
     serde_json::from_slice(&bytes).map_err(|e| StorageError::other(format!("failure record unreadable: {e}"), false))
+}
+
+/// How long the restores (with their checks) of the newest `n` verification records took, in
+/// seconds: what a restore's deadline is derived from. Unreadable records are skipped.
+pub async fn recent_restore_secs(storage: &dyn Storage, keys: &[String], n: usize, cancel: &CancellationToken) -> Vec<f64> {
+    let mut out = Vec::new();
+    for key in keys.iter().rev().take(n) {
+        if let Ok(rec) = read_verification(storage, key, cancel).await {
+            out.push(rec.restore_secs + rec.checks_secs);
+        }
+    }
+    out
 }

@@ -3,7 +3,7 @@
 //! it was is not pruned away while nobody has noticed; `pgvigil ack <backup>` lifts it.
 
 use super::keys::{BackupId, Layout};
-use crate::infra::storage::{get_bytes, put_bytes, Storage, StorageError};
+use crate::infra::storage::{get_bytes, put_bytes, Storage, StorageError, MAX_RECORD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,7 @@ pub async fn list(storage: &dyn Storage, layout: &Layout, cancel: &CancellationT
     let mut out = Vec::new();
     for o in storage.list(&layout.holds_prefix(), cancel).await? {
         let Some(id) = layout.parse_hold(&o.key) else { continue };
-        match get_bytes(storage, &layout.hold(id), cancel).await {
+        match get_bytes(storage, &layout.hold(id), MAX_RECORD, cancel).await {
             Ok(bytes) => {
                 let hold =
                     serde_json::from_slice(&bytes).map_err(|e| StorageError::other(format!("{} is unreadable: {e}", o.key), false))?;

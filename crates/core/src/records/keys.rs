@@ -150,6 +150,17 @@ impl Layout {
         Self::key(self.meta(&format!("manifests/{}.json", id.stamp())))
     }
 
+    /// The minisign signature of a backup's manifest (`BACKUP_SIGNING_KEY_FILE`).
+    pub fn manifest_signature(&self, id: BackupId) -> Key {
+        Self::key(self.meta(&format!("manifests/{}.json.minisig", id.stamp())))
+    }
+
+    /// Parses a manifest signature's key back into its backup id.
+    pub fn parse_manifest_signature(&self, key: &str) -> Option<BackupId> {
+        let stamp = key.strip_prefix(&self.manifests_prefix())?.strip_suffix(".json.minisig")?;
+        BackupId::parse_stamp(stamp)
+    }
+
     /// Parses a manifest key back into its backup id.
     pub fn parse_manifest(&self, key: &str) -> Option<BackupId> {
         let stamp = key.strip_prefix(&self.manifests_prefix())?.strip_suffix(".json")?;

@@ -1,7 +1,8 @@
 //! Per-backup manifest: written after the upload completed; its presence marks a backup complete.
 
 use super::keys::{BackupId, Layout};
-use crate::infra::storage::{get_bytes, put_bytes_with, PutOptions, Storage, StorageError};
+use crate::infra::signing::{SigningKey, TrustedKeys, Untrusted};
+use crate::infra::storage::{get_bytes, put_bytes_with, PutOptions, Storage, StorageError, MAX_RECORD, MAX_SMALL};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -58,6 +59,24 @@ pub struct Manifest {
     /// loaded through its partition root has one entry per partition, under the root's name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub table_members: Vec<TableMembers>,
+    /// The dump's table of contents (its `-- Name: …; Type: …; Schema: …` headers) for the kinds
+    /// of object a restore must recreate: after a restore every one must exist, or the restore
+    /// is partial. Empty for backups taken before pgvigil recorded it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub toc: Vec<TocEntry>,
+}
+
+/// One object of the dump's table of contents, named as pg_dump named it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TocEntry {
+    /// pg_dump's type: `TABLE`, `INDEX`, `CONSTRAINT`, `FK CONSTRAINT`, `SEQUENCE`, `VIEW`,
+    /// `MATERIALIZED VIEW`, `FUNCTION`, `PROCEDURE`, `TRIGGER`, `POLICY`, `FOREIGN TABLE`.
+    pub kind: String,
+    /// Its schema.
+    pub schema: String,
+    /// Its name; `table name` for constraints, triggers and policies; `name(argument types)`
+    /// for functions and procedures.
+    pub name: String,
 }
 
 /// One table's COPY block (its `COPY … FROM stdin;` line, its rows and the closing `\.`) as
@@ -118,15 +137,22 @@ impl Manifest {
     }
 }
 
-/// Stores a manifest.
+/// The trusted comment of a manifest's signature: it names the backup the manifest is for.
+pub fn signed_for(object_key: &str) -> String {
+    format!("pgvigil manifest for {object_key}")
+}
+
+/// Stores a manifest, signed with `signer` when there is one (the signature is written first:
+/// the manifest's presence marks the backup complete, and a complete backup is never unsigned).
 ///
 /// # Errors
-/// Storage errors.
+/// Storage errors, or a signature that could not be made.
 pub async fn write(
     storage: &dyn Storage,
     layout: &Layout,
     id: BackupId,
     m: &Manifest,
+    signer: Option<&SigningKey>,
     cancel: &CancellationToken,
 ) -> Result<(), StorageError> {
     let json = serde_json::to_vec_pretty(m).map_err(|e| StorageError::other(format!("encoding manifest: {e}"), false))?;
@@ -136,10 +162,15 @@ pub async fn write(
         retain_until: m.locked_until,
         ..PutOptions::default()
     };
+    if let Some(key) = signer {
+        let signature = key.sign(&json, &signed_for(&m.key)).map_err(|e| StorageError::other(e, false))?;
+        put_bytes_with(storage, &layout.manifest_signature(id), signature.into_bytes().into(), opts, cancel).await?;
+    }
     put_bytes_with(storage, &layout.manifest(id), json.into(), opts, cancel).await
 }
 
-/// Reads a manifest; `Ok(None)` when it does not exist.
+/// Reads a manifest; `Ok(None)` when it does not exist. Its signature is not looked at: use
+/// [`read_trusted`] where a backup is restored or verified.
 ///
 /// # Errors
 /// Storage errors, or a manifest that is not valid JSON.
@@ -149,11 +180,63 @@ pub async fn read(
     id: BackupId,
     cancel: &CancellationToken,
 ) -> Result<Option<Manifest>, StorageError> {
-    match get_bytes(storage, &layout.manifest(id), cancel).await {
+    Ok(read_bytes(storage, layout, id, cancel).await?.map(|(m, _)| m))
+}
+
+async fn read_bytes(
+    storage: &dyn Storage,
+    layout: &Layout,
+    id: BackupId,
+    cancel: &CancellationToken,
+) -> Result<Option<(Manifest, Vec<u8>)>, StorageError> {
+    match get_bytes(storage, &layout.manifest(id), MAX_RECORD, cancel).await {
         Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
+            .map(|m| Some((m, bytes)))
             .map_err(|e| StorageError::other(format!("manifest of {} is unreadable: {e}", id.file_name()), false)),
         Err(StorageError::NotFound(_)) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a manifest was made by a trusted backup service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// No trusted keys are set: backups are not authenticated.
+    NotChecked,
+    /// Signed by the trusted key with this id.
+    Signed(String),
+    /// Not made by a trusted backup service, and why.
+    Untrusted(Untrusted),
+}
+
+/// Reads a manifest and checks it against `trusted`: signed by one of the keys, for this very
+/// backup. `Ok(None)` when there is no manifest.
+///
+/// # Errors
+/// Storage errors, or a manifest that is not valid JSON.
+pub async fn read_trusted(
+    storage: &dyn Storage,
+    layout: &Layout,
+    id: BackupId,
+    trusted: &TrustedKeys,
+    cancel: &CancellationToken,
+) -> Result<Option<(Manifest, Trust)>, StorageError> {
+    let Some((m, bytes)) = read_bytes(storage, layout, id, cancel).await? else {
+        return Ok(None);
+    };
+    if !trusted.is_set() {
+        return Ok(Some((m, Trust::NotChecked)));
+    }
+    let signature = match get_bytes(storage, &layout.manifest_signature(id), MAX_SMALL, cancel).await {
+        Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Err(StorageError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let this_backup = layout.objects(id).iter().any(|k| k.as_str() == m.key);
+    let trust = match trusted.verify(&bytes, signature.as_deref(), &signed_for(&m.key)) {
+        Ok(_) if !this_backup => Trust::Untrusted(Untrusted::OtherBackup(m.key.chars().take(200).collect())),
+        Ok(key) => Trust::Signed(key),
+        Err(why) => Trust::Untrusted(why),
+    };
+    Ok(Some((m, trust)))
 }

@@ -3,7 +3,7 @@
 //! rather than the shell's defaults.
 
 use super::keys::Layout;
-use crate::infra::storage::{get_bytes, put_bytes, Key, Storage, StorageError};
+use crate::infra::storage::{get_bytes, put_bytes, Key, Storage, StorageError, MAX_RECORD};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +46,7 @@ async fn read<T: for<'de> Deserialize<'de>>(
     key: &Key,
     cancel: &CancellationToken,
 ) -> Result<Option<T>, StorageError> {
-    match get_bytes(storage, key, cancel).await {
+    match get_bytes(storage, key, MAX_RECORD, cancel).await {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StorageError::other(format!("{key} is unreadable: {e}"), false)),

@@ -242,6 +242,9 @@ impl Health {
         m.storage_used
             .get_or_create(&self.labels)
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        m.future_dated
+            .get_or_create(&self.labels)
+            .set(i64::try_from(cat.future.len()).unwrap_or(i64::MAX));
         if let Some(v) = cat.verifications.last() {
             m.newest_verification.get_or_create(&self.labels).set(v.at.0.timestamp());
         }
@@ -343,6 +346,7 @@ mod tests {
             verified_at: Utc::now(),
             passed,
             reasons: if passed { vec![] } else { vec!["SHA-256 differs".into()] },
+            untrusted: false,
             restore_secs: 2.5,
             checks_secs: 1.0,
             total_secs: 3.5,

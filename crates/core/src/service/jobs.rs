@@ -56,6 +56,15 @@ pub(super) fn report_anomalies(n: &Notifier, out: &backup::BackupOutcome) {
     }
 }
 
+/// Notifies while storage holds backups dated later than this host's clock allows (the log line
+/// comes from the run that loads the catalog): they count for nothing and are left alone.
+fn future_dated(notify: &Notifier, cat: &Catalog) {
+    match cat.future_warning() {
+        Some(text) => notify.raise(Condition::FutureDated, text),
+        None => notify.clear(Condition::FutureDated),
+    }
+}
+
 /// Warns (and notifies) while the newest success is older than twice the interval; the warning
 /// repeats every time the schedule is looked at, so at start and after every run.
 fn stale(notify: &Notifier, what: &str, newest: Option<chrono::DateTime<Utc>>, interval: Duration) {
@@ -81,6 +90,7 @@ impl Job for BackupJob {
     async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
         let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
         self.health.record_catalog(&cat);
+        future_dated(&self.notify, &cat);
         let newest = cat.newest_complete().map(|b| b.id.0);
         stale(&self.notify, "backup", newest, self.ctx.cfg.interval);
         Ok(due_in(newest, self.ctx.cfg.interval, Utc::now()))
@@ -138,6 +148,7 @@ impl Job for VerifyJob {
     async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
         let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
         self.health.record_catalog(&cat);
+        future_dated(&self.notify, &cat);
         let newest_verification = cat.verifications.last().map(|v| v.at.0);
         let newest_backup = cat.newest_complete().map(|b| b.id);
         stale(&self.notify, "verification", newest_verification, self.ctx.cfg.interval);
@@ -158,6 +169,17 @@ impl Job for VerifyJob {
             self.health.record_verification(id.0, rec);
         }
         let n = &self.notify;
+        if let Some((_, rec)) = verdicts.iter().find(|(_, r)| r.untrusted) {
+            n.raise(
+                Condition::Untrusted,
+                format!(
+                    "Refused {}: not made by a trusted backup service; `pgvigil status` and its verification record say why; check who can write to the bucket (SECURITY.md)",
+                    rec.key
+                ),
+            );
+        } else if verdicts.iter().any(|(_, r)| r.passed) {
+            n.clear(Condition::Untrusted);
+        }
         // The newest backup verified so far decides — a passing drill of an older backup after a
         // failed newest one clears nothing. The reasons (which may quote data) stay in the record.
         if !verdicts.is_empty() {

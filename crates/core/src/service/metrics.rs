@@ -40,6 +40,9 @@ pub struct Metrics {
     pub backups_stored: Family<Labels, Gauge>,
     /// See `backups_stored`.
     pub storage_used: Family<Labels, Gauge>,
+    /// `pgvigil_future_dated_backups`: backups dated later than this host's clock allows
+    /// (ignored and left in place).
+    pub future_dated: Family<Labels, Gauge>,
     /// `pgvigil_last_backup_size_bytes{format}`: `compressed` (the object) and `sql`.
     pub backup_size: Family<Labels, Gauge>,
     /// `pgvigil_uploaded_bytes_total`: backup objects uploaded by this process.
@@ -86,6 +89,7 @@ impl Metrics {
             newest_backup: Family::default(),
             backups_stored: Family::default(),
             storage_used: Family::default(),
+            future_dated: Family::default(),
             backup_size: Family::default(),
             uploaded: Family::default(),
             anomalies: Family::default(),
@@ -134,6 +138,11 @@ impl Metrics {
             "pgvigil_storage_used_bytes",
             "Bytes of complete backups in storage",
             m.storage_used.clone(),
+        );
+        r.register(
+            "pgvigil_future_dated_backups",
+            "Backups in storage dated later than this host's clock allows (ignored)",
+            m.future_dated.clone(),
         );
         r.register(
             "pgvigil_last_backup_size_bytes",

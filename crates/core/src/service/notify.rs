@@ -35,6 +35,12 @@ pub enum Condition {
     SizeAnomaly,
     /// A table lost most of its rows.
     TableAnomaly,
+    /// Storage holds a backup dated in the future (a wrong clock, or someone who can write to
+    /// the bucket); it is left alone and counts for nothing.
+    FutureDated,
+    /// A backup no trusted backup service signed was refused (`BACKUP_TRUSTED_KEYS`): someone
+    /// may have written to the bucket.
+    Untrusted,
 }
 
 impl Condition {
@@ -46,6 +52,8 @@ impl Condition {
             Condition::Stale => "backup_stale",
             Condition::SizeAnomaly => "size_anomaly",
             Condition::TableAnomaly => "table_anomaly",
+            Condition::FutureDated => "future_dated_backup",
+            Condition::Untrusted => "untrusted_backup",
         }
     }
 }

@@ -145,6 +145,7 @@ impl Service for BackupService {
             retention_days = cfg.retention.retention_days,
             min_keep = cfg.retention.min_keep,
             dump_options = %cfg.dump_options.join(" "),
+            signing = %crate::infra::signing::describe_signing(settings.signing.as_ref()),
             mode = if once { "once" } else { "service" },
             "Backup service started"
         );
@@ -226,6 +227,7 @@ impl Service for VerifyService {
             interval_secs = cfg.interval.as_secs(),
             random_rate = cfg.random_rate,
             queries_file = ?cfg.queries_file,
+            trusted_keys = %settings.trusted.describe(),
             mode = if once { "once" } else { "service" },
             "Verify service started"
         );

@@ -65,6 +65,38 @@ impl Validator {
         }
     }
 
+    /// `VERIFY_TIMEOUT`: seconds a restore (and a verification's checks) may take; unset, it is
+    /// derived from the recorded restore times ([`crate::pipeline::restore::default_deadline`]).
+    pub(super) fn verify_timeout(&mut self, value: Option<String>) -> Option<std::time::Duration> {
+        nonempty(value.clone())?;
+        let secs = self.uint(
+            "VERIFY_TIMEOUT",
+            value,
+            0,
+            1,
+            30 * 86_400,
+            "whole seconds from 1 to 2592000 (e.g. 7200), or nothing to derive it from the recorded restore times",
+        );
+        (secs > 0).then(|| std::time::Duration::from_secs(secs))
+    }
+
+    /// `VERIFY_RANDOM_RATE`: a fraction from 0 to 1 (default 0.2).
+    pub(super) fn random_rate(&mut self, value: Option<String>) -> f64 {
+        match nonempty(value) {
+            None => 0.2,
+            Some(s) => match s.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => r,
+                _ => {
+                    self.bad(
+                        "VERIFY_RANDOM_RATE",
+                        format!("expected a fraction from 0 to 1 (e.g. 0.2), got {s:?}"),
+                    );
+                    0.0
+                }
+            },
+        }
+    }
+
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub(super) fn log_format(&mut self, value: Option<String>) -> super::settings::LogFormat {
         use super::settings::LogFormat;

@@ -4,6 +4,7 @@
 //! typed [`settings`], reporting *all* problems together, each naming the variable and what it
 //! expects. Secret values are never echoed back in those messages.
 
+mod authenticity;
 mod choices;
 mod libpq;
 mod raw;

@@ -230,6 +230,9 @@ pub struct VerifyConfig {
     pub random_rate: f64,
     /// `VERIFY_AMCHECK`: which index checks run after the restore.
     pub amcheck: Amcheck,
+    /// `VERIFY_TIMEOUT`: the most a restore and its checks may take (`None`: derived from the
+    /// recorded restore times).
+    pub timeout: Option<Duration>,
 }
 
 /// `VERIFY_AMCHECK`: how much `amcheck` does after a restore.
@@ -279,6 +282,11 @@ pub struct Settings {
     /// `BACKUP_ENCRYPTION_IDENTITY_FILE`: the age identities that open encrypted backups
     /// (verify service and CLI only; the backup service refuses to start with one).
     pub identities: Identities,
+    /// `BACKUP_SIGNING_KEY_FILE`: the key the backup service signs manifests with.
+    pub signing: Option<crate::infra::signing::SigningKey>,
+    /// `BACKUP_TRUSTED_KEYS`: whose signatures the verify service and the CLI accept (empty:
+    /// backups are not authenticated).
+    pub trusted: crate::infra::signing::TrustedKeys,
     /// Schedule, compression and retention of backups.
     pub backup: BackupConfig,
     /// `VERIFY_DATABASE_URL`: the scratch server (required by the verify service).

@@ -199,27 +199,20 @@ impl Validator {
                 self.bad("VERIFY_QUERIES_FILE", format!("cannot read {}: {e}", q.display()));
             }
         }
-        let random_rate = match nonempty(raw.verify_random_rate) {
-            None => 0.2,
-            Some(s) => match s.trim().parse::<f64>() {
-                Ok(r) if (0.0..=1.0).contains(&r) => r,
-                _ => {
-                    self.bad(
-                        "VERIFY_RANDOM_RATE",
-                        format!("expected a fraction from 0 to 1 (e.g. 0.2), got {s:?}"),
-                    );
-                    0.0
-                }
-            },
-        };
-        let amcheck = self.amcheck(raw.verify_amcheck);
+        let random_rate = self.random_rate(raw.verify_random_rate);
         let verify = VerifyConfig {
             interval: Duration::from_secs(vinterval),
             queries_file,
             random_rate,
-            amcheck,
+            amcheck: self.amcheck(raw.verify_amcheck),
+            timeout: self.verify_timeout(raw.verify_timeout),
         };
 
+        let (signing, trusted) = self.authenticity(
+            role,
+            raw.backup_signing_key_file,
+            (raw.backup_trusted_keys, raw.backup_trusted_keys_file),
+        );
         let databases = self.databases(raw.backup_databases);
         let notify = self.notify(
             (raw.notify_webhook_url, raw.notify_webhook_url_file),
@@ -284,6 +277,8 @@ impl Validator {
             databases,
             notify,
             identities,
+            signing,
+            trusted,
             port,
             retry_backoff: Duration::from_secs(retry_backoff),
             log_format,

@@ -9,8 +9,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
-/// Start of a stderr line that pgvigil made the tool print (psql's `\warn`), kept apart from the tail.
-pub const MARKER: &str = "pgvigil-marker: ";
+/// Start of a stderr line that pgvigil made the tool print (psql's `\warn`), kept apart from the
+/// tail; each child gets its own random tag after it ([`OwnedChild::marker`]), so that nothing the
+/// server sends (a notice with a line break, say) can pass for one.
+const MARKER: &str = "pgvigil-marker-";
 /// Lines of stderr kept for error messages.
 const TAIL_LINES: usize = 20;
 /// Longest stderr line kept (longer ones are cut).
@@ -58,6 +60,8 @@ pub struct OwnedChild {
     markers: Arc<Mutex<Vec<String>>>,
     /// Secrets to scrub from stderr lines.
     secrets: Vec<String>,
+    /// This child's marker prefix ([`MARKER`], a random tag, `: `).
+    marker: String,
 }
 
 impl OwnedChild {
@@ -85,9 +89,11 @@ impl OwnedChild {
         }
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let markers = Arc::new(Mutex::new(Vec::new()));
+        let marker = format!("{MARKER}{:016x}: ", rand::random::<u64>());
         let stderr_task = child.stderr.take().map(|err| {
             let tail = Arc::clone(&tail);
             let markers = Arc::clone(&markers);
+            let marker = marker.clone();
             tokio::spawn(async move {
                 // Bytes, not `lines()`: a line that is not UTF-8 must not end the draining (a full
                 // pipe would block the tool) nor hide the lines after it.
@@ -100,7 +106,7 @@ impl OwnedChild {
                         Ok(_) => {}
                     }
                     let line = String::from_utf8_lossy(&raw).trim_end_matches(['\n', '\r']).to_string();
-                    if let Some(m) = line.strip_prefix(MARKER) {
+                    if let Some(m) = line.strip_prefix(marker.as_str()) {
                         if let Ok(mut ms) = markers.lock() {
                             if ms.len() < 8 {
                                 ms.push(m.trim().to_string());
@@ -127,10 +133,16 @@ impl OwnedChild {
             tail,
             markers,
             secrets,
+            marker,
         })
     }
 
-    /// Marker lines printed so far (without [`MARKER`]).
+    /// The prefix of a marker line for this child (what psql's `\warn` must print first).
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    /// Marker lines printed so far (without the prefix).
     pub fn markers(&self) -> Vec<String> {
         self.markers.lock().map(|m| m.clone()).unwrap_or_default()
     }

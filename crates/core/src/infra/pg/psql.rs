@@ -12,26 +12,78 @@
 //! transaction's id when it opens it, and afterwards the server is asked (`txid_status`) whether
 //! that transaction committed. A failure before pgvigil's own opening statements (and `--clean`'s)
 //! finished is told apart from a failure of the dump's statements.
+//!
+//! Before the first byte of the backup, psql is restricted (`\restrict` with a random key that
+//! never appears in the stream): from then on it refuses every psql command, so nothing in a
+//! backup can run on the host. pgvigil's own closing commands come after its `\unrestrict`.
+//! A psql without `\restrict` (older than 13.22, 14.19, 15.14, 16.10, 17.6) is refused.
 
-use super::{child_env, connect, find_tool, OwnedChild, PgError, PsqlFailure, Tool};
+use super::{child_env, connect, find_tool, OwnedChild, PgError, PgVersion, PsqlFailure, Tool};
 use crate::infra::secret::DbUrl;
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 use tokio_util::sync::CancellationToken;
 
-/// Picks a `psql` able to read a dump written by `pg_dump` of major `dump_major`.
+/// Picks a `psql` able to read a dump written by `pg_dump` of major `dump_major`, and able to
+/// restrict itself (`\restrict`).
 ///
 /// # Errors
-/// [`PgError::VersionSkew`] when only older ones exist.
+/// [`PgError::VersionSkew`] when only older ones exist, or the one found cannot restrict itself.
 pub async fn find_psql(explicit: Option<&Path>, dump_major: u32) -> Result<Tool, PgError> {
-    find_tool(
+    let tool = find_tool(
         "psql",
         explicit,
         dump_major,
         &format!("restoring a dump written by pg_dump {dump_major}"),
     )
-    .await
+    .await?;
+    if !has_restrict(tool.version) {
+        return Err(PgError::VersionSkew(format!(
+            "{} is psql {}, which cannot refuse the psql commands a tampered backup may hold (\\restrict); restoring needs psql {RESTRICT_RELEASES} or newer within its major version, or 18 and later",
+            tool.path.display(),
+            tool.version
+        )));
+    }
+    Ok(tool)
+}
+
+/// The first releases of each major version with `\restrict` (and the pg_dump fix for
+/// CVE-2025-8715).
+pub const RESTRICT_RELEASES: &str = "13.22, 14.19, 15.14, 16.10, 17.6";
+
+/// Whether a psql (or pg_dump) of this version has `\restrict` (CVE-2025-8714, CVE-2025-8715).
+pub fn has_restrict(v: PgVersion) -> bool {
+    match v.major {
+        0..=12 => false,
+        13 => v.minor >= 22,
+        14 => v.minor >= 19,
+        15 => v.minor >= 14,
+        16 => v.minor >= 10,
+        17 => v.minor >= 6,
+        _ => true,
+    }
+}
+
+/// A warning for a backup taken by a pg_dump without the fix for CVE-2025-8715 (object names with
+/// line breaks could place statements in the dump), or `None`.
+pub fn pg_dump_warning(version: &str) -> Option<String> {
+    let v = super::parse_version(&format!("x) {version}"))?;
+    (!has_restrict(v)).then(|| {
+        format!(
+            "taken by pg_dump {v}, which lacks the fix for CVE-2025-8715 (an object name with a line break could place statements in the dump; pgvigil's gate still judges every one): upgrade the backup host's PostgreSQL client to {RESTRICT_RELEASES} or newer"
+        )
+    })
+}
+
+/// A random key for `\restrict` (letters and digits, as psql requires).
+fn restrict_key() -> String {
+    use rand::Rng;
+    rand::thread_rng()
+        .sample_iter(&rand::distributions::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
 }
 
 /// How a transaction ended, as far as the server is concerned.
@@ -63,12 +115,16 @@ pub struct PsqlTransaction {
     target: DbUrl,
     /// psql 13+ prints marker lines (`\warn`) naming the transaction and confirming the opening.
     markers: bool,
+    /// The key of pgvigil's `\restrict`, to lift it for pgvigil's own closing commands.
+    restrict_key: String,
 }
 
 /// What the markers psql printed say.
 struct Markers {
     /// The transaction id.
     xid: Option<i64>,
+    /// The server process of psql's session.
+    pid: Option<i32>,
     /// pgvigil's opening statements (and the preamble) finished.
     opened: bool,
 }
@@ -101,19 +157,24 @@ impl PsqlTransaction {
             broken: false,
             target: target.clone(),
             markers: psql.version.major >= 13,
+            restrict_key: restrict_key(),
         };
         tx.stdin = tx.child.take_stdin();
-        let marker = super::child::MARKER;
-        let mut opening = String::from("BEGIN;\n");
+        let marker = tx.child.marker().to_string();
+        // The lexing settings are pinned before anything of the backup arrives: the gate read it
+        // with standard_conforming_strings on and a client encoding psql reads like the server.
+        let mut opening = String::from("BEGIN;\nSET standard_conforming_strings = on;\nSET client_encoding = 'UTF8';\n");
         if tx.markers {
             opening.push_str(&format!(
-                "SELECT txid_current() AS pgvigil_xid \\gset\n\\warn {marker}xid :pgvigil_xid\n"
+                "SELECT txid_current() AS pgvigil_xid, pg_backend_pid() AS pgvigil_pid \\gset\n\\warn {marker}xid :pgvigil_xid\n\\warn {marker}pid :pgvigil_pid\n\\unset pgvigil_xid\n\\unset pgvigil_pid\n"
             ));
         }
         opening.push_str(preamble);
         if tx.markers {
             opening.push_str(&format!("\n\\warn {marker}opened\n"));
         }
+        // From here on psql runs no psql command but pgvigil's `\unrestrict` (CVE-2025-8714).
+        opening.push_str(&format!("\n\\restrict {}\n", tx.restrict_key));
         tx.write(opening.as_bytes()).await;
         Ok(tx)
     }
@@ -162,16 +223,19 @@ impl PsqlTransaction {
         let all = self.child.markers();
         Markers {
             xid: all.iter().find_map(|m| m.strip_prefix("xid ").and_then(|x| x.trim().parse().ok())),
+            pid: all.iter().find_map(|m| m.strip_prefix("pid ").and_then(|x| x.trim().parse().ok())),
             opened: all.iter().any(|m| m == "opened"),
         }
     }
 
-    /// Sends `COMMIT`, ends the input, waits for psql, and asks the server what became of the
-    /// transaction. Shutdown (`cancel`) kills psql; the server is asked all the same.
-    pub async fn commit(mut self, cancel: &CancellationToken) -> Outcome {
+    /// Sends `guard` (pgvigil's own last check, which fails the transaction when the restore is
+    /// incomplete) and `COMMIT`, ends the input, waits for psql, and asks the server what became
+    /// of the transaction. Shutdown (`cancel`) kills psql; the server is asked all the same.
+    pub async fn commit(&mut self, guard: Option<&str>, cancel: &CancellationToken) -> Outcome {
         let sent = !self.broken && !cancel.is_cancelled();
         if sent {
-            self.write(b"COMMIT;\n").await;
+            let closing = format!("\\unrestrict {}\n{}COMMIT;\n", self.restrict_key, guard.unwrap_or(""));
+            self.write(closing.as_bytes()).await;
         }
         self.stdin = None;
         let waited = tokio::select! {
@@ -201,6 +265,16 @@ impl PsqlTransaction {
         }
     }
 
+    /// Ends the server process `pid` of psql's session (best effort: the role may end its own).
+    async fn terminate(target: &DbUrl, pid: i32) {
+        let Ok(mut conn) = connect(target).await else { return };
+        let _ = sqlx::query("SELECT pg_terminate_backend($1, 10000)")
+            .bind(pid)
+            .execute(&mut conn)
+            .await;
+        super::close(conn).await;
+    }
+
     /// Whether the transaction `xid` committed, if the server can still say. A transaction whose
     /// session was just cut may still show as in progress for a moment: then ask again, briefly.
     async fn ask_server(target: &DbUrl, xid: Option<i64>) -> Option<bool> {
@@ -227,12 +301,18 @@ impl PsqlTransaction {
         answer
     }
 
-    /// Abandons the transaction: psql is killed before its input ends, so nothing is committed.
-    /// (Should the dump have ended the transaction early, the server says so.)
-    pub async fn rollback(mut self) -> Outcome {
+    /// Abandons the transaction: psql is killed before its input ends, and its server process
+    /// is ended too (a statement of the backup may keep it busy long after psql is gone, holding
+    /// its locks), so nothing is committed and nothing stays locked. (Should the dump have ended
+    /// the transaction early, the server says so.)
+    pub async fn rollback(&mut self) -> Outcome {
         self.child.kill().await;
         let _ = self.child.wait_in_place().await;
-        match Self::ask_server(&self.target, self.read_markers().xid).await {
+        let markers = self.read_markers();
+        if let Some(pid) = markers.pid {
+            Self::terminate(&self.target, pid).await;
+        }
+        match Self::ask_server(&self.target, markers.xid).await {
             Some(true) => Outcome::Unknown(PsqlFailure::Other {
                 status: "was stopped by pgvigil".into(),
                 line: "the server reports pgvigil's transaction as committed, although pgvigil never sent COMMIT".into(),

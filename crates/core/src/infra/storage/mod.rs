@@ -328,19 +328,41 @@ pub async fn put_bytes_with(storage: &dyn Storage, key: &Key, data: Bytes, opts:
     res.map(|_| ())
 }
 
-/// Reads a whole (small) object into memory.
+/// Most bytes read from any of pgvigil's records (manifests, verification and failure records,
+/// holds, policies): what is read back from storage is untrusted, and memory stays bounded.
+pub const MAX_RECORD: u64 = 64 * 1024 * 1024;
+/// Most bytes read from a small object (a lease, a probe).
+pub const MAX_SMALL: u64 = 1024 * 1024;
+
+/// Reads a whole (small) object into memory, at most `limit` bytes: a larger object is refused
+/// without reading more (memory grows with what actually arrives, never with what the store
+/// announces).
 ///
 /// # Errors
-/// As [`Storage::get`], plus read errors (retryable: the download broke).
-pub async fn get_bytes(storage: &dyn Storage, key: &Key, cancel: &CancellationToken) -> Result<Vec<u8>> {
+/// As [`Storage::get`], plus read errors (retryable: the download broke), and an object larger
+/// than `limit` (not retryable).
+pub async fn get_bytes(storage: &dyn Storage, key: &Key, limit: u64, cancel: &CancellationToken) -> Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;
-    let (mut r, size) = storage.get(key, cancel).await?;
-    let mut buf = Vec::with_capacity(size.min(64 << 20) as usize);
+    let (r, size) = storage.get(key, cancel).await?;
+    if size > limit {
+        return Err(StorageError::other(
+            format!("{key} is {size} bytes, larger than any object pgvigil writes there ({limit} bytes)"),
+            false,
+        ));
+    }
+    let mut buf = Vec::with_capacity(size.min(1 << 20) as usize);
     or_cancel(cancel, async {
-        r.read_to_end(&mut buf)
+        r.take(limit.saturating_add(1))
+            .read_to_end(&mut buf)
             .await
             .map_err(|e| StorageError::other(format!("reading {key}: {e}"), true))
     })
     .await?;
+    if buf.len() as u64 > limit {
+        return Err(StorageError::other(
+            format!("{key} is larger than any object pgvigil writes there ({limit} bytes)"),
+            false,
+        ));
+    }
     Ok(buf)
 }

@@ -1,6 +1,6 @@
 //! Start-up self-test of the storage: list, write (multipart), read back, delete a small probe.
 
-use super::{get_bytes, put_bytes_with, Key, PutOptions, Storage, StorageError};
+use super::{get_bytes, put_bytes_with, Key, PutOptions, Storage, StorageError, MAX_SMALL};
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,7 @@ pub async fn preflight(storage: &dyn Storage, list_prefix: &str, probe: &Key, ca
     put_bytes_with(storage, probe, payload.clone(), opts, cancel)
         .await
         .map_err(step("writing a probe object with a multipart upload"))?;
-    let back = get_bytes(storage, probe, cancel)
+    let back = get_bytes(storage, probe, MAX_SMALL, cancel)
         .await
         .map_err(step("reading the probe object back"))?;
     if back != payload {

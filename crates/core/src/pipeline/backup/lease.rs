@@ -119,11 +119,12 @@ pub async fn acquire(
             None => Condition::Absent,
             Some(meta) => {
                 let version = meta.etag.unwrap_or_default();
-                let current: Option<Body> = match crate::infra::storage::get_bytes(storage.as_ref(), &key, cancel).await {
-                    Ok(bytes) => serde_json::from_slice(&bytes).ok(),
-                    Err(StorageError::NotFound(_)) => continue,
-                    Err(e) => return Err(e),
-                };
+                let current: Option<Body> =
+                    match crate::infra::storage::get_bytes(storage.as_ref(), &key, crate::infra::storage::MAX_SMALL, cancel).await {
+                        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+                        Err(StorageError::NotFound(_)) => continue,
+                        Err(e) => return Err(e),
+                    };
                 match current {
                     Some(b) if b.holder != holder() && !b.is_stale() => {
                         return Ok(Err(Busy {

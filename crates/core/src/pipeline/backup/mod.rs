@@ -56,6 +56,8 @@ pub struct BackupContext {
     pub part_size_floor: Arc<AtomicU64>,
     /// `S3_OBJECT_LOCK_DAYS`: backups and manifests are locked this many days.
     pub lock_days: Option<u32>,
+    /// `BACKUP_SIGNING_KEY_FILE`: every manifest is signed with it.
+    pub signing: Option<crate::infra::signing::SigningKey>,
 }
 
 impl BackupContext {
@@ -72,6 +74,7 @@ impl BackupContext {
                 crate::infra::config::Backend::S3(c) => c.object_lock.map(|l| l.days),
                 crate::infra::config::Backend::Local { .. } => None,
             },
+            signing: settings.signing.clone(),
         }
     }
 }
@@ -289,7 +292,13 @@ async fn update_latest(ctx: &BackupContext, key: &Key, sealed: bool, cancel: &Ca
 async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     let st = ctx.storage.as_ref();
     let plan = dump::plan(&ctx.database_url, ctx.tools.pg_dump.as_deref()).await?;
+    if let Some(why) = crate::infra::pg::psql::pg_dump_warning(&plan.tool.version.to_string()) {
+        warn!("this backup is {why}");
+    }
     let catalog = Catalog::load(st, &ctx.layout, cancel).await?;
+    if let Some(text) = catalog.future_warning() {
+        warn!("Future-dated backup: {text}");
+    }
     let expected = expected_backup_size(catalog.newest_complete().map(|b| b.size), plan.database_size);
 
     // Names have one-second resolution: never reuse the name of an existing backup.
@@ -381,6 +390,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         parts,
         tables: streamed.tables,
         table_members: streamed.table_members,
+        toc: streamed.toc,
         privileges: keeps.then_some(streamed.privileges),
         globals,
         encryption: sealed.then(|| manifest::Encryption {
@@ -403,7 +413,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
             other => other.into(),
         });
     }
-    if let Err(e) = manifest::write(st, &ctx.layout, id, &manifest, cancel).await {
+    if let Err(e) = manifest::write(st, &ctx.layout, id, &manifest, ctx.signing.as_ref(), cancel).await {
         // Without its manifest the object is not a complete backup: take it back out.
         take_back(st, &key, &cleanup).await;
         st.delete_many(&[ctx.layout.globals(id)], &cleanup).await.ok();

@@ -23,6 +23,7 @@ pub(super) struct Streamed {
     pub(super) tables: std::collections::BTreeMap<String, u64>,
     pub(super) privileges: crate::records::manifest::Privileges,
     pub(super) table_members: Vec<crate::records::manifest::TableMembers>,
+    pub(super) toc: Vec<crate::records::manifest::TocEntry>,
 }
 
 /// Interval of progress lines during long dumps.
@@ -209,6 +210,15 @@ pub(super) async fn produce(
     let table_members = map.finish(&scan.copies, scan.bytes);
     Ok(Streamed {
         table_members,
+        toc: scan
+            .toc
+            .into_iter()
+            .map(|t| crate::records::manifest::TocEntry {
+                kind: t.kind,
+                schema: t.schema,
+                name: t.name,
+            })
+            .collect(),
         size,
         uncompressed: scan.bytes,
         sha256: hex::encode(sha.finalize()),

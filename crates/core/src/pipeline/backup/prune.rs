@@ -154,6 +154,13 @@ pub async fn prune_with(
         Err((_, some)) => some.as_slice(),
     };
     let mut keys: Vec<Key> = gone.iter().flat_map(|id| [layout.manifest(*id), layout.globals(*id)]).collect();
+    // Signatures only where one was listed: a versioned bucket gets no delete marker for a name
+    // that never existed.
+    keys.extend(
+        gone.iter()
+            .filter(|id| catalog.signatures.contains(id))
+            .map(|id| layout.manifest_signature(*id)),
+    );
     keys.extend(stale_records(&catalog, layout, gone, cutoff));
     // Saved roles whose backup is gone (a failed clean-up, a crash before the manifest, a
     // lifecycle rule), once they are past the retention period.
@@ -185,13 +192,12 @@ pub async fn prune_with(
 fn stale_records(catalog: &Catalog, layout: &Layout, deleted: &[BackupId], cutoff: chrono::DateTime<Utc>) -> Vec<Key> {
     let present: std::collections::BTreeSet<BackupId> = catalog.backups.iter().map(|b| b.id).collect();
     let mut keys = Vec::new();
-    keys.extend(
-        catalog
-            .orphan_manifests
-            .iter()
-            .filter(|m| m.0 < cutoff)
-            .map(|m| layout.manifest(*m)),
-    );
+    for m in catalog.orphan_manifests.iter().filter(|m| m.0 < cutoff) {
+        keys.push(layout.manifest(*m));
+        if catalog.signatures.contains(m) {
+            keys.push(layout.manifest_signature(*m));
+        }
+    }
     let mut per_backup: std::collections::BTreeMap<BackupId, usize> = Default::default();
     // Newest first, so that the newest records of each backup are the ones kept.
     for v in catalog.verifications.iter().rev() {

@@ -30,6 +30,10 @@ pub fn key_fault(m: Option<&Manifest>, r: &StreamReport) -> Option<String> {
 /// Compares a stream report with the manifest; every disagreement is one reason. Empty means the
 /// object is exactly what the backup wrote and a complete dump.
 pub fn integrity_problems(m: Option<&Manifest>, r: &StreamReport) -> Vec<String> {
+    if let Some(why) = &r.scan.forbidden {
+        // The gate stopped reading there: nothing is known of the rest, and nothing more is needed.
+        return vec![format!("{why}; a backup of pg_dump's holds no such thing, so it was not restored")];
+    }
     let mut problems = Vec::new();
     match m {
         None => problems.push("the manifest is missing: the backup did not complete or was not written by pgvigil".into()),
@@ -47,9 +51,6 @@ pub fn integrity_problems(m: Option<&Manifest>, r: &StreamReport) -> Vec<String>
     }
     if let Some(e) = &r.gzip_error {
         problems.push(format!("the gzip stream is damaged: {e}"));
-    }
-    if let Some(why) = &r.scan.forbidden {
-        problems.push(format!("{why}; pgvigil writes no such dump, so it was not restored"));
     }
     if let Some(t) = &r.scan.open_copy {
         problems.push(format!("the dump ends inside the data of table {t}"));

@@ -104,6 +104,13 @@ pub async fn judge(attempt: Attempt, url: &DbUrl) -> Judgement {
         Outcome::Unknown(f) => return Judgement::Environment(EnvironmentFault::CommitUnknown(f)),
         Outcome::RolledBack(Some(f)) => f,
     };
+    if let PsqlFailure::Statement { state: Some(state), line } = &failure {
+        if state.0 == super::toc::MISSING {
+            // pgvigil's own check before COMMIT: the restore is partial.
+            let why = line.split_once(super::toc::MISSING).map_or(line.as_str(), |(_, r)| r);
+            return Judgement::Backup(vec![why.trim_start_matches(':').trim().to_string()]);
+        }
+    }
     if let PsqlFailure::Statement { .. } = failure {
         // An extension the server lacks is the environment's fault, whatever SQLSTATE the server
         // version reports it with (0A000 from 15 on, 58P01 before).

@@ -2,15 +2,18 @@
 //! into a target database (`pgvigil restore`). One path serves all three.
 //!
 //! A restore is all or nothing: psql works inside pgvigil's own transaction
-//! ([`crate::infra::pg::psql::PsqlTransaction`]), the dump's own transaction lines are removed,
-//! and `COMMIT` is sent only after the whole object was read and proven intact
-//! ([`integrity::integrity_problems`]). Anything else — damage, a storage error, shutdown,
-//! pgvigil dying — ends with nothing committed.
+//! ([`crate::infra::pg::psql::PsqlTransaction`]), restricted so that no psql command of the
+//! backup can run; every statement passes the gate (PostgreSQL's parser and an allowlist of what
+//! pg_dump writes, [`crate::pipeline::stages::dumpscan::gate`]) before psql sees it; and
+//! `COMMIT` is sent only after the whole object was read and proven intact
+//! ([`integrity::integrity_problems`]). Anything else — damage, a refused statement, a storage
+//! error, shutdown, pgvigil dying — ends with nothing committed.
 
 pub mod deep;
 pub mod integrity;
 pub mod judge;
 pub mod stream;
+pub mod toc;
 
 pub use deep::deep;
 pub use integrity::{integrity_problems, key_fault, StreamReport};
@@ -21,14 +24,18 @@ use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::pg::{PgError, Tool};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{Key, Storage};
-use crate::pipeline::stages::dumpscan::Strip;
+use crate::pipeline::stages::dumpscan::{GateRules, KnownRoles, Strip};
 use crate::records::manifest::Manifest;
 use stream::Fed;
 use tokio_util::sync::CancellationToken;
 
-/// Why a restore could not be attempted or finished (not a verdict on the backup).
+/// Why a restore could not be attempted or finished (not a verdict on the backup, except
+/// [`RestoreError::TimedOut`], which the caller judges).
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The deadline passed: psql and its server process were stopped and nothing was committed.
+    #[error("the restore did not finish within {} s; it was stopped and nothing was committed", .0.as_secs())]
+    TimedOut(std::time::Duration),
     /// Reading the object failed, or shutdown interrupted: nothing was committed.
     #[error(transparent)]
     Stream(#[from] StreamError),
@@ -61,6 +68,46 @@ pub struct Target<'a> {
     pub strip: Strip,
     /// `BACKUP_ENCRYPTION_IDENTITY_FILE`: what opens an encrypted backup.
     pub identities: &'a crate::infra::config::Identities,
+    /// The most the restore may take (`VERIFY_TIMEOUT`, or derived: [`default_deadline`]).
+    pub deadline: Option<std::time::Duration>,
+}
+
+/// Without `VERIFY_TIMEOUT`, a restore may take this many times the longest restore (with its
+/// checks) that the recent verification records show…
+pub const DEADLINE_FACTOR: f64 = 4.0;
+/// …and never less than this.
+pub const DEADLINE_FLOOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The deadline of a restore when `VERIFY_TIMEOUT` is not set (see [`DEADLINE_FACTOR`]): at
+/// least [`DEADLINE_FLOOR`], at most 30 days.
+pub fn default_deadline(recorded_secs: &[f64]) -> std::time::Duration {
+    let longest = recorded_secs
+        .iter()
+        .copied()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .fold(0.0, f64::max);
+    std::time::Duration::from_secs_f64((longest * DEADLINE_FACTOR).min(30.0 * 86_400.0)).max(DEADLINE_FLOOR)
+}
+
+/// `fut`, unless `deadline` passes first (`None`).
+async fn before<T>(deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// What the gate lets through for a backup with manifest `m`: the roles the manifest names may
+/// be switched to with `SET ROLE` / `SET SESSION AUTHORIZATION`.
+pub fn gate_rules(m: Option<&Manifest>, strip: Strip) -> GateRules {
+    let roles = m
+        .and_then(|m| m.privileges.as_ref())
+        .map(crate::pipeline::verify::needed_roles)
+        .unwrap_or_default();
+    GateRules {
+        strip,
+        roles: KnownRoles(roles),
+    }
 }
 
 /// Streams `key` into the target with psql inside one transaction, and commits only if the
@@ -78,7 +125,26 @@ pub async fn restore_into(
     cancel: &CancellationToken,
 ) -> Result<Attempt, RestoreError> {
     let mut tx = PsqlTransaction::begin(target.psql, target.url, target.preamble).await?;
-    let report = match stream::feed(storage, key, &target.identities.0, Some((&mut tx, target.strip)), progress, cancel).await {
+    let deadline = target.deadline.map(|d| tokio::time::Instant::now() + d);
+    let timed_out = |tx: PsqlTransaction| async move {
+        let mut tx = tx;
+        match tx.rollback().await {
+            Outcome::Unknown(f) => Ok(Attempt {
+                report: StreamReport::default(),
+                problems: Vec::new(),
+                outcome: Outcome::Unknown(f),
+            }),
+            _ => Err(RestoreError::TimedOut(target.deadline.unwrap_or_default())),
+        }
+    };
+    let rules = gate_rules(manifest, target.strip);
+    let fed = before(
+        deadline,
+        stream::feed(storage, key, &target.identities.0, Some((&mut tx, rules)), progress, cancel),
+    )
+    .await;
+    let Some(fed) = fed else { return timed_out(tx).await };
+    let report = match fed {
         Ok(Fed::Read(r)) => *r,
         Ok(Fed::Stopped(outcome)) => {
             // psql already ended (and with it the transaction); the object was not read to its
@@ -109,7 +175,11 @@ pub async fn restore_into(
     }
     let problems = integrity_problems(manifest, &report);
     let outcome = if problems.is_empty() {
-        tx.commit(cancel).await
+        let guard = manifest.and_then(|m| toc::guard_sql(&m.toc));
+        match before(deadline, tx.commit(guard.as_deref(), cancel)).await {
+            Some(outcome) => outcome,
+            None => return timed_out(tx).await,
+        }
     } else {
         // Never let psql commit a damaged dump: it is killed before its input ends.
         tx.rollback().await

@@ -1,5 +1,6 @@
 //! Streaming one object out of storage: download → SHA-256 and length → multi-member gunzip →
-//! dump scan → (optionally) psql, with the dump's own transaction lines filtered out.
+//! dump scan → (optionally) psql. Restoring, the scan is the statement gate: every statement is
+//! parsed and judged before psql sees it, and a refusal stops the download at once.
 //!
 //! A broken download is a storage error, never a verdict on the backup: the reader's I/O errors
 //! are told apart from gzip's own, and a body shorter than the store announced is reported as a
@@ -8,7 +9,7 @@
 use super::integrity::StreamReport;
 use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{Key, Storage, StorageError};
-use crate::pipeline::stages::dumpscan::{DumpScanner, Strip};
+use crate::pipeline::stages::dumpscan::{DumpScanner, GateRules, ScanResult};
 use crate::pipeline::stages::seal::{self, OpenError};
 use crate::records::keys::SEALED;
 use age::x25519::Identity;
@@ -303,9 +304,30 @@ pub async fn stream(
     }
 }
 
-/// Streams `key` through the integrity stages, feeding the SQL (without the dump's own
-/// transaction lines, and without the privilege statements the [`Strip`] names) to `psql` when
-/// given. Whether the result may be committed is the caller's
+/// The scanning stage, on a blocking thread: reads the SQL, and when `gate` is given judges it
+/// and sends on what psql is to receive. Stops at once when the gate refuses (dropping `rx`
+/// stops the download) or when nobody takes its output.
+fn scan_stage(mut rx: tokio::sync::mpsc::Receiver<Bytes>, tx: &tokio::sync::mpsc::Sender<Vec<u8>>, gate: Option<GateRules>) -> ScanResult {
+    let Some(rules) = gate else {
+        let mut scanner = DumpScanner::new();
+        while let Some(chunk) = rx.blocking_recv() {
+            scanner.feed(&chunk);
+        }
+        return scanner.finish();
+    };
+    let mut scanner = DumpScanner::gated(rules);
+    while let Some(chunk) = rx.blocking_recv() {
+        let mut out = Vec::with_capacity(chunk.len() + 256);
+        scanner.feed_filtered(&chunk, &mut out);
+        if scanner.refused() || (!out.is_empty() && tx.blocking_send(out).is_err()) {
+            break;
+        }
+    }
+    scanner.finish()
+}
+
+/// Streams `key` through the integrity stages, feeding the SQL that the gate lets through (see
+/// [`GateRules`]) to `psql` when given. Whether the result may be committed is the caller's
 /// decision, from the returned report.
 ///
 /// # Errors
@@ -314,41 +336,47 @@ pub(super) async fn feed(
     storage: &dyn Storage,
     key: &Key,
     identities: &[Identity],
-    psql: Option<(&mut PsqlTransaction, Strip)>,
+    psql: Option<(&mut PsqlTransaction, GateRules)>,
     progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<Fed, StreamError> {
     let identities = identities_for(key, identities)?;
     let (reader, announced) = get(storage, key, cancel).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let decoder = tokio::task::spawn_blocking(move || decode(reader, progress, identities.as_deref(), &tx));
-    let (mut psql, strip) = match psql {
-        Some((p, strip)) => (Some(p), strip),
-        None => (None, Strip::Nothing),
+    let (mut psql, gate) = match psql {
+        Some((p, rules)) => (Some(p), Some(rules)),
+        None => (None, None),
     };
-    let mut scanner = DumpScanner::stripping(strip);
-    let mut filtered = Vec::with_capacity(CHUNK + 64);
-    while let Some(chunk) = recv_or_cancel(&mut rx, cancel).await? {
-        match psql.as_mut() {
-            Some(p) if !p.is_broken() => {
-                filtered.clear();
-                scanner.feed_filtered(&chunk, &mut filtered);
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return Err(StreamError::Cancelled),
-                    () = p.write(&filtered) => {}
-                }
-                if let Some(outcome) = p.environment_failure().await {
-                    return Ok(Fed::Stopped(outcome));
-                }
-            }
-            _ => scanner.feed(&chunk),
+    let (sql_tx, mut sql_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let scanning = tokio::task::spawn_blocking(move || scan_stage(rx, &sql_tx, gate));
+    while let Some(sql) = recv_or_cancel(&mut sql_rx, cancel).await? {
+        let Some(p) = psql.as_mut().filter(|p| !p.is_broken()) else {
+            continue;
+        };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(StreamError::Cancelled),
+            () = p.write(&sql) => {}
+        }
+        if let Some(outcome) = p.environment_failure().await {
+            return Ok(Fed::Stopped(outcome));
         }
     }
-    let decoded = match decoder
+    let scan = scanning
         .await
-        .map_err(|e| StorageError::other(format!("decompression task failed: {e}"), true))?
-    {
+        .map_err(|e| StorageError::other(format!("scanning task failed: {e}"), true))?;
+    let decoded = decoder
+        .await
+        .map_err(|e| StorageError::other(format!("decompression task failed: {e}"), true))?;
+    if scan.forbidden.is_some() {
+        // The gate stopped the stream: the rest of the object was never read.
+        return Ok(Fed::Read(Box::new(StreamReport {
+            scan,
+            ..StreamReport::default()
+        })));
+    }
+    let decoded = match decoded {
         Ok(d) => d,
         Err(Stop::Broken(why)) => return Err(StorageError::other(format!("reading {key}: {why}"), true).into()),
     };
@@ -358,6 +386,6 @@ pub(super) async fn feed(
         size: decoded.size,
         gzip_error: decoded.gzip_error,
         key_error: decoded.key_error,
-        scan: scanner.finish(),
+        scan,
     })))
 }

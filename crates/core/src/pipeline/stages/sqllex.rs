@@ -5,6 +5,11 @@
 //! (`BEGIN;` … `COMMIT;` around large objects) from the same text inside a function body. It is
 //! fed every byte outside COPY data, in any chunking.
 
+/// Longest dollar-quote tag followed: a longer run after `$` is not taken for one (bounded memory
+/// on hostile input; pg_dump writes tags of a few bytes, and a restore's gate re-reads every
+/// statement with PostgreSQL's own parser).
+const MAX_TAG: usize = 1024;
+
 /// Lexer state between bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 enum State {
@@ -51,6 +56,8 @@ pub struct SqlLexer {
     depth: u32,
     /// Nothing significant since the last `;` at statement level (or since the start).
     boundary: bool,
+    /// Something other than whitespace and comments was seen since [`SqlLexer::take_significant`].
+    significant: bool,
 }
 
 impl Default for SqlLexer {
@@ -61,6 +68,7 @@ impl Default for SqlLexer {
             prev2: b'\n',
             depth: 0,
             boundary: true,
+            significant: false,
         }
     }
 }
@@ -82,6 +90,11 @@ impl SqlLexer {
         self.at_top() && self.depth == 0 && self.boundary
     }
 
+    /// Whether anything but whitespace and comments was fed since the last call.
+    pub fn take_significant(&mut self) -> bool {
+        std::mem::take(&mut self.significant)
+    }
+
     /// Feeds bytes of one or more lines.
     pub fn feed(&mut self, data: &[u8]) {
         let mut i = 0;
@@ -93,16 +106,24 @@ impl SqlLexer {
                         // Whitespace and the starts of comments are not significant.
                         b' ' | b'\t' | b'\r' | b'\n' | b'-' | b'/' => {}
                         b'*' if self.prev == b'/' => {}
-                        b';' if self.depth == 0 => self.boundary = true,
+                        b';' if self.depth == 0 => {
+                            self.boundary = true;
+                            self.significant = true;
+                        }
                         b'(' => {
                             self.depth += 1;
                             self.boundary = false;
+                            self.significant = true;
                         }
                         b')' => {
                             self.depth = self.depth.saturating_sub(1);
                             self.boundary = false;
+                            self.significant = true;
                         }
-                        _ => self.boundary = false,
+                        _ => {
+                            self.boundary = false;
+                            self.significant = true;
+                        }
                     }
                     match b {
                         b'\'' => {
@@ -185,7 +206,7 @@ impl SqlLexer {
                         tag.push(b'$');
                         let tag = std::mem::take(tag);
                         self.state = State::Dollar { tag, matched: 0 };
-                    } else if ident_byte(b) && !(tag.len() == 1 && b.is_ascii_digit()) {
+                    } else if ident_byte(b) && !(tag.len() == 1 && b.is_ascii_digit()) && tag.len() < MAX_TAG {
                         tag.push(b);
                     } else {
                         // `$1` or a lone `$`: not a dollar quote.

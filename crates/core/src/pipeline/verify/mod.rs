@@ -19,7 +19,7 @@ mod run;
 
 pub use choose::choose;
 pub use queries::split_statements;
-pub use run::{cleanup_leftovers, verify_backup};
+pub use run::{cleanup_leftovers, verify_backup, UNTRUSTED};
 
 use crate::infra::config::{Settings, ToolsConfig, VerifyConfig};
 use crate::infra::pg::{self, PgError};
@@ -52,6 +52,8 @@ pub struct VerifyContext {
     pub tools: ToolsConfig,
     /// `BACKUP_ENCRYPTION_IDENTITY_FILE`: what opens encrypted backups.
     pub identities: crate::infra::config::Identities,
+    /// `BACKUP_TRUSTED_KEYS`: only backups these keys signed are verified (empty: any).
+    pub trusted: crate::infra::signing::TrustedKeys,
 }
 
 impl VerifyContext {
@@ -64,6 +66,7 @@ impl VerifyContext {
             cfg: settings.verify.clone(),
             tools: settings.tools.clone(),
             identities: settings.identities.clone(),
+            trusted: settings.trusted.clone(),
         }
     }
 }
@@ -213,6 +216,9 @@ pub fn scratch_name(id: BackupId, random: u32) -> String {
 /// Storage errors; [`VerifyError::NothingToVerify`] when there is no complete backup.
 pub async fn plan(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<Vec<BackupId>, VerifyError> {
     let cat = Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
+    if let Some(text) = cat.future_warning() {
+        warn!("Future-dated backup: {text}");
+    }
     let (roll, pick) = (rand::random::<f64>(), rand::random::<f64>());
     let plan = choose(&cat, ctx.cfg.random_rate, roll, pick);
     if plan.is_empty() {

@@ -49,7 +49,7 @@ async fn saved_roles_intact(
             g.key
         )));
     }
-    match get_bytes(storage, &key, cancel).await {
+    match get_bytes(storage, &key, g.size, cancel).await {
         Ok(bytes) if bytes.len() as u64 == g.size && hex::encode(sha2::Sha256::digest(&bytes)) == g.sha256 => Ok(Ok(())),
         Ok(_) => Ok(Err(format!(
             "the roles saved with the backup ({}) are not what the backup wrote (size or SHA-256 differs)",
@@ -104,6 +104,7 @@ pub(super) async fn prepare(
     }
     let needed = needed_roles(dumped);
     let mut created = Vec::new();
+    let mut foreign = Vec::new();
     for role in needed.iter().filter(|r| !r.starts_with("pg_")) {
         let what = || format!("creating role {role} on the verify server for the restore");
         let (exists, member): (bool, bool) = sqlx::query_as(
@@ -114,24 +115,33 @@ pub(super) async fn prepare(
         .fetch_one(&mut *admin)
         .await
         .map_err(|e| pg::classify(url, &e))?;
-        if !exists {
-            match sqlx::query(&format!("CREATE ROLE {} NOLOGIN", quote(role)))
-                .execute(&mut *admin)
-                .await
-            {
-                Ok(_) => created.push(role.clone()),
-                // Another verifier created it a moment ago.
-                Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42710") => {}
-                Err(e) => {
-                    return Err(CouldNotRun::Check {
-                        what: what(),
-                        source: pg::classify(url, &e),
-                    }
-                    .into())
+        if exists {
+            if !superuser && !member {
+                // An existing role pgvigil did not create: joining it because a backup names it
+                // would hand the verify role its privileges.
+                foreign.push(role.clone());
+            }
+            continue;
+        }
+        match sqlx::query(&format!("CREATE ROLE {} NOLOGIN", quote(role)))
+            .execute(&mut *admin)
+            .await
+        {
+            Ok(_) => created.push(role.clone()),
+            // Another verifier created it a moment ago.
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42710") => {
+                foreign.push(role.clone());
+                continue;
+            }
+            Err(e) => {
+                return Err(CouldNotRun::Check {
+                    what: what(),
+                    source: pg::classify(url, &e),
                 }
+                .into())
             }
         }
-        if !superuser && !member {
+        if !superuser {
             sqlx::query(&format!("GRANT {} TO CURRENT_USER", quote(role)))
                 .execute(&mut *admin)
                 .await
@@ -140,6 +150,20 @@ pub(super) async fn prepare(
                     source: pg::classify(url, &e),
                 })?;
         }
+    }
+    if !foreign.is_empty() {
+        return Ok(Ok(Plan {
+            strip: Strip::OwnershipAndGrants,
+            evidence: PrivilegeEvidence {
+                restored: "left out".into(),
+                skipped: Some(format!(
+                    "ownership and grants skipped: the roles {} exist on the verify server and the verify role is not a member; pgvigil joins only roles it created (use a verify server of its own, or a superuser verify role)",
+                    foreign.join(", ")
+                )),
+                roles_created: created,
+                ..PrivilegeEvidence::default()
+            },
+        }));
     }
     let (strip, restored, skipped) = if superuser {
         (Strip::Nothing, "table owners and table-level grants restored and checked", None)

@@ -35,6 +35,9 @@ pub async fn cleanup_leftovers(ctx: &VerifyContext) -> Result<Vec<String>, Verif
     Ok(dropped?)
 }
 
+/// How a verdict on a backup that no trusted backup service made begins.
+pub const UNTRUSTED: &str = "not made by a trusted backup service";
+
 /// Outcome of the restore and checks, before it becomes a record.
 #[derive(Default)]
 struct Verdict {
@@ -69,6 +72,17 @@ struct Run<'a> {
     psql: &'a Tool,
     queries: &'a [String],
     privileges: super::privileges::Plan,
+    /// The most the restore and the checks may take together.
+    deadline: std::time::Duration,
+}
+
+/// Why a verification that ran out of time failed. A backup whose statements keep the server busy
+/// that long is suspect; a backup that simply grew needs a larger `VERIFY_TIMEOUT`.
+fn timed_out(what: &str, deadline: std::time::Duration) -> String {
+    format!(
+        "{what} did not finish within {} s (VERIFY_TIMEOUT, or four times the recent verifications' time): pgvigil stopped it; a statement of the backup may be keeping the server busy — if the backups simply grew, raise VERIFY_TIMEOUT",
+        deadline.as_secs()
+    )
 }
 
 /// Restores into the (already created) scratch database and runs the checks.
@@ -85,9 +99,17 @@ async fn restore_and_check(
         preamble: "",
         strip: run.privileges.strip,
         identities: &run.ctx.identities,
+        deadline: Some(run.deadline),
     };
     let attempt = match restore_into(run.ctx.storage.as_ref(), run.key, Some(run.manifest), &target, None, cancel).await {
         Ok(a) => a,
+        Err(RestoreError::TimedOut(d)) => {
+            return Ok(Verdict::failed(
+                vec![timed_out("the restore", d)],
+                t0.elapsed().as_secs_f64(),
+                evidence,
+            ))
+        }
         Err(RestoreError::Stream(StreamError::Cancelled)) => return Err(VerifyError::Cancelled),
         Err(RestoreError::Stream(StreamError::Storage(e))) => return Err(e.into()),
         Err(RestoreError::Stream(StreamError::Key(why))) => return Err(CouldNotRun::Key(why).into()),
@@ -102,10 +124,16 @@ async fn restore_and_check(
         Judgement::Environment(fault) => return Err(CouldNotRun::Restore(fault).into()),
     }
     let t1 = Instant::now();
+    // The checks read what the backup defined (a policy or a view may call its functions): they
+    // share the deadline. Past it the scratch database is dropped with whatever runs in it.
+    let left = run.deadline.saturating_sub(t0.elapsed());
     let mut conn = pg::connect(scratch_url).await?;
     let checked = tokio::select! {
         r = checks(&mut conn, scratch_url, run.manifest, run.queries, run.ctx.cfg.amcheck, &mut evidence) => r,
         () = cancel.cancelled() => return Err(VerifyError::Cancelled),
+        () = tokio::time::sleep(left) => {
+            return Ok(Verdict::failed(vec![timed_out("the checks after the restore", run.deadline)], restore_secs, evidence));
+        }
     };
     let privileges = super::privileges::check(&mut conn, scratch_url, run.manifest, &mut run.privileges).await;
     pg::close(conn).await;
@@ -136,7 +164,11 @@ async fn restore_and_check(
 pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &CancellationToken) -> Result<VerificationRecord, VerifyError> {
     let started = Instant::now();
     let verified_at = Utc::now();
-    let m = manifest::read(ctx.storage.as_ref(), &ctx.layout, id, cancel).await?;
+    let read = manifest::read_trusted(ctx.storage.as_ref(), &ctx.layout, id, &ctx.trusted, cancel).await?;
+    let (m, trust) = match read {
+        Some((m, trust)) => (Some(m), trust),
+        None => (None, manifest::Trust::NotChecked),
+    };
     // The manifest names the object (encrypted or not); without one, whichever form exists.
     let [plain, sealed] = ctx.layout.objects(id);
     let key = match &m {
@@ -156,12 +188,29 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
             ),
             None,
         ),
-        Some(m) => (verify_with_manifest(ctx, id, &key, &m, cancel).await?, Some(m.size)),
+        // Not made by a trusted backup service: nothing of it is restored.
+        Some(m) if matches!(trust, manifest::Trust::Untrusted(_)) => {
+            let manifest::Trust::Untrusted(why) = &trust else {
+                unreachable!("matched above")
+            };
+            (
+                Verdict::failed(vec![format!("{UNTRUSTED}: {why}")], 0.0, Evidence::default()),
+                Some(m.size),
+            )
+        }
+        Some(m) => {
+            let mut verdict = verify_with_manifest(ctx, id, &key, &m, cancel).await?;
+            if let manifest::Trust::Signed(by) = &trust {
+                verdict.evidence.signed_by = Some(by.clone());
+            }
+            (verdict, Some(m.size))
+        }
     };
     Ok(VerificationRecord {
         key: key.to_string(),
         verified_at,
         passed: verdict.reasons.is_empty(),
+        untrusted: matches!(trust, manifest::Trust::Untrusted(_)),
         reasons: verdict.reasons,
         restore_secs: verdict.restore_secs,
         checks_secs: verdict.checks_secs,
@@ -229,6 +278,9 @@ async fn verify_with_manifest(
         .into());
     }
     let psql = find_psql(ctx.tools.psql.as_deref(), major(&m.pg_dump_version)).await?;
+    if let Some(why) = crate::infra::pg::psql::pg_dump_warning(&m.pg_dump_version) {
+        warn!("{key} was {why}");
+    }
     let queries = match &ctx.cfg.queries_file {
         Some(f) => split_statements(&std::fs::read_to_string(f).map_err(|source| CouldNotRun::QueriesFile { path: f.clone(), source })?),
         None => Vec::new(),
@@ -261,6 +313,15 @@ async fn verify_with_manifest(
             return Err(e);
         }
     };
+    let deadline = match ctx.cfg.timeout {
+        Some(d) => d,
+        None => {
+            let cat = crate::records::catalog::Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
+            let keys: Vec<String> = cat.verifications.iter().map(|v| v.key.clone()).collect();
+            let recorded = crate::records::history::recent_restore_secs(ctx.storage.as_ref(), &keys, 5, cancel).await;
+            crate::pipeline::restore::default_deadline(&recorded)
+        }
+    };
     let mut run = Run {
         ctx,
         key,
@@ -268,6 +329,7 @@ async fn verify_with_manifest(
         psql: &psql,
         queries: &queries,
         privileges,
+        deadline,
     };
     // From here on the scratch database exists: whatever happens, drop it.
     let outcome = restore_and_check(&mut run, &scratch_url, evidence, cancel).await;

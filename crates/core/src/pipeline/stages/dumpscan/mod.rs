@@ -1,25 +1,31 @@
 //! Reads a plain-SQL dump as it streams past and records what it contains: the exact number of
 //! rows in every table's COPY block, the versions in the header, the extensions it creates, and
 //! whether the dump ends with pg_dump's closing line. No extra queries, no buffering beyond the
-//! start of the current line.
+//! start of the current line (and, when restoring, the statement being read).
 //!
-//! For a restore it also passes the dump on ([`DumpScanner::feed_filtered`]) without what would
-//! break the restore's own transaction. pg_dump wraps large objects in `BEGIN;` … `COMMIT;`: those
-//! two lines are removed, and only those — exactly `BEGIN;` at the start of a statement, and the
-//! `COMMIT;` that closes it. Anything else that would end the transaction or leave psql's control
-//! (a `COMMIT;` or `ROLLBACK;` elsewhere, a psql command other than `\restrict`/`\unrestrict`) is
-//! not passed on and is reported in [`ScanResult::forbidden`], which fails the integrity check:
-//! the filter fails closed. Lines are judged at statement level (see [`super::sqllex`]), so a
-//! procedure body or a string that says `COMMIT;` is passed on untouched.
+//! For a restore (or a deep check) a [`gate`] judges every statement outside COPY data with
+//! PostgreSQL's own parser before any of it is passed on ([`DumpScanner::feed_filtered`]):
+//! pg_dump's `BEGIN;` … `COMMIT;` around large objects and its `\restrict`/`\unrestrict` lines
+//! are removed, privilege statements are left out as [`Strip`] asks, and anything a backup of
+//! pg_dump's cannot contain stops the scan with a [`Refusal`] in [`ScanResult::forbidden`],
+//! which fails the integrity check: the gate fails closed.
 
-mod filter;
+mod allow;
+pub mod gate;
+mod gating;
+mod headers;
 mod privileges;
 pub mod roles;
 
+pub use allow::KnownRoles;
+pub use gate::{GateRules, Refusal};
 pub use privileges::{split_qualified, unquote, Strip};
 
 use super::sqllex::SqlLexer;
-use filter::LineMode;
+use gate::Gate;
+pub use headers::TocItem;
+use headers::{copy_table, extension, toc_entry};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The line pg_dump writes at the very end of a complete plain dump.
@@ -49,8 +55,8 @@ pub struct ScanResult {
     pub extensions: Vec<String>,
     /// pg_dump's own transaction lines removed by [`DumpScanner::feed_filtered`].
     pub transaction_lines: u32,
-    /// The first line that was held back because it would break the restore's transaction.
-    pub forbidden: Option<String>,
+    /// What the gate refused (the scan stopped there).
+    pub forbidden: Option<Refusal>,
     /// Owner of each table, from `ALTER TABLE … OWNER TO …` (names as pg_dump wrote them).
     pub owners: BTreeMap<String, String>,
     /// Grantees of table-level grants on each table (`PUBLIC` or a role, as pg_dump wrote it).
@@ -62,6 +68,9 @@ pub struct ScanResult {
     pub roles: BTreeSet<String>,
     /// Every COPY block, in dump order: where it starts and ends in the uncompressed dump.
     pub copies: Vec<CopySpan>,
+    /// The table of contents: the objects pg_dump's headers name, of the kinds a restore must
+    /// recreate (see [`toc_entry`]).
+    pub toc: Vec<TocItem>,
 }
 
 /// One table's COPY block in the uncompressed dump: from the start of its `COPY … FROM stdin;`
@@ -76,6 +85,23 @@ pub struct CopySpan {
     pub end: u64,
     /// Data rows in the block.
     pub rows: u64,
+}
+
+/// Most tables, COPY blocks, headers and privilege entries a restore keeps track of: memory stays
+/// bounded whatever a tampered dump holds.
+const MAX_ENTRIES: usize = 4_000_000;
+
+impl ScanResult {
+    /// Entries kept so far, over every map and list.
+    fn entries(&self) -> usize {
+        self.tables.len()
+            + self.copies.len()
+            + self.toc.len()
+            + self.owners.len()
+            + self.grants.len()
+            + self.roles.len()
+            + self.extensions.len()
+    }
 }
 
 /// Incremental scanner; feed it the uncompressed dump in any chunking.
@@ -99,14 +125,19 @@ pub struct DumpScanner {
     line_top: bool,
     /// The current line began where a new statement may start, outside COPY data.
     line_start: bool,
-    /// Filtering: what happens to the current line.
-    mode: LineMode,
-    /// Filtering: bytes of the current line held back while undecided.
-    held: Vec<u8>,
-    /// Filtering: inside pg_dump's large-object block (after its `BEGIN;`).
-    in_large_objects: bool,
-    /// Filtering: which privilege statements are left out.
-    strip: Strip,
+    /// Lines completed so far (for messages).
+    lines: u64,
+    /// The statement gate, when restoring or checking deeply.
+    gate: Option<Gate>,
+    /// Gate: the text read since the last judged candidate.
+    candidate: Vec<u8>,
+    /// Gate: whether the current line is a psql command line (`None` until its first byte).
+    command: Option<bool>,
+    /// Gate: the start of a COPY data line that begins with a backslash, held until it is clear
+    /// that it is not `\.` with a carriage return (`None`: not holding).
+    held: Option<Vec<u8>>,
+    /// Nothing of the current line was read yet.
+    fresh: bool,
     /// Results so far.
     result: ScanResult,
 }
@@ -123,10 +154,12 @@ impl Default for DumpScanner {
             lexer: SqlLexer::default(),
             line_top: true,
             line_start: true,
-            mode: LineMode::Undecided,
-            held: Vec::new(),
-            in_large_objects: false,
-            strip: Strip::Nothing,
+            lines: 0,
+            gate: None,
+            candidate: Vec::new(),
+            command: None,
+            held: None,
+            fresh: true,
             result: ScanResult::default(),
         }
     }
@@ -138,9 +171,12 @@ impl DumpScanner {
         Self::default()
     }
 
-    /// A scanner whose filter also leaves out the privilege statements `strip` names.
-    pub fn stripping(strip: Strip) -> Self {
-        Self { strip, ..Self::default() }
+    /// A scanner that judges every statement with the [`gate`] (a restore or a deep check).
+    pub fn gated(rules: GateRules) -> Self {
+        Self {
+            gate: Some(Gate::new(rules)),
+            ..Self::default()
+        }
     }
 
     /// Scans the next chunk.
@@ -148,13 +184,31 @@ impl DumpScanner {
         self.scan(data, None);
     }
 
-    /// Scans the next chunk and appends it to `out` without the lines that would break the
-    /// restore's transaction (see the module documentation).
+    /// Scans the next chunk and appends to `out` what psql is to receive (see the module
+    /// documentation). Nothing is appended once the gate refused.
     pub fn feed_filtered(&mut self, data: &[u8], out: &mut Vec<u8>) {
         self.scan(data, Some(out));
     }
 
+    /// Whether the gate refused something: the scan has stopped.
+    pub fn refused(&self) -> bool {
+        self.result.forbidden.is_some()
+    }
+
+    fn refuse(&mut self, why: Refusal) {
+        self.result.forbidden.get_or_insert(why);
+    }
+
     fn scan(&mut self, mut data: &[u8], mut out: Option<&mut Vec<u8>>) {
+        if self.refused() {
+            return;
+        }
+        let out_start = out.as_deref().map_or(0, Vec::len);
+        if self.gate.is_some() && memchr::memchr(0, data).is_some() {
+            // pg_dump never writes one; psql and the parser would each read it their own way.
+            self.refuse(Refusal::Nul { line: self.lines + 1 });
+            return;
+        }
         let mut pos = self.result.bytes;
         self.result.bytes += data.len() as u64;
         loop {
@@ -165,34 +219,61 @@ impl DumpScanner {
             pos += (data.len() - rest.len()) as u64;
             self.line_at.1 = pos;
             if self.copy.is_none() {
-                self.lexer.feed(head);
-                if ended {
-                    self.lexer.feed(b"\n");
+                if self.gate.is_some() {
+                    self.gate_piece(head, ended);
+                } else {
+                    self.lexer.feed(head);
+                    if ended {
+                        self.lexer.feed(b"\n");
+                    }
                 }
+            } else if let Some(out) = out.as_deref_mut() {
+                // COPY data is not parsed: it reaches psql only after the gate passed its COPY.
+                self.copy_piece(head, ended, out);
             }
-            if let Some(out) = out.as_deref_mut() {
-                self.emit(head, ended, out);
-            }
+            self.fresh = ended || (self.fresh && head.is_empty());
             if !ended {
                 self.push(head);
-                return;
+                break;
             }
-            if self.line.is_empty() && head.len() <= MAX_LINE {
-                self.on_line(head, head.len() >= TAIL && head.ends_with(b"FROM stdin;"));
+            self.lines += 1;
+            let in_copy = self.copy.is_some();
+            let (whole, from_stdin) = if self.line.is_empty() && head.len() <= MAX_LINE {
+                (Cow::Borrowed(head), head.len() >= TAIL && head.ends_with(b"FROM stdin;"))
             } else {
                 self.push(head);
-                let line = std::mem::take(&mut self.line);
-                let from_stdin = self.tail.ends_with(b"FROM stdin;");
-                self.on_line(&line, from_stdin);
-                self.line = line;
-                self.line.clear();
+                (Cow::Owned(std::mem::take(&mut self.line)), self.tail.ends_with(b"FROM stdin;"))
+            };
+            self.on_line(&whole, from_stdin);
+            if self.gate.is_some() && !in_copy {
+                let mut sink = Vec::new();
+                self.gate_line_end(&whole, out.as_deref_mut().unwrap_or(&mut sink));
+                if self.result.entries() > MAX_ENTRIES {
+                    self.refuse(Refusal::Statement {
+                        line: self.lines,
+                        what: format!("more than {MAX_ENTRIES} tables, COPY blocks and named objects"),
+                    });
+                }
+            }
+            if let Cow::Owned(mut kept) = whole {
+                kept.clear();
+                self.line = kept;
             }
             self.tail.clear();
             self.line_at.0 = pos;
             self.line_top = self.copy.is_none() && self.lexer.at_top();
             self.line_start = self.copy.is_none() && self.lexer.at_statement_start();
-            self.mode = if self.line_start { LineMode::Undecided } else { LineMode::Pass };
+            self.command = None;
+            if self.refused() {
+                break;
+            }
             data = rest;
+        }
+        if self.refused() {
+            // Nothing of a refused chunk is passed on.
+            if let Some(out) = out {
+                out.truncate(out_start);
+            }
         }
     }
 
@@ -210,14 +291,23 @@ impl DumpScanner {
     }
 
     fn on_line(&mut self, line: &[u8], from_stdin: bool) {
-        if let Some((_, rows)) = &mut self.copy {
-            if line == b"\\." {
+        if self.copy.is_some() {
+            // psql also ends COPY data at `\.` followed by a carriage return; pg_dump never
+            // writes that, so a restore refuses it rather than follow psql there.
+            let cr = line == b"\\.\r";
+            if cr && self.gate.is_some() {
+                self.refuse(Refusal::Copy {
+                    line: self.lines,
+                    what: "a COPY block ended by \\. and a carriage return",
+                });
+            }
+            if line == b"\\." || cr {
                 let (table, rows) = self.copy.take().expect("checked");
                 *self.result.tables.entry(table.clone()).or_insert(0) += rows;
                 let (begin, end) = (self.copy_begin, self.line_at.1);
                 self.cuts.push(end);
                 self.result.copies.push(CopySpan { table, begin, end, rows });
-            } else {
+            } else if let Some((_, rows)) = &mut self.copy {
                 *rows += 1;
             }
             return;
@@ -236,7 +326,9 @@ impl DumpScanner {
             self.result.complete = false;
         }
         if self.line_top {
-            if let Some(v) = text.strip_prefix("-- Dumped from database version ") {
+            if let Some(entry) = toc_entry(text) {
+                self.result.toc.push(entry);
+            } else if let Some(v) = text.strip_prefix("-- Dumped from database version ") {
                 self.result.dumped_from = Some(v.trim().to_string());
             } else if let Some(v) = text.strip_prefix("-- Dumped by pg_dump version ") {
                 self.result.dumped_by = Some(v.trim().to_string());
@@ -286,34 +378,28 @@ impl DumpScanner {
             self.result.complete = false;
             self.result.open_copy = Some(table);
         }
+        self.judge_the_rest();
         self.result
     }
-}
 
-/// The extension of a `CREATE EXTENSION [IF NOT EXISTS] name [WITH SCHEMA …];` line, unquoted.
-fn extension(line: &str) -> Option<String> {
-    let rest = line.strip_prefix("CREATE EXTENSION ")?;
-    let rest = rest.strip_prefix("IF NOT EXISTS ").unwrap_or(rest);
-    let name = match rest.strip_prefix('"') {
-        Some(q) => q.split('"').next()?.to_string(),
-        None => rest.split([' ', ';']).next()?.to_string(),
-    };
-    (!name.is_empty()).then_some(name)
-}
-
-/// The table of a `COPY <table> (<columns>) FROM stdin;` line (`line` may be cut short; the
-/// caller checked how the whole line ends).
-fn copy_table(line: &str) -> Option<String> {
-    let rest = line.strip_prefix("COPY ")?;
-    let mut in_quotes = false;
-    for (i, c) in rest.char_indices() {
-        match c {
-            '"' => in_quotes = !in_quotes,
-            ' ' if !in_quotes => return Some(rest[..i].to_string()),
-            _ => {}
+    /// Gate: a dump that ends complete (its closing line read) may hold no statement that never
+    /// ended: nothing of it reached psql, but a backup of pg_dump's holds no such text.
+    fn judge_the_rest(&mut self) {
+        let complete = self.result.complete && !self.refused();
+        let Some(gate) = self.gate.as_mut() else { return };
+        if !complete || !self.lexer.take_significant() {
+            return;
         }
+        let candidate = std::mem::take(&mut self.candidate);
+        let why = match gate.candidate(&candidate, false, self.lines, &mut Vec::new()) {
+            Err(why) if !matches!(why, Refusal::Unparseable { .. }) => why,
+            _ => Refusal::Statement {
+                line: self.lines,
+                what: "a statement that does not end before the dump does".into(),
+            },
+        };
+        self.refuse(why);
     }
-    None
 }
 
 #[cfg(test)]

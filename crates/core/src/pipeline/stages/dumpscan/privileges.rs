@@ -1,6 +1,6 @@
 //! Ownership and privilege statements in a dump: recognised for the manifest (who owns each table,
 //! who was granted what on it, which roles the dump names at all) and, when a restore cannot
-//! reproduce them (the roles are missing and may not be created), left out by the filter.
+//! reproduce them (the roles are missing and may not be created), left out by the gate.
 //!
 //! pg_dump writes each of these statements on one line: `ALTER … OWNER TO role;`, `GRANT …;`,
 //! `REVOKE …;`, `ALTER DEFAULT PRIVILEGES …;`, and `SET SESSION AUTHORIZATION role;` /
@@ -18,29 +18,6 @@ pub enum Strip {
     /// Ownership and every `GRANT`, `REVOKE` and `ALTER DEFAULT PRIVILEGES` are left out.
     OwnershipAndGrants,
 }
-
-/// The kind of a privilege statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    /// `ALTER … OWNER TO …;`, `SET`/`RESET SESSION AUTHORIZATION`.
-    Ownership,
-    /// `GRANT`, `REVOKE`, `ALTER DEFAULT PRIVILEGES`.
-    Grant,
-}
-
-impl Strip {
-    /// Whether statements of `kind` are left out.
-    pub(super) fn drops(self, kind: Kind) -> bool {
-        match self {
-            Strip::Nothing => false,
-            Strip::Ownership => kind == Kind::Ownership,
-            Strip::OwnershipAndGrants => true,
-        }
-    }
-}
-
-/// First words of the statements that may be privilege statements.
-pub(super) const FIRST_WORDS: &[&str] = &["ALTER", "GRANT", "REVOKE", "SET", "RESET"];
 
 /// One SQL identifier as pg_dump writes it (`name` or `"Name ""quoted"""`) at the start of `s`:
 /// the identifier as written and the rest.
@@ -86,24 +63,6 @@ fn owner_of(t: &str) -> Option<&str> {
     let body = t.strip_prefix("ALTER ")?.strip_suffix(';')?;
     let (_, role) = body.rsplit_once(" OWNER TO ")?;
     one_identifier(role)
-}
-
-/// What a whole line at the start of a statement is, if it is an ownership or privilege statement.
-pub(super) fn classify(line: &str) -> Option<Kind> {
-    let t = line.trim();
-    if !t.ends_with(';') {
-        return None;
-    }
-    if t.starts_with("GRANT ") || t.starts_with("REVOKE ") || t.starts_with("ALTER DEFAULT PRIVILEGES ") {
-        return Some(Kind::Grant);
-    }
-    if t == "RESET SESSION AUTHORIZATION;" {
-        return Some(Kind::Ownership);
-    }
-    if let Some(role) = t.strip_prefix("SET SESSION AUTHORIZATION ").and_then(|r| r.strip_suffix(';')) {
-        return (one_identifier(role).is_some() || role.starts_with('\'')).then_some(Kind::Ownership);
-    }
-    owner_of(t).map(|_| Kind::Ownership)
 }
 
 /// Roles a line names: an owner, grantees, `FOR ROLE`, a session authorization, a policy's roles.
@@ -182,38 +141,6 @@ pub fn unquote(ident: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statements_are_recognised_by_kind() {
-        let cases = [
-            ("ALTER TABLE public.t OWNER TO app;", Some(Kind::Ownership)),
-            ("ALTER SCHEMA sales OWNER TO \"App Owner\";", Some(Kind::Ownership)),
-            ("ALTER FUNCTION public.f(integer) OWNER TO app;", Some(Kind::Ownership)),
-            ("SET SESSION AUTHORIZATION app;", Some(Kind::Ownership)),
-            ("RESET SESSION AUTHORIZATION;", Some(Kind::Ownership)),
-            ("GRANT SELECT ON TABLE public.t TO ro;", Some(Kind::Grant)),
-            ("REVOKE ALL ON SCHEMA public FROM PUBLIC;", Some(Kind::Grant)),
-            (
-                "ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT SELECT ON TABLES TO ro;",
-                Some(Kind::Grant),
-            ),
-            ("ALTER TABLE ONLY public.t", None),
-            ("ALTER TABLE public.t ADD COLUMN owner_to text;", None),
-            (
-                "ALTER TABLE ONLY public.\"x OWNER TO y\" ALTER COLUMN id SET DEFAULT nextval('s'::regclass);",
-                None,
-            ),
-            (
-                "ALTER TABLE ONLY public.p ATTACH PARTITION public.c FOR VALUES IN ('a OWNER TO b');",
-                None,
-            ),
-            ("SET search_path = public;", None),
-            ("CREATE TABLE public.t (", None),
-        ];
-        for (line, want) in cases {
-            assert_eq!(classify(line), want, "{line}");
-        }
-    }
 
     #[test]
     fn owners_grants_and_named_roles_are_read() {

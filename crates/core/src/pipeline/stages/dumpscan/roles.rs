@@ -24,18 +24,10 @@ pub struct SavedRoles {
     pub memberships: Vec<(String, String, bool)>,
 }
 
-/// Attributes a restore gives a role it creates. `SUPERUSER`, `REPLICATION` and `BYPASSRLS` are
-/// never given (a restore must not hand out the keys to the server), nor passwords or expiry.
-pub const ALLOWED_ATTRIBUTES: &[&str] = &[
-    "INHERIT",
-    "NOINHERIT",
-    "CREATEROLE",
-    "NOCREATEROLE",
-    "CREATEDB",
-    "NOCREATEDB",
-    "LOGIN",
-    "NOLOGIN",
-];
+/// Attributes a restore gives a role it creates. `SUPERUSER`, `CREATEROLE`, `REPLICATION` and
+/// `BYPASSRLS` are never given (a restore must not hand out the keys to the server), nor
+/// passwords or expiry.
+pub const ALLOWED_ATTRIBUTES: &[&str] = &["INHERIT", "NOINHERIT", "NOCREATEROLE", "CREATEDB", "NOCREATEDB", "LOGIN", "NOLOGIN"];
 
 /// Parses a globals file. Lines it does not understand are ignored.
 pub fn parse(sql: &str) -> SavedRoles {
@@ -83,6 +75,30 @@ pub fn parse(sql: &str) -> SavedRoles {
     out
 }
 
+/// Attributes that made a role privileged where it was saved: membership in such a role is never
+/// re-created.
+const PRIVILEGED: &[&str] = &["SUPERUSER", "CREATEROLE", "BYPASSRLS", "REPLICATION"];
+
+/// The saved memberships a restore may re-create: both roles among `created` (the roles this
+/// restore creates), neither a `pg_*` role, the granted role not privileged where it was saved,
+/// and never with the admin option (which would let the member hand the role on).
+pub fn memberships_among(saved: &SavedRoles, created: &[&String]) -> Vec<(String, String)> {
+    let new = |r: &String| created.contains(&r) && !r.starts_with("pg_");
+    let privileged = |r: &String| {
+        saved
+            .roles
+            .iter()
+            .find(|s| &s.name == r)
+            .is_some_and(|s| s.attributes.iter().any(|a| PRIVILEGED.contains(&a.as_str())))
+    };
+    saved
+        .memberships
+        .iter()
+        .filter(|(granted, member, _)| new(granted) && new(member) && !privileged(granted))
+        .map(|(granted, member, _)| (granted.clone(), member.clone()))
+        .collect()
+}
+
 /// `"name"`, quoted for SQL.
 pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -128,8 +144,8 @@ mod tests {
         );
         assert!(dropped.is_empty(), "{dropped:?}");
         let (sql, dropped) = r.roles[2].create_statement();
-        assert_eq!(sql, "CREATE ROLE \"admin\" WITH INHERIT CREATEROLE CREATEDB LOGIN;");
-        assert_eq!(dropped, ["SUPERUSER", "REPLICATION", "BYPASSRLS", "VALID", "UNTIL"]);
+        assert_eq!(sql, "CREATE ROLE \"admin\" WITH INHERIT CREATEDB LOGIN;");
+        assert_eq!(dropped, ["SUPERUSER", "CREATEROLE", "REPLICATION", "BYPASSRLS", "VALID", "UNTIL"]);
         assert_eq!(
             r.memberships,
             [
@@ -138,5 +154,34 @@ mod tests {
             ]
         );
         assert_eq!(quote("Read \"Only\""), "\"Read \"\"Only\"\"\"");
+    }
+
+    #[test]
+    fn memberships_from_a_backup_never_raise_privileges() {
+        let r = parse(GLOBALS);
+        let name = |s: &str| s.to_string();
+        let (app, ro, admin, other) = (name("app_owner"), name("Read \"Only\""), name("admin"), name("someone"));
+        type Case<'a> = (&'a [&'a String], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            // Both created by this restore: re-created (without the admin option).
+            (&[&app, &ro], &[("Read \"Only\"", "app_owner")]),
+            // The member exists already: never granted into an existing role.
+            (&[&ro], &[]),
+            // The granted role exists already: never.
+            (&[&app], &[]),
+            // A role that was a superuser where it was saved: never granted, even when created.
+            (&[&app, &ro, &admin], &[("Read \"Only\"", "app_owner")]),
+            (&[&other], &[]),
+        ];
+        for (created, want) in cases {
+            let got = memberships_among(&r, created);
+            let want: Vec<(String, String)> = want.iter().map(|(g, m)| (name(g), name(m))).collect();
+            assert_eq!(got, want, "{created:?}");
+        }
+        let pg = SavedRoles {
+            roles: Vec::new(),
+            memberships: vec![(name("pg_execute_server_program"), name("x"), false)],
+        };
+        assert!(memberships_among(&pg, &[&name("pg_execute_server_program"), &name("x")]).is_empty());
     }
 }

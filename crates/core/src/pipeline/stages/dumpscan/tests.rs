@@ -87,46 +87,13 @@ fn unrestrict_after_the_closing_line_is_still_complete() {
     assert!(!scan_in_chunks(d.as_bytes(), 3).complete);
 }
 
-#[test]
-fn filtering_removes_only_the_dumps_own_transaction_lines() {
-    let dump = "SET x = 1;\nCREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;\nCREATE PROCEDURE p() LANGUAGE plpgsql AS $$\nBEGIN\nCOMMIT;\nEND $$;\n\nCOPY public.t (a) FROM stdin;\nCOMMIT;\n\\.\n\nBEGIN;\n\nSELECT pg_catalog.lo_open('16390', 131072);\nSELECT pg_catalog.lowrite(0, '\\x68656c6c6f');\nCOMMIT;\n\n--\n-- PostgreSQL database dump complete\n--\n\n";
-    let want = dump
-        .replacen("\nBEGIN;\n\nSELECT", "\n\nSELECT", 1)
-        .replacen("'\\x68656c6c6f');\nCOMMIT;\n", "'\\x68656c6c6f');\n", 1);
-    for chunk in [1, 2, 3, 7, 64, 4096] {
-        let mut s = DumpScanner::new();
-        let mut out = Vec::new();
-        for c in dump.as_bytes().chunks(chunk) {
-            s.feed_filtered(c, &mut out);
-        }
-        let r = s.finish();
-        assert_eq!(String::from_utf8(out).unwrap(), want, "chunk {chunk}");
-        assert_eq!(r.transaction_lines, 2, "chunk {chunk}");
-        assert_eq!(r.tables.get("public.t"), Some(&1), "a COPY row that reads COMMIT; is data");
-        assert_eq!(r.extensions, vec!["hstore".to_string()]);
-        assert!(r.complete);
-    }
-}
+/// A dump as pg_dump 15 writes it: `\restrict`, settings, a procedure whose body says COMMIT, a
+/// COPY row that reads COMMIT;, large objects inside BEGIN; … COMMIT;, `\unrestrict`.
+const RESTORABLE: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict Q7xYz0\n\n-- Dumped from database version 15.18\n-- Dumped by pg_dump version 15.18\n\nSET statement_timeout = 0;\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSELECT pg_catalog.set_config('search_path', '', false);\n\nCREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;\n\n--\n-- Name: p(); Type: PROCEDURE; Schema: public; Owner: app\n--\n\nCREATE PROCEDURE public.p()\n    LANGUAGE plpgsql\n    AS $$\nBEGIN\nCOMMIT;\nEND $$;\n\nCREATE TABLE public.t (\n    a text\n);\n\nCOPY public.t (a) FROM stdin;\nCOMMIT;\n\\.\n\n\nBEGIN;\n\nSELECT pg_catalog.lo_open('16390', 131072);\nSELECT pg_catalog.lowrite(0, '\\x68656c6c6f');\nSELECT pg_catalog.lo_close(0);\n\nCOMMIT;\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict Q7xYz0\n\n";
 
-#[test]
-fn a_cut_transaction_line_is_never_passed_on() {
-    for cut in [
-        "SELECT 1;\nCOMMIT",
-        "SELECT 1;\nCOMMIT;",
-        "SELECT 1;\nEND",
-        "SELECT 1;\n  commit",
-        "SELECT 1;\nEND TRANSACTION",
-    ] {
-        let mut s = DumpScanner::new();
-        let mut out = Vec::new();
-        s.feed_filtered(cut.as_bytes(), &mut out);
-        assert_eq!(out, b"SELECT 1;\n", "{cut:?}");
-        assert!(!s.finish().complete);
-    }
-}
-
-fn filtered(dump: &str, chunk: usize) -> (String, ScanResult) {
-    let mut s = DumpScanner::new();
+/// Feeds `dump` through a gated scanner in chunks of `chunk` bytes.
+fn gated(dump: &str, rules: GateRules, chunk: usize) -> (String, ScanResult) {
+    let mut s = DumpScanner::gated(rules);
     let mut out = Vec::new();
     for c in dump.as_bytes().chunks(chunk) {
         s.feed_filtered(c, &mut out);
@@ -135,42 +102,112 @@ fn filtered(dump: &str, chunk: usize) -> (String, ScanResult) {
 }
 
 #[test]
-fn what_would_break_the_transaction_is_held_back_and_reported() {
-    let cases: &[(&str, &str, Option<&str>)] = &[
-        ("SELECT 1;\nCOMMIT;\nSELECT 2;\n", "SELECT 1;\nSELECT 2;\n", Some("COMMIT, which")),
-        ("SELECT 1;\nROLLBACK;\n", "SELECT 1;\n", Some("ROLLBACK")),
-        ("SELECT 1;\n  commit;\n", "SELECT 1;\n", Some("COMMIT")),
-        ("SELECT 1;\nEND TRANSACTION;\n", "SELECT 1;\n", Some("END TRANSACTION")),
-        ("SELECT 1;\nCOMMIT AND CHAIN;\n", "SELECT 1;\n", Some("COMMIT AND CHAIN")),
-        ("SELECT 1;\nPREPARE TRANSACTION 'x';\n", "SELECT 1;\n", Some("PREPARE TRANSACTION")),
-        ("PREPARE q AS SELECT 1;\n", "PREPARE q AS SELECT 1;\n", None),
-        ("ENDPOINTS;\n", "ENDPOINTS;\n", None),
-        ("\\connect other\nSELECT 1;\n", "SELECT 1;\n", Some("psql command \\connect")),
-        (
-            "\\restrict abc\nSELECT 1;\n\\unrestrict abc\n",
-            "\\restrict abc\nSELECT 1;\n\\unrestrict abc\n",
-            None,
-        ),
-        (
-            "CREATE FUNCTION f() RETURNS int\n    LANGUAGE sql\n    BEGIN ATOMIC\n SELECT 1;\nEND;\n",
-            "CREATE FUNCTION f() RETURNS int\n    LANGUAGE sql\n    BEGIN ATOMIC\n SELECT 1;\nEND;\n",
-            None,
-        ),
-        (
-            "CREATE VIEW v AS\n SELECT CASE\n  WHEN true THEN 1\n        END;\n",
-            "CREATE VIEW v AS\n SELECT CASE\n  WHEN true THEN 1\n        END;\n",
-            None,
-        ),
-        ("SELECT 'x\nCOMMIT;\n';\n", "SELECT 'x\nCOMMIT;\n';\n", None),
+fn the_gate_passes_what_pg_dump_writes_without_its_own_transaction_and_restrict_lines() {
+    // What psql gets: every statement; not pg_dump's \restrict lines (pgvigil restricts psql
+    // itself), not its BEGIN;/COMMIT; around large objects (with the blank lines before them);
+    // not the comments after the last statement.
+    let want = "--\n-- PostgreSQL database dump\n--\n\n\n-- Dumped from database version 15.18\n-- Dumped by pg_dump version 15.18\n\nSET statement_timeout = 0;\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSELECT pg_catalog.set_config('search_path', '', false);\n\nCREATE EXTENSION IF NOT EXISTS hstore WITH SCHEMA public;\n\n--\n-- Name: p(); Type: PROCEDURE; Schema: public; Owner: app\n--\n\nCREATE PROCEDURE public.p()\n    LANGUAGE plpgsql\n    AS $$\nBEGIN\nCOMMIT;\nEND $$;\n\nCREATE TABLE public.t (\n    a text\n);\n\nCOPY public.t (a) FROM stdin;\nCOMMIT;\n\\.\n\nSELECT pg_catalog.lo_open('16390', 131072);\nSELECT pg_catalog.lowrite(0, '\\x68656c6c6f');\nSELECT pg_catalog.lo_close(0);\n";
+    for chunk in [1, 2, 3, 7, 64, 4096] {
+        let (out, r) = gated(RESTORABLE, GateRules::default(), chunk);
+        assert_eq!(out, want, "chunk {chunk}");
+        assert_eq!(r.forbidden, None);
+        assert_eq!(r.transaction_lines, 2, "chunk {chunk}");
+        assert_eq!(r.tables.get("public.t"), Some(&1), "a COPY row that reads COMMIT; is data");
+        assert_eq!(r.extensions, vec!["hstore".to_string()]);
+        assert!(r.complete);
+    }
+}
+
+#[test]
+fn a_cut_statement_is_never_passed_on() {
+    for cut in [
+        "SET row_security = off;\nCOMMIT",
+        "SET row_security = off;\nCOMMIT;",
+        "SET row_security = off;\nCREATE TABLE public.t (a int",
+        "SET row_security = off;\n  commit",
+        "SET row_security = off;\nSELECT pg_catalog.setval('s', 1)",
+    ] {
+        for chunk in [1, 3, 4096] {
+            let (out, r) = gated(cut, GateRules::default(), chunk);
+            assert_eq!(out, "SET row_security = off;\n", "{cut:?}");
+            assert!(!r.complete);
+        }
+    }
+}
+
+/// Hostile dumps: each is refused with the reason named, and nothing from the refused statement
+/// on reaches psql, however the stream is chunked.
+#[test]
+fn what_pg_dump_never_writes_stops_the_stream() {
+    let head = "SET row_security = off;\n";
+    let cases: &[(&str, &str)] = &[
+        ("\\! touch /tmp/pwned\n", "psql command \\!"),
+        ("SET x = 1; \\! id\n", "psql command"),
+        ("COMMENT ON TABLE t IS 'x';\\! id\n", "psql command"),
+        ("COMMENT ON TABLE t IS 'x' \\gexec\n", "psql command"),
+        ("  \\! id\n", "psql command"),
+        ("\\restrict abc\n\\restrict abc\n", "psql command \\restrict"),
+        ("\\copy t to '/tmp/x'\n", "psql command \\copy"),
+        ("COMMIT;\n", "transaction control"),
+        ("SELECT 1; COMMIT;\n", "query"),
+        ("END;\n", "transaction control"),
+        ("  commit ; \n", "transaction control"),
+        ("/* x */ ROLLBACK;\n", "ROLLBACK"),
+        ("CREATE TABLE a (x int); COMMIT;\n", "transaction control"),
+        ("BEGIN;\nBEGIN;\n", "transaction control"),
+        ("PREPARE TRANSACTION 'x';\n", "PREPARE TRANSACTION"),
+        ("ALTER SYSTEM SET archive_command = 'id';\n", "ALTER SYSTEM"),
+        ("COPY public.t FROM PROGRAM 'id';\n", "program"),
+        ("COPY public.t (a) FROM '/etc/passwd';\n", "file"),
+        ("COPY public.t (a) FROM stdin;\nx\n\\.\r\nSELECT 1;\n", "carriage return"),
+        ("COPY public.t (a) FROM stdin; SELECT 1;\nx\n\\.\n", "COPY"),
+        ("copy public.t (a) from stdin;\nx\n\\.\n", "COPY"),
+        ("COPY public.t (a) FROM 'x FROM stdin;\nx\n\\.\n", "COPY"),
+        ("DO $$ BEGIN PERFORM 1; END $$;\n", "DO"),
+        ("CALL public.p();\n", "CALL"),
+        ("LOAD 'x';\n", "LOAD"),
+        ("CREATE DATABASE x;\n", "CREATE DATABASE"),
+        ("SET ROLE postgres;\n", "does not name"),
+        ("SET standard_conforming_strings = off;\n", "standard_conforming_strings"),
+        ("SET client_encoding = 'SJIS';\n", "client_encoding"),
+        ("SELECT pg_sleep(1000);\n", "pg_sleep"),
+        ("CREATE VIEW v AS SELECT :VERSION;\n", "psql variable"),
+        ("SELECT 1\0;\n", "NUL"),
+        ("CREATE TABLE x (a int\n\\.\n);\n", "psql command"),
     ];
-    for (dump, want, forbidden) in cases {
+    for (hostile, why) in cases {
+        let dump = format!("{head}{hostile}CREATE TABLE public.after (a int);\n");
         for chunk in [1, 2, 5, 4096] {
-            let (out, r) = filtered(dump, chunk);
-            assert_eq!(out, *want, "chunk {chunk}: {dump:?}");
-            match forbidden {
-                Some(f) => assert!(r.forbidden.as_deref().is_some_and(|x| x.contains(f)), "{dump:?}: {:?}", r.forbidden),
-                None => assert_eq!(r.forbidden, None, "{dump:?}"),
-            }
+            let (out, r) = gated(&dump, GateRules::default(), chunk);
+            let reason = r.forbidden.as_ref().map(ToString::to_string).unwrap_or_default();
+            assert!(reason.contains(why), "chunk {chunk}: {hostile:?}: {reason:?}");
+            // COPY data streams once its COPY passed: up to the line the gate refused.
+            let allowed = match hostile.find("\\.\r") {
+                Some(at) => format!("{head}{}", &hostile[..at]),
+                None => head.to_string(),
+            };
+            assert!(allowed.starts_with(&out), "chunk {chunk}: {hostile:?} passed on {out:?}");
+        }
+    }
+}
+
+#[test]
+fn a_complete_dump_with_a_statement_that_never_ends_is_refused() {
+    for (dump, why) in [
+        (
+            "SET row_security = off; \\! id\n--\n-- PostgreSQL database dump complete\n--\n",
+            "psql command",
+        ),
+        (
+            "CREATE TABLE x (a int\n--\n-- PostgreSQL database dump complete\n--\n",
+            "does not end",
+        ),
+    ] {
+        for chunk in [1, 3, 4096] {
+            let (out, r) = gated(dump, GateRules::default(), chunk);
+            let reason = r.forbidden.as_ref().map(ToString::to_string).unwrap_or_default();
+            assert!(reason.contains(why), "chunk {chunk}: {dump:?}: {reason:?}");
+            assert_eq!(out, "", "nothing of it reached psql: {dump:?}");
         }
     }
 }
@@ -182,29 +219,33 @@ fn a_copy_header_longer_than_the_line_cap_is_still_a_copy() {
     assert!(header.len() > MAX_LINE);
     let dump = format!("{header}\nO'Brien\t1\n\\.\n\n--\n{CLOSING_LINE}\n--\n");
     for chunk in [7, 4096, 1 << 20] {
-        let (out, r) = filtered(&dump, chunk);
-        assert_eq!(out, dump);
+        let (out, r) = gated(&dump, GateRules::default(), chunk);
+        assert_eq!(out, format!("{header}\nO'Brien\t1\n\\.\n"));
         assert_eq!(r.tables.get("public.wide"), Some(&1), "chunk {chunk}");
         assert!(r.complete, "chunk {chunk}");
     }
 }
 
-const PRIVILEGED: &str = "SET x = 1;\nCREATE TABLE public.t (a integer);\nALTER TABLE public.t OWNER TO app;\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);\nCOPY public.t (a) FROM stdin;\n1\nGRANT x\n\\.\nALTER SCHEMA s OWNER TO \"App Owner\";\nSET SESSION AUTHORIZATION grantor;\nGRANT SELECT ON TABLE public.t TO via_grantor;\nRESET SESSION AUTHORIZATION;\nGRANT SELECT ON TABLE public.t TO ro;\nGRANT SELECT(a) ON TABLE public.t TO colreader;\nREVOKE ALL ON SCHEMA public FROM PUBLIC;\nALTER DEFAULT PRIVILEGES FOR ROLE app GRANT SELECT ON TABLES TO ro;\nCREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$\nGRANT SELECT ON TABLE public.t TO inside_body;\n$$;\nALTERNATIVE;\nGRA;\n--\n-- PostgreSQL database dump complete\n--\n";
+const PRIVILEGED: &str = "SET row_security = off;\nCREATE TABLE public.t (a integer);\nALTER TABLE public.t OWNER TO app;\nALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);\nCOPY public.t (a) FROM stdin;\n1\nGRANT x\n\\.\nALTER SCHEMA s OWNER TO \"App Owner\";\nSET SESSION AUTHORIZATION grantor;\nGRANT SELECT ON TABLE public.t TO via_grantor;\nRESET SESSION AUTHORIZATION;\nGRANT SELECT ON TABLE public.t TO ro;\nGRANT SELECT(a) ON TABLE public.t TO colreader;\nREVOKE ALL ON SCHEMA public FROM PUBLIC;\nALTER DEFAULT PRIVILEGES FOR ROLE app GRANT SELECT ON TABLES TO ro;\nCREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$\nGRANT SELECT ON TABLE public.t TO inside_body;\n$$;\nCOMMENT ON TABLE public.t IS 'ALTERNATIVE';\n--\n-- PostgreSQL database dump complete\n--\n";
 
 fn stripped(dump: &str, strip: Strip, chunk: usize) -> (String, ScanResult) {
-    let mut s = DumpScanner::stripping(strip);
-    let mut out = Vec::new();
-    for c in dump.as_bytes().chunks(chunk) {
-        s.feed_filtered(c, &mut out);
-    }
-    (String::from_utf8(out).unwrap(), s.finish())
+    let roles = ["app", "App Owner", "grantor", "ro", "via_grantor", "colreader"].map(String::from);
+    gated(
+        dump,
+        GateRules {
+            strip,
+            roles: KnownRoles(roles.into_iter().collect()),
+        },
+        chunk,
+    )
 }
 
 #[test]
 fn privilege_statements_are_left_out_only_as_asked() {
+    let statements = &PRIVILEGED[..PRIVILEGED.find("--\n-- PostgreSQL").unwrap()];
     for chunk in [1, 3, 17, 4096] {
         let (all, r) = stripped(PRIVILEGED, Strip::Nothing, chunk);
-        assert_eq!(all, PRIVILEGED, "chunk {chunk}");
+        assert_eq!(all, statements, "chunk {chunk}");
         assert_eq!(r.privilege_lines_removed, 0);
         assert_eq!(r.owners.get("public.t").map(String::as_str), Some("app"));
         assert_eq!(
@@ -240,17 +281,31 @@ fn privilege_statements_are_left_out_only_as_asked() {
             assert!(!out.contains(gone), "chunk {chunk}: {gone} in {out}");
         }
         // COPY data, function bodies and other ALTER statements are untouched.
-        for kept in [
-            "GRANT x\n",
-            "inside_body",
-            "ADD CONSTRAINT t_pkey",
-            "ALTERNATIVE;\n",
-            "GRA;\n",
-            "dump complete",
-        ] {
+        for kept in ["GRANT x\n", "inside_body", "ADD CONSTRAINT t_pkey", "'ALTERNATIVE';\n"] {
             assert!(out.contains(kept), "chunk {chunk}: {kept} missing from {out}");
         }
         assert_eq!(r.privilege_lines_removed, 9);
         assert!(r.forbidden.is_none());
     }
+}
+
+#[test]
+fn the_table_of_contents_is_read_from_the_headers() {
+    let dump = "--\n-- Name: t; Type: TABLE; Schema: public; Owner: app\n--\n\n--\n-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: app\n--\n--\n-- Name: f(integer, public.mood); Type: FUNCTION; Schema: public; Owner: -\n--\n--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: app\n--\n--\n-- Name: hstore; Type: EXTENSION; Schema: -; Owner: -\n--\n--\n-- Name: Größe \"q\"; Type: MATERIALIZED VIEW; Schema: Ünï Schema; Owner: app; Tablespace: fast\n--\nCREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$\n-- Name: x; Type: TABLE; Schema: public; Owner: app\nSELECT 1 $$;\n";
+    let r = scan_in_chunks(dump.as_bytes(), 3);
+    let got: Vec<(&str, &str, &str)> = r
+        .toc
+        .iter()
+        .map(|e| (e.kind.as_str(), e.schema.as_str(), e.name.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("TABLE", "public", "t"),
+            ("CONSTRAINT", "public", "t t_pkey"),
+            ("FUNCTION", "public", "f(integer, public.mood)"),
+            ("MATERIALIZED VIEW", "Ünï Schema", "Größe \"q\""),
+        ],
+        "data entries, extensions and text inside bodies are not objects to check"
+    );
 }
