@@ -157,3 +157,53 @@ async fn the_healthcheck_needs_a_port() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("PORT is not set"), "{}", text(&o));
 }
+
+#[tokio::test]
+async fn with_a_health_token_only_liveness_is_open_and_the_address_is_chosen() {
+    use pgvigil_e2e::http::{get, get_with};
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let token = "0123456789abcdef0123456789abcdef";
+    let vars = vec![
+        ("BACKUP_DIR", dir.path().display().to_string()),
+        ("VERIFY_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/postgres".to_string()),
+        ("PORT", http.to_string()),
+        ("HEALTH_ADDRESS", "127.0.0.1".to_string()),
+        ("HEALTH_TOKEN", token.to_string()),
+    ];
+    let svc = Service::start("pgvigil-verify", &[], &vars);
+    let mut alive = None;
+    for _ in 0..100 {
+        alive = get(http, "/healthz").await;
+        if alive.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(alive.map(|(code, _)| code), Some(200), "/healthz stays open");
+    for path in ["/status", "/metrics"] {
+        let (code, _) = get(http, path).await.unwrap();
+        assert_eq!(code, 401, "{path} without the token");
+        let (code, _) = get_with(http, path, "Authorization: Bearer wrong-token-of-some-length\r\n")
+            .await
+            .unwrap();
+        assert_eq!(code, 401, "{path} with another token");
+        let (code, _) = get_with(http, path, &format!("Authorization: Bearer {token}\r\n")).await.unwrap();
+        assert!(code == 200 || code == 503, "{path} with the token: {code}");
+    }
+    let (_, out) = svc.stop().await;
+    assert!(!out.contains(token), "the token is never logged:\n{out}");
+    assert!(out.contains("address=127.0.0.1"), "{out}");
+    let bad = run(
+        "pgvigil-verify",
+        &["--once"],
+        &[("BACKUP_DIR", dir.path().display().to_string()), ("HEALTH_TOKEN", "short".into())],
+    )
+    .await;
+    assert!(
+        text(&bad).contains("HEALTH_TOKEN: expected at least 16 characters"),
+        "{}",
+        text(&bad)
+    );
+}

@@ -422,3 +422,47 @@ async fn large_parts_are_streamed_and_a_body_never_ends_inside_one() {
     let (plan, _, _) = put_planned(&local, &Key::new("local/x").unwrap(), pattern(MIB), true).await;
     assert_eq!(plan, PartPlan::Held);
 }
+
+#[tokio::test]
+async fn a_local_directory_is_private_and_follows_no_link_out_of_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let root = dir.path().join("backups-root");
+    let s = settings(&[("BACKUP_DIR", root.display().to_string())], Role::Cli);
+    let st = storage::connect(&s.storage).await.unwrap();
+    let never = CancellationToken::new();
+    let key = Key::new("p/sub/backup_2026-12-03T10-00-00Z.sql.gz").unwrap();
+    storage::put_bytes(st.as_ref(), &key, Bytes::from_static(b"data"), &never)
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&root.join(key.as_str())), 0o600, "files are private");
+    assert_eq!(mode(&root.join("p/sub")), 0o700, "directories are private");
+    assert_eq!(mode(&root), 0o700);
+
+    // A directory link out of BACKUP_DIR: nothing is written, read, listed or deleted through it.
+    std::os::unix::fs::symlink(outside.path(), root.join("p/out")).unwrap();
+    std::fs::write(outside.path().join("secret"), b"outside").unwrap();
+    let through = Key::new("p/out/secret").unwrap();
+    assert!(
+        storage::put_bytes(st.as_ref(), &Key::new("p/out/new").unwrap(), Bytes::from_static(b"x"), &never)
+            .await
+            .is_err()
+    );
+    assert!(!outside.path().join("new").exists());
+    assert!(storage::get_bytes(st.as_ref(), &through, u64::MAX, &never).await.is_err());
+    assert!(st.delete_many(&[through.clone()], &never).await.is_err());
+    assert!(outside.path().join("secret").exists());
+    // A file link: not an object, and never opened.
+    std::os::unix::fs::symlink(outside.path().join("secret"), root.join("p/backup_2026-12-03T11-00-00Z.sql.gz")).unwrap();
+    let listed = st.list("p/", &never).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(),
+        [key.as_str()],
+        "links are not listed"
+    );
+    let link = Key::new("p/backup_2026-12-03T11-00-00Z.sql.gz").unwrap();
+    assert!(storage::get_bytes(st.as_ref(), &link, u64::MAX, &never).await.is_err());
+    assert!(st.head(&link, &never).await.unwrap_or(None).is_none());
+}

@@ -121,7 +121,7 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
     let role = if S::NAME == "backup" { Role::Backup } else { Role::Verify };
     let group = Health::new(S::interval(&settings) * 2 + Duration::from_secs(3600), S::NAME);
     if !once {
-        spawn_health(settings.port, group.clone(), S::NAME, &cancel);
+        spawn_health(&settings, group.clone(), S::NAME, &cancel);
     }
     let names = resolve(&settings, role, once, &cancel).await?;
     if role == Role::Backup {

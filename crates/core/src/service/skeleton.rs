@@ -321,7 +321,7 @@ pub(super) async fn start<S: Service>(
             if !once {
                 // Liveness answers from the start: a service waiting for its storage or database
                 // is alive.
-                spawn_health(settings.port, health.clone(), S::NAME, &cancel);
+                spawn_health(&settings, health.clone(), S::NAME, &cancel);
             }
             health
         }
@@ -444,11 +444,12 @@ pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
 }
 
 /// Starts the health endpoint when `PORT` is set.
-pub fn spawn_health(port: Option<u16>, health: Health, service: &'static str, cancel: &CancellationToken) {
-    if let Some(port) = port {
+pub fn spawn_health(settings: &Settings, health: Health, service: &'static str, cancel: &CancellationToken) {
+    if let Some(port) = settings.port {
         let c = cancel.clone();
+        let access = settings.health.clone();
         tokio::spawn(async move {
-            if let Err(e) = super::http::serve(port, health, service, c).await {
+            if let Err(e) = super::http::serve(port, access, health, service, c).await {
                 error!(port, error = %e, "health endpoint could not start");
             }
         });

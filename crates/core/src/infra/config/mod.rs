@@ -6,11 +6,13 @@
 
 mod authenticity;
 mod choices;
+mod http;
 mod libpq;
 mod raw;
 mod settings;
 mod validate;
 
+pub use http::HealthAccess;
 pub use raw::{RawEnv, VARIABLES};
 pub use settings::{
     Amcheck, Backend, BackupConfig, Databases, Identities, LogFormat, NotifyConfig, ObjectLock, S3Config, Settings, Sse, StorageConfig,

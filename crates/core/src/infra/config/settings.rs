@@ -297,6 +297,9 @@ pub struct Settings {
     pub restore_database_url: Option<DbUrl>,
     /// `PORT`: HTTP port for `/healthz` and `/metrics`; `None` disables the endpoint.
     pub port: Option<u16>,
+    /// `HEALTH_ADDRESS`, `HEALTH_TOKEN`: where the endpoint listens and who may read `/status`
+    /// and `/metrics`.
+    pub health: super::HealthAccess,
     /// `RETRY_BACKOFF_SECS`: the first wait after a failed run; it doubles after each further
     /// failure, up to 15 minutes (never more than the interval).
     pub retry_backoff: Duration,

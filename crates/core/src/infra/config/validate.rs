@@ -280,6 +280,7 @@ impl Validator {
             signing,
             trusted,
             port,
+            health: self.health_access(raw.health_address, (raw.health_token, raw.health_token_file)),
             retry_backoff: Duration::from_secs(retry_backoff),
             log_format,
             price_per_gb_month,

@@ -1,9 +1,14 @@
 //! Local-directory backend: keys are relative paths under a root directory. Writes go to a
 //! temporary name in the same directory and are renamed into place only when complete.
+//!
+//! What it writes is private (files 0600, directories 0700), and it never follows a symbolic
+//! link: a link anywhere on a key's path is refused, so nobody who can write into `BACKUP_DIR`
+//! can make pgvigil read, write or delete a file elsewhere.
 
 use super::{or_cancel, BodyReceiver, Condition, Key, ObjectMeta, ObjectReader, PutOptions, PutResult, Result, Storage, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -45,19 +50,60 @@ impl LocalStorage {
     /// # Errors
     /// When the directory cannot be created.
     pub fn new(root: &Path) -> Result<Self> {
-        std::fs::create_dir_all(root)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
             .map_err(|e| StorageError::other(format!("cannot create BACKUP_DIR {}: {e}", root.display()), false))?;
         Ok(Self { root: root.to_path_buf() })
     }
 
-    fn path(&self, key: &Key) -> PathBuf {
-        self.root.join(key.as_str())
+    /// Where `key` lives, once no directory on the way and not the file itself is a symbolic
+    /// link.
+    fn path(&self, key: &Key) -> Result<PathBuf> {
+        let mut at = self.root.clone();
+        for part in key.as_str().split('/') {
+            at.push(part);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(StorageError::other(
+                        format!("{} is a symbolic link: pgvigil follows no link in BACKUP_DIR", at.display()),
+                        false,
+                    ))
+                }
+                Ok(_) => {}
+                // What does not exist yet cannot be a link (and nothing below it either).
+                Err(_) => break,
+            }
+        }
+        Ok(self.root.join(key.as_str()))
     }
 
-    fn temp_path(&self, key: &Key) -> PathBuf {
-        let path = self.path(key);
+    /// Creates `dir` and its parents, private to this user.
+    async fn make_dir(dir: &Path) -> Result<()> {
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .await
+            .map_err(|e| io_err("creating", dir, e))
+    }
+
+    /// A new file, readable and writable only by this user; an existing name (or link) fails.
+    async fn create_private(path: &Path) -> Result<tokio::fs::File> {
+        tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .await
+            .map_err(|e| io_err("creating", path, e))
+    }
+
+    fn temp_path(&self, key: &Key) -> Result<PathBuf> {
+        let path = self.path(key)?;
         let name = format!("{PARTIAL_MARK}{}-{}-{}", key.file_name(), std::process::id(), rand::random::<u32>());
-        path.with_file_name(name)
+        Ok(path.with_file_name(name))
     }
 
     async fn write_all(file: &mut tokio::fs::File, body: &mut BodyReceiver, cancel: &CancellationToken, tmp: &Path) -> Result<u64> {
@@ -75,11 +121,11 @@ impl LocalStorage {
 #[async_trait]
 impl Storage for LocalStorage {
     async fn put(&self, key: &Key, mut body: BodyReceiver, _opts: PutOptions, cancel: &CancellationToken) -> Result<PutResult> {
-        let dest = self.path(key);
+        let dest = self.path(key)?;
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err("creating", &dir, e))?;
-        let tmp = self.temp_path(key);
-        let mut file = tokio::fs::File::create(&tmp).await.map_err(|e| io_err("creating", &tmp, e))?;
+        Self::make_dir(&dir).await?;
+        let tmp = self.temp_path(key)?;
+        let mut file = Self::create_private(&tmp).await?;
         let written = Self::write_all(&mut file, &mut body, cancel, &tmp).await;
         drop(file);
         match written {
@@ -97,15 +143,20 @@ impl Storage for LocalStorage {
     }
 
     async fn get(&self, key: &Key, _cancel: &CancellationToken) -> Result<(ObjectReader, u64)> {
-        let path = self.path(key);
-        let file = tokio::fs::File::open(&path).await.map_err(|e| io_err("opening", &path, e))?;
+        let path = self.path(key)?;
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .await
+            .map_err(|e| io_err("opening", &path, e))?;
         let size = file.metadata().await.map_err(|e| io_err("reading", &path, e))?.len();
         Ok((Box::new(tokio::io::BufReader::with_capacity(1 << 20, file)), size))
     }
 
     async fn head(&self, key: &Key, _cancel: &CancellationToken) -> Result<Option<ObjectMeta>> {
-        let path = self.path(key);
-        match tokio::fs::metadata(&path).await {
+        let path = self.path(key)?;
+        match tokio::fs::symlink_metadata(&path).await {
             Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: m.len(),
@@ -141,7 +192,7 @@ impl Storage for LocalStorage {
                         if prefix.starts_with(&as_dir) || as_dir.starts_with(&prefix) {
                             stack.push(path);
                         }
-                    } else if rel.starts_with(&prefix) && !entry.file_name().to_string_lossy().starts_with(PARTIAL_MARK) {
+                    } else if meta.is_file() && rel.starts_with(&prefix) && !entry.file_name().to_string_lossy().starts_with(PARTIAL_MARK) {
                         out.push(ObjectMeta {
                             key: rel,
                             size: meta.len(),
@@ -165,11 +216,13 @@ impl Storage for LocalStorage {
         // One writer at a time in this process; between processes, creating relies on link(2)
         // refusing an existing name, and replacing checks the version just before the rename.
         let _guard = CONDITIONAL.lock().await;
-        let dest = self.path(key);
+        let dest = self.path(key)?;
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_err("creating", &dir, e))?;
-        let tmp = self.temp_path(key);
-        tokio::fs::write(&tmp, &data).await.map_err(|e| io_err("writing", &tmp, e))?;
+        Self::make_dir(&dir).await?;
+        let tmp = self.temp_path(key)?;
+        let mut file = Self::create_private(&tmp).await?;
+        file.write_all(&data).await.map_err(|e| io_err("writing", &tmp, e))?;
+        drop(file);
         let placed = match condition {
             Condition::Absent => match tokio::fs::hard_link(&tmp, &dest).await {
                 Ok(()) => Ok(()),
@@ -196,7 +249,7 @@ impl Storage for LocalStorage {
             if cancel.is_cancelled() {
                 return Err(StorageError::Cancelled);
             }
-            let path = self.path(key);
+            let path = self.path(key)?;
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -210,14 +263,17 @@ impl Storage for LocalStorage {
     }
 
     async fn copy(&self, from: &Key, to: &Key, cancel: &CancellationToken) -> Result<()> {
-        let src = self.path(from);
-        let dest = self.path(to);
+        let src = self.path(from)?;
+        let dest = self.path(to)?;
         if let Some(dir) = dest.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(|e| io_err("creating", dir, e))?;
+            Self::make_dir(dir).await?;
         }
-        let tmp = self.temp_path(to);
+        let tmp = self.temp_path(to)?;
         let copied = or_cancel(cancel, async {
-            tokio::fs::copy(&src, &tmp).await.map_err(|e| io_err("copying", &src, e))
+            tokio::fs::copy(&src, &tmp).await.map_err(|e| io_err("copying", &src, e))?;
+            tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                .await
+                .map_err(|e| io_err("copying", &tmp, e))
         })
         .await;
         if let Err(e) = copied {
