@@ -452,7 +452,7 @@ async fn a_local_directory_is_private_and_follows_no_link_out_of_it() {
     );
     assert!(!outside.path().join("new").exists());
     assert!(storage::get_bytes(st.as_ref(), &through, u64::MAX, &never).await.is_err());
-    assert!(st.delete_many(&[through.clone()], &never).await.is_err());
+    assert!(st.delete_many(std::slice::from_ref(&through), &never).await.is_err());
     assert!(outside.path().join("secret").exists());
     // A file link: not an object, and never opened.
     std::os::unix::fs::symlink(outside.path().join("secret"), root.join("p/backup_2026-12-03T11-00-00Z.sql.gz")).unwrap();
