@@ -280,6 +280,19 @@ const ESCAPES: &[Case] = &[
         why: "transaction control",
     },
     Case {
+        name: "routine-named-begin",
+        make: |sql, canary| {
+            let out = sql.replacen(
+                "\nCOPY ",
+                &format!("\nCREATE FUNCTION public.begin() RETURNS integer LANGUAGE sql AS $$SELECT 1$$;\nCOPY public.customers (id) FROM stdin;\nend; COMMIT; COPY (SELECT 1) TO PROGRAM 'touch {canary}';\n\\.\n\nCOPY "),
+                1,
+            );
+            assert_ne!(out, sql);
+            out
+        },
+        why: "COPY",
+    },
+    Case {
         name: "savepoint",
         make: |sql, _| appended(sql, "ROLLBACK TO SAVEPOINT s;"),
         why: "ROLLBACK TO SAVEPOINT",
@@ -346,6 +359,21 @@ const SERVER_SIDE: &[Case] = &[
         name: "load",
         make: |sql, _| appended(sql, "LOAD 'plpgsql';"),
         why: "LOAD",
+    },
+    Case {
+        name: "grant-parameter",
+        make: |sql, _| appended(sql, "GRANT ALTER SYSTEM ON PARAMETER archive_command TO PUBLIC;"),
+        why: "on a server setting",
+    },
+    Case {
+        name: "owner-of-database",
+        make: |sql, _| appended(sql, "ALTER DATABASE postgres OWNER TO pg_database_owner;"),
+        why: "OWNER of a database",
+    },
+    Case {
+        name: "deeply-nested",
+        make: |sql, _| appended(sql, &format!("CREATE VIEW public.deep AS SELECT {}1 AS x;", "1+".repeat(100_000))),
+        why: "parser cannot read",
     },
 ];
 

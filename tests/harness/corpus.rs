@@ -3,7 +3,8 @@
 //! and domain types, identity and generated columns, contrib extensions (citext, hstore,
 //! pg_trgm), GIN, GiST, BRIN and hash indexes, a materialized view, triggers, row-level security
 //! with FORCE, an unlogged table, large objects, comments, several schemas, non-ASCII identifiers,
-//! and procedure bodies that say `BEGIN` and `COMMIT`.
+//! procedure bodies that say `BEGIN` and `COMMIT`, SQL-standard bodies (`BEGIN ATOMIC … END`) and
+//! a view whose expression nests 200 operators deep.
 
 use crate::PgServer;
 
@@ -104,13 +105,28 @@ COMMIT;
 '::text
 $body$;
 
+-- SQL-standard bodies: psql reads BEGIN ATOMIC … END as one statement, and so does pgvigil.
+CREATE FUNCTION billing.double_it(x integer) RETURNS integer LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+  SELECT x * 2;
+END;
+CREATE PROCEDURE billing.touch() LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true THEN 1 ELSE 2 END; SELECT 2; END;
+
 -- Large objects (pg_dump wraps their data in BEGIN; ... COMMIT;).
 SELECT lo_from_bytea(0, convert_to(repeat('large object ', 1000), 'UTF8'));
 SELECT lo_from_bytea(0, '\x00010203'::bytea);
 "#;
 
+/// A view whose expression is 200 operators deep: a parse tree deeper than a default protobuf
+/// decoder accepts, which a restore must still read.
+fn deep_view() -> String {
+    let terms: Vec<String> = (0..200).map(|i| format!("'{i}'")).collect();
+    format!("CREATE VIEW public.long_label AS SELECT {} AS label;", terms.join(" || "))
+}
+
 /// Creates `db` and fills it with the corpus.
 pub async fn build(pg: &PgServer, db: &str) {
     pg.create_db(db).await;
     pg.exec(db, SQL).await;
+    pg.exec(db, &deep_view()).await;
 }

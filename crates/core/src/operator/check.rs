@@ -57,18 +57,25 @@ impl Operator {
         // Complete backups only: an object whose manifest is not written yet (a backup in
         // progress, or one that never completed) is not a backup to judge.
         for b in cat.complete().take(last) {
-            let (m, trust) = match manifest::read_trusted(st, &self.layout, b.id, &self.settings.trusted, cancel).await? {
-                Some((m, trust)) => (Some(m), trust),
-                None => (None, manifest::Trust::NotChecked),
+            let read = match manifest::read_checked(st, &self.layout, b.id, &self.settings.trusted, cancel).await? {
+                manifest::Checked::Found(_, manifest::Trust::Untrusted(why)) => {
+                    Err(format!("{}: {why}", crate::pipeline::verify::UNTRUSTED))
+                }
+                manifest::Checked::Unreadable(why) => Err(why),
+                manifest::Checked::Found(m, _) => Ok(Some(*m)),
+                manifest::Checked::Missing => Ok(None),
             };
-            if let manifest::Trust::Untrusted(why) = trust {
-                backups.push(CheckRow {
-                    key: b.key.clone(),
-                    ok: false,
-                    problems: vec![format!("{}: {why}", crate::pipeline::verify::UNTRUSTED)],
-                });
-                continue;
-            }
+            let m = match read {
+                Ok(m) => m,
+                Err(why) => {
+                    backups.push(CheckRow {
+                        key: b.key.clone(),
+                        ok: false,
+                        problems: vec![why],
+                    });
+                    continue;
+                }
+            };
             let key = self.layout.object(b.id, b.key.ends_with(crate::records::keys::SEALED));
             if !deep {
                 let progress = observer.begin(&format!("hashing {key}"), b.size);

@@ -63,7 +63,8 @@ impl RestoreOutcome {
 }
 
 /// Why nothing was restored. In every case the target was left exactly as it was, except
-/// [`RestoreFailure::CommitUnknown`], which says that it cannot tell.
+/// [`RestoreFailure::CommitUnknown`], which says that it cannot tell, and
+/// [`RestoreFailure::EndedEarly`], which says that it was changed.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreFailure {
     /// There is nothing to restore.
@@ -87,6 +88,14 @@ pub enum RestoreFailure {
         key: String,
         /// The cause in plain words.
         cause: String,
+    },
+    /// The backup ended pgvigil's transaction early: part of it is in the target.
+    #[error("{key} ended pgvigil's transaction before its COMMIT: {why}. The target was CHANGED: part of the backup is in it (and, with --clean, what it held may be gone); inspect it, then restore an older backup with --clean. Treat {key} as tampered")]
+    EndedEarly {
+        /// The backup being restored.
+        key: String,
+        /// What the server and psql said.
+        why: String,
     },
     /// The connection broke while the COMMIT was in flight and the server could not be asked.
     #[error("the connection to the target broke while {key} was being committed, and the server could not be asked afterwards: the target may or may not hold the restored data; check it before doing anything else ({failure})")]
@@ -180,7 +189,12 @@ impl Operator {
         let deadline = match req.timeout.or(self.settings.verify.timeout) {
             Some(d) => d,
             None => {
-                let keys: Vec<String> = cat.verifications.iter().map(|v| v.key.clone()).collect();
+                let keys: Vec<String> = cat
+                    .verifications
+                    .iter()
+                    .filter(|v| v.passed == Some(true))
+                    .map(|v| v.key.clone())
+                    .collect();
                 let recorded = crate::records::history::recent_restore_secs(st, &keys, 5, cancel).await;
                 crate::pipeline::restore::default_deadline(&recorded)
             }
@@ -196,19 +210,24 @@ impl Operator {
         let candidates = complete.iter().skip(first).take(req.fallback + 1);
         let mut skipped = Vec::new();
         for id in candidates {
-            let read = manifest::read_trusted(st, &self.layout, *id, &self.settings.trusted, cancel).await?;
-            let m = match read {
-                Some((_, manifest::Trust::Untrusted(why))) => {
-                    // Nothing of a backup that no trusted backup service made is restored.
-                    let why = format!("{}: {why}", crate::pipeline::verify::UNTRUSTED);
-                    let key = self.layout.backup(*id).to_string();
-                    observer.note(&format!("FAILED {key}: {why}"));
-                    observer.note("nothing was restored from it; trying the next older backup");
-                    skipped.push((key, why));
+            let refused = |why: String, observer: &dyn Observer, skipped: &mut Vec<(String, String)>| {
+                let key = self.layout.backup(*id).to_string();
+                observer.note(&format!("FAILED {key}: {why}"));
+                observer.note("nothing was restored from it; trying the next older backup");
+                skipped.push((key, why));
+            };
+            let m = match manifest::read_checked(st, &self.layout, *id, &self.settings.trusted, cancel).await? {
+                // Nothing of a backup that no trusted backup service made is restored.
+                manifest::Checked::Found(_, manifest::Trust::Untrusted(why)) => {
+                    refused(format!("{}: {why}", crate::pipeline::verify::UNTRUSTED), observer, &mut skipped);
                     continue;
                 }
-                Some((m, _)) => Some(m),
-                None => None,
+                manifest::Checked::Unreadable(why) => {
+                    refused(why, observer, &mut skipped);
+                    continue;
+                }
+                manifest::Checked::Found(m, _) => Some(*m),
+                manifest::Checked::Missing => None,
             };
             let key = match &m {
                 Some(m) if m.encryption.is_some() => self.layout.object(*id, true),
@@ -338,6 +357,7 @@ async fn decide(key: &str, target: &DbUrl, attempt: Result<Attempt, RestoreError
     match judge(attempt, target).await {
         Judgement::Committed => Ok(Verdict::Done),
         Judgement::Backup(reasons) => Ok(Verdict::BackupAtFault(reasons.join("; "))),
+        Judgement::EndedEarly(why) => Err(RestoreFailure::EndedEarly { key: key.to_string(), why }),
         Judgement::Environment(EnvironmentFault::CommitUnknown(failure)) => Err(RestoreFailure::CommitUnknown {
             key: key.to_string(),
             failure,

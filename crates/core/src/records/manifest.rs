@@ -170,7 +170,7 @@ pub async fn write(
 }
 
 /// Reads a manifest; `Ok(None)` when it does not exist. Its signature is not looked at: use
-/// [`read_trusted`] where a backup is restored or verified.
+/// [`read_checked`] where a backup is restored or verified.
 ///
 /// # Errors
 /// Storage errors, or a manifest that is not valid JSON.
@@ -209,27 +209,47 @@ pub enum Trust {
     Untrusted(Untrusted),
 }
 
+/// A manifest read where a backup is about to be restored or verified.
+#[derive(Debug, Clone)]
+pub enum Checked {
+    /// There is none: the backup did not complete, or was not written by pgvigil.
+    Missing,
+    /// There is one, but it cannot be read (not JSON, or larger than any manifest): the backup
+    /// is at fault, as for a damaged object.
+    Unreadable(String),
+    /// The manifest, and whether a trusted backup service made it.
+    Found(Box<Manifest>, Trust),
+}
+
 /// Reads a manifest and checks it against `trusted`: signed by one of the keys, for this very
-/// backup. `Ok(None)` when there is no manifest.
+/// backup.
 ///
 /// # Errors
-/// Storage errors, or a manifest that is not valid JSON.
-pub async fn read_trusted(
+/// Storage errors (an outage, a refusal): not a verdict on the backup.
+pub async fn read_checked(
     storage: &dyn Storage,
     layout: &Layout,
     id: BackupId,
     trusted: &TrustedKeys,
     cancel: &CancellationToken,
-) -> Result<Option<(Manifest, Trust)>, StorageError> {
-    let Some((m, bytes)) = read_bytes(storage, layout, id, cancel).await? else {
-        return Ok(None);
+) -> Result<Checked, StorageError> {
+    let bytes = match get_bytes(storage, &layout.manifest(id), MAX_RECORD, cancel).await {
+        Ok(b) => b,
+        Err(StorageError::NotFound(_)) => return Ok(Checked::Missing),
+        Err(e @ StorageError::Oversized { .. }) => return Ok(Checked::Unreadable(format!("the manifest is unreadable: {e}"))),
+        Err(e) => return Err(e),
+    };
+    let m: Manifest = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => return Ok(Checked::Unreadable(format!("the manifest is unreadable: {e}"))),
     };
     if !trusted.is_set() {
-        return Ok(Some((m, Trust::NotChecked)));
+        return Ok(Checked::Found(Box::new(m), Trust::NotChecked));
     }
     let signature = match get_bytes(storage, &layout.manifest_signature(id), MAX_SMALL, cancel).await {
         Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
         Err(StorageError::NotFound(_)) => None,
+        Err(StorageError::Oversized { .. }) => Some(String::new()),
         Err(e) => return Err(e),
     };
     let this_backup = layout.objects(id).iter().any(|k| k.as_str() == m.key);
@@ -238,5 +258,5 @@ pub async fn read_trusted(
         Ok(key) => Trust::Signed(key),
         Err(why) => Trust::Untrusted(why),
     };
-    Ok(Some((m, trust)))
+    Ok(Checked::Found(Box::new(m), trust))
 }

@@ -101,6 +101,8 @@ impl Health {
                 "scratch",
                 "version",
                 "queries_file",
+                "key",
+                "timeout",
                 "vanished",
                 "shutdown",
             ]

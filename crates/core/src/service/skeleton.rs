@@ -153,6 +153,7 @@ impl Service for BackupService {
 
     fn new(settings: &Settings, storage: DynStorage) -> Result<Self, StartupError> {
         let url = settings.database_url.clone().ok_or(StartupError::Missing("DATABASE_URL"))?;
+        backup::check_dump_encoding(&settings.backup.dump_options)?;
         Ok(Self(BackupContext::new(settings, url, storage)))
     }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinHandle;
 
@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 const MARKER: &str = "pgvigil-marker-";
 /// Lines of stderr kept for error messages.
 const TAIL_LINES: usize = 20;
+/// Most bytes of one stderr line read at a time (the rest is read as the next "line").
+const MAX_STDERR_LINE: u64 = 64 * 1024;
 /// Longest stderr line kept (longer ones are cut).
 const TAIL_LINE_LEN: usize = 500;
 
@@ -101,7 +103,8 @@ impl OwnedChild {
                 let mut raw = Vec::new();
                 loop {
                     raw.clear();
-                    match reader.read_until(b'\n', &mut raw).await {
+                    // A line is read at most this far (a huge server notice never fills memory).
+                    match (&mut reader).take(MAX_STDERR_LINE).read_until(b'\n', &mut raw).await {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }

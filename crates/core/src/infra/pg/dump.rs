@@ -88,6 +88,18 @@ pub fn spawn(plan: &DumpPlan, url: &DbUrl, opts: &DumpOptions<'_>, app_name: &st
     // Named, so that the watcher can find its session (see [`blocked_behind`]).
     env.retain(|(k, _)| k != "PGAPPNAME");
     env.push(("PGAPPNAME".into(), app_name.into()));
+    // pg_dump writes strings the way its session reads them: with standard_conforming_strings on
+    // whatever the server's default, so that a restore (which accepts no other) can read them.
+    let options = env
+        .iter()
+        .find(|(k, _)| k == "PGOPTIONS")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    env.retain(|(k, _)| k != "PGOPTIONS");
+    env.push((
+        "PGOPTIONS".into(),
+        format!("{options} -c standard_conforming_strings=on").trim().to_string(),
+    ));
     OwnedChild::spawn("pg_dump", &plan.tool.path, &args, &env, false)
         .map_err(|e| PgError::Spawn(format!("cannot start {}: {e}", plan.tool.path.display())))
 }

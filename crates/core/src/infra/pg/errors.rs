@@ -291,10 +291,16 @@ impl PsqlFailure {
             .or(f.stderr.last())
             .cloned()
             .unwrap_or_default();
-        if f.stderr
-            .iter()
-            .any(|l| l.contains("invalid command \\restrict") || l.contains("invalid command \\unrestrict"))
-        {
+        // psql's own message (`psql:<stdin>:N: error: invalid command \restrict`), not text a
+        // server notice may carry.
+        let psql_says = |l: &String| {
+            l.starts_with("psql:")
+                && l.split_once(": error: ").is_some_and(|(head, rest)| {
+                    !head.contains(char::is_whitespace)
+                        && (rest.starts_with("invalid command \\restrict") || rest.starts_with("invalid command \\unrestrict"))
+                })
+        };
+        if f.stderr.iter().any(psql_says) {
             return PsqlFailure::TooOld { line: error_line };
         }
         match f.code {
@@ -364,7 +370,16 @@ mod tests {
                 "ConnectionLost",
                 Some(EnvironmentCause::ConnectionLost),
             ),
-            (failure(Some(3), &["invalid command \\restrict"]), "TooOld", None),
+            (
+                failure(Some(3), &["psql:<stdin>:3: error: invalid command \\restrict"]),
+                "TooOld",
+                None,
+            ),
+            (
+                failure(Some(3), &["psql:<stdin>:9: NOTICE:  x: error: invalid command \\restrict"]),
+                "Statement -",
+                None,
+            ),
             (failure(None, &[]), "Other", None),
         ];
         for (f, want, cause) in cases {

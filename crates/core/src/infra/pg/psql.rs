@@ -100,10 +100,32 @@ pub enum Outcome {
     /// while `COMMIT` was in flight, or psql is too old to report its transaction): the data may
     /// or may not be there.
     Unknown(PsqlFailure),
+    /// The transaction committed before pgvigil's own `COMMIT`: something the restore sent ended
+    /// it early, and what had been sent until then is in the database.
+    EndedEarly(PsqlFailure),
 }
 
-/// A restore in progress: psql reading from pgvigil inside pgvigil's own transaction.
-#[derive(Debug)]
+/// The SQLSTATE of pgvigil's check, before its `COMMIT`, that its transaction is still open.
+pub const ENDED_EARLY: &str = "PV002";
+
+/// pgvigil's check before its `COMMIT`: still inside transaction `xid`, or fail with
+/// [`ENDED_EARLY`] (after an early end, the rest ran in transactions of their own).
+fn still_open(xid: i64) -> String {
+    format!(
+        "DO $pgvigil_check$ BEGIN IF pg_catalog.txid_current() <> {xid} THEN RAISE EXCEPTION USING ERRCODE = '{ENDED_EARLY}', MESSAGE = 'pgvigil''s transaction was ended before its COMMIT'; END IF; END $pgvigil_check$;\n"
+    )
+}
+
+/// Why an early end is reported, when psql itself said nothing.
+fn ended_early_without_failure() -> PsqlFailure {
+    PsqlFailure::Other {
+        status: "was stopped by pgvigil".into(),
+        line: "the server reports pgvigil's transaction as committed before pgvigil's COMMIT".into(),
+    }
+}
+
+/// A restore in progress: psql reading from pgvigil inside pgvigil's own transaction. (No
+/// `Debug`: it holds the `\restrict` key.)
 pub struct PsqlTransaction {
     /// The psql process; killed when dropped, which rolls the transaction back.
     child: OwnedChild,
@@ -117,6 +139,8 @@ pub struct PsqlTransaction {
     markers: bool,
     /// The key of pgvigil's `\restrict`, to lift it for pgvigil's own closing commands.
     restrict_key: String,
+    /// pgvigil's `COMMIT` was sent.
+    commit_sent: bool,
 }
 
 /// What the markers psql printed say.
@@ -158,6 +182,7 @@ impl PsqlTransaction {
             target: target.clone(),
             markers: psql.version.major >= 13,
             restrict_key: restrict_key(),
+            commit_sent: false,
         };
         tx.stdin = tx.child.take_stdin();
         let marker = tx.child.marker().to_string();
@@ -214,7 +239,11 @@ impl PsqlTransaction {
         // to its end, so that a damaged backup is still called damaged.
         match failure.environment_cause() {
             _ if !opened => Some(Outcome::NotStarted(failure)),
-            Some(cause) if cause.is_transient() => Some(Outcome::RolledBack(Some(failure))),
+            // Whatever ended the session, the server says whether the transaction survived it.
+            Some(cause) if cause.is_transient() => match Self::ask_server(&self.target, self.read_markers().xid).await {
+                Some(true) => Some(Outcome::EndedEarly(failure)),
+                _ => Some(Outcome::RolledBack(Some(failure))),
+            },
             _ => None,
         }
     }
@@ -234,8 +263,10 @@ impl PsqlTransaction {
     pub async fn commit(&mut self, guard: Option<&str>, cancel: &CancellationToken) -> Outcome {
         let sent = !self.broken && !cancel.is_cancelled();
         if sent {
-            let closing = format!("\\unrestrict {}\n{}COMMIT;\n", self.restrict_key, guard.unwrap_or(""));
+            let open = self.read_markers().xid.map(still_open).unwrap_or_default();
+            let closing = format!("\\unrestrict {}\n{open}{}COMMIT;\n", self.restrict_key, guard.unwrap_or(""));
             self.write(closing.as_bytes()).await;
+            self.commit_sent = true;
         }
         self.stdin = None;
         let waited = tokio::select! {
@@ -252,7 +283,9 @@ impl PsqlTransaction {
                 return Outcome::NotStarted(f.clone());
             }
         }
+        let ended_early = matches!(&failure, Some(PsqlFailure::Statement { state: Some(s), .. }) if s.0 == ENDED_EARLY);
         match Self::ask_server(&self.target, markers.xid).await {
+            Some(true) if ended_early || !sent => Outcome::EndedEarly(failure.unwrap_or_else(ended_early_without_failure)),
             Some(true) => Outcome::Committed,
             Some(false) => Outcome::RolledBack(failure),
             None => match failure {
@@ -313,11 +346,17 @@ impl PsqlTransaction {
             Self::terminate(&self.target, pid).await;
         }
         match Self::ask_server(&self.target, markers.xid).await {
-            Some(true) => Outcome::Unknown(PsqlFailure::Other {
+            // Stopped while its own COMMIT was in flight, and that COMMIT went through.
+            Some(true) if self.commit_sent => Outcome::Committed,
+            Some(true) => Outcome::EndedEarly(ended_early_without_failure()),
+            Some(false) => Outcome::RolledBack(None),
+            None if self.commit_sent => Outcome::Unknown(PsqlFailure::Other {
                 status: "was stopped by pgvigil".into(),
-                line: "the server reports pgvigil's transaction as committed, although pgvigil never sent COMMIT".into(),
+                line: "stopped while its COMMIT was in flight, and the server could not be asked afterwards".into(),
             }),
-            _ => Outcome::RolledBack(None),
+            // psql was stopped before pgvigil's COMMIT: only an early end could have committed
+            // anything, and the gate lets no statement through that ends a transaction.
+            None => Outcome::RolledBack(None),
         }
     }
 }

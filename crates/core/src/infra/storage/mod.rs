@@ -57,6 +57,14 @@ pub enum StorageError {
     /// read-only directory). Backups can still be written; retention cannot delete.
     #[error("{0}: deletes are not allowed here (the bucket policy must allow s3:DeleteObject on the prefix)")]
     DeleteDenied(String),
+    /// An object larger than anything pgvigil writes under its name (read back with a cap).
+    #[error("{key} is larger than any object pgvigil writes there ({limit} bytes)")]
+    Oversized {
+        /// The object.
+        key: String,
+        /// The cap it passed.
+        limit: u64,
+    },
     /// Anything else, with a plain description and whether retrying later can help.
     #[error("{message}")]
     Backend {
@@ -345,10 +353,10 @@ pub async fn get_bytes(storage: &dyn Storage, key: &Key, limit: u64, cancel: &Ca
     use tokio::io::AsyncReadExt;
     let (r, size) = storage.get(key, cancel).await?;
     if size > limit {
-        return Err(StorageError::other(
-            format!("{key} is {size} bytes, larger than any object pgvigil writes there ({limit} bytes)"),
-            false,
-        ));
+        return Err(StorageError::Oversized {
+            key: key.to_string(),
+            limit,
+        });
     }
     let mut buf = Vec::with_capacity(size.min(1 << 20) as usize);
     or_cancel(cancel, async {
@@ -359,10 +367,10 @@ pub async fn get_bytes(storage: &dyn Storage, key: &Key, limit: u64, cancel: &Ca
     })
     .await?;
     if buf.len() as u64 > limit {
-        return Err(StorageError::other(
-            format!("{key} is larger than any object pgvigil writes there ({limit} bytes)"),
-            false,
-        ));
+        return Err(StorageError::Oversized {
+            key: key.to_string(),
+            limit,
+        });
     }
     Ok(buf)
 }

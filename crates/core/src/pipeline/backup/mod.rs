@@ -79,6 +79,25 @@ impl BackupContext {
     }
 }
 
+/// `PG_DUMP_OPTIONS` with `--encoding` set to a client encoding psql reads differently from the
+/// server (SJIS, BIG5, …): every restore would refuse such a dump, so the service refuses to start.
+///
+/// # Errors
+/// A configuration problem of `PG_DUMP_OPTIONS`, naming the option.
+pub fn check_dump_encoding(options: &[String]) -> Result<(), crate::infra::config::ConfigError> {
+    match options.iter().find_map(|a| a.strip_prefix("--encoding=")) {
+        Some(enc) if !crate::pipeline::stages::encoding::safe_encoding(enc) => Err(crate::infra::config::ConfigError {
+            problems: vec![crate::infra::config::Problem {
+                var: "PG_DUMP_OPTIONS",
+                message: format!(
+                    "--encoding={enc} is not allowed: psql reads a dump in that client encoding differently from the server (a quote or backslash byte can be half a character), so every restore would refuse it; use the database's own encoding (the default) or UTF8"
+                ),
+            }],
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Why a backup failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {

@@ -58,6 +58,16 @@ pub enum Judgement {
     Backup(Vec<String>),
     /// The environment is at fault.
     Environment(EnvironmentFault),
+    /// Something the backup sent ended pgvigil's transaction before its `COMMIT`: what it had
+    /// sent until then is in the database. The backup is at fault (a backup of pg_dump's cannot
+    /// do this past the gate).
+    EndedEarly(String),
+}
+
+fn ended_early(f: &PsqlFailure) -> Judgement {
+    Judgement::EndedEarly(format!(
+        "the backup ended pgvigil's transaction before its COMMIT ({f}); what it had sent until then was committed"
+    ))
 }
 
 /// Extensions of the dump that the server of `url` cannot provide.
@@ -81,6 +91,7 @@ pub async fn judge(attempt: Attempt, url: &DbUrl) -> Judgement {
     // What the server did comes first: a transaction it reports as committed, or cannot account
     // for, is never "left as it was", whatever the object's integrity.
     match attempt.outcome {
+        Outcome::EndedEarly(f) => return ended_early(&f),
         Outcome::Unknown(f) => return Judgement::Environment(EnvironmentFault::CommitUnknown(f)),
         Outcome::Committed if attempt.problems.is_empty() => return Judgement::Committed,
         Outcome::Committed => {
@@ -102,6 +113,7 @@ pub async fn judge(attempt: Attempt, url: &DbUrl) -> Judgement {
         Outcome::RolledBack(None) => return Judgement::Backup(vec!["the restore was rolled back".into()]),
         Outcome::NotStarted(f) => return Judgement::Environment(EnvironmentFault::NotStarted(f)),
         Outcome::Unknown(f) => return Judgement::Environment(EnvironmentFault::CommitUnknown(f)),
+        Outcome::EndedEarly(f) => return ended_early(&f),
         Outcome::RolledBack(Some(f)) => f,
     };
     if let PsqlFailure::Statement { state: Some(state), line } = &failure {

@@ -78,15 +78,19 @@ pub const DEADLINE_FACTOR: f64 = 4.0;
 /// …and never less than this.
 pub const DEADLINE_FLOOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// The deadline of a restore when `VERIFY_TIMEOUT` is not set (see [`DEADLINE_FACTOR`]): at
-/// least [`DEADLINE_FLOOR`], at most 30 days.
+/// …and never more than this (records in the bucket are untrusted: one cannot stretch it far).
+pub const DEADLINE_CEILING: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The deadline of a restore when `VERIFY_TIMEOUT` is not set, from the restore times of recent
+/// verifications that passed (see [`DEADLINE_FACTOR`]): between [`DEADLINE_FLOOR`] and
+/// [`DEADLINE_CEILING`].
 pub fn default_deadline(recorded_secs: &[f64]) -> std::time::Duration {
     let longest = recorded_secs
         .iter()
         .copied()
         .filter(|s| s.is_finite() && *s > 0.0)
         .fold(0.0, f64::max);
-    std::time::Duration::from_secs_f64((longest * DEADLINE_FACTOR).min(30.0 * 86_400.0)).max(DEADLINE_FLOOR)
+    std::time::Duration::from_secs_f64((longest * DEADLINE_FACTOR).min(1e9)).clamp(DEADLINE_FLOOR, DEADLINE_CEILING)
 }
 
 /// `fut`, unless `deadline` passes first (`None`).
@@ -126,15 +130,17 @@ pub async fn restore_into(
 ) -> Result<Attempt, RestoreError> {
     let mut tx = PsqlTransaction::begin(target.psql, target.url, target.preamble).await?;
     let deadline = target.deadline.map(|d| tokio::time::Instant::now() + d);
-    let timed_out = |tx: PsqlTransaction| async move {
+    // Past the deadline psql and its server process are stopped, and the server says what
+    // became of the transaction (committed only if pgvigil's own COMMIT went through in time).
+    let timed_out = |tx: PsqlTransaction, report: StreamReport| async move {
         let mut tx = tx;
         match tx.rollback().await {
-            Outcome::Unknown(f) => Ok(Attempt {
-                report: StreamReport::default(),
+            Outcome::RolledBack(_) | Outcome::NotStarted(_) => Err(RestoreError::TimedOut(target.deadline.unwrap_or_default())),
+            outcome => Ok(Attempt {
+                report,
                 problems: Vec::new(),
-                outcome: Outcome::Unknown(f),
+                outcome,
             }),
-            _ => Err(RestoreError::TimedOut(target.deadline.unwrap_or_default())),
         }
     };
     let rules = gate_rules(manifest, target.strip);
@@ -143,7 +149,9 @@ pub async fn restore_into(
         stream::feed(storage, key, &target.identities.0, Some((&mut tx, rules)), progress, cancel),
     )
     .await;
-    let Some(fed) = fed else { return timed_out(tx).await };
+    let Some(fed) = fed else {
+        return timed_out(tx, StreamReport::default()).await;
+    };
     let report = match fed {
         Ok(Fed::Read(r)) => *r,
         Ok(Fed::Stopped(outcome)) => {
@@ -158,11 +166,12 @@ pub async fn restore_into(
         Err(e) => {
             // The server is asked what became of the transaction: should the dump have ended it
             // early, saying "left as it was" would be untrue.
-            if let Outcome::Unknown(f) = tx.rollback().await {
+            let outcome = tx.rollback().await;
+            if matches!(outcome, Outcome::Unknown(_) | Outcome::EndedEarly(_) | Outcome::Committed) {
                 return Ok(Attempt {
                     report: StreamReport::default(),
                     problems: Vec::new(),
-                    outcome: Outcome::Unknown(f),
+                    outcome,
                 });
             }
             return Err(e.into());
@@ -178,7 +187,7 @@ pub async fn restore_into(
         let guard = manifest.and_then(|m| toc::guard_sql(&m.toc));
         match before(deadline, tx.commit(guard.as_deref(), cancel)).await {
             Some(outcome) => outcome,
-            None => return timed_out(tx).await,
+            None => return timed_out(tx, report).await,
         }
     } else {
         // Never let psql commit a damaged dump: it is killed before its input ends.

@@ -126,6 +126,10 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// Stack of the scanning thread, where the gate runs PostgreSQL's parser (virtual memory: only
+/// what a deeply nested statement touches is ever used).
+const PARSER_STACK: usize = 256 * 1024 * 1024;
+
 /// Chunk size handed from the decompressor to the consumer.
 const CHUNK: usize = 256 * 1024;
 
@@ -349,7 +353,16 @@ pub(super) async fn feed(
         None => (None, None),
     };
     let (sql_tx, mut sql_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let scanning = tokio::task::spawn_blocking(move || scan_stage(rx, &sql_tx, gate));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    // PostgreSQL's parser recurses as deep as a statement nests (and refuses, with an error, past
+    // its own limit): its thread gets a stack to match.
+    std::thread::Builder::new()
+        .name("pgvigil-gate".into())
+        .stack_size(PARSER_STACK)
+        .spawn(move || {
+            let _ = done_tx.send(scan_stage(rx, &sql_tx, gate));
+        })
+        .map_err(|e| StorageError::other(format!("cannot start the scanning thread: {e}"), true))?;
     while let Some(sql) = recv_or_cancel(&mut sql_rx, cancel).await? {
         let Some(p) = psql.as_mut().filter(|p| !p.is_broken()) else {
             continue;
@@ -363,9 +376,7 @@ pub(super) async fn feed(
             return Ok(Fed::Stopped(outcome));
         }
     }
-    let scan = scanning
-        .await
-        .map_err(|e| StorageError::other(format!("scanning task failed: {e}"), true))?;
+    let scan = done_rx.await.map_err(|_| StorageError::other("the scanning thread failed", true))?;
     let decoded = decoder
         .await
         .map_err(|e| StorageError::other(format!("decompression task failed: {e}"), true))?;

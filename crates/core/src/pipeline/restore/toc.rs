@@ -60,12 +60,12 @@ pub fn guard_sql(toc: &[TocEntry]) -> Option<String> {
     Some(format!(
         "DO {body}
 DECLARE
-  missing text[];
+  missing pg_catalog.text[];
 BEGIN
   PERFORM pg_catalog.set_config('search_path', '', true);
   SELECT pg_catalog.array_agg(m.kind || ' ' || m.schema || '.' || m.name ORDER BY m.kind, m.schema, m.name) INTO missing
     FROM (SELECT e.kind, e.schema, pg_catalog.translate(e.name, E'\\n\\r', '  ') AS name
-            FROM pg_catalog.jsonb_to_recordset({data}{json}{data}::pg_catalog.jsonb) AS e(kind text, schema text, name text)
+            FROM pg_catalog.jsonb_to_recordset({data}{json}{data}::pg_catalog.jsonb) AS e(kind pg_catalog.text, schema pg_catalog.text, name pg_catalog.text)
           EXCEPT
           SELECT o.kind, o.schema, pg_catalog.translate(o.name, E'\\n\\r', '  ') FROM ({PRESENT}) AS o(kind, schema, name)) AS m;
   IF missing IS NOT NULL THEN

@@ -4,11 +4,70 @@
 //! The dump scanner needs that to tell pg_dump's own `COPY … FROM stdin;` and transaction lines
 //! (`BEGIN;` … `COMMIT;` around large objects) from the same text inside a function body. It is
 //! fed every byte outside COPY data, in any chunking.
+//!
+//! Where a statement ends follows psql's own rule ([`PsqlSplit`]): a `;` outside parentheses and
+//! outside a `BEGIN … END` that psql counts in `CREATE [OR REPLACE] FUNCTION|PROCEDURE`.
 
 /// Longest dollar-quote tag followed: a longer run after `$` is not taken for one (bounded memory
 /// on hostile input; pg_dump writes tags of a few bytes, and a restore's gate re-reads every
 /// statement with PostgreSQL's own parser).
 const MAX_TAG: usize = 1024;
+
+/// psql's rule for where a statement ends (`psqlscan.l`): a `;` ends it only outside parentheses
+/// and outside `BEGIN … END`, which psql counts — from the unquoted words alone — in a statement
+/// that starts `CREATE [OR REPLACE] FUNCTION` or `… PROCEDURE` (SQL-standard bodies, `BEGIN
+/// ATOMIC … END`). psql applies it whatever the words mean (a function named `begin` counts too),
+/// so pgvigil applies it exactly the same way: the text it judges as one statement is the text
+/// psql sends as one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PsqlSplit {
+    /// `BEGIN` (and `CASE` inside one) not yet closed by `END`.
+    begin: u32,
+    /// Unquoted words seen since the statement began.
+    count: usize,
+    /// The first letters of the first four words, where they are `create`, `or`, `replace`,
+    /// `function` or `procedure` (0 otherwise).
+    first: [u8; 4],
+}
+
+impl PsqlSplit {
+    /// An unquoted word (identifier or keyword) at statement level, with `parens` open.
+    pub fn word(&mut self, word: &[u8], parens: u32) {
+        if self.count == 0 {
+            self.first = [0; 4];
+        }
+        let lower: Vec<u8> = word.iter().map(u8::to_ascii_lowercase).collect();
+        let tracked = matches!(lower.as_slice(), b"create" | b"function" | b"procedure" | b"or" | b"replace");
+        if tracked && self.count < self.first.len() {
+            self.first[self.count] = lower[0];
+        }
+        self.count += 1;
+        let f = self.first;
+        let routine = f[0] == b'c' && (f[1] == b'f' || f[1] == b'p' || (f[1] == b'o' && f[2] == b'r' && (f[3] == b'f' || f[3] == b'p')));
+        if routine && parens == 0 {
+            match lower.as_slice() {
+                b"begin" => self.begin += 1,
+                b"case" if self.begin >= 1 => self.begin += 1,
+                b"end" if self.begin > 0 => self.begin -= 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// A `;` at statement level: whether psql ends the statement there.
+    pub fn semicolon(&mut self, parens: u32) -> bool {
+        let ends = parens == 0 && self.begin == 0;
+        if ends {
+            self.count = 0;
+        }
+        ends
+    }
+
+    /// Nothing of a statement has been read since the last end.
+    pub fn at_end(&self) -> bool {
+        self.count == 0 && self.begin == 0
+    }
+}
 
 /// Lexer state between bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -58,6 +117,10 @@ pub struct SqlLexer {
     boundary: bool,
     /// Something other than whitespace and comments was seen since [`SqlLexer::take_significant`].
     significant: bool,
+    /// psql's statement-end rule.
+    split: PsqlSplit,
+    /// The unquoted word being read at statement level (its first bytes; `None`: not in one).
+    word: Option<Vec<u8>>,
 }
 
 impl Default for SqlLexer {
@@ -69,12 +132,24 @@ impl Default for SqlLexer {
             depth: 0,
             boundary: true,
             significant: false,
+            split: PsqlSplit::default(),
+            word: None,
         }
     }
 }
 
 fn ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// What may start an unquoted word (psql's `ident_start`).
+fn word_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// What may continue one (psql's `ident_cont`).
+fn word_cont(b: u8) -> bool {
+    ident_byte(b) || b == b'$'
 }
 
 impl SqlLexer {
@@ -95,18 +170,41 @@ impl SqlLexer {
         std::mem::take(&mut self.significant)
     }
 
+    /// The word being read ended before `next`: psql counts it, unless it was the prefix of a
+    /// string constant (`E'…'`, `B'…'`, `X'…'`, `N'…'`, `U&'…'`).
+    fn end_word(&mut self, next: u8) {
+        let Some(word) = self.word.take() else { return };
+        let prefix = matches!(
+            (word.as_slice(), next),
+            ([b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N'], b'\'') | ([b'u' | b'U'], b'&')
+        );
+        if !prefix {
+            self.split.word(&word, self.depth);
+        }
+    }
+
     /// Feeds bytes of one or more lines.
     pub fn feed(&mut self, data: &[u8]) {
         let mut i = 0;
         while i < data.len() {
             let b = data[i];
+            if matches!(self.state, State::Top) {
+                match self.word.as_mut() {
+                    // Only the first bytes matter: psql compares whole words with short keywords.
+                    Some(w) if word_cont(b) && w.len() < 16 => w.push(b),
+                    Some(_) if word_cont(b) => {}
+                    Some(_) => self.end_word(b),
+                    None if word_start(b) && !word_cont(self.prev) => self.word = Some(vec![b]),
+                    None => {}
+                }
+            }
             match &mut self.state {
                 State::Top => {
                     match b {
                         // Whitespace and the starts of comments are not significant.
                         b' ' | b'\t' | b'\r' | b'\n' | b'-' | b'/' => {}
                         b'*' if self.prev == b'/' => {}
-                        b';' if self.depth == 0 => {
+                        b';' if self.split.semicolon(self.depth) => {
                             self.boundary = true;
                             self.significant = true;
                         }
@@ -135,7 +233,7 @@ impl SqlLexer {
                             };
                         }
                         b'"' => self.state = State::Double,
-                        b'$' if !ident_byte(self.prev) => self.state = State::DollarOpen(vec![b'$']),
+                        b'$' if !word_cont(self.prev) => self.state = State::DollarOpen(vec![b'$']),
                         b'-' if self.prev == b'-' => self.state = State::LineComment,
                         b'*' if self.prev == b'/' => self.state = State::Block(1),
                         _ => {}

@@ -114,6 +114,10 @@ pub enum CouldNotRun {
     /// The backup is encrypted and no identity held opens it.
     #[error("{0}")]
     Key(String),
+    /// The first verification (no earlier one to go by, no `VERIFY_TIMEOUT`) ran past the
+    /// default deadline: that says nothing about the backup.
+    #[error("the verification did not finish within the default {} s, and no earlier verification shows how long this database takes; set VERIFY_TIMEOUT to what a restore of it needs (e.g. twice the time of a manual restore)", .0.as_secs())]
+    Deadline(std::time::Duration),
     /// Another verification holds this scratch database.
     #[error("scratch database {0} is in use by another verifier")]
     ScratchInUse(String),
@@ -155,7 +159,9 @@ impl CouldNotRun {
             CouldNotRun::Restore(f) => f.is_transient(),
             CouldNotRun::Scratch { source, .. } => source.is_retryable(),
             CouldNotRun::ScratchInUse(_) => true,
-            CouldNotRun::VerifyServerTooOld { .. } | CouldNotRun::QueriesFile { .. } | CouldNotRun::Key(_) => false,
+            CouldNotRun::VerifyServerTooOld { .. } | CouldNotRun::QueriesFile { .. } | CouldNotRun::Key(_) | CouldNotRun::Deadline(_) => {
+                false
+            }
         }
     }
 }
@@ -181,6 +187,7 @@ impl VerifyError {
                 CouldNotRun::VerifyServerTooOld { .. } => "version",
                 CouldNotRun::QueriesFile { .. } => "queries_file",
                 CouldNotRun::Key(_) => "key",
+                CouldNotRun::Deadline(_) => "timeout",
             },
             VerifyError::Cancelled => "shutdown",
             VerifyError::NothingToVerify => "no_backup",

@@ -74,6 +74,9 @@ struct Run<'a> {
     privileges: super::privileges::Plan,
     /// The most the restore and the checks may take together.
     deadline: std::time::Duration,
+    /// Whether running out of time is the backup's fault (`VERIFY_TIMEOUT` set, or earlier
+    /// verifications show how long this takes) or only says the default was too short.
+    blames_backup: bool,
 }
 
 /// Why a verification that ran out of time failed. A backup whose statements keep the server busy
@@ -103,13 +106,14 @@ async fn restore_and_check(
     };
     let attempt = match restore_into(run.ctx.storage.as_ref(), run.key, Some(run.manifest), &target, None, cancel).await {
         Ok(a) => a,
-        Err(RestoreError::TimedOut(d)) => {
+        Err(RestoreError::TimedOut(d)) if run.blames_backup => {
             return Ok(Verdict::failed(
                 vec![timed_out("the restore", d)],
                 t0.elapsed().as_secs_f64(),
                 evidence,
             ))
         }
+        Err(RestoreError::TimedOut(d)) => return Err(CouldNotRun::Deadline(d).into()),
         Err(RestoreError::Stream(StreamError::Cancelled)) => return Err(VerifyError::Cancelled),
         Err(RestoreError::Stream(StreamError::Storage(e))) => return Err(e.into()),
         Err(RestoreError::Stream(StreamError::Key(why))) => return Err(CouldNotRun::Key(why).into()),
@@ -121,6 +125,7 @@ async fn restore_and_check(
     match judge(attempt, scratch_url).await {
         Judgement::Committed => {}
         Judgement::Backup(reasons) => return Ok(Verdict::failed(reasons, restore_secs, evidence)),
+        Judgement::EndedEarly(why) => return Ok(Verdict::failed(vec![why], restore_secs, evidence)),
         Judgement::Environment(fault) => return Err(CouldNotRun::Restore(fault).into()),
     }
     let t1 = Instant::now();
@@ -132,6 +137,9 @@ async fn restore_and_check(
         r = checks(&mut conn, scratch_url, run.manifest, run.queries, run.ctx.cfg.amcheck, &mut evidence) => r,
         () = cancel.cancelled() => return Err(VerifyError::Cancelled),
         () = tokio::time::sleep(left) => {
+            if !run.blames_backup {
+                return Err(CouldNotRun::Deadline(run.deadline).into());
+            }
             return Ok(Verdict::failed(vec![timed_out("the checks after the restore", run.deadline)], restore_secs, evidence));
         }
     };
@@ -164,10 +172,10 @@ async fn restore_and_check(
 pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &CancellationToken) -> Result<VerificationRecord, VerifyError> {
     let started = Instant::now();
     let verified_at = Utc::now();
-    let read = manifest::read_trusted(ctx.storage.as_ref(), &ctx.layout, id, &ctx.trusted, cancel).await?;
-    let (m, trust) = match read {
-        Some((m, trust)) => (Some(m), trust),
-        None => (None, manifest::Trust::NotChecked),
+    let (m, trust, unreadable) = match manifest::read_checked(ctx.storage.as_ref(), &ctx.layout, id, &ctx.trusted, cancel).await? {
+        manifest::Checked::Found(m, trust) => (Some(*m), trust, None),
+        manifest::Checked::Unreadable(why) => (None, manifest::Trust::NotChecked, Some(why)),
+        manifest::Checked::Missing => (None, manifest::Trust::NotChecked, None),
     };
     // The manifest names the object (encrypted or not); without one, whichever form exists.
     let [plain, sealed] = ctx.layout.objects(id);
@@ -177,28 +185,21 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
         None if ctx.storage.head(&sealed, cancel).await?.is_some() => sealed,
         None => plain,
     };
-    let (verdict, object_bytes) = match m {
+    let failed = |why: String| Verdict::failed(vec![why], 0.0, Evidence::default());
+    let (verdict, object_bytes) = match (m, &trust) {
         // Retention may have deleted it since it was chosen: that is not a bad backup.
-        None if ctx.storage.head(&key, cancel).await?.is_none() => return Err(VerifyError::Vanished(key.to_string())),
-        None => (
-            Verdict::failed(
-                vec!["the manifest is missing: the backup did not complete or was not written by pgvigil".into()],
-                0.0,
-                Evidence::default(),
+        (None, _) if unreadable.is_none() && ctx.storage.head(&key, cancel).await?.is_none() => {
+            return Err(VerifyError::Vanished(key.to_string()))
+        }
+        (None, _) => (
+            failed(
+                unreadable.unwrap_or_else(|| "the manifest is missing: the backup did not complete or was not written by pgvigil".into()),
             ),
             None,
         ),
         // Not made by a trusted backup service: nothing of it is restored.
-        Some(m) if matches!(trust, manifest::Trust::Untrusted(_)) => {
-            let manifest::Trust::Untrusted(why) = &trust else {
-                unreachable!("matched above")
-            };
-            (
-                Verdict::failed(vec![format!("{UNTRUSTED}: {why}")], 0.0, Evidence::default()),
-                Some(m.size),
-            )
-        }
-        Some(m) => {
+        (Some(m), manifest::Trust::Untrusted(why)) => (failed(format!("{UNTRUSTED}: {why}")), Some(m.size)),
+        (Some(m), _) => {
             let mut verdict = verify_with_manifest(ctx, id, &key, &m, cancel).await?;
             if let manifest::Trust::Signed(by) = &trust {
                 verdict.evidence.signed_by = Some(by.clone());
@@ -313,13 +314,20 @@ async fn verify_with_manifest(
             return Err(e);
         }
     };
-    let deadline = match ctx.cfg.timeout {
-        Some(d) => d,
+    // Without VERIFY_TIMEOUT the deadline comes from recent verifications; with none to go by,
+    // running out of time says nothing about the backup.
+    let (deadline, blames_backup) = match ctx.cfg.timeout {
+        Some(d) => (d, true),
         None => {
             let cat = crate::records::catalog::Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
-            let keys: Vec<String> = cat.verifications.iter().map(|v| v.key.clone()).collect();
+            let keys: Vec<String> = cat
+                .verifications
+                .iter()
+                .filter(|v| v.passed == Some(true))
+                .map(|v| v.key.clone())
+                .collect();
             let recorded = crate::records::history::recent_restore_secs(ctx.storage.as_ref(), &keys, 5, cancel).await;
-            crate::pipeline::restore::default_deadline(&recorded)
+            (crate::pipeline::restore::default_deadline(&recorded), !recorded.is_empty())
         }
     };
     let mut run = Run {
@@ -330,6 +338,7 @@ async fn verify_with_manifest(
         queries: &queries,
         privileges,
         deadline,
+        blames_backup,
     };
     // From here on the scratch database exists: whatever happens, drop it.
     let outcome = restore_and_check(&mut run, &scratch_url, evidence, cancel).await;

@@ -36,18 +36,6 @@ const SETTINGS: &str = "statement_timeout lock_timeout idle_in_transaction_sessi
     row_security default_tablespace default_table_access_method default_with_oids search_path \
     escape_string_warning role session_authorization";
 
-/// Client encodings psql and the server lex the same way byte for byte: every server encoding.
-/// The client-only encodings (SJIS, BIG5, GBK, UHC, GB18030, JOHAB and their aliases) are not
-/// here: in them a quote or backslash byte can be half of a character. Names as PostgreSQL
-/// compares them (lower case, without `-`, `_` and spaces).
-const SAFE_ENCODINGS: &str = "sqlascii utf8 unicode eucjp euccn euckr euctw eucjis2004 muleinternal \
-    latin1 latin2 latin3 latin4 latin5 latin6 latin7 latin8 latin9 latin10 \
-    iso88591 iso88592 iso88593 iso88594 iso88595 iso88596 iso88597 iso88598 iso88599 iso885910 \
-    iso885913 iso885914 iso885915 iso885916 koi8 koi8r koi8u win866 win874 win1250 win1251 win1252 \
-    win1253 win1254 win1255 win1256 win1257 win1258 windows866 windows874 windows1250 windows1251 \
-    windows1252 windows1253 windows1254 windows1255 windows1256 windows1257 windows1258 \
-    alt abc tcvn tcvn5712 vscii win";
-
 /// Functions pg_dump calls with `SELECT` (always schema-qualified), with constants only.
 const FUNCTIONS: &str = "set_config setval lo_create lo_open lowrite lo_close pg_restore_relation_stats pg_restore_attribute_stats";
 
@@ -55,19 +43,7 @@ const FUNCTIONS: &str = "set_config setval lo_create lo_open lowrite lo_close pg
 const CAST_TYPES: &str = "regclass oid int2 int4 int8 integer bigint smallint bool boolean text name \
     float4 float8 real numeric bytea char bpchar varchar anyarray";
 
-/// `utf-8` → `utf8`, as PostgreSQL compares encoding names.
-pub(super) fn encoding_key(name: &str) -> String {
-    name.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
-}
-
-/// Whether psql and pgvigil lex a stream in this client encoding alike.
-pub(super) fn safe_encoding(name: &str) -> bool {
-    let key = encoding_key(name);
-    SAFE_ENCODINGS.split_whitespace().any(|e| e == key)
-}
+pub(super) use crate::pipeline::stages::encoding::{encoding_key, safe_encoding};
 
 /// The roles a dump may switch to: those the manifest names (unquoted).
 #[derive(Debug, Clone, Default)]
@@ -108,6 +84,12 @@ pub(super) fn judge(stmt: &NodeEnum, roles: &KnownRoles) -> Decision {
                 refuse("CREATE SUBSCRIPTION without connect = false")
             }
         }
+        // Objects of the whole server (databases, tablespaces, roles, settings) are never in a
+        // dump of one database: owning, granting, commenting or labelling them reaches beyond it.
+        NodeEnum::AlterOwnerStmt(a) if cluster_wide(a.object_type) => refuse(format!("ALTER … OWNER of {}", kind(a.object_type))),
+        NodeEnum::GrantStmt(g) if cluster_wide(g.objtype) => refuse(format!("GRANT or REVOKE on {}", kind(g.objtype))),
+        NodeEnum::CommentStmt(c) if cluster_wide(c.objtype) => refuse(format!("COMMENT ON {}", kind(c.objtype))),
+        NodeEnum::SecLabelStmt(l) if cluster_wide(l.objtype) => refuse(format!("SECURITY LABEL ON {}", kind(l.objtype))),
         NodeEnum::AlterOwnerStmt(_) => Decision::Ownership,
         NodeEnum::AlterTableStmt(a) if !a.cmds.is_empty() && a.cmds.iter().all(is_owner_change) => Decision::Ownership,
         NodeEnum::GrantStmt(_) | NodeEnum::AlterDefaultPrivilegesStmt(_) => Decision::Grant,
@@ -198,6 +180,26 @@ fn statement_name(stmt: &NodeEnum) -> String {
     name.to_string()
 }
 
+/// Whether an object type belongs to the whole server rather than to one database.
+fn cluster_wide(objtype: i32) -> bool {
+    use pb::ObjectType as O;
+    [O::ObjectDatabase, O::ObjectTablespace, O::ObjectRole, O::ObjectParameterAcl]
+        .iter()
+        .any(|o| *o as i32 == objtype)
+}
+
+/// The kind of a server-wide object, for a message.
+fn kind(objtype: i32) -> &'static str {
+    use pb::ObjectType as O;
+    match O::try_from(objtype) {
+        Ok(O::ObjectDatabase) => "a database",
+        Ok(O::ObjectTablespace) => "a tablespace",
+        Ok(O::ObjectRole) => "a role",
+        Ok(O::ObjectParameterAcl) => "a server setting",
+        _ => "a server-wide object",
+    }
+}
+
 fn is_owner_change(cmd: &pb::Node) -> bool {
     matches!(&cmd.node, Some(NodeEnum::AlterTableCmd(c)) if c.subtype == pb::AlterTableType::AtChangeOwner as i32)
 }
@@ -230,7 +232,9 @@ fn constant_text(n: &pb::Node) -> Option<String> {
 }
 
 fn setting(s: &pb::VariableSetStmt, roles: &KnownRoles) -> Decision {
-    let reset = s.kind == pb::VariableSetKind::VarReset as i32;
+    let reset = s.kind == pb::VariableSetKind::VarReset as i32
+        // `SET SESSION AUTHORIZATION DEFAULT` (pg_dump's --use-set-session-authorization).
+        || (s.kind == pb::VariableSetKind::VarSetDefault as i32 && s.name == "session_authorization");
     let set = s.kind == pb::VariableSetKind::VarSetValue as i32;
     if !(set || reset) || !SETTINGS.split_whitespace().any(|n| n == s.name) {
         let name = if s.name.is_empty() { "a setting" } else { s.name.as_str() };
@@ -258,6 +262,10 @@ fn setting(s: &pb::VariableSetStmt, roles: &KnownRoles) -> Decision {
         return refuse(format!("SET {} to something other than one constant", s.name));
     };
     match s.name.as_str() {
+        // pg_dump turns every timeout off; another value could end the restore's session.
+        "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" | "transaction_timeout" if value != "0" => {
+            refuse(format!("SET {} to {} (pg_dump sets 0)", s.name, shown(&value)))
+        }
         "standard_conforming_strings" if !matches!(value.to_ascii_lowercase().as_str(), "on" | "true") => {
             refuse("SET standard_conforming_strings to off (it changes how the rest of the dump is read)")
         }

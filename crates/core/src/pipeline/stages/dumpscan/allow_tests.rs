@@ -159,6 +159,16 @@ fn everything_else_is_refused() {
         ("REASSIGN OWNED BY app TO postgres;", "REASSIGN"),
         ("EXPLAIN ANALYZE SELECT 1;", "does not write"),
         ("CREATE TABLESPACE t LOCATION '/tmp';", "TABLESPACE"),
+        ("ALTER DATABASE postgres OWNER TO app;", "OWNER of a database"),
+        ("ALTER TABLESPACE pg_default OWNER TO app;", "OWNER of a tablespace"),
+        ("GRANT ALL ON DATABASE postgres TO app;", "on a database"),
+        ("GRANT ALTER SYSTEM ON PARAMETER archive_command TO PUBLIC;", "on a server setting"),
+        ("GRANT CREATE ON TABLESPACE pg_default TO app;", "on a tablespace"),
+        ("COMMENT ON ROLE app IS 'x';", "COMMENT ON a role"),
+        ("COMMENT ON DATABASE postgres IS 'x';", "COMMENT ON a database"),
+        ("SECURITY LABEL FOR dummy ON ROLE app IS 'x';", "SECURITY LABEL ON a role"),
+        ("SET statement_timeout = 1;", "pg_dump sets 0"),
+        ("SET idle_in_transaction_session_timeout = '1ms';", "pg_dump sets 0"),
     ];
     for (sql, why) in cases {
         match decide(sql).as_slice() {

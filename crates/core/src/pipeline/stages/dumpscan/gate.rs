@@ -23,6 +23,7 @@
 
 use super::allow::{self, Decision, KnownRoles};
 use super::Strip;
+use crate::pipeline::stages::sqllex::PsqlSplit;
 use std::fmt;
 
 /// Longest statement (with the comments before it) a restore accepts.
@@ -36,7 +37,8 @@ const PSQL_VARIABLES: &str = "AUTOCOMMIT COMP_KEYWORD_CASE DBNAME ECHO ECHO_HIDD
     LAST_ERROR_MESSAGE LAST_ERROR_SQLSTATE ON_ERROR_ROLLBACK ON_ERROR_STOP PORT PROMPT1 PROMPT2 PROMPT3 \
     QUIET ROW_COUNT SERVER_VERSION_NAME SERVER_VERSION_NUM SERVICE SHELL_ERROR SHELL_EXIT_CODE \
     SHOW_ALL_RESULTS SHOW_CONTEXT SINGLELINE SINGLESTEP SQLSTATE USER VERBOSITY VERSION VERSION_NAME \
-    VERSION_NUM WATCH_INTERVAL pgvigil_xid pgvigil_pid";
+    VERSION_NUM WATCH_INTERVAL SERVICEFILE PIPELINE_SYNC_COUNT PIPELINE_COMMAND_COUNT PIPELINE_RESULT_COUNT \
+    pgvigil_xid pgvigil_pid";
 
 /// Why a backup was not restored: it contains something pg_dump does not write, which could
 /// reach the host, leave the restore's transaction or be read differently by psql and by pgvigil.
@@ -159,6 +161,32 @@ pub(super) struct Gate {
     encoding: Option<String>,
 }
 
+/// Whether psql ends a statement exactly where `sql` (one candidate, as PostgreSQL's scanner
+/// cut it into `tokens`) ends: psql sends text together until its own rule says a statement
+/// ended ([`PsqlSplit`]), so a candidate that does not end there would reach the server
+/// together with whatever follows — COPY data included — unjudged.
+fn psql_ends_it(sql: &str, tokens: &[pg_query::protobuf::ScanToken]) -> bool {
+    use pg_query::protobuf::{KeywordKind, Token};
+    let mut split = PsqlSplit::default();
+    let mut parens = 0u32;
+    for t in tokens {
+        let text = sql.get(t.start as usize..t.end as usize).unwrap_or("");
+        match t.token {
+            40 => parens += 1,
+            41 => parens = parens.saturating_sub(1),
+            59 => {
+                split.semicolon(parens);
+            }
+            k if k == Token::SqlComment as i32 || k == Token::CComment as i32 => {}
+            k if (k == Token::Ident as i32 && !text.starts_with('"')) || t.keyword_kind != KeywordKind::NoKeyword as i32 => {
+                split.word(text.as_bytes(), parens);
+            }
+            _ => {}
+        }
+    }
+    parens == 0 && split.at_end()
+}
+
 impl Gate {
     /// A gate with these rules.
     pub fn new(rules: GateRules) -> Self {
@@ -206,6 +234,13 @@ impl Gate {
             Ok(p) => p.protobuf,
             Err(e) => return Err(unparseable(&sql, &e.to_string(), lineno)),
         };
+        let tokens = pg_query::scan_tokens(&sql).map_err(|e| unparseable(&sql, &e.to_string(), lineno))?;
+        if !psql_ends_it(&sql, &tokens) {
+            return Err(refuse_statement(
+                "a statement psql would read together with what follows (BEGIN … END outside a routine's body, or a routine named begin)"
+                    .into(),
+            ));
+        }
         let sensitive = lexing_sensitive(text);
         if sensitive && parsed.stmts.len() > 1 {
             return Err(refuse_statement(

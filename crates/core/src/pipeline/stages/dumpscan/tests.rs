@@ -174,6 +174,15 @@ fn what_pg_dump_never_writes_stops_the_stream() {
         ("CREATE VIEW v AS SELECT :VERSION;\n", "psql variable"),
         ("SELECT 1\0;\n", "NUL"),
         ("CREATE TABLE x (a int\n\\.\n);\n", "psql command"),
+        // psql reads a routine named begin together with what follows, COPY data included.
+        (
+            "CREATE FUNCTION public.begin() RETURNS integer LANGUAGE sql AS $$SELECT 1$$;\nCOPY public.t (a) FROM stdin;\nend; COMMIT; DROP TABLE x;\n\\.\n",
+            "COPY",
+        ),
+        (
+            "CREATE FUNCTION public.begin() RETURNS integer LANGUAGE sql AS $$SELECT 1$$;\nSET row_security = off; end; COMMIT;\n",
+            "transaction control",
+        ),
     ];
     for (hostile, why) in cases {
         let dump = format!("{head}{hostile}CREATE TABLE public.after (a int);\n");
@@ -188,6 +197,16 @@ fn what_pg_dump_never_writes_stops_the_stream() {
             };
             assert!(allowed.starts_with(&out), "chunk {chunk}: {hostile:?} passed on {out:?}");
         }
+    }
+}
+
+#[test]
+fn sql_standard_bodies_pass_whole_as_psql_sends_them() {
+    let dump = "CREATE FUNCTION public.g() RETURNS integer\n    LANGUAGE sql\n    BEGIN ATOMIC\n SELECT 1;\nEND;\n\nCREATE PROCEDURE public.p2()\n    LANGUAGE sql\n    BEGIN ATOMIC\n SELECT CASE WHEN true THEN 1 ELSE 2 END;\n SELECT 2;\nEND;\n\nCREATE OR REPLACE FUNCTION public.h() RETURNS integer LANGUAGE sql BEGIN ATOMIC SELECT 3; END;\nSET row_security = off;\n";
+    for chunk in [1, 2, 7, 4096] {
+        let (out, r) = gated(dump, GateRules::default(), chunk);
+        assert_eq!(r.forbidden, None, "chunk {chunk}");
+        assert_eq!(out, dump, "chunk {chunk}");
     }
 }
 
