@@ -1,5 +1,5 @@
 #!/bin/sh
 # Take one backup now, through the same code path as the service (the runbook's forced backup).
-# Usage: railway run --service backup /app/backup.sh   or   docker compose exec backup /app/backup.sh
+# Usage: railway ssh --service backup -- /app/backup.sh   or   docker compose exec backup /app/backup.sh
 set -eu
 exec pgvigil backup-now "$@"

@@ -133,3 +133,96 @@ async fn every_command_against_a_prepared_bucket() {
         assert!(out.contains("Usage"), "{cmd}: {out}");
     }
 }
+
+#[tokio::test]
+async fn status_is_critical_whenever_storage_cannot_be_read_and_restore_takes_times_as_typed() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 20).await;
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("typed");
+    vars.push(("DATABASE_URL", pg.url("app")));
+    let (code, _, all) = pgvigil(&["backup-now"], &vars).await;
+    assert_eq!(code, Some(0), "{all}");
+
+    // A time as the emergency runbook types it, and a span ago: the newest at or before it, named.
+    pg.create_db("typed_target").await;
+    let mut restore_vars = vars.clone();
+    restore_vars.push(("RESTORE_DATABASE_URL", pg.url("typed_target")));
+    let soon = (chrono::Utc::now() + chrono::Duration::minutes(2))
+        .format("%Y-%m-%dT%H:%MZ")
+        .to_string();
+    let (code, _, all) = pgvigil(&["restore", "--backup", &soon], &restore_vars).await;
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        all.contains("the newest backup taken at or before") && all.contains(&format!("({soon})")),
+        "{all}"
+    );
+    let (code, _, all) = pgvigil(&["restore", "--backup", "3d", "--clean", "--yes"], &restore_vars).await;
+    assert_eq!(code, Some(1), "{all}");
+    assert!(
+        all.contains("no backup was taken at or before") && all.contains("3d before now"),
+        "{all}"
+    );
+
+    // The store is gone, in single-database mode and with a database list alike: CRITICAL.
+    s3.stop();
+    for extra in [None, Some(("BACKUP_DATABASES", "app".to_string()))] {
+        let mut v = vars.clone();
+        v.extend(extra);
+        for args in [&["status"][..], &["status", "--json"]] {
+            let (code, out, all) = tokio::time::timeout(std::time::Duration::from_secs(100), pgvigil(args, &v))
+                .await
+                .expect("status gives up in time");
+            assert_eq!(code, Some(2), "{args:?} {v:?}: {all}");
+            assert!(out.contains("CRITICAL"), "{args:?}: {out}");
+        }
+    }
+}
+
+/// URLs without a password, as a libpq user writes them: the password comes from `PGPASSWORD`,
+/// `PGPASSWORD_FILE` or a `PGPASSFILE`, for pgvigil's own connections and pg_dump/psql alike; a
+/// wrong one is one plain error that does not show it.
+#[tokio::test]
+async fn libpq_variables_supply_what_the_url_leaves_out() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 20).await;
+    pg.create_db("env_target").await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bare = |db: &str| pg.url(db).replace(&format!(":{}@", pgvigil_e2e::pg::PASSWORD), "@");
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, format!("{}\n", pgvigil_e2e::pg::PASSWORD)).unwrap();
+    let passfile = dir.path().join("pgpass");
+    std::fs::write(&passfile, format!("*:*:*:postgres:{}\n", pgvigil_e2e::pg::PASSWORD)).unwrap();
+    std::fs::set_permissions(&passfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let mut vars = s3.vars("libpq");
+    vars.push(("DATABASE_URL", bare("app")));
+    vars.push(("PGPASSWORD_FILE", password_file.display().to_string()));
+    let (code, _, all) = pgvigil(&["backup-now"], &vars).await;
+    assert_eq!(code, Some(0), "{all}");
+
+    let mut verify = s3.vars("libpq");
+    verify.push(("VERIFY_DATABASE_URL", bare("postgres")));
+    verify.push(("PGPASSFILE", passfile.display().to_string()));
+    let o = run("pgvigil-verify", &["--once"], &verify).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Restore verification completed successfully"), "{}", text(&o));
+
+    let mut restore = s3.vars("libpq");
+    restore.push(("RESTORE_DATABASE_URL", bare("env_target")));
+    restore.push(("PGPASSWORD", pgvigil_e2e::pg::PASSWORD.to_string()));
+    let (code, _, all) = pgvigil(&["restore"], &restore).await;
+    assert_eq!(code, Some(0), "{all}");
+
+    let wrong = "Wrong-libpq-SECRET-5vq";
+    let mut bad = vars.clone();
+    bad.retain(|(k, _)| *k != "PGPASSWORD_FILE");
+    bad.push(("PGPASSWORD", wrong.to_string()));
+    let (code, _, all) = pgvigil(&["backup-now"], &bad).await;
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("password authentication failed"), "{all}");
+    assert!(!all.contains(wrong) && !all.contains(pgvigil_e2e::pg::PASSWORD), "{all}");
+}

@@ -91,17 +91,26 @@ async fn encrypted_backups_verify_restore_check_and_open_with_stock_age() {
     let path = bucket.join(object);
     assert!(std::fs::read(&path).unwrap().starts_with(b"age-encryption.org/v1"));
 
-    // Verification with the identity passes; with the escrow identity too.
-    for file in [&current_file, &escrow_file] {
-        let o = run(
-            "pgvigil-verify",
-            &["--once"],
-            &with(&vars, &[("BACKUP_ENCRYPTION_IDENTITY_FILE", file.clone())]),
-        )
-        .await;
+    // Verification with the identity passes; with the escrow identity too; and with the identity
+    // given inline (Railway has no file mounts), which is never shown.
+    let inline = ("BACKUP_ENCRYPTION_IDENTITY", secret.clone());
+    for given in [
+        ("BACKUP_ENCRYPTION_IDENTITY_FILE", current_file.clone()),
+        ("BACKUP_ENCRYPTION_IDENTITY_FILE", escrow_file.clone()),
+        inline.clone(),
+    ] {
+        let o = run("pgvigil-verify", &["--once"], &with(&vars, &[given])).await;
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("Restore verification completed successfully"), "{}", text(&o));
+        assert!(!text(&o).contains(&secret), "{}", text(&o));
     }
+    let o = run("pgvigil-backup", &["--once"], &with(&vars, &[recipients.clone(), inline])).await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("must hold no private key") && !text(&o).contains(&secret),
+        "{}",
+        text(&o)
+    );
     // With an identity the backup was not encrypted to, it could not run: no verdict.
     let o = run(
         "pgvigil-verify",

@@ -317,14 +317,32 @@ async fn wrong_region_and_missing_bucket() {
     sample::build(&pg, "app", 100).await;
     let s3 = S3Server::start().await;
 
+    // The store names the bucket's region: pgvigil says so once and uses it.
     s3.faults.bucket_region("eu-central-1");
     let out = run("pgvigil-backup", &["--once"], &backup_vars(&pg, s3.vars("reg"))).await;
     let t = text(&out);
-    assert!(!out.status.success(), "{t}");
-    assert!(t.contains("another region (check S3_REGION)"), "{t}");
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("answers from region eu-central-1, not us-east-1 (from S3_REGION): using eu-central-1; set S3_REGION=eu-central-1"),
+        "{t}"
+    );
     assert_plain(&t);
+    assert_complete_backups(&s3, "reg", 1).await;
+
+    // AWS's own variable, when S3_REGION is unset: no correction needed, the start line says where
+    // the region came from.
+    let mut vars = backup_vars(&pg, s3.vars("reg"));
+    vars.retain(|(k, _)| *k != "S3_REGION");
+    vars.push(("AWS_REGION", "eu-central-1".into()));
+    let out = run("pgvigil-backup", &["--once"], &vars).await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("region eu-central-1 from AWS_REGION") && !t.contains("answers from region"),
+        "{t}"
+    );
     s3.faults.clear();
-    assert_complete_backups(&s3, "reg", 0).await;
+    assert_complete_backups(&s3, "reg", 2).await;
 
     // A bucket that does not exist yet: the service says so, waits, and starts once it exists.
     let mut vars = backup_vars(&pg, s3.vars("nob"));
@@ -628,4 +646,40 @@ async fn sessions_queued_behind_the_dump_are_reported() {
     let warning = out.lines().find(|l| l.contains("session(s) have waited")).unwrap();
     assert!(warning.contains("waiting=1"), "{warning}");
     assert_complete_backups(&s3, "queue", 1).await;
+}
+
+#[tokio::test]
+async fn a_backup_gives_way_to_a_migration_and_is_retried() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 30_000).await;
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The first dump stalls with its locks held; a migration queues behind it.
+    let (wrapper, marker) = pausing_pg_dump(dir.path(), 1, 6);
+    let mut vars = backup_vars(&pg, s3.vars("yield"));
+    vars.push(("PG_DUMP_PATH", wrapper));
+    vars.push(("PG_DUMP_YIELD_AFTER", "2".into()));
+    let mut svc = Service::start("pgvigil-backup", &[], &vars);
+    wait_for_file(&marker, &svc).await;
+    let mut migration = pg.connect("app").await;
+    let started = std::time::Instant::now();
+    let alter = tokio::spawn(async move {
+        sqlx::query("ALTER TABLE public.customers ADD COLUMN audit int")
+            .execute(&mut migration)
+            .await
+            .map(|_| ())
+    });
+    svc.wait_for("Backup gives way", 1, 30).await;
+    alter.await.unwrap().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the migration went ahead");
+    svc.wait_for(COMPLETED, 1, 90).await;
+    let (status, out) = svc.stop().await;
+    assert!(status.success(), "{out}");
+    assert!(out.contains("Backup failed") && out.contains("gave way to"), "{out}");
+    assert_complete_backups(&s3, "yield", 1).await;
+    assert!(
+        s3.pending_uploads().is_empty(),
+        "the upload of the backup that gave way was aborted"
+    );
 }

@@ -78,6 +78,17 @@ async fn only_backups_signed_by_a_trusted_key_are_verified_or_restored() {
     let v = run("pgvigil-verify", &["--once"], &vars).await;
     assert!(text(&v).contains("Restore verification completed successfully"), "{}", text(&v));
 
+    // The key given inline (where files are awkward, as on Railway) signs the same way.
+    let inline = [("BACKUP_SIGNING_KEY", std::fs::read_to_string(&secret).unwrap())];
+    let inline_ctx = backup_context(&pg, "corpus", s3.vars("signed"), &inline).await;
+    let newer = backup::run_once(&inline_ctx, &CancellationToken::new()).await.unwrap();
+    let v = run("pgvigil-verify", &["--once"], &vars).await;
+    assert!(
+        text(&v).contains("Restore verification completed successfully") && text(&v).contains(&newer.manifest.key),
+        "{}",
+        text(&v)
+    );
+
     // The same backup planted as newer ones: unsigned, signed by another key, changed after
     // it was signed.
     let plant = |id: BackupId, m: manifest::Manifest, signature: Option<String>| {

@@ -54,7 +54,7 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         last: usize,
         /// Also inflate every object and find pg_dump's closing line (slower; decrypts encrypted
-        /// backups, so it needs BACKUP_ENCRYPTION_IDENTITY_FILE for them). By default only size
+        /// backups, so it needs BACKUP_ENCRYPTION_IDENTITY(_FILE) for them). By default only size
         /// and SHA-256 are compared with the manifest.
         #[arg(long)]
         deep: bool,
@@ -159,167 +159,181 @@ async fn one_database(settings: Settings, database: Option<&str>, cancel: &Cance
     }
 }
 
-/// `status` of every database (text or JSON); the worst verdict decides the exit status, and a
-/// database that cannot be read counts as CRITICAL.
-async fn status_of_all(settings: &Settings, names: &[String], json: bool, policy: PolicyArgs, cancel: &CancellationToken) -> u8 {
-    let mut worst = if names.is_empty() { 2 } else { 0 };
+/// `status`: every database the configuration covers (or the one asked for), text or JSON. The
+/// worst verdict decides the exit status, and anything that cannot be read — storage down,
+/// credentials refused, a bucket missing — is CRITICAL (2), in every mode, so a monitoring check
+/// can rely on it.
+async fn status(database: Option<&str>, json: bool, policy: PolicyArgs, cancel: &CancellationToken) -> u8 {
+    let settings = match Settings::from_env(Role::Cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let targets: Vec<(Option<String>, Result<Settings>)> = match (database, operator::databases(&settings, cancel).await) {
+        (None, Ok(Some(names))) => names
+            .iter()
+            .map(|db| (Some(db.clone()), operator::for_database(&settings, db).map_err(Into::into)))
+            .collect(),
+        (db, Ok(_)) => vec![(db.map(String::from), one_database(settings, db, cancel).await)],
+        (db, Err(e)) => vec![(db.map(String::from), Err(e.into()))],
+    };
+    if targets.is_empty() {
+        println!(
+            "{}",
+            if json {
+                "[]"
+            } else {
+                "CRITICAL: no database has backups under this prefix yet"
+            }
+        );
+        return 2;
+    }
+    let several = targets.len() > 1 || targets.iter().any(|(db, _)| db.is_some()) && database.is_none();
+    let mut worst = 0;
     let mut rows = Vec::new();
-    for db in names {
+    for (db, settings) in targets {
         let result = async {
-            let op = Operator::open(operator::for_database(settings, db)?).await?;
+            let op = Operator::open(settings?).await?;
             let p = op.policy(&policy.overrides(), cancel).await?;
             let v = op.status(&p, cancel).await?;
-            Ok::<_, OperatorError>((op, p, v))
+            Ok::<_, anyhow::Error>((op, p, v))
         }
         .await;
-        match result {
-            Ok((op, p, v)) => {
-                worst = worst.max(v.verdict.exit_code());
-                if json {
-                    rows.push(serde_json::json!({ "database": db, "status": serde_json::from_str::<serde_json::Value>(&render::status_json(&v)).unwrap_or_default() }));
-                } else {
-                    println!(
-                        "== database {db} ==\n{}policy: {}\n",
-                        render::status(&v, &op.storage_description()),
-                        p.source
-                    );
-                }
-            }
-            Err(e) => {
-                worst = 2;
-                if json {
-                    rows.push(serde_json::json!({ "database": db, "error": e.to_string() }));
-                } else {
-                    println!("== database {db} ==\nCRITICAL: {e}\n");
-                }
-            }
+        let (code, text, value) = match result {
+            Ok((op, p, v)) => (
+                v.verdict.exit_code(),
+                format!("{}policy: {}\n", render::status(&v, &op.storage_description()), p.source),
+                serde_json::from_str::<serde_json::Value>(&render::status_json(&v)).unwrap_or_default(),
+            ),
+            Err(e) => (
+                2,
+                format!("CRITICAL: {e:#}\n"),
+                serde_json::json!({ "verdict": "CRITICAL", "error": format!("{e:#}") }),
+            ),
+        };
+        worst = worst.max(code);
+        match (json, several, db) {
+            (true, true, Some(db)) => rows.push(serde_json::json!({ "database": db, "status": value })),
+            (true, _, _) => rows.push(value),
+            (false, true, Some(db)) => println!("== database {db} ==\n{text}"),
+            (false, _, _) => println!("{}", text.trim_end()),
         }
     }
     if json {
-        println!("{}", serde_json::Value::Array(rows));
-    } else if names.is_empty() {
-        println!("CRITICAL: no database has backups under this prefix yet");
+        let out = if several {
+            serde_json::Value::Array(rows)
+        } else {
+            rows.pop().unwrap_or_default()
+        };
+        println!("{out}");
     }
     worst
 }
 
-async fn dispatch(command: Command, database: Option<&str>, cancel: &CancellationToken) -> Result<u8> {
-    if let (Command::Status { json, policy }, None) = (&command, database) {
-        let settings = Settings::from_env(Role::Cli)?;
-        if let Some(names) = operator::databases(&settings, cancel).await? {
-            return Ok(status_of_all(&settings, &names, *json, *policy, cancel).await);
-        }
-    }
-    if let Command::BackupNow = command {
-        let settings = Settings::from_env(Role::Backup)?;
-        // A listed set of databases without --database: each of them, in turn.
-        let targets: Vec<Settings> = match (&settings.databases, database) {
-            (pgvigil_core::operator::prelude::Databases::List(names), None) => names
-                .iter()
-                .map(|db| operator::for_database(&settings, db))
-                .collect::<Result<_, _>>()?,
-            _ => vec![one_database(settings, database, cancel).await?],
-        };
-        let mut failed = 0;
-        for settings in &targets {
-            match operator::backup_now(settings, cancel).await {
-                Ok(out) => {
-                    let m = &out.manifest;
-                    println!(
-                        "{} ({}, {} tables, {} rows)",
-                        m.key,
-                        render::human_bytes(m.size),
-                        m.tables.len(),
-                        m.tables.values().sum::<u64>()
-                    );
-                }
-                // Already logged as `Backup failed` with its cause.
-                Err(OperatorError::Backup(_)) => failed += 1,
-                Err(e) => return Err(e.into()),
+/// `backup-now`: one backup of the database asked for, or of each listed one in turn.
+async fn backup_now(database: Option<&str>, cancel: &CancellationToken) -> Result<u8> {
+    let settings = Settings::from_env(Role::Backup)?;
+    let targets: Vec<Settings> = match (&settings.databases, database) {
+        (pgvigil_core::operator::prelude::Databases::List(names), None) => names
+            .iter()
+            .map(|db| operator::for_database(&settings, db))
+            .collect::<Result<_, _>>()?,
+        _ => vec![one_database(settings, database, cancel).await?],
+    };
+    let mut failed = 0;
+    for settings in &targets {
+        match operator::backup_now(settings, cancel).await {
+            Ok(out) => {
+                let m = &out.manifest;
+                let rows: u64 = m.tables.values().sum();
+                println!(
+                    "{} ({}, {} tables, {rows} rows)",
+                    m.key,
+                    render::human_bytes(m.size),
+                    m.tables.len()
+                );
             }
+            // Already logged as `Backup failed` with its cause.
+            Err(OperatorError::Backup(_)) => failed += 1,
+            Err(e) => return Err(e.into()),
         }
-        return Ok(u8::from(failed > 0));
     }
-    let op = Operator::open(one_database(Settings::from_env(Role::Cli)?, database, cancel).await?).await?;
-    let prefix = op.layout().backups_prefix();
+    Ok(u8::from(failed > 0))
+}
+
+/// `prune`: the plan, then (confirmed) the deletes.
+async fn prune(op: &Operator, dry_run: bool, yes: bool, policy: PolicyArgs, cancel: &CancellationToken) -> Result<u8> {
+    let p = op.prune_plan(&op.policy(&policy.overrides(), cancel).await?, cancel).await?;
+    print!("{}", render::prune_plan(&p, &op.layout().backups_prefix(), dry_run));
+    if p.plan.delete.is_empty() || dry_run {
+        return Ok(0);
+    }
+    if !yes && !confirm(&format!("Delete these {} backups?", p.plan.delete.len())) {
+        eprintln!("nothing deleted: confirm on a terminal, or pass --yes (--dry-run shows the plan only)");
+        return Ok(1);
+    }
+    let done = op.prune(&p, cancel).await?;
+    println!(
+        "deleted {} backups (with their manifests and verification records)",
+        done.delete.len()
+    );
+    Ok(0)
+}
+
+/// The storage of the database asked for.
+async fn open(database: Option<&str>, cancel: &CancellationToken) -> Result<Operator> {
+    Ok(Operator::open(one_database(Settings::from_env(Role::Cli)?, database, cancel).await?).await?)
+}
+
+/// Prints `text` without its trailing blank lines.
+fn show(text: &str) {
+    println!("{}", text.trim_end());
+}
+
+async fn dispatch(command: Command, database: Option<&str>, cancel: &CancellationToken) -> Result<u8> {
     match command {
-        Command::Status { json, policy } => {
-            let policy = op.policy(&policy.overrides(), cancel).await?;
-            let v = op.status(&policy, cancel).await?;
-            let text = if json {
-                render::status_json(&v)
-            } else {
-                format!("{}policy: {}\n", render::status(&v, &op.storage_description()), policy.source)
-            };
-            println!("{}", text.trim_end());
-            Ok(v.verdict.exit_code())
-        }
+        Command::Status { json, policy } => Ok(status(database, json, policy, cancel).await),
+        Command::BackupNow => backup_now(database, cancel).await,
         Command::List { limit, json } => {
+            let op = open(database, cancel).await?;
             let rows = op.list(limit, cancel).await?;
-            let text = if json { render::json(&rows) } else { render::list(&rows, &prefix) };
-            println!("{}", text.trim_end());
+            show(&if json {
+                render::json(&rows)
+            } else {
+                render::list(&rows, &op.layout().backups_prefix())
+            });
             Ok(0)
         }
         Command::Check { last, deep, json } => {
+            let op = open(database, cancel).await?;
             let r = op.check(last, deep, &progress::Terminal::default(), cancel).await?;
-            let text = if json { render::json(&r) } else { render::check(&r, &prefix) };
-            println!("{}", text.trim_end());
+            show(&if json {
+                render::json(&r)
+            } else {
+                render::check(&r, &op.layout().backups_prefix())
+            });
             Ok(u8::from(r.newest_is_bad()))
         }
-        Command::Prune { dry_run, yes, policy } => {
-            let policy = op.policy(&policy.overrides(), cancel).await?;
-            let p = op.prune_plan(&policy, cancel).await?;
-            println!("policy: {}", policy.source);
-            println!(
-                "retention: delete backups older than {} days; keep at least {} complete backups that did not fail verification, the newest backup, and the newest one that passed verification",
-                policy.retention.retention_days, policy.retention.min_keep
-            );
-            for (id, why) in &p.plan.kept {
-                println!("keeping {} ({})", op.layout().backup(*id), why.describe());
-            }
-            if p.plan.delete.is_empty() {
-                println!("nothing to delete");
-                return Ok(0);
-            }
-            for id in &p.plan.delete {
-                println!(
-                    "{} {}",
-                    if dry_run { "would delete" } else { "to delete:" },
-                    op.layout().backup(*id)
-                );
-            }
-            if dry_run {
-                return Ok(0);
-            }
-            if !yes && !confirm(&format!("Delete these {} backups?", p.plan.delete.len())) {
-                eprintln!("nothing deleted: confirm on a terminal, or pass --yes (--dry-run shows the plan only)");
-                return Ok(1);
-            }
-            let done = op.prune(&p, cancel).await?;
-            println!(
-                "deleted {} backups (with their manifests and verification records)",
-                done.delete.len()
-            );
-            Ok(0)
-        }
+        Command::Prune { dry_run, yes, policy } => prune(&open(database, cancel).await?, dry_run, yes, policy, cancel).await,
         Command::Report { days, json, policy } => {
+            let op = open(database, cancel).await?;
             let policy = op.policy(&policy.overrides(), cancel).await?;
             let r = op.report(days, &policy, cancel).await?;
-            let text = if json {
+            show(&if json {
                 render::json(&r)
             } else {
                 format!("{}\npolicy: {}\n", render::report(&r), policy.source)
-            };
-            println!("{}", text.trim_end());
+            });
             Ok(0)
         }
-        Command::Restore(args) => restore::run(&op, args, database, cancel).await,
+        Command::Restore(args) => restore::run(&open(database, cancel).await?, args, database, cancel).await,
         Command::Ack { backup } => {
-            let name = op.ack(&backup, cancel).await?;
+            let name = open(database, cancel).await?.ack(&backup, cancel).await?;
             println!("{name}: hold lifted; retention treats it like any other backup again");
             Ok(0)
         }
-        Command::BackupNow => Ok(1),
     }
 }
 
@@ -337,5 +351,43 @@ async fn main() -> ExitCode {
                 e.downcast_ref::<ConfigError>().is_some() || matches!(e.downcast_ref::<OperatorError>(), Some(OperatorError::Config(_)));
             ExitCode::from(if config { 2 } else { 1 })
         }
+    }
+}
+
+/// What `docs/cli.md` opens with, before the reference generated from the definitions above.
+#[cfg(test)]
+const REFERENCE_HEAD: &str = "# `pgvigil` command reference
+
+Generated from the command-line definitions (`crates/cli/src/main.rs`, `restore.rs`) by a test that
+fails when this file is stale: `PGVIGIL_WRITE_DOCS=1 cargo nextest run -p pgvigil -E 'test(cli_reference)'`
+rewrites it. Configuration comes from the environment, like the services' ([configuration.md](configuration.md)).
+
+## Exit codes
+
+| command | 0 | 1 | 2 |
+|---|---|---|---|
+| `status` | OK | WARNING (a stale backup or verification, a held backup, a backup dated in the future, …) | CRITICAL: the newest backup or verification failed, no backup at all, or storage could not be read (unreachable, credentials refused, bucket missing) — in every mode, with and without `--database` |
+| `list`, `report`, `ack` | done | failed (the message says why: storage, no such backup) | the configuration is invalid |
+| `check` | the newest backup checked is good | the newest backup checked is bad, or storage failed | the configuration is invalid |
+| `backup-now` | every backup asked for completed | a backup failed (`Backup failed` says why) | the configuration is invalid |
+| `restore` | restored (the output says which backup and why it was chosen) | nothing restored: every candidate was at fault, or the environment failed (the target was left as it was), or — said in capitals — the target was changed | the configuration is invalid |
+| `prune` | done, or nothing to delete, or `--dry-run` | not confirmed, or storage failed | the configuration is invalid |
+
+";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cli_reference_is_generated_from_these_definitions() {
+        let generated = format!("{}{}", super::REFERENCE_HEAD, clap_markdown::help_markdown::<super::Cli>());
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/cli.md");
+        if std::env::var_os("PGVIGIL_WRITE_DOCS").is_some() {
+            std::fs::write(path, &generated).unwrap();
+        }
+        let current = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            current == generated,
+            "docs/cli.md is stale: PGVIGIL_WRITE_DOCS=1 cargo nextest run -p pgvigil -E 'test(cli_reference)'"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Rendering of the operator layer's results: human tables and text (the default) or JSON.
 
 use pgvigil_core::operator::prelude::{human_secs, Report, Spread, Verdict, VerificationRecord};
-use pgvigil_core::operator::{CheckReport, ListRow, StatusView};
+use pgvigil_core::operator::{CheckReport, ListRow, PrunePlan, StatusView};
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -227,5 +227,33 @@ pub fn report(r: &Report) -> String {
     };
     let _ = writeln!(s, "  oldest backup:       {oldest}");
     let _ = writeln!(s, "  projected cost:      ${:.2} per month", r.monthly_cost);
+    s
+}
+
+/// What `pgvigil prune` will do: the policy, what it keeps beyond the bare policy and why, and
+/// what it deletes (or would, with `--dry-run`).
+pub fn prune_plan(p: &PrunePlan, prefix: &str, dry_run: bool) -> String {
+    let mut s = String::new();
+    let r = &p.policy.retention;
+    let _ = writeln!(s, "policy: {}", p.policy.source);
+    let _ = writeln!(
+        s,
+        "retention: delete backups older than {} days; keep at least {} complete backups that did not fail verification, the newest backup, and the newest one that passed verification",
+        r.retention_days, r.min_keep
+    );
+    for (id, why) in &p.plan.kept {
+        let _ = writeln!(s, "keeping {prefix}{} ({})", id.file_name(), why.describe());
+    }
+    if p.plan.delete.is_empty() {
+        let _ = writeln!(s, "nothing to delete");
+    }
+    for id in &p.plan.delete {
+        let _ = writeln!(
+            s,
+            "{} {prefix}{}",
+            if dry_run { "would delete" } else { "to delete:" },
+            id.file_name()
+        );
+    }
     s
 }

@@ -15,8 +15,10 @@ pub struct RestoreArgs {
     /// given here is visible to other users of this machine in the process list. The database must exist.
     #[arg(long, value_name = "URL")]
     to: Option<String>,
-    /// Which backup: `latest`, a key or file name, or a time (`2026-11-25T17:00:00Z`, `2026-11-25`):
-    /// the newest backup taken at or before it.
+    /// Which backup: `latest`, a key or file name, a time (`2026-11-25T17:00:00Z`,
+    /// `2026-11-25T17:00Z`, `"2026-11-25 17:00"` in UTC, `2026-11-25` for the end of that day) or a
+    /// span ago (`2h`, `3d`): the newest backup taken at or before it. The output says which one it
+    /// chose and why.
     #[arg(long, default_value = "latest")]
     backup: String,
     /// How many older backups to try if the chosen one is at fault (damaged, or its SQL fails).
@@ -36,7 +38,8 @@ pub struct RestoreArgs {
     no_privileges: bool,
     /// The most one restore attempt may take, in seconds; then psql and its server process are
     /// stopped and nothing is committed. Default: VERIFY_TIMEOUT, else four times the longest
-    /// recent verification's restore, at least an hour.
+    /// recent verification's restore (at least an hour) when verifications are on record, else
+    /// none.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
 }
@@ -45,7 +48,9 @@ pub struct RestoreArgs {
 pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cancel: &CancellationToken) -> Result<u8> {
     let target = match (&args.to, &op.settings().restore_database_url) {
         (Some(to), _) => {
-            let url = DbUrl::parse(to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let url = DbUrl::parse(to)
+                .map_err(|e| anyhow::anyhow!("--to: {e}"))?
+                .with_environment(&op.settings().libpq);
             if url.has_password() {
                 eprintln!("warning: the password in --to is visible to other users of this machine (ps, /proc); set RESTORE_DATABASE_URL or RESTORE_DATABASE_URL_FILE instead");
             }

@@ -18,6 +18,29 @@ pub struct DbUrl {
     secret: SecretString,
     /// The same URL with the password replaced by `***`, safe to log.
     redacted: String,
+    /// libpq's environment (`PGPASSWORD`, `PGSSLMODE`, …) as the program found it: what the URL
+    /// does not say comes from there, for pgvigil's own connections and its tools alike.
+    environment: LibpqEnv,
+}
+
+/// libpq's environment variables (`PGPASSWORD`, `PGSSLMODE`, …) as the program found them.
+/// `Debug` shows the names only: values may be secret.
+#[derive(Clone, Default)]
+pub struct LibpqEnv(std::sync::Arc<Vec<(String, SecretString)>>);
+
+impl LibpqEnv {
+    /// From name/value pairs.
+    pub fn new(vars: Vec<(String, String)>) -> Self {
+        Self(std::sync::Arc::new(
+            vars.into_iter().map(|(k, v)| (k, SecretString::from(v))).collect(),
+        ))
+    }
+}
+
+impl std::fmt::Debug for LibpqEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
 }
 
 impl DbUrl {
@@ -61,7 +84,21 @@ impl DbUrl {
         Ok(Self {
             secret: SecretString::from(raw.trim().to_string()),
             redacted: shown.to_string(),
+            environment: LibpqEnv::default(),
         })
+    }
+
+    /// This URL with libpq's environment behind it (`PGPASSWORD`, `PGPASSFILE`, `PGSSLMODE`, …):
+    /// what the URL itself says wins.
+    #[must_use]
+    pub fn with_environment(mut self, environment: &LibpqEnv) -> Self {
+        self.environment = environment.clone();
+        self
+    }
+
+    /// libpq's environment behind this URL (values may be secret: never log them).
+    pub fn environment(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.environment.0.iter().map(|(k, v)| (k.as_str(), v.expose_secret()))
     }
 
     /// The URL with its password, for building connections. Never log the result.
@@ -91,7 +128,8 @@ impl DbUrl {
         let mut url = Url::parse(self.expose()).expect("validated at parse");
         let encoded = percent_encoding::utf8_percent_encode(db, percent_encoding::NON_ALPHANUMERIC).to_string();
         url.set_path(&format!("/{encoded}"));
-        let other = Self::parse(url.as_str())?;
+        let mut other = Self::parse(url.as_str())?;
+        other.environment = self.environment.clone();
         if other.database() != db {
             return Err(format!("a database named {db:?} cannot be addressed by URL"));
         }

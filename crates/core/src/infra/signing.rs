@@ -108,8 +108,8 @@ pub enum Untrusted {
     /// There is no signature.
     #[error("the manifest is not signed")]
     Unsigned,
-    /// The signature file is not a minisign signature.
-    #[error("the manifest's signature is unreadable")]
+    /// The signature file is not a minisign signature, or the manifest itself cannot be read.
+    #[error("the manifest or its signature is unreadable")]
     Unreadable,
     /// Signed, but by a key that is not trusted.
     #[error("the manifest is signed by key {0}, which is not among BACKUP_TRUSTED_KEYS")]

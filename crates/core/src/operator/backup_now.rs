@@ -7,7 +7,8 @@ use crate::pipeline::backup::{self, BackupContext, BackupOutcome};
 use crate::records::keys::Layout;
 use tokio_util::sync::CancellationToken;
 
-/// Takes one backup now (the storage self-test first, as the service does).
+/// Takes one backup now (the storage self-test first, as the service does); it never gives way
+/// to sessions waiting behind it (`PG_DUMP_YIELD_AFTER`).
 ///
 /// # Errors
 /// A missing `DATABASE_URL`, storage that fails its self-test, or the backup's own failure
@@ -19,6 +20,10 @@ pub async fn backup_now(settings: &Settings, cancel: &CancellationToken) -> Resu
         .ok_or_else(|| OperatorError::Usage("backup-now needs DATABASE_URL".into()))?;
     let layout = Layout::new(&settings.storage.prefix);
     let st = storage::connect_checked(&settings.storage, &layout.backups_prefix(), &layout.probe(), cancel).await?;
-    let ctx = BackupContext::new(settings, url, st);
+    // Asked for now: it warns about sessions waiting behind it but never gives way (a forced
+    // backup that failed each time a migration ran would help nobody).
+    let mut settings = settings.clone();
+    settings.backup.yield_after = None;
+    let ctx = BackupContext::new(&settings, url, st);
     Ok(backup::run_and_log(&ctx, cancel).await?)
 }

@@ -8,6 +8,7 @@
 mod backup_now;
 mod check;
 mod list;
+pub mod pick;
 mod policy;
 mod prune;
 mod report;

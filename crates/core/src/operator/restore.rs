@@ -19,7 +19,7 @@ use crate::pipeline::restore::{judge, restore_into, Attempt, EnvironmentFault, J
 use crate::records::catalog::Catalog;
 use crate::records::keys::BackupId;
 use crate::records::manifest;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -116,44 +116,6 @@ pub enum RestoreFailure {
     },
 }
 
-/// Parses `--backup` into the position of the first backup to try among `complete` (newest first).
-///
-/// # Errors
-/// A selector that matches nothing, in plain words.
-pub fn select(complete: &[BackupId], which: &str) -> Result<usize, OperatorError> {
-    if complete.is_empty() {
-        return Err(RestoreFailure::NoBackup.into());
-    }
-    if which == "latest" {
-        return Ok(0);
-    }
-    let name = which.rsplit('/').next().unwrap_or(which);
-    if let Some(id) = BackupId::parse_file_name(name) {
-        return complete
-            .iter()
-            .position(|c| *c == id)
-            .ok_or_else(|| OperatorError::Usage(format!("backup {which} does not exist or is incomplete")));
-    }
-    let limit: DateTime<Utc> = if let Ok(t) = DateTime::parse_from_rfc3339(which) {
-        t.with_timezone(&Utc)
-    } else if let Some(id) = BackupId::parse_stamp(which) {
-        id.0
-    } else if let Some(t) = NaiveDate::parse_from_str(which, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(23, 59, 59))
-    {
-        t.and_utc()
-    } else {
-        return Err(OperatorError::Usage(format!(
-            "--backup expects latest, a backup key, or a time such as 2026-11-25T17:00:00Z; got {which:?}"
-        )));
-    };
-    complete
-        .iter()
-        .position(|c| c.0 <= limit)
-        .ok_or_else(|| OperatorError::Usage(format!("no backup was taken at or before {limit}")))
-}
-
 /// What one attempt showed.
 enum Verdict {
     /// Restored.
@@ -185,9 +147,12 @@ impl Operator {
             )));
         }
         let complete: Vec<BackupId> = cat.complete().map(|b| b.id).collect();
-        let first = select(&complete, &req.backup)?;
+        let (first, chosen) = super::pick::select(&complete, &req.backup, Utc::now())?;
+        observer.note(&format!("backup: {chosen}"));
+        // An operator restoring is there to interrupt it: without VERIFY_TIMEOUT or --timeout the
+        // deadline comes only from verifications on record, never from a default.
         let deadline = match req.timeout.or(self.settings.verify.timeout) {
-            Some(d) => d,
+            Some(d) => Some(d),
             None => {
                 let keys: Vec<String> = cat
                     .verifications
@@ -196,7 +161,10 @@ impl Operator {
                     .map(|v| v.key.clone())
                     .collect();
                 let recorded = crate::records::history::recent_restore_secs(st, &keys, 5, cancel).await;
-                crate::pipeline::restore::default_deadline(&recorded)
+                recorded
+                    .iter()
+                    .any(|s| s.is_finite() && *s > 0.0)
+                    .then(|| crate::pipeline::restore::default_deadline(&recorded))
             }
         };
         let (preamble, replaced, target_major) = self.prepare_target(req).await?;
@@ -266,7 +234,7 @@ impl Operator {
                 preamble: &preamble,
                 strip: roles.strip,
                 identities: &self.settings.identities,
-                deadline: Some(deadline),
+                deadline,
             };
             let progress = observer.begin(&format!("restoring {key}"), size);
             let attempt = restore_into(st, &key, m.as_ref(), &target, progress, cancel).await;
@@ -363,35 +331,5 @@ async fn decide(key: &str, target: &DbUrl, attempt: Result<Attempt, RestoreError
             failure,
         }),
         Judgement::Environment(fault) => Err(environment(fault.to_string())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn backups_are_selected_by_name_or_time() {
-        let id = |d: u32, h: u32| BackupId::at(Utc.with_ymd_and_hms(2026, 11, d, h, 0, 0).unwrap());
-        let complete = vec![id(25, 12), id(25, 6), id(24, 12)];
-        let cases: Vec<(&str, Option<usize>)> = vec![
-            ("latest", Some(0)),
-            ("backup_2026-11-25T06-00-00Z.sql.gz", Some(1)),
-            ("prod/main/backup_2026-11-24T12-00-00Z.sql.gz", Some(2)),
-            ("backup_2026-11-23T12-00-00Z.sql.gz", None),
-            ("2026-11-25T07:00:00Z", Some(1)),
-            ("2026-11-25T06-00-00Z", Some(1)),
-            ("2026-11-24", Some(2)),
-            ("2026-11-01", None),
-            ("yesterday", None),
-        ];
-        for (which, want) in cases {
-            assert_eq!(select(&complete, which).ok(), want, "{which}");
-        }
-        assert!(matches!(
-            select(&[], "latest"),
-            Err(OperatorError::Restore(RestoreFailure::NoBackup))
-        ));
     }
 }

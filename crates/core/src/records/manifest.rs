@@ -233,15 +233,31 @@ pub async fn read_checked(
     trusted: &TrustedKeys,
     cancel: &CancellationToken,
 ) -> Result<Checked, StorageError> {
+    // With trusted keys, a manifest that cannot be read cannot be trusted either: say so.
+    let unreadable = |why: String| {
+        if trusted.is_set() {
+            Checked::Found(Box::default(), Trust::Untrusted(Untrusted::Unreadable))
+        } else {
+            Checked::Unreadable(why)
+        }
+    };
     let bytes = match get_bytes(storage, &layout.manifest(id), MAX_RECORD, cancel).await {
         Ok(b) => b,
         Err(StorageError::NotFound(_)) => return Ok(Checked::Missing),
-        Err(e @ StorageError::Oversized { .. }) => return Ok(Checked::Unreadable(format!("the manifest is unreadable: {e}"))),
+        Err(e @ StorageError::Oversized { .. }) => return Ok(unreadable(format!("the manifest is unreadable: {e}"))),
         Err(e) => return Err(e),
     };
     let m: Manifest = match serde_json::from_slice(&bytes) {
         Ok(m) => m,
-        Err(e) => return Ok(Checked::Unreadable(format!("the manifest is unreadable: {e}"))),
+        // Where, not what: the text may quote whatever the manifest holds.
+        Err(e) => {
+            return Ok(unreadable(format!(
+                "the manifest is unreadable ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )))
+        }
     };
     if !trusted.is_set() {
         return Ok(Checked::Found(Box::new(m), Trust::NotChecked));

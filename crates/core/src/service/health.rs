@@ -92,7 +92,7 @@ impl Health {
     fn zero_series(&self, create: bool) {
         let m = &self.metrics;
         let causes: &[&str] = if self.service == "backup" {
-            &["database", "storage", "dump", "lease_lost", "shutdown"]
+            &["database", "storage", "dump", "lease_lost", "yielded", "shutdown"]
         } else {
             &[
                 "database",
@@ -186,8 +186,12 @@ impl Health {
     /// `took` (`None`: it never started, e.g. the schedule could not be read).
     pub fn record_failure(&self, cause: &str, took: Option<Duration>) {
         let now = Utc::now();
+        // A backup that gave way to a migration (PG_DUMP_YIELD_AFTER) did what it was asked: it
+        // is counted by cause, not towards the failures in a row that page someone.
         let in_a_row = self.with(|s| {
-            s.consecutive_failures += 1;
+            if cause != "yielded" {
+                s.consecutive_failures += 1;
+            }
             s.consecutive_failures
         });
         let m = &self.metrics;

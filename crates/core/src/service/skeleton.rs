@@ -228,6 +228,7 @@ impl Service for VerifyService {
             interval_secs = cfg.interval.as_secs(),
             random_rate = cfg.random_rate,
             queries_file = ?cfg.queries_file,
+            inline_queries = cfg.queries.is_some(),
             trusted_keys = %settings.trusted.describe(),
             mode = if once { "once" } else { "service" },
             "Verify service started"

@@ -80,6 +80,30 @@ impl Validator {
         (secs > 0).then(|| std::time::Duration::from_secs(secs))
     }
 
+    /// `PG_DUMP_LOCK_WARN_AFTER` (seconds, default 5) and `PG_DUMP_YIELD_AFTER` (seconds, off
+    /// unless set).
+    pub(super) fn lock_watch(
+        &mut self,
+        warn_after: Option<String>,
+        yield_after: Option<String>,
+    ) -> (std::time::Duration, Option<std::time::Duration>) {
+        let warn = self.uint("PG_DUMP_LOCK_WARN_AFTER", warn_after, 5, 1, 3600, "whole seconds from 1 to 3600");
+        let give_way = nonempty(yield_after.clone()).map(|_| {
+            self.uint(
+                "PG_DUMP_YIELD_AFTER",
+                yield_after,
+                0,
+                1,
+                3600,
+                "whole seconds from 1 to 3600, or nothing to never give way",
+            )
+        });
+        (
+            std::time::Duration::from_secs(warn),
+            give_way.filter(|s| *s > 0).map(std::time::Duration::from_secs),
+        )
+    }
+
     /// `VERIFY_RANDOM_RATE`: a fraction from 0 to 1 (default 0.2).
     pub(super) fn random_rate(&mut self, value: Option<String>) -> f64 {
         match nonempty(value) {
@@ -161,16 +185,18 @@ impl Validator {
     }
 
     /// `BACKUP_ENCRYPTION_RECIPIENTS(_FILE)` (age public keys, separated by commas, spaces or
-    /// lines; `#` starts a comment) and `BACKUP_ENCRYPTION_IDENTITY_FILE` (an age identity file).
+    /// lines; `#` starts a comment) and `BACKUP_ENCRYPTION_IDENTITY(_FILE)` (age identities, as
+    /// `age-keygen` writes them).
     /// The backup service holds no private key: it is refused one. Key material is never shown.
     pub(super) fn encryption(
         &mut self,
         role: super::Role,
         recipients: (Option<String>, Option<String>),
-        identity_file: Option<String>,
+        identity: (Option<String>, Option<String>),
     ) -> (Vec<age::x25519::Recipient>, super::settings::Identities) {
         const RECIPIENTS: &str = "BACKUP_ENCRYPTION_RECIPIENTS";
-        const IDENTITY: &str = "BACKUP_ENCRYPTION_IDENTITY_FILE";
+        const IDENTITY: &str = "BACKUP_ENCRYPTION_IDENTITY";
+        const IDENTITY_FILE: &str = "BACKUP_ENCRYPTION_IDENTITY_FILE";
         let listed = self.secret(RECIPIENTS, "BACKUP_ENCRYPTION_RECIPIENTS_FILE", recipients.0, recipients.1);
         let mut keys = Vec::new();
         for word in listed
@@ -200,35 +226,29 @@ impl Validator {
             self.bad(RECIPIENTS, "no public key in it");
         }
         let mut identities = super::settings::Identities::default();
-        let Some(path) = nonempty(identity_file) else {
-            return (keys, identities);
-        };
         if role == super::Role::Backup {
-            self.bad(IDENTITY, "the backup service must hold no private key: give it BACKUP_ENCRYPTION_RECIPIENTS (public keys) and the identity file only to the verify service and the CLI");
+            if nonempty(identity.0).is_some() || nonempty(identity.1).is_some() {
+                self.bad(IDENTITY, "the backup service must hold no private key: give it BACKUP_ENCRYPTION_RECIPIENTS (public keys) and the identity only to the verify service and the CLI");
+            }
             return (keys, identities);
         }
-        match std::fs::read_to_string(path.trim()) {
-            Err(e) => self.bad(IDENTITY, format!("cannot read {:?}: {}", path.trim(), e.kind())),
-            Ok(text) => {
-                for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-                    match line.parse::<age::x25519::Identity>() {
-                        Ok(i) => identities.0.push(i),
-                        Err(_) => {
-                            self.bad(
-                                IDENTITY,
-                                format!(
-                                    "{:?} holds a line that is not an age identity (AGE-SECRET-KEY-1…; not shown)",
-                                    path.trim()
-                                ),
-                            );
-                            break;
-                        }
-                    }
-                }
-                if identities.0.is_empty() && !self.has_problem(IDENTITY) {
-                    self.bad(IDENTITY, format!("{:?} holds no age identity", path.trim()));
+        let Some(text) = self.secret(IDENTITY, IDENTITY_FILE, identity.0, identity.1) else {
+            return (keys, identities);
+        };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            match line.parse::<age::x25519::Identity>() {
+                Ok(i) => identities.0.push(i),
+                Err(_) => {
+                    self.bad(
+                        IDENTITY,
+                        "the identity holds a line that is not an age identity (AGE-SECRET-KEY-1…; not shown)",
+                    );
+                    break;
                 }
             }
+        }
+        if identities.0.is_empty() && !self.has_problem(IDENTITY) {
+            self.bad(IDENTITY, "the identity holds no age identity");
         }
         (keys, identities)
     }

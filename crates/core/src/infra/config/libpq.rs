@@ -1,7 +1,77 @@
 //! A restore target described by libpq's own variables, for `pgvigil restore` run from a shell
 //! that is set up for `psql`.
 
-use super::validate::nonempty;
+use super::raw::RawEnv;
+use super::validate::{nonempty, Validator};
+
+/// A libpq variable, its value, the test it must pass, and what it expects.
+type Check<'a> = (&'static str, &'a Option<String>, fn(&str) -> bool, &'static str);
+
+impl Validator {
+    /// libpq's environment as this program found it, passed on to its connections and its tools
+    /// (`pg_dump`, `pg_dumpall`, `psql`) for whatever a URL does not say; `PGPASSWORD_FILE` is
+    /// read like the other secrets.
+    pub(super) fn libpq_env(&mut self, raw: &RawEnv) -> Vec<(String, String)> {
+        let password = self.secret("PGPASSWORD", "PGPASSWORD_FILE", raw.pgpassword.clone(), raw.pgpassword_file.clone());
+        let vars = [
+            ("PGHOST", &raw.pghost),
+            ("PGPORT", &raw.pgport),
+            ("PGUSER", &raw.pguser),
+            ("PGDATABASE", &raw.pgdatabase),
+            ("PGPASSFILE", &raw.pgpassfile),
+            ("PGSSLMODE", &raw.pgsslmode),
+            ("PGSSLROOTCERT", &raw.pgsslrootcert),
+            ("PGSSLCERT", &raw.pgsslcert),
+            ("PGSSLKEY", &raw.pgsslkey),
+            ("PGSSLCRL", &raw.pgsslcrl),
+            ("PGOPTIONS", &raw.pgoptions),
+            ("PGAPPNAME", &raw.pgappname),
+            ("PGCONNECT_TIMEOUT", &raw.pgconnect_timeout),
+            ("PGTARGETSESSIONATTRS", &raw.pgtargetsessionattrs),
+        ];
+        // libpq refuses a bad value where sqlx would quietly fall back to its default (an
+        // unchecked certificate, another port): say so at start instead.
+        let checks: [Check; 4] = [
+            (
+                "PGSSLMODE",
+                &raw.pgsslmode,
+                |v| ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"].contains(&v),
+                "one of disable, allow, prefer, require, verify-ca, verify-full",
+            ),
+            (
+                "PGPORT",
+                &raw.pgport,
+                |v| v.parse::<u16>().is_ok_and(|p| p > 0),
+                "a TCP port from 1 to 65535",
+            ),
+            (
+                "PGCONNECT_TIMEOUT",
+                &raw.pgconnect_timeout,
+                |v| v.parse::<u32>().is_ok(),
+                "whole seconds (0 waits forever)",
+            ),
+            (
+                "PGTARGETSESSIONATTRS",
+                &raw.pgtargetsessionattrs,
+                |v| ["any", "read-write", "read-only", "primary", "standby", "prefer-standby"].contains(&v),
+                "one of any, read-write, read-only, primary, standby, prefer-standby",
+            ),
+        ];
+        for (name, value, ok, expected) in checks {
+            if let Some(v) = nonempty(value.clone()) {
+                if !ok(v.trim()) {
+                    self.bad(name, format!("expected {expected}, got {v:?}"));
+                }
+            }
+        }
+        let mut env: Vec<(String, String)> = vars
+            .into_iter()
+            .filter_map(|(k, v)| nonempty(v.clone()).map(|v| (k.to_string(), v)))
+            .collect();
+        env.extend(password.map(|p| ("PGPASSWORD".to_string(), p)));
+        env
+    }
+}
 
 /// libpq's own connection variables.
 pub(super) struct Libpq {

@@ -10,6 +10,7 @@ mod http;
 mod libpq;
 mod raw;
 mod settings;
+mod storage;
 mod validate;
 
 pub use http::HealthAccess;
@@ -146,6 +147,19 @@ mod tests {
             ("S3_SSE", "rot13", "S3_SSE: expected AES256 or aws:kms"),
             ("PORT", "http", "PORT: expected a TCP port number"),
             ("LOG_FORMAT", "xml", "LOG_FORMAT: expected text or json"),
+            ("PGSSLMODE", "verify_full", "PGSSLMODE: expected one of disable, allow, prefer"),
+            ("PGPORT", "54321x", "PGPORT: expected a TCP port from 1 to 65535"),
+            ("PGCONNECT_TIMEOUT", "10s", "PGCONNECT_TIMEOUT: expected whole seconds"),
+            (
+                "PGTARGETSESSIONATTRS",
+                "rw",
+                "PGTARGETSESSIONATTRS: expected one of any, read-write",
+            ),
+            (
+                "VERIFY_QUERIES",
+                "SELECT 1",
+                "VERIFY_QUERIES: set either VERIFY_QUERIES or VERIFY_QUERIES_FILE, not both",
+            ),
             ("VERIFY_RANDOM_RATE", "2", "VERIFY_RANDOM_RATE: expected a fraction from 0 to 1"),
             (
                 "PG_DUMP_OPTIONS",
@@ -165,7 +179,11 @@ mod tests {
             ),
             ("BACKUP_PRIVILEGES", "maybe", "BACKUP_PRIVILEGES: expected keep or omit"),
         ];
-        let mut vars = vec![("DATABASE_URL", "postgresql://u:pw@h/db"), ("S3_BUCKET", "bucket")];
+        let mut vars = vec![
+            ("DATABASE_URL", "postgresql://u:pw@h/db"),
+            ("S3_BUCKET", "bucket"),
+            ("VERIFY_QUERIES_FILE", "/etc/checks.sql"),
+        ];
         vars.extend(cases.iter().map(|(k, v, _)| (*k, *v)));
         let err = load(&vars, Role::Backup).unwrap_err().to_string();
         for (_, _, expected) in cases {

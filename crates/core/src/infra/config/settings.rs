@@ -84,6 +84,8 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     /// Region used for signing.
     pub region: String,
+    /// Where `region` came from: `S3_REGION`, `AWS_REGION`, `AWS_DEFAULT_REGION` or the default.
+    pub region_from: &'static str,
     /// Static credentials; `None` uses the standard AWS credential chain.
     pub credentials: Option<(String, SecretString)>,
     /// Path-style addressing (`endpoint/bucket/key`), needed by most compatible stores.
@@ -116,7 +118,16 @@ impl fmt::Display for Backend {
         match self {
             Self::Local { dir } => write!(f, "directory {}", dir.display()),
             Self::S3(c) => {
-                write!(f, "s3://{} (region {}", c.bucket, c.region)?;
+                let credentials = if c.credentials.is_some() {
+                    "S3_ACCESS_KEY_ID"
+                } else {
+                    "the AWS credential chain"
+                };
+                write!(
+                    f,
+                    "s3://{} (region {} from {}, credentials from {credentials}",
+                    c.bucket, c.region, c.region_from
+                )?;
                 if let Some(e) = &c.endpoint {
                     write!(f, ", endpoint {e}")?;
                 }
@@ -205,6 +216,10 @@ pub struct BackupConfig {
     /// `PG_DUMP_LOCK_WAIT_TIMEOUT`: how long pg_dump may wait for a table lock before failing
     /// (`None`: forever).
     pub lock_wait: Option<Duration>,
+    /// `PG_DUMP_LOCK_WARN_AFTER`: warn once a session has waited this long behind the dump.
+    pub lock_warn_after: Duration,
+    /// `PG_DUMP_YIELD_AFTER`: give way once a session has waited this long (`None`: never).
+    pub yield_after: Option<Duration>,
     /// `BACKUP_PRIVILEGES`: keep owners and grants in the dump (pg_dump's default), or leave
     /// them out (`--no-owner --no-privileges`).
     pub keep_privileges: bool,
@@ -226,6 +241,8 @@ pub struct VerifyConfig {
     pub interval: Duration,
     /// `VERIFY_QUERIES_FILE`: optional SQL checks run against the restored database.
     pub queries_file: Option<PathBuf>,
+    /// `VERIFY_QUERIES`: the same checks given inline (at most one of the two is set).
+    pub queries: Option<String>,
     /// `VERIFY_RANDOM_RATE`: probability (0–1) that a run also drills a random older backup.
     pub random_rate: f64,
     /// `VERIFY_AMCHECK`: which index checks run after the restore.
@@ -295,6 +312,8 @@ pub struct Settings {
     pub verify: VerifyConfig,
     /// `RESTORE_DATABASE_URL`: the default target of `pgvigil restore` (keeps passwords out of argv).
     pub restore_database_url: Option<DbUrl>,
+    /// libpq's environment, behind every URL above and behind one given on the command line.
+    pub libpq: crate::infra::secret::LibpqEnv,
     /// `PORT`: HTTP port for `/healthz` and `/metrics`; `None` disables the endpoint.
     pub port: Option<u16>,
     /// `HEALTH_ADDRESS`, `HEALTH_TOKEN`: where the endpoint listens and who may read `/status`

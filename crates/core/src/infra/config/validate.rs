@@ -3,11 +3,10 @@
 
 use super::libpq::{libpq_url, Libpq};
 use super::raw::RawEnv;
-use super::settings::{Backend, BackupConfig, S3Config, Settings, Sse, StorageConfig, ToolsConfig, VerifyConfig};
+use super::settings::{BackupConfig, Settings, ToolsConfig, VerifyConfig};
 use super::{Problem, Role};
 use crate::infra::secret::DbUrl;
 use crate::policy::retention::RetentionPolicy;
-use secrecy::SecretString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,6 +102,7 @@ impl Validator {
     }
 
     pub(super) fn settings(&mut self, raw: RawEnv, role: Role) -> Option<Settings> {
+        let libpq_env = crate::infra::secret::LibpqEnv::new(self.libpq_env(&raw));
         let storage = self.storage(&raw);
         let tools = ToolsConfig {
             pg_dump: nonempty(raw.pg_dump_path.clone()).map(PathBuf::from),
@@ -156,12 +156,13 @@ impl Validator {
             86_400,
             "whole seconds (0 waits forever)",
         );
+        let lock_watch = self.lock_watch(raw.pg_dump_lock_warn_after, raw.pg_dump_yield_after);
         let keep_privileges = self.keep_privileges(raw.backup_privileges);
         let table_rules = self.table_rules(raw.table_anomaly_drop_percent, raw.table_anomaly_min_rows);
         let (recipients, identities) = self.encryption(
             role,
             (raw.backup_encryption_recipients, raw.backup_encryption_recipients_file),
-            raw.backup_encryption_identity_file,
+            (raw.backup_encryption_identity, raw.backup_encryption_identity_file),
         );
         let backup = BackupConfig {
             interval: Duration::from_secs(interval),
@@ -172,6 +173,8 @@ impl Validator {
             },
             dump_options,
             lock_wait: (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
+            lock_warn_after: lock_watch.0,
+            yield_after: lock_watch.1,
             keep_privileges,
             table_rules,
             recipients,
@@ -193,8 +196,11 @@ impl Validator {
             366 * 86_400,
             "whole seconds > 0 (e.g. 86400 for daily)",
         );
+        let queries = nonempty(raw.verify_queries);
         let queries_file = nonempty(raw.verify_queries_file).map(PathBuf::from);
-        if let Some(q) = &queries_file {
+        if queries.is_some() && queries_file.is_some() {
+            self.bad("VERIFY_QUERIES", "set either VERIFY_QUERIES or VERIFY_QUERIES_FILE, not both");
+        } else if let Some(q) = &queries_file {
             if let Err(e) = std::fs::read_to_string(q) {
                 self.bad("VERIFY_QUERIES_FILE", format!("cannot read {}: {e}", q.display()));
             }
@@ -203,6 +209,7 @@ impl Validator {
         let verify = VerifyConfig {
             interval: Duration::from_secs(vinterval),
             queries_file,
+            queries,
             random_rate,
             amcheck: self.amcheck(raw.verify_amcheck),
             timeout: self.verify_timeout(raw.verify_timeout),
@@ -210,7 +217,7 @@ impl Validator {
 
         let (signing, trusted) = self.authenticity(
             role,
-            raw.backup_signing_key_file,
+            (raw.backup_signing_key, raw.backup_signing_key_file),
             (raw.backup_trusted_keys, raw.backup_trusted_keys_file),
         );
         let databases = self.databases(raw.backup_databases);
@@ -269,11 +276,12 @@ impl Validator {
         Some(Settings {
             storage: storage?,
             tools,
-            database_url,
+            database_url: database_url.map(|u| u.with_environment(&libpq_env)),
             backup,
-            verify_database_url: verify_url,
+            verify_database_url: verify_url.map(|u| u.with_environment(&libpq_env)),
             verify,
-            restore_database_url,
+            restore_database_url: restore_database_url.map(|u| u.with_environment(&libpq_env)),
+            libpq: libpq_env,
             databases,
             notify,
             identities,
@@ -285,116 +293,6 @@ impl Validator {
             log_format,
             price_per_gb_month,
         })
-    }
-
-    fn storage(&mut self, raw: &RawEnv) -> Option<StorageConfig> {
-        let prefix = nonempty(raw.backup_prefix.clone()).unwrap_or_else(|| "backups".into());
-        let prefix = prefix.trim().trim_matches('/').to_string();
-        if let Err(e) = crate::records::keys::validate_prefix(&prefix) {
-            self.bad("BACKUP_PREFIX", e);
-        }
-        let access = self.secret(
-            "S3_ACCESS_KEY_ID",
-            "S3_ACCESS_KEY_ID_FILE",
-            raw.s3_access_key_id.clone(),
-            raw.s3_access_key_id_file.clone(),
-        );
-        let secret = self.secret(
-            "S3_SECRET_ACCESS_KEY",
-            "S3_SECRET_ACCESS_KEY_FILE",
-            raw.s3_secret_access_key.clone(),
-            raw.s3_secret_access_key_file.clone(),
-        );
-        let credentials = match (access, secret) {
-            (Some(a), Some(s)) => Some((a, SecretString::from(s))),
-            (None, None) => None,
-            (Some(_), None) => {
-                self.bad("S3_SECRET_ACCESS_KEY", "required when S3_ACCESS_KEY_ID is set");
-                None
-            }
-            (None, Some(_)) => {
-                self.bad("S3_ACCESS_KEY_ID", "required when S3_SECRET_ACCESS_KEY is set");
-                None
-            }
-        };
-        let endpoint = nonempty(raw.s3_endpoint.clone()).map(|e| e.trim().trim_end_matches('/').to_string());
-        if let Some(e) = &endpoint {
-            match url::Url::parse(e) {
-                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-                    // Not shown: it carries credentials.
-                    self.bad(
-                        "S3_ENDPOINT",
-                        "must not contain a user name or password; use S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY",
-                    );
-                }
-                Ok(_) if e.starts_with("http://") || e.starts_with("https://") => {}
-                _ if e.contains('@') => self.bad("S3_ENDPOINT", "expected an http:// or https:// URL (not shown: it contains '@')"),
-                _ => self.bad("S3_ENDPOINT", format!("expected an http:// or https:// URL, got {e:?}")),
-            }
-        }
-        let force_path_style = self.boolean("S3_FORCE_PATH_STYLE", raw.s3_force_path_style.clone(), endpoint.is_some());
-        let sse = match nonempty(raw.s3_sse.clone()).as_deref() {
-            None => None,
-            Some("AES256") => Some(Sse::Aes256),
-            Some("aws:kms") => Some(Sse::Kms {
-                key_id: nonempty(raw.s3_sse_kms_key_id.clone()),
-            }),
-            Some(other) => {
-                self.bad("S3_SSE", format!("expected AES256 or aws:kms, got {other:?}"));
-                None
-            }
-        };
-        if raw.s3_sse_kms_key_id.is_some() && !matches!(sse, Some(Sse::Kms { .. })) {
-            self.bad("S3_SSE_KMS_KEY_ID", "only valid together with S3_SSE=aws:kms");
-        }
-        let part_size = nonempty(raw.s3_part_size_mb.clone()).map(|_| {
-            self.uint(
-                "S3_PART_SIZE_MB",
-                raw.s3_part_size_mb.clone(),
-                16,
-                5,
-                5 * 1024,
-                "a part size in MiB from 5 to 5120",
-            ) * 1024
-                * 1024
-        });
-        let region = nonempty(raw.s3_region.clone()).unwrap_or_else(|| "us-east-1".into());
-        let object_lock = self.object_lock(
-            raw.s3_object_lock_days.clone(),
-            raw.s3_object_lock_mode.clone(),
-            nonempty(raw.s3_bucket.clone()).is_some(),
-        );
-
-        let backend = match (nonempty(raw.s3_bucket.clone()), nonempty(raw.backup_dir.clone())) {
-            (Some(bucket), _) => {
-                if bucket.len() < 3 || bucket.len() > 63 || bucket.contains('/') {
-                    self.bad(
-                        "S3_BUCKET",
-                        format!("expected a bucket name (3-63 characters, no '/'), got {bucket:?}"),
-                    );
-                }
-                Backend::S3(S3Config {
-                    bucket,
-                    endpoint,
-                    region,
-                    credentials,
-                    force_path_style,
-                    sse,
-                    storage_class: nonempty(raw.s3_storage_class.clone()),
-                    part_size,
-                    object_lock,
-                })
-            }
-            (None, Some(dir)) => Backend::Local { dir: PathBuf::from(dir) },
-            (None, None) => {
-                self.bad(
-                    "S3_BUCKET",
-                    "required: the bucket to store backups in (or set BACKUP_DIR to use a local directory)",
-                );
-                return None;
-            }
-        };
-        Some(StorageConfig { backend, prefix })
     }
 }
 

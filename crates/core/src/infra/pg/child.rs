@@ -67,7 +67,8 @@ pub struct OwnedChild {
 }
 
 impl OwnedChild {
-    /// Spawns `path args…` with only `env` (plus a minimal PATH/locale) in its environment.
+    /// Spawns `path args…` with only `env` (plus a minimal PATH/locale, and HOME so that libpq finds
+    /// `~/.pgpass` and `~/.postgresql/` as it would from a shell) in its environment.
     ///
     /// # Errors
     /// When the program cannot be started.
@@ -77,6 +78,7 @@ impl OwnedChild {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LC_ALL", "C.UTF-8")
+            .envs(std::env::var_os("HOME").map(|h| ("HOME", h)))
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(if stdin { Stdio::null() } else { Stdio::piped() })

@@ -32,24 +32,28 @@ const PARAM_ENV: &[(&str, &str)] = &[
 /// TLS settings and the password in `PGPASSWORD`, so nothing secret reaches argv.
 pub fn child_env(url: &DbUrl) -> Vec<(String, String)> {
     let u = Url::parse(url.expose()).expect("validated DbUrl");
-    let mut env = Vec::new();
+    // libpq's environment first; what the URL says replaces it below.
+    let mut env: Vec<(String, String)> = url.environment().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let set = |env: &mut Vec<(String, String)>, k: &str, v: String| {
+        env.retain(|(name, _)| name != k);
+        env.push((k.to_string(), v));
+    };
     if let Some(h) = u.host_str().filter(|h| !h.is_empty()) {
-        env.push(("PGHOST".into(), h.trim_start_matches('[').trim_end_matches(']').to_string()));
+        set(&mut env, "PGHOST", h.trim_start_matches('[').trim_end_matches(']').to_string());
     }
     if let Some(p) = u.port() {
-        env.push(("PGPORT".into(), p.to_string()));
+        set(&mut env, "PGPORT", p.to_string());
     }
     if !u.username().is_empty() {
-        env.push(("PGUSER".into(), decode(u.username())));
+        set(&mut env, "PGUSER", decode(u.username()));
     }
     if let Some(pw) = u.password() {
-        env.push(("PGPASSWORD".into(), decode(pw)));
+        set(&mut env, "PGPASSWORD", decode(pw));
     }
-    env.push(("PGDATABASE".into(), url.database()));
+    set(&mut env, "PGDATABASE", url.database());
     for (k, v) in u.query_pairs() {
         if let Some((_, var)) = PARAM_ENV.iter().find(|(p, _)| *p == k) {
-            env.retain(|(name, _)| name != var);
-            env.push(((*var).to_string(), v.into_owned()));
+            set(&mut env, var, v.into_owned());
         }
     }
     env
@@ -82,11 +86,35 @@ pub async fn connect(url: &DbUrl) -> Result<PgConnection, PgError> {
             ))
         })?
         .log_statements(tracing::log::LevelFilter::Debug);
+    let opts = with_environment(opts, url);
     match tokio::time::timeout(Duration::from_secs(20), opts.connect()).await {
         Err(_) => Err(PgError::Unavailable(format!("timed out connecting to {}", url.redacted()))),
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(classify(url, &e)),
     }
+}
+
+/// What the URL leaves open, from libpq's environment as the program found it (sqlx reads the
+/// process's own environment too; this also covers `PGPASSWORD_FILE` and settings given to
+/// [`crate::infra::config::Settings::from_vars`]).
+fn with_environment(mut opts: PgConnectOptions, url: &DbUrl) -> PgConnectOptions {
+    let Ok(u) = Url::parse(url.expose()) else { return opts };
+    let in_url = |k: &str| u.query_pairs().any(|(p, _)| p == k);
+    for (k, v) in url.environment() {
+        opts = match k {
+            "PGPASSWORD" if u.password().is_none() && !in_url("password") => opts.password(v),
+            "PGSSLMODE" if !in_url("sslmode") => match v.parse() {
+                Ok(mode) => opts.ssl_mode(mode),
+                Err(_) => opts,
+            },
+            "PGSSLROOTCERT" if !in_url("sslrootcert") => opts.ssl_root_cert(v),
+            "PGSSLCERT" if !in_url("sslcert") => opts.ssl_client_cert(v),
+            "PGSSLKEY" if !in_url("sslkey") => opts.ssl_client_key(v),
+            "PGAPPNAME" if !in_url("application_name") => opts.application_name(v),
+            _ => opts,
+        };
+    }
+    opts
 }
 
 /// Query parameters sqlx understands; it logs any other one, value included, so the rest (libpq

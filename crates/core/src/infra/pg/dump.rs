@@ -23,6 +23,9 @@ pub struct DumpPlan {
     pub database: String,
     /// The database's size on disk, when the server would tell.
     pub database_size: Option<u64>,
+    /// The server's sessions start with `standard_conforming_strings` on (else pg_dump is told
+    /// to turn it on).
+    pub standard_strings: bool,
 }
 
 /// Connects to the server, reads its version and picks a `pg_dump` at least as new.
@@ -37,6 +40,10 @@ pub async fn plan(url: &DbUrl, explicit: Option<&Path>) -> Result<DumpPlan, PgEr
         .await
         .ok()
         .and_then(|n| u64::try_from(n).ok());
+    let standard_strings = sqlx::query_scalar::<_, String>("SHOW standard_conforming_strings")
+        .fetch_one(&mut conn)
+        .await
+        .map_or(true, |v| v == "on");
     super::close(conn).await;
     let tool = find_tool(
         "pg_dump",
@@ -50,6 +57,7 @@ pub async fn plan(url: &DbUrl, explicit: Option<&Path>) -> Result<DumpPlan, PgEr
         server,
         database: url.database(),
         database_size,
+        standard_strings,
     })
 }
 
@@ -88,18 +96,20 @@ pub fn spawn(plan: &DumpPlan, url: &DbUrl, opts: &DumpOptions<'_>, app_name: &st
     // Named, so that the watcher can find its session (see [`blocked_behind`]).
     env.retain(|(k, _)| k != "PGAPPNAME");
     env.push(("PGAPPNAME".into(), app_name.into()));
-    // pg_dump writes strings the way its session reads them: with standard_conforming_strings on
-    // whatever the server's default, so that a restore (which accepts no other) can read them.
-    let options = env
-        .iter()
-        .find(|(k, _)| k == "PGOPTIONS")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    env.retain(|(k, _)| k != "PGOPTIONS");
-    env.push((
-        "PGOPTIONS".into(),
-        format!("{options} -c standard_conforming_strings=on").trim().to_string(),
-    ));
+    if !plan.standard_strings {
+        // pg_dump writes strings the way its session reads them; a restore accepts only
+        // standard_conforming_strings on. Only then: a connection pooler may refuse options.
+        let options = env
+            .iter()
+            .find(|(k, _)| k == "PGOPTIONS")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        env.retain(|(k, _)| k != "PGOPTIONS");
+        env.push((
+            "PGOPTIONS".into(),
+            format!("{options} -c standard_conforming_strings=on").trim().to_string(),
+        ));
+    }
     OwnedChild::spawn("pg_dump", &plan.tool.path, &args, &env, false)
         .map_err(|e| PgError::Spawn(format!("cannot start {}: {e}", plan.tool.path.display())))
 }

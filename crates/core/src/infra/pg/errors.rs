@@ -248,14 +248,6 @@ fn lock_wait_gave_up(stderr: &[String]) -> Option<String> {
 /// How `psql` failed while restoring a dump.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PsqlFailure {
-    /// psql does not know a command in the dump: it is older than the `pg_dump` that wrote it.
-    #[error(
-        "this psql is too old to read the dump (it does not know \\restrict); install a newer PostgreSQL client or set PSQL_PATH: {line}"
-    )]
-    TooOld {
-        /// The line psql printed.
-        line: String,
-    },
     /// psql could not connect or lost its connection (exit status 2).
     #[error("psql lost its connection to the server: {line}")]
     ConnectionLost {
@@ -287,22 +279,10 @@ impl PsqlFailure {
             .stderr
             .iter()
             .rev()
-            .find(|l| l.contains("ERROR") || l.contains("FATAL") || l.contains("invalid command"))
+            .find(|l| l.contains("ERROR") || l.contains("FATAL") || l.contains("error:"))
             .or(f.stderr.last())
             .cloned()
             .unwrap_or_default();
-        // psql's own message (`psql:<stdin>:N: error: invalid command \restrict`), not text a
-        // server notice may carry.
-        let psql_says = |l: &String| {
-            l.starts_with("psql:")
-                && l.split_once(": error: ").is_some_and(|(head, rest)| {
-                    !head.contains(char::is_whitespace)
-                        && (rest.starts_with("invalid command \\restrict") || rest.starts_with("invalid command \\unrestrict"))
-                })
-        };
-        if f.stderr.iter().any(psql_says) {
-            return PsqlFailure::TooOld { line: error_line };
-        }
         match f.code {
             Some(3) => PsqlFailure::Statement {
                 state: f.stderr.iter().rev().find_map(|l| SqlState::in_psql_line(l)),
@@ -321,7 +301,7 @@ impl PsqlFailure {
         match self {
             PsqlFailure::ConnectionLost { .. } => Some(EnvironmentCause::ConnectionLost),
             PsqlFailure::Statement { state, .. } => state.as_ref().and_then(SqlState::environment_cause),
-            PsqlFailure::TooOld { .. } | PsqlFailure::Other { .. } => None,
+            PsqlFailure::Other { .. } => None,
         }
     }
 }
@@ -370,13 +350,10 @@ mod tests {
                 "ConnectionLost",
                 Some(EnvironmentCause::ConnectionLost),
             ),
+            // Text a backup can make psql print says nothing about psql itself (its version is
+            // checked before it runs).
             (
                 failure(Some(3), &["psql:<stdin>:3: error: invalid command \\restrict"]),
-                "TooOld",
-                None,
-            ),
-            (
-                failure(Some(3), &["psql:<stdin>:9: NOTICE:  x: error: invalid command \\restrict"]),
                 "Statement -",
                 None,
             ),
@@ -387,7 +364,6 @@ mod tests {
             let got = match &p {
                 PsqlFailure::Statement { state, .. } => format!("Statement {}", state.as_ref().map_or("-", |s| s.0.as_str())),
                 PsqlFailure::ConnectionLost { .. } => "ConnectionLost".into(),
-                PsqlFailure::TooOld { .. } => "TooOld".into(),
                 PsqlFailure::Other { .. } => "Other".into(),
             };
             assert_eq!(got, want, "{f:?}");

@@ -105,22 +105,11 @@ pub enum Outcome {
     EndedEarly(PsqlFailure),
 }
 
-/// The SQLSTATE of pgvigil's check, before its `COMMIT`, that its transaction is still open.
-pub const ENDED_EARLY: &str = "PV002";
-
-/// pgvigil's check before its `COMMIT`: still inside transaction `xid`, or fail with
-/// [`ENDED_EARLY`] (after an early end, the rest ran in transactions of their own).
-fn still_open(xid: i64) -> String {
-    format!(
-        "DO $pgvigil_check$ BEGIN IF pg_catalog.txid_current() <> {xid} THEN RAISE EXCEPTION USING ERRCODE = '{ENDED_EARLY}', MESSAGE = 'pgvigil''s transaction was ended before its COMMIT'; END IF; END $pgvigil_check$;\n"
-    )
-}
-
 /// Why an early end is reported, when psql itself said nothing.
 fn ended_early_without_failure() -> PsqlFailure {
     PsqlFailure::Other {
         status: "was stopped by pgvigil".into(),
-        line: "the server reports pgvigil's transaction as committed before pgvigil's COMMIT".into(),
+        line: "pgvigil's transaction had ended before its COMMIT; statements after that were committed on their own".into(),
     }
 }
 
@@ -151,6 +140,10 @@ struct Markers {
     pid: Option<i32>,
     /// pgvigil's opening statements (and the preamble) finished.
     opened: bool,
+    /// pgvigil's closing found its transaction already ended.
+    ended: bool,
+    /// pgvigil's closing found its transaction still open, its guard passed, and COMMIT was next.
+    committing: bool,
 }
 
 impl PsqlTransaction {
@@ -191,7 +184,7 @@ impl PsqlTransaction {
         let mut opening = String::from("BEGIN;\nSET standard_conforming_strings = on;\nSET client_encoding = 'UTF8';\n");
         if tx.markers {
             opening.push_str(&format!(
-                "SELECT txid_current() AS pgvigil_xid, pg_backend_pid() AS pgvigil_pid \\gset\n\\warn {marker}xid :pgvigil_xid\n\\warn {marker}pid :pgvigil_pid\n\\unset pgvigil_xid\n\\unset pgvigil_pid\n"
+                "SELECT txid_current() AS pgvigil_xid, pg_backend_pid() AS pgvigil_pid \\gset\n\\warn {marker}xid :pgvigil_xid\n\\warn {marker}pid :pgvigil_pid\n\\unset pgvigil_pid\n"
             ));
         }
         opening.push_str(preamble);
@@ -254,6 +247,8 @@ impl PsqlTransaction {
             xid: all.iter().find_map(|m| m.strip_prefix("xid ").and_then(|x| x.trim().parse().ok())),
             pid: all.iter().find_map(|m| m.strip_prefix("pid ").and_then(|x| x.trim().parse().ok())),
             opened: all.iter().any(|m| m == "opened"),
+            ended: all.iter().any(|m| m == "ended"),
+            committing: all.iter().any(|m| m == "committing"),
         }
     }
 
@@ -263,8 +258,16 @@ impl PsqlTransaction {
     pub async fn commit(&mut self, guard: Option<&str>, cancel: &CancellationToken) -> Outcome {
         let sent = !self.broken && !cancel.is_cancelled();
         if sent {
-            let open = self.read_markers().xid.map(still_open).unwrap_or_default();
-            let closing = format!("\\unrestrict {}\n{open}{}COMMIT;\n", self.restrict_key, guard.unwrap_or(""));
+            // Still inside pgvigil's own transaction? (`pgvigil_xid` is psql's variable from the
+            // opening, which the gate lets no backup refer to.) After an early end the rest ran
+            // in transactions of their own: then nothing is committed and psql says so. Every
+            // name is qualified: the dump may have set a search_path with its own `=` first.
+            let marker = self.child.marker().to_string();
+            let closing = format!(
+                "\\unrestrict {key}\nSELECT pg_catalog.int8eq(pg_catalog.txid_current(), CAST(:pgvigil_xid AS pg_catalog.int8)) AS pgvigil_open \\gset\n\\if :pgvigil_open\n{guard}\\warn {marker}committing\nCOMMIT;\n\\else\n\\warn {marker}ended\n\\endif\n",
+                key = self.restrict_key,
+                guard = guard.unwrap_or("")
+            );
             self.write(closing.as_bytes()).await;
             self.commit_sent = true;
         }
@@ -283,10 +286,16 @@ impl PsqlTransaction {
                 return Outcome::NotStarted(f.clone());
             }
         }
-        let ended_early = matches!(&failure, Some(PsqlFailure::Statement { state: Some(s), .. }) if s.0 == ENDED_EARLY);
+        if markers.ended {
+            // Whatever the server says of the transaction's id (committed or rolled back), what
+            // followed the early end was committed on its own.
+            return Outcome::EndedEarly(failure.unwrap_or_else(ended_early_without_failure));
+        }
         match Self::ask_server(&self.target, markers.xid).await {
-            Some(true) if ended_early || !sent => Outcome::EndedEarly(failure.unwrap_or_else(ended_early_without_failure)),
-            Some(true) => Outcome::Committed,
+            // Committed, and by pgvigil's own COMMIT only if the closing found the transaction
+            // still open and reached it (psql may then have lost the answer to the COMMIT).
+            Some(true) if sent && markers.committing => Outcome::Committed,
+            Some(true) => Outcome::EndedEarly(failure.unwrap_or_else(ended_early_without_failure)),
             Some(false) => Outcome::RolledBack(failure),
             None => match failure {
                 // No answer from the server: psql's own account is all there is.

@@ -238,7 +238,22 @@ pub(crate) async fn or_cancel<T>(cancel: &CancellationToken, op: impl Future<Out
 /// When the S3 client cannot be configured or the local directory cannot be created.
 pub async fn connect(cfg: &StorageConfig) -> Result<DynStorage> {
     Ok(match &cfg.backend {
-        Backend::S3(s3cfg) => Arc::new(S3Storage::new(s3cfg).await?),
+        Backend::S3(s3cfg) => {
+            let st = S3Storage::new(s3cfg).await?;
+            match st.bucket_region().await {
+                Some(region) => {
+                    tracing::warn!(
+                        "the bucket {} answers from region {region}, not {} (from {}): using {region}; set S3_REGION={region} to say so",
+                        s3cfg.bucket,
+                        s3cfg.region,
+                        s3cfg.region_from
+                    );
+                    let fixed = S3Config { region, ..s3cfg.clone() };
+                    Arc::new(S3Storage::new(&fixed).await?)
+                }
+                None => Arc::new(st),
+            }
+        }
         Backend::Local { dir } => Arc::new(LocalStorage::new(dir)?),
     })
 }

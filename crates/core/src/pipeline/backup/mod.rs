@@ -6,6 +6,7 @@
 //! and every block was compressed. Anything else aborts the upload: no partial object, no
 //! manifest, `backup_latest.sql.gz` untouched.
 
+mod error;
 mod layout;
 pub mod lease;
 mod log;
@@ -13,6 +14,7 @@ mod produce;
 mod prune;
 mod watch;
 
+pub use error::{check_dump_encoding, BackupError};
 pub use log::run_and_log;
 pub use prune::{prune, prune_with};
 
@@ -28,7 +30,7 @@ use crate::records::holds::{self, Hold};
 use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest::{self, Manifest, ObjectRef};
 use chrono::Utc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +60,27 @@ pub struct BackupContext {
     pub lock_days: Option<u32>,
     /// `BACKUP_SIGNING_KEY_FILE`: every manifest is signed with it.
     pub signing: Option<crate::infra::signing::SigningKey>,
+    /// Backups in a row that gave way to sessions waiting behind them (`PG_DUMP_YIELD_AFTER`).
+    pub yields: Arc<AtomicU32>,
+}
+
+/// After giving way this many times in a row, a backup proceeds whoever waits: backups must
+/// happen.
+pub const MAX_YIELDS: u32 = 3;
+
+/// What the lock watcher of this backup watches for.
+fn watch_plan(ctx: &BackupContext, plan: &dump::DumpPlan, app_name: String) -> watch::Watch {
+    let yields = ctx.yields.load(Ordering::Relaxed);
+    if ctx.cfg.yield_after.is_some() && yields >= MAX_YIELDS {
+        warn!("the last {yields} backups gave way to sessions waiting behind them (PG_DUMP_YIELD_AFTER); this one proceeds even if sessions wait");
+    }
+    watch::Watch {
+        url: ctx.database_url.clone(),
+        app_name,
+        server_major: plan.server.major,
+        warn_after: ctx.cfg.lock_warn_after,
+        yield_after: ctx.cfg.yield_after.filter(|_| yields < MAX_YIELDS),
+    }
 }
 
 impl BackupContext {
@@ -75,83 +98,7 @@ impl BackupContext {
                 crate::infra::config::Backend::Local { .. } => None,
             },
             signing: settings.signing.clone(),
-        }
-    }
-}
-
-/// `PG_DUMP_OPTIONS` with `--encoding` set to a client encoding psql reads differently from the
-/// server (SJIS, BIG5, …): every restore would refuse such a dump, so the service refuses to start.
-///
-/// # Errors
-/// A configuration problem of `PG_DUMP_OPTIONS`, naming the option.
-pub fn check_dump_encoding(options: &[String]) -> Result<(), crate::infra::config::ConfigError> {
-    match options.iter().find_map(|a| a.strip_prefix("--encoding=")) {
-        Some(enc) if !crate::pipeline::stages::encoding::safe_encoding(enc) => Err(crate::infra::config::ConfigError {
-            problems: vec![crate::infra::config::Problem {
-                var: "PG_DUMP_OPTIONS",
-                message: format!(
-                    "--encoding={enc} is not allowed: psql reads a dump in that client encoding differently from the server (a quote or backslash byte can be half a character), so every restore would refuse it; use the database's own encoding (the default) or UTF8"
-                ),
-            }],
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Why a backup failed.
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    /// Database or client tool problem.
-    #[error(transparent)]
-    Pg(#[from] PgError),
-    /// Storage problem.
-    #[error(transparent)]
-    Storage(StorageError),
-    /// The dump stream was not a complete dump.
-    #[error("{0}")]
-    Incomplete(String),
-    /// Shutdown interrupted the backup; the upload was aborted.
-    #[error("interrupted by shutdown; the upload was aborted")]
-    Cancelled,
-    /// Another backup service holds this prefix's lease.
-    #[error(transparent)]
-    Busy(#[from] lease::Busy),
-    /// The lease was taken over during the backup (it stalled longer than the lease lasts); the
-    /// upload was aborted.
-    #[error("another backup service took over this prefix's lease during the backup; the upload was aborted")]
-    LeaseLost,
-}
-
-impl From<StorageError> for BackupError {
-    fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::Cancelled => BackupError::Cancelled,
-            other => BackupError::Storage(other),
-        }
-    }
-}
-
-impl BackupError {
-    /// One word for the failure metrics: `database`, `storage`, `dump`, `busy`, `lease_lost` or
-    /// `shutdown`.
-    pub fn cause(&self) -> &'static str {
-        match self {
-            BackupError::Pg(_) => "database",
-            BackupError::Storage(_) => "storage",
-            BackupError::Incomplete(_) => "dump",
-            BackupError::Busy(_) => "busy",
-            BackupError::LeaseLost => "lease_lost",
-            BackupError::Cancelled => "shutdown",
-        }
-    }
-
-    /// Whether retrying soon may help.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            BackupError::Pg(e) => e.is_retryable(),
-            BackupError::Storage(e) => e.is_retryable(),
-            BackupError::Incomplete(_) | BackupError::Busy(_) | BackupError::LeaseLost => true,
-            BackupError::Cancelled => false,
+            yields: Arc::default(),
         }
     }
 }
@@ -349,9 +296,9 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         keep_privileges: ctx.cfg.keep_privileges,
     };
     let child = dump::spawn(&plan, &ctx.database_url, &opts, &app_name)?;
-    let watching = CancellationToken::new();
+    let (watching, give_way) = (CancellationToken::new(), cancel.child_token());
     let watcher =
-        tokio::spawn(watch::blocked_sessions(ctx.database_url.clone(), app_name, plan.server.major, watching.clone()).in_current_span());
+        tokio::spawn(watch::blocked_sessions(watch_plan(ctx, &plan, app_name), watching.clone(), give_way.clone()).in_current_span());
     let (tx, rx) = body_channel(4);
     let locked_until = ctx.lock_days.map(|d| started_at + chrono::Duration::days(i64::from(d)));
     let opts = PutOptions {
@@ -362,12 +309,24 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         whole: false,
     };
     let (produced, put) = tokio::join!(
-        produce::produce(child, tx, ctx.cfg.compression_level, &ctx.cfg.recipients, cancel),
-        st.put(&key, rx, opts, cancel)
+        produce::produce(child, tx, ctx.cfg.compression_level, &ctx.cfg.recipients, &give_way),
+        st.put(&key, rx, opts, &give_way)
     );
-    // Best effort only: the watcher may sit in a query on a stalled connection.
     watching.cancel();
-    watcher.abort();
+    // A yield only when it stopped something: a dump that had already ended whole is kept.
+    let stopped = matches!(produced, Err(BackupError::Cancelled)) || matches!(put, Err(StorageError::Cancelled));
+    if give_way.is_cancelled() && !cancel.is_cancelled() && stopped {
+        if let Ok(Some((sessions, waited_secs))) = watcher.await {
+            if put.is_ok() {
+                take_back(st, &key, &CancellationToken::new()).await;
+            }
+            ctx.yields.fetch_add(1, Ordering::Relaxed);
+            return Err(BackupError::Yielded { sessions, waited_secs });
+        }
+    } else {
+        // Best effort only: the watcher may sit in a query on a stalled connection.
+        watcher.abort();
+    }
     if let Err(StorageError::TooLarge { part_size, .. }) = &put {
         // The next attempt plans parts four times as large.
         ctx.part_size_floor.fetch_max(part_size.saturating_mul(4), Ordering::Relaxed);
@@ -465,6 +424,7 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
             Plan::default()
         }
     };
+    ctx.yields.store(0, Ordering::Relaxed);
     Ok(BackupOutcome {
         id,
         manifest,

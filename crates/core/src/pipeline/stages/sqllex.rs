@@ -121,6 +121,8 @@ pub struct SqlLexer {
     split: PsqlSplit,
     /// The unquoted word being read at statement level (its first bytes; `None`: not in one).
     word: Option<Vec<u8>>,
+    /// That word follows a lone `:`: psql reads `:name` as a variable, not as a word it counts.
+    variable: bool,
 }
 
 impl Default for SqlLexer {
@@ -134,6 +136,7 @@ impl Default for SqlLexer {
             significant: false,
             split: PsqlSplit::default(),
             word: None,
+            variable: false,
         }
     }
 }
@@ -178,7 +181,7 @@ impl SqlLexer {
             (word.as_slice(), next),
             ([b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N'], b'\'') | ([b'u' | b'U'], b'&')
         );
-        if !prefix {
+        if !prefix && !std::mem::take(&mut self.variable) {
             self.split.word(&word, self.depth);
         }
     }
@@ -194,7 +197,10 @@ impl SqlLexer {
                     Some(w) if word_cont(b) && w.len() < 16 => w.push(b),
                     Some(_) if word_cont(b) => {}
                     Some(_) => self.end_word(b),
-                    None if word_start(b) && !word_cont(self.prev) => self.word = Some(vec![b]),
+                    None if word_start(b) && !word_cont(self.prev) => {
+                        self.variable = self.prev == b':' && self.prev2 != b':';
+                        self.word = Some(vec![b]);
+                    }
                     None => {}
                 }
             }
@@ -408,6 +414,16 @@ mod tests {
                 &[true, false, false, false],
             ),
             ("SELECT 1; -- done\n/* note */\nBEGIN;\n", &[true, true, true]),
+            // psql counts BEGIN … END in a routine's header and body, but not `:end` (a variable).
+            (
+                "CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC SELECT a[1:end];\nSELECT 2;\nEND;\nx;\n",
+                &[true, false, false, false, true],
+            ),
+            (
+                "CREATE FUNCTION public.begin() RETURNS int AS $$ x $$;\nSELECT 1;\n",
+                &[true, false],
+            ),
+            ("CREATE FUNCTION f() AS E'begin';\nSELECT 1;\n", &[true, true]),
         ];
         for (sql, want) in cases {
             assert_eq!(starts(sql), *want, "{sql:?}");

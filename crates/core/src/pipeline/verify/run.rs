@@ -282,9 +282,12 @@ async fn verify_with_manifest(
     if let Some(why) = crate::infra::pg::psql::pg_dump_warning(&m.pg_dump_version) {
         warn!("{key} was {why}");
     }
-    let queries = match &ctx.cfg.queries_file {
-        Some(f) => split_statements(&std::fs::read_to_string(f).map_err(|source| CouldNotRun::QueriesFile { path: f.clone(), source })?),
-        None => Vec::new(),
+    let queries = match (&ctx.cfg.queries, &ctx.cfg.queries_file) {
+        (Some(text), _) => split_statements(text),
+        (None, Some(f)) => {
+            split_statements(&std::fs::read_to_string(f).map_err(|source| CouldNotRun::QueriesFile { path: f.clone(), source })?)
+        }
+        (None, None) => Vec::new(),
     };
     let evidence = Evidence {
         versions: Versions {
@@ -327,7 +330,8 @@ async fn verify_with_manifest(
                 .map(|v| v.key.clone())
                 .collect();
             let recorded = crate::records::history::recent_restore_secs(ctx.storage.as_ref(), &keys, 5, cancel).await;
-            (crate::pipeline::restore::default_deadline(&recorded), !recorded.is_empty())
+            let usable = recorded.iter().any(|s| s.is_finite() && *s > 0.0);
+            (crate::pipeline::restore::default_deadline(&recorded), usable)
         }
     };
     let mut run = Run {

@@ -61,4 +61,27 @@ impl S3Storage {
             cfg: cfg.clone(),
         })
     }
+
+    /// The bucket's own region when requests signed for the configured one are refused with an
+    /// answer naming it (AWS, and stores that say `expecting '<region>'`); `None` when the
+    /// region is right, or the store cannot be asked (then the first real request says why).
+    /// One listing request of at most one key, not retried.
+    pub async fn bucket_region(&self) -> Option<String> {
+        let answer = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(1)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::new().retry_config(RetryConfig::disabled()))
+            .send()
+            .await;
+        match answer {
+            Err(aws_sdk_s3::error::SdkError::ServiceError(ctx)) => {
+                let msg = aws_sdk_s3::error::ProvideErrorMetadata::message(ctx.err()).unwrap_or("");
+                super::errors::region_hint(ctx.raw(), msg).filter(|r| *r != self.cfg.region)
+            }
+            _ => None,
+        }
+    }
 }

@@ -40,7 +40,7 @@ where
                     false,
                 ),
                 "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
-                    ("the bucket is in another region (check S3_REGION)".to_string(), false)
+                    (wrong_region(region_hint(ctx.raw(), msg)), false)
                 }
                 "NoSuchKey" | "NotFound" => return StorageError::NotFound(target.to_string()),
                 "PreconditionFailed" | "ConditionalRequestConflict" => return StorageError::PreconditionFailed(target.to_string()),
@@ -58,7 +58,7 @@ where
                 _ if status == 404 => return StorageError::NotFound(target.to_string()),
                 _ if status == 412 || status == 409 => return StorageError::PreconditionFailed(target.to_string()),
                 _ if status == 403 => ("access denied (check the credentials and the bucket policy)".to_string(), false),
-                _ if status == 301 => ("the bucket is in another region (check S3_REGION)".to_string(), false),
+                _ if status == 301 => (wrong_region(region_hint(ctx.raw(), msg)), false),
                 _ => (
                     format!("HTTP {status} {code} {msg}").trim().to_string(),
                     status >= 500 || status == 429,
@@ -67,5 +67,51 @@ where
             StorageError::other(format!("{op} {target}: {text}"), retryable)
         }
         _ => StorageError::other(format!("{op} {target}: {}", aws_sdk_s3::error::DisplayErrorContext(err)), true),
+    }
+}
+
+/// The sentence for a bucket in another region than the one requests are signed for.
+fn wrong_region(hint: Option<String>) -> String {
+    match hint {
+        Some(r) => format!("the bucket is in region {r}, not the configured one (set S3_REGION={r})"),
+        None => "the bucket is in another region (check S3_REGION)".to_string(),
+    }
+}
+
+/// The bucket's region as the store states it when a request went to the wrong one: AWS's
+/// `x-amz-bucket-region` header, else `expecting '<region>'` in the message. The answer is
+/// untrusted text, so only something shaped like a region name is taken.
+pub(super) fn region_hint(raw: &HttpResponse, msg: &str) -> Option<String> {
+    let from_header = raw.headers().get("x-amz-bucket-region").map(str::to_string);
+    let from_message = || {
+        let rest = msg.split("expecting '").nth(1)?;
+        Some(rest.split('\'').next()?.to_string())
+    };
+    from_header.or_else(from_message).filter(|r| is_region_name(r))
+}
+
+/// `eu-central-1`, `auto`, `us-gov-west-1`: lower-case letters, digits and dashes, short.
+pub(super) fn is_region_name(r: &str) -> bool {
+    (1..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_region_name;
+
+    #[test]
+    fn only_region_shaped_answers_are_taken() {
+        for (text, ok) in [
+            ("eu-central-1", true),
+            ("auto", true),
+            ("us-gov-west-1", true),
+            ("", false),
+            ("EU-CENTRAL-1", false),
+            ("eu central", false),
+            ("eu-central-1\nset S3_BUCKET", false),
+            ("a-very-long-region-name-that-is-not-one", false),
+        ] {
+            assert_eq!(is_region_name(text), ok, "{text:?}");
+        }
     }
 }

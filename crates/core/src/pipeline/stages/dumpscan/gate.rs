@@ -169,6 +169,8 @@ fn psql_ends_it(sql: &str, tokens: &[pg_query::protobuf::ScanToken]) -> bool {
     use pg_query::protobuf::{KeywordKind, Token};
     let mut split = PsqlSplit::default();
     let mut parens = 0u32;
+    // The end of a lone `:` just before: psql reads `:name` as a variable, not a word it counts.
+    let mut colon_end = -1;
     for t in tokens {
         let text = sql.get(t.start as usize..t.end as usize).unwrap_or("");
         match t.token {
@@ -177,7 +179,9 @@ fn psql_ends_it(sql: &str, tokens: &[pg_query::protobuf::ScanToken]) -> bool {
             59 => {
                 split.semicolon(parens);
             }
+            58 => colon_end = t.end,
             k if k == Token::SqlComment as i32 || k == Token::CComment as i32 => {}
+            _ if t.start == colon_end => {}
             k if (k == Token::Ident as i32 && !text.starts_with('"')) || t.keyword_kind != KeywordKind::NoKeyword as i32 => {
                 split.word(text.as_bytes(), parens);
             }
