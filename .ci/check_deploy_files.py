@@ -3,6 +3,8 @@
 
 * docker-compose.yml parses, has every service the README describes, its build contexts point at
   existing Dockerfiles, and every variable it gives pgvigil is one pgvigil reads.
+* both services publish their health port, the images' health checks run the service binary,
+  and .env stays out of the build context.
 * railway.toml parses and uses only known config-as-code keys.
 """
 import pathlib
@@ -33,10 +35,22 @@ for name in ["backup", "verify"]:
     for var in svc.get("environment", {}):
         if var not in known_vars:
             errors.append(f"docker-compose.yml: {name} sets {var}, which pgvigil does not read")
+    port = str(svc.get("environment", {}).get("PORT", ""))
+    if not any(str(p).endswith(":" + port) for p in svc.get("ports", [])):
+        errors.append(f"docker-compose.yml: {name} does not publish its health port {port or '(PORT unset)'}")
     for vol in svc.get("volumes", []):
         src = vol.split(":")[0]
         if src.startswith("./") and not (root / src).exists():
             errors.append(f"docker-compose.yml: {name} mounts {src}, which does not exist")
+
+# The images' health checks run the service binary they ship.
+for name, binary in [("Dockerfile.backup", "pgvigil-backup"), ("Dockerfile.verify", "pgvigil-verify")]:
+    text = (root / name).read_text()
+    if f'CMD ["{binary}", "--healthcheck"]' not in text:
+        errors.append(f"{name}: HEALTHCHECK must run {binary} --healthcheck")
+ignored = (root / ".dockerignore").read_text().split()
+if ".env" not in ignored:
+    errors.append(".dockerignore: .env must be kept out of the build context (it holds local secrets)")
 
 railway = tomllib.loads((root / "railway.toml").read_text())
 allowed = {

@@ -226,3 +226,37 @@ async fn libpq_variables_supply_what_the_url_leaves_out() {
     assert!(all.contains("password authentication failed"), "{all}");
     assert!(!all.contains(wrong) && !all.contains(pgvigil_e2e::pg::PASSWORD), "{all}");
 }
+
+/// A server that takes only client certificates (TLS, `cert` authentication): with libpq's
+/// `PGSSL*` variables the backup (pgvigil's connection and pg_dump) and the restore (psql) both
+/// get in; without the certificate, one plain error.
+#[tokio::test]
+async fn a_server_that_requires_a_client_certificate_is_reached_through_libpq_variables() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 20).await;
+    pg.create_db("tls_target").await;
+    let certs = tempfile::tempdir().unwrap();
+    let tls = pg.require_client_certificates(certs.path()).await;
+    let s3 = S3Server::start().await;
+    let url = |db: &str| format!("postgresql://postgres@127.0.0.1:{}/{db}", pg.port);
+    let mut vars = s3.vars("tls");
+    vars.push(("DATABASE_URL", url("app")));
+    vars.push(("PGSSLMODE", "verify-ca".into()));
+    vars.push(("PGSSLROOTCERT", tls.ca.display().to_string()));
+    let (code, _, all) = pgvigil(&["backup-now"], &vars).await;
+    assert_eq!(code, Some(1), "no client certificate, no entry: {all}");
+    assert!(all.contains("certificate") || all.contains("pg_hba.conf"), "{all}");
+    assert!(!all.contains("panicked"), "TLS set up for the process, not a crash: {all}");
+
+    vars.push(("PGSSLCERT", tls.cert.display().to_string()));
+    vars.push(("PGSSLKEY", tls.key.display().to_string()));
+    let (code, _, all) = pgvigil(&["backup-now"], &vars).await;
+    assert_eq!(code, Some(0), "{all}");
+    let mut restore = vars.clone();
+    restore.retain(|(k, _)| *k != "DATABASE_URL");
+    restore.push(("RESTORE_DATABASE_URL", url("tls_target")));
+    let (code, _, all) = pgvigil(&["restore"], &restore).await;
+    assert_eq!(code, Some(0), "{all}");
+    assert!(all.contains("restored"), "{all}");
+}

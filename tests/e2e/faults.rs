@@ -344,6 +344,25 @@ async fn wrong_region_and_missing_bucket() {
     s3.faults.clear();
     assert_complete_backups(&s3, "reg", 2).await;
 
+    // Without S3_* keys, the AWS SDK's own chain supplies them (here its environment variables).
+    let mut vars = backup_vars(&pg, s3.vars("reg"));
+    let mut moved = Vec::new();
+    for (from, to) in [
+        ("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        ("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+    ] {
+        let value = vars.iter().find(|(k, _)| *k == from).unwrap().1.clone();
+        vars.retain(|(k, _)| *k != from);
+        moved.push((to, value));
+    }
+    vars.extend(moved);
+    let out = run("pgvigil-backup", &["--once"], &vars).await;
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("credentials from the AWS credential chain"), "{t}");
+    assert!(!t.contains(pgvigil_e2e::s3::SECRET_KEY), "{t}");
+    assert_complete_backups(&s3, "reg", 3).await;
+
     // A bucket that does not exist yet: the service says so, waits, and starts once it exists.
     let mut vars = backup_vars(&pg, s3.vars("nob"));
     vars.retain(|(k, _)| *k != "S3_BUCKET");

@@ -256,6 +256,132 @@ impl PgServer {
     pub fn socket_dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Turns TLS on with a throwaway CA and from then on accepts TCP connections only with a
+    /// client certificate that CA signed, for the role it names (`cert` authentication; the
+    /// password no longer works over TCP). Returns the CA certificate and a client certificate
+    /// and key for `postgres`, kept in `dir`.
+    pub async fn require_client_certificates(&self, dir: &Path) -> TlsClient {
+        let server_dir = self.dir.path().join("tls");
+        std::fs::create_dir_all(&server_dir).unwrap();
+        let ext = dir.join("ext.cnf");
+        std::fs::write(
+            &ext,
+            "[server]\nbasicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n\
+             [client]\nbasicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).output().expect("openssl must be installed");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let p = |d: &Path, f: &str| d.join(f).display().to_string();
+        let (ca_key, ca) = (p(dir, "ca.key"), p(dir, "ca.crt"));
+        openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+            "-subj",
+            "/CN=pgvigil test CA",
+            "-days",
+            "2",
+        ]);
+        let issue = |d: &Path, name: &str, cn: &str| {
+            let (key, csr, crt) = (
+                p(d, &format!("{name}.key")),
+                p(d, &format!("{name}.csr")),
+                p(d, &format!("{name}.crt")),
+            );
+            openssl(&[
+                "req",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "rsa:2048",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={cn}"),
+            ]);
+            let serial = p(dir, "ca.srl");
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAserial",
+                &serial,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                ext.to_str().unwrap(),
+                "-extensions",
+                name,
+            ]);
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+            (PathBuf::from(crt), PathBuf::from(key))
+        };
+        let (server_crt, server_key) = issue(&server_dir, "server", "localhost");
+        let (client_crt, client_key) = issue(dir, "client", "postgres");
+        std::fs::copy(&ca, server_dir.join("ca.crt")).unwrap();
+        if let Some((uid, gid)) = self.owner {
+            for f in [
+                server_dir.clone(),
+                server_dir.join("ca.crt"),
+                server_crt.clone(),
+                server_key.clone(),
+            ] {
+                std::os::unix::fs::chown(&f, Some(uid.as_raw()), Some(gid.as_raw())).unwrap();
+            }
+        }
+        // ALTER SYSTEM cannot share a query string with other statements.
+        for (name, value) in [
+            ("ssl_cert_file", server_crt.display().to_string()),
+            ("ssl_key_file", server_key.display().to_string()),
+            ("ssl_ca_file", server_dir.join("ca.crt").display().to_string()),
+            ("ssl", "on".to_string()),
+        ] {
+            self.exec("postgres", &format!("ALTER SYSTEM SET {name} = '{value}'")).await;
+        }
+        std::fs::write(
+            self.data().join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 cert\n",
+        )
+        .unwrap();
+        self.checked("pg_ctl", &["-D", self.data().to_str().unwrap(), "reload"]);
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        TlsClient {
+            ca: PathBuf::from(ca),
+            cert: client_crt,
+            key: client_key,
+        }
+    }
+}
+
+/// What a client needs for a server from [`PgServer::require_client_certificates`].
+pub struct TlsClient {
+    /// The CA certificate (`PGSSLROOTCERT`).
+    pub ca: PathBuf,
+    /// The client certificate for `postgres` (`PGSSLCERT`).
+    pub cert: PathBuf,
+    /// Its key, mode 0600 (`PGSSLKEY`).
+    pub key: PathBuf,
 }
 
 impl Drop for PgServer {

@@ -95,17 +95,18 @@ enum Command {
 /// shell's environment).
 #[derive(clap::Args, Debug, Clone, Copy)]
 struct PolicyArgs {
-    /// Retention in days, instead of the backup service's BACKUP_RETENTION_DAYS.
-    #[arg(long, value_name = "DAYS")]
+    /// Retention in days (1–36500), instead of the backup service's BACKUP_RETENTION_DAYS.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     retention_days: Option<u64>,
-    /// Backups always kept, instead of the backup service's BACKUP_MIN_KEEP.
-    #[arg(long, value_name = "N")]
-    min_keep: Option<usize>,
-    /// Seconds between backups, instead of the backup service's BACKUP_INTERVAL.
-    #[arg(long, value_name = "SECS")]
+    /// Backups always kept (1–10000), instead of the backup service's BACKUP_MIN_KEEP.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    min_keep: Option<u64>,
+    /// Seconds between backups (1–31622400), instead of the backup service's BACKUP_INTERVAL.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=31_622_400))]
     backup_interval: Option<u64>,
-    /// Seconds between verifications, instead of the verify service's VERIFY_INTERVAL.
-    #[arg(long, value_name = "SECS")]
+    /// Seconds between verifications (1–31622400), instead of the verify service's
+    /// VERIFY_INTERVAL.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=31_622_400))]
     verify_interval: Option<u64>,
 }
 
@@ -113,7 +114,7 @@ impl PolicyArgs {
     fn overrides(self) -> PolicyOverrides {
         PolicyOverrides {
             retention_days: self.retention_days,
-            min_keep: self.min_keep,
+            min_keep: self.min_keep.and_then(|n| usize::try_from(n).ok()),
             backup_interval: self.backup_interval,
             verify_interval: self.verify_interval,
         }
@@ -339,7 +340,7 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    process::memory::tune_allocator();
+    process::prepare();
     let cli = Cli::parse();
     process::telemetry::init(process::telemetry::format_from_env());
     let cancel = process::shutdown::on_signals();
@@ -366,7 +367,7 @@ rewrites it. Configuration comes from the environment, like the services' ([conf
 
 | command | 0 | 1 | 2 |
 |---|---|---|---|
-| `status` | OK | WARNING (a stale backup or verification, a held backup, a backup dated in the future, …) | CRITICAL: the newest backup or verification failed, no backup at all, or storage could not be read (unreachable, credentials refused, bucket missing) — in every mode, with and without `--database` |
+| `status` | OK | WARNING (a backup overdue by more than an hour, a failed backup attempt, no verification yet or none for 2 × VERIFY_INTERVAL + 1 h, a held backup, a backup dated in the future, …) | CRITICAL: no backup at all, the newest backup empty or older than 2 × BACKUP_INTERVAL + 1 h, the newest verification failed, or storage could not be read (unreachable, credentials refused, bucket missing) — in every mode, with and without `--database` |
 | `list`, `report`, `ack` | done | failed (the message says why: storage, no such backup) | the configuration is invalid |
 | `check` | the newest backup checked is good | the newest backup checked is bad, or storage failed | the configuration is invalid |
 | `backup-now` | every backup asked for completed | a backup failed (`Backup failed` says why) | the configuration is invalid |

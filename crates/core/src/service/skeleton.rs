@@ -395,7 +395,7 @@ struct ServiceArgs {
 /// tuning, then [`service_main`] on a multi-threaded runtime.
 pub fn main(role: Role, name: &'static str, about: &'static str) -> std::process::ExitCode {
     use clap::{CommandFactory, FromArgMatches};
-    crate::infra::process::memory::tune_allocator();
+    crate::infra::process::prepare();
     let matches = ServiceArgs::command()
         .name(name)
         .about(about)

@@ -118,16 +118,7 @@ impl fmt::Display for Backend {
         match self {
             Self::Local { dir } => write!(f, "directory {}", dir.display()),
             Self::S3(c) => {
-                let credentials = if c.credentials.is_some() {
-                    "S3_ACCESS_KEY_ID"
-                } else {
-                    "the AWS credential chain"
-                };
-                write!(
-                    f,
-                    "s3://{} (region {} from {}, credentials from {credentials}",
-                    c.bucket, c.region, c.region_from
-                )?;
+                write!(f, "s3://{} (region {} from {}", c.bucket, c.region, c.region_from)?;
                 if let Some(e) = &c.endpoint {
                     write!(f, ", endpoint {e}")?;
                 }

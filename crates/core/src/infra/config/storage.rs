@@ -65,7 +65,7 @@ impl Validator {
                 None
             }
         };
-        if raw.s3_sse_kms_key_id.is_some() && !matches!(sse, Some(Sse::Kms { .. })) {
+        if nonempty(raw.s3_sse_kms_key_id.clone()).is_some() && !matches!(sse, Some(Sse::Kms { .. })) {
             self.bad("S3_SSE_KMS_KEY_ID", "only valid together with S3_SSE=aws:kms");
         }
         let part_size = nonempty(raw.s3_part_size_mb.clone()).map(|_| {

@@ -288,6 +288,14 @@ impl S3Storage {
     ) -> Result<PutResult> {
         let part_size = choose_part_size_at_least(opts.expected_size, self.cfg.part_size, opts.min_part_size);
         let streamed = streams(part_size, &opts, self.cfg.part_size.is_some(), self.cfg.object_lock.is_some());
+        if !streamed && self.cfg.object_lock.is_some() && part_size > STREAM_PARTS_ABOVE {
+            // Content-MD5 needs a part's bytes before it is sent: the bound is the held parts.
+            tracing::info!(
+                part_mib = part_size >> 20,
+                "object lock: parts are held whole for their Content-MD5, so this upload may hold up to {} MiB in memory",
+                (part_size * (PARTS_IN_FLIGHT as u64 + 1)) >> 20
+            );
+        }
         body.announce(if streamed {
             PartPlan::Streamed {
                 part: part_size,
