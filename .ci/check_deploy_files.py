@@ -5,6 +5,8 @@
   existing Dockerfiles, and every variable it gives pgvigil is one pgvigil reads.
 * both services publish their health port, the images' health checks run the service binary,
   and .env stays out of the build context.
+* every image is pinned to a version (no `latest`, no bare major), and the Rust build image is the
+  toolchain that rust-toolchain.toml pins.
 * railway.toml parses and uses only known config-as-code keys.
 """
 import pathlib
@@ -51,6 +53,18 @@ for name, binary in [("Dockerfile.backup", "pgvigil-backup"), ("Dockerfile.verif
 ignored = (root / ".dockerignore").read_text().split()
 if ".env" not in ignored:
     errors.append(".dockerignore: .env must be kept out of the build context (it holds local secrets)")
+
+# Images pinned: a rebuild next month gets the same bases as today's.
+toolchain = tomllib.loads((root / "rust-toolchain.toml").read_text())["toolchain"]["channel"]
+images = [(n, svc["image"]) for n, svc in services.items() if "image" in svc]
+for name in ["Dockerfile.backup", "Dockerfile.verify"]:
+    images += [(name, m) for m in re.findall(r"^FROM\s+(\S+)", (root / name).read_text(), re.M)]
+for where, image in images:
+    tag = image.rsplit(":", 1)[1] if ":" in image.split("/")[-1] else ""
+    if not re.search(r"\d+\.\d+|\d{8}", tag):
+        errors.append(f"{where}: image {image} is not pinned to a version (use a full version tag)")
+    if image.startswith("rust:") and not tag.startswith(toolchain + "-"):
+        errors.append(f"{where}: {image} differs from rust-toolchain.toml's {toolchain}")
 
 railway = tomllib.loads((root / "railway.toml").read_text())
 allowed = {

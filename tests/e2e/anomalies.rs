@@ -52,7 +52,11 @@ async fn a_table_losing_most_rows_raises_the_alarm_and_holds_the_backup_before_i
     let o = run("pgvigil", &["ack", &old.file_name()], &vars).await;
     assert!(o.status.success(), "{}", text(&o));
     let o = run("pgvigil", &["ack", &old.file_name()], &vars).await;
-    assert!(!o.status.success() && text(&o).contains("has no hold"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("is neither held nor missing"),
+        "{}",
+        text(&o)
+    );
     let o = run("pgvigil", &["prune", "--yes"], &vars).await;
     assert!(o.status.success(), "{}", text(&o));
     let cat = Catalog::load(st.as_ref(), &layout, &never).await.unwrap();

@@ -394,7 +394,17 @@ pub fn walk(dir: &std::path::Path) -> Vec<String> {
 /// Complete (tiny, fake) backups taken `days` ago, newest last in the list as given.
 pub async fn fake_old_backups(st: &dyn pgvigil_core::infra::storage::Storage, layout: &Layout, days: &[i64]) -> Vec<BackupId> {
     let now = chrono::Utc::now();
-    let ids: Vec<BackupId> = days.iter().map(|d| BackupId::at(now - chrono::Duration::days(*d))).collect();
+    let times: Vec<chrono::DateTime<chrono::Utc>> = days.iter().map(|d| now - chrono::Duration::days(*d)).collect();
+    fake_backups_at(st, layout, &times).await
+}
+
+/// Complete backups (a tiny object and its manifest) stamped at the given times.
+pub async fn fake_backups_at(
+    st: &dyn pgvigil_core::infra::storage::Storage,
+    layout: &Layout,
+    times: &[chrono::DateTime<chrono::Utc>],
+) -> Vec<BackupId> {
+    let ids: Vec<BackupId> = times.iter().map(|t| BackupId::at(*t)).collect();
     for id in &ids {
         storage::put_bytes(st, &layout.backup(*id), Bytes::from_static(b"old"), &CancellationToken::new())
             .await

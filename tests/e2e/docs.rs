@@ -193,7 +193,12 @@ fn test_location(reference: &str) -> Option<(Vec<String>, String)> {
     let files = match path {
         ["core", rest @ ..] if !rest.is_empty() => {
             let p = rest.join("/");
-            vec![format!("crates/core/src/{p}.rs"), format!("crates/core/src/{p}/mod.rs")]
+            // Tests may sit in a `<module>_tests.rs` next to the module.
+            vec![
+                format!("crates/core/src/{p}.rs"),
+                format!("crates/core/src/{p}/mod.rs"),
+                format!("crates/core/src/{p}_tests.rs"),
+            ]
         }
         [module] => vec![format!("tests/e2e/{module}.rs")],
         _ => return None,
@@ -224,4 +229,71 @@ fn every_test_named_in_reliability_md_exists() {
             assert!(defined, "{r}: no test `fn {name}` in {files:?}");
         }
     }
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens.
+fn anchor_of(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Every relative link in the docs, README and SECURITY.md leads to a file that exists, and every
+/// `#anchor` to a heading of that file; the docs index lists every page.
+#[test]
+fn every_docs_link_resolves_and_the_index_lists_every_page() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pages = vec!["README.md".to_string(), "SECURITY.md".to_string()];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            pages.push(format!("docs/{name}"));
+        }
+    }
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = repo_file(page);
+        let dir = std::path::Path::new(page).parent().unwrap_or(std::path::Path::new(""));
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let link = &rest[..end];
+            if link.contains("://") || link.starts_with("mailto:") || link.contains(' ') {
+                continue;
+            }
+            let (file, anchor) = link.split_once('#').unwrap_or((link, ""));
+            let target = if file.is_empty() {
+                root.join(page)
+            } else {
+                root.join(dir).join(file)
+            };
+            if !target.exists() {
+                broken.push(format!("{page}: {link} (no such file)"));
+                continue;
+            }
+            if !anchor.is_empty() && target.extension().is_some_and(|e| e == "md") {
+                let body = std::fs::read_to_string(&target).unwrap();
+                let found = body
+                    .lines()
+                    .filter_map(|l| l.trim_start_matches('#').strip_prefix(' ').filter(|_| l.starts_with('#')))
+                    .any(|h| anchor_of(h) == anchor);
+                if !found {
+                    broken.push(format!("{page}: {link} (no such heading)"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+
+    let index = repo_file("docs/README.md");
+    let unlisted: Vec<_> = pages
+        .iter()
+        .filter_map(|p| p.strip_prefix("docs/"))
+        .filter(|p| *p != "README.md" && !index.contains(&format!("]({p}")))
+        .collect();
+    assert!(unlisted.is_empty(), "docs/README.md does not list: {unlisted:?}");
 }

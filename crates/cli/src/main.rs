@@ -58,9 +58,15 @@ enum Command {
         /// and SHA-256 are compared with the manifest.
         #[arg(long)]
         deep: bool,
+        /// Instead, check that every backup retention keeps is still in storage with the size its
+        /// manifest records (nothing is downloaded; exit 1 if any is missing or changed).
+        #[arg(long, conflicts_with_all = ["deep", "last"])]
+        presence: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
     },
     /// Apply retention now, with the backup service's policy (as it recorded it), printing the plan first.
     Prune {
@@ -73,9 +79,11 @@ enum Command {
         #[command(flatten)]
         policy: PolicyArgs,
     },
-    /// Acknowledge a table anomaly: lift the hold that keeps the backup taken before it from retention.
+    /// Acknowledge a table anomaly (lift the hold that keeps the backup taken before it from
+    /// retention) or a backup lost from storage (remove its manifest, so the presence check stops
+    /// reporting it).
     Ack {
-        /// The held backup (its file name, key or timestamp, as `pgvigil status` names it).
+        /// The held or missing backup (its file name, key or timestamp, as `pgvigil status` names it).
         backup: String,
     },
     /// The weekly review: backups, verification success rate, RTO/RPO, durations, sizes, storage and cost.
@@ -307,15 +315,30 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
             });
             Ok(0)
         }
-        Command::Check { last, deep, json } => {
+        Command::Check {
+            last,
+            deep,
+            presence,
+            json,
+            policy,
+        } => {
             let op = open(database, cancel).await?;
-            let r = op.check(last, deep, &progress::Terminal::default(), cancel).await?;
+            let r = if presence {
+                op.check_presence(&op.policy(&policy.overrides(), cancel).await?, cancel).await?
+            } else {
+                op.check(last, deep, &progress::Terminal::default(), cancel).await?
+            };
             show(&if json {
                 render::json(&r)
             } else {
                 render::check(&r, &op.layout().backups_prefix())
             });
-            Ok(u8::from(r.newest_is_bad()))
+            let bad = if presence {
+                r.backups.iter().any(|b| !b.ok)
+            } else {
+                r.newest_is_bad()
+            };
+            Ok(u8::from(bad))
         }
         Command::Prune { dry_run, yes, policy } => prune(&open(database, cancel).await?, dry_run, yes, policy, cancel).await,
         Command::Report { days, json, policy } => {
@@ -331,8 +354,7 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
         }
         Command::Restore(args) => restore::run(&open(database, cancel).await?, args, database, cancel).await,
         Command::Ack { backup } => {
-            let name = open(database, cancel).await?.ack(&backup, cancel).await?;
-            println!("{name}: hold lifted; retention treats it like any other backup again");
+            println!("{}", open(database, cancel).await?.ack(&backup, cancel).await?);
             Ok(0)
         }
     }

@@ -1,6 +1,6 @@
 //! Rendering of the operator layer's results: human tables and text (the default) or JSON.
 
-use pgvigil_core::operator::prelude::{human_secs, Report, Spread, Verdict, VerificationRecord};
+use pgvigil_core::operator::prelude::{human_secs, KeptBecause, Report, Spread, Verdict, VerificationRecord};
 use pgvigil_core::operator::{CheckReport, ListRow, PrunePlan, StatusView};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -95,7 +95,10 @@ pub fn status(v: &StatusView, storage: &str) -> String {
 
 /// `pgvigil list`
 pub fn list(rows: &[ListRow], prefix: &str) -> String {
-    let mut s = format!("{:<22} {:>10} {:>8}  {:<10} KEY\n", "TIME (UTC)", "SIZE", "CHANGE", "VERIFIED");
+    let mut s = format!(
+        "{:<22} {:>10} {:>8}  {:<10} KEY  KEPT BY\n",
+        "TIME (UTC)", "SIZE", "CHANGE", "VERIFIED"
+    );
     for r in rows {
         let verified = match (r.complete, r.verified) {
             (false, _) => "INCOMPLETE",
@@ -104,9 +107,14 @@ pub fn list(rows: &[ListRow], prefix: &str) -> String {
             (_, None) => "no",
         };
         let change = r.change_vs_median.map_or("-".into(), |c| format!("{:+.0}%", c * 100.0));
+        let kept_by = match (r.policy_unknown, r.deleted_next) {
+            (true, _) => "?".to_string(),
+            (false, true) => "nothing: the next prune deletes it".to_string(),
+            (false, false) => r.kept_by.join(","),
+        };
         let _ = writeln!(
             s,
-            "{:<22} {:>10} {:>8}  {:<10} {}",
+            "{:<22} {:>10} {:>8}  {:<10} {}  {kept_by}",
             r.time.format("%Y-%m-%d %H:%M:%S"),
             human_bytes(r.size),
             change,
@@ -128,7 +136,11 @@ pub fn check(r: &CheckReport, prefix: &str) -> String {
         let _ = writeln!(
             s,
             "{:<10} {}{}",
-            if row.ok { "OK" } else { "CORRUPTED" },
+            match (row.ok, r.depth.starts_with("presence")) {
+                (true, _) => "OK",
+                (false, true) => "ABSENT",
+                (false, false) => "CORRUPTED",
+            },
             row.key,
             if row.ok {
                 String::new()
@@ -219,6 +231,11 @@ pub fn report(r: &Report) -> String {
         r.backup_count
     );
     let oldest = match r.oldest_age_days {
+        Some(d) if r.calendar.is_some() => format!(
+            "{d:.1} days (retention {} days, and the newest backup of each period: {})",
+            r.retention_days,
+            r.calendar.as_deref().unwrap_or_default()
+        ),
         Some(d) if d > r.retention_days as f64 + 1.0 => {
             format!("{d:.1} days (retention {} days: retention is not keeping up)", r.retention_days)
         }
@@ -236,13 +253,17 @@ pub fn prune_plan(p: &PrunePlan, prefix: &str, dry_run: bool) -> String {
     let mut s = String::new();
     let r = &p.policy.retention;
     let _ = writeln!(s, "policy: {}", p.policy.source);
-    let _ = writeln!(
-        s,
-        "retention: delete backups older than {} days; keep at least {} complete backups that did not fail verification, the newest backup, and the newest one that passed verification",
-        r.retention_days, r.min_keep
-    );
-    for (id, why) in &p.plan.kept {
-        let _ = writeln!(s, "keeping {prefix}{} ({})", id.file_name(), why.describe());
+    let _ = writeln!(s, "retention: {}", r.describe());
+    // Every backup kept beyond the age window, with every rule that keeps it (the ones inside
+    // it in one line: `pgvigil list` shows them all).
+    let young = p.plan.rules.iter().filter(|(_, r)| r.contains(&KeptBecause::Window)).count();
+    let _ = writeln!(s, "keeping {young} backups younger than {} days", r.retention_days);
+    for (id, rules) in p.plan.rules.iter().rev() {
+        if rules.contains(&KeptBecause::Window) {
+            continue;
+        }
+        let why: Vec<String> = rules.iter().map(|r| r.describe()).collect();
+        let _ = writeln!(s, "keeping {prefix}{} ({})", id.file_name(), why.join("; "));
     }
     if p.plan.delete.is_empty() {
         let _ = writeln!(s, "nothing to delete");

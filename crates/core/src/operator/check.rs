@@ -2,6 +2,8 @@
 //! and names the newest good one. By default each object's size and SHA-256 are compared with its
 //! manifest, at the speed storage delivers (no identity needed for encrypted ones); `--deep` also
 //! streams it through the integrity stages (decryption, every gzip member, the closing line).
+//! `--presence` instead lists every backup retention keeps and compares each object's listed size
+//! with its manifest, downloading nothing: the check for lifecycle rules and clean-up scripts.
 
 use super::{Observer, Operator, OperatorError};
 use crate::pipeline::restore::{digest, integrity_problems, key_fault, StreamError};
@@ -135,6 +137,35 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// `check --presence`: every backup `policy` keeps is listed, with its manifest's size.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn check_presence(&self, policy: &super::EffectivePolicy, cancel: &CancellationToken) -> Result<CheckReport, OperatorError> {
+        if let Some(why) = &policy.unusable {
+            return Err(OperatorError::Usage(format!("cannot tell which backups are kept: {why}")));
+        }
+        let rows = crate::pipeline::backup::check_presence(self.storage.as_ref(), &self.layout, policy.retention, cancel).await?;
+        let backups: Vec<CheckRow> = rows
+            .into_iter()
+            .map(|r| CheckRow {
+                key: r.key,
+                ok: r.problem.is_none(),
+                problems: r.problem.into_iter().collect(),
+            })
+            .collect();
+        Ok(CheckReport {
+            depth: PRESENCE,
+            newest_good: backups.iter().find(|r| r.ok).map(|r| r.key.clone()),
+            backups,
+        })
+    }
+}
+
+/// `--presence`, in words.
+const PRESENCE: &str =
+    "presence: every backup retention keeps is listed in storage with the size its manifest records (nothing downloaded)";
 /// The default depth, in words.
 const SHALLOW: &str = "size and SHA-256 of each object against its manifest (the bytes are exactly what the backup wrote); --deep also inflates it and finds pg_dump's closing line";
 /// `--deep`, in words.

@@ -4,6 +4,7 @@
 //! shell's default of 7.
 
 use super::{Operator, OperatorError};
+use crate::policy::calendar::Calendar;
 use crate::policy::retention::RetentionPolicy;
 use crate::records::policy;
 use std::time::Duration;
@@ -36,6 +37,31 @@ pub struct EffectivePolicy {
     /// Whether the retention comes from the backup service's record or the command line (and not
     /// merely from this shell's settings).
     pub retention_is_known: bool,
+    /// Why the backup service's recorded policy cannot be used (out-of-range values, a time zone
+    /// this build does not know): read back from storage, it is untrusted. `prune` and
+    /// `check --presence` then refuse; `status`, `report` and `list` fall back to this shell's
+    /// settings and say so.
+    pub unusable: Option<String>,
+}
+
+/// The recorded retention and interval, checked like the variables they came from.
+fn recorded(b: &policy::BackupPolicy) -> Result<(RetentionPolicy, Duration), String> {
+    if !(1..=36_500).contains(&b.retention_days) {
+        return Err(format!("retention_days {} is outside 1–36500", b.retention_days));
+    }
+    if !(1..=10_000).contains(&b.min_keep) {
+        return Err(format!("min_keep {} is outside 1–10000", b.min_keep));
+    }
+    if !(1..=31_622_400).contains(&b.interval_secs) {
+        return Err(format!("interval_secs {} is outside 1–31622400", b.interval_secs));
+    }
+    let calendar = Calendar::from_record(&b.keep)?;
+    let retention = RetentionPolicy {
+        retention_days: b.retention_days,
+        min_keep: b.min_keep,
+        calendar,
+    };
+    Ok((retention, Duration::from_secs(b.interval_secs)))
 }
 
 impl Operator {
@@ -49,19 +75,24 @@ impl Operator {
         let verify = policy::read_verify(st, &self.layout, cancel).await?;
         let shell = &self.settings;
         let mut sources = Vec::new();
-        let (retention, backup_interval) = match &backup {
-            Some(b) => {
+        let mut unusable = None;
+        let (retention, backup_interval) = match backup.as_ref().map(|b| (b, recorded(b))) {
+            Some((b, Ok(r))) => {
                 sources.push(format!(
                     "the backup service's policy (recorded {})",
                     b.recorded_at.format("%Y-%m-%d %H:%M UTC")
                 ));
-                (
-                    RetentionPolicy {
-                        retention_days: b.retention_days,
-                        min_keep: b.min_keep,
-                    },
-                    Duration::from_secs(b.interval_secs),
-                )
+                r
+            }
+            // Never "no calendar rule" or a made-up age in place of what the service runs with.
+            Some((_, Err(why))) => {
+                let why = format!(
+                    "{} cannot be used ({why}); restarting the backup service records it again",
+                    self.layout.policy("backup")
+                );
+                sources.push(format!("this shell's settings, because {why}"));
+                unusable = Some(why);
+                (shell.backup.retention, shell.backup.interval)
             }
             None => {
                 sources.push("this shell's settings (no backup service has recorded its policy under this prefix)".to_string());
@@ -69,7 +100,7 @@ impl Operator {
             }
         };
         let verify_interval = match &verify {
-            Some(v) => Duration::from_secs(v.interval_secs),
+            Some(v) => Duration::from_secs(v.interval_secs.clamp(1, 31_622_400)),
             None => shell.verify.interval,
         };
         let mut overridden = Vec::new();
@@ -79,6 +110,7 @@ impl Operator {
                 .inspect(|_| overridden.push("--retention-days"))
                 .unwrap_or(retention.retention_days),
             min_keep: o.min_keep.inspect(|_| overridden.push("--min-keep")).unwrap_or(retention.min_keep),
+            calendar: retention.calendar,
         };
         let backup_interval = o
             .backup_interval
@@ -96,7 +128,8 @@ impl Operator {
             backup_interval,
             verify_interval,
             source: sources.join(", "),
-            retention_is_known: backup.is_some() || o.retention_days.is_some(),
+            retention_is_known: (backup.is_some() && unusable.is_none()) || o.retention_days.is_some(),
+            unusable,
         })
     }
 }

@@ -28,8 +28,11 @@ impl Operator {
     /// The retention plan under `policy`.
     ///
     /// # Errors
-    /// Storage errors.
+    /// [`OperatorError::Usage`] when the recorded policy cannot be used; storage errors.
     pub async fn prune_plan(&self, policy: &EffectivePolicy, cancel: &CancellationToken) -> Result<PrunePlan, OperatorError> {
+        if let Some(why) = &policy.unusable {
+            return Err(OperatorError::Usage(format!("not pruning: {why}")));
+        }
         let plan = prune_with(
             self.storage.as_ref(),
             &self.layout,
@@ -53,6 +56,9 @@ impl Operator {
     /// # Errors
     /// [`OperatorError::Usage`] for those refusals; storage errors.
     pub async fn prune(&self, confirmed: &PrunePlan, cancel: &CancellationToken) -> Result<Plan, OperatorError> {
+        if let Some(why) = &confirmed.policy.unusable {
+            return Err(OperatorError::Usage(format!("not pruning: {why}")));
+        }
         if !confirmed.policy.retention_is_known {
             return Err(OperatorError::Usage(
                 "no backup service has recorded its retention policy under this prefix; pass --retention-days (and --min-keep) to say which policy to apply".into(),

@@ -46,6 +46,7 @@ impl Operator {
             total_bytes: objects.iter().map(|o| o.size).sum(),
             object_count: objects.len(),
             retention_days: policy.retention.retention_days,
+            calendar: policy.retention.calendar.describe(),
             price_per_gb_month: self.settings.price_per_gb_month,
             verified: cat.verifications.iter().map(|v| (v.at.0, v.backup)).collect(),
         };

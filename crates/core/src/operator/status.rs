@@ -73,6 +73,16 @@ impl Operator {
             ));
             verdict = verdict.max(Verdict::Warning);
         }
+        if let Some(why) = &policy.unusable {
+            problems.push(format!("the backup service's recorded policy: {why}"));
+            verdict = verdict.max(Verdict::Warning);
+        }
+        // Every backup retention keeps must still be in storage as its manifest says.
+        let rows = crate::pipeline::backup::check_presence(st, &self.layout, policy.retention, cancel).await?;
+        for gone in crate::pipeline::backup::absent(&rows) {
+            problems.push(format!("{} (pgvigil check --presence lists every kept backup)", gone.problem));
+            verdict = verdict.max(Verdict::Critical);
+        }
         let next_backup_due_in_secs = newest
             .as_ref()
             .map(|b| due_in(Some(b.id.0), policy.backup_interval, now).as_secs() as i64);
@@ -88,22 +98,43 @@ impl Operator {
 }
 
 impl Operator {
-    /// Lifts the hold on a backup (`pgvigil ack`), given by file name, key or timestamp.
+    /// `pgvigil ack`, given a backup's file name, key or timestamp: lifts its hold (a table
+    /// anomaly), and for a backup whose object is gone from storage, acknowledges the loss by
+    /// removing its manifest, so the presence check stops reporting it. Says what it did.
     ///
     /// # Errors
-    /// No such backup, or no hold on it; storage errors.
+    /// No such backup, neither held nor missing; storage errors.
     pub async fn ack(&self, which: &str, cancel: &CancellationToken) -> Result<String, OperatorError> {
         let name = which.rsplit('/').next().unwrap_or(which);
         let id = crate::records::keys::BackupId::parse_file_name(name)
             .or_else(|| crate::records::keys::BackupId::parse_stamp(name))
             .ok_or_else(|| OperatorError::Usage(format!("{which:?} is not a backup name (backup_2026-11-25T12-00-00Z.sql.gz)")))?;
-        if holds::lift(self.storage.as_ref(), &self.layout, id, cancel).await? {
-            Ok(id.file_name())
-        } else {
-            Err(OperatorError::Usage(format!(
-                "{} has no hold (pgvigil status lists the held backups)",
+        let st = self.storage.as_ref();
+        let mut done = Vec::new();
+        if holds::lift(st, &self.layout, id, cancel).await? {
+            done.push(format!(
+                "{}: hold lifted; retention treats it like any other backup again",
                 id.file_name()
-            )))
+            ));
         }
+        let cat = Catalog::load(st, &self.layout, cancel).await?;
+        if cat.orphan_manifests.contains(&id) {
+            let mut keys = vec![self.layout.manifest(id)];
+            if cat.signatures.contains(&id) {
+                keys.push(self.layout.manifest_signature(id));
+            }
+            st.delete_many(&keys, cancel).await?;
+            done.push(format!(
+                "{}: its object is gone from storage; the loss is acknowledged (its manifest removed), and the presence check no longer reports it",
+                id.file_name()
+            ));
+        }
+        if done.is_empty() {
+            return Err(OperatorError::Usage(format!(
+                "{} is neither held nor missing from storage (pgvigil status lists both)",
+                id.file_name()
+            )));
+        }
+        Ok(done.join("\n"))
     }
 }

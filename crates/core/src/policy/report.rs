@@ -30,6 +30,8 @@ pub struct ReportInput {
     pub object_count: usize,
     /// `BACKUP_RETENTION_DAYS`.
     pub retention_days: u64,
+    /// The calendar rules in words, when any is set (older backups are then expected).
+    pub calendar: Option<String>,
     /// Price per GB-month.
     pub price_per_gb_month: f64,
     /// Every verification stored (verified at, backup), oldest first: for lag and coverage.
@@ -98,6 +100,8 @@ pub struct Report {
     pub oldest_age_days: Option<f64>,
     /// Retention setting in days.
     pub retention_days: u64,
+    /// The calendar rules in words, when any is set.
+    pub calendar: Option<String>,
     /// Projected monthly storage cost at the configured price.
     pub monthly_cost: f64,
     /// RTO: seconds to download and restore a backup, from the window's verifications.
@@ -180,6 +184,7 @@ pub fn compute(input: &ReportInput) -> Report {
         backup_count: input.backups.len(),
         oldest_age_days: oldest.map(|o| (input.now - o.0).num_seconds() as f64 / 86_400.0),
         retention_days: input.retention_days,
+        calendar: input.calendar.clone(),
         monthly_cost: input.total_bytes as f64 / 1e9 * input.price_per_gb_month,
         rto_secs: Spread::of(&rto),
         rpo_secs: Spread::of(&rpo),
@@ -235,6 +240,7 @@ mod tests {
             total_bytes: 2_000_000_000,
             object_count: 12,
             retention_days: 7,
+            calendar: None,
             price_per_gb_month: 0.02,
             verified: vec![
                 (now() - chrono::Duration::hours(239), entry(24 * 10, 1).id),

@@ -1,8 +1,10 @@
 //! Retention: which backups may be deleted. A pure function of (backups and their verdicts,
-//! policy, now); see [`plan`] for the rules. Evidence is never pruned away: the newest backup that
-//! passed verification survives, and backups that failed verification do not count toward
-//! `min_keep`.
+//! policy, now); see [`plan`] for the rules. A backup is deleted only when no rule keeps it.
+//! Evidence is never pruned away: the newest backup that passed verification survives, and
+//! backups that failed verification do not count toward `min_keep`. Calendar rules
+//! ([`super::calendar`]) only ever keep more.
 
+use super::calendar::{self, Calendar, Periods};
 use crate::records::keys::BackupId;
 use chrono::{DateTime, Duration, Utc};
 
@@ -13,6 +15,31 @@ pub struct RetentionPolicy {
     pub retention_days: u64,
     /// Never keep fewer complete backups than this.
     pub min_keep: usize,
+    /// Keep the newest backup of each of the last N hours, days, weeks, months, years.
+    pub calendar: Calendar,
+}
+
+impl RetentionPolicy {
+    /// Age and `min_keep` only, no calendar rule.
+    pub fn simple(retention_days: u64, min_keep: usize) -> Self {
+        RetentionPolicy {
+            retention_days,
+            min_keep,
+            calendar: Calendar::default(),
+        }
+    }
+
+    /// Every rule in one sentence, for `pgvigil prune` and the start line.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "delete backups older than {} days; keep at least {} complete backups that did not fail verification, the newest backup, and the newest one that passed verification",
+            self.retention_days, self.min_keep
+        );
+        if let Some(cal) = self.calendar.describe() {
+            s.push_str(&format!("; keep the newest backup of each period: {cal}"));
+        }
+        s
+    }
 }
 
 /// What verification said about a backup, as retention needs it.
@@ -39,9 +66,17 @@ pub struct Candidate {
     pub held: bool,
 }
 
-/// Why a backup older than the retention period is kept beyond what the bare policy says.
+/// A rule that keeps a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeptBecause {
+    /// It is younger than `BACKUP_RETENTION_DAYS` (or stamped in the future).
+    Window,
+    /// It is the newest complete backup.
+    Newest,
+    /// It is one of the newest `min_keep` complete backups.
+    MinKeep,
+    /// It is the newest backup of one or more calendar periods.
+    Calendar(Periods),
     /// It is the newest backup that passed verification: the last proven one is never deleted.
     NewestVerified,
     /// It is one of the newest `min_keep` backups, counted without those that failed
@@ -56,9 +91,31 @@ pub enum KeptBecause {
 }
 
 impl KeptBecause {
+    /// Whether the bare policy (age, `min_keep`, the newest backup) keeps it by itself.
+    fn is_bare(self) -> bool {
+        matches!(self, KeptBecause::Window | KeptBecause::Newest | KeptBecause::MinKeep)
+    }
+
+    /// A short label for tables ("daily+monthly", "min-keep").
+    pub fn label(self) -> String {
+        match self {
+            KeptBecause::Window => "window".into(),
+            KeptBecause::Newest => "newest".into(),
+            KeptBecause::MinKeep | KeptBecause::MinKeepWithoutFailed => "min-keep".into(),
+            KeptBecause::Calendar(p) => p.kinds().map(|k| k.adjective()).collect::<Vec<_>>().join("+"),
+            KeptBecause::NewestVerified => "newest-verified".into(),
+            KeptBecause::Held => "held".into(),
+            KeptBecause::Locked(_) => "locked".into(),
+        }
+    }
+
     /// In plain words.
     pub fn describe(self) -> String {
         match self {
+            KeptBecause::Window => "within BACKUP_RETENTION_DAYS".into(),
+            KeptBecause::Newest => "the newest complete backup".into(),
+            KeptBecause::MinKeep => "within BACKUP_MIN_KEEP".into(),
+            KeptBecause::Calendar(p) => p.describe(),
             KeptBecause::NewestVerified => "the newest backup that passed verification".into(),
             KeptBecause::MinKeepWithoutFailed => "within BACKUP_MIN_KEEP, which does not count backups that failed verification".into(),
             KeptBecause::Held => "held after a table anomaly until acknowledged (pgvigil ack)".into(),
@@ -72,220 +129,109 @@ impl KeptBecause {
 pub struct Plan {
     /// Backups to delete, oldest first.
     pub delete: Vec<BackupId>,
-    /// Backups kept although the bare policy (age and `min_keep` alone) would delete them.
+    /// Backups kept although the bare policy (age and `min_keep` alone) would delete them, oldest
+    /// first, with the main reason.
     pub kept: Vec<(BackupId, KeptBecause)>,
+    /// Every backup kept, newest first, with every rule that keeps it.
+    pub rules: Vec<(BackupId, Vec<KeptBecause>)>,
 }
 
-/// The bare policy: age and `min_keep`, counting `counts` toward `min_keep`, never the newest
-/// complete backup nor `protect`.
-fn delete_list(
-    sorted: &[Candidate],
-    policy: RetentionPolicy,
-    cutoff: DateTime<Utc>,
-    counts: impl Fn(&Candidate) -> bool,
-    protect: Option<BackupId>,
-) -> Vec<BackupId> {
-    let mut kept_for_min = 0usize;
-    let mut newest_complete_seen = false;
-    let mut delete = Vec::new();
-    for c in sorted {
-        let newest_complete = c.complete && !newest_complete_seen;
-        newest_complete_seen |= c.complete;
-        if c.complete && counts(c) && kept_for_min < policy.min_keep.max(1) {
-            kept_for_min += 1;
-            continue;
+impl Plan {
+    /// The rules that keep `id` (empty when it is deleted or unknown).
+    pub fn rules_of(&self, id: BackupId) -> &[KeptBecause] {
+        self.rules.iter().find(|(b, _)| *b == id).map_or(&[], |(_, r)| r.as_slice())
+    }
+
+    /// Records one more rule for a kept backup (an object lock found by the caller).
+    pub fn keep(&mut self, id: BackupId, why: KeptBecause) {
+        self.delete.retain(|d| *d != id);
+        match self.rules.iter_mut().find(|(b, _)| *b == id) {
+            Some((_, r)) => r.push(why),
+            None => {
+                self.rules.push((id, vec![why]));
+                self.rules.sort_by_key(|(b, _)| std::cmp::Reverse(*b));
+            }
         }
-        if newest_complete || Some(c.id) == protect {
-            continue;
-        }
-        if c.id.0 < cutoff {
-            delete.push(c.id);
-        } else if c.complete && counts(c) {
-            kept_for_min += 1;
+        if !self.kept.iter().any(|(b, _)| *b == id) && !self.rules_of(id).iter().any(|r| r.is_bare()) {
+            self.kept.push((id, why));
+            self.kept.sort_by_key(|(b, _)| *b);
         }
     }
-    delete.reverse();
-    delete
 }
 
-/// The retention plan. Rules, in order: only pgvigil-named backups are candidates (callers pass
-/// only parsed names); the newest complete backup is kept; the newest backup that passed
-/// verification is kept; the newest `min_keep` complete backups that did not fail verification
-/// are kept whatever their age; anything else older than `retention_days` is deleted. A backup
-/// stamped in the future (clock skew) is never old, so never deleted.
+/// The main reason a backup beyond the bare policy is kept.
+fn main_reason(rules: &[KeptBecause]) -> Option<KeptBecause> {
+    let rank = |k: &KeptBecause| match k {
+        KeptBecause::Held => 0,
+        KeptBecause::Locked(_) => 1,
+        KeptBecause::NewestVerified => 2,
+        KeptBecause::Calendar(_) => 3,
+        _ => 4,
+    };
+    if rules.iter().any(|r| r.is_bare()) {
+        return None;
+    }
+    rules.iter().min_by_key(|k| rank(k)).copied()
+}
+
+/// The retention plan. A backup is kept when any rule keeps it, and deleted otherwise. Rules:
+/// only pgvigil-named backups are candidates (callers pass only parsed names); backups younger
+/// than `retention_days` are kept (a backup stamped in the future, clock skew, is never old); the
+/// newest complete backup is kept; the newest `min_keep` complete backups are kept, and so are
+/// the newest `min_keep` that did not fail verification; the newest backup that passed
+/// verification is kept; held backups are kept; each calendar rule keeps its periods' picks.
 pub fn plan(backups: &[Candidate], policy: RetentionPolicy, now: DateTime<Utc>) -> Plan {
     let mut sorted: Vec<Candidate> = backups.to_vec();
     sorted.sort_by_key(|c| std::cmp::Reverse(c.id));
     sorted.dedup_by_key(|c| c.id);
     let cutoff = now - Duration::days(policy.retention_days.min(100_000) as i64);
     let newest_verified = sorted.iter().find(|c| c.complete && c.verified == Verified::Passed).map(|c| c.id);
-    let bare = delete_list(&sorted, policy, cutoff, |_| true, None);
-    // Never more than the bare policy deletes: evidence only ever keeps more.
-    let held: Vec<BackupId> = sorted.iter().filter(|c| c.held).map(|c| c.id).collect();
-    let delete: Vec<BackupId> = delete_list(&sorted, policy, cutoff, |c| c.verified != Verified::Failed, newest_verified)
-        .into_iter()
-        .filter(|id| bare.contains(id) && !held.contains(id))
-        .collect();
-    let kept = bare
-        .iter()
-        .filter(|id| !delete.contains(id))
-        .map(|id| {
-            let why = if held.contains(id) {
-                KeptBecause::Held
-            } else if Some(*id) == newest_verified {
-                KeptBecause::NewestVerified
-            } else {
-                KeptBecause::MinKeepWithoutFailed
-            };
-            (*id, why)
-        })
-        .collect();
-    Plan { delete, kept }
+    let calendar = calendar::keeps(&sorted, &policy.calendar, now);
+    let min_keep = policy.min_keep.max(1);
+    let (mut complete_seen, mut usable_seen) = (0usize, 0usize);
+    let mut out = Plan::default();
+    for c in &sorted {
+        let mut rules = Vec::new();
+        if c.id.0 >= cutoff {
+            rules.push(KeptBecause::Window);
+        }
+        if c.complete {
+            if complete_seen == 0 {
+                rules.push(KeptBecause::Newest);
+            }
+            if complete_seen < min_keep {
+                rules.push(KeptBecause::MinKeep);
+            } else if c.verified != Verified::Failed && usable_seen < min_keep {
+                rules.push(KeptBecause::MinKeepWithoutFailed);
+            }
+            complete_seen += 1;
+            if c.verified != Verified::Failed {
+                usable_seen += 1;
+            }
+        }
+        if Some(c.id) == newest_verified {
+            rules.push(KeptBecause::NewestVerified);
+        }
+        if c.held {
+            rules.push(KeptBecause::Held);
+        }
+        if let Some(periods) = calendar.get(&c.id) {
+            rules.push(KeptBecause::Calendar(*periods));
+        }
+        if rules.is_empty() {
+            out.delete.push(c.id);
+        } else {
+            if let Some(why) = main_reason(&rules) {
+                out.kept.push((c.id, why));
+            }
+            out.rules.push((c.id, rules));
+        }
+    }
+    out.delete.reverse();
+    out.kept.reverse();
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn day(d: i64) -> BackupId {
-        BackupId::at(Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + Duration::days(d))
-    }
-    fn c(d: i64) -> Candidate {
-        Candidate {
-            id: day(d),
-            complete: true,
-            verified: Verified::Not,
-            held: false,
-        }
-    }
-    fn passed(d: i64) -> Candidate {
-        Candidate {
-            verified: Verified::Passed,
-            ..c(d)
-        }
-    }
-    fn failed(d: i64) -> Candidate {
-        Candidate {
-            verified: Verified::Failed,
-            ..c(d)
-        }
-    }
-    fn partial(d: i64) -> Candidate {
-        Candidate { complete: false, ..c(d) }
-    }
-
-    #[test]
-    fn table() {
-        let p = |days, keep| RetentionPolicy {
-            retention_days: days,
-            min_keep: keep,
-        };
-        let now = day(20).0;
-        #[allow(clippy::type_complexity)]
-        let cases: Vec<(&str, Vec<Candidate>, RetentionPolicy, Vec<i64>)> = vec![
-            ("nothing to do", vec![], p(7, 3), vec![]),
-            ("deletes only the old ones", (0..=20).map(c).collect(), p(7, 3), (0..13).collect()),
-            ("exactly at the cutoff is kept", vec![c(13), c(14), c(20)], p(7, 1), vec![]),
-            ("min_keep protects old backups", vec![c(1), c(2), c(3), c(4)], p(7, 3), vec![1]),
-            ("newest complete kept even if ancient", vec![c(1)], p(7, 1), vec![]),
-            (
-                "newest complete kept when newer partial exists",
-                vec![c(1), partial(2)],
-                p(7, 1),
-                vec![2],
-            ),
-            (
-                "partials do not count toward min_keep",
-                vec![c(1), c(2), partial(3), partial(19)],
-                p(7, 2),
-                vec![3],
-            ),
-            (
-                "future backups (clock skew) are kept and count",
-                vec![c(1), c(30), c(31)],
-                p(7, 2),
-                vec![1],
-            ),
-            ("clock far ahead still keeps min_keep", vec![c(1), c(2), c(3)], p(7, 2), vec![1]),
-            ("duplicates are harmless", vec![c(1), c(1), c(19)], p(7, 1), vec![1]),
-            (
-                "the newest verified backup survives when every later one failed",
-                vec![passed(1), passed(2), failed(15), failed(16), failed(17), failed(18)],
-                p(7, 1),
-                vec![1],
-            ),
-            (
-                "failed verifications do not count toward min_keep",
-                vec![c(1), c(2), c(3), failed(15), failed(16)],
-                p(7, 2),
-                vec![1],
-            ),
-            (
-                "never fewer than min_keep, failed or not",
-                vec![failed(1), failed(2), failed(3), failed(4)],
-                p(7, 3),
-                vec![1],
-            ),
-            (
-                "a failed newest backup is still the newest complete one",
-                vec![c(1), c(2), failed(19)],
-                p(7, 1),
-                vec![1],
-            ),
-            (
-                "a passed backup inside the window changes nothing",
-                vec![c(1), c(2), passed(19)],
-                p(7, 1),
-                vec![1, 2],
-            ),
-        ];
-        for (name, backups, policy, want) in cases {
-            let got = plan(&backups, policy, now).delete;
-            let want: Vec<BackupId> = want.into_iter().map(day).collect();
-            assert_eq!(got, want, "{name}");
-        }
-    }
-
-    #[test]
-    fn what_is_kept_beyond_the_bare_policy_says_why() {
-        let policy = RetentionPolicy {
-            retention_days: 7,
-            min_keep: 2,
-        };
-        let backups = vec![c(1), passed(2), c(3), failed(15), failed(16)];
-        let got = plan(&backups, policy, day(20).0);
-        assert_eq!(got.delete, vec![day(1)]);
-        assert_eq!(
-            got.kept,
-            vec![(day(2), KeptBecause::NewestVerified), (day(3), KeptBecause::MinKeepWithoutFailed)]
-        );
-    }
-
-    #[test]
-    fn a_held_backup_is_kept_whatever_its_age() {
-        let policy = RetentionPolicy {
-            retention_days: 7,
-            min_keep: 1,
-        };
-        let now = day(40).0;
-        let held = Candidate { held: true, ..c(1) };
-        let p = plan(&[held, c(2), c(39)], policy, now);
-        assert_eq!(p.delete, vec![day(2)]);
-        assert_eq!(p.kept, vec![(day(1), KeptBecause::Held)]);
-    }
-
-    #[test]
-    fn clock_running_backwards_deletes_nothing_recent() {
-        let backups: Vec<Candidate> = (0..10).map(c).collect();
-        let got = plan(
-            &backups,
-            RetentionPolicy {
-                retention_days: 7,
-                min_keep: 1,
-            },
-            day(-100).0,
-        );
-        assert!(got.delete.is_empty());
-    }
-}
+#[path = "retention_tests.rs"]
+mod tests;

@@ -19,10 +19,32 @@ pub struct BackupPolicy {
     pub min_keep: usize,
     /// `COMPRESSION_LEVEL`.
     pub compression_level: u32,
+    /// Calendar retention; records written before it existed have none.
+    #[serde(default)]
+    pub keep: KeepRecord,
     /// When the service started and wrote this.
     pub recorded_at: DateTime<Utc>,
     /// pgvigil's version.
     pub version: String,
+}
+
+/// Calendar retention as recorded: `BACKUP_KEEP_*` (0: off) and `BACKUP_TIMEZONE`. Read back, it
+/// is untrusted like any record: the operator commands check the zone name and cap the counts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default)]
+pub struct KeepRecord {
+    /// `BACKUP_KEEP_HOURLY`.
+    pub hourly: u32,
+    /// `BACKUP_KEEP_DAILY`.
+    pub daily: u32,
+    /// `BACKUP_KEEP_WEEKLY`.
+    pub weekly: u32,
+    /// `BACKUP_KEEP_MONTHLY`.
+    pub monthly: u32,
+    /// `BACKUP_KEEP_YEARLY`.
+    pub yearly: u32,
+    /// `BACKUP_TIMEZONE` (an IANA name; empty means UTC).
+    pub timezone: String,
 }
 
 /// What the verify service runs with.

@@ -236,6 +236,14 @@ impl Health {
         self.metrics.postgres.get_or_create(&labels).set(1);
     }
 
+    /// What the presence check found: how many kept backups are gone or changed.
+    pub fn record_absent(&self, count: usize) {
+        self.metrics
+            .absent
+            .get_or_create(&self.labels)
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     /// Records what storage holds now: the newest backup, how many and how big, and how far
     /// verification trails the newest backup.
     pub fn record_catalog(&self, cat: &Catalog) {

@@ -81,6 +81,29 @@ fn stale(notify: &Notifier, what: &str, newest: Option<chrono::DateTime<Utc>>, i
     }
 }
 
+impl BackupJob {
+    /// The presence check (at start and after every run): every backup retention keeps must be
+    /// in storage with its manifest's size. A check that cannot run says so and changes nothing.
+    async fn presence(&self, cancel: &CancellationToken) {
+        let (st, layout) = (self.ctx.storage.as_ref(), &self.ctx.layout);
+        match backup::check_presence(st, layout, self.ctx.cfg.retention, cancel).await {
+            Ok(rows) => {
+                let gone = backup::absent(&rows);
+                self.health.record_absent(gone.len());
+                if gone.is_empty() {
+                    self.notify.clear(Condition::Absent);
+                    return;
+                }
+                let text = gone.iter().map(|a| a.problem.as_str()).collect::<Vec<_>>().join("; ");
+                tracing::error!(count = gone.len(), "Backups missing from storage: {text}");
+                self.notify
+                    .raise(Condition::Absent, format!("Backups missing from storage: {text}"));
+            }
+            Err(e) => tracing::warn!(error = %e, "The presence check could not run; trying again after the next backup"),
+        }
+    }
+}
+
 #[async_trait]
 impl Job for BackupJob {
     fn noun(&self) -> &'static str {
@@ -93,6 +116,7 @@ impl Job for BackupJob {
         future_dated(&self.notify, &cat);
         let newest = cat.newest_complete().map(|b| b.id.0);
         stale(&self.notify, "backup", newest, self.ctx.cfg.interval);
+        self.presence(cancel).await;
         Ok(due_in(newest, self.ctx.cfg.interval, Utc::now()))
     }
 

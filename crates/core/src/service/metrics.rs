@@ -43,6 +43,9 @@ pub struct Metrics {
     /// `pgvigil_future_dated_backups`: backups dated later than this host's clock allows
     /// (ignored and left in place).
     pub future_dated: Family<Labels, Gauge>,
+    /// `pgvigil_backups_absent`: backups retention keeps that are gone from storage or not the
+    /// size their manifest records (the presence check).
+    pub absent: Family<Labels, Gauge>,
     /// `pgvigil_last_backup_size_bytes{format}`: `compressed` (the object) and `sql`.
     pub backup_size: Family<Labels, Gauge>,
     /// `pgvigil_uploaded_bytes_total`: backup objects uploaded by this process.
@@ -90,6 +93,7 @@ impl Metrics {
             backups_stored: Family::default(),
             storage_used: Family::default(),
             future_dated: Family::default(),
+            absent: Family::default(),
             backup_size: Family::default(),
             uploaded: Family::default(),
             anomalies: Family::default(),
@@ -143,6 +147,11 @@ impl Metrics {
             "pgvigil_future_dated_backups",
             "Backups in storage dated later than this host's clock allows (ignored)",
             m.future_dated.clone(),
+        );
+        r.register(
+            "pgvigil_backups_absent",
+            "Kept backups gone from storage or not the size their manifest records",
+            m.absent.clone(),
         );
         r.register(
             "pgvigil_last_backup_size_bytes",

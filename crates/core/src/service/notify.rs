@@ -38,6 +38,8 @@ pub enum Condition {
     /// Storage holds a backup dated in the future (a wrong clock, or someone who can write to
     /// the bucket); it is left alone and counts for nothing.
     FutureDated,
+    /// A backup retention keeps is gone from storage, or not the size its manifest records.
+    Absent,
     /// A backup no trusted backup service signed was refused (`BACKUP_TRUSTED_KEYS`): someone
     /// may have written to the bucket.
     Untrusted,
@@ -54,6 +56,7 @@ impl Condition {
             Condition::TableAnomaly => "table_anomaly",
             Condition::FutureDated => "future_dated_backup",
             Condition::Untrusted => "untrusted_backup",
+            Condition::Absent => "backup_missing",
         }
     }
 }

@@ -142,8 +142,7 @@ impl Service for BackupService {
             prefix = %settings.storage.prefix,
             interval_secs = cfg.interval.as_secs(),
             compression_level = cfg.compression_level,
-            retention_days = cfg.retention.retention_days,
-            min_keep = cfg.retention.min_keep,
+            retention = %cfg.retention.describe(),
             dump_options = %cfg.dump_options.join(" "),
             signing = %crate::infra::signing::describe_signing(settings.signing.as_ref()),
             mode = if once { "once" } else { "service" },
@@ -191,6 +190,7 @@ impl Service for BackupService {
             retention_days: b.retention.retention_days,
             min_keep: b.retention.min_keep,
             compression_level: b.compression_level,
+            keep: b.retention.calendar.to_record(),
             recorded_at: chrono::Utc::now(),
             version: env!("CARGO_PKG_VERSION").into(),
         };

@@ -1,10 +1,42 @@
 //! Settings that choose between a few forms: which databases a service covers, whether dumps keep
-//! owners and grants, when a table's change is an anomaly.
+//! owners and grants, when a table's change is an anomaly, which calendar periods retention keeps.
 
 use super::settings::Databases;
 use super::validate::{nonempty, Validator};
 
 impl Validator {
+    /// `BACKUP_KEEP_HOURLY` … `BACKUP_KEEP_YEARLY` (each 0 to [`calendar::MAX_COUNT`], 0 or unset:
+    /// off) and `BACKUP_TIMEZONE` (an IANA zone name, UTC unless set).
+    pub(super) fn calendar(&mut self, counts: [Option<String>; 5], zone: Option<String>) -> crate::policy::calendar::Calendar {
+        use crate::policy::calendar::{self, Calendar, Period};
+        let mut cal = Calendar::default();
+        for (kind, value) in Period::ALL.into_iter().zip(counts) {
+            let what = format!(
+                "a whole number of {}s to keep, 0 to {} (0 or unset: off)",
+                kind.noun(),
+                calendar::MAX_COUNT
+            );
+            let n = self.uint(kind.variable(), value, 0, 0, u64::from(calendar::MAX_COUNT), &what) as u32;
+            match kind {
+                Period::Hourly => cal.hourly = n,
+                Period::Daily => cal.daily = n,
+                Period::Weekly => cal.weekly = n,
+                Period::Monthly => cal.monthly = n,
+                Period::Yearly => cal.yearly = n,
+            }
+        }
+        if let Some(name) = nonempty(zone) {
+            match name.trim().parse::<chrono_tz::Tz>() {
+                Ok(tz) => cal.zone = tz,
+                Err(_) => self.bad(
+                    "BACKUP_TIMEZONE",
+                    format!("{name:?} is not a time zone name from the IANA database (e.g. Europe/Berlin, America/New_York, UTC)"),
+                ),
+            }
+        }
+        cal
+    }
+
     fn has_problem(&self, var: &str) -> bool {
         self.problems.iter().any(|p| p.var == var)
     }

@@ -162,6 +162,21 @@ mod tests {
             ),
             ("VERIFY_RANDOM_RATE", "2", "VERIFY_RANDOM_RATE: expected a fraction from 0 to 1"),
             (
+                "BACKUP_KEEP_DAILY",
+                "-7",
+                "BACKUP_KEEP_DAILY: expected a whole number of days to keep, 0 to 36500",
+            ),
+            (
+                "BACKUP_KEEP_MONTHLY",
+                "36501",
+                "BACKUP_KEEP_MONTHLY: expected a whole number of months to keep",
+            ),
+            (
+                "BACKUP_TIMEZONE",
+                "CET+1",
+                "BACKUP_TIMEZONE: \"CET+1\" is not a time zone name from the IANA database",
+            ),
+            (
                 "PG_DUMP_OPTIONS",
                 "--format=custom",
                 "PG_DUMP_OPTIONS: --format is not allowed: pgvigil writes plain SQL",

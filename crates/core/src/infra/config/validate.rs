@@ -139,6 +139,16 @@ impl Validator {
             10_000,
             "a whole number of backups >= 1",
         );
+        let calendar = self.calendar(
+            [
+                raw.backup_keep_hourly,
+                raw.backup_keep_daily,
+                raw.backup_keep_weekly,
+                raw.backup_keep_monthly,
+                raw.backup_keep_yearly,
+            ],
+            raw.backup_timezone,
+        );
         let dump_options = match crate::infra::pg::dump_options::parse(&raw.pg_dump_options.unwrap_or_default()) {
             Ok(args) => args,
             Err(problems) => {
@@ -170,6 +180,7 @@ impl Validator {
             retention: RetentionPolicy {
                 retention_days: days,
                 min_keep: min_keep as usize,
+                calendar,
             },
             dump_options,
             lock_wait: (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),

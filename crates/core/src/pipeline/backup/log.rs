@@ -3,6 +3,7 @@
 
 use super::{run_once, BackupContext, BackupError, BackupOutcome};
 use crate::policy::anomaly::Severity;
+use crate::policy::retention::KeptBecause;
 use crate::records::history::{write_failure, FailureRecord};
 use crate::records::keys::BackupId;
 use chrono::Utc;
@@ -52,7 +53,25 @@ async fn log_run(ctx: &BackupContext, at: chrono::DateTime<Utc>, cancel: &Cancel
                     );
                 }
             }
-            for (id, why) in &out.retention.kept {
+            // Calendar picks in one line (there may be dozens); other reasons one by one.
+            let calendar = out
+                .retention
+                .kept
+                .iter()
+                .filter(|(_, why)| matches!(why, KeptBecause::Calendar(_)))
+                .count();
+            if calendar > 0 {
+                info!(
+                    count = calendar,
+                    "Retention kept {calendar} backups older than BACKUP_RETENTION_DAYS for the calendar rules (pgvigil list shows which)"
+                );
+            }
+            for (id, why) in out
+                .retention
+                .kept
+                .iter()
+                .filter(|(_, why)| !matches!(why, KeptBecause::Calendar(_)))
+            {
                 info!(backup = %id.file_name(), "Retention kept a backup older than BACKUP_RETENTION_DAYS: {}", why.describe());
             }
             if !out.retention.delete.is_empty() {

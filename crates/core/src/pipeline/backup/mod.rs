@@ -1,6 +1,7 @@
 //! One backup: `pg_dump` → parallel gzip → storage ([`produce`]), with the manifest written only
 //! after the upload completed, then `backup_latest.sql.gz`, retention ([`prune`]) and size checks.
-//! [`log`] wraps a run with the operator-facing log lines and the failure record.
+//! [`log`] wraps a run with the operator-facing log lines and the failure record; [`presence`]
+//! checks that the backups retention keeps are still in storage as their manifests say.
 //!
 //! The upload is published only when `pg_dump` exited 0, its output ended with the closing line,
 //! and every block was compressed. Anything else aborts the upload: no partial object, no
@@ -10,12 +11,14 @@ mod error;
 mod layout;
 pub mod lease;
 mod log;
+mod presence;
 mod produce;
 mod prune;
 mod watch;
 
 pub use error::{check_dump_encoding, BackupError};
 pub use log::run_and_log;
+pub use presence::{absent, check_presence, Absent, Presence};
 pub use prune::{prune, prune_with};
 
 use crate::infra::config::{BackupConfig, Settings, ToolsConfig};

@@ -33,7 +33,7 @@ pub async fn prune(ctx: &BackupContext, dry_run: bool, cancel: &CancellationToke
 
 /// What verification said about each backup: from the record names, reading the few records
 /// written before the verdict was part of the name.
-async fn candidates(
+pub(super) async fn candidates(
     storage: &dyn Storage,
     layout: &Layout,
     cat: &Catalog,
@@ -88,8 +88,7 @@ async fn keep_locked(
         }
     }
     for (id, until) in locked {
-        plan.delete.retain(|d| *d != id);
-        plan.kept.push((id, KeptBecause::Locked(until)));
+        plan.keep(id, KeptBecause::Locked(until));
     }
 }
 
@@ -113,7 +112,16 @@ pub async fn prune_with(
 ) -> Result<Plan, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
     let now = Utc::now();
-    let mut plan = retention::plan(&candidates(storage, layout, &catalog, cancel).await?, policy, now);
+    let listed = candidates(storage, layout, &catalog, cancel).await?;
+    // Manifests of lost backups that a rule still keeps stay, so the presence check goes on
+    // reporting the loss (see [`super::presence`]).
+    let lost_but_kept: Vec<BackupId> = retention::plan(&super::presence::with_orphans(listed.clone(), &catalog), policy, now)
+        .rules
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| catalog.orphan_manifests.contains(id))
+        .collect();
+    let mut plan = retention::plan(&listed, policy, now);
     if let Some(confirmed) = confirmed {
         plan.delete.retain(|id| confirmed.contains(id));
     }
@@ -123,7 +131,7 @@ pub async fn prune_with(
     if dry_run {
         return Ok(plan);
     }
-    let cutoff = now - chrono::Duration::days(policy.retention_days as i64);
+    let cutoff = now - chrono::Duration::days(policy.retention_days.min(100_000) as i64);
     // Backup objects first; a backup's manifest and records go only once its object is gone,
     // so a store that refuses some deletes never leaves a backup without its manifest.
     // The keys as listed (plain or encrypted): a versioned bucket gets no delete marker for a
@@ -161,7 +169,7 @@ pub async fn prune_with(
             .filter(|id| catalog.signatures.contains(id))
             .map(|id| layout.manifest_signature(*id)),
     );
-    keys.extend(stale_records(&catalog, layout, gone, cutoff));
+    keys.extend(stale_records(&catalog, layout, gone, &lost_but_kept, cutoff));
     // Saved roles whose backup is gone (a failed clean-up, a crash before the manifest, a
     // lifecycle rule), once they are past the retention period.
     if let Ok(saved) = storage.list(&layout.globals_prefix(), cancel).await {
@@ -186,13 +194,23 @@ pub async fn prune_with(
 }
 
 /// pgvigil's own records that no longer serve: those of deleted backups, those of backups already
-/// gone (past the retention period), verification records beyond the newest
+/// gone (past the retention period, and kept by no rule), verification records beyond the newest
 /// [`RECORDS_PER_BACKUP`] of a backup, and failure records past the retention period. So the
 /// metadata never grows without bound, even while old backups are kept as evidence.
-fn stale_records(catalog: &Catalog, layout: &Layout, deleted: &[BackupId], cutoff: chrono::DateTime<Utc>) -> Vec<Key> {
+fn stale_records(
+    catalog: &Catalog,
+    layout: &Layout,
+    deleted: &[BackupId],
+    lost_but_kept: &[BackupId],
+    cutoff: chrono::DateTime<Utc>,
+) -> Vec<Key> {
     let present: std::collections::BTreeSet<BackupId> = catalog.backups.iter().map(|b| b.id).collect();
     let mut keys = Vec::new();
-    for m in catalog.orphan_manifests.iter().filter(|m| m.0 < cutoff) {
+    for m in catalog
+        .orphan_manifests
+        .iter()
+        .filter(|m| m.0 < cutoff && !lost_but_kept.contains(m))
+    {
         keys.push(layout.manifest(*m));
         if catalog.signatures.contains(m) {
             keys.push(layout.manifest_signature(*m));

@@ -1,0 +1,105 @@
+//! Presence: are the backups retention keeps still in storage, as their manifests describe them?
+//! A lifecycle rule, someone's clean-up script or a replication gap can remove or replace an
+//! object behind pgvigil's back; this finds it from the listing (one LIST) and each kept backup's
+//! manifest (one small GET each), without downloading any backup.
+//!
+//! A backup retention would delete anyway is not judged (so a prune in progress, which deletes
+//! objects before their manifests, raises nothing).
+
+use super::prune::candidates;
+use crate::infra::signing::TrustedKeys;
+use crate::infra::storage::{Storage, StorageError};
+use crate::policy::retention::{self, Candidate, RetentionPolicy, Verified};
+use crate::records::catalog::Catalog;
+use crate::records::keys::{BackupId, Layout};
+use crate::records::manifest;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+/// A kept backup that is not in storage as its manifest says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Absent {
+    /// The backup.
+    pub id: BackupId,
+    /// What is wrong, in plain words.
+    pub problem: String,
+}
+
+/// One kept backup, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The backup.
+    pub id: BackupId,
+    /// The object key (as listed, or as its manifest names it when it is gone).
+    pub key: String,
+    /// `None` when the object is listed with the size its manifest records.
+    pub problem: Option<String>,
+}
+
+/// Checks every backup that retention keeps under `policy`: its object must be listed, with the
+/// size its manifest records. Backups whose manifest cannot be read are left to verification and
+/// `check`, which say why.
+///
+/// # Errors
+/// Storage errors (listing, or reading a manifest fails for a reason other than its absence).
+pub async fn check_presence(
+    storage: &dyn Storage,
+    layout: &Layout,
+    policy: RetentionPolicy,
+    cancel: &CancellationToken,
+) -> Result<Vec<Presence>, StorageError> {
+    let catalog = Catalog::load(storage, layout, cancel).await?;
+    let all = with_orphans(candidates(storage, layout, &catalog, cancel).await?, &catalog);
+    let plan = retention::plan(&all, policy, Utc::now());
+    let mut out = Vec::new();
+    for (id, _) in &plan.rules {
+        let listed = catalog.backups.iter().find(|b| b.id == *id);
+        if listed.is_some_and(|b| !b.complete) {
+            continue; // no manifest: an incomplete backup, nothing promised
+        }
+        // Size only: whether a trusted service made the manifest is verification's question.
+        let m = match manifest::read_checked(storage, layout, *id, &TrustedKeys::default(), cancel).await? {
+            manifest::Checked::Found(m, _) => m,
+            manifest::Checked::Missing | manifest::Checked::Unreadable(_) => continue,
+        };
+        let (key, problem) = match listed {
+            None => (m.key.clone(), Some(format!("{} is gone from storage; its manifest remains", m.key))),
+            Some(b) if b.size != m.size => (
+                b.key.clone(),
+                Some(format!(
+                    "{} is {} bytes in storage, but its manifest says {} bytes: it was replaced or cut",
+                    b.key, b.size, m.size
+                )),
+            ),
+            Some(b) => (b.key.clone(), None),
+        };
+        out.push(Presence { id: *id, key, problem });
+    }
+    Ok(out)
+}
+
+/// `candidates` plus every manifest whose object is gone, as a complete backup: as far as
+/// retention goes it is one, and if a rule keeps it, its object should be there. Retention keeps
+/// such a manifest as long as a rule keeps the backup, so a lost backup stays reported until its
+/// object is put back or the operator acknowledges the loss.
+pub(super) fn with_orphans(mut candidates: Vec<Candidate>, catalog: &Catalog) -> Vec<Candidate> {
+    candidates.extend(catalog.orphan_manifests.iter().map(|id| Candidate {
+        id: *id,
+        complete: true,
+        // As its verification records say (the verdict is in their names).
+        verified: match catalog.latest_verification_of(*id).and_then(|v| v.passed) {
+            Some(true) => Verified::Passed,
+            Some(false) => Verified::Failed,
+            None => Verified::Not,
+        },
+        held: false,
+    }));
+    candidates
+}
+
+/// The problems among `rows`.
+pub fn absent(rows: &[Presence]) -> Vec<Absent> {
+    rows.iter()
+        .filter_map(|r| r.problem.clone().map(|problem| Absent { id: r.id, problem }))
+        .collect()
+}
