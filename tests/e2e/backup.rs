@@ -332,11 +332,7 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     .await;
 
     let health = pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), "backup");
-    let job = pgvigil_core::service::jobs::BackupJob {
-        ctx: ctx.clone(),
-        health: health.clone(),
-        notify: Default::default(),
-    };
+    let job = pgvigil_core::service::jobs::BackupJob::new(ctx.clone(), health.clone(), Default::default());
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     let h2 = health.clone();
@@ -499,11 +495,7 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
     )
     .await;
     let health = || pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), "backup");
-    let job = pgvigil_core::service::jobs::BackupJob {
-        ctx: ctx.clone(),
-        health: health(),
-        notify: Default::default(),
-    };
+    let job = pgvigil_core::service::jobs::BackupJob::new(ctx.clone(), health(), Default::default());
     use pgvigil_core::service::runner::Job;
     assert_eq!(
         job.due_in(&CancellationToken::new()).await.unwrap().as_secs(),
@@ -512,11 +504,7 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
     );
     backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     // A restarted service (a new job over the same storage) waits for the rest of the interval.
-    let restarted = pgvigil_core::service::jobs::BackupJob {
-        ctx: ctx.clone(),
-        health: health(),
-        notify: Default::default(),
-    };
+    let restarted = pgvigil_core::service::jobs::BackupJob::new(ctx.clone(), health(), Default::default());
     let wait = restarted.due_in(&CancellationToken::new()).await.unwrap().as_secs();
     assert!((3590..=3600).contains(&wait), "{wait}");
     // Its metrics know the newest backup from storage, before it has run at all.

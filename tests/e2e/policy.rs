@@ -403,10 +403,12 @@ async fn a_kept_backup_deleted_or_cut_behind_pgvigils_back_is_found_alerted_and_
     assert_eq!(o.status.code(), Some(2), "CRITICAL: {t}");
     assert!(t.contains("is gone from storage"), "{t}");
 
-    // The backup service finds the same at start and after each backup, and says so once.
+    // The backup service finds the same at start, after its backup and every CHECK_INTERVAL, and
+    // says so once.
     let mut vars = s3.vars("pres");
     vars.push(("DATABASE_URL", pg.url("app")));
-    vars.push(("BACKUP_INTERVAL", "3".into()));
+    vars.push(("BACKUP_INTERVAL", "3600".into()));
+    vars.push(("CHECK_INTERVAL", "2".into()));
     vars.push(("BACKUP_RETENTION_DAYS", "30".into()));
     vars.push(("BACKUP_MIN_KEEP", "1".into()));
     vars.push(("NOTIFY_WEBHOOK_URL", hooks.url("/hook")));
@@ -419,7 +421,7 @@ async fn a_kept_backup_deleted_or_cut_behind_pgvigils_back_is_found_alerted_and_
     svc.wait_for("Backup completed successfully", 1, 60).await;
 
     // Retention keeps the lost backup's manifest, so the report stands until someone acts.
-    svc.wait_for("Backup completed successfully", 2, 60).await;
+    svc.wait_for("Backups missing from storage", 3, 60).await;
     assert!(storage::get_bytes(st.as_ref(), &layout.manifest(old[1]), 1 << 20, &never)
         .await
         .is_ok());

@@ -138,7 +138,8 @@ pub fn check(r: &CheckReport, prefix: &str) -> String {
             "{:<10} {}{}",
             match (row.ok, r.depth.starts_with("presence")) {
                 (true, _) => "OK",
-                (false, true) => "ABSENT",
+                (false, true) if row.problems.iter().any(|p| p.contains("is gone")) => "ABSENT",
+                (false, true) => "CHANGED",
                 (false, false) => "CORRUPTED",
             },
             row.key,
@@ -151,6 +152,14 @@ pub fn check(r: &CheckReport, prefix: &str) -> String {
     }
     if r.backups.is_empty() {
         let _ = writeln!(s, "(no backups under {prefix})");
+    } else if r.depth.starts_with("presence") {
+        let bad = r.backups.iter().filter(|b| !b.ok).count();
+        let _ = writeln!(
+            s,
+            "{} of {} kept backups are not in storage as their manifests say",
+            bad,
+            r.backups.len()
+        );
     } else {
         let _ = writeln!(
             s,

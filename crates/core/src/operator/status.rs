@@ -77,11 +77,26 @@ impl Operator {
             problems.push(format!("the backup service's recorded policy: {why}"));
             verdict = verdict.max(Verdict::Warning);
         }
-        // Every backup retention keeps must still be in storage as its manifest says.
-        let rows = crate::pipeline::backup::check_presence(st, &self.layout, policy.retention, cancel).await?;
-        for gone in crate::pipeline::backup::absent(&rows) {
-            problems.push(format!("{} (pgvigil check --presence lists every kept backup)", gone.problem));
-            verdict = verdict.max(Verdict::Critical);
+        // Every backup retention keeps must still be in storage as its manifest says (not
+        // judged when which backups are kept is unknown; a check that fails is a warning).
+        if policy.unusable.is_none() {
+            match crate::pipeline::backup::check_presence(st, &self.layout, policy.retention, cancel).await {
+                Ok(rows) => {
+                    let gone = crate::pipeline::backup::absent(&rows);
+                    if !gone.is_empty() {
+                        problems.push(format!(
+                            "{} (pgvigil check --presence lists every kept backup)",
+                            crate::pipeline::backup::summary(&gone)
+                        ));
+                        verdict = verdict.max(Verdict::Critical);
+                    }
+                }
+                Err(crate::infra::storage::StorageError::Cancelled) => return Err(OperatorError::Cancelled),
+                Err(e) => {
+                    problems.push(format!("the presence check could not run: {e}"));
+                    verdict = verdict.max(Verdict::Warning);
+                }
+            }
         }
         let next_backup_due_in_secs = newest
             .as_ref()
@@ -118,7 +133,13 @@ impl Operator {
             ));
         }
         let cat = Catalog::load(st, &self.layout, cancel).await?;
-        if cat.orphan_manifests.contains(&id) {
+        // Only a backup whose object answers to neither of its names, asked directly (a listing
+        // may lag, or be taken mid-write): a good backup's manifest is never removed.
+        let mut object_exists = false;
+        for key in self.layout.objects(id) {
+            object_exists |= st.head(&key, cancel).await?.is_some();
+        }
+        if cat.orphan_manifests.contains(&id) && !object_exists {
             let mut keys = vec![self.layout.manifest(id)];
             if cat.signatures.contains(&id) {
                 keys.push(self.layout.manifest_signature(id));
@@ -131,7 +152,7 @@ impl Operator {
         }
         if done.is_empty() {
             return Err(OperatorError::Usage(format!(
-                "{} is neither held nor missing from storage (pgvigil status lists both)",
+                "{} is neither held nor missing from storage (pgvigil status lists both; a backup whose object was replaced is acknowledged by deleting the object first)",
                 id.file_name()
             )));
         }

@@ -4,7 +4,7 @@
 use super::health::Health;
 use super::notify::{Condition, Notifier};
 use super::runner::{Job, RunFailure};
-use crate::infra::storage::DynStorage;
+use crate::infra::storage::{DynStorage, StorageError};
 use crate::pipeline::backup::{self, BackupContext, BackupError};
 use crate::pipeline::verify::{self, VerifyContext, VerifyError};
 use crate::policy::schedule::{due_in, stale_age};
@@ -33,6 +33,9 @@ pub struct BackupJob {
     pub health: Health,
     /// Where conditions are reported.
     pub notify: Notifier,
+    /// Set once the presence checker runs (it starts at the first look at the schedule, with
+    /// the service's cancellation).
+    checker: std::sync::OnceLock<()>,
 }
 
 /// Raises (or clears) the size and table anomalies of a backup just taken.
@@ -82,25 +85,58 @@ fn stale(notify: &Notifier, what: &str, newest: Option<chrono::DateTime<Utc>>, i
 }
 
 impl BackupJob {
-    /// The presence check (at start and after every run): every backup retention keeps must be
-    /// in storage with its manifest's size. A check that cannot run says so and changes nothing.
-    async fn presence(&self, cancel: &CancellationToken) {
-        let (st, layout) = (self.ctx.storage.as_ref(), &self.ctx.layout);
-        match backup::check_presence(st, layout, self.ctx.cfg.retention, cancel).await {
-            Ok(rows) => {
-                let gone = backup::absent(&rows);
-                self.health.record_absent(gone.len());
-                if gone.is_empty() {
-                    self.notify.clear(Condition::Absent);
-                    return;
-                }
-                let text = gone.iter().map(|a| a.problem.as_str()).collect::<Vec<_>>().join("; ");
-                tracing::error!(count = gone.len(), "Backups missing from storage: {text}");
-                self.notify
-                    .raise(Condition::Absent, format!("Backups missing from storage: {text}"));
-            }
-            Err(e) => tracing::warn!(error = %e, "The presence check could not run; trying again after the next backup"),
+    /// The job, its presence checker not started yet.
+    pub fn new(ctx: BackupContext, health: Health, notify: Notifier) -> Self {
+        BackupJob {
+            ctx,
+            health,
+            notify,
+            checker: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Starts the presence check every `CHECK_INTERVAL` (the first at once), until shutdown.
+    fn start_checker(&self, cancel: &CancellationToken) {
+        self.checker.get_or_init(|| {
+            let (storage, layout, every) = (self.ctx.storage.clone(), self.ctx.layout.clone(), self.ctx.cfg.check_interval);
+            let (retention, health, notify) = (self.ctx.cfg.retention, self.health.clone(), self.notify.clone());
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                loop {
+                    presence(&storage, &layout, retention, &health, &notify, &cancel).await;
+                    if !super::retry::sleep_or_cancel(every, &cancel).await {
+                        break;
+                    }
+                }
+            });
+        });
+    }
+}
+
+/// The presence check: every backup retention keeps must be in storage with its manifest's
+/// size. A check that cannot run says so and changes nothing; it never fails a backup.
+async fn presence(
+    storage: &DynStorage,
+    layout: &Layout,
+    retention: crate::policy::retention::RetentionPolicy,
+    health: &Health,
+    notify: &Notifier,
+    cancel: &CancellationToken,
+) {
+    match backup::check_presence(storage.as_ref(), layout, retention, cancel).await {
+        Ok(rows) => {
+            let gone = backup::absent(&rows);
+            health.record_absent(gone.len());
+            if gone.is_empty() {
+                notify.clear(Condition::Absent);
+                return;
+            }
+            let text = backup::summary(&gone);
+            tracing::error!(count = gone.len(), "Backups missing from storage: {text}");
+            notify.raise(Condition::Absent, format!("Backups missing from storage: {text}"));
+        }
+        Err(StorageError::Cancelled) => {}
+        Err(e) => tracing::warn!(error = %e, "The presence check could not run; trying again at the next check"),
     }
 }
 
@@ -116,7 +152,7 @@ impl Job for BackupJob {
         future_dated(&self.notify, &cat);
         let newest = cat.newest_complete().map(|b| b.id.0);
         stale(&self.notify, "backup", newest, self.ctx.cfg.interval);
-        self.presence(cancel).await;
+        self.start_checker(cancel);
         Ok(due_in(newest, self.ctx.cfg.interval, Utc::now()))
     }
 
@@ -131,6 +167,8 @@ impl Job for BackupJob {
                 n.clear(Condition::Stale);
                 report_anomalies(n, &out);
                 n.success(format!("Backup completed successfully: {key} ({} bytes)", out.manifest.size));
+                // Retention just ran: see at once whether what it keeps is all there.
+                presence(&self.ctx.storage, &self.ctx.layout, self.ctx.cfg.retention, &self.health, n, cancel).await;
                 Ok(())
             }
             Err(e) => {

@@ -198,11 +198,7 @@ impl Service for BackupService {
     }
 
     fn job(self, health: &Health, notify: Notifier) -> BackupJob {
-        BackupJob {
-            ctx: self.0,
-            health: health.clone(),
-            notify,
-        }
+        BackupJob::new(self.0, health.clone(), notify)
     }
 
     fn interval(settings: &Settings) -> Duration {

@@ -202,6 +202,8 @@ pub struct BackupConfig {
     pub compression_level: u32,
     /// `BACKUP_RETENTION_DAYS` and `BACKUP_MIN_KEEP`: what retention may delete.
     pub retention: RetentionPolicy,
+    /// `CHECK_INTERVAL`: time between presence checks of the backups retention keeps.
+    pub check_interval: Duration,
     /// `PG_DUMP_OPTIONS`: extra `pg_dump` arguments (checked, in normal form).
     pub dump_options: Vec<String>,
     /// `PG_DUMP_LOCK_WAIT_TIMEOUT`: how long pg_dump may wait for a table lock before failing

@@ -139,6 +139,14 @@ impl Validator {
             10_000,
             "a whole number of backups >= 1",
         );
+        let check_interval = self.uint(
+            "CHECK_INTERVAL",
+            raw.check_interval,
+            3600,
+            1,
+            31_622_400,
+            "whole seconds between presence checks, 1–31622400 (e.g. 3600 for hourly)",
+        );
         let calendar = self.calendar(
             [
                 raw.backup_keep_hourly,
@@ -182,6 +190,7 @@ impl Validator {
                 min_keep: min_keep as usize,
                 calendar,
             },
+            check_interval: Duration::from_secs(check_interval),
             dump_options,
             lock_wait: (lock_wait > 0).then(|| Duration::from_secs(lock_wait)),
             lock_warn_after: lock_watch.0,

@@ -18,7 +18,7 @@ mod watch;
 
 pub use error::{check_dump_encoding, BackupError};
 pub use log::run_and_log;
-pub use presence::{absent, check_presence, Absent, Presence};
+pub use presence::{absent, check_presence, summary, Absent, Presence};
 pub use prune::{prune, prune_with};
 
 use crate::infra::config::{BackupConfig, Settings, ToolsConfig};
@@ -395,9 +395,12 @@ async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &Cancellation
         });
     }
     if let Err(e) = manifest::write(st, &ctx.layout, id, &manifest, ctx.signing.as_ref(), cancel).await {
-        // Without its manifest the object is not a complete backup: take it back out.
+        // Without its manifest the object is not a complete backup: take it back out. The write
+        // may have landed although it reported an error (a timeout): a manifest left without its
+        // object would read as a lost backup, so it goes too.
         take_back(st, &key, &cleanup).await;
-        st.delete_many(&[ctx.layout.globals(id)], &cleanup).await.ok();
+        let records = [ctx.layout.globals(id), ctx.layout.manifest(id), ctx.layout.manifest_signature(id)];
+        st.delete_many(&records, &cleanup).await.ok();
         return Err(e.into());
     }
     update_latest(ctx, &key, sealed, cancel).await;

@@ -10,7 +10,8 @@ use super::prune::candidates;
 use crate::infra::signing::TrustedKeys;
 use crate::infra::storage::{Storage, StorageError};
 use crate::policy::retention::{self, Candidate, RetentionPolicy, Verified};
-use crate::records::catalog::Catalog;
+use crate::records::catalog::{BackupEntry, Catalog};
+use crate::records::holds;
 use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest;
 use chrono::Utc;
@@ -38,7 +39,8 @@ pub struct Presence {
 
 /// Checks every backup that retention keeps under `policy`: its object must be listed, with the
 /// size its manifest records. Backups whose manifest cannot be read are left to verification and
-/// `check`, which say why.
+/// `check`, which say why. A backup is called gone only when neither of its object names answers
+/// a HEAD (the listing may have been taken while it was being written).
 ///
 /// # Errors
 /// Storage errors (listing, or reading a manifest fails for a reason other than its absence).
@@ -49,12 +51,15 @@ pub async fn check_presence(
     cancel: &CancellationToken,
 ) -> Result<Vec<Presence>, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
-    let all = with_orphans(candidates(storage, layout, &catalog, cancel).await?, &catalog);
+    let held: Vec<BackupId> = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
+    let all = with_orphans(candidates(storage, layout, &catalog, cancel).await?, &catalog, &held);
     let plan = retention::plan(&all, policy, Utc::now());
     let mut out = Vec::new();
     for (id, _) in &plan.rules {
-        let listed = catalog.backups.iter().find(|b| b.id == *id);
-        if listed.is_some_and(|b| !b.complete) {
+        // Both forms of one backup may be listed (encryption turned on or off): judge the one
+        // its manifest names.
+        let forms: Vec<&BackupEntry> = catalog.backups.iter().filter(|b| b.id == *id).collect();
+        if !forms.is_empty() && forms.iter().all(|b| !b.complete) {
             continue; // no manifest: an incomplete backup, nothing promised
         }
         // Size only: whether a trusted service made the manifest is verification's question.
@@ -62,17 +67,25 @@ pub async fn check_presence(
             manifest::Checked::Found(m, _) => m,
             manifest::Checked::Missing | manifest::Checked::Unreadable(_) => continue,
         };
-        let (key, problem) = match listed {
-            None => (m.key.clone(), Some(format!("{} is gone from storage; its manifest remains", m.key))),
-            Some(b) if b.size != m.size => (
-                b.key.clone(),
-                Some(format!(
-                    "{} is {} bytes in storage, but its manifest says {} bytes: it was replaced or cut",
-                    b.key, b.size, m.size
-                )),
-            ),
-            Some(b) => (b.key.clone(), None),
+        // The manifest is untrusted text: messages name the backup by its id, never by what the
+        // manifest says.
+        let name = id.file_name();
+        let listed = forms.iter().find(|b| b.key == m.key).or(forms.first());
+        let problem = match listed {
+            None => {
+                let mut found = false;
+                for key in layout.objects(*id) {
+                    found |= storage.head(&key, cancel).await?.is_some();
+                }
+                (!found).then(|| format!("{name} is gone from storage; its manifest remains"))
+            }
+            Some(b) if b.size != m.size => Some(format!(
+                "{name} is {} bytes in storage, but its manifest says {} bytes: it was replaced or cut",
+                b.size, m.size
+            )),
+            Some(_) => None,
         };
+        let key = listed.map_or_else(|| layout.backup(*id).to_string(), |b| b.key.clone());
         out.push(Presence { id: *id, key, problem });
     }
     Ok(out)
@@ -80,9 +93,9 @@ pub async fn check_presence(
 
 /// `candidates` plus every manifest whose object is gone, as a complete backup: as far as
 /// retention goes it is one, and if a rule keeps it, its object should be there. Retention keeps
-/// such a manifest as long as a rule keeps the backup, so a lost backup stays reported until its
-/// object is put back or the operator acknowledges the loss.
-pub(super) fn with_orphans(mut candidates: Vec<Candidate>, catalog: &Catalog) -> Vec<Candidate> {
+/// such a manifest as long as a rule keeps the backup (a hold included), so a lost backup stays
+/// reported until its object is put back or the operator acknowledges the loss.
+pub(super) fn with_orphans(mut candidates: Vec<Candidate>, catalog: &Catalog, held: &[BackupId]) -> Vec<Candidate> {
     candidates.extend(catalog.orphan_manifests.iter().map(|id| Candidate {
         id: *id,
         complete: true,
@@ -92,7 +105,7 @@ pub(super) fn with_orphans(mut candidates: Vec<Candidate>, catalog: &Catalog) ->
             Some(false) => Verified::Failed,
             None => Verified::Not,
         },
-        held: false,
+        held: held.contains(id),
     }));
     candidates
 }
@@ -102,4 +115,14 @@ pub fn absent(rows: &[Presence]) -> Vec<Absent> {
     rows.iter()
         .filter_map(|r| r.problem.clone().map(|problem| Absent { id: r.id, problem }))
         .collect()
+}
+
+/// The problems in one sentence for a log line or a message: the first ten, then how many more.
+pub fn summary(gone: &[Absent]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = gone.iter().take(SHOWN).map(|a| a.problem.as_str()).collect::<Vec<_>>().join("; ");
+    if gone.len() > SHOWN {
+        text.push_str(&format!("; and {} more (pgvigil check --presence lists them)", gone.len() - SHOWN));
+    }
+    text
 }

@@ -115,7 +115,13 @@ pub async fn prune_with(
     let listed = candidates(storage, layout, &catalog, cancel).await?;
     // Manifests of lost backups that a rule still keeps stay, so the presence check goes on
     // reporting the loss (see [`super::presence`]).
-    let lost_but_kept: Vec<BackupId> = retention::plan(&super::presence::with_orphans(listed.clone(), &catalog), policy, now)
+    let held: Vec<BackupId> = listed.iter().filter(|c| c.held).map(|c| c.id).collect();
+    let held: Vec<BackupId> = if catalog.orphan_manifests.is_empty() {
+        held
+    } else {
+        holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect()
+    };
+    let lost_but_kept: Vec<BackupId> = retention::plan(&super::presence::with_orphans(listed.clone(), &catalog, &held), policy, now)
         .rules
         .iter()
         .map(|(id, _)| *id)
