@@ -134,6 +134,17 @@ impl Calendar {
         }
     }
 
+    /// Sets how many periods of `kind` are kept.
+    pub fn set(&mut self, kind: Period, count: u32) {
+        match kind {
+            Period::Hourly => self.hourly = count,
+            Period::Daily => self.daily = count,
+            Period::Weekly => self.weekly = count,
+            Period::Monthly => self.monthly = count,
+            Period::Yearly => self.yearly = count,
+        }
+    }
+
     /// Whether no calendar rule is set.
     pub fn is_off(&self) -> bool {
         Period::ALL.iter().all(|p| self.count(*p) == 0)

@@ -34,13 +34,7 @@ fn rule(kind: Period, n: u32, zone: Tz) -> Calendar {
         zone,
         ..Calendar::default()
     };
-    match kind {
-        Period::Hourly => cal.hourly = n,
-        Period::Daily => cal.daily = n,
-        Period::Weekly => cal.weekly = n,
-        Period::Monthly => cal.monthly = n,
-        Period::Yearly => cal.yearly = n,
-    }
+    cal.set(kind, n);
     cal
 }
 fn picks(backups: &[Candidate], cal: &Calendar, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {

@@ -118,7 +118,7 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
     if settings.databases == Databases::One {
         return run_service::<S>(settings, once, cancel, Shared::default()).await;
     }
-    let role = if S::NAME == "backup" { Role::Backup } else { Role::Verify };
+    let role = S::ROLE;
     let group = Health::new(S::interval(&settings) * 2 + Duration::from_secs(3600), S::NAME);
     if !once {
         spawn_health(&settings, group.clone(), S::NAME, &cancel);

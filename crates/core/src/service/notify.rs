@@ -61,6 +61,18 @@ impl Condition {
     }
 }
 
+/// A message's `state`: a condition starts, ends, or plain news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    /// A condition started.
+    Firing,
+    /// It ended.
+    Resolved,
+    /// A success, with `NOTIFY_ON_SUCCESS`.
+    Info,
+}
+
 enum Message {
     Raise(Condition, String),
     Clear(Condition),
@@ -180,13 +192,13 @@ impl Delivery {
                         continue;
                     }
                     active.insert(c, text.clone());
-                    self.body(c.event(), "firing", &text)
+                    self.body(c.event(), State::Firing, &text)
                 }
                 Message::Clear(c) => {
                     let Some(was) = active.remove(&c) else { continue };
-                    self.body(c.event(), "resolved", &format!("recovered: {was}"))
+                    self.body(c.event(), State::Resolved, &format!("recovered: {was}"))
                 }
-                Message::Info(text) => self.body("success", "info", &text),
+                Message::Info(text) => self.body("success", State::Info, &text),
             };
             for url in &self.webhooks {
                 self.deliver(url, Some(&body), "notification", &cancel).await;
@@ -194,11 +206,11 @@ impl Delivery {
         }
     }
 
-    fn body(&self, event: &str, state: &str, text: &str) -> serde_json::Value {
+    fn body(&self, event: &str, state: State, text: &str) -> serde_json::Value {
         let icon = match state {
-            "firing" => "🔴",
-            "resolved" => "✅",
-            _ => "ℹ️",
+            State::Firing => "🔴",
+            State::Resolved => "✅",
+            State::Info => "ℹ️",
         };
         json!({
             "text": format!("{icon} pgvigil {} ({}): {text}", self.service, self.prefix),

@@ -36,7 +36,7 @@ pub(super) async fn run_service<S: Service>(
         Err(
             StartupError::Config(_) | StartupError::Cancelled | StartupError::Verify(crate::pipeline::verify::VerifyError::NothingToVerify),
         ) => {}
-        Err(e) if S::NAME == "backup" => notify.raise(Condition::BackupFailing, format!("Backup failed: {e}")),
+        Err(e) if S::ROLE == crate::infra::config::Role::Backup => notify.raise(Condition::BackupFailing, format!("Backup failed: {e}")),
         Err(e) => notify.raise(Condition::VerificationNotRunning, format!("Verification could not run: {e}")),
     }
     notify.finish(Duration::from_secs(30)).await;

@@ -87,7 +87,7 @@ pub async fn open_storage(settings: &Settings, cancel: &CancellationToken) -> Re
 /// [`open_storage`], and for the backup service the object lock check.
 async fn open_storage_for<S: Service>(settings: &Settings, cancel: &CancellationToken) -> Result<DynStorage, StorageError> {
     let st = open_storage(settings, cancel).await?;
-    if S::NAME == "backup" {
+    if S::ROLE == Role::Backup {
         storage::check_object_lock(&settings.storage, st.as_ref(), cancel).await?;
     }
     Ok(st)
@@ -100,6 +100,8 @@ pub(super) trait Service: Sized + Send + Sync {
     type Job: runner::Job;
     /// Name in log lines and `/metrics`.
     const NAME: &'static str;
+    /// Which service it is (decides what differs beyond this trait).
+    const ROLE: Role;
     /// Logs the `… service started` line with the effective (redacted) settings.
     fn announce(settings: &Settings, once: bool);
     /// Builds the service from settings and an opened storage.
@@ -132,6 +134,7 @@ pub(super) struct BackupService(BackupContext);
 impl Service for BackupService {
     type Job = BackupJob;
     const NAME: &'static str = "backup";
+    const ROLE: Role = Role::Backup;
 
     fn announce(settings: &Settings, once: bool) {
         let cfg = &settings.backup;
@@ -213,6 +216,7 @@ pub(super) struct VerifyService(VerifyContext);
 impl Service for VerifyService {
     type Job = VerifyJob;
     const NAME: &'static str = "verify";
+    const ROLE: Role = Role::Verify;
 
     fn announce(settings: &Settings, once: bool) {
         let cfg = &settings.verify;

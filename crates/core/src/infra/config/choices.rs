@@ -17,13 +17,7 @@ impl Validator {
                 calendar::MAX_COUNT
             );
             let n = self.uint(kind.variable(), value, 0, 0, u64::from(calendar::MAX_COUNT), &what) as u32;
-            match kind {
-                Period::Hourly => cal.hourly = n,
-                Period::Daily => cal.daily = n,
-                Period::Weekly => cal.weekly = n,
-                Period::Monthly => cal.monthly = n,
-                Period::Yearly => cal.yearly = n,
-            }
+            cal.set(kind, n);
         }
         if let Some(name) = nonempty(zone) {
             match name.trim().parse::<chrono_tz::Tz>() {

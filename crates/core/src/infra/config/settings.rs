@@ -133,9 +133,11 @@ impl fmt::Display for Backend {
                 }
                 match &c.object_lock {
                     None => {}
+                    // Locked parts need their Content-MD5 first: they are held whole (see
+                    // S3_OBJECT_LOCK_DAYS in docs/configuration.md for the bound).
                     Some(l) => write!(
                         f,
-                        ", object lock {} days {}",
+                        ", object lock {} days {} (parts held whole in memory: up to 3 parts, 48 MiB below about 40 GiB of dump, more above)",
                         l.days,
                         if l.compliance { "compliance" } else { "governance" }
                     )?,

@@ -162,6 +162,12 @@ impl SqlLexer {
         matches!(self.state, State::Top | State::LineComment)
     }
 
+    /// True outside every string, identifier, body and comment (a line comment included): where a
+    /// backslash would be a psql command.
+    pub fn in_plain_text(&self) -> bool {
+        matches!(self.state, State::Top)
+    }
+
     /// True where a new statement may begin: at statement level, outside parentheses, and with
     /// nothing but whitespace and comments since the last `;`.
     pub fn at_statement_start(&self) -> bool {

@@ -341,10 +341,21 @@ fn lexing_sensitive(text: &[u8]) -> bool {
 /// Why a candidate did not parse: a backslash outside quotes is a psql command; anything else is
 /// the parser's own message (without the text it quotes, which may be data).
 fn unparseable(sql: &str, error: &str, line: u64) -> Refusal {
-    if let Ok(tokens) = pg_query::scan_tokens(sql) {
-        if tokens.iter().any(|t| t.token == i32::from(b'\\')) {
-            return Refusal::PsqlCommand { line, command: None };
+    let backslash = match pg_query::scan_tokens(sql) {
+        Ok(tokens) => tokens.iter().any(|t| t.token == i32::from(b'\\')),
+        // PostgreSQL's lexer stops at its first error (trailing junk after a number, say, which
+        // a psql command's argument may well be): then pgvigil's own lexer looks for it.
+        Err(_) => {
+            let mut lexer = crate::pipeline::stages::sqllex::SqlLexer::default();
+            sql.as_bytes().iter().any(|b| {
+                let command = *b == b'\\' && lexer.in_plain_text();
+                lexer.feed(std::slice::from_ref(b));
+                command
+            })
         }
+    };
+    if backslash {
+        return Refusal::PsqlCommand { line, command: None };
     }
     let error = match error.split_once(" at or near ") {
         Some((head, _)) => head.to_string(),

@@ -32,6 +32,9 @@ fn transaction_lines_only_around_large_objects() {
 fn backslashes_variables_and_lexing_tricks_are_refused() {
     let cases: &[(&str, &str)] = &[
         ("SET row_security = off; \\! id\n", "psql command"),
+        // The rest after a psql command may stop PostgreSQL's lexer (trailing junk after a
+        // number, as in a random key): the command is still named.
+        ("SET row_security = off; \\! touch x\n\\unrestrict 9abc\n", "psql command"),
         ("COMMENT ON TABLE t IS 'x' \\gexec\n", "psql command"),
         ("SELECT pg_catalog.setval('s', 1) \\g /tmp/x\n", "psql command"),
         ("CREATE TABLE t (a int);\\\\! id\n", "psql command"),
