@@ -19,10 +19,7 @@ pub struct PrunePlan {
 impl Operator {
     /// `S3_OBJECT_LOCK_DAYS`, when set.
     fn lock_days(&self) -> Option<u32> {
-        match &self.settings.storage.backend {
-            crate::infra::config::Backend::S3(c) => c.object_lock.map(|l| l.days),
-            crate::infra::config::Backend::Local { .. } => None,
-        }
+        self.settings.storage.lock_days()
     }
 
     /// The retention plan under `policy`.

@@ -185,6 +185,16 @@ pub struct StorageConfig {
     pub prefix: String,
 }
 
+impl StorageConfig {
+    /// `S3_OBJECT_LOCK_DAYS`, when set (S3 only).
+    pub fn lock_days(&self) -> Option<u32> {
+        match &self.backend {
+            Backend::S3(c) => c.object_lock.map(|l| l.days),
+            Backend::Local { .. } => None,
+        }
+    }
+}
+
 /// Where to find `pg_dump` and `psql`.
 #[derive(Debug, Clone, Default)]
 pub struct ToolsConfig {

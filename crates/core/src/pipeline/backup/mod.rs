@@ -96,10 +96,7 @@ impl BackupContext {
             cfg: settings.backup.clone(),
             tools: settings.tools.clone(),
             part_size_floor: Arc::default(),
-            lock_days: match &settings.storage.backend {
-                crate::infra::config::Backend::S3(c) => c.object_lock.map(|l| l.days),
-                crate::infra::config::Backend::Local { .. } => None,
-            },
+            lock_days: settings.storage.lock_days(),
             signing: settings.signing.clone(),
             yields: Arc::default(),
         }
