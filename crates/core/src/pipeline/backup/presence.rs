@@ -9,9 +9,8 @@
 use super::prune::candidates;
 use crate::infra::signing::TrustedKeys;
 use crate::infra::storage::{Storage, StorageError};
-use crate::policy::retention::{self, Candidate, RetentionPolicy, Verified};
+use crate::policy::retention::{self, RetentionPolicy};
 use crate::records::catalog::{BackupEntry, Catalog};
-use crate::records::holds;
 use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest;
 use chrono::Utc;
@@ -51,8 +50,9 @@ pub async fn check_presence(
     cancel: &CancellationToken,
 ) -> Result<Vec<Presence>, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
-    let held: Vec<BackupId> = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
-    let all = with_orphans(candidates(storage, layout, &catalog, cancel).await?, &catalog, &held);
+    // Lost backups included: if a rule keeps one, its object should be there.
+    let (mut all, lost) = candidates(storage, layout, &catalog, cancel).await?;
+    all.extend(lost);
     let plan = retention::plan(&all, policy, Utc::now());
     let mut out = Vec::new();
     for (id, _) in &plan.rules {
@@ -89,25 +89,6 @@ pub async fn check_presence(
         out.push(Presence { id: *id, key, problem });
     }
     Ok(out)
-}
-
-/// `candidates` plus every manifest whose object is gone, as a complete backup: as far as
-/// retention goes it is one, and if a rule keeps it, its object should be there. Retention keeps
-/// such a manifest as long as a rule keeps the backup (a hold included), so a lost backup stays
-/// reported until its object is put back or the operator acknowledges the loss.
-pub(super) fn with_orphans(mut candidates: Vec<Candidate>, catalog: &Catalog, held: &[BackupId]) -> Vec<Candidate> {
-    candidates.extend(catalog.orphan_manifests.iter().map(|id| Candidate {
-        id: *id,
-        complete: true,
-        // As its verification records say (the verdict is in their names).
-        verified: match catalog.latest_verification_of(*id).and_then(|v| v.passed) {
-            Some(true) => Verified::Passed,
-            Some(false) => Verified::Failed,
-            None => Verified::Not,
-        },
-        held: held.contains(id),
-    }));
-    candidates
 }
 
 /// The problems among `rows`.

@@ -31,32 +31,44 @@ pub async fn prune(ctx: &BackupContext, dry_run: bool, cancel: &CancellationToke
     .await
 }
 
-/// What verification said about each backup: from the record names, reading the few records
-/// written before the verdict was part of the name.
+/// Every backup as retention sees it: those listed, and apart from them the lost ones — a
+/// manifest whose object is gone counts as a complete backup, so that when a rule keeps it, its
+/// manifest stays and the presence check ([`super::presence`]) goes on reporting the loss until
+/// the object is put back or the loss acknowledged. What verification said comes from the record
+/// names, reading the few records written before the verdict was part of the name.
 pub(super) async fn candidates(
     storage: &dyn Storage,
     layout: &Layout,
     cat: &Catalog,
     cancel: &CancellationToken,
-) -> Result<Vec<Candidate>, StorageError> {
+) -> Result<(Vec<Candidate>, Vec<Candidate>), StorageError> {
     let held: Vec<BackupId> = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
-    let mut out = Vec::with_capacity(cat.backups.len());
-    for b in &cat.backups {
-        let passed = match cat.latest_verification_of(b.id) {
+    let lost = cat.orphan_manifests.iter().map(|id| (*id, true));
+    let mut out = (
+        Vec::with_capacity(cat.backups.len()),
+        Vec::with_capacity(cat.orphan_manifests.len()),
+    );
+    for (i, (id, complete)) in cat.backups.iter().map(|b| (b.id, b.complete)).chain(lost).enumerate() {
+        let passed = match cat.latest_verification_of(id) {
             None => None,
             Some(v) if v.passed.is_some() => v.passed,
             Some(v) => Some(read_verification(storage, &v.key, cancel).await?.passed),
         };
-        out.push(Candidate {
-            id: b.id,
-            complete: b.complete,
+        let candidate = Candidate {
+            id,
+            complete,
             verified: match passed {
                 None => Verified::Not,
                 Some(true) => Verified::Passed,
                 Some(false) => Verified::Failed,
             },
-            held: held.contains(&b.id),
-        });
+            held: held.contains(&id),
+        };
+        if i < cat.backups.len() {
+            out.0.push(candidate);
+        } else {
+            out.1.push(candidate);
+        }
     }
     Ok(out)
 }
@@ -112,21 +124,18 @@ pub async fn prune_with(
 ) -> Result<Plan, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
     let now = Utc::now();
-    let listed = candidates(storage, layout, &catalog, cancel).await?;
-    // Manifests of lost backups that a rule still keeps stay, so the presence check goes on
-    // reporting the loss (see [`super::presence`]).
-    let held: Vec<BackupId> = listed.iter().filter(|c| c.held).map(|c| c.id).collect();
-    let held: Vec<BackupId> = if catalog.orphan_manifests.is_empty() {
-        held
+    let (listed, lost) = candidates(storage, layout, &catalog, cancel).await?;
+    // Manifests of lost backups that a rule still keeps stay (see `candidates`).
+    let lost_but_kept: Vec<BackupId> = if lost.is_empty() {
+        Vec::new()
     } else {
-        holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect()
+        let all: Vec<Candidate> = listed.iter().chain(&lost).copied().collect();
+        let kept = retention::plan(&all, policy, now).rules;
+        kept.iter()
+            .map(|(id, _)| *id)
+            .filter(|id| catalog.orphan_manifests.contains(id))
+            .collect()
     };
-    let lost_but_kept: Vec<BackupId> = retention::plan(&super::presence::with_orphans(listed.clone(), &catalog, &held), policy, now)
-        .rules
-        .iter()
-        .map(|(id, _)| *id)
-        .filter(|id| catalog.orphan_manifests.contains(id))
-        .collect();
     let mut plan = retention::plan(&listed, policy, now);
     if let Some(confirmed) = confirmed {
         plan.delete.retain(|id| confirmed.contains(id));
