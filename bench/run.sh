@@ -17,6 +17,19 @@ OUT=bench/out
 mkdir -p "$OUT"
 RESULT="$OUT/results.md"
 
+# --- the status page: a year of synthetic history rendered (bench/run.sh page runs only this) ------
+page_bench() {
+  cargo build --release --quiet -p pgvigil-core --example render_page
+  echo
+  echo "| history | render ms (median of 21) | page size |"
+  echo "|---|---|---|"
+  target/release/examples/render_page 365 "$OUT/status-page-year.html"
+}
+if [ "${1:-}" = page ]; then
+  page_bench | tee "$OUT/page.md"
+  exit 0
+fi
+
 # --- tools --------------------------------------------------------------------------------------
 command -v aws >/dev/null || python3 -m pip install --quiet awscli
 command -v age-keygen >/dev/null || { apt-get update -qq && apt-get install -y -qq age; }
@@ -153,6 +166,9 @@ for size in "${SIZES[@]}"; do
   aws --endpoint-url "$S3URL" s3 rm "s3://$BUCKET/" --recursive --only-show-errors
 done
 
-echo >> "$RESULT"
-echo "Peak RSS is the maximum resident set of the measured process as reported by GNU time (pgvigil; its pg_dump/psql children are smaller)." >> "$RESULT"
+{
+  echo
+  echo "Peak RSS is the maximum resident set of the measured process as reported by GNU time (pgvigil; its pg_dump/psql children are smaller)."
+  page_bench
+} >> "$RESULT"
 cat "$RESULT"

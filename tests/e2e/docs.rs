@@ -138,6 +138,18 @@ fn each_folder_imports_only_what_its_module_documentation_allows() {
                 "aws_",
             ],
         ),
+        (
+            "crates/core/src/view",
+            &[
+                "crate::infra",
+                "crate::pipeline",
+                "crate::service",
+                "crate::operator",
+                "tokio",
+                "sqlx",
+                "aws_",
+            ],
+        ),
         ("crates/core/src/pipeline", &["crate::service", "crate::operator"]),
         ("crates/core/src/service", &["crate::operator"]),
         ("crates/core/src/operator", &["crate::service"]),
@@ -242,6 +254,13 @@ fn anchor_of(heading: &str) -> String {
         .collect()
 }
 
+/// Whether the Markdown `body` has a heading whose anchor is `anchor`.
+fn has_heading(body: &str, anchor: &str) -> bool {
+    body.lines()
+        .filter_map(|l| l.trim_start_matches('#').strip_prefix(' ').filter(|_| l.starts_with('#')))
+        .any(|h| anchor_of(h) == anchor)
+}
+
 /// Every relative link in the docs, README and SECURITY.md leads to a file that exists, and every
 /// `#anchor` to a heading of that file; the docs index lists every page.
 #[test]
@@ -275,16 +294,19 @@ fn every_docs_link_resolves_and_the_index_lists_every_page() {
                 broken.push(format!("{page}: {link} (no such file)"));
                 continue;
             }
-            if !anchor.is_empty() && target.extension().is_some_and(|e| e == "md") {
-                let body = std::fs::read_to_string(&target).unwrap();
-                let found = body
-                    .lines()
-                    .filter_map(|l| l.trim_start_matches('#').strip_prefix(' ').filter(|_| l.starts_with('#')))
-                    .any(|h| anchor_of(h) == anchor);
-                if !found {
-                    broken.push(format!("{page}: {link} (no such heading)"));
-                }
+            if !anchor.is_empty()
+                && target.extension().is_some_and(|e| e == "md")
+                && !has_heading(&std::fs::read_to_string(&target).unwrap(), anchor)
+            {
+                broken.push(format!("{page}: {link} (no such heading)"));
             }
+        }
+    }
+    // The status page's links into the docs, and the pages the services serve for them.
+    for link in pgvigil_core::view::page::DOC_LINKS {
+        let (file, anchor) = link.split_once('#').unwrap();
+        if !has_heading(&repo_file(&format!("docs/{file}")), anchor) || pgvigil_core::service::page::doc(file).is_none() {
+            broken.push(format!("the status page's link {link} (no such heading, or not served)"));
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));

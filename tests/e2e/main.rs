@@ -18,6 +18,7 @@ mod policy;
 mod restore;
 mod roles;
 mod secrets;
+mod statuspage;
 mod storage;
 mod trust;
 mod verdicts;

@@ -89,11 +89,15 @@ enum Command {
     /// The weekly review: backups, verification success rate, RTO/RPO, durations, sizes, storage and cost.
     Report {
         /// Window in days.
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         days: u32,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also write the status page (these figures, charts over 30 and 90 days, the latest runs)
+        /// to FILE, for the weekly review or an email.
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
         #[command(flatten)]
         policy: PolicyArgs,
     },
@@ -296,6 +300,23 @@ async fn open(database: Option<&str>, cancel: &CancellationToken) -> Result<Oper
     Ok(Operator::open(one_database(Settings::from_env(Role::Cli)?, database, cancel).await?).await?)
 }
 
+/// Writes the status page to `file`: to a new temporary file beside it, then renamed, so that a
+/// failure never leaves half a page where the last one was.
+fn write_page(file: &std::path::Path, html: &str) -> Result<()> {
+    use std::io::Write as _;
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    // A new file of its own (never one that someone placed or linked there), renamed over.
+    let written = tempfile::NamedTempFile::new_in(dir)
+        .and_then(|mut tmp| tmp.write_all(html.as_bytes()).and_then(|()| tmp.as_file().sync_all()).map(|()| tmp))
+        .and_then(|tmp| tmp.persist(file).map_err(|e| e.error));
+    written.map_err(|e| anyhow::anyhow!("cannot write the page to {}: {e}", file.display()))?;
+    eprintln!("wrote the status page to {}", file.display());
+    Ok(())
+}
+
 /// Prints `text` without its trailing blank lines.
 fn show(text: &str) {
     println!("{}", text.trim_end());
@@ -341,9 +362,12 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
             Ok(u8::from(bad))
         }
         Command::Prune { dry_run, yes, policy } => prune(&open(database, cancel).await?, dry_run, yes, policy, cancel).await,
-        Command::Report { days, json, policy } => {
+        Command::Report { days, json, html, policy } => {
             let op = open(database, cancel).await?;
             let policy = op.policy(&policy.overrides(), cancel).await?;
+            if let Some(file) = html {
+                write_page(&file, &op.report_page(&policy, cancel).await?)?;
+            }
             let r = op.report(days, &policy, cancel).await?;
             show(&if json {
                 render::json(&r)

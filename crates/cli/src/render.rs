@@ -1,25 +1,10 @@
 //! Rendering of the operator layer's results: human tables and text (the default) or JSON.
 
+pub use pgvigil_core::operator::prelude::human_bytes;
 use pgvigil_core::operator::prelude::{human_secs, KeptBecause, Report, Spread, Verdict, VerificationRecord};
 use pgvigil_core::operator::{CheckReport, ListRow, PrunePlan, StatusView};
 use serde::Serialize;
 use std::fmt::Write as _;
-
-/// `1.5 MB`
-pub fn human_bytes(b: u64) -> String {
-    let units = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < units.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
 
 /// Pretty JSON of anything serializable.
 pub fn json<T: Serialize>(v: &T) -> String {
@@ -178,6 +163,13 @@ fn pct(v: f64) -> String {
 pub fn report(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "pgvigil report — last {} days", r.days);
+    if r.unreadable > 0 {
+        let _ = writeln!(
+            s,
+            "WARNING: {} record(s) in storage could not be read and are left out of these figures (pgvigil check says more)",
+            r.unreadable
+        );
+    }
     let _ = writeln!(s, "\nBackups");
     let _ = writeln!(s, "  made:                {}", r.backups_made);
     let _ = writeln!(s, "  failed attempts:     {}", r.backups_failed);

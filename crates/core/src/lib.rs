@@ -10,6 +10,7 @@
 //! | [`pipeline`] | the data paths (backup, restore, verify) and their stream stages (compression, dump scanning) | `service`, `operator` |
 //! | [`service`] | the machinery of the two daemons: service skeleton, runner, retry, health, shutdown, telemetry | `operator` |
 //! | [`operator`] | what the CLI's commands do; the CLI only parses arguments and renders the results | `service` (except shutdown tokens handed in) |
+//! | [`view`] | pages for people: the status page and its SVG charts, pure functions of loaded records | any I/O (`infra`, tokio, sqlx), `pipeline`, `service`, `operator` |
 //!
 //! The binaries are thin: `pgvigil-backup` and `pgvigil-verify` call [`service::skeleton::service_main`],
 //! `pgvigil` calls [`operator`].
@@ -20,3 +21,4 @@ pub mod pipeline;
 pub mod policy;
 pub mod records;
 pub mod service;
+pub mod view;

@@ -4,7 +4,7 @@
 use pgvigil_core::infra::config::Role;
 
 fn main() -> std::process::ExitCode {
-    pgvigil_core::service::skeleton::main(
+    pgvigil_core::service::binary::main(
         Role::Verify,
         "pgvigil-verify",
         "Restores backups from S3 (or BACKUP_DIR) into scratch databases and checks them. Configured by environment variables; see docs/configuration.md.",

@@ -25,7 +25,7 @@ pub mod prelude {
     pub use crate::pipeline::restore::Progress;
     pub use crate::policy::report::{Report, Spread};
     pub use crate::policy::retention::KeptBecause;
-    pub use crate::policy::status::{human_secs, Verdict};
+    pub use crate::policy::status::{human_bytes, human_secs, Verdict};
     pub use crate::records::history::VerificationRecord;
 }
 

@@ -56,13 +56,7 @@ impl Operator {
         // A held backup means a table lost most of its rows and nobody has acknowledged it yet.
         let (mut verdict, mut problems) = (verdict, problems);
         for (id, hold) in holds::list(st, &self.layout, cancel).await? {
-            problems.push(format!(
-                "table anomaly seen in {}: {}; {} is kept until acknowledged (pgvigil ack {})",
-                hold.seen_in.rsplit('/').next().unwrap_or(&hold.seen_in),
-                hold.reasons.join("; "),
-                id.file_name(),
-                id.file_name()
-            ));
+            problems.push(hold.problem(id));
             verdict = verdict.max(Verdict::Warning);
         }
         if let Some(f) = cat.future.first() {

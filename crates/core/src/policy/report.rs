@@ -6,6 +6,7 @@ use super::anomaly::{self, Anomaly};
 use crate::records::catalog::BackupEntry;
 use crate::records::history::{FailureRecord, VerificationRecord};
 use crate::records::keys::BackupId;
+use crate::records::timeline::Timeline;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -36,6 +37,46 @@ pub struct ReportInput {
     pub price_per_gb_month: f64,
     /// Every verification stored (verified at, backup), oldest first: for lag and coverage.
     pub verified: Vec<(DateTime<Utc>, BackupId)>,
+    /// Records that could not be read (the figures leave them out).
+    pub unreadable: usize,
+}
+
+impl ReportInput {
+    /// The input of a report over the last `days` days of `t` (which may reach further back).
+    pub fn from_timeline(t: &Timeline, now: DateTime<Utc>, days: u32, settings: ReportSettings) -> Self {
+        let since = now - chrono::Duration::days(i64::from(days));
+        ReportInput {
+            now,
+            days,
+            backups: t.catalog.backups.clone(),
+            backup_durations: t
+                .backups
+                .iter()
+                .filter(|b| b.id.0 >= since)
+                .filter_map(|b| b.duration_secs)
+                .collect(),
+            verifications: t.verifications.iter().filter(|v| v.verified_at >= since).cloned().collect(),
+            failures: t.failures.iter().filter(|f| f.at >= since).cloned().collect(),
+            total_bytes: t.total_bytes,
+            object_count: t.object_count,
+            retention_days: settings.retention_days,
+            calendar: settings.calendar,
+            price_per_gb_month: settings.price_per_gb_month,
+            verified: t.catalog.verifications.iter().map(|v| (v.at.0, v.backup)).collect(),
+            unreadable: t.unreadable,
+        }
+    }
+}
+
+/// The settings a report states beside its figures.
+#[derive(Debug, Clone, Default)]
+pub struct ReportSettings {
+    /// `BACKUP_RETENTION_DAYS`.
+    pub retention_days: u64,
+    /// The calendar rules in words, when any is set.
+    pub calendar: Option<String>,
+    /// Price per GB-month.
+    pub price_per_gb_month: f64,
 }
 
 /// Median and worst of a set of durations, in seconds.
@@ -115,6 +156,8 @@ pub struct Report {
     pub unverified_in_window: usize,
     /// Share (0–1) of the complete backups still stored that were ever verified.
     pub coverage: Option<f64>,
+    /// Records that could not be read, left out of the figures.
+    pub unreadable: usize,
 }
 
 fn avg(v: &[f64]) -> Option<f64> {
@@ -191,6 +234,7 @@ pub fn compute(input: &ReportInput) -> Report {
         lag_secs: Spread::of(&lag),
         unverified_in_window: in_window.len() - lag.len(),
         coverage: (!complete.is_empty()).then(|| ever as f64 / complete.len() as f64),
+        unreadable: input.unreadable,
     }
 }
 
@@ -248,6 +292,7 @@ mod tests {
                 (now() - chrono::Duration::minutes(30), entry(1, 1).id),
                 (now() - chrono::Duration::minutes(10), entry(1, 1).id),
             ],
+            unreadable: 0,
         };
         let r = compute(&input);
         assert_eq!(

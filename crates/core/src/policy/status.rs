@@ -90,6 +90,22 @@ pub fn assess_status(
     (verdict, problems.into_iter().map(|(_, p)| p).collect())
 }
 
+/// `1.5 MB` (powers of 1000, as storage bills count).
+pub fn human_bytes(b: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
 /// `3d 4h`, `2h 5m`, `45s` (used inside the problem sentences).
 pub fn human_secs(s: i64) -> String {
     let s = s.max(0);

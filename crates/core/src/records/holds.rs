@@ -21,6 +21,19 @@ pub struct Hold {
     pub since: DateTime<Utc>,
 }
 
+impl Hold {
+    /// The problem `pgvigil status` and the status page report while the hold of `id` stands.
+    pub fn problem(&self, id: BackupId) -> String {
+        format!(
+            "table anomaly seen in {}: {}; {} is kept until acknowledged (pgvigil ack {})",
+            self.seen_in.rsplit('/').next().unwrap_or(&self.seen_in),
+            self.reasons.join("; "),
+            id.file_name(),
+            id.file_name()
+        )
+    }
+}
+
 /// Puts a hold on backup `id`.
 ///
 /// # Errors

@@ -13,3 +13,4 @@ pub mod holds;
 pub mod keys;
 pub mod manifest;
 pub mod policy;
+pub mod timeline;

@@ -6,9 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::metrics::{self, Labels, Metrics};
+use super::page::Feed;
 use crate::records::catalog::Catalog;
 use crate::records::history::VerificationRecord;
 use crate::records::manifest::Manifest;
+
+/// How `/status` begins the reason for a failed newest verification.
+const NEWEST_FAILED: &str = "the newest backup failed verification";
 
 /// Verdict state and metrics shared between the runner and the HTTP endpoint. A service that
 /// covers several databases has one part per database ([`Health::part`]); the endpoint then
@@ -25,6 +29,8 @@ pub struct Health {
     labels: Labels,
     /// `backup` or `verify`.
     service: &'static str,
+    /// Where the status page reads this database's records from, once storage is open.
+    feed: Arc<Mutex<Option<Feed>>>,
 }
 
 #[derive(Debug)]
@@ -82,6 +88,7 @@ impl Health {
             metrics,
             labels,
             service,
+            feed: Arc::default(),
         };
         h.zero_series(true);
         h
@@ -147,6 +154,42 @@ impl Health {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((database.to_string(), part.clone()));
         part
+    }
+
+    /// Tells the status page where this database's records are.
+    pub fn attach(&self, feed: Feed) {
+        *self.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(feed);
+    }
+
+    /// What the status page shows: per database, its name (the prefix for a service that covers
+    /// one), its feed once attached, and what only this process knows: why it calls itself
+    /// unhealthy (but a failed verification, which the page reads from its record) and the kept
+    /// backups its last presence check found missing.
+    pub fn feeds(&self) -> Vec<(String, Option<Feed>, Vec<String>)> {
+        let view = |h: &Health| {
+            let feed = h.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let mut problems: Vec<String> = h.own_verdict().1.into_iter().filter(|r| !r.starts_with(NEWEST_FAILED)).collect();
+            let absent = h.metrics.absent.get_or_create(&h.labels).get();
+            if absent > 0 {
+                problems.push(format!(
+                    "{absent} backup(s) that retention keeps are missing from storage or changed (pgvigil check --presence lists them)"
+                ));
+            }
+            (feed, problems)
+        };
+        let parts = self.parts();
+        if parts.is_empty() {
+            let (feed, problems) = view(self);
+            let name = feed.as_ref().map_or_else(|| self.service.to_string(), |f| f.prefix().to_string());
+            return vec![(name, feed, problems)];
+        }
+        parts
+            .iter()
+            .map(|(db, h)| {
+                let (feed, problems) = view(h);
+                (db.clone(), feed, problems)
+            })
+            .collect()
     }
 
     fn parts(&self) -> Vec<(String, Health)> {
@@ -335,7 +378,7 @@ impl Health {
             }
             if let Some(LastVerdict { key, passed: false, .. }) = &s.last_verification {
                 reasons.push(format!(
-                    "the newest backup failed verification ({key}); `pgvigil status` and its verification record say why"
+                    "{NEWEST_FAILED} ({key}); `pgvigil status` and its verification record say why"
                 ));
             }
             (reasons.is_empty(), reasons)
@@ -350,75 +393,5 @@ impl Health {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::records::history::Evidence;
-
-    fn verdict(key: &str, passed: bool) -> VerificationRecord {
-        VerificationRecord {
-            key: key.into(),
-            verified_at: Utc::now(),
-            passed,
-            reasons: if passed { vec![] } else { vec!["SHA-256 differs".into()] },
-            untrusted: false,
-            restore_secs: 2.5,
-            checks_secs: 1.0,
-            total_secs: 3.5,
-            restored_bytes: None,
-            tables_checked: 1,
-            object_bytes: None,
-            backup_time: None,
-            rpo_secs: Some(60),
-            evidence: Evidence::default(),
-        }
-    }
-
-    #[test]
-    fn a_passing_drill_of_an_older_backup_does_not_hide_a_failed_newest_one() {
-        let h = Health::new(Duration::from_secs(3600), "verify");
-        let newest = Utc::now();
-        let older = newest - chrono::Duration::hours(6);
-        h.record_verification(newest, &verdict("p/new", false));
-        h.record_verification(older, &verdict("p/old", true));
-        let (ok, reasons) = h.verdict();
-        assert!(!ok && reasons[0].contains("p/new"), "{reasons:?}");
-        assert!(!reasons[0].contains("SHA-256"), "reasons stay in the record");
-        let m = h.metrics();
-        assert!(m.contains("pgvigil_last_verification_passed{service=\"verify\"} 0"), "{m}");
-        assert!(m.contains("pgvigil_last_verification_rto_seconds{service=\"verify\"} 2.5"), "{m}");
-        // A newer backup that passes clears it.
-        h.record_verification(newest + chrono::Duration::hours(1), &verdict("p/newer", true));
-        assert!(h.verdict().0);
-        assert!(h.metrics().contains("pgvigil_last_verification_passed{service=\"verify\"} 1"));
-    }
-
-    #[test]
-    fn one_failing_database_is_not_hidden_by_the_others() {
-        let group = Health::new(Duration::from_secs(3600), "backup");
-        let (a, b) = (group.part("app"), group.part("bill\"ing"));
-        for _ in 0..3 {
-            b.record_failure("database", Some(Duration::from_secs(1)));
-            a.record_success(Duration::from_secs(2));
-        }
-        let (ok, reasons) = group.verdict();
-        assert!(
-            !ok && reasons.len() == 1 && reasons[0].starts_with("database bill\"ing: 3 consecutive"),
-            "{reasons:?}"
-        );
-        let m = group.metrics();
-        assert_eq!(m.matches("# TYPE pgvigil_runs counter").count(), 1, "{m}");
-        assert!(
-            m.contains("pgvigil_consecutive_failures{service=\"backup\",database=\"bill\\\"ing\"} 3"),
-            "{m}"
-        );
-        assert!(
-            m.contains("pgvigil_runs_total{service=\"backup\",database=\"app\",result=\"success\"} 3"),
-            "{m}"
-        );
-        assert!(
-            m.contains("pgvigil_failures_total{service=\"backup\",database=\"bill\\\"ing\",cause=\"database\"} 3"),
-            "{m}"
-        );
-        assert!(m.ends_with("# EOF\n"), "{m}");
-    }
-}
+#[path = "health_tests.rs"]
+mod tests;

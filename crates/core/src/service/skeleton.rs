@@ -344,6 +344,8 @@ pub(super) async fn start<S: Service>(
         opened.ok_or(StartupError::Cancelled)?
     };
     let service = S::new(&settings, storage)?;
+    let (st, layout, _) = service.policy(&settings);
+    health.attach(super::page::Feed::new(st, layout, &settings, S::ROLE));
     // Best effort: what it does is repeated before every run, and a server that is down now
     // must not keep the service from starting.
     // Shutdown must not wait for it (a stalled store or server can hold it for minutes).
@@ -377,42 +379,6 @@ pub(super) async fn start<S: Service>(
     let first = settings.retry_backoff;
     runner::run_forever(&job, Backoff::new(first, max_backoff(first, interval)), &health, &cancel).await;
     Ok(())
-}
-
-/// The command line of a service binary: everything else comes from the environment.
-#[derive(clap::Parser, Debug)]
-struct ServiceArgs {
-    /// Run once and exit: status 0 on success, 1 with the cause otherwise (2 for bad configuration).
-    #[arg(long)]
-    once: bool,
-    /// Ask the service running in this container (on PORT) whether it is alive, for Docker's
-    /// HEALTHCHECK: status 0 when /healthz answers, 1 otherwise.
-    #[arg(long, conflicts_with = "once")]
-    healthcheck: bool,
-}
-
-/// The whole `main` of a service binary: arguments (`--once`, `--help`, `--version`), allocator
-/// tuning, then [`service_main`] on a multi-threaded runtime.
-pub fn main(role: Role, name: &'static str, about: &'static str) -> std::process::ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
-    crate::infra::process::prepare();
-    let matches = ServiceArgs::command()
-        .name(name)
-        .about(about)
-        .version(env!("CARGO_PKG_VERSION"))
-        .get_matches();
-    let args = match ServiceArgs::from_arg_matches(&matches) {
-        Ok(a) => a,
-        Err(e) => e.exit(),
-    };
-    match tokio::runtime::Runtime::new() {
-        Ok(rt) if args.healthcheck => rt.block_on(super::http::probe()),
-        Ok(rt) => rt.block_on(service_main(role, args.once)),
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
 }
 
 /// The service itself: logging, validated configuration (exit 2 naming every bad variable),
