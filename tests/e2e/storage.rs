@@ -1,4 +1,5 @@
-//! Storage conformance: the same behaviour from every backend (local directory and S3).
+//! Storage conformance: the same behaviour from every backend (local directory, S3, the in-memory
+//! store, and the fault injector around it when it injects nothing).
 
 use bytes::Bytes;
 use pgvigil_core::infra::config::Role;
@@ -18,9 +19,13 @@ async fn backends() -> Vec<(&'static str, DynStorage, Box<dyn std::any::Any>)> {
     let mut vars = s3.vars("conformance");
     vars.push(("S3_PART_SIZE_MB", "5".into()));
     let remote = settings(&vars, Role::Cli);
+    let memory = || -> DynStorage { std::sync::Arc::new(storage::MemoryStorage::new()) };
     vec![
         ("local", storage::connect(&local.storage).await.unwrap(), Box::new(dir)),
         ("s3", storage::connect(&remote.storage).await.unwrap(), Box::new(s3)),
+        ("memory", memory(), Box::new(())),
+        // The fault injector, injecting nothing, changes nothing.
+        ("faulty(memory)", std::sync::Arc::new(storage::Faulty::new(memory())), Box::new(())),
     ]
 }
 

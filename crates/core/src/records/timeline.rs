@@ -200,3 +200,7 @@ impl Timeline {
         Ok(t)
     }
 }
+
+#[cfg(test)]
+#[path = "timeline_tests.rs"]
+mod tests;

@@ -1,4 +1,5 @@
-//! Object storage: one trait with an S3 implementation and a local-directory one.
+//! Object storage: one trait with an S3 implementation and a local-directory one, an in-memory
+//! store for tests ([`MemoryStorage`]) and a wrapper that fails on purpose ([`Faulty`]).
 //!
 //! Uploads are streams of unknown length fed through a [`BodySender`]. A body is only ever
 //! published when the producer calls [`BodySender::finish`]; if it is dropped, fails, or the
@@ -9,15 +10,19 @@
 //! `records`, `pipeline`, `service` or `operator`.
 
 mod body;
+pub mod faulty;
 mod key;
 mod local;
+mod memory;
 pub mod parts;
 mod preflight;
 mod s3;
 
 pub use body::{body_channel, BodyReceiver, BodySender, PartPlan};
+pub use faulty::Faulty;
 pub use key::Key;
 pub use local::LocalStorage;
+pub use memory::MemoryStorage;
 pub use preflight::preflight;
 pub use s3::S3Storage;
 

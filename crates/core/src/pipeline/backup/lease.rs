@@ -282,4 +282,25 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[tokio::test]
+    async fn a_store_that_fails_gives_no_lease_and_a_takeover_is_seen_before_publishing() {
+        use crate::infra::storage::faulty::{outage, Faulty, Op};
+        let faulty = Arc::new(Faulty::new(Arc::new(crate::infra::storage::MemoryStorage::new())));
+        let st: DynStorage = faulty.clone();
+        let layout = Layout::new("p");
+        let never = CancellationToken::new();
+        faulty.fail(Op::PutIf, "lease", outage, Some(1));
+        let r = acquire(&st, &layout, CancellationToken::new(), &never).await;
+        assert!(matches!(&r, Err(e) if e.is_retryable()), "{r:?}");
+        let lease = acquire(&st, &layout, CancellationToken::new(), &never).await.unwrap().unwrap();
+        // Another service writes over it (as after a partition): confirming before publishing fails.
+        put_bytes(st.as_ref(), &layout.lease(), Bytes::from_static(b"{}"), &never)
+            .await
+            .unwrap();
+        assert!(matches!(lease.confirm().await, Err(StorageError::PreconditionFailed(_))));
+        // Releasing leaves the other service's lease alone.
+        lease.release().await;
+        assert!(st.head(&layout.lease(), &never).await.unwrap().is_some());
+    }
 }

@@ -250,3 +250,7 @@ fn stale_records(
     );
     keys
 }
+
+#[cfg(test)]
+#[path = "prune_tests.rs"]
+mod tests;
