@@ -12,8 +12,26 @@
 //! | [`operator`] | what the CLI's commands do; the CLI only parses arguments and renders the results | `service` (except shutdown tokens handed in) |
 //! | [`view`] | pages for people: the status page and its SVG charts, pure functions of loaded records | any I/O (`infra`, tokio, sqlx), `pipeline`, `service`, `operator` |
 //!
-//! The binaries are thin: `pgvigil-backup` and `pgvigil-verify` call [`service::skeleton::service_main`],
+//! The binaries are thin: `pgvigil-backup` and `pgvigil-verify` call [`service::binary::main`],
 //! `pgvigil` calls [`operator`].
+//!
+//! # Errors
+//!
+//! * **Each layer returns its own typed error** (`thiserror`): storage `StorageError`, PostgreSQL
+//!   and its tools `PgError`, configuration `ConfigError`, the data paths `BackupError`,
+//!   `RestoreFailure` and `VerifyError`, the services `StartupError`, the operator commands
+//!   `OperatorError`. `anyhow` lives only in the CLI.
+//! * **Callers branch on kinds, never on text.** Whatever a caller or a verdict decides on is a
+//!   variant or a field: whether a retry can help (`is_retryable`), cancellation apart from
+//!   failure, a cause as an enum (`backup::Incomplete`, SQLSTATE classes through `SqlState`), sizes
+//!   as numbers. Words are for people: a `String` payload is only ever shown, never matched.
+//! * **Context is added where it is known**, by the layer that knows it (the key, the table, the
+//!   tool and its stderr tail), and an underlying error is kept as the `#[source]`, not flattened
+//!   into text, where a caller may need it.
+//! * **Nothing panics on input.** Everything read from storage, a database or the environment is
+//!   untrusted; a bad value is an error naming it, never an `unwrap`.
+//! * **A verdict is not an error.** A backup judged bad is a `VerificationRecord` with
+//!   `passed: false`; an error means the judgement could not be made (the environment failed).
 
 pub mod infra;
 pub mod operator;

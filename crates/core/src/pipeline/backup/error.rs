@@ -32,9 +32,9 @@ pub enum BackupError {
     /// Storage problem.
     #[error(transparent)]
     Storage(StorageError),
-    /// The dump stream was not a complete dump.
-    #[error("{0}")]
-    Incomplete(String),
+    /// The dump stream did not make a complete backup.
+    #[error(transparent)]
+    Incomplete(#[from] Incomplete),
     /// Shutdown interrupted the backup; the upload was aborted.
     #[error("interrupted by shutdown; the upload was aborted")]
     Cancelled,
@@ -63,6 +63,46 @@ impl From<StorageError> for BackupError {
             other => BackupError::Storage(other),
         }
     }
+}
+
+/// Why the stream from `pg_dump` did not make a complete backup: the cause as a value, its
+/// I/O error kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum Incomplete {
+    /// `pg_dump` was started without an output to read (a bug).
+    #[error("pg_dump has no stdout")]
+    NoOutput,
+    /// `pg_dump`'s output could not be read.
+    #[error("reading pg_dump output: {0}")]
+    Read(#[source] std::io::Error),
+    /// Compressing failed.
+    #[error("compression failed: {0}")]
+    Compression(#[source] std::io::Error),
+    /// Encrypting failed.
+    #[error("encryption failed: {0}")]
+    Encryption(#[source] std::io::Error),
+    /// The dump ended inside a table's data.
+    #[error("the dump ended inside the data of table {0}")]
+    EndsInsideCopy(String),
+    /// The dump does not end with `pg_dump`'s closing line.
+    #[error("the dump does not end with pg_dump's closing line")]
+    Unfinished,
+    /// Filler could not end the body where the uploader's part ends (a bug).
+    #[error("internal error: {filler} bytes of filler do not end the body at {end}")]
+    Filler {
+        /// Filler bytes that would have been sent.
+        filler: u64,
+        /// Where the part ends.
+        end: u64,
+    },
+    /// The store kept another number of bytes than were sent.
+    #[error("stored {stored} bytes but produced {produced}")]
+    SizeMismatch {
+        /// Bytes the store reported.
+        stored: u64,
+        /// Bytes sent.
+        produced: u64,
+    },
 }
 
 impl BackupError {

@@ -14,9 +14,10 @@ mod log;
 mod presence;
 mod produce;
 mod prune;
+mod run;
 mod watch;
 
-pub use error::{check_dump_encoding, BackupError};
+pub use error::{check_dump_encoding, BackupError, Incomplete};
 pub use log::run_and_log;
 pub use presence::{absent, check_presence, summary, Absent, Presence};
 pub use prune::{prune, prune_with};
@@ -24,20 +25,17 @@ pub use prune::{prune, prune_with};
 use crate::infra::config::{BackupConfig, Settings, ToolsConfig};
 use crate::infra::pg::{dump, globals, PgError};
 use crate::infra::secret::DbUrl;
-use crate::infra::storage::parts::expected_backup_size;
-use crate::infra::storage::{body_channel, clock_skew, DynStorage, Key, PutOptions, StorageError};
+use crate::infra::storage::{DynStorage, Key};
 use crate::policy::anomaly::{self, Anomaly, TableAnomaly};
 use crate::policy::retention::Plan;
-use crate::records::catalog::Catalog;
 use crate::records::holds::{self, Hold};
 use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest::{self, Manifest, ObjectRef};
 use chrono::Utc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{info, warn};
 
 /// Largest difference between this machine's clock and the storage server's at which retention,
 /// which decides by age, still runs.
@@ -129,7 +127,7 @@ pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result
     let run = cancel.child_token();
     let held = lease::acquire(&ctx.storage, &ctx.layout, run.clone(), cancel).await?;
     let lease = held?;
-    let result = leased(ctx, &lease, &run).await;
+    let result = run::leased(ctx, &lease, &run).await;
     lease.release().await;
     match result {
         Err(BackupError::Cancelled) if !cancel.is_cancelled() => Err(BackupError::LeaseLost),
@@ -252,187 +250,4 @@ async fn update_latest(ctx: &BackupContext, key: &Key, sealed: bool, cancel: &Ca
             warn!(error = %e, "could not delete {}, a copy of an older backup", present[0]);
         }
     }
-}
-
-/// The backup itself, while the lease is held.
-async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
-    let st = ctx.storage.as_ref();
-    let plan = dump::plan(&ctx.database_url, ctx.tools.pg_dump.as_deref()).await?;
-    if let Some(why) = crate::infra::pg::psql::pg_dump_warning(&plan.tool.version.to_string()) {
-        warn!("this backup is {why}");
-    }
-    let catalog = Catalog::load(st, &ctx.layout, cancel).await?;
-    if let Some(text) = catalog.future_warning() {
-        warn!("Future-dated backup: {text}");
-    }
-    let expected = expected_backup_size(catalog.newest_complete().map(|b| b.size), plan.database_size);
-
-    // Names have one-second resolution: never reuse the name of an existing backup.
-    let sealed = !ctx.cfg.recipients.is_empty();
-    if !sealed
-        && catalog
-            .newest_complete()
-            .is_some_and(|b| b.key.ends_with(crate::records::keys::SEALED))
-    {
-        warn!("the newest backup is encrypted but BACKUP_ENCRYPTION_RECIPIENTS is not set: this backup will not be encrypted; set it again unless that is intended");
-    }
-    let mut id = BackupId::at(Utc::now());
-    while st.head(&ctx.layout.object(id, sealed), cancel).await?.is_some() || catalog.backups.iter().any(|b| b.id == id) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        id = BackupId::at(Utc::now());
-    }
-    // Uploads left open by a crash or by an outage that also prevented their abort.
-    match st.abort_pending(&ctx.layout.backups_prefix(), cancel).await {
-        Ok(0) => {}
-        Ok(n) => info!(count = n, "aborted stale incomplete uploads from an earlier run"),
-        Err(e) => warn!(error = %e, "could not clean up stale incomplete uploads"),
-    }
-    let started_at = Utc::now();
-    let key = ctx.layout.object(id, sealed);
-    let app_name = format!("pgvigil-backup {}", id.stamp());
-    let opts = dump::DumpOptions {
-        extra: &ctx.cfg.dump_options,
-        lock_wait: ctx.cfg.lock_wait,
-        keep_privileges: ctx.cfg.keep_privileges,
-    };
-    let child = dump::spawn(&plan, &ctx.database_url, &opts, &app_name)?;
-    let (watching, give_way) = (CancellationToken::new(), cancel.child_token());
-    let watcher =
-        tokio::spawn(watch::blocked_sessions(watch_plan(ctx, &plan, app_name), watching.clone(), give_way.clone()).in_current_span());
-    let (tx, rx) = body_channel(4);
-    let locked_until = ctx.lock_days.map(|d| started_at + chrono::Duration::days(i64::from(d)));
-    let opts = PutOptions {
-        expected_size: expected,
-        force_multipart: false,
-        min_part_size: ctx.part_size_floor.load(Ordering::Relaxed),
-        retain_until: locked_until,
-        whole: false,
-    };
-    let (produced, put) = tokio::join!(
-        produce::produce(child, tx, ctx.cfg.compression_level, &ctx.cfg.recipients, &give_way),
-        st.put(&key, rx, opts, &give_way)
-    );
-    watching.cancel();
-    // A yield only when it stopped something: a dump that had already ended whole is kept.
-    let stopped = matches!(produced, Err(BackupError::Cancelled)) || matches!(put, Err(StorageError::Cancelled));
-    if give_way.is_cancelled() && !cancel.is_cancelled() && stopped {
-        if let Ok(Some((sessions, waited_secs))) = watcher.await {
-            if put.is_ok() {
-                take_back(st, &key, &CancellationToken::new()).await;
-            }
-            ctx.yields.fetch_add(1, Ordering::Relaxed);
-            return Err(BackupError::Yielded { sessions, waited_secs });
-        }
-    } else {
-        // Best effort only: the watcher may sit in a query on a stalled connection.
-        watcher.abort();
-    }
-    if let Err(StorageError::TooLarge { part_size, .. }) = &put {
-        // The next attempt plans parts four times as large.
-        ctx.part_size_floor.fetch_max(part_size.saturating_mul(4), Ordering::Relaxed);
-    }
-    // Cleanup after a failure must run even when the run's token is already cancelled.
-    let cleanup = CancellationToken::new();
-    let (streamed, parts) = match (produced, put) {
-        (Ok(s), Ok(p)) if p.size == s.size => (s, p.parts),
-        (Ok(s), Ok(p)) => {
-            take_back(st, &key, &cleanup).await;
-            return Err(BackupError::Incomplete(format!("stored {} bytes but produced {}", p.size, s.size)));
-        }
-        (Err(BackupError::Cancelled), _) | (_, Err(StorageError::Cancelled)) => return Err(BackupError::Cancelled),
-        // A storage failure explains a producer that could not send.
-        (Err(BackupError::Storage(StorageError::Aborted(_))), Err(e)) => return Err(e.into()),
-        (Err(e), _) => return Err(e),
-        (Ok(_), Err(e)) => return Err(e.into()),
-    };
-    // PG_DUMP_OPTIONS may still leave owners or grants out; then the manifest claims none.
-    let stripped = ctx
-        .cfg
-        .dump_options
-        .iter()
-        .any(|o| matches!(o.as_str(), "--no-owner" | "--no-privileges" | "--no-acl"));
-    let keeps = ctx.cfg.keep_privileges && !stripped;
-    let globals = if keeps { save_globals(ctx, &plan, id, cancel).await } else { None };
-    let manifest = Manifest {
-        format: manifest::FORMAT,
-        key: key.to_string(),
-        size: streamed.size,
-        sha256: streamed.sha256,
-        uncompressed_size: streamed.uncompressed,
-        started_at,
-        finished_at: Utc::now(),
-        database: plan.database.clone(),
-        server_version: plan.server.to_string(),
-        pg_dump_version: plan.tool.version.to_string(),
-        compression_level: ctx.cfg.compression_level,
-        parts,
-        tables: streamed.tables,
-        table_members: streamed.table_members,
-        toc: streamed.toc,
-        privileges: keeps.then_some(streamed.privileges),
-        globals,
-        encryption: sealed.then(|| manifest::Encryption {
-            scheme: "age".into(),
-            recipients: ctx.cfg.recipients.iter().map(ToString::to_string).collect(),
-        }),
-        // The manifest is locked at least as long as the object, and never with a date already
-        // past (a dump that took longer than the lock period): retention then waits for the later.
-        locked_until: ctx
-            .lock_days
-            .zip(locked_until)
-            .map(|(d, t)| t.max(Utc::now() + chrono::Duration::days(i64::from(d)))),
-    };
-    // The upload is complete but not yet a backup: publish only while the lease is still ours.
-    if let Err(e) = lease.confirm().await {
-        take_back(st, &key, &cleanup).await;
-        st.delete_many(&[ctx.layout.globals(id)], &cleanup).await.ok();
-        return Err(match e {
-            StorageError::PreconditionFailed(_) => BackupError::LeaseLost,
-            other => other.into(),
-        });
-    }
-    if let Err(e) = manifest::write(st, &ctx.layout, id, &manifest, ctx.signing.as_ref(), cancel).await {
-        // Without its manifest the object is not a complete backup: take it back out. The write
-        // may have landed although it reported an error (a timeout): a manifest left without its
-        // object would read as a lost backup, so it goes too.
-        take_back(st, &key, &cleanup).await;
-        let records = [ctx.layout.globals(id), ctx.layout.manifest(id), ctx.layout.manifest_signature(id)];
-        st.delete_many(&records, &cleanup).await.ok();
-        return Err(e.into());
-    }
-    update_latest(ctx, &key, sealed, cancel).await;
-    let recent = catalog.recent_sizes_before(id, 7);
-    let anomaly = anomaly::assess(manifest.size, &recent);
-    // Before retention runs: the backup before a lost table is held, so it is not pruned.
-    let table_anomalies = hold_before_table_anomalies(ctx, catalog.newest_complete().map(|b| b.id), &manifest, cancel).await;
-    let retention = match clock_skew(st, &ctx.layout.probe(), cancel).await {
-        Ok(Some(skew)) if skew.abs() > MAX_CLOCK_SKEW_SECS => {
-            warn!(
-                skew_secs = skew,
-                "this machine's clock differs from the storage server's by {}s; retention is skipped until the clocks agree (it decides by age)",
-                skew
-            );
-            Ok(Plan::default())
-        }
-        Ok(_) => prune(ctx, false, cancel).await,
-        Err(e) => {
-            warn!(error = %e, "could not compare this machine's clock with the storage server's; retention is skipped this time");
-            Ok(Plan::default())
-        }
-    };
-    let retention = match retention {
-        Ok(p) => p,
-        Err(e) => {
-            warn!(error = %e, "retention could not run; it will be tried after the next backup");
-            Plan::default()
-        }
-    };
-    ctx.yields.store(0, Ordering::Relaxed);
-    Ok(BackupOutcome {
-        id,
-        manifest,
-        anomaly,
-        table_anomalies,
-        retention,
-    })
 }

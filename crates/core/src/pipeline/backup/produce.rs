@@ -3,7 +3,7 @@
 //! complete; anything else fails it, which aborts the upload.
 
 use super::layout::{split_at_cuts, MemberMap};
-use super::BackupError;
+use super::{BackupError, Incomplete};
 use crate::infra::pg::{DumpFailure, OwnedChild, PgError};
 use crate::infra::storage::{BodySender, PartPlan, StorageError};
 use crate::pipeline::stages::compress::{filler, ParallelGzip, BLOCK_SIZE, FILLER_MIN};
@@ -11,7 +11,7 @@ use crate::pipeline::stages::dumpscan::DumpScanner;
 use crate::pipeline::stages::seal::Sealer;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -31,7 +31,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// Reads `pg_dump`'s stdout, scans and compresses it, encrypts it to `recipients` (when there are
 /// any) and feeds the upload body. Finishes the body only after `pg_dump` exited 0 and the dump
-/// proved complete.
+/// proved complete; on any failure, stops `pg_dump` (when it still runs) and fails the body,
+/// which aborts the upload.
 pub(super) async fn produce(
     mut child: OwnedChild,
     mut tx: BodySender,
@@ -39,203 +40,235 @@ pub(super) async fn produce(
     recipients: &[age::x25519::Recipient],
     cancel: &CancellationToken,
 ) -> Result<Streamed, BackupError> {
-    let Some(mut stdout) = child.take_stdout() else {
-        tx.fail("pg_dump has no stdout").await;
-        return Err(BackupError::Incomplete("pg_dump has no stdout".into()));
+    let read = match (child.take_stdout(), Stream::new(level, recipients)) {
+        (None, _) => Err(Incomplete::NoOutput.into()),
+        (_, Err(e)) => Err(e),
+        (Some(stdout), Ok(mut stream)) => stream.read(stdout, &tx, cancel).await.map(|()| stream),
     };
-    let mut scanner = DumpScanner::new();
-    let mut gz = ParallelGzip::new(level);
-    let mut sealer = if recipients.is_empty() {
-        None
-    } else {
-        match Sealer::new(recipients) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                child.kill().await;
-                tx.fail(e.to_string()).await;
-                return Err(BackupError::Incomplete(e.to_string()));
+    let finished = match read {
+        Err(e) => {
+            child.kill().await;
+            let _ = child.wait().await;
+            Err(e)
+        }
+        // Only now, with the whole stream read, does pg_dump's exit status mean anything.
+        Ok(stream) => match child.wait().await {
+            Err(f) => Err(BackupError::Pg(PgError::Dump(DumpFailure::from_tool(f)))),
+            Ok(_) => stream.finish(&mut tx).await,
+        },
+    };
+    match finished {
+        Ok(streamed) => {
+            tx.finish().await;
+            Ok(streamed)
+        }
+        Err(e) => {
+            tx.fail(e.to_string()).await;
+            Err(e)
+        }
+    }
+}
+
+/// The uploader stopped; its own error explains why.
+fn upload_stopped() -> BackupError {
+    BackupError::Storage(StorageError::Aborted("the upload stopped".into()))
+}
+
+/// The stream from `pg_dump`'s output to the upload body: scanned, cut into members, compressed,
+/// sealed, hashed and counted.
+struct Stream {
+    scanner: DumpScanner,
+    gz: ParallelGzip,
+    sealer: Option<Sealer>,
+    sha: Sha256,
+    size: u64,
+    /// Where each table's data sits among the members (see `layout`).
+    map: MemberMap,
+    /// The end of a line a block stopped inside, waiting for the next block: a COPY line never
+    /// straddles two blocks.
+    carry: Vec<u8>,
+    started: Instant,
+    last_progress: Instant,
+}
+
+impl Stream {
+    fn new(level: u32, recipients: &[age::x25519::Recipient]) -> Result<Self, BackupError> {
+        let sealer = if recipients.is_empty() {
+            None
+        } else {
+            Some(Sealer::new(recipients).map_err(Incomplete::Encryption)?)
+        };
+        Ok(Self {
+            scanner: DumpScanner::new(),
+            gz: ParallelGzip::new(level),
+            sealer,
+            sha: Sha256::new(),
+            size: 0,
+            map: MemberMap::default(),
+            carry: Vec::new(),
+            started: Instant::now(),
+            last_progress: Instant::now(),
+        })
+    }
+
+    /// Reads the whole output, block by block, and sends what it makes.
+    async fn read(&mut self, mut stdout: impl AsyncRead + Unpin, tx: &BodySender, cancel: &CancellationToken) -> Result<(), BackupError> {
+        loop {
+            let (block, eof) = self.next_block(&mut stdout, cancel).await?;
+            let out = self.compress(block, eof).await?;
+            self.send(out, tx).await?;
+            self.progress();
+            if eof {
+                return Ok(());
             }
         }
-    };
-    let mut sha = Sha256::new();
-    let mut size = 0u64;
-    let started = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut eof = false;
-    // Members start where each COPY block begins and ends (see `layout`); blocks otherwise end at
-    // a line's end, so a COPY line never straddles two blocks: the rest of the line waits here.
-    let mut carry: Vec<u8> = Vec::new();
-    let mut map = MemberMap::default();
-    let result: Result<(), BackupError> = async {
-        while !eof {
-            let mut block = gz.buffer();
-            block.append(&mut carry);
-            // (A reused buffer may be a small piece: never read past one block.)
-            block.reserve(BLOCK_SIZE.saturating_sub(block.len()));
-            while block.len() < BLOCK_SIZE {
-                let left = BLOCK_SIZE - block.len();
-                let mut room = bytes::BufMut::limit(&mut block, left);
-                let n = tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return Err(BackupError::Cancelled),
-                    r = stdout.read_buf(&mut room) => r.map_err(|e| BackupError::Incomplete(format!("reading pg_dump output: {e}")))?,
-                };
-                if n == 0 {
-                    eof = true;
-                    break;
-                }
+    }
+
+    /// The next block of output (ending at a line's end unless the output ended), and whether the
+    /// output ended.
+    async fn next_block(
+        &mut self,
+        stdout: &mut (impl AsyncRead + Unpin),
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<u8>, bool), BackupError> {
+        let mut block = self.gz.buffer();
+        block.append(&mut self.carry);
+        // (A reused buffer may be a small piece: never read past one block.)
+        block.reserve(BLOCK_SIZE.saturating_sub(block.len()));
+        while block.len() < BLOCK_SIZE {
+            let left = BLOCK_SIZE - block.len();
+            let mut room = bytes::BufMut::limit(&mut block, left);
+            let n = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(BackupError::Cancelled),
+                r = stdout.read_buf(&mut room) => r.map_err(Incomplete::Read)?,
+            };
+            if n == 0 {
+                return Ok((block, true));
             }
-            if !eof {
-                // A line longer than a whole block is cut where the block ends.
-                if let Some(nl) = memchr::memrchr(b'\n', &block) {
-                    carry.extend_from_slice(&block[nl + 1..]);
-                    block.truncate(nl + 1);
-                }
+        }
+        // A line longer than a whole block is cut where the block ends.
+        if let Some(nl) = memchr::memrchr(b'\n', &block) {
+            self.carry.extend_from_slice(&block[nl + 1..]);
+            block.truncate(nl + 1);
+        }
+        Ok((block, false))
+    }
+
+    /// Scans `block`, cuts it where table data begins and ends, and compresses the pieces; at the
+    /// end of the output, drains the compressors. The members ready to send, sealed when encrypting.
+    async fn compress(&mut self, block: Vec<u8>, eof: bool) -> Result<Vec<bytes::Bytes>, BackupError> {
+        let start = self.scanner.bytes();
+        self.scanner.feed(&block);
+        let cuts = self.scanner.take_cuts();
+        cuts.iter().for_each(|&c| self.map.want(c));
+        let mut out = Vec::new();
+        if !block.is_empty() {
+            for (at, piece) in split_at_cuts(block, start, &cuts) {
+                self.map.queued(at);
+                out.extend(self.gz.push(piece).await.map_err(Incomplete::Compression)?);
             }
-            let start = scanner.bytes();
-            scanner.feed(&block);
-            let cuts = scanner.take_cuts();
-            cuts.iter().for_each(|&c| map.want(c));
-            let mut out = Vec::new();
-            if !block.is_empty() {
-                for (at, piece) in split_at_cuts(block, start, &cuts) {
-                    map.queued(at);
-                    let member = gz
-                        .push(piece)
-                        .await
-                        .map_err(|e| BackupError::Incomplete(format!("compression failed: {e}")))?;
-                    out.extend(member);
-                }
+        }
+        if eof {
+            while let Some(m) = self.gz.pop().await.map_err(Incomplete::Compression)? {
+                out.push(m);
             }
-            if eof {
-                while let Some(m) = gz
-                    .pop()
-                    .await
-                    .map_err(|e| BackupError::Incomplete(format!("compression failed: {e}")))?
-                {
-                    out.push(m);
-                }
-            }
-            out.iter().for_each(|m| map.emitted(m.len() as u64));
-            if let Some(s) = sealer.as_mut() {
-                let mut sealed = Vec::new();
-                for m in out {
-                    sealed.extend(s.seal(&m).map_err(|e| BackupError::Incomplete(format!("encryption failed: {e}")))?);
-                }
-                out = if sealed.is_empty() { Vec::new() } else { vec![sealed.into()] };
-            }
-            for m in out {
-                sha.update(&m);
-                size += m.len() as u64;
-                if tx.send(m).await.is_err() {
-                    // The uploader stopped; its own error explains why.
-                    return Err(BackupError::Storage(StorageError::Aborted("the upload stopped".into())));
-                }
-            }
-            if last_progress.elapsed() >= PROGRESS_EVERY {
-                last_progress = Instant::now();
-                let secs = started.elapsed().as_secs_f64().max(0.001);
-                info!(
-                    dumped_bytes = scanner.bytes(),
-                    compressed_bytes = size,
-                    rate_mb_s = format!("{:.1}", scanner.bytes() as f64 / secs / 1e6),
-                    "Backup in progress"
-                );
-            }
+        }
+        out.iter().for_each(|m| self.map.emitted(m.len() as u64));
+        let Some(s) = self.sealer.as_mut() else { return Ok(out) };
+        let mut sealed = Vec::new();
+        for m in out {
+            sealed.extend(s.seal(&m).map_err(Incomplete::Encryption)?);
+        }
+        Ok(if sealed.is_empty() { Vec::new() } else { vec![sealed.into()] })
+    }
+
+    /// Hashes, counts and sends `out`.
+    async fn send(&mut self, out: Vec<bytes::Bytes>, tx: &BodySender) -> Result<(), BackupError> {
+        for m in out {
+            self.sha.update(&m);
+            self.size += m.len() as u64;
+            tx.send(m).await.map_err(|()| upload_stopped())?;
         }
         Ok(())
     }
-    .await;
-    if let Err(e) = result {
-        child.kill().await;
-        let _ = child.wait().await;
-        tx.fail(e.to_string()).await;
-        return Err(e);
-    }
-    // Only now, with the whole stream read, does pg_dump's exit status mean anything.
-    if let Err(f) = child.wait().await {
-        let failure = DumpFailure::from_tool(f);
-        tx.fail(failure.to_string()).await;
-        return Err(BackupError::Pg(PgError::Dump(failure)));
-    }
-    let scan = scanner.finish();
-    if !scan.complete {
-        let why = match &scan.open_copy {
-            Some(t) => format!("the dump ended inside the data of table {t}"),
-            None => "the dump does not end with pg_dump's closing line".into(),
-        };
-        tx.fail(why.clone()).await;
-        return Err(BackupError::Incomplete(why));
-    }
-    // The end of the stream: filler the uploader may need, then the end of the encryption. The
-    // filler can be as large as a part, so it goes out in pieces like the members did.
-    let plan = tx.plan().await;
-    let extra = match filler_needed(sealer.as_ref(), map.compressed(), size, plan) {
-        Ok(n) => n,
-        Err(e) => {
-            tx.fail(e.clone()).await;
-            return Err(BackupError::Incomplete(e));
+
+    /// A progress line every [`PROGRESS_EVERY`].
+    fn progress(&mut self) {
+        if self.last_progress.elapsed() < PROGRESS_EVERY {
+            return;
         }
-    };
-    let mut left = extra;
-    while left > 0 || sealer.is_some() {
-        // Pieces of about a block, none too small to be a member of its own.
-        let piece = if left <= 2 * BLOCK_SIZE as u64 { left } else { BLOCK_SIZE as u64 };
-        left -= piece;
-        let plain = if piece > 0 { filler(piece) } else { Vec::new() };
-        let data = match sealer.as_mut() {
-            None => plain,
-            Some(s) => {
-                let mut out = s.seal(&plain);
-                if left == 0 {
-                    let tail = sealer.take().expect("checked").finish();
-                    out = out.and_then(|mut o| tail.map(|t| [std::mem::take(&mut o), t].concat()));
-                }
-                match out {
-                    Ok(o) => o,
-                    Err(e) => {
-                        tx.fail(format!("encryption failed: {e}")).await;
-                        return Err(BackupError::Incomplete(format!("encryption failed: {e}")));
-                    }
-                }
+        self.last_progress = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        info!(
+            dumped_bytes = self.scanner.bytes(),
+            compressed_bytes = self.size,
+            rate_mb_s = format!("{:.1}", self.scanner.bytes() as f64 / secs / 1e6),
+            "Backup in progress"
+        );
+    }
+
+    /// After `pg_dump` exited 0: proves the dump complete, ends the stream (filler the uploader
+    /// may need, then the end of the encryption) and says what was streamed.
+    async fn finish(mut self, tx: &mut BodySender) -> Result<Streamed, BackupError> {
+        let scan = std::mem::take(&mut self.scanner).finish();
+        if !scan.complete {
+            return Err(match &scan.open_copy {
+                Some(t) => Incomplete::EndsInsideCopy(t.clone()),
+                None => Incomplete::Unfinished,
             }
-        };
-        sha.update(&data);
-        size += data.len() as u64;
-        if tx.send(data.into()).await.is_err() {
-            return Err(BackupError::Storage(StorageError::Aborted("the upload stopped".into())));
+            .into());
         }
+        let plan = tx.plan().await;
+        let mut left = filler_needed(self.sealer.as_ref(), self.map.compressed(), self.size, plan)?;
+        // The filler can be as large as a part, so it goes out in pieces like the members did.
+        while left > 0 || self.sealer.is_some() {
+            // Pieces of about a block, none too small to be a member of its own.
+            let piece = if left <= 2 * BLOCK_SIZE as u64 { left } else { BLOCK_SIZE as u64 };
+            left -= piece;
+            let plain = if piece > 0 { filler(piece) } else { Vec::new() };
+            let data = match self.sealer.as_mut() {
+                None => plain,
+                Some(s) => {
+                    let mut out = s.seal(&plain).map_err(Incomplete::Encryption)?;
+                    if left == 0 {
+                        let tail = self.sealer.take().map(Sealer::finish).transpose().map_err(Incomplete::Encryption)?;
+                        out.extend(tail.unwrap_or_default());
+                    }
+                    out
+                }
+            };
+            self.send(vec![data.into()], tx).await?;
+        }
+        Ok(Streamed {
+            table_members: self.map.finish(&scan.copies, scan.bytes),
+            toc: scan
+                .toc
+                .into_iter()
+                .map(|t| crate::records::manifest::TocEntry {
+                    kind: t.kind,
+                    schema: t.schema,
+                    name: t.name,
+                })
+                .collect(),
+            size: self.size,
+            uncompressed: scan.bytes,
+            sha256: hex::encode(self.sha.finalize()),
+            tables: scan.tables,
+            privileges: crate::records::manifest::Privileges {
+                owners: scan.owners,
+                grants: scan.grants.into_iter().map(|(t, g)| (t, g.into_iter().collect())).collect(),
+                roles: scan.roles.iter().map(|r| crate::pipeline::stages::dumpscan::unquote(r)).collect(),
+            },
+        })
     }
-    tx.finish().await;
-    let table_members = map.finish(&scan.copies, scan.bytes);
-    Ok(Streamed {
-        table_members,
-        toc: scan
-            .toc
-            .into_iter()
-            .map(|t| crate::records::manifest::TocEntry {
-                kind: t.kind,
-                schema: t.schema,
-                name: t.name,
-            })
-            .collect(),
-        size,
-        uncompressed: scan.bytes,
-        sha256: hex::encode(sha.finalize()),
-        tables: scan.tables,
-        privileges: crate::records::manifest::Privileges {
-            owners: scan.owners,
-            grants: scan.grants.into_iter().map(|(t, g)| (t, g.into_iter().collect())).collect(),
-            roles: scan.roles.iter().map(|r| crate::pipeline::stages::dumpscan::unquote(r)).collect(),
-        },
-    })
 }
 
 /// Bytes of filler members that must end the stream once every member was sent: none, unless the
 /// uploader streams its parts and the body would otherwise end inside one it has started (see
 /// [`PartPlan`]). `gzip_bytes` went into the sealer (when there is one), `sent` bytes went to the
 /// uploader.
-fn filler_needed(sealer: Option<&Sealer>, gzip_bytes: u64, sent: u64, plan: PartPlan) -> Result<u64, String> {
+fn filler_needed(sealer: Option<&Sealer>, gzip_bytes: u64, sent: u64, plan: PartPlan) -> Result<u64, Incomplete> {
     // The body's final length if `extra` bytes of filler were added now.
     let final_len = |extra: u64| sealer.map_or(sent + extra, |s| s.sealed_len(gzip_bytes + extra));
     let Some(end) = plan.end_for(final_len(0)) else { return Ok(0) };
@@ -245,6 +278,6 @@ fn filler_needed(sealer: Option<&Sealer>, gzip_bytes: u64, sent: u64, plan: Part
     let extra = (end - final_len(0)).max(FILLER_MIN);
     match plan.end_for(final_len(extra)) {
         None => Ok(extra),
-        Some(_) => Err(format!("internal error: {extra} bytes of filler do not end the body at {end}")),
+        Some(_) => Err(Incomplete::Filler { filler: extra, end }),
     }
 }
