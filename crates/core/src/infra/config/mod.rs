@@ -9,6 +9,7 @@ mod choices;
 mod http;
 mod libpq;
 mod raw;
+mod sections;
 mod settings;
 mod storage;
 mod validate;
