@@ -15,11 +15,13 @@ use super::{Observer, Operator, OperatorError};
 use crate::infra::pg::psql::find_psql;
 use crate::infra::pg::{self, target::Contents, PsqlFailure};
 use crate::infra::secret::DbUrl;
+use crate::infra::storage::Key;
 use crate::pipeline::restore::{judge, restore_into, Attempt, EnvironmentFault, Judgement, RestoreError, StreamError, Target};
 use crate::records::catalog::Catalog;
 use crate::records::keys::BackupId;
-use crate::records::manifest;
+use crate::records::manifest::{self, Manifest};
 use chrono::{DateTime, Utc};
+use std::time::Duration;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -153,19 +155,7 @@ impl Operator {
         // deadline comes only from verifications on record, never from a default.
         let deadline = match req.timeout.or(self.settings.verify.timeout) {
             Some(d) => Some(d),
-            None => {
-                let keys: Vec<String> = cat
-                    .verifications
-                    .iter()
-                    .filter(|v| v.passed == Some(true))
-                    .map(|v| v.key.clone())
-                    .collect();
-                let recorded = crate::records::history::recent_restore_secs(st, &keys, 5, cancel).await;
-                recorded
-                    .iter()
-                    .any(|s| s.is_finite() && *s > 0.0)
-                    .then(|| crate::pipeline::restore::default_deadline(&recorded))
-            }
+            None => self.recorded_deadline(&cat, cancel).await,
         };
         let (preamble, replaced, target_major) = self.prepare_target(req).await?;
         if let Some(c) = &replaced {
@@ -178,67 +168,23 @@ impl Operator {
         let candidates = complete.iter().skip(first).take(req.fallback + 1);
         let mut skipped = Vec::new();
         for id in candidates {
-            let refused = |why: String, observer: &dyn Observer, skipped: &mut Vec<(String, String)>| {
-                let key = self.layout.backup(*id).to_string();
-                observer.note(&format!("FAILED {key}: {why}"));
-                observer.note("nothing was restored from it; trying the next older backup");
-                skipped.push((key, why));
-            };
-            let m = match manifest::read_checked(st, &self.layout, *id, &self.settings.trusted, cancel).await? {
-                // Nothing of a backup that no trusted backup service made is restored.
-                manifest::Checked::Found(_, manifest::Trust::Untrusted(why)) => {
-                    refused(format!("{}: {why}", crate::pipeline::verify::UNTRUSTED), observer, &mut skipped);
+            let m = match self.trusted_manifest(*id, cancel).await? {
+                Ok(m) => m,
+                Err(why) => {
+                    let key = self.layout.backup(*id).to_string();
+                    observer.note(&format!("FAILED {key}: {why}"));
+                    observer.note("nothing was restored from it; trying the next older backup");
+                    skipped.push((key, why));
                     continue;
                 }
-                manifest::Checked::Unreadable(why) => {
-                    refused(why, observer, &mut skipped);
-                    continue;
-                }
-                manifest::Checked::Found(m, _) => Some(*m),
-                manifest::Checked::Missing => None,
             };
             let key = match &m {
                 Some(m) if m.encryption.is_some() => self.layout.object(*id, true),
                 _ => self.layout.backup(*id),
             };
-            if let Some(source) = m.as_ref().and_then(|m| pg::parse_version(&format!("x) {}", m.server_version))) {
-                if source.major > target_major {
-                    // A dump restores only on a server at least as new as its source; an older
-                    // backup would not fix the target.
-                    return Err(RestoreFailure::Environment {
-                        key: key.to_string(),
-                        cause: format!(
-                            "the target server runs PostgreSQL {target_major}, older than the backup's source (PostgreSQL {}); restore into PostgreSQL {} or newer",
-                            source, source.major
-                        ),
-                    }
-                    .into());
-                }
-            }
-            let dump_major = m
-                .as_ref()
-                .and_then(|m| pg::parse_version(&format!("x) {}", m.pg_dump_version)))
-                .map_or(0, |v| v.major);
-            let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
-            if let Some(why) = m.as_ref().and_then(|m| crate::infra::pg::psql::pg_dump_warning(&m.pg_dump_version)) {
-                observer.note(&format!("warning: {key} was {why}"));
-            }
-            let size = m.as_ref().map_or(0, |m| m.size);
-            let roles = super::roles::plan(st, m.as_ref(), &req.target, req.privileges, cancel).await?;
-            observer.note(&roles.note);
-            let preamble = format!("{}{preamble}", roles.sql);
-            observer.note(&format!("restoring {key} into {} ...", req.target));
-            let target = Target {
-                psql: &tool,
-                url: &req.target,
-                preamble: &preamble,
-                strip: roles.strip,
-                identities: &self.settings.identities,
-                deadline,
-            };
-            let progress = observer.begin(&format!("restoring {key}"), size);
-            let attempt = restore_into(st, &key, m.as_ref(), &target, progress, cancel).await;
-            observer.end();
+            let attempt = self
+                .attempt(&key, m.as_ref(), req, &preamble, target_major, deadline, observer, cancel)
+                .await?;
             match decide(key.as_str(), &req.target, attempt).await? {
                 Verdict::Done => {
                     return Ok(RestoreOutcome {
@@ -257,6 +203,91 @@ impl Operator {
             }
         }
         Err(RestoreFailure::AllFailed { tried: skipped.len() }.into())
+    }
+
+    /// How long a restore may take when nobody said: from the restores on record (`None`: none).
+    async fn recorded_deadline(&self, cat: &Catalog, cancel: &CancellationToken) -> Option<Duration> {
+        let keys: Vec<String> = cat
+            .verifications
+            .iter()
+            .filter(|v| v.passed == Some(true))
+            .map(|v| v.key.clone())
+            .collect();
+        let recorded = crate::records::history::recent_restore_secs(self.storage.as_ref(), &keys, 5, cancel).await;
+        recorded
+            .iter()
+            .any(|s| s.is_finite() && *s > 0.0)
+            .then(|| crate::pipeline::restore::default_deadline(&recorded))
+    }
+
+    /// The backup's manifest when it may be restored (`Ok(None)`: it has none), or why not:
+    /// nothing of a backup that no trusted backup service made is restored.
+    async fn trusted_manifest(&self, id: BackupId, cancel: &CancellationToken) -> Result<Result<Option<Manifest>, String>, OperatorError> {
+        Ok(
+            match manifest::read_checked(self.storage.as_ref(), &self.layout, id, &self.settings.trusted, cancel).await? {
+                manifest::Checked::Found(_, manifest::Trust::Untrusted(why)) => {
+                    Err(format!("{}: {why}", crate::pipeline::verify::UNTRUSTED))
+                }
+                manifest::Checked::Unreadable(why) => Err(why),
+                manifest::Checked::Found(m, _) => Ok(Some(*m)),
+                manifest::Checked::Missing => Ok(None),
+            },
+        )
+    }
+
+    /// One restore of `key` into the target: the versions checked, the right psql, the roles
+    /// planned, then the restore itself. The target's server being older than the backup's source
+    /// is the environment's fault: no older backup would fix it.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        key: &Key,
+        m: Option<&Manifest>,
+        req: &RestoreRequest,
+        preamble: &str,
+        target_major: u32,
+        deadline: Option<Duration>,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<Result<Attempt, RestoreError>, OperatorError> {
+        if let Some(source) = m.and_then(|m| pg::parse_version(&format!("x) {}", m.server_version))) {
+            if source.major > target_major {
+                // A dump restores only on a server at least as new as its source; an older
+                // backup would not fix the target.
+                return Err(RestoreFailure::Environment {
+                    key: key.to_string(),
+                    cause: format!(
+                        "the target server runs PostgreSQL {target_major}, older than the backup's source (PostgreSQL {}); restore into PostgreSQL {} or newer",
+                        source, source.major
+                    ),
+                }
+                .into());
+            }
+        }
+        let dump_major = m
+            .and_then(|m| pg::parse_version(&format!("x) {}", m.pg_dump_version)))
+            .map_or(0, |v| v.major);
+        let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
+        if let Some(why) = m.and_then(|m| crate::infra::pg::psql::pg_dump_warning(&m.pg_dump_version)) {
+            observer.note(&format!("warning: {key} was {why}"));
+        }
+        let size = m.map_or(0, |m| m.size);
+        let roles = super::roles::plan(self.storage.as_ref(), m, &req.target, req.privileges, cancel).await?;
+        observer.note(&roles.note);
+        let preamble = format!("{}{preamble}", roles.sql);
+        observer.note(&format!("restoring {key} into {} ...", req.target));
+        let target = Target {
+            psql: &tool,
+            url: &req.target,
+            preamble: &preamble,
+            strip: roles.strip,
+            identities: &self.settings.identities,
+            deadline,
+        };
+        let progress = observer.begin(&format!("restoring {key}"), size);
+        let attempt = restore_into(self.storage.as_ref(), key, m, &target, progress, cancel).await;
+        observer.end();
+        Ok(attempt)
     }
 
     /// What is in a target now, and its server's major version (for a confirmation before
