@@ -149,6 +149,32 @@ pub async fn prune_with(
     let cutoff = now - chrono::Duration::days(policy.retention_days.min(100_000) as i64);
     // Backup objects first; a backup's manifest and records go only once its object is gone,
     // so a store that refuses some deletes never leaves a backup without its manifest.
+    let deleted = delete_objects(storage, layout, &catalog, &plan.delete, cancel).await;
+    let gone = match &deleted {
+        Ok(all) => all.as_slice(),
+        Err((_, some)) => some.as_slice(),
+    };
+    let keys = metadata_of(storage, layout, &catalog, gone, &lost_but_kept, cutoff, cancel).await;
+    let metadata = if keys.is_empty() {
+        Ok(())
+    } else {
+        storage.delete_many(&keys, cancel).await
+    };
+    match deleted {
+        Err((e, _)) => Err(e),
+        Ok(_) => metadata.map(|()| plan),
+    }
+}
+
+/// Deletes the objects of `delete` (the keys as listed: plain or encrypted). On failure, the error
+/// and the backups whose objects are gone all the same.
+async fn delete_objects(
+    storage: &dyn Storage,
+    layout: &Layout,
+    catalog: &Catalog,
+    delete: &[BackupId],
+    cancel: &CancellationToken,
+) -> Result<Vec<BackupId>, (StorageError, Vec<BackupId>)> {
     // The keys as listed (plain or encrypted): a versioned bucket gets no delete marker for a
     // name that never existed.
     let listed = |id: &BackupId| -> Key {
@@ -159,23 +185,32 @@ pub async fn prune_with(
             .and_then(|b| Key::new(b.key.clone()).ok())
             .unwrap_or_else(|| layout.backup(*id))
     };
-    let objects: Vec<Key> = plan.delete.iter().map(listed).collect();
-    let deleted = match storage.delete_many(&objects, cancel).await {
-        Ok(()) => Ok(plan.delete.clone()),
+    let objects: Vec<Key> = delete.iter().map(listed).collect();
+    match storage.delete_many(&objects, cancel).await {
+        Ok(()) => Ok(delete.to_vec()),
         Err(e) => {
             let mut gone = Vec::new();
-            for id in &plan.delete {
+            for id in delete {
                 if let Ok(None) = storage.head(&listed(id), cancel).await {
                     gone.push(*id);
                 }
             }
             Err((e, gone))
         }
-    };
-    let gone = match &deleted {
-        Ok(all) => all.as_slice(),
-        Err((_, some)) => some.as_slice(),
-    };
+    }
+}
+
+/// The records to delete once the objects of `gone` are: their manifests, signatures, saved roles
+/// and stale records, and saved roles left without a backup past the retention period.
+async fn metadata_of(
+    storage: &dyn Storage,
+    layout: &Layout,
+    catalog: &Catalog,
+    gone: &[BackupId],
+    lost_but_kept: &[BackupId],
+    cutoff: chrono::DateTime<Utc>,
+    cancel: &CancellationToken,
+) -> Vec<Key> {
     let mut keys: Vec<Key> = gone.iter().flat_map(|id| [layout.manifest(*id), layout.globals(*id)]).collect();
     // Signatures only where one was listed: a versioned bucket gets no delete marker for a name
     // that never existed.
@@ -184,7 +219,7 @@ pub async fn prune_with(
             .filter(|id| catalog.signatures.contains(id))
             .map(|id| layout.manifest_signature(*id)),
     );
-    keys.extend(stale_records(&catalog, layout, gone, &lost_but_kept, cutoff));
+    keys.extend(stale_records(catalog, layout, gone, lost_but_kept, cutoff));
     // Saved roles whose backup is gone (a failed clean-up, a crash before the manifest, a
     // lifecycle rule), once they are past the retention period.
     if let Ok(saved) = storage.list(&layout.globals_prefix(), cancel).await {
@@ -197,15 +232,7 @@ pub async fn prune_with(
                 .map(|id| layout.globals(id)),
         );
     }
-    let metadata = if keys.is_empty() {
-        Ok(())
-    } else {
-        storage.delete_many(&keys, cancel).await
-    };
-    match deleted {
-        Err((e, _)) => Err(e),
-        Ok(_) => metadata.map(|()| plan),
-    }
+    keys
 }
 
 /// pgvigil's own records that no longer serve: those of deleted backups, those of backups already
