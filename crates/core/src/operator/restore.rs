@@ -207,13 +207,7 @@ impl Operator {
 
     /// How long a restore may take when nobody said: from the restores on record (`None`: none).
     async fn recorded_deadline(&self, cat: &Catalog, cancel: &CancellationToken) -> Option<Duration> {
-        let keys: Vec<String> = cat
-            .verifications
-            .iter()
-            .filter(|v| v.passed == Some(true))
-            .map(|v| v.key.clone())
-            .collect();
-        let recorded = crate::records::history::recent_restore_secs(self.storage.as_ref(), &keys, 5, cancel).await;
+        let recorded = crate::records::history::recent_passed_restore_secs(self.storage.as_ref(), cat, 5, cancel).await;
         recorded
             .iter()
             .any(|s| s.is_finite() && *s > 0.0)

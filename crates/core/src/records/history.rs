@@ -209,6 +209,23 @@ pub async fn read_failure(storage: &dyn Storage, key: &str, cancel: &Cancellatio
     serde_json::from_slice(&bytes).map_err(|e| StorageError::other(format!("failure record unreadable: {e}"), false))
 }
 
+/// How long the restores (with their checks) of the newest `n` verifications that passed took, in
+/// seconds (see [`recent_restore_secs`]).
+pub async fn recent_passed_restore_secs(
+    storage: &dyn Storage,
+    catalog: &super::catalog::Catalog,
+    n: usize,
+    cancel: &CancellationToken,
+) -> Vec<f64> {
+    let keys: Vec<String> = catalog
+        .verifications
+        .iter()
+        .filter(|v| v.passed == Some(true))
+        .map(|v| v.key.clone())
+        .collect();
+    recent_restore_secs(storage, &keys, n, cancel).await
+}
+
 /// How long the restores (with their checks) of the newest `n` verification records took, in
 /// seconds: what a restore's deadline is derived from. Unreadable records are skipped.
 pub async fn recent_restore_secs(storage: &dyn Storage, keys: &[String], n: usize, cancel: &CancellationToken) -> Vec<f64> {

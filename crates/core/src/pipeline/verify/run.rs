@@ -18,7 +18,7 @@ use crate::records::keys::{BackupId, SEALED};
 use crate::records::manifest::{self, Manifest};
 use chrono::Utc;
 use sqlx::postgres::PgConnection;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -261,34 +261,18 @@ async fn verify_with_manifest(
     check_identity(ctx, key, m)?;
     let admin_url = &ctx.database_url;
     let mut admin = pg::connect(admin_url).await?;
-    // Scratch databases that a crash or a lost connection left behind would fill the server.
-    match pg::scratch::drop_abandoned(&mut admin, admin_url).await {
-        Ok(dropped) if !dropped.is_empty() => info!(databases = %dropped.join(", "), "dropped scratch databases left by an earlier run"),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "could not look for scratch databases left by an earlier run"),
-    }
-    let verify_server: PgVersion = pg::server_version(&mut admin, admin_url).await?;
-    let source_major = major(&m.server_version);
-    if verify_server.major < source_major {
-        pg::close(admin).await;
-        return Err(CouldNotRun::VerifyServerTooOld {
-            verify: verify_server.to_string(),
-            source_server: m.server_version.clone(),
-            source_major,
+    let verify_server = match verify_server(&mut admin, admin_url, m).await {
+        Ok(v) => v,
+        Err(e) => {
+            pg::close(admin).await;
+            return Err(e);
         }
-        .into());
-    }
+    };
     let psql = find_psql(ctx.tools.psql.as_deref(), major(&m.pg_dump_version)).await?;
     if let Some(why) = crate::infra::pg::psql::pg_dump_warning(&m.pg_dump_version) {
         warn!("{key} was {why}");
     }
-    let queries = match (&ctx.cfg.queries, &ctx.cfg.queries_file) {
-        (Some(text), _) => split_statements(text),
-        (None, Some(f)) => {
-            split_statements(&std::fs::read_to_string(f).map_err(|source| CouldNotRun::QueriesFile { path: f.clone(), source })?)
-        }
-        (None, None) => Vec::new(),
-    };
+    let queries = user_queries(ctx)?;
     let evidence = Evidence {
         versions: Versions {
             source_server: m.server_version.clone(),
@@ -317,21 +301,11 @@ async fn verify_with_manifest(
             return Err(e);
         }
     };
-    // Without VERIFY_TIMEOUT the deadline comes from recent verifications; with none to go by,
-    // running out of time says nothing about the backup.
-    let (deadline, blames_backup) = match ctx.cfg.timeout {
-        Some(d) => (d, true),
-        None => {
-            let cat = crate::records::catalog::Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
-            let keys: Vec<String> = cat
-                .verifications
-                .iter()
-                .filter(|v| v.passed == Some(true))
-                .map(|v| v.key.clone())
-                .collect();
-            let recorded = crate::records::history::recent_restore_secs(ctx.storage.as_ref(), &keys, 5, cancel).await;
-            let usable = recorded.iter().any(|s| s.is_finite() && *s > 0.0);
-            (crate::pipeline::restore::default_deadline(&recorded), usable)
+    let (deadline, blames_backup) = match deadline(ctx, cancel).await {
+        Ok(d) => d,
+        Err(e) => {
+            drop_scratch(admin, admin_url, &name).await;
+            return Err(e);
         }
     };
     let mut run = Run {
@@ -348,6 +322,52 @@ async fn verify_with_manifest(
     let outcome = restore_and_check(&mut run, &scratch_url, evidence, cancel).await;
     drop_scratch(admin, admin_url, &name).await;
     outcome
+}
+
+/// The verify server's version, once scratch databases that a crash or a lost connection left
+/// behind are dropped (they would fill the server); a server older than the backup's source cannot
+/// restore it, which is the environment's fault.
+async fn verify_server(admin: &mut PgConnection, admin_url: &DbUrl, m: &Manifest) -> Result<PgVersion, VerifyError> {
+    match pg::scratch::drop_abandoned(admin, admin_url).await {
+        Ok(dropped) if !dropped.is_empty() => info!(databases = %dropped.join(", "), "dropped scratch databases left by an earlier run"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not look for scratch databases left by an earlier run"),
+    }
+    let verify_server: PgVersion = pg::server_version(admin, admin_url).await?;
+    let source_major = major(&m.server_version);
+    if verify_server.major < source_major {
+        return Err(CouldNotRun::VerifyServerTooOld {
+            verify: verify_server.to_string(),
+            source_server: m.server_version.clone(),
+            source_major,
+        }
+        .into());
+    }
+    Ok(verify_server)
+}
+
+/// The operator's checks (`VERIFY_QUERIES` or `VERIFY_QUERIES_FILE`), one statement each.
+fn user_queries(ctx: &VerifyContext) -> Result<Vec<String>, VerifyError> {
+    Ok(match (&ctx.cfg.queries, &ctx.cfg.queries_file) {
+        (Some(text), _) => split_statements(text),
+        (None, Some(f)) => {
+            split_statements(&std::fs::read_to_string(f).map_err(|source| CouldNotRun::QueriesFile { path: f.clone(), source })?)
+        }
+        (None, None) => Vec::new(),
+    })
+}
+
+/// How long the restore and its checks may take, and whether running out of time blames the
+/// backup: `VERIFY_TIMEOUT`, or one derived from recent verifications (with none to go by, running
+/// out of time says nothing about the backup).
+async fn deadline(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<(Duration, bool), VerifyError> {
+    if let Some(d) = ctx.cfg.timeout {
+        return Ok((d, true));
+    }
+    let cat = crate::records::catalog::Catalog::load(ctx.storage.as_ref(), &ctx.layout, cancel).await?;
+    let recorded = crate::records::history::recent_passed_restore_secs(ctx.storage.as_ref(), &cat, 5, cancel).await;
+    let usable = recorded.iter().any(|s| s.is_finite() && *s > 0.0);
+    Ok((crate::pipeline::restore::default_deadline(&recorded), usable))
 }
 
 /// Drops a run's scratch database. The administration connection sat idle through the whole
