@@ -1,13 +1,10 @@
 //! Metrics scraped from running services and parsed as OpenMetrics; the sample alerting rules
 //! only name metrics the services expose; Docker's HEALTHCHECK command tells alive from dead.
 
+use pgvigil_e2e::pg::free_port;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::scrape::Scrape;
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Every `pgvigil_…` metric name the sample alerting rules' expressions use.
 fn names_in_rules() -> Vec<String> {

@@ -6,6 +6,7 @@
 //! starts.
 
 use flate2::read::MultiGzDecoder;
+use pgvigil_e2e::pg::free_port;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
 use std::io::Read;
@@ -126,10 +127,6 @@ async fn watched(name: &str, args: &[&str], vars: &[(&str, String)], what: &str,
         assert!(leaks.is_empty(), "{what}: a secret in a command line: {leaks:?}");
     }
     (status.success(), out)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,13 +10,10 @@ use pgvigil_core::records::history::{write_failure, FailureRecord};
 use pgvigil_core::records::keys::Layout;
 use pgvigil_core::records::timeline::{RecordCache, Timeline};
 use pgvigil_e2e::browser::{artefacts, Browser};
+use pgvigil_e2e::pg::free_port;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
 use tokio_util::sync::CancellationToken;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// What the test reads off the rendered page, in the browser.
 const FACTS: &str = r#"

@@ -48,7 +48,8 @@ pub fn bindir() -> PathBuf {
         .expect("PostgreSQL server binaries not found: install postgresql (see .ci/run)")
 }
 
-fn free_port() -> u16 {
+/// A TCP port free on this machine now (for a server a test starts).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

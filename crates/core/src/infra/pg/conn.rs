@@ -162,8 +162,8 @@ pub fn classify(url: &DbUrl, e: &sqlx::Error) -> PgError {
             let msg = scrub(db.message(), &refs);
             match code.as_str() {
                 "28P01" | "28000" => PgError::Rejected(format!("authentication failed for {target}: {msg} (check the user and password)")),
-                "3D000" => PgError::Rejected(format!("{msg} on {target} (check the database name in the URL)")),
-                "42501" => PgError::Rejected(format!("permission denied on {target}: {msg}")),
+                SqlState::INVALID_CATALOG_NAME => PgError::Rejected(format!("{msg} on {target} (check the database name in the URL)")),
+                SqlState::INSUFFICIENT_PRIVILEGE => PgError::Rejected(format!("permission denied on {target}: {msg}")),
                 "57P03" | "53300" | "57P01" => PgError::Unavailable(format!("{target} is not accepting connections: {msg}")),
                 _ => PgError::Sql {
                     state: SqlState(code),

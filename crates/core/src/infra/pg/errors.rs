@@ -138,6 +138,22 @@ impl EnvironmentCause {
 }
 
 impl SqlState {
+    /// `42501`: the role lacks a privilege.
+    pub const INSUFFICIENT_PRIVILEGE: &'static str = "42501";
+    /// `42710`: the object (a role) exists already.
+    pub const DUPLICATE_OBJECT: &'static str = "42710";
+    /// `3D000`: no database of that name.
+    pub const INVALID_CATALOG_NAME: &'static str = "3D000";
+    /// `0A000`: a feature the server lacks (an extension not installed).
+    pub const FEATURE_NOT_SUPPORTED: &'static str = "0A000";
+    /// `58P01`: a file the server needs is missing (an extension's).
+    pub const UNDEFINED_FILE: &'static str = "58P01";
+
+    /// Whether a database error has the SQLSTATE `code` (one of the constants above).
+    pub fn is(e: &sqlx::Error, code: &str) -> bool {
+        Self::of(e).is_some_and(|s| s.0 == code)
+    }
+
     /// The SQLSTATE of a database error, if it is one.
     pub fn of(e: &sqlx::Error) -> Option<Self> {
         e.as_database_error().and_then(|d| d.code()).map(|c| SqlState(c.into_owned()))

@@ -177,11 +177,11 @@ async fn plan_index_checks(conn: &mut PgConnection, url: &DbUrl, mode: Amcheck) 
     if let Err(e) = sqlx::query("CREATE EXTENSION IF NOT EXISTS amcheck").execute(&mut *conn).await {
         let state = SqlState::of(&e);
         let reason = match (state.as_ref().map(|s| s.0.as_str()), pg::classify(url, &e)) {
-            (Some("42501"), _) => {
+            (Some(SqlState::INSUFFICIENT_PRIVILEGE), _) => {
                 "the verify role may not create the amcheck extension (it needs superuser); see docs/configuration.md, VERIFY_AMCHECK"
                     .to_string()
             }
-            (Some("0A000" | "58P01"), _) => {
+            (Some(SqlState::FEATURE_NOT_SUPPORTED | SqlState::UNDEFINED_FILE), _) => {
                 "amcheck is not installed on the verify server (PostgreSQL's contrib package provides it)".to_string()
             }
             (_, other) if other.is_retryable() => return Err(environment("creating amcheck".into(), other)),

@@ -11,7 +11,7 @@
 //! | neither | — | ownership and grants |
 
 use super::CouldNotRun;
-use crate::infra::pg::{self, globals, PgError};
+use crate::infra::pg::{self, globals, PgError, SqlState};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::{get_bytes, Key, Storage};
 use crate::pipeline::stages::dumpscan::roles::quote;
@@ -102,55 +102,7 @@ pub(super) async fn prepare(
             },
         }));
     }
-    let needed = needed_roles(dumped);
-    let mut created = Vec::new();
-    let mut foreign = Vec::new();
-    for role in needed.iter().filter(|r| !r.starts_with("pg_")) {
-        let what = || format!("creating role {role} on the verify server for the restore");
-        let (exists, member): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), \
-             EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND pg_has_role(current_user, oid, 'MEMBER'))",
-        )
-        .bind(role)
-        .fetch_one(&mut *admin)
-        .await
-        .map_err(|e| pg::classify(url, &e))?;
-        if exists {
-            if !superuser && !member {
-                // An existing role pgvigil did not create: joining it because a backup names it
-                // would hand the verify role its privileges.
-                foreign.push(role.clone());
-            }
-            continue;
-        }
-        match sqlx::query(&format!("CREATE ROLE {} NOLOGIN", quote(role)))
-            .execute(&mut *admin)
-            .await
-        {
-            Ok(_) => created.push(role.clone()),
-            // Another verifier created it a moment ago.
-            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42710") => {
-                foreign.push(role.clone());
-                continue;
-            }
-            Err(e) => {
-                return Err(CouldNotRun::Check {
-                    what: what(),
-                    source: pg::classify(url, &e),
-                }
-                .into())
-            }
-        }
-        if !superuser {
-            sqlx::query(&format!("GRANT {} TO CURRENT_USER", quote(role)))
-                .execute(&mut *admin)
-                .await
-                .map_err(|e| CouldNotRun::Check {
-                    what: format!("making the verify role a member of {role} (needed to restore its default privileges)"),
-                    source: pg::classify(url, &e),
-                })?;
-        }
-    }
+    let (created, foreign) = create_roles(admin, url, &needed_roles(dumped), superuser).await?;
     if !foreign.is_empty() {
         return Ok(Ok(Plan {
             strip: Strip::OwnershipAndGrants,
@@ -183,6 +135,67 @@ pub(super) async fn prepare(
             ..PrivilegeEvidence::default()
         },
     }))
+}
+
+/// Creates the roles the dump names that the verify server lacks (without login), and makes a
+/// verify role that is no superuser a member of each. Returns the roles created, and those that
+/// exist already without the verify role being a member: pgvigil joins only roles it created,
+/// since joining one because a backup names it would hand the verify role its privileges.
+async fn create_roles(
+    admin: &mut PgConnection,
+    url: &DbUrl,
+    needed: &BTreeSet<String>,
+    superuser: bool,
+) -> Result<(Vec<String>, Vec<String>), super::VerifyError> {
+    let mut created = Vec::new();
+    let mut foreign = Vec::new();
+    for role in needed.iter().filter(|r| !r.starts_with("pg_")) {
+        let what = || format!("creating role {role} on the verify server for the restore");
+        let (exists, member): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), \
+             EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND pg_has_role(current_user, oid, 'MEMBER'))",
+        )
+        .bind(role)
+        .fetch_one(&mut *admin)
+        .await
+        .map_err(|e| pg::classify(url, &e))?;
+        if exists {
+            if !superuser && !member {
+                // An existing role pgvigil did not create: joining it because a backup names it
+                // would hand the verify role its privileges.
+                foreign.push(role.clone());
+            }
+            continue;
+        }
+        match sqlx::query(&format!("CREATE ROLE {} NOLOGIN", quote(role)))
+            .execute(&mut *admin)
+            .await
+        {
+            Ok(_) => created.push(role.clone()),
+            // Another verifier created it a moment ago.
+            Err(e) if SqlState::is(&e, SqlState::DUPLICATE_OBJECT) => {
+                foreign.push(role.clone());
+                continue;
+            }
+            Err(e) => {
+                return Err(CouldNotRun::Check {
+                    what: what(),
+                    source: pg::classify(url, &e),
+                }
+                .into())
+            }
+        }
+        if !superuser {
+            sqlx::query(&format!("GRANT {} TO CURRENT_USER", quote(role)))
+                .execute(&mut *admin)
+                .await
+                .map_err(|e| CouldNotRun::Check {
+                    what: format!("making the verify role a member of {role} (needed to restore its default privileges)"),
+                    source: pg::classify(url, &e),
+                })?;
+        }
+    }
+    Ok((created, foreign))
 }
 
 /// After the restore: each table's owner (when ownership was restored) and grantees (when grants
