@@ -216,6 +216,31 @@ mod tests {
         let err = load(&[("BACKUP_DIR", "/x")], Role::Verify).unwrap_err().to_string();
         assert!(err.contains("VERIFY_DATABASE_URL: required"), "{err}");
         assert!(load(&[("BACKUP_DIR", "/x")], Role::Cli).is_ok());
+        // Without storage, every other bad variable is still named.
+        let err = load(
+            &[
+                ("PORT", "http"),
+                ("RETRY_BACKOFF_SECS", "0"),
+                ("LOG_FORMAT", "xml"),
+                ("STORAGE_PRICE_PER_GB_MONTH", "free"),
+                ("BACKUP_DATABASES", ","),
+                ("HEALTH_TOKEN", "short"),
+            ],
+            Role::Cli,
+        )
+        .unwrap_err()
+        .to_string();
+        for var in [
+            "S3_BUCKET",
+            "PORT",
+            "RETRY_BACKOFF_SECS",
+            "LOG_FORMAT",
+            "STORAGE_PRICE_PER_GB_MONTH",
+            "BACKUP_DATABASES",
+            "HEALTH_TOKEN",
+        ] {
+            assert!(err.contains(&format!("{var}:")), "{var} not named in:\n{err}");
+        }
     }
 
     #[test]

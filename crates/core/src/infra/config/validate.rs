@@ -99,6 +99,8 @@ impl Validator {
     }
 
     pub(super) fn settings(&mut self, mut raw: RawEnv, role: Role) -> Option<Settings> {
+        // Every section is validated before anything can stop short, so that one message lists
+        // every bad variable (in the order of the sections).
         let libpq_env = crate::infra::secret::LibpqEnv::new(self.libpq_env(&raw));
         let storage = self.storage(&raw);
         let tools = self.tools(&mut raw);
@@ -110,6 +112,14 @@ impl Validator {
         );
         let database_url = self.db_url("DATABASE_URL", db, role == Role::Backup);
         let backup = self.backup(&mut raw);
+        let (recipients, identities) = self.encryption(
+            role,
+            (
+                raw.backup_encryption_recipients.take(),
+                raw.backup_encryption_recipients_file.take(),
+            ),
+            (raw.backup_encryption_identity.take(), raw.backup_encryption_identity_file.take()),
+        );
         let vdb = self.secret(
             "VERIFY_DATABASE_URL",
             "VERIFY_DATABASE_URL_FILE",
@@ -123,15 +133,25 @@ impl Validator {
             (raw.backup_signing_key.take(), raw.backup_signing_key_file.take()),
             (raw.backup_trusted_keys.take(), raw.backup_trusted_keys_file.take()),
         );
-        let (recipients, identities) = self.encryption(
-            role,
-            (
-                raw.backup_encryption_recipients.take(),
-                raw.backup_encryption_recipients_file.take(),
-            ),
-            (raw.backup_encryption_identity.take(), raw.backup_encryption_identity_file.take()),
+        let databases = self.databases(raw.backup_databases.take());
+        let notify = self.notify(
+            (raw.notify_webhook_url.take(), raw.notify_webhook_url_file.take()),
+            (raw.heartbeat_url.take(), raw.heartbeat_url_file.take()),
+            raw.notify_on_success.take(),
         );
+        let port = self.port(raw.port.take());
+        let log_format = self.log_format(raw.log_format.take());
+        let price_per_gb_month = self.price(raw.storage_price_per_gb_month.take());
         let restore_database_url = self.restore_target(&mut raw, role);
+        let retry_backoff = self.uint(
+            "RETRY_BACKOFF_SECS",
+            raw.retry_backoff_secs.take(),
+            30,
+            1,
+            3600,
+            "whole seconds from 1 to 3600",
+        );
+        let health = self.health_access(raw.health_address.take(), (raw.health_token.take(), raw.health_token_file.take()));
         Some(Settings {
             storage: storage?,
             tools,
@@ -141,27 +161,16 @@ impl Validator {
             verify,
             restore_database_url: restore_database_url.map(|u| u.with_environment(&libpq_env)),
             libpq: libpq_env,
-            databases: self.databases(raw.backup_databases.take()),
-            notify: self.notify(
-                (raw.notify_webhook_url.take(), raw.notify_webhook_url_file.take()),
-                (raw.heartbeat_url.take(), raw.heartbeat_url_file.take()),
-                raw.notify_on_success.take(),
-            ),
+            databases,
+            notify,
             identities,
             signing,
             trusted,
-            port: self.port(raw.port.take()),
-            health: self.health_access(raw.health_address.take(), (raw.health_token.take(), raw.health_token_file.take())),
-            retry_backoff: Duration::from_secs(self.uint(
-                "RETRY_BACKOFF_SECS",
-                raw.retry_backoff_secs.take(),
-                30,
-                1,
-                3600,
-                "whole seconds from 1 to 3600",
-            )),
-            log_format: self.log_format(raw.log_format.take()),
-            price_per_gb_month: self.price(raw.storage_price_per_gb_month.take()),
+            port,
+            health,
+            retry_backoff: Duration::from_secs(retry_backoff),
+            log_format,
+            price_per_gb_month,
         })
     }
 }
