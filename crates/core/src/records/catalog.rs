@@ -149,6 +149,14 @@ impl Catalog {
         Ok(cat)
     }
 
+    /// Every object the listing found under the backup prefix, as (count, bytes): backups
+    /// (incomplete and future-dated ones too), the latest copy and foreign objects.
+    pub fn listed_totals(&self) -> (usize, u64) {
+        let sizes = self.backups.iter().chain(&self.future).map(|b| b.size);
+        let sizes: Vec<u64> = sizes.chain(self.latest.iter().chain(&self.foreign).map(|o| o.size)).collect();
+        (sizes.len(), sizes.iter().sum())
+    }
+
     /// Complete backups, newest first.
     pub fn complete(&self) -> impl Iterator<Item = &BackupEntry> {
         self.backups.iter().filter(|b| b.complete)

@@ -192,10 +192,11 @@ impl Timeline {
         t.failures = records;
         t.unreadable += unreadable.len();
         t.holds = super::holds::list(storage, layout, cancel).await?;
-        let mut objects = storage.list(&layout.backups_prefix(), cancel).await?;
-        objects.extend(storage.list(&format!("{META_ROOT}/{}/", layout.prefix()), cancel).await?);
-        t.total_bytes = objects.iter().map(|o| o.size).sum();
-        t.object_count = objects.len();
+        // The backup prefix was listed for the catalog; only the metadata area is listed here.
+        let (count, bytes) = catalog.listed_totals();
+        let metadata = storage.list(&format!("{META_ROOT}/{}/", layout.prefix()), cancel).await?;
+        t.total_bytes = bytes + metadata.iter().map(|o| o.size).sum::<u64>();
+        t.object_count = count + metadata.len();
         t.catalog = catalog;
         Ok(t)
     }

@@ -77,6 +77,10 @@ async fn a_window_is_read_once_the_newest_verdicts_however_old_and_unreadable_re
     assert_eq!(t.failures, vec![failure.clone()]);
     assert_eq!(t.unreadable, 1);
     assert_eq!(t.catalog.backups.len(), 4);
+    // What the prefix holds in all: the catalog's listing plus the metadata area.
+    let mut all = st.list(&layout.backups_prefix(), &never).await.unwrap();
+    all.extend(st.list(&format!("{META_ROOT}/p/"), &never).await.unwrap());
+    assert_eq!((t.object_count, t.total_bytes), (all.len(), all.iter().map(|o| o.size).sum()));
 
     // Loaded again: only the unreadable record is asked for again.
     let gets = faulty.calls(Op::Get);

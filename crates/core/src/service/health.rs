@@ -47,6 +47,8 @@ struct HealthState {
     last_verification: Option<LastVerdict>,
     /// The labels of the `pgvigil_postgres_info` series set last.
     versions: Option<Labels>,
+    /// Kept backups the last presence check found missing or changed.
+    absent: usize,
 }
 
 /// A verification's verdict, as health needs it.
@@ -83,6 +85,7 @@ impl Health {
                 stale_after,
                 last_verification: None,
                 versions: None,
+                absent: 0,
             })),
             parts: Arc::default(),
             metrics,
@@ -169,7 +172,7 @@ impl Health {
         let view = |h: &Health| {
             let feed = h.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
             let mut problems: Vec<String> = h.own_verdict().1.into_iter().filter(|r| !r.starts_with(NEWEST_FAILED)).collect();
-            let absent = h.metrics.absent.get_or_create(&h.labels).get();
+            let absent = h.with(|s| s.absent);
             if absent > 0 {
                 problems.push(format!(
                     "{absent} backup(s) that retention keeps are missing from storage or changed (pgvigil check --presence lists them)"
@@ -281,6 +284,7 @@ impl Health {
 
     /// What the presence check found: how many kept backups are gone or changed.
     pub fn record_absent(&self, count: usize) {
+        self.with(|s| s.absent = count);
         self.metrics
             .absent
             .get_or_create(&self.labels)

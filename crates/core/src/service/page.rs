@@ -140,9 +140,10 @@ impl Pages {
         let mut parts = Vec::new();
         for (name, feed, live_problems) in health.feeds() {
             let Some(feed) = feed else {
-                let mut db = placeholder(name, live_problems);
-                db.error = Some("the service has not opened its storage yet".into());
-                parts.push((db, Err(String::new())));
+                parts.push((
+                    placeholder(name, live_problems),
+                    Err("the service has not opened its storage yet".into()),
+                ));
                 continue;
             };
             let cache = caches.entry(name.clone()).or_default();
@@ -166,7 +167,7 @@ impl Pages {
                     ..db.clone()
                 },
                 Err(e) => Database {
-                    error: db.error.clone().or_else(|| Some(e.clone())),
+                    error: Some(e.clone()),
                     ..db.clone()
                 },
             })
