@@ -331,7 +331,8 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     )
     .await;
 
-    let health = pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), "backup");
+    let health =
+        pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), pgvigil_core::infra::config::Role::Backup);
     let job = pgvigil_core::service::jobs::BackupJob::new(ctx.clone(), health.clone(), Default::default());
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
@@ -494,7 +495,8 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
         &[("BACKUP_INTERVAL", "3600".into())],
     )
     .await;
-    let health = || pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), "backup");
+    let health =
+        || pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), pgvigil_core::infra::config::Role::Backup);
     let job = pgvigil_core::service::jobs::BackupJob::new(ctx.clone(), health(), Default::default());
     use pgvigil_core::service::runner::Job;
     assert_eq!(

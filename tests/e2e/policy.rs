@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 async fn record_verdict(st: &dyn Storage, layout: &Layout, id: BackupId, passed: bool) {
     let rec = VerificationRecord {
+        causes: Vec::new(),
         key: layout.backup(id).to_string(),
         verified_at: id.0 + chrono::Duration::hours(1),
         passed,

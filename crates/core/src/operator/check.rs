@@ -6,9 +6,10 @@
 //! with its manifest, downloading nothing: the check for lifecycle rules and clean-up scripts.
 
 use super::{Observer, Operator, OperatorError};
+use crate::infra::storage::Key;
 use crate::pipeline::restore::{digest, integrity_problems, key_fault, StreamError};
 use crate::records::catalog::Catalog;
-use crate::records::manifest;
+use crate::records::manifest::{self, Manifest};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -53,75 +54,22 @@ impl Operator {
         observer: &dyn Observer,
         cancel: &CancellationToken,
     ) -> Result<CheckReport, OperatorError> {
-        let st = self.storage.as_ref();
-        let cat = Catalog::load(st, &self.layout, cancel).await?;
+        let cat = Catalog::load(self.storage.as_ref(), &self.layout, cancel).await?;
         let mut backups = Vec::new();
         // Complete backups only: an object whose manifest is not written yet (a backup in
         // progress, or one that never completed) is not a backup to judge.
         for b in cat.complete().take(last) {
-            let read = match manifest::read_checked(st, &self.layout, b.id, &self.settings.trusted, cancel).await? {
-                manifest::Checked::Found(_, manifest::Trust::Untrusted(why)) => {
-                    Err(format!("{}: {why}", crate::pipeline::verify::UNTRUSTED))
-                }
-                manifest::Checked::Unreadable(why) => Err(why),
-                manifest::Checked::Found(m, _) => Ok(Some(*m)),
-                manifest::Checked::Missing => Ok(None),
-            };
-            let m = match read {
-                Ok(m) => m,
-                Err(why) => {
-                    backups.push(CheckRow {
-                        key: b.key.clone(),
-                        ok: false,
-                        problems: vec![why],
-                    });
-                    continue;
-                }
-            };
-            let key = self.layout.object(b.id, b.key.ends_with(crate::records::keys::SEALED));
-            if !deep {
-                let progress = observer.begin(&format!("hashing {key}"), b.size);
-                let hashed = digest(st, &key, progress, cancel).await;
-                observer.end();
-                let (sha256, size) = match hashed {
-                    Ok(h) => h,
-                    Err(StreamError::Cancelled) => return Err(OperatorError::Cancelled),
-                    Err(StreamError::Key(why)) => return Err(OperatorError::Usage(why)),
-                    Err(StreamError::Storage(source)) => {
-                        return Err(OperatorError::Unreadable {
-                            key: key.to_string(),
-                            source,
-                        })
+            let problems = match self.trusted_manifest(b.id, cancel).await? {
+                Err(why) => vec![why],
+                Ok(m) => {
+                    let key = self.layout.object(b.id, b.key.ends_with(crate::records::keys::SEALED));
+                    if deep {
+                        self.deep_check(&key, b.size, m.as_ref(), observer, cancel).await?
+                    } else {
+                        self.hash_check(&key, b.size, m.as_ref(), observer, cancel).await?
                     }
-                };
-                let problems = identity_problems(m.as_ref(), &sha256, size);
-                backups.push(CheckRow {
-                    key: b.key.clone(),
-                    ok: problems.is_empty(),
-                    problems,
-                });
-                continue;
-            }
-            let progress = observer.begin(&format!("checking {key}"), b.size);
-            let streamed = crate::pipeline::restore::deep(st, &key, &self.settings.identities.0, progress, cancel).await;
-            observer.end();
-            let report = match streamed {
-                Ok(r) => r,
-                Err(StreamError::Cancelled) => return Err(OperatorError::Cancelled),
-                Err(StreamError::Key(why)) => return Err(OperatorError::Usage(format!("cannot check {key}: {why}"))),
-                Err(StreamError::Storage(source)) => {
-                    return Err(OperatorError::Unreadable {
-                        key: key.to_string(),
-                        source,
-                    })
                 }
             };
-            if let Some(why) = key_fault(m.as_ref(), &report) {
-                return Err(OperatorError::Usage(format!(
-                    "cannot check {key} beyond its size and SHA-256 (which match): {why}"
-                )));
-            }
-            let problems = integrity_problems(m.as_ref(), &report);
             backups.push(CheckRow {
                 key: b.key.clone(),
                 ok: problems.is_empty(),
@@ -134,6 +82,56 @@ impl Operator {
             backups,
             newest_good,
         })
+    }
+
+    /// The object's size and SHA-256 against its manifest.
+    async fn hash_check(
+        &self,
+        key: &Key,
+        size: u64,
+        m: Option<&Manifest>,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, OperatorError> {
+        let progress = observer.begin(&format!("hashing {key}"), size);
+        let hashed = digest(self.storage.as_ref(), key, progress, cancel).await;
+        observer.end();
+        let (sha256, size) = hashed.map_err(|e| stream_failure(key, e, |why| why))?;
+        Ok(identity_problems(m, &sha256, size))
+    }
+
+    /// Every member inflated and every statement scanned, as a restore would read them.
+    async fn deep_check(
+        &self,
+        key: &Key,
+        size: u64,
+        m: Option<&Manifest>,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<String>, OperatorError> {
+        let progress = observer.begin(&format!("checking {key}"), size);
+        let streamed = crate::pipeline::restore::deep(self.storage.as_ref(), key, &self.settings.identities.0, progress, cancel).await;
+        observer.end();
+        let report = streamed.map_err(|e| stream_failure(key, e, |why| format!("cannot check {key}: {why}")))?;
+        if let Some(why) = key_fault(m, &report) {
+            return Err(OperatorError::Usage(format!(
+                "cannot check {key} beyond its size and SHA-256 (which match): {why}"
+            )));
+        }
+        Ok(integrity_problems(m, &report))
+    }
+}
+
+/// A read of `key` that stopped: cancelled, a key that opens nothing (in the words `usage` gives
+/// it), or storage.
+fn stream_failure(key: &Key, e: StreamError, usage: impl FnOnce(String) -> String) -> OperatorError {
+    match e {
+        StreamError::Cancelled => OperatorError::Cancelled,
+        StreamError::Key(why) => OperatorError::Usage(usage(why)),
+        StreamError::Storage(source) => OperatorError::Unreadable {
+            key: key.to_string(),
+            source,
+        },
     }
 }
 

@@ -214,9 +214,13 @@ impl Operator {
             .then(|| crate::pipeline::restore::default_deadline(&recorded))
     }
 
-    /// The backup's manifest when it may be restored (`Ok(None)`: it has none), or why not:
-    /// nothing of a backup that no trusted backup service made is restored.
-    async fn trusted_manifest(&self, id: BackupId, cancel: &CancellationToken) -> Result<Result<Option<Manifest>, String>, OperatorError> {
+    /// The backup's manifest when it may be restored or checked (`Ok(None)`: it has none), or why
+    /// not: nothing of a backup that no trusted backup service made is restored.
+    pub(super) async fn trusted_manifest(
+        &self,
+        id: BackupId,
+        cancel: &CancellationToken,
+    ) -> Result<Result<Option<Manifest>, String>, OperatorError> {
         Ok(
             match manifest::read_checked(self.storage.as_ref(), &self.layout, id, &self.settings.trusted, cancel).await? {
                 manifest::Checked::Found(_, manifest::Trust::Untrusted(why)) => {

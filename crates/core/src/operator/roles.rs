@@ -87,27 +87,57 @@ pub(super) async fn plan(
     let (superuser, createrole, state) = facts?;
     let missing: Vec<&String> = needed.iter().filter(|r| !state.get(*r).is_some_and(|s| s.0)).collect();
     let not_member: Vec<&String> = needed.iter().filter(|r| state.get(*r).is_some_and(|s| s.0 && !s.1)).collect();
-    let list = |v: &[&String]| v.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+    refuse_unless_allowed(superuser, createrole, &missing, &not_member)?;
+    let saved = saved_roles(storage, m, cancel).await;
+    let (sql, notes) = creation(saved.as_ref(), &missing, superuser);
+    let head = if missing.is_empty() {
+        "ownership and grants: restored (every role they name exists on the target)".to_string()
+    } else {
+        format!(
+            "ownership and grants: restored; creating the missing roles {} first (in the same transaction), without passwords — set them afterwards with ALTER ROLE … PASSWORD",
+            listed(&missing)
+        )
+    };
+    let note = std::iter::once(head).chain(notes).collect::<Vec<_>>().join("; ");
+    Ok(RolePlan {
+        sql,
+        strip: Strip::Nothing,
+        note,
+    })
+}
+
+fn listed(roles: &[&String]) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Refuses what the restoring role may not do: create the `missing` roles without CREATEROLE, or
+/// use existing roles it is not a member of (joining one would hand it that role's privileges
+/// because a backup named it).
+fn refuse_unless_allowed(superuser: bool, createrole: bool, missing: &[&String], not_member: &[&String]) -> Result<(), OperatorError> {
     if !superuser && !createrole && !missing.is_empty() {
         return Err(OperatorError::Usage(format!(
             "the target lacks the roles {}, which the backup's owners and grants name, and the restoring role may not create roles; restore as a role with CREATEROLE, create them first, or pass --no-privileges",
-            list(&missing)
+            listed(missing)
         )));
     }
     if !superuser && !not_member.is_empty() {
-        // Joining an existing role would hand the restoring role that role's privileges because
-        // a backup named it.
         return Err(OperatorError::Usage(format!(
             "the restoring role is not a member of {}, which own or grant objects in the backup; pgvigil does not make it a member of existing roles: restore as a superuser, grant it those roles yourself, or pass --no-privileges",
-            list(&not_member)
+            listed(not_member)
         )));
     }
-    let saved = saved_roles(storage, m, cancel).await;
+    Ok(())
+}
+
+/// The SQL that creates the `missing` roles (with their saved attributes where the backup kept
+/// them, memberships only among themselves) and, for a restoring role that is not a superuser,
+/// makes it a member of each; with notes for the operator on what was not given.
+fn creation(saved: Result<&SavedRoles, &String>, missing: &[&String], superuser: bool) -> (String, Vec<String>) {
     let mut sql = String::new();
     let mut notes = Vec::new();
     let mut withheld = Vec::new();
-    for role in &missing {
-        match saved.as_ref().ok().and_then(|s| s.roles.iter().find(|r| &&r.name == role)) {
+    for role in missing {
+        match saved.ok().and_then(|s| s.roles.iter().find(|r| &&r.name == role)) {
             Some(r) => {
                 let (create, dropped) = r.create_statement();
                 sql.push_str(&create);
@@ -119,20 +149,20 @@ pub(super) async fn plan(
         }
         sql.push('\n');
     }
-    if let Ok(s) = &saved {
-        for (granted, member) in roles::memberships_among(s, &missing) {
+    if let Ok(s) = saved {
+        for (granted, member) in roles::memberships_among(s, missing) {
             sql.push_str(&format!("GRANT {} TO {};\n", quote(&granted), quote(&member)));
         }
     }
     if !superuser {
-        for role in &missing {
+        for role in missing {
             sql.push_str(&format!("GRANT {} TO CURRENT_USER;\n", quote(role)));
         }
         if !missing.is_empty() {
             notes.push("the restoring role is made a member of the roles it creates, as giving objects to them requires".to_string());
         }
     }
-    if let Err(why) = &saved {
+    if let Err(why) = saved {
         if !missing.is_empty() {
             notes.push(format!("{why}: the missing roles are created without login"));
         }
@@ -140,20 +170,7 @@ pub(super) async fn plan(
     if !withheld.is_empty() {
         notes.push(format!("attributes not given: {}", withheld.join(", ")));
     }
-    let head = if missing.is_empty() {
-        "ownership and grants: restored (every role they name exists on the target)".to_string()
-    } else {
-        format!(
-            "ownership and grants: restored; creating the missing roles {} first (in the same transaction), without passwords — set them afterwards with ALTER ROLE … PASSWORD",
-            list(&missing)
-        )
-    };
-    let note = std::iter::once(head).chain(notes).collect::<Vec<_>>().join("; ");
-    Ok(RolePlan {
-        sql,
-        strip: Strip::Nothing,
-        note,
-    })
+    (sql, notes)
 }
 
 /// Whether the restoring role is a superuser, may create roles, and for each needed role whether

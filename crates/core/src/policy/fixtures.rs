@@ -19,6 +19,7 @@ pub fn entry(hours_ago: i64, size: u64) -> BackupEntry {
 }
 pub fn verification(hours_ago: i64, passed: bool, secs: f64) -> VerificationRecord {
     VerificationRecord {
+        causes: Vec::new(),
         key: "p/x".into(),
         verified_at: now() - chrono::Duration::hours(hours_ago),
         passed,

@@ -17,8 +17,12 @@ pub struct VerificationRecord {
     pub verified_at: DateTime<Utc>,
     /// Pass or fail.
     pub passed: bool,
-    /// Every reason it failed (empty when it passed).
+    /// Every reason it failed, in words (empty when it passed).
     pub reasons: Vec<String>,
+    /// What each reason blames, one per reason in the same order, for whatever branches on it
+    /// (older records have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<Cause>,
     /// The backup was refused because no trusted backup service signed it (`BACKUP_TRUSTED_KEYS`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub untrusted: bool,
@@ -68,12 +72,53 @@ pub struct Evidence {
     pub signed_by: Option<String>,
 }
 
+/// What one reason of a failed verification blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// The manifest is missing or unreadable.
+    Manifest,
+    /// No trusted backup service signed the manifest.
+    Untrusted,
+    /// The restore failed, stopped early, or was refused (a statement pg_dump does not write,
+    /// an object that differs from its manifest).
+    Restore,
+    /// A table's row count differs from the manifest's.
+    RowCount,
+    /// A check on the restored data failed (an index, a count statement).
+    Check,
+    /// One of the operator's check queries failed.
+    UserCheck,
+    /// Owners or grants differ from the dump's, or the roles saved with the backup are damaged.
+    Privileges,
+    /// The restore or the checks ran past the deadline.
+    Deadline,
+    /// A cause this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+/// One reason a backup failed verification: what it blames, and the words for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reason {
+    /// What it blames.
+    pub cause: Cause,
+    /// The reason in words.
+    pub text: String,
+}
+
+impl Reason {
+    /// A reason blaming `cause`.
+    pub fn new(cause: Cause, text: impl Into<String>) -> Self {
+        Self { cause, text: text.into() }
+    }
+}
+
 /// What a verification did with the dump's ownership and privilege statements.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PrivilegeEvidence {
-    /// In words: `table owners and table-level grants restored and checked`, `table-level grants
-    /// restored and checked`, `left out`, or `not in the backup`.
-    pub restored: String,
+    /// What was restored and checked (stored in words, as records always were).
+    pub restored: PrivilegesRestored,
     /// Why something was left out, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
@@ -90,6 +135,41 @@ pub struct PrivilegeEvidence {
     pub not_compared: usize,
     /// Ownership and privilege statements not run.
     pub statements_left_out: u32,
+}
+
+/// What a verification restored of the dump's ownership and privileges. Stored as the words a
+/// person reads in the record; words this version does not know (a newer writer, a tampered
+/// record) read as [`PrivilegesRestored::Unknown`] rather than making the record unreadable.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum PrivilegesRestored {
+    /// A superuser verify role restored owners and grants, and both were compared.
+    #[serde(rename = "table owners and table-level grants restored and checked")]
+    OwnersAndGrants,
+    /// Grants restored and compared; ownership needs a superuser.
+    #[serde(rename = "table-level grants restored and checked")]
+    Grants,
+    /// Left out (the reason is in `skipped`).
+    #[serde(rename = "left out")]
+    LeftOut,
+    /// The backup was taken without owners and grants.
+    #[serde(rename = "not in the backup (taken without owners and grants)")]
+    NotInBackup,
+    /// Words this version does not know.
+    #[default]
+    #[serde(other, rename = "unknown")]
+    Unknown,
+}
+
+impl std::fmt::Display for PrivilegesRestored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PrivilegesRestored::OwnersAndGrants => "table owners and table-level grants restored and checked",
+            PrivilegesRestored::Grants => "table-level grants restored and checked",
+            PrivilegesRestored::LeftOut => "left out",
+            PrivilegesRestored::NotInBackup => "not in the backup (taken without owners and grants)",
+            PrivilegesRestored::Unknown => "unknown",
+        })
+    }
 }
 
 /// Versions of everything that took part.
@@ -236,4 +316,39 @@ pub async fn recent_restore_secs(storage: &dyn Storage, keys: &[String], n: usiz
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrivilegesRestored as P;
+
+    #[test]
+    fn causes_read_by_name_and_unknown_ones_do_not_spoil_the_record() {
+        let read: Vec<super::Cause> =
+            serde_json::from_value(serde_json::json!(["row_count", "deadline", "from_the_future"])).expect("reads");
+        assert_eq!(read, [super::Cause::RowCount, super::Cause::Deadline, super::Cause::Unknown]);
+        assert_eq!(
+            serde_json::to_value(super::Cause::UserCheck).expect("serialises"),
+            serde_json::json!("user_check")
+        );
+    }
+
+    #[test]
+    fn privileges_restored_reads_and_writes_the_words_records_always_held() {
+        for (words, value) in [
+            ("table owners and table-level grants restored and checked", P::OwnersAndGrants),
+            ("table-level grants restored and checked", P::Grants),
+            ("left out", P::LeftOut),
+            ("not in the backup (taken without owners and grants)", P::NotInBackup),
+            ("something a newer version writes", P::Unknown),
+            ("<script>", P::Unknown),
+        ] {
+            let read: P = serde_json::from_value(serde_json::json!(words)).expect("any words read");
+            assert_eq!(read, value, "{words}");
+            if value != P::Unknown {
+                assert_eq!(serde_json::to_value(value).expect("serialises"), serde_json::json!(words));
+                assert_eq!(value.to_string(), words);
+            }
+        }
+    }
 }

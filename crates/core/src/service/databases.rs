@@ -8,7 +8,7 @@
 use super::health::Health;
 use super::retry::until_ok;
 use super::runner::{Job, RunFailure};
-use super::skeleton::{run_service, spawn_health, Service, StartupError};
+use super::skeleton::{run_service, spawn_health, Listing, Service, StartupError};
 use crate::infra::config::{Databases, Role, Settings};
 use crate::infra::pg;
 use crate::infra::storage;
@@ -70,14 +70,13 @@ async fn resolve(settings: &Settings, role: Role, once: bool, cancel: &Cancellat
     let attempt = || async {
         let names = tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(60), names_of_all(settings, role, cancel)) =>
-                r.unwrap_or_else(|_| Err(StartupError::Listing("listing the databases took longer than a minute".into())))?,
+                r.unwrap_or(Err(StartupError::Listing(Listing::TimedOut)))?,
             () = cancel.cancelled() => return Err(StartupError::Cancelled),
         };
         if names.is_empty() {
-            return Err(StartupError::Listing(format!(
-                "no database has backups under {}/ yet (BACKUP_DATABASES=*)",
-                settings.storage.prefix
-            )));
+            return Err(StartupError::Listing(Listing::NoBackupsYet {
+                prefix: settings.storage.prefix.clone(),
+            }));
         }
         Ok(names)
     };
@@ -95,7 +94,7 @@ async fn resolve(settings: &Settings, role: Role, once: bool, cancel: &Cancellat
 async fn names_of_all(settings: &Settings, role: Role, cancel: &CancellationToken) -> Result<Vec<String>, StartupError> {
     if role == Role::Backup {
         let url = settings.database_url.as_ref().ok_or(StartupError::Missing("DATABASE_URL"))?;
-        let mut conn = pg::connect(url).await.map_err(|e| StartupError::Listing(e.to_string()))?;
+        let mut conn = pg::connect(url).await.map_err(|e| StartupError::Listing(Listing::Server(e)))?;
         // pgvigil's own scratch databases (a verify server that is also the source) and those
         // this role may not connect to are not backed up.
         let names: Result<Vec<String>, _> = sqlx::query_scalar(
@@ -105,7 +104,7 @@ async fn names_of_all(settings: &Settings, role: Role, cancel: &CancellationToke
         .fetch_all(&mut conn)
         .await;
         pg::close(conn).await;
-        return names.map_err(|e| StartupError::Listing(pg::classify(url, &e).to_string()));
+        return names.map_err(|e| StartupError::Listing(Listing::Server(pg::classify(url, &e))));
     }
     let st = storage::connect(&settings.storage).await.map_err(StartupError::Storage)?;
     databases::with_backups(st.as_ref(), &settings.storage.prefix, cancel)
@@ -119,9 +118,9 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
         return run_service::<S>(settings, once, cancel, Shared::default()).await;
     }
     let role = S::ROLE;
-    let group = Health::new(S::interval(&settings) * 2 + Duration::from_secs(3600), S::NAME);
+    let group = Health::new(S::interval(&settings) * 2 + Duration::from_secs(3600), S::ROLE);
     if !once {
-        spawn_health(&settings, group.clone(), S::NAME, &cancel);
+        spawn_health(&settings, group.clone(), S::ROLE, &cancel);
     }
     let names = resolve(&settings, role, once, &cancel).await?;
     if role == Role::Backup {
@@ -141,12 +140,15 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
             gate: gate.clone(),
             notify: None,
         };
-        let settings = databases::settings_for(&settings, db);
+        let settings = databases::settings_for(&settings, db).map_err(|reason| Listing::Unusable {
+            database: db.clone(),
+            reason,
+        });
         let cancel = cancel.clone();
         async move {
             match settings {
                 Ok(s) => run_service::<S>(s, once, cancel, shared).await,
-                Err(e) => Err(StartupError::Listing(e)),
+                Err(unusable) => Err(StartupError::Listing(unusable)),
             }
         }
         .instrument(span)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::metrics::{self, Labels, Metrics};
 use super::page::Feed;
+use crate::infra::config::Role;
 use crate::records::catalog::Catalog;
 use crate::records::history::VerificationRecord;
 use crate::records::manifest::Manifest;
@@ -27,8 +28,8 @@ pub struct Health {
     metrics: Arc<Metrics>,
     /// This health's labels: `service`, and `database` for a part.
     labels: Labels,
-    /// `backup` or `verify`.
-    service: &'static str,
+    /// Which service it is.
+    role: Role,
     /// Where the status page reads this database's records from, once storage is open.
     feed: Arc<Mutex<Option<Feed>>>,
 }
@@ -63,11 +64,11 @@ struct LastVerdict {
 }
 
 impl Health {
-    /// New state for `service` (`backup` or `verify`); `stale_after` is typically twice the
-    /// interval plus slack.
-    pub fn new(stale_after: Duration, service: &'static str) -> Self {
+    /// New state for the service of `role`; `stale_after` is typically twice the interval plus
+    /// slack.
+    pub fn new(stale_after: Duration, role: Role) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let h = Self::with_metrics(stale_after, metrics, vec![("service", service.to_string())], service);
+        let h = Self::with_metrics(stale_after, metrics, vec![("service", role.name().to_string())], role);
         h.metrics
             .build
             .get_or_create(&metrics::with(&h.labels, "version", env!("CARGO_PKG_VERSION")))
@@ -75,7 +76,7 @@ impl Health {
         h
     }
 
-    fn with_metrics(stale_after: Duration, metrics: Arc<Metrics>, labels: Labels, service: &'static str) -> Self {
+    fn with_metrics(stale_after: Duration, metrics: Arc<Metrics>, labels: Labels, role: Role) -> Self {
         let h = Self {
             inner: Arc::new(Mutex::new(HealthState {
                 started: Utc::now(),
@@ -90,7 +91,7 @@ impl Health {
             parts: Arc::default(),
             metrics,
             labels,
-            service,
+            role,
             feed: Arc::default(),
         };
         h.zero_series(true);
@@ -101,7 +102,7 @@ impl Health {
     /// `increase()` and `rate()` see the first event too.
     fn zero_series(&self, create: bool) {
         let m = &self.metrics;
-        let causes: &[&str] = if self.service == "backup" {
+        let causes: &[&str] = if self.role == Role::Backup {
             &["database", "storage", "dump", "lease_lost", "yielded", "shutdown"]
         } else {
             &[
@@ -122,7 +123,7 @@ impl Health {
             (&m.runs, self.label("result", "failure")),
         ];
         counters.extend(causes.iter().map(|c| (&m.failures, self.label("cause", c))));
-        if self.service == "backup" {
+        if self.role == Role::Backup {
             counters.push((&m.anomalies, self.label("kind", "size")));
             counters.push((&m.anomalies, self.label("kind", "table")));
             counters.push((&m.uploaded, self.labels.clone()));
@@ -151,7 +152,7 @@ impl Health {
         let stale_after = self.with(|s| s.stale_after);
         // The group itself never runs: its series would only mix label sets within a family.
         self.zero_series(false);
-        let part = Health::with_metrics(stale_after, self.metrics.clone(), self.label("database", database), self.service);
+        let part = Health::with_metrics(stale_after, self.metrics.clone(), self.label("database", database), self.role);
         self.parts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -183,7 +184,9 @@ impl Health {
         let parts = self.parts();
         if parts.is_empty() {
             let (feed, problems) = view(self);
-            let name = feed.as_ref().map_or_else(|| self.service.to_string(), |f| f.prefix().to_string());
+            let name = feed
+                .as_ref()
+                .map_or_else(|| self.role.name().to_string(), |f| f.prefix().to_string());
             return vec![(name, feed, problems)];
         }
         parts
@@ -309,7 +312,7 @@ impl Health {
         if let Some(v) = cat.verifications.last() {
             m.newest_verification.get_or_create(&self.labels).set(v.at.0.timestamp());
         }
-        let newest_success = if self.service == "verify" {
+        let newest_success = if self.role == Role::Verify {
             cat.verifications.last().map(|v| v.at.0)
         } else {
             cat.newest_complete().map(|b| b.id.0)

@@ -3,6 +3,7 @@ use crate::records::history::Evidence;
 
 fn verdict(key: &str, passed: bool) -> VerificationRecord {
     VerificationRecord {
+        causes: Vec::new(),
         key: key.into(),
         verified_at: Utc::now(),
         passed,
@@ -22,7 +23,7 @@ fn verdict(key: &str, passed: bool) -> VerificationRecord {
 
 #[test]
 fn a_passing_drill_of_an_older_backup_does_not_hide_a_failed_newest_one() {
-    let h = Health::new(Duration::from_secs(3600), "verify");
+    let h = Health::new(Duration::from_secs(3600), Role::Verify);
     let newest = Utc::now();
     let older = newest - chrono::Duration::hours(6);
     h.record_verification(newest, &verdict("p/new", false));
@@ -41,7 +42,7 @@ fn a_passing_drill_of_an_older_backup_does_not_hide_a_failed_newest_one() {
 
 #[test]
 fn one_failing_database_is_not_hidden_by_the_others() {
-    let group = Health::new(Duration::from_secs(3600), "backup");
+    let group = Health::new(Duration::from_secs(3600), Role::Backup);
     let (a, b) = (group.part("app"), group.part("bill\"ing"));
     for _ in 0..3 {
         b.record_failure("database", Some(Duration::from_secs(1)));

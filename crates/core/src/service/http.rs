@@ -16,7 +16,7 @@
 //! And `--healthcheck`, its client for Docker's `HEALTHCHECK`.
 
 use super::health::Health;
-use crate::infra::config::HealthAccess;
+use crate::infra::config::{HealthAccess, Role};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
@@ -81,14 +81,9 @@ type Shared = (Health, &'static str, HealthAccess, std::sync::Arc<super::page::P
 ///
 /// # Errors
 /// When the port cannot be bound.
-pub async fn serve(
-    port: u16,
-    access: HealthAccess,
-    health: Health,
-    service: &'static str,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn serve(port: u16, access: HealthAccess, health: Health, role: Role, cancel: CancellationToken) -> std::io::Result<()> {
     let address = access.address;
+    let service = role.name();
     let app = Router::new()
         .route(
             "/healthz",

@@ -8,7 +8,7 @@
 //! Messages are retried with backoff for about a minute, then dropped with a warning. Bodies are
 //! built from pgvigil's own redacted sentences; the URLs themselves are never logged.
 
-use crate::infra::config::NotifyConfig;
+use crate::infra::config::{NotifyConfig, Role};
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -97,7 +97,8 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// Starts the delivery task for `service` (`backup`/`verify`) under `prefix`.
-    pub fn start(cfg: &NotifyConfig, service: &'static str, prefix: &str, cancel: &CancellationToken) -> Self {
+    pub fn start(cfg: &NotifyConfig, role: Role, prefix: &str, cancel: &CancellationToken) -> Self {
+        let service = role.name();
         if cfg.webhooks.is_empty() && cfg.heartbeat.is_none() {
             return Self::default();
         }

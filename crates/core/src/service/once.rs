@@ -19,14 +19,14 @@ pub(super) async fn run_service<S: Service>(
     if !once {
         return start::<S>(settings, false, cancel, shared).await;
     }
-    let notify = Notifier::start(&settings.notify, S::NAME, &settings.storage.prefix, &cancel);
+    let notify = Notifier::start(&settings.notify, S::ROLE, &settings.storage.prefix, &cancel);
     let shared = Shared {
         notify: Some(notify.clone()),
         ..shared
     };
     let result = start::<S>(settings, true, cancel, shared).await;
     match &result {
-        Ok(()) => notify.success(format!("{} run completed successfully (--once)", S::NAME)),
+        Ok(()) => notify.success(format!("{} run completed successfully (--once)", S::ROLE.name())),
         Err(StartupError::Backup(e)) => notify.raise(Condition::BackupFailing, format!("Backup failed: {e}")),
         Err(StartupError::VerificationFailed(key)) => notify.raise(
             Condition::VerificationFailed,

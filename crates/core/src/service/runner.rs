@@ -126,6 +126,7 @@ pub async fn run_forever(job: &dyn Job, mut backoff: Backoff, health: &Health, c
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infra::config::Role;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     use tokio::time::Instant;
@@ -168,7 +169,7 @@ mod tests {
             failed: AtomicU32::new(0),
         });
         let cancel = CancellationToken::new();
-        let health = Health::new(Duration::from_secs(7200), "test");
+        let health = Health::new(Duration::from_secs(7200), Role::Verify);
         let start = Instant::now();
         let c2 = cancel.clone();
         let f2 = failing.clone();
@@ -223,7 +224,7 @@ mod tests {
             interval: Duration::from_secs(86_400),
         };
         let cancel = CancellationToken::new();
-        let health = Health::new(Duration::from_secs(1), "test");
+        let health = Health::new(Duration::from_secs(1), Role::Verify);
         let c2 = cancel.clone();
         let start = Instant::now();
         tokio::spawn(async move {

@@ -9,6 +9,7 @@ pub(super) use super::once::run_service;
 use super::retry::{until_ok, Backoff};
 use super::{health::Health, runner};
 use crate::infra::config::{ConfigError, Role, Settings};
+use crate::infra::pg::PgError;
 use crate::infra::storage::{self, DynStorage, StorageError};
 use crate::pipeline::backup::{self, BackupContext, BackupError};
 use crate::pipeline::verify::{self, VerifyContext, VerifyError};
@@ -28,6 +29,31 @@ pub fn max_backoff(first: Duration, interval: Duration) -> Duration {
 /// Backoff while a service is starting (storage or the verify server not usable yet).
 fn startup_backoff(settings: &Settings) -> Backoff {
     Backoff::new(settings.retry_backoff.min(Duration::from_secs(5)), Duration::from_secs(300))
+}
+
+/// Why the databases to cover (`BACKUP_DATABASES=*` or a list) could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum Listing {
+    /// The listing did not finish within a minute.
+    #[error("listing the databases took longer than a minute")]
+    TimedOut,
+    /// The verify service found no database with backups under the prefix.
+    #[error("no database has backups under {prefix}/ yet (BACKUP_DATABASES=*)")]
+    NoBackupsYet {
+        /// The storage prefix searched.
+        prefix: String,
+    },
+    /// The source server refused or failed the listing.
+    #[error(transparent)]
+    Server(PgError),
+    /// A database whose name no connection URL can carry.
+    #[error("database {database:?}: {reason}")]
+    Unusable {
+        /// The database.
+        database: String,
+        /// Why its URL cannot be made.
+        reason: String,
+    },
 }
 
 /// Why a service (or a one-shot run) stopped with a failure. Says whether retrying can help.
@@ -56,7 +82,7 @@ pub enum StartupError {
     Cancelled,
     /// The databases to cover could not be listed.
     #[error("could not list the databases to cover: {0}")]
-    Listing(String),
+    Listing(Listing),
     /// `--once` over several databases: these failed (each already logged).
     #[error("exiting with status 1: the run failed for {}", .0.join(", "))]
     Databases(Vec<String>),
@@ -98,9 +124,8 @@ async fn open_storage_for<S: Service>(settings: &Settings, cancel: &Cancellation
 pub(super) trait Service: Sized + Send + Sync {
     /// The runner's job.
     type Job: runner::Job;
-    /// Name in log lines and `/metrics`.
-    const NAME: &'static str;
-    /// Which service it is (decides what differs beyond this trait).
+    /// Which service it is: its name in log lines and `/metrics`, and what differs beyond this
+    /// trait.
     const ROLE: Role;
     /// Logs the `… service started` line with the effective (redacted) settings.
     fn announce(settings: &Settings, once: bool);
@@ -133,7 +158,6 @@ pub(super) struct BackupService(BackupContext);
 #[async_trait]
 impl Service for BackupService {
     type Job = BackupJob;
-    const NAME: &'static str = "backup";
     const ROLE: Role = Role::Backup;
 
     fn announce(settings: &Settings, once: bool) {
@@ -215,7 +239,6 @@ pub(super) struct VerifyService(VerifyContext);
 #[async_trait]
 impl Service for VerifyService {
     type Job = VerifyJob;
-    const NAME: &'static str = "verify";
     const ROLE: Role = Role::Verify;
 
     fn announce(settings: &Settings, once: bool) {
@@ -319,11 +342,11 @@ pub(super) async fn start<S: Service>(
     let health = match &shared.health {
         Some(h) => h.clone(),
         None => {
-            let health = Health::new(interval * 2 + Duration::from_secs(3600), S::NAME);
+            let health = Health::new(interval * 2 + Duration::from_secs(3600), S::ROLE);
             if !once {
                 // Liveness answers from the start: a service waiting for its storage or database
                 // is alive.
-                spawn_health(&settings, health.clone(), S::NAME, &cancel);
+                spawn_health(&settings, health.clone(), S::ROLE, &cancel);
             }
             health
         }
@@ -371,7 +394,7 @@ pub(super) async fn start<S: Service>(
         () = service.seed_health(&health) => {}
         () = cancel.cancelled() => return Err(StartupError::Cancelled),
     }
-    let notify = Notifier::start(&settings.notify, S::NAME, &settings.storage.prefix, &cancel);
+    let notify = Notifier::start(&settings.notify, S::ROLE, &settings.storage.prefix, &cancel);
     let job = Gated {
         job: service.job(&health, notify),
         gate: shared.gate.clone(),
@@ -412,12 +435,12 @@ pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
 }
 
 /// Starts the health endpoint when `PORT` is set.
-pub fn spawn_health(settings: &Settings, health: Health, service: &'static str, cancel: &CancellationToken) {
+pub fn spawn_health(settings: &Settings, health: Health, role: Role, cancel: &CancellationToken) {
     if let Some(port) = settings.port {
         let c = cancel.clone();
         let access = settings.health.clone();
         tokio::spawn(async move {
-            if let Err(e) = super::http::serve(port, access, health, service, c).await {
+            if let Err(e) = super::http::serve(port, access, health, role, c).await {
                 error!(port, error = %e, "health endpoint could not start");
             }
         });

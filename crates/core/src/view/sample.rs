@@ -44,6 +44,7 @@ pub fn history(now: DateTime<Utc>, days: i64) -> Timeline {
                 key: key.clone(),
             });
             t.verifications.push(VerificationRecord {
+                causes: Vec::new(),
                 key: format!("app/{}", id.file_name()),
                 verified_at,
                 passed,

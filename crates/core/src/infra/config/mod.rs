@@ -34,6 +34,18 @@ pub enum Role {
     Cli,
 }
 
+impl Role {
+    /// The service's name in labels, notifications and the health endpoint: `backup`, `verify`
+    /// (`cli` for the operator CLI).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Backup => "backup",
+            Role::Verify => "verify",
+            Role::Cli => "cli",
+        }
+    }
+}
+
 /// One invalid or missing variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

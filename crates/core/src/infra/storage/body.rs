@@ -2,7 +2,7 @@
 //! A body counts as complete only after an explicit [`BodySender::finish`]: a producer that fails,
 //! or is dropped, aborts the upload.
 
-use super::{Result, StorageError};
+use super::{Abort, Result, StorageError};
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,7 @@ impl PartPlan {
 enum BodyMsg {
     Data(Bytes),
     Finish,
-    Fail(String),
+    Fail,
 }
 
 /// Producer side of an upload body.
@@ -108,9 +108,9 @@ impl BodySender {
         let _ = self.tx.send(BodyMsg::Finish).await;
     }
 
-    /// Aborts the upload with a reason.
-    pub async fn fail(self, reason: impl Into<String>) {
-        let _ = self.tx.send(BodyMsg::Fail(reason.into())).await;
+    /// Aborts the upload: the producer failed (and returns its own error to its caller).
+    pub async fn fail(self) {
+        let _ = self.tx.send(BodyMsg::Fail).await;
     }
 }
 
@@ -140,8 +140,8 @@ impl BodyReceiver {
                 self.finished = true;
                 Ok(None)
             }
-            Some(BodyMsg::Fail(reason)) => Err(StorageError::Aborted(reason)),
-            None => Err(StorageError::Aborted("the producer stopped before the end of the stream".into())),
+            Some(BodyMsg::Fail) => Err(StorageError::Aborted(Abort::ProducerFailed)),
+            None => Err(StorageError::Aborted(Abort::ProducerGone)),
         }
     }
 

@@ -35,6 +35,21 @@ use std::sync::Arc;
 use tokio::io::AsyncRead;
 use tokio_util::sync::CancellationToken;
 
+/// Why an upload was aborted. The side that failed returns its own error; this says only which
+/// side stopped, for the other one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Abort {
+    /// The producer reported a failure ([`body::BodySender::fail`]).
+    #[error("the producer of the body failed")]
+    ProducerFailed,
+    /// The producer went away without finishing the body.
+    #[error("the producer stopped before the end of the stream")]
+    ProducerGone,
+    /// The upload stopped taking the body (its own error says why).
+    #[error("the upload stopped")]
+    UploadStopped,
+}
+
 /// Errors from a storage backend, classified for callers that branch on them.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -44,9 +59,10 @@ pub enum StorageError {
     /// The operation was cancelled (shutdown).
     #[error("cancelled")]
     Cancelled,
-    /// The producer of an upload stopped or reported an error; the upload was aborted.
+    /// The producer of an upload stopped or reported an error, or the upload stopped under the
+    /// producer; nothing was published.
     #[error("upload aborted: {0}")]
-    Aborted(String),
+    Aborted(Abort),
     /// A conditional write found the object not in the expected state (it exists, or it changed).
     #[error("{0} was changed by someone else")]
     PreconditionFailed(String),

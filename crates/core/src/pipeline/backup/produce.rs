@@ -5,7 +5,7 @@
 use super::layout::{split_at_cuts, MemberMap};
 use super::{BackupError, Incomplete};
 use crate::infra::pg::{DumpFailure, OwnedChild, PgError};
-use crate::infra::storage::{BodySender, PartPlan, StorageError};
+use crate::infra::storage::{Abort, BodySender, PartPlan, StorageError};
 use crate::pipeline::stages::compress::{filler, ParallelGzip, BLOCK_SIZE, FILLER_MIN};
 use crate::pipeline::stages::dumpscan::DumpScanner;
 use crate::pipeline::stages::seal::Sealer;
@@ -63,7 +63,7 @@ pub(super) async fn produce(
             Ok(streamed)
         }
         Err(e) => {
-            tx.fail(e.to_string()).await;
+            tx.fail().await;
             Err(e)
         }
     }
@@ -71,7 +71,7 @@ pub(super) async fn produce(
 
 /// The uploader stopped; its own error explains why.
 fn upload_stopped() -> BackupError {
-    BackupError::Storage(StorageError::Aborted("the upload stopped".into()))
+    BackupError::Storage(StorageError::Aborted(Abort::UploadStopped))
 }
 
 /// The stream from `pg_dump`'s output to the upload body: scanned, cut into members, compressed,

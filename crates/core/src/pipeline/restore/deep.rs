@@ -38,61 +38,15 @@ fn cut(
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<Cut, String> {
     let mut hashing = Hashing::new(reader, progress);
-    let mut damage = None;
-    let mut key_error = None;
-    let mut unsplittable = false;
-    {
-        match open_source(&mut hashing, identities) {
-            Err(super::stream::Opened::Damaged(e)) => damage = Some(e),
-            Err(super::stream::Opened::Key(e)) => key_error = Some(e),
-            Ok(mut source) => {
-                let mut first = true;
-                loop {
-                    let mut header = vec![0u8; MEMBER_HEADER];
-                    match read_full(&mut source, &mut header) {
-                        Ok(0) if !first => break,
-                        Ok(0) => {
-                            damage = Some("the object holds no gzip member".into());
-                            break;
-                        }
-                        Ok(n) if n < MEMBER_HEADER => {
-                            damage = Some("the gzip stream ends inside a member header (truncated)".into());
-                            break;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            damage = Some(e.to_string());
-                            break;
-                        }
-                    }
-                    let Some(len) = member_len(&header).filter(|l| *l >= MEMBER_HEADER + 8 && *l <= MAX_MEMBER_SQL + (1 << 20)) else {
-                        if first {
-                            unsplittable = true;
-                        } else {
-                            damage = Some("a gzip member does not record its length (damaged, or not written by pgvigil)".into());
-                        }
-                        break;
-                    };
-                    first = false;
-                    header.resize(len, 0);
-                    match read_full(&mut source, &mut header[MEMBER_HEADER..]) {
-                        Ok(n) if n == len - MEMBER_HEADER => {}
-                        Ok(_) => {
-                            damage = Some("the gzip stream ends inside a member (truncated)".into());
-                            break;
-                        }
-                        Err(e) => {
-                            damage = Some(e.to_string());
-                            break;
-                        }
-                    }
-                    if tx.blocking_send(header).is_err() {
-                        return Err("the consumer stopped".into());
-                    }
-                }
-            }
-        }
-    }
+    let (damage, key_error, unsplittable) = match open_source(&mut hashing, identities) {
+        Err(super::stream::Opened::Damaged(e)) => (Some(e), None, false),
+        Err(super::stream::Opened::Key(e)) => (None, Some(e), false),
+        Ok(mut source) => match send_members(&mut source, tx)? {
+            Members::Whole => (None, None, false),
+            Members::Damaged(e) => (Some(e), None, false),
+            Members::Unsplittable => (None, None, true),
+        },
+    };
     if let Some(e) = hashing.io_error() {
         return Err(format!("the download broke: {e}"));
     }
@@ -107,17 +61,7 @@ fn cut(
         });
     }
     // The hash covers the whole object, whatever happened above (unless the consumer is gone).
-    let mut sink = vec![0u8; 1 << 20];
-    loop {
-        if tx.is_closed() {
-            return Err("the consumer stopped".into());
-        }
-        match hashing.read(&mut sink) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(format!("the download broke: {e}")),
-        }
-    }
+    hash_the_rest(&mut hashing, tx)?;
     let (sha256, size) = hashing.finish();
     Ok(Cut {
         sha256,
@@ -128,7 +72,65 @@ fn cut(
     })
 }
 
-/// Reads until `buf` is full or the input ends; the bytes read.
+/// How cutting the object into members ended.
+enum Members {
+    /// Every member was sent.
+    Whole,
+    /// The members stop being readable here, for this reason.
+    Damaged(String),
+    /// The first member does not record its length (written before members did).
+    Unsplittable,
+}
+
+/// Reads the members one after the other by the length each records, and sends each whole.
+/// `Err` only when the consumer went away.
+fn send_members(source: &mut dyn Read, tx: &tokio::sync::mpsc::Sender<Vec<u8>>) -> Result<Members, String> {
+    let damaged = |why: &str| Ok(Members::Damaged(why.to_string()));
+    let mut first = true;
+    loop {
+        let mut member = vec![0u8; MEMBER_HEADER];
+        match read_full(source, &mut member) {
+            Ok(0) if !first => return Ok(Members::Whole),
+            Ok(0) => return damaged("the object holds no gzip member"),
+            Ok(n) if n < MEMBER_HEADER => return damaged("the gzip stream ends inside a member header (truncated)"),
+            Ok(_) => {}
+            Err(e) => return damaged(&e.to_string()),
+        }
+        let Some(len) = member_len(&member).filter(|l| *l >= MEMBER_HEADER + 8 && *l <= MAX_MEMBER_SQL + (1 << 20)) else {
+            return if first {
+                Ok(Members::Unsplittable)
+            } else {
+                damaged("a gzip member does not record its length (damaged, or not written by pgvigil)")
+            };
+        };
+        first = false;
+        member.resize(len, 0);
+        match read_full(source, &mut member[MEMBER_HEADER..]) {
+            Ok(n) if n == len - MEMBER_HEADER => {}
+            Ok(_) => return damaged("the gzip stream ends inside a member (truncated)"),
+            Err(e) => return damaged(&e.to_string()),
+        }
+        if tx.blocking_send(member).is_err() {
+            return Err("the consumer stopped".into());
+        }
+    }
+}
+
+/// Reads (and so hashes) whatever of the object is left.
+fn hash_the_rest(hashing: &mut dyn Read, tx: &tokio::sync::mpsc::Sender<Vec<u8>>) -> Result<(), String> {
+    let mut sink = vec![0u8; 1 << 20];
+    loop {
+        if tx.is_closed() {
+            return Err("the consumer stopped".into());
+        }
+        match hashing.read(&mut sink) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("the download broke: {e}")),
+        }
+    }
+}
+
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {

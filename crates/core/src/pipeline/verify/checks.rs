@@ -13,7 +13,7 @@ use super::CouldNotRun;
 use crate::infra::config::Amcheck;
 use crate::infra::pg::{self, PgError, SqlState};
 use crate::infra::secret::DbUrl;
-use crate::records::history::{Evidence, IndexEvidence, SkippedIndex, TableEvidence};
+use crate::records::history::{Cause, Evidence, IndexEvidence, Reason, SkippedIndex, TableEvidence};
 use crate::records::manifest::Manifest;
 use sqlx::postgres::PgConnection;
 use std::sync::Mutex;
@@ -241,7 +241,7 @@ pub(super) async fn checks(
     queries: &[String],
     amcheck: Amcheck,
     evidence: &mut Evidence,
-) -> Result<(Vec<String>, Option<u64>), CouldNotRun> {
+) -> Result<(Vec<Reason>, Option<u64>), CouldNotRun> {
     evidence.row_security_lifted = lift_forced_row_security(conn, url).await?;
     counting_session(conn, url).await?;
     let (indexes, mut todo) = plan_index_checks(conn, url, amcheck).await?;
@@ -273,23 +273,26 @@ pub(super) async fn checks(
     }
     checked.sort();
     evidence.indexes.checked = checked;
-    let mut reasons: Vec<String> = evidence
+    let mut reasons: Vec<Reason> = evidence
         .tables
         .iter()
         .rev()
         .filter_map(|t| match t.restored_rows {
             Some(n) if n == t.manifest_rows => None,
-            Some(n) => Some(format!(
-                "table {} has {n} rows after restore, the manifest recorded {}",
-                t.table, t.manifest_rows
+            Some(n) => Some(Reason::new(
+                Cause::RowCount,
+                format!(
+                    "table {} has {n} rows after restore, the manifest recorded {}",
+                    t.table, t.manifest_rows
+                ),
             )),
             None => None,
         })
         .collect();
-    reasons.extend(failures);
+    reasons.extend(failures.into_iter().map(|why| Reason::new(Cause::Check, why)));
     for q in queries {
         let UserCheck { evidence: ev, failure } = run_user_check(conn, url, q).await?;
-        reasons.extend(failure);
+        reasons.extend(failure.map(|why| Reason::new(Cause::UserCheck, why)));
         evidence.user_checks.push(ev);
     }
     let size: Option<i64> = sqlx::query_scalar("SELECT pg_database_size(current_database())")

@@ -17,7 +17,7 @@ use crate::infra::storage::{get_bytes, Key, Storage};
 use crate::pipeline::stages::dumpscan::roles::quote;
 use crate::pipeline::stages::dumpscan::Strip;
 use crate::pipeline::stages::dumpscan::{split_qualified, unquote};
-use crate::records::history::PrivilegeEvidence;
+use crate::records::history::{PrivilegeEvidence, PrivilegesRestored};
 use crate::records::manifest::{Manifest, Privileges};
 use sha2::Digest;
 use sqlx::postgres::PgConnection;
@@ -80,7 +80,7 @@ pub(super) async fn prepare(
         return Ok(Ok(Plan {
             strip: Strip::Nothing,
             evidence: PrivilegeEvidence {
-                restored: "not in the backup (taken without owners and grants)".into(),
+                restored: PrivilegesRestored::NotInBackup,
                 ..PrivilegeEvidence::default()
             },
         }));
@@ -96,7 +96,7 @@ pub(super) async fn prepare(
         return Ok(Ok(Plan {
             strip: Strip::OwnershipAndGrants,
             evidence: PrivilegeEvidence {
-                restored: "left out".into(),
+                restored: PrivilegesRestored::LeftOut,
                 skipped: Some("ownership and grants skipped: the verify role may not create the roles the dump names (give it CREATEROLE, or use a superuser)".into()),
                 ..PrivilegeEvidence::default()
             },
@@ -107,7 +107,7 @@ pub(super) async fn prepare(
         return Ok(Ok(Plan {
             strip: Strip::OwnershipAndGrants,
             evidence: PrivilegeEvidence {
-                restored: "left out".into(),
+                restored: PrivilegesRestored::LeftOut,
                 skipped: Some(format!(
                     "ownership and grants skipped: the roles {} exist on the verify server and the verify role is not a member; pgvigil joins only roles it created (use a verify server of its own, or a superuser verify role)",
                     foreign.join(", ")
@@ -118,18 +118,18 @@ pub(super) async fn prepare(
         }));
     }
     let (strip, restored, skipped) = if superuser {
-        (Strip::Nothing, "table owners and table-level grants restored and checked", None)
+        (Strip::Nothing, PrivilegesRestored::OwnersAndGrants, None)
     } else {
         (
             Strip::Ownership,
-            "table-level grants restored and checked",
+            PrivilegesRestored::Grants,
             Some("ownership skipped: only a superuser verify role may give objects to other roles".to_string()),
         )
     };
     Ok(Ok(Plan {
         strip,
         evidence: PrivilegeEvidence {
-            restored: restored.into(),
+            restored,
             skipped,
             roles_created: created,
             ..PrivilegeEvidence::default()

@@ -13,7 +13,7 @@ use crate::infra::secret::DbUrl;
 use crate::infra::storage::Key;
 use crate::pipeline::restore::{judge, restore_into, Judgement, RestoreError, StreamError, Target};
 use crate::pipeline::stages::seal::{self, OpenError};
-use crate::records::history::{Evidence, VerificationRecord, Versions};
+use crate::records::history::{Cause, Evidence, Reason, VerificationRecord, Versions};
 use crate::records::keys::{BackupId, SEALED};
 use crate::records::manifest::{self, Manifest};
 use chrono::Utc;
@@ -41,7 +41,7 @@ pub const UNTRUSTED: &str = "not made by a trusted backup service";
 /// Outcome of the restore and checks, before it becomes a record.
 #[derive(Default)]
 struct Verdict {
-    reasons: Vec<String>,
+    reasons: Vec<Reason>,
     restore_secs: f64,
     checks_secs: f64,
     restored_bytes: Option<u64>,
@@ -49,7 +49,7 @@ struct Verdict {
 }
 
 impl Verdict {
-    fn failed(reasons: Vec<String>, restore_secs: f64, evidence: Evidence) -> Self {
+    fn failed(reasons: Vec<Reason>, restore_secs: f64, evidence: Evidence) -> Self {
         Self {
             reasons,
             restore_secs,
@@ -108,7 +108,7 @@ async fn restore_and_check(
         Ok(a) => a,
         Err(RestoreError::TimedOut(d)) if run.blames_backup => {
             return Ok(Verdict::failed(
-                vec![timed_out("the restore", d)],
+                vec![Reason::new(Cause::Deadline, timed_out("the restore", d))],
                 t0.elapsed().as_secs_f64(),
                 evidence,
             ))
@@ -124,8 +124,11 @@ async fn restore_and_check(
     evidence.privileges = run.privileges.evidence.clone();
     match judge(attempt, scratch_url).await {
         Judgement::Committed => {}
-        Judgement::Backup(reasons) => return Ok(Verdict::failed(reasons, restore_secs, evidence)),
-        Judgement::EndedEarly(why) => return Ok(Verdict::failed(vec![why], restore_secs, evidence)),
+        Judgement::Backup(reasons) => {
+            let reasons = reasons.into_iter().map(|r| Reason::new(Cause::Restore, r)).collect();
+            return Ok(Verdict::failed(reasons, restore_secs, evidence));
+        }
+        Judgement::EndedEarly(why) => return Ok(Verdict::failed(vec![Reason::new(Cause::Restore, why)], restore_secs, evidence)),
         Judgement::Environment(fault) => return Err(CouldNotRun::Restore(fault).into()),
     }
     let t1 = Instant::now();
@@ -140,7 +143,8 @@ async fn restore_and_check(
             if !run.blames_backup {
                 return Err(CouldNotRun::Deadline(run.deadline).into());
             }
-            return Ok(Verdict::failed(vec![timed_out("the checks after the restore", run.deadline)], restore_secs, evidence));
+            let why = timed_out("the checks after the restore", run.deadline);
+            return Ok(Verdict::failed(vec![Reason::new(Cause::Deadline, why)], restore_secs, evidence));
         }
     };
     let privileges = super::privileges::check(&mut conn, scratch_url, run.manifest, &mut run.privileges).await;
@@ -150,7 +154,7 @@ async fn restore_and_check(
         what: "comparing owners and grants with the dump's".into(),
         source,
     })?;
-    reasons.extend(privilege_reasons);
+    reasons.extend(privilege_reasons.into_iter().map(|r| Reason::new(Cause::Privileges, r)));
     evidence.privileges = run.privileges.evidence.clone();
     if let Some(why) = &evidence.indexes.not_run {
         info!("index checks skipped: {why}");
@@ -185,7 +189,7 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
         None if ctx.storage.head(&sealed, cancel).await?.is_some() => sealed,
         None => plain,
     };
-    let failed = |why: String| Verdict::failed(vec![why], 0.0, Evidence::default());
+    let failed = |cause, why: String| Verdict::failed(vec![Reason::new(cause, why)], 0.0, Evidence::default());
     let (verdict, object_bytes) = match (m, &trust) {
         // Retention may have deleted it since it was chosen: that is not a bad backup.
         (None, _) if unreadable.is_none() && ctx.storage.head(&key, cancel).await?.is_none() => {
@@ -193,12 +197,13 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
         }
         (None, _) => (
             failed(
+                Cause::Manifest,
                 unreadable.unwrap_or_else(|| "the manifest is missing: the backup did not complete or was not written by pgvigil".into()),
             ),
             None,
         ),
         // Not made by a trusted backup service: nothing of it is restored.
-        (Some(m), manifest::Trust::Untrusted(why)) => (failed(format!("{UNTRUSTED}: {why}")), Some(m.size)),
+        (Some(m), manifest::Trust::Untrusted(why)) => (failed(Cause::Untrusted, format!("{UNTRUSTED}: {why}")), Some(m.size)),
         (Some(m), _) => {
             let mut verdict = verify_with_manifest(ctx, id, &key, &m, cancel).await?;
             if let manifest::Trust::Signed(by) = &trust {
@@ -212,7 +217,8 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
         verified_at,
         passed: verdict.reasons.is_empty(),
         untrusted: matches!(trust, manifest::Trust::Untrusted(_)),
-        reasons: verdict.reasons,
+        causes: verdict.reasons.iter().map(|r| r.cause).collect(),
+        reasons: verdict.reasons.into_iter().map(|r| r.text).collect(),
         restore_secs: verdict.restore_secs,
         checks_secs: verdict.checks_secs,
         total_secs: started.elapsed().as_secs_f64(),
@@ -294,7 +300,7 @@ async fn verify_with_manifest(
         Ok(Ok(plan)) => plan,
         Ok(Err(reason)) => {
             drop_scratch(admin, admin_url, &name).await;
-            return Ok(Verdict::failed(vec![reason], 0.0, evidence));
+            return Ok(Verdict::failed(vec![Reason::new(Cause::Privileges, reason)], 0.0, evidence));
         }
         Err(e) => {
             drop_scratch(admin, admin_url, &name).await;

@@ -190,50 +190,66 @@ impl S3Storage {
                 self.clone()
                     .stream_part(up.key.to_string(), up.id.to_string(), number, part_size, rx),
             );
-            let mut sent = 0u64;
-            while sent < part_size {
-                let chunk = match held.pop_front() {
-                    Some(c) => c,
-                    None => match body.next_or_cancel(cancel).await? {
-                        Some(c) => c,
-                        None => {
-                            return Err(StorageError::other(
-                                format!("the body ended inside streamed part {number} (internal error: it should have been filled to the part's end)"),
-                                false,
-                            ))
-                        }
-                    },
-                };
-                let take = chunk.len().min((part_size - sent) as usize);
-                if take < chunk.len() {
-                    // The rest begins the next part.
-                    held.push_front(chunk.slice(take..));
-                }
-                sent += take as u64;
-                // A store that stops taking data (its window closed) fails the part, as one that
-                // does not answer once it has all of it.
-                let delivered = tokio::select! {
-                    () = cancel.cancelled() => return Err(StorageError::Cancelled),
-                    r = tokio::time::timeout(ANSWER_WITHIN, tx.send(chunk.slice(..take))) => match r {
-                        Ok(sent) => sent.is_ok(),
-                        Err(_) => {
-                            return Err(StorageError::other(
-                                format!("uploading part {number} of {}: the store took no data for {} s", up.key, ANSWER_WITHIN.as_secs()),
-                                true,
-                            ))
-                        }
-                    },
-                };
-                if !delivered {
-                    // The part's request ended early: its error says why.
-                    return Err(first_error(in_flight, cancel).await);
-                }
-            }
+            feed_part(up, number, &mut held, body, &tx, in_flight, cancel).await?;
             size += part_size;
             number += 1;
         }
         self.finish_parts(up, parts, in_flight, size, cancel).await
     }
+}
+
+/// Feeds streamed part `number` its `up.part_size` bytes through `tx`: the held chunks first, then
+/// the body's; what is left of the last chunk begins the next part.
+async fn feed_part(
+    up: &OpenUpload<'_>,
+    number: i32,
+    held: &mut VecDeque<Bytes>,
+    body: &mut BodyReceiver,
+    tx: &mpsc::Sender<Bytes>,
+    in_flight: &mut InFlight,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let part_size = up.part_size;
+    let mut sent = 0u64;
+    while sent < part_size {
+        let chunk =
+            match held.pop_front() {
+                Some(c) => c,
+                None => match body.next_or_cancel(cancel).await? {
+                    Some(c) => c,
+                    None => return Err(StorageError::other(
+                        format!(
+                            "the body ended inside streamed part {number} (internal error: it should have been filled to the part's end)"
+                        ),
+                        false,
+                    )),
+                },
+            };
+        let take = chunk.len().min((part_size - sent) as usize);
+        if take < chunk.len() {
+            held.push_front(chunk.slice(take..));
+        }
+        sent += take as u64;
+        // A store that stops taking data (its window closed) fails the part, as one that does
+        // not answer once it has all of it.
+        let delivered = tokio::select! {
+            () = cancel.cancelled() => return Err(StorageError::Cancelled),
+            r = tokio::time::timeout(ANSWER_WITHIN, tx.send(chunk.slice(..take))) => match r {
+                Ok(sent) => sent.is_ok(),
+                Err(_) => {
+                    return Err(StorageError::other(
+                        format!("uploading part {number} of {}: the store took no data for {} s", up.key, ANSWER_WITHIN.as_secs()),
+                        true,
+                    ))
+                }
+            },
+        };
+        if !delivered {
+            // The part's request ended early: its error says why.
+            return Err(first_error(in_flight, cancel).await);
+        }
+    }
+    Ok(())
 }
 
 /// Reads chunks into `held` until it holds [`HOLD`] bytes; true when the body ended first.
