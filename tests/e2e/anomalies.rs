@@ -1,12 +1,13 @@
 //! The table anomaly: a table that lost most of its rows between two backups raises the alarm,
 //! and the backup taken before it is held from retention until someone acknowledges it.
 
-use crate::backup::fake_old_backups;
 use pgvigil_core::infra::config::Role;
 use pgvigil_core::infra::storage;
 use pgvigil_core::records::catalog::Catalog;
 use pgvigil_core::records::keys::Layout;
 use pgvigil_core::records::manifest;
+use pgvigil_e2e::fixtures::fake_old_backups;
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,10 @@ async fn a_table_losing_most_rows_raises_the_alarm_and_holds_the_backup_before_i
     let o = run("pgvigil-backup", &["--once"], &vars).await;
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    let line = t.lines().find(|l| l.contains("Table anomaly")).unwrap_or_else(|| panic!("{t}"));
+    let line = t
+        .lines()
+        .find(|l| l.contains(lines::TABLE_ANOMALY))
+        .unwrap_or_else(|| panic!("{t}"));
     assert!(
         line.contains("table public.customers lost 90% of its rows (20000 → 2000)"),
         "{line}"

@@ -1,59 +1,17 @@
 //! Backup behaviour against a real PostgreSQL and a real S3 server.
 
 use bytes::Bytes;
-use pgvigil_core::infra::config::Role;
-use pgvigil_core::infra::storage::{self, DynStorage};
-use pgvigil_core::pipeline::backup::{self, BackupContext, BackupError};
+use pgvigil_core::infra::storage::{self};
+use pgvigil_core::pipeline::backup::{self, BackupError};
 use pgvigil_core::records::catalog::Catalog;
 use pgvigil_core::records::keys::{BackupId, Layout};
 use pgvigil_core::records::manifest;
+use pgvigil_e2e::fixtures::{context, download, fake_old_backups, pausing_pg_dump, stock_restore, walk};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
-use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
+use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
 use std::io::Write;
-use std::process::{Command, Stdio};
 use tokio_util::sync::CancellationToken;
-
-pub async fn context(
-    pg: &PgServer,
-    db: &str,
-    storage_vars: Vec<(&'static str, String)>,
-    extra: &[(&'static str, String)],
-) -> BackupContext {
-    let mut vars = storage_vars;
-    vars.push(("DATABASE_URL", pg.url(db)));
-    vars.extend(extra.iter().cloned());
-    let s = settings(&vars, Role::Backup);
-    let st = storage::connect(&s.storage).await.unwrap();
-    BackupContext::new(&s, s.database_url.clone().unwrap(), st)
-}
-
-/// Restores a gzip file with stock tools: `gunzip -t`, then `gunzip -c FILE | psql`.
-pub fn stock_restore(pg: &PgServer, file: &std::path::Path, db: &str) {
-    let t = Command::new("gunzip").arg("-t").arg(file).output().unwrap();
-    assert!(
-        t.status.success(),
-        "gunzip -t rejected the backup: {}",
-        String::from_utf8_lossy(&t.stderr)
-    );
-    let mut gz = Command::new("gunzip").arg("-c").arg(file).stdout(Stdio::piped()).spawn().unwrap();
-    let out = pg.psql_into(db).stdin(gz.stdout.take().unwrap()).output().unwrap();
-    assert!(gz.wait().unwrap().success());
-    assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-pub async fn download(st: &DynStorage, key: &str, dir: &std::path::Path) -> std::path::PathBuf {
-    let bytes = storage::get_bytes(
-        st.as_ref(),
-        &pgvigil_core::infra::storage::Key::new(key).unwrap(),
-        u64::MAX,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
-    let path = dir.join(key.rsplit('/').next().unwrap());
-    std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
-    path
-}
 
 #[tokio::test]
 async fn backup_restores_with_stock_tools_and_the_manifest_is_exact() {
@@ -246,25 +204,6 @@ async fn a_failed_dump_publishes_nothing_and_leaves_latest_untouched() {
     assert_eq!(cat.failures.len(), 2, "failure records kept for reports");
 }
 
-/// A `pg_dump` that stops writing for `pause_secs` after `mb` MiB (its locks held), then goes on;
-/// later calls run the real one. It exits with pg_dump's own status (`pipefail`).
-pub fn pausing_pg_dump(dir: &std::path::Path, mb: u32, pause_secs: u32) -> (String, std::path::PathBuf) {
-    let real = pgvigil_e2e::pg::bindir().join("pg_dump");
-    let marker = dir.join("paused");
-    let wrapper = dir.join("pg_dump_pauses");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/bash\nset -o pipefail\ncase \"$1\" in --version) exec {real} --version;; esac\nif [ -e {m}.done ]; then exec {real} \"$@\"; fi\n{real} \"$@\" | {{ dd bs=1M count={mb} iflag=fullblock 2>/dev/null; touch {m}; sleep {pause_secs}; touch {m}.done; cat; }}\n",
-            real = real.display(),
-            m = marker.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    (wrapper.display().to_string(), marker)
-}
-
 async fn wait_for(path: &std::path::Path) {
     for _ in 0..600 {
         if path.exists() {
@@ -331,15 +270,14 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
     )
     .await;
 
-    let health =
-        pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), pgvigil_core::infra::config::Role::Backup);
-    let job = pgvigil_core::service::jobs::BackupJob::new(ctx.clone(), health.clone(), Default::default());
+    let health = pgvigil_service::health::Health::new(std::time::Duration::from_secs(3600), pgvigil_core::infra::config::Role::Backup);
+    let job = pgvigil_service::jobs::BackupJob::new(ctx.clone(), health.clone(), Default::default());
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     let h2 = health.clone();
     let service = tokio::spawn(async move {
-        let backoff = pgvigil_core::service::retry::Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(2));
-        pgvigil_core::service::runner::run_forever(&job, backoff, &h2, &c2).await;
+        let backoff = pgvigil_service::retry::Backoff::new(std::time::Duration::from_secs(1), std::time::Duration::from_secs(2));
+        pgvigil_service::runner::run_forever(&job, backoff, &h2, &c2).await;
     });
     wait_for(&marker).await;
     s3.stop();
@@ -371,65 +309,6 @@ async fn an_s3_outage_mid_upload_publishes_nothing_and_the_service_resumes() {
         .unwrap();
     assert_eq!(m.tables["public.customers"], 30_000);
     assert!(!cat.failures.is_empty() || health.verdict().0, "the failed attempt was recorded");
-}
-
-pub fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p.display().to_string());
-            }
-        }
-    }
-    out
-}
-
-/// Complete (tiny, fake) backups taken `days` ago, newest last in the list as given.
-pub async fn fake_old_backups(st: &dyn pgvigil_core::infra::storage::Storage, layout: &Layout, days: &[i64]) -> Vec<BackupId> {
-    let now = chrono::Utc::now();
-    let times: Vec<chrono::DateTime<chrono::Utc>> = days.iter().map(|d| now - chrono::Duration::days(*d)).collect();
-    fake_backups_at(st, layout, &times).await
-}
-
-/// Complete backups (a tiny object and its manifest) stamped at the given times.
-pub async fn fake_backups_at(
-    st: &dyn pgvigil_core::infra::storage::Storage,
-    layout: &Layout,
-    times: &[chrono::DateTime<chrono::Utc>],
-) -> Vec<BackupId> {
-    let ids: Vec<BackupId> = times.iter().map(|t| BackupId::at(*t)).collect();
-    for id in &ids {
-        storage::put_bytes(st, &layout.backup(*id), Bytes::from_static(b"old"), &CancellationToken::new())
-            .await
-            .unwrap();
-        let m = pgvigil_core::records::manifest::Manifest {
-            format: 1,
-            key: layout.backup(*id).to_string(),
-            size: 3,
-            sha256: String::new(),
-            uncompressed_size: 3,
-            started_at: id.0,
-            finished_at: id.0,
-            database: "app".into(),
-            server_version: "15.0".into(),
-            pg_dump_version: "15.0".into(),
-            compression_level: 6,
-            parts: 1,
-            tables: Default::default(),
-            privileges: None,
-            globals: None,
-            encryption: None,
-            locked_until: None,
-            table_members: Vec::new(),
-            toc: Vec::new(),
-        };
-        manifest::write(st, layout, *id, &m, None, &CancellationToken::new()).await.unwrap();
-    }
-    ids
 }
 
 #[tokio::test]
@@ -495,10 +374,9 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
         &[("BACKUP_INTERVAL", "3600".into())],
     )
     .await;
-    let health =
-        || pgvigil_core::service::health::Health::new(std::time::Duration::from_secs(3600), pgvigil_core::infra::config::Role::Backup);
-    let job = pgvigil_core::service::jobs::BackupJob::new(ctx.clone(), health(), Default::default());
-    use pgvigil_core::service::runner::Job;
+    let health = || pgvigil_service::health::Health::new(std::time::Duration::from_secs(3600), pgvigil_core::infra::config::Role::Backup);
+    let job = pgvigil_service::jobs::BackupJob::new(ctx.clone(), health(), Default::default());
+    use pgvigil_service::runner::Job;
     assert_eq!(
         job.due_in(&CancellationToken::new()).await.unwrap().as_secs(),
         0,
@@ -506,7 +384,7 @@ async fn the_schedule_is_derived_from_the_newest_backup() {
     );
     backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     // A restarted service (a new job over the same storage) waits for the rest of the interval.
-    let restarted = pgvigil_core::service::jobs::BackupJob::new(ctx.clone(), health(), Default::default());
+    let restarted = pgvigil_service::jobs::BackupJob::new(ctx.clone(), health(), Default::default());
     let wait = restarted.due_in(&CancellationToken::new()).await.unwrap().as_secs();
     assert!((3590..=3600).contains(&wait), "{wait}");
     // Its metrics know the newest backup from storage, before it has run at all.
@@ -528,10 +406,7 @@ async fn the_binary_gives_one_plain_message_per_problem_and_no_secret() {
     let o = run("pgvigil-backup", &["--once"], &vars).await;
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(
-        t.contains("Backup service started") && t.contains("Backup completed successfully"),
-        "{t}"
-    );
+    assert!(t.contains(lines::BACKUP_STARTED) && t.contains(lines::BACKUP_COMPLETED), "{t}");
     assert!(
         !t.contains(pgvigil_e2e::pg::PASSWORD) && !t.contains(pgvigil_e2e::s3::SECRET_KEY),
         "{t}"

@@ -1,5 +1,6 @@
 //! The operator CLI against a bucket prepared by the backup and verify code paths.
 
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
 use serde_json::Value;
@@ -31,7 +32,7 @@ async fn every_command_against_a_prepared_bucket() {
         let (code, out, all) = pgvigil(&["backup-now"], &vars).await;
         assert_eq!(code, Some(0), "{all}");
         assert!(out.contains("cli/backup_") && out.contains("4 tables"), "{out}");
-        assert!(all.contains("Backup completed successfully"), "{all}");
+        assert!(all.contains(lines::BACKUP_COMPLETED), "{all}");
     }
     let o = run("pgvigil-verify", &["--once"], &vars).await;
     assert!(o.status.success(), "{}", text(&o));
@@ -209,7 +210,7 @@ async fn libpq_variables_supply_what_the_url_leaves_out() {
     verify.push(("PGPASSFILE", passfile.display().to_string()));
     let o = run("pgvigil-verify", &["--once"], &verify).await;
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("Restore verification completed successfully"), "{}", text(&o));
+    assert!(text(&o).contains(lines::VERIFY_PASSED), "{}", text(&o));
 
     let mut restore = s3.vars("libpq");
     restore.push(("RESTORE_DATABASE_URL", bare("env_target")));

@@ -5,6 +5,7 @@ use pgvigil_core::infra::config::Role;
 use pgvigil_core::infra::storage;
 use pgvigil_core::records::catalog::Catalog;
 use pgvigil_core::records::keys::Layout;
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
 use tokio_util::sync::CancellationToken;
@@ -42,8 +43,8 @@ async fn three_databases_one_broken_each_backed_up_and_verified() {
     let mut service_vars = vars.clone();
     service_vars.push(("PORT", http.to_string()));
     let mut svc = Service::start("pgvigil-backup", &[], &service_vars);
-    svc.wait_for("Backup completed successfully", 2, 90).await;
-    svc.wait_for("Backup failed", 3, 60).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 2, 90).await;
+    svc.wait_for(lines::BACKUP_FAILED, 3, 60).await;
     // The two good databases do not hide the broken one. (The failure is counted just after its
     // log line, so the third may take a moment to show.)
     let mut status = pgvigil_e2e::http::get(http, "/status").await.unwrap();
@@ -72,13 +73,13 @@ async fn three_databases_one_broken_each_backed_up_and_verified() {
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert!(out.contains("covering 3 databases"), "{out}");
-    let failure = out.lines().find(|l| l.contains("Backup failed")).unwrap();
+    let failure = out.lines().find(|l| l.contains(lines::BACKUP_FAILED)).unwrap();
     assert!(
         failure.contains("name=gone") && failure.contains("does not exist"),
         "the database is named: {failure}"
     );
     assert_eq!(
-        out.matches("Backup completed successfully").count(),
+        out.matches(lines::BACKUP_COMPLETED).count(),
         2,
         "no database was backed up twice:\n{out}"
     );
@@ -93,7 +94,7 @@ async fn three_databases_one_broken_each_backed_up_and_verified() {
     let o = run("pgvigil-verify", &["--once"], &verify).await;
     let t = text(&o);
     assert!(!o.status.success(), "gone has nothing to verify:\n{t}");
-    assert_eq!(t.matches("Restore verification completed successfully").count(), 2, "{t}");
+    assert_eq!(t.matches(lines::VERIFY_PASSED).count(), 2, "{t}");
     assert!(t.contains("the run failed for gone"), "{t}");
 
     // The CLI: status of every database (the worst decides the exit status), one database on request.

@@ -85,15 +85,7 @@ fn code_lines(dir: &str) -> Vec<(String, String)> {
 }
 
 /// What a pure layer (policy, view) must not use: anything that does I/O, and the layers above.
-const PURE: &[&str] = &[
-    "crate::infra",
-    "crate::pipeline",
-    "crate::service",
-    "crate::operator",
-    "tokio",
-    "sqlx",
-    "aws_",
-];
+const PURE: &[&str] = &["crate::infra", "crate::pipeline", "crate::operator", "tokio", "sqlx", "aws_"];
 
 #[test]
 fn each_folder_imports_only_what_its_module_documentation_allows() {
@@ -101,7 +93,7 @@ fn each_folder_imports_only_what_its_module_documentation_allows() {
         ("crates/core/src/policy", PURE),
         (
             "crates/core/src/records",
-            &["crate::infra::pg", "crate::pipeline", "crate::service", "crate::operator", "sqlx"],
+            &["crate::infra::pg", "crate::pipeline", "crate::operator", "sqlx"],
         ),
         (
             "crates/core/src/infra/storage",
@@ -110,7 +102,6 @@ fn each_folder_imports_only_what_its_module_documentation_allows() {
                 "crate::records",
                 "crate::policy",
                 "crate::pipeline",
-                "crate::service",
                 "crate::operator",
                 "sqlx",
             ],
@@ -122,26 +113,18 @@ fn each_folder_imports_only_what_its_module_documentation_allows() {
                 "crate::records",
                 "crate::policy",
                 "crate::pipeline",
-                "crate::service",
                 "crate::operator",
                 "aws_",
             ],
         ),
         (
             "crates/core/src/pipeline/stages",
-            &[
-                "crate::infra",
-                "crate::records",
-                "crate::service",
-                "crate::operator",
-                "sqlx",
-                "aws_",
-            ],
+            &["crate::infra", "crate::records", "crate::operator", "sqlx", "aws_"],
         ),
         ("crates/core/src/view", PURE),
-        ("crates/core/src/pipeline", &["crate::service", "crate::operator"]),
-        ("crates/core/src/service", &["crate::operator"]),
-        ("crates/core/src/operator", &["crate::service"]),
+        ("crates/core/src/pipeline", &["crate::operator"]),
+        // The daemons' crate: everything of core but what the CLI's commands do.
+        ("crates/service/src", &["pgvigil_core::operator"]),
         (
             "crates/cli/src",
             &[
@@ -149,7 +132,7 @@ fn each_folder_imports_only_what_its_module_documentation_allows() {
                 "pgvigil_core::pipeline",
                 "pgvigil_core::records",
                 "pgvigil_core::policy",
-                "pgvigil_core::service",
+                "pgvigil_service",
                 "sqlx",
             ],
         ),
@@ -167,11 +150,50 @@ fn each_folder_imports_only_what_its_module_documentation_allows() {
     assert!(broken.is_empty(), "imports that break the layering:\n{}", broken.join("\n"));
 }
 
+/// Operators' alerts match the log lines the tests wait for: each is documented where users look
+/// (README or docs/) and written by the code (or, `Next … in`, built from the job's noun).
+#[test]
+fn every_log_line_the_tests_wait_for_is_documented() {
+    let mut docs = repo_file("README.md");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for e in std::fs::read_dir(root.join("docs")).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "md") {
+            docs.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    let code: String = code_lines("crates").into_iter().map(|(_, l)| l + "\n").collect();
+    for line in pgvigil_e2e::lines::ALL {
+        assert!(docs.contains(line), "{line:?} is not documented in README.md or docs/");
+        let built = line.strip_prefix("Next ").is_some_and(|_| code.contains("\"Next {noun} in {}s\""));
+        assert!(code.contains(line) || built, "{line:?} is written nowhere in crates/");
+    }
+}
+
+/// The operator CLI links the library, not the daemons: no HTTP server, metrics registry or
+/// webhook client in `pgvigil`.
+#[test]
+fn the_cli_links_no_service_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = std::process::Command::new(cargo)
+        .current_dir(&root)
+        .args(["tree", "--locked", "--offline", "-p", "pgvigil", "-e", "normal", "--prefix", "none"])
+        .output()
+        .expect("cargo tree runs");
+    assert!(tree.status.success(), "{}", String::from_utf8_lossy(&tree.stderr));
+    let tree = String::from_utf8_lossy(&tree.stdout);
+    let crates: std::collections::BTreeSet<&str> = tree.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(crates.contains("pgvigil-core"), "{tree}");
+    for service_only in ["pgvigil-service", "axum", "prometheus-client", "reqwest"] {
+        assert!(!crates.contains(service_only), "the CLI links {service_only}:\n{tree}");
+    }
+}
+
 #[test]
 fn no_file_in_core_is_longer_than_one_sitting() {
     let mut long = Vec::new();
     let mut counts = std::collections::BTreeMap::new();
-    for (file, _) in code_lines("crates/core/src") {
+    for (file, _) in code_lines("crates/core/src").into_iter().chain(code_lines("crates/service/src")) {
         *counts.entry(file).or_insert(0usize) += 1;
     }
     for (file, n) in counts {
@@ -294,7 +316,7 @@ fn every_docs_link_resolves_and_the_index_lists_every_page() {
     // The status page's links into the docs, and the pages the services serve for them.
     for link in pgvigil_core::view::page::DOC_LINKS {
         let (file, anchor) = link.split_once('#').unwrap();
-        if !has_heading(&repo_file(&format!("docs/{file}")), anchor) || pgvigil_core::service::page::doc(file).is_none() {
+        if !has_heading(&repo_file(&format!("docs/{file}")), anchor) || pgvigil_service::page::doc(file).is_none() {
             broken.push(format!("the status page's link {link} (no such heading, or not served)"));
         }
     }

@@ -4,23 +4,11 @@
 
 use age::secrecy::ExposeSecret;
 use age::x25519::Identity;
+use pgvigil_e2e::fixtures::key_file;
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
 use std::process::{Command, Stdio};
-
-pub fn key_file(dir: &std::path::Path, name: &str, id: &Identity) -> String {
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            "# created: test\n# public key: {}\n{}\n",
-            id.to_public(),
-            id.to_string().expose_secret()
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
-}
 
 fn with(vars: &[(&'static str, String)], extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
     let mut v = vars.to_vec();
@@ -101,7 +89,7 @@ async fn encrypted_backups_verify_restore_check_and_open_with_stock_age() {
     ] {
         let o = run("pgvigil-verify", &["--once"], &with(&vars, &[given])).await;
         assert!(o.status.success(), "{}", text(&o));
-        assert!(text(&o).contains("Restore verification completed successfully"), "{}", text(&o));
+        assert!(text(&o).contains(lines::VERIFY_PASSED), "{}", text(&o));
         assert!(!text(&o).contains(&secret), "{}", text(&o));
     }
     let o = run("pgvigil-backup", &["--once"], &with(&vars, &[recipients.clone(), inline])).await;
@@ -124,7 +112,7 @@ async fn encrypted_backups_verify_restore_check_and_open_with_stock_age() {
         "{}",
         text(&o)
     );
-    assert!(!text(&o).contains("Restore verification failed"), "{}", text(&o));
+    assert!(!text(&o).contains(lines::VERIFY_FAILED), "{}", text(&o));
     // Without any identity, the same.
     let o = run("pgvigil-verify", &["--once"], &vars).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -191,11 +179,7 @@ async fn encrypted_backups_verify_restore_check_and_open_with_stock_age() {
     std::fs::write(&damaged, &data).unwrap();
     let o = run("pgvigil-verify", &["--once"], &with(&vars, &ident)).await;
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        text(&o).contains("Restore verification failed"),
-        "a bad backup, not a bad key: {}",
-        text(&o)
-    );
+    assert!(text(&o).contains(lines::VERIFY_FAILED), "a bad backup, not a bad key: {}", text(&o));
     assert!(text(&o).contains("SHA-256"), "{}", text(&o));
     pg.create_db("fallback").await;
     let o = run("pgvigil", &["restore", "--to", &pg.url("fallback")], &with(&vars, &ident)).await;

@@ -4,20 +4,18 @@
 //! service recovers by itself once the fault clears. docs/reliability.md lists each scenario with
 //! the test that proves it.
 
-use crate::backup::{fake_old_backups, pausing_pg_dump};
-use crate::verify::scratch_dbs;
 use pgvigil_core::infra::config::Role;
 use pgvigil_core::infra::storage::{self, DynStorage};
 use pgvigil_core::records::catalog::Catalog;
 use pgvigil_core::records::keys::Layout;
+use pgvigil_e2e::fixtures;
+use pgvigil_e2e::fixtures::{fake_old_backups, pausing_pg_dump, scratch_dbs};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::proxy::Proxy;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
 use s3s::S3ErrorCode;
 use tokio_util::sync::CancellationToken;
-
-const COMPLETED: &str = "Backup completed successfully";
-const FAILED: &str = "Backup failed";
 
 /// A backup service's environment: hourly, retrying after 1 s.
 fn backup_vars(pg: &PgServer, storage_vars: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
@@ -73,14 +71,14 @@ async fn database_down_at_start_then_back() {
     let s3 = S3Server::start().await;
     pg.stop();
     let mut svc = Service::start("pgvigil-backup", &[], &backup_vars(&pg, s3.vars("down")));
-    svc.wait_for(FAILED, 2, 30).await;
+    svc.wait_for(lines::BACKUP_FAILED, 2, 30).await;
     assert_complete_backups(&s3, "down", 0).await;
     pg.restart();
-    svc.wait_for(COMPLETED, 1, 60).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 60).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
-    let failure = out.lines().find(|l| l.contains(FAILED)).unwrap();
+    let failure = out.lines().find(|l| l.contains(lines::BACKUP_FAILED)).unwrap();
     assert!(failure.contains("cannot reach"), "the cause is named: {failure}");
     assert_complete_backups(&s3, "down", 1).await;
     assert!(s3.pending_uploads().is_empty());
@@ -100,10 +98,10 @@ async fn database_down_mid_dump() {
     let mut svc = Service::start("pgvigil-backup", &[], &vars);
     wait_for_file(&marker, &svc).await;
     pg.stop();
-    svc.wait_for(FAILED, 1, 60).await;
+    svc.wait_for(lines::BACKUP_FAILED, 1, 60).await;
     assert_complete_backups(&s3, "mid", 0).await;
     pg.restart();
-    svc.wait_for(COMPLETED, 1, 90).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 90).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
@@ -127,14 +125,14 @@ async fn s3_down_mid_upload() {
     let mut svc = Service::start("pgvigil-backup", &[], &vars);
     wait_for_file(&marker, &svc).await;
     s3.stop();
-    svc.wait_for(FAILED, 1, 90).await;
-    let published: Vec<_> = crate::backup::walk(s3.root.path())
+    svc.wait_for(lines::BACKUP_FAILED, 1, 90).await;
+    let published: Vec<_> = fixtures::walk(s3.root.path())
         .into_iter()
         .filter(|p| p.contains("/s3mid/backup_"))
         .collect();
     assert!(published.is_empty(), "{published:?}");
     s3.restart().await;
-    svc.wait_for(COMPLETED, 1, 120).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 120).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
@@ -165,28 +163,35 @@ async fn service_killed_mid_backup_and_restarted() {
     let first = Service::start("pgvigil-backup", &[], &vars);
     wait_for_file(&marker, &first).await;
     let killed = first.kill().await;
-    assert!(!killed.contains(COMPLETED));
+    assert!(!killed.contains(lines::BACKUP_COMPLETED));
     // The killed run holds the lease; a new process on the same host sees its holder is dead.
     let mut second = Service::start("pgvigil-backup", &[], &vars);
-    second.wait_for(COMPLETED, 1, 90).await;
-    second.wait_for("Next backup in", 1, 30).await;
+    second.wait_for(lines::BACKUP_COMPLETED, 1, 90).await;
+    second.wait_for(lines::NEXT_BACKUP, 1, 30).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let (status, out) = second.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
-    assert_eq!(out.matches(COMPLETED).count(), 1, "exactly one backup after the restart:\n{out}");
+    assert_eq!(
+        out.matches(lines::BACKUP_COMPLETED).count(),
+        1,
+        "exactly one backup after the restart:\n{out}"
+    );
     assert!(
         out.lines()
-            .any(|l| l.contains("Next backup in") && !l.contains("Next backup in 0s")),
+            .any(|l| l.contains(lines::NEXT_BACKUP) && !l.contains("Next backup in 0s")),
         "the next one is an interval away:\n{out}"
     );
     assert_complete_backups(&s3, "kill", 1).await;
     // Restarted once more after the success: the next backup is an interval away, not now.
     let mut third = Service::start("pgvigil-backup", &[], &vars);
-    third.wait_for("Next backup in", 1, 30).await;
+    third.wait_for(lines::NEXT_BACKUP, 1, 30).await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let (_, out) = third.stop().await;
-    assert!(!out.contains(COMPLETED) && !out.contains("Next backup in 0s"), "{out}");
+    assert!(
+        !out.contains(lines::BACKUP_COMPLETED) && !out.contains("Next backup in 0s"),
+        "{out}"
+    );
     assert_complete_backups(&s3, "kill", 1).await;
     // A SIGKILLed upload cannot abort itself. s3s-fs cannot list uploads, so pgvigil's clean-up
     // of stale uploads cannot reach it here; on S3 it runs before each backup.
@@ -237,9 +242,9 @@ async fn s3_stalls_mid_upload() {
     wait_for_file(&marker, &svc).await;
     proxy.stall(true);
     tokio::time::sleep(std::time::Duration::from_secs(8)).await;
-    assert_eq!(svc.count(COMPLETED), 0);
+    assert_eq!(svc.count(lines::BACKUP_COMPLETED), 0);
     proxy.stall(false);
-    svc.wait_for(COMPLETED, 1, 90).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 90).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
@@ -370,7 +375,7 @@ async fn wrong_region_and_missing_bucket() {
     let mut svc = Service::start("pgvigil-backup", &[], &vars);
     svc.wait_for("the bucket does not exist (check S3_BUCKET)", 1, 30).await;
     s3.create_bucket("created-later");
-    svc.wait_for(COMPLETED, 1, 60).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 60).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
@@ -416,7 +421,7 @@ async fn verify_setup(prefix: &str) -> (PgServer, S3Server, Vec<(&'static str, S
 }
 
 fn verification_records(s3: &S3Server) -> Vec<String> {
-    crate::backup::walk(s3.root.path())
+    fixtures::walk(s3.root.path())
         .into_iter()
         .filter(|p| p.ends_with("__passed.json") || p.ends_with("__failed.json"))
         .collect()
@@ -430,11 +435,8 @@ async fn psql_killed_mid_restore_is_not_a_bad_backup() {
     let out = run("pgvigil-verify", &["--once"], &vars).await;
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("Verification could not run"), "{t}");
-    assert!(
-        !t.contains("Restore verification failed"),
-        "psql dying is not the backup's fault:\n{t}"
-    );
+    assert!(t.contains(lines::VERIFY_COULD_NOT_RUN), "{t}");
+    assert!(!t.contains(lines::VERIFY_FAILED), "psql dying is not the backup's fault:\n{t}");
     assert_plain(&t);
     assert!(verification_records(&s3).is_empty(), "{:?}", verification_records(&s3));
     assert!(scratch_dbs(&pg).await.is_empty(), "the scratch database was dropped");
@@ -473,7 +475,7 @@ async fn sigterm_mid_restore() {
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert!(started.elapsed() < std::time::Duration::from_secs(12), "stopped promptly");
-    assert!(!out.contains("Restore verification failed"), "{out}");
+    assert!(!out.contains(lines::VERIFY_FAILED), "{out}");
     assert_plain(&out);
     assert!(scratch_dbs(&pg).await.is_empty(), "scratch database dropped:\n{out}");
     assert!(verification_records(&s3).is_empty());
@@ -532,16 +534,16 @@ async fn disk_full_on_the_verify_server() {
     pg.exec("postgres", "ALTER DATABASE template0 SET TABLESPACE small").await;
 
     let mut svc = Service::start("pgvigil-verify", &[], &vars);
-    svc.wait_for("Verification could not run", 1, 120).await;
-    assert_eq!(svc.count("Restore verification failed"), 0, "{}", svc.output());
+    svc.wait_for(lines::VERIFY_COULD_NOT_RUN, 1, 120).await;
+    assert_eq!(svc.count(lines::VERIFY_FAILED), 0, "{}", svc.output());
     assert!(verification_records(&s3).is_empty());
     // Room again: the service verifies by itself.
     resize_tmpfs(&space, 256);
-    svc.wait_for("Restore verification completed successfully", 1, 120).await;
+    svc.wait_for(lines::VERIFY_PASSED, 1, 120).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
-    let line = out.lines().find(|l| l.contains("Verification could not run")).unwrap();
+    let line = out.lines().find(|l| l.contains(lines::VERIFY_COULD_NOT_RUN)).unwrap();
     assert!(line.to_lowercase().contains("space"), "the cause is named: {line}");
     assert!(scratch_dbs(&pg).await.is_empty());
     pg.exec("postgres", "ALTER DATABASE template0 SET TABLESPACE pg_default").await;
@@ -557,7 +559,7 @@ async fn s3_down_at_start() {
     s3.stop();
     // SIGTERM while the service waits for storage: a prompt, clean stop.
     let mut svc = Service::start("pgvigil-backup", &[], &backup_vars(&pg, s3.vars("wait")));
-    svc.wait_for("Storage is not usable yet", 2, 30).await;
+    svc.wait_for(lines::STORAGE_NOT_USABLE, 2, 30).await;
     let started = std::time::Instant::now();
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
@@ -565,13 +567,13 @@ async fn s3_down_at_start() {
     assert_plain(&out);
     // Left alone, it starts by itself once storage answers.
     let mut svc = Service::start("pgvigil-backup", &[], &backup_vars(&pg, s3.vars("wait")));
-    svc.wait_for("Storage is not usable yet", 1, 30).await;
+    svc.wait_for(lines::STORAGE_NOT_USABLE, 1, 30).await;
     s3.restart().await;
-    svc.wait_for(COMPLETED, 1, 90).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 90).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
-    let line = out.lines().find(|l| l.contains("Storage is not usable yet")).unwrap();
+    let line = out.lines().find(|l| l.contains(lines::STORAGE_NOT_USABLE)).unwrap();
     assert!(line.contains("could not connect"), "the cause is named: {line}");
     assert_complete_backups(&s3, "wait", 1).await;
 }
@@ -624,14 +626,14 @@ async fn a_held_lock_makes_the_dump_give_up_instead_of_queueing() {
     let mut vars = backup_vars(&pg, s3.vars("lock"));
     vars.push(("PG_DUMP_LOCK_WAIT_TIMEOUT", "2".into()));
     let mut svc = Service::start("pgvigil-backup", &[], &vars);
-    svc.wait_for(FAILED, 1, 60).await;
+    svc.wait_for(lines::BACKUP_FAILED, 1, 60).await;
     assert_complete_backups(&s3, "lock", 0).await;
     sqlx::raw_sql("ROLLBACK").execute(&mut migration).await.unwrap();
-    svc.wait_for(COMPLETED, 1, 60).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 60).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
     assert_plain(&out);
-    let failure = out.lines().find(|l| l.contains(FAILED)).unwrap();
+    let failure = out.lines().find(|l| l.contains(lines::BACKUP_FAILED)).unwrap();
     assert!(failure.contains("could not lock public.customers"), "the cause is named: {failure}");
     assert_complete_backups(&s3, "lock", 1).await;
 }
@@ -658,7 +660,7 @@ async fn sessions_queued_behind_the_dump_are_reported() {
             .map(|_| ())
     });
     svc.wait_for("session(s) have waited", 1, 40).await;
-    svc.wait_for(COMPLETED, 1, 60).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 60).await;
     alter.await.unwrap().unwrap();
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
@@ -689,13 +691,13 @@ async fn a_backup_gives_way_to_a_migration_and_is_retried() {
             .await
             .map(|_| ())
     });
-    svc.wait_for("Backup gives way", 1, 30).await;
+    svc.wait_for(lines::BACKUP_GIVES_WAY, 1, 30).await;
     alter.await.unwrap().unwrap();
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "the migration went ahead");
-    svc.wait_for(COMPLETED, 1, 90).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 90).await;
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
-    assert!(out.contains("Backup failed") && out.contains("gave way to"), "{out}");
+    assert!(out.contains(lines::BACKUP_FAILED) && out.contains("gave way to"), "{out}");
     assert_complete_backups(&s3, "yield", 1).await;
     assert!(
         s3.pending_uploads().is_empty(),

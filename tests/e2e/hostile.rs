@@ -5,13 +5,14 @@
 //! verification fails with a specific reason (never success), and both restores exit non-zero
 //! and leave the target exactly as it was.
 
-use crate::backup::context as backup_context;
-use crate::verify::gzip;
 use bytes::Bytes;
 use pgvigil_core::infra::storage::{self, DynStorage, Key};
 use pgvigil_core::pipeline::backup::{self, BackupOutcome};
 use pgvigil_core::records::keys::{BackupId, Layout};
 use pgvigil_core::records::manifest::{self, Manifest};
+use pgvigil_e2e::fixtures;
+use pgvigil_e2e::fixtures::{context, gzip};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
 use sha2::Digest;
@@ -55,7 +56,7 @@ async fn bench() -> Bench {
     let pg = PgServer::start();
     sample::build(&pg, "app", 50).await;
     let s3 = S3Server::start().await;
-    let ctx = backup_context(&pg, "app", s3.vars("honest"), &[]).await;
+    let ctx = context(&pg, "app", s3.vars("honest"), &[]).await;
     let honest = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     let object = storage::get_bytes(
         ctx.storage.as_ref(),
@@ -65,7 +66,7 @@ async fn bench() -> Bench {
     )
     .await
     .unwrap();
-    let sql = crate::verify::gunzip(&object);
+    let sql = fixtures::gunzip(&object);
     let canaries = tempfile::tempdir().unwrap();
     // The server (running as `postgres`) must be able to create a canary there, were it asked to.
     std::process::Command::new("chmod")
@@ -141,7 +142,7 @@ async fn judge(b: &Bench, case: &Case, extra: &[(&'static str, String)]) {
     let v = run("pgvigil-verify", &["--once"], &vars).await;
     let t = text(&v);
     assert!(
-        t.contains("Restore verification failed") && t.contains(case.why),
+        t.contains(lines::VERIFY_FAILED) && t.contains(case.why),
         "{}: the verdict must fail naming {:?}:\n{t}",
         case.name,
         case.why
@@ -441,5 +442,5 @@ async fn an_honest_backup_with_a_statement_the_server_refuses_is_still_only_a_fa
     let mut vars = b.s3.vars("honest");
     vars.push(("VERIFY_DATABASE_URL", b.pg.url("postgres")));
     let v = run("pgvigil-verify", &["--once"], &vars).await;
-    assert!(text(&v).contains("Restore verification completed successfully"), "{}", text(&v));
+    assert!(text(&v).contains(lines::VERIFY_PASSED), "{}", text(&v));
 }

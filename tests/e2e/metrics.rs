@@ -1,6 +1,7 @@
 //! Metrics scraped from running services and parsed as OpenMetrics; the sample alerting rules
 //! only name metrics the services expose; Docker's HEALTHCHECK command tells alive from dead.
 
+use pgvigil_e2e::lines;
 use pgvigil_e2e::pg::free_port;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::scrape::Scrape;
@@ -57,8 +58,8 @@ async fn metrics_are_scraped_parsed_and_cover_the_alerting_rules() {
     let mut backup_vars = vars.clone();
     backup_vars.push(("PORT", http.to_string()));
     let mut svc = Service::start("pgvigil-backup", &[], &backup_vars);
-    svc.wait_for("Backup completed successfully", 1, 90).await;
-    svc.wait_for("Next backup in", 2, 30).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 90).await;
+    svc.wait_for(lines::NEXT_BACKUP, 2, 30).await;
     let b = Scrape::from(http).await;
     let svc_label = [("service", "backup")];
     assert_eq!(b.value("pgvigil_runs", &[("result", "success")]), Some(1.0), "{}", b.text);
@@ -98,8 +99,8 @@ async fn metrics_are_scraped_parsed_and_cover_the_alerting_rules() {
     let mut verify_vars = vars.clone();
     verify_vars.push(("PORT", http.to_string()));
     let mut svc = Service::start("pgvigil-verify", &[], &verify_vars);
-    svc.wait_for("Verification finished in", 1, 120).await;
-    svc.wait_for("Next verification in", 2, 30).await;
+    svc.wait_for(lines::VERIFY_FINISHED, 1, 120).await;
+    svc.wait_for(lines::NEXT_VERIFICATION, 2, 30).await;
     let v = Scrape::from(http).await;
     let svc_label = [("service", "verify")];
     assert_eq!(v.value("pgvigil_last_verification_passed", &svc_label), Some(1.0), "{}", v.text);
@@ -125,7 +126,7 @@ async fn metrics_are_scraped_parsed_and_cover_the_alerting_rules() {
 
     // A restarted verify service knows the verdict before it runs again.
     let mut svc = Service::start("pgvigil-verify", &[], &verify_vars);
-    svc.wait_for("Next verification in", 1, 60).await;
+    svc.wait_for(lines::NEXT_VERIFICATION, 1, 60).await;
     let restarted = Scrape::from(http).await;
     assert_eq!(
         restarted.value("pgvigil_last_verification_passed", &svc_label),

@@ -1,6 +1,7 @@
 //! Notifications and the heartbeat: one message when a condition starts, one when it clears,
 //! delivered through a receiver's outage, with no secret in the service's output.
 
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::Service;
 use pgvigil_e2e::webhook::Receiver;
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
@@ -32,7 +33,7 @@ async fn conditions_are_sent_once_when_they_start_and_once_when_they_clear() {
     // The receiver is down for the first two attempts: the message still arrives.
     hooks.refuse_next(2);
     let mut svc = Service::start("pgvigil-backup", &[], &vars);
-    svc.wait_for("Backup failed", 3, 60).await;
+    svc.wait_for(lines::BACKUP_FAILED, 3, 60).await;
     let failed = hooks
         .wait_for(1, 30, |r| event(r) == ("backup_failed".into(), "firing".into()))
         .await;
@@ -41,7 +42,7 @@ async fn conditions_are_sent_once_when_they_start_and_once_when_they_clear() {
     assert!(!failed[0].body.contains(pgvigil_e2e::pg::PASSWORD));
 
     pg.restart();
-    svc.wait_for("Backup completed successfully", 1, 60).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 60).await;
     hooks
         .wait_for(1, 30, |r| event(r) == ("backup_failed".into(), "resolved".into()))
         .await;
@@ -49,7 +50,7 @@ async fn conditions_are_sent_once_when_they_start_and_once_when_they_clear() {
 
     // A table loses 90% of its rows before the next backup (6 s later).
     pg.exec("app", "DELETE FROM sales.orders WHERE id % 10 <> 0").await;
-    svc.wait_for("Table anomaly", 1, 60).await;
+    svc.wait_for(lines::TABLE_ANOMALY, 1, 60).await;
     let anomaly = hooks
         .wait_for(1, 30, |r| event(r) == ("table_anomaly".into(), "firing".into()))
         .await;
@@ -60,7 +61,7 @@ async fn conditions_are_sent_once_when_they_start_and_once_when_they_clear() {
     );
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
-    assert!(out.matches("Backup failed").count() >= 3, "{out}");
+    assert!(out.matches(lines::BACKUP_FAILED).count() >= 3, "{out}");
     let firing = hooks
         .received()
         .iter()
@@ -99,7 +100,7 @@ async fn a_stale_backup_is_reported_after_a_restart_until_a_backup_succeeds() {
 
     // A successful backup clears it.
     pg.restart();
-    svc.wait_for("Backup completed successfully", 1, 60).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 60).await;
     hooks
         .wait_for(1, 30, |r| event(r) == ("backup_stale".into(), "resolved".into()))
         .await;

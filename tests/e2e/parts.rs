@@ -2,11 +2,11 @@
 //! object such parts make (its last part filled to the end with members that read as nothing)
 //! restores with stock tools and passes the deep check, plain and encrypted.
 
-use super::backup::{download, stock_restore};
-use super::encryption::key_file;
 use age::x25519::Identity;
 use pgvigil_core::infra::config::Role;
 use pgvigil_core::infra::storage;
+use pgvigil_e2e::fixtures::{download, key_file, stock_restore};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::{init_logs, settings, PgServer, S3Server};
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ const MIB: u64 = 1024 * 1024;
 /// Peak resident memory (KiB) of one backup by the service, and the backup's object key.
 async fn peak_of_one_backup(vars: &[(&'static str, String)]) -> (u64, String) {
     let mut svc = Service::start("pgvigil-backup", &[], vars);
-    svc.wait_for("Backup completed successfully", 1, 300).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 300).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", svc.pid())).unwrap();
     let kib = status
         .lines()
@@ -63,7 +63,7 @@ async fn memory_does_not_grow_with_the_part_size() {
         async move {
             let st = storage::connect(&settings(&vars, Role::Cli).storage).await.unwrap();
             let layout = pgvigil_core::records::keys::Layout::new(prefix);
-            let id = super::backup::fake_old_backups(st.as_ref(), &layout, &[2]).await[0];
+            let id = pgvigil_e2e::fixtures::fake_old_backups(st.as_ref(), &layout, &[2]).await[0];
             s3.make_sparse(layout.backup(id).as_str(), gb * 1_000_000_000);
             vars
         }
@@ -112,11 +112,7 @@ async fn memory_does_not_grow_with_the_part_size() {
     vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
     vars.push(("VERIFY_RANDOM_RATE", "0".into()));
     let o = run("pgvigil-verify", &["--once"], &vars).await;
-    assert!(
-        o.status.success() && text(&o).contains("Restore verification completed successfully"),
-        "{}",
-        text(&o)
-    );
+    assert!(o.status.success() && text(&o).contains(lines::VERIFY_PASSED), "{}", text(&o));
     let sealed_size = st
         .head(&storage::Key::new(sealed_key).unwrap(), &CancellationToken::new())
         .await

@@ -2,7 +2,6 @@
 //! zone, the CLI applies the service's policy (not the shell's), and two backup services on one
 //! prefix cannot corrupt each other.
 
-use crate::backup::{context as backup_context, fake_backups_at, fake_old_backups, pausing_pg_dump};
 use bytes::Bytes;
 use pgvigil_core::infra::storage::{self, Storage};
 use pgvigil_core::pipeline::backup;
@@ -11,6 +10,8 @@ use pgvigil_core::records::catalog::Catalog;
 use pgvigil_core::records::history::{write_verification, VerificationRecord};
 use pgvigil_core::records::keys::{BackupId, Layout};
 use pgvigil_core::records::manifest;
+use pgvigil_e2e::fixtures::{context, fake_backups_at, fake_old_backups, pausing_pg_dump};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, spawn, terminate, text};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
 use sha2::Digest;
@@ -48,7 +49,7 @@ async fn retention_keeps_the_last_verified_backup_when_every_later_one_failed() 
     let pg = PgServer::start();
     sample::build(&pg, "app", 10).await;
     let s3 = S3Server::start().await;
-    let ctx = backup_context(
+    let ctx = context(
         &pg,
         "app",
         s3.vars("ev"),
@@ -164,7 +165,7 @@ async fn two_backup_services_on_one_prefix_leave_only_complete_matching_pairs() 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (ta, tb) = (text(&terminate(a).await), text(&terminate(b).await));
     let both = format!("{ta}\n----\n{tb}");
-    assert!(both.contains("Backup completed successfully"), "{both}");
+    assert!(both.contains(lines::BACKUP_COMPLETED), "{both}");
     assert!(
         both.contains("Backup skipped: another backup service"),
         "the second service waited:\n{both}"
@@ -414,15 +415,15 @@ async fn a_kept_backup_deleted_or_cut_behind_pgvigils_back_is_found_alerted_and_
     vars.push(("BACKUP_MIN_KEEP", "1".into()));
     vars.push(("NOTIFY_WEBHOOK_URL", hooks.url("/hook")));
     let mut svc = Service::start("pgvigil-backup", &[], &vars);
-    svc.wait_for("Backups missing from storage", 1, 60).await;
+    svc.wait_for(lines::BACKUPS_MISSING, 1, 60).await;
     let firing = hooks
         .wait_for(1, 30, |r| r.body.contains("backup_missing") && r.body.contains("firing"))
         .await;
     assert!(firing[0].body.contains(&old[1].file_name()), "{}", firing[0].body);
-    svc.wait_for("Backup completed successfully", 1, 60).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 60).await;
 
     // Retention keeps the lost backup's manifest, so the report stands until someone acts.
-    svc.wait_for("Backups missing from storage", 3, 60).await;
+    svc.wait_for(lines::BACKUPS_MISSING, 3, 60).await;
     assert!(storage::get_bytes(st.as_ref(), &layout.manifest(old[1]), 1 << 20, &never)
         .await
         .is_ok());

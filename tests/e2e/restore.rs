@@ -2,12 +2,12 @@
 //! cut in the middle, pgvigil killed at any moment — the target is fully restored or exactly as it
 //! was, and what pgvigil says about it is true.
 
-use crate::backup::context as backup_context;
-use crate::verify::{original, replace_object};
 use pgvigil_core::infra::pg::target::{contents, Contents};
 use pgvigil_core::infra::secret::DbUrl;
 use pgvigil_core::infra::storage::DynStorage;
 use pgvigil_core::pipeline::backup::{self, BackupOutcome};
+use pgvigil_e2e::fixtures::{context, original, replace_object};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::proxy::Proxy;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
@@ -46,7 +46,7 @@ async fn backups(rows: u64, n: usize, prefix: &str) -> (PgServer, S3Server, Vec<
     let pg = PgServer::start();
     sample::build(&pg, "app", rows).await;
     let s3 = S3Server::start().await;
-    let ctx = backup_context(&pg, "app", s3.vars(prefix), &[]).await;
+    let ctx = context(&pg, "app", s3.vars(prefix), &[]).await;
     let mut outs = Vec::new();
     for _ in 0..n {
         outs.push(backup::run_once(&ctx, &CancellationToken::new()).await.unwrap());
@@ -241,10 +241,7 @@ async fn a_download_cut_in_the_middle_is_a_storage_error_for_check_and_verify_to
     let o = run("pgvigil-verify", &["--once"], &vars).await;
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(
-        t.contains("Verification could not run") && !t.contains("Restore verification failed"),
-        "{t}"
-    );
+    assert!(t.contains(lines::VERIFY_COULD_NOT_RUN) && !t.contains(lines::VERIFY_FAILED), "{t}");
 }
 
 #[tokio::test]

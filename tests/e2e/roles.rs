@@ -2,6 +2,7 @@
 //! `pgvigil restore` and through the stock recipe — on a fresh cluster; verification restores and
 //! checks as much of them as its role allows, and says what it left out.
 
+use pgvigil_e2e::fixtures;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{init_logs, PgServer, S3Server};
 use serde_json::Value;
@@ -103,7 +104,7 @@ fn psql(pg: &PgServer, db: &str, stop_on_error: bool) -> Command {
 
 /// The newest verification record in the bucket.
 fn newest_record(s3: &S3Server) -> Value {
-    let mut records: Vec<String> = crate::backup::walk(s3.root.path())
+    let mut records: Vec<String> = fixtures::walk(s3.root.path())
         .into_iter()
         .filter(|p| p.contains("/verifications/"))
         .collect();
@@ -202,11 +203,11 @@ async fn owners_grants_and_roles_come_back_on_a_fresh_cluster() {
 
     // The stock recipe: the saved roles, then the dump.
     let stock = PgServer::start();
-    let globals = crate::backup::walk(s3.root.path())
+    let globals = fixtures::walk(s3.root.path())
         .into_iter()
         .find(|p| p.contains("/globals/"))
         .expect("roles saved");
-    let backup = crate::backup::walk(s3.root.path())
+    let backup = fixtures::walk(s3.root.path())
         .into_iter()
         .find(|p| p.contains("/roles/backup_2"))
         .unwrap();

@@ -6,6 +6,8 @@
 //! starts.
 
 use flate2::read::MultiGzDecoder;
+use pgvigil_e2e::fixtures;
+use pgvigil_e2e::lines;
 use pgvigil_e2e::pg::free_port;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
@@ -154,7 +156,7 @@ async fn no_secret_reaches_logs_records_endpoints_or_command_lines() {
     service_vars.push(("PORT", http.to_string()));
     let mut svc = Service::start("pgvigil-backup", &[], &service_vars);
     let watch = ArgvWatch::start(svc.pid());
-    svc.wait_for("Backup completed successfully", 1, 90).await;
+    svc.wait_for(lines::BACKUP_COMPLETED, 1, 90).await;
     watch.finish("backup service").await;
     for path in ["/healthz", "/status", "/metrics"] {
         let (_, body) = pgvigil_e2e::http::get(http, path).await.expect("the endpoint answers");
@@ -162,7 +164,7 @@ async fn no_secret_reaches_logs_records_endpoints_or_command_lines() {
     }
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
-    assert!(out.contains("Backup service started"), "{out}");
+    assert!(out.contains(lines::BACKUP_STARTED), "{out}");
     outputs.push(("backup service log".into(), out));
 
     // A failing backup service — the wrong password in the URL's query — with JSON logs at
@@ -179,7 +181,7 @@ async fn no_secret_reaches_logs_records_endpoints_or_command_lines() {
     wrong.push(("PORT", http.to_string()));
     wrong.push(("LOG_FORMAT", "json".into()));
     let mut svc = Service::start_with_log_level("pgvigil-backup", &[], &wrong, "debug");
-    svc.wait_for("Backup failed", 2, 60).await;
+    svc.wait_for(lines::BACKUP_FAILED, 2, 60).await;
     for path in ["/healthz", "/status", "/metrics"] {
         let (_, body) = pgvigil_e2e::http::get(http, path).await.expect("the endpoint answers");
         outputs.push((format!("failing backup service {path}"), body));
@@ -203,7 +205,7 @@ async fn no_secret_reaches_logs_records_endpoints_or_command_lines() {
     verify_vars.push(("PORT", http.to_string()));
     let mut svc = Service::start("pgvigil-verify", &[], &verify_vars);
     let watch = ArgvWatch::start(svc.pid());
-    svc.wait_for("Verification finished in", 1, 120).await;
+    svc.wait_for(lines::VERIFY_FINISHED, 1, 120).await;
     watch.finish("verify service").await;
     for path in ["/healthz", "/status", "/metrics"] {
         let (_, body) = pgvigil_e2e::http::get(http, path).await.expect("the endpoint answers");
@@ -211,7 +213,7 @@ async fn no_secret_reaches_logs_records_endpoints_or_command_lines() {
     }
     let (status, out) = svc.stop().await;
     assert!(status.success(), "{out}");
-    assert!(out.contains("Restore verification completed successfully"), "{out}");
+    assert!(out.contains(lines::VERIFY_PASSED), "{out}");
     outputs.push(("verify service log".into(), out));
 
     // Every CLI command an operator runs, including a restore with the password in the URL.
@@ -241,7 +243,7 @@ async fn no_secret_reaches_logs_records_endpoints_or_command_lines() {
     }
     // Every object in the bucket, backups decompressed.
     let mut objects = 0;
-    for path in crate::backup::walk(s3.root.path()) {
+    for path in fixtures::walk(s3.root.path()) {
         let raw = std::fs::read(&path).unwrap();
         let content = if path.ends_with(".gz") {
             let mut s = String::new();

@@ -10,6 +10,7 @@ use pgvigil_core::records::history::{write_failure, FailureRecord};
 use pgvigil_core::records::keys::Layout;
 use pgvigil_core::records::timeline::{RecordCache, Timeline};
 use pgvigil_e2e::browser::{artefacts, Browser};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::pg::free_port;
 use pgvigil_e2e::run::{run, text, Service};
 use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
@@ -95,7 +96,7 @@ async fn the_status_page_shows_the_records_in_a_real_browser() {
     let mut open_vars = vars.clone();
     open_vars.push(("PORT", port.to_string()));
     let mut svc = Service::start("pgvigil-backup", &[], &open_vars);
-    svc.wait_for("Next backup in", 1, 60).await;
+    svc.wait_for(lines::NEXT_BACKUP, 1, 60).await;
     let url = format!("http://127.0.0.1:{port}/");
     let page = reqwest::get(&url).await.unwrap();
     assert_eq!(page.status(), 200);
@@ -172,7 +173,7 @@ async fn the_status_page_shows_the_records_in_a_real_browser() {
     token_vars.push(("HEALTH_TOKEN", "s3cret-token-1234567890".into()));
     let mut svc = Service::start("pgvigil-verify", &[], &token_vars);
     svc.wait_for("health endpoint listening", 1, 60).await;
-    svc.wait_for("Next verification in", 1, 60).await;
+    svc.wait_for(lines::NEXT_VERIFICATION, 1, 60).await;
     let url = format!("http://127.0.0.1:{port}/");
     let client = reqwest::Client::new();
     let denied = client.get(&url).send().await.unwrap();

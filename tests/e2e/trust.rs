@@ -4,12 +4,13 @@
 //! refused as "not made by a trusted backup service". A backup dated in the future never becomes
 //! the newest and is left alone.
 
-use crate::backup::context as backup_context;
 use bytes::Bytes;
 use pgvigil_core::infra::storage::{self, Key};
 use pgvigil_core::pipeline::backup;
 use pgvigil_core::records::keys::{BackupId, Layout};
 use pgvigil_core::records::manifest;
+use pgvigil_e2e::fixtures::context;
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{corpus, init_logs, PgServer, S3Server};
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ async fn only_backups_signed_by_a_trusted_key_are_verified_or_restored() {
 
     // A signed backup of a realistic schema.
     let signing = [("BACKUP_SIGNING_KEY_FILE", secret.display().to_string())];
-    let ctx = backup_context(&pg, "corpus", s3.vars("signed"), &signing).await;
+    let ctx = context(&pg, "corpus", s3.vars("signed"), &signing).await;
     let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     let layout = Layout::new("signed");
 
@@ -76,15 +77,15 @@ async fn only_backups_signed_by_a_trusted_key_are_verified_or_restored() {
     vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
     vars.push(("BACKUP_TRUSTED_KEYS", public.clone()));
     let v = run("pgvigil-verify", &["--once"], &vars).await;
-    assert!(text(&v).contains("Restore verification completed successfully"), "{}", text(&v));
+    assert!(text(&v).contains(lines::VERIFY_PASSED), "{}", text(&v));
 
     // The key given inline (where files are awkward, as on Railway) signs the same way.
     let inline = [("BACKUP_SIGNING_KEY", std::fs::read_to_string(&secret).unwrap())];
-    let inline_ctx = backup_context(&pg, "corpus", s3.vars("signed"), &inline).await;
+    let inline_ctx = context(&pg, "corpus", s3.vars("signed"), &inline).await;
     let newer = backup::run_once(&inline_ctx, &CancellationToken::new()).await.unwrap();
     let v = run("pgvigil-verify", &["--once"], &vars).await;
     assert!(
-        text(&v).contains("Restore verification completed successfully") && text(&v).contains(&newer.manifest.key),
+        text(&v).contains(lines::VERIFY_PASSED) && text(&v).contains(&newer.manifest.key),
         "{}",
         text(&v)
     );
@@ -138,7 +139,7 @@ async fn only_backups_signed_by_a_trusted_key_are_verified_or_restored() {
         let v = run("pgvigil-verify", &["--once"], &vars).await;
         let t = text(&v);
         assert!(
-            t.contains("Restore verification failed") && t.contains("not made by a trusted backup service") && t.contains(why),
+            t.contains(lines::VERIFY_FAILED) && t.contains("not made by a trusted backup service") && t.contains(why),
             "{name}:\n{t}"
         );
         let r = run("pgvigil", &["restore", "--clean", "--yes", "--fallback", "0"], &restore_vars).await;
@@ -172,7 +173,7 @@ async fn a_backup_dated_in_the_future_never_becomes_the_newest_and_is_left_alone
     let pg = PgServer::start();
     pgvigil_e2e::sample::build(&pg, "app", 20).await;
     let s3 = S3Server::start().await;
-    let ctx = backup_context(&pg, "app", s3.vars("future"), &[]).await;
+    let ctx = context(&pg, "app", s3.vars("future"), &[]).await;
     let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
     let layout = Layout::new("future");
     let never = CancellationToken::new();
@@ -197,8 +198,8 @@ async fn a_backup_dated_in_the_future_never_becomes_the_newest_and_is_left_alone
 
     let v = run("pgvigil-verify", &["--once"], &vars).await;
     let t = text(&v);
-    assert!(t.contains("Future-dated backup") && t.contains(&out.manifest.key), "{t}");
-    assert!(t.contains("Restore verification completed successfully"), "{t}");
+    assert!(t.contains(lines::FUTURE_DATED) && t.contains(&out.manifest.key), "{t}");
+    assert!(t.contains(lines::VERIFY_PASSED), "{t}");
     assert!(!t.contains("verification completed successfully key=future/backup_2099"), "{t}");
 
     pg.create_db("target").await;
@@ -212,7 +213,7 @@ async fn a_backup_dated_in_the_future_never_becomes_the_newest_and_is_left_alone
     // The backup service warns, backs up, and its retention neither counts nor deletes it.
     let b = run("pgvigil-backup", &["--once"], &vars).await;
     assert!(
-        text(&b).contains("Future-dated backup") && text(&b).contains("Backup completed successfully"),
+        text(&b).contains(lines::FUTURE_DATED) && text(&b).contains(lines::BACKUP_COMPLETED),
         "{}",
         text(&b)
     );

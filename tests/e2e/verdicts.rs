@@ -2,8 +2,6 @@
 //! CREATEDB-only role), each broken environment gives "could not run" and never a failed
 //! verification, and the record carries the evidence.
 
-use crate::backup::{context as backup_context, download, stock_restore};
-use crate::verify::{gunzip, gzip, original, replace_object, scratch_dbs};
 use pgvigil_core::infra::config::Role;
 use pgvigil_core::infra::storage;
 use pgvigil_core::pipeline::backup::{self, BackupOutcome};
@@ -11,6 +9,9 @@ use pgvigil_core::pipeline::restore::EnvironmentFault;
 use pgvigil_core::pipeline::verify::{self, CouldNotRun, VerifyContext, VerifyError};
 use pgvigil_core::records::catalog::Catalog;
 use pgvigil_core::records::history::VerificationRecord;
+use pgvigil_e2e::fixtures;
+use pgvigil_e2e::fixtures::{context, download, gunzip, gzip, original, replace_object, scratch_dbs, stock_restore};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{corpus, init_logs, sample, settings, PgServer, S3Server};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +33,7 @@ async fn verify_once(ctx: &VerifyContext) -> Result<VerificationRecord, VerifyEr
 
 /// Backs up `db` on `pg` into `prefix`.
 async fn back_up(pg: &PgServer, db: &str, s3: &S3Server, prefix: &str) -> BackupOutcome {
-    let ctx = backup_context(pg, db, s3.vars(prefix), &[]).await;
+    let ctx = context(pg, db, s3.vars(prefix), &[]).await;
     backup::run_once(&ctx, &CancellationToken::new()).await.unwrap()
 }
 
@@ -120,7 +121,7 @@ async fn a_realistic_schema_passes_as_superuser_and_as_a_createdb_role_and_resto
 /// Verifies after `edit` changed the object's SQL (keeping the manifest in step) and returns
 /// what came back.
 async fn verify_edited(prefix: &str, edit: impl FnOnce(String) -> String) -> (PgServer, Result<VerificationRecord, VerifyError>) {
-    let (pg, s3, out, st) = crate::verify::setup(prefix).await;
+    let (pg, s3, out, st) = fixtures::setup(prefix).await;
     let sql = gunzip(&original(&st, &out).await);
     let edited = edit(sql.clone());
     assert_ne!(edited, sql, "the edit changed nothing");
@@ -162,7 +163,7 @@ async fn an_extension_the_verify_server_lacks_is_the_environment() {
 
 #[tokio::test]
 async fn a_verify_server_older_than_the_source_is_named_before_anything_runs() {
-    let (pg, s3, out, st) = crate::verify::setup("old").await;
+    let (pg, s3, out, st) = fixtures::setup("old").await;
     let data = original(&st, &out).await;
     replace_object(&st, &out, data, true, |m| m.server_version = "99.1".into()).await;
     let ctx = context_at(pg.url("postgres"), &s3, "old", &[]).await;
@@ -176,7 +177,7 @@ async fn a_verify_server_older_than_the_source_is_named_before_anything_runs() {
 
 #[tokio::test]
 async fn a_psql_older_than_the_pg_dump_is_the_environment() {
-    let (pg, s3, out, st) = crate::verify::setup("oldpsql").await;
+    let (pg, s3, out, st) = fixtures::setup("oldpsql").await;
     let data = original(&st, &out).await;
     replace_object(&st, &out, data, true, |m| m.pg_dump_version = "99.0".into()).await;
     let ctx = context_at(pg.url("postgres"), &s3, "oldpsql", &[]).await;
@@ -207,7 +208,7 @@ async fn out_of_shared_memory_on_the_verify_server_is_the_environment() {
 
 #[tokio::test]
 async fn a_connection_lost_during_the_checks_is_the_environment() {
-    let (pg, s3, _out, _st) = crate::verify::setup("lost").await;
+    let (pg, s3, _out, _st) = fixtures::setup("lost").await;
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("checks.sql");
     // The server ends this very session while the check runs (as a restart or a network cut would).
@@ -224,7 +225,7 @@ async fn a_connection_lost_during_the_checks_is_the_environment() {
 
 #[tokio::test]
 async fn user_checks_fail_on_zero_of_any_numeric_type_and_keep_their_values() {
-    let (pg, s3, _out, _st) = crate::verify::setup("uc").await;
+    let (pg, s3, _out, _st) = fixtures::setup("uc").await;
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("checks.sql");
     std::fs::write(
@@ -257,7 +258,7 @@ async fn user_checks_fail_on_zero_of_any_numeric_type_and_keep_their_values() {
 
 #[tokio::test]
 async fn a_second_verifier_never_drops_a_scratch_database_in_use() {
-    let (pg, s3, _out, _st) = crate::verify::setup("two").await;
+    let (pg, s3, _out, _st) = fixtures::setup("two").await;
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("slow.sql");
     std::fs::write(&q, "SELECT pg_sleep(4) IS NOT NULL;\n").unwrap();
@@ -301,7 +302,7 @@ async fn a_second_verifier_never_drops_a_scratch_database_in_use() {
 
 #[tokio::test]
 async fn a_failed_verification_is_logged_once_and_turns_the_status_endpoint_red_but_not_liveness() {
-    let (pg, s3, out, st) = crate::verify::setup("sig").await;
+    let (pg, s3, out, st) = fixtures::setup("sig").await;
     let mut data = original(&st, &out).await;
     let mid = data.len() / 2;
     data[mid] ^= 0xff;
@@ -311,7 +312,7 @@ async fn a_failed_verification_is_logged_once_and_turns_the_status_endpoint_red_
     let o = run("pgvigil-verify", &["--once"], &vars).await;
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert_eq!(t.matches("Restore verification failed").count(), 1, "{t}");
+    assert_eq!(t.matches(lines::VERIFY_FAILED).count(), 1, "{t}");
 
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     vars.push(("PORT", port.to_string()));

@@ -1,52 +1,11 @@
 //! Verification behaviour against a real PostgreSQL and a real S3 server.
 
-use crate::backup::context as backup_context;
-use bytes::Bytes;
-use flate2::read::MultiGzDecoder;
-use pgvigil_core::infra::config::Role;
-use pgvigil_core::infra::storage::{self, DynStorage};
-use pgvigil_core::pipeline::backup::{self, BackupOutcome};
-use pgvigil_core::pipeline::verify::{self, VerifyContext, VerifyError};
+use pgvigil_core::pipeline::verify::{self, VerifyError};
 use pgvigil_core::records::catalog::Catalog;
-use pgvigil_core::records::manifest;
+use pgvigil_e2e::fixtures::{gunzip, gzip, has, original, replace_object, scratch_dbs, setup, verdict, verify_context};
+use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
-use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
-use sha2::Digest;
-use std::io::{Read, Write};
 use tokio_util::sync::CancellationToken;
-
-pub async fn verify_context(pg: &PgServer, s3: &S3Server, prefix: &str, extra: &[(&'static str, String)]) -> VerifyContext {
-    let mut vars = s3.vars(prefix);
-    vars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
-    vars.push(("VERIFY_RANDOM_RATE", "0".into()));
-    vars.extend(extra.iter().cloned());
-    let s = settings(&vars, Role::Verify);
-    let st = storage::connect(&s.storage).await.unwrap();
-    VerifyContext::new(&s, s.verify_database_url.clone().unwrap(), st)
-}
-
-/// A source database and one good backup of it.
-pub async fn setup(prefix: &str) -> (PgServer, S3Server, BackupOutcome, DynStorage) {
-    init_logs();
-    let pg = PgServer::start();
-    sample::build(&pg, "app", 300).await;
-    let s3 = S3Server::start().await;
-    let ctx = backup_context(&pg, "app", s3.vars(prefix), &[]).await;
-    let out = backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
-    (pg, s3, out, ctx.storage)
-}
-
-pub async fn scratch_dbs(pg: &PgServer) -> Vec<String> {
-    pg.databases()
-        .await
-        .into_iter()
-        .filter(|d| d.starts_with(verify::SCRATCH_PREFIX))
-        .collect()
-}
-
-pub fn key(s: &str) -> pgvigil_core::infra::storage::Key {
-    pgvigil_core::infra::storage::Key::new(s).unwrap()
-}
 
 #[tokio::test]
 async fn a_good_backup_passes_and_its_scratch_database_is_gone() {
@@ -69,60 +28,6 @@ async fn a_good_backup_passes_and_its_scratch_database_is_gone() {
         .await
         .unwrap();
     assert!(cat.is_verified(out.id), "a verification record is stored");
-}
-
-/// Replaces the backup object with `data`, optionally keeping the manifest in step with it.
-pub async fn replace_object(
-    st: &DynStorage,
-    out: &BackupOutcome,
-    data: Vec<u8>,
-    update_manifest: bool,
-    edit: impl FnOnce(&mut manifest::Manifest),
-) {
-    let k = key(&out.manifest.key);
-    let mut m = out.manifest.clone();
-    if update_manifest {
-        m.size = data.len() as u64;
-        m.sha256 = hex::encode(sha2::Sha256::digest(&data));
-    }
-    edit(&mut m);
-    storage::put_bytes(st.as_ref(), &k, Bytes::from(data), &CancellationToken::new())
-        .await
-        .unwrap();
-    let layout = pgvigil_core::records::keys::Layout::new(out.manifest.key.rsplit_once('/').unwrap().0);
-    manifest::write(st.as_ref(), &layout, out.id, &m, None, &CancellationToken::new())
-        .await
-        .unwrap();
-}
-
-pub async fn original(st: &DynStorage, out: &BackupOutcome) -> Vec<u8> {
-    storage::get_bytes(st.as_ref(), &key(&out.manifest.key), u64::MAX, &CancellationToken::new())
-        .await
-        .unwrap()
-}
-
-pub fn gunzip(data: &[u8]) -> String {
-    let mut s = String::new();
-    MultiGzDecoder::new(data).read_to_string(&mut s).unwrap();
-    s
-}
-
-pub fn gzip(s: &str) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    e.write_all(s.as_bytes()).unwrap();
-    e.finish().unwrap()
-}
-
-pub async fn verdict(pg: &PgServer, s3: &S3Server, prefix: &str, extra: &[(&'static str, String)]) -> Vec<String> {
-    let ctx = verify_context(pg, s3, prefix, extra).await;
-    let rec = verify::run_and_log(&ctx, None, &CancellationToken::new()).await.unwrap();
-    assert!(!rec.passed, "expected a failed verification");
-    assert!(scratch_dbs(pg).await.is_empty(), "scratch database dropped after a failure");
-    rec.reasons
-}
-
-pub fn has(reasons: &[String], want: &str) -> bool {
-    reasons.iter().any(|r| r.contains(want))
 }
 
 #[tokio::test]
@@ -279,11 +184,7 @@ async fn the_binary_reports_the_operator_lines() {
     let o = run("pgvigil-verify", &["--once"], &vars).await;
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    for line in [
-        "Verify service started",
-        "Restore verification completed successfully",
-        "Verification finished in",
-    ] {
+    for line in ["Verify service started", lines::VERIFY_PASSED, lines::VERIFY_FINISHED] {
         assert!(t.contains(line), "missing {line:?} in:\n{t}");
     }
     assert!(
@@ -297,7 +198,7 @@ async fn the_binary_reports_the_operator_lines() {
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("could not connect"), "{t}");
-    assert!(!t.contains("Restore verification failed"), "{t}");
+    assert!(!t.contains(lines::VERIFY_FAILED), "{t}");
 }
 
 #[tokio::test]
@@ -332,8 +233,5 @@ async fn sigterm_stops_the_verify_service_and_drops_its_scratch_database() {
     let t = text(&out);
     assert!(out.status.success(), "{t}");
     assert!(scratch_dbs(&pg).await.is_empty(), "scratch database dropped on shutdown:\n{t}");
-    assert!(
-        !t.contains("Restore verification failed"),
-        "a shutdown is not a failed verification:\n{t}"
-    );
+    assert!(!t.contains(lines::VERIFY_FAILED), "a shutdown is not a failed verification:\n{t}");
 }

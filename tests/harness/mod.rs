@@ -6,7 +6,9 @@
 
 pub mod browser;
 pub mod corpus;
+pub mod fixtures;
 pub mod http;
+pub mod lines;
 pub mod pg;
 pub mod proxy;
 pub mod run;

@@ -21,7 +21,7 @@ pub struct VerificationRecord {
     pub reasons: Vec<String>,
     /// What each reason blames, one per reason in the same order, for whatever branches on it
     /// (older records have none).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "causes_leniently")]
     pub causes: Vec<Cause>,
     /// The backup was refused because no trusted backup service signed it (`BACKUP_TRUSTED_KEYS`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -96,6 +96,37 @@ pub enum Cause {
     /// A cause this version does not know.
     #[serde(other)]
     Unknown,
+}
+
+impl Cause {
+    /// Its name in records and logs (the serde name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Manifest => "manifest",
+            Cause::Untrusted => "untrusted",
+            Cause::Restore => "restore",
+            Cause::RowCount => "row_count",
+            Cause::Check => "check",
+            Cause::UserCheck => "user_check",
+            Cause::Privileges => "privileges",
+            Cause::Deadline => "deadline",
+            Cause::Unknown => "unknown",
+        }
+    }
+}
+
+/// `causes` as read back from storage, where anyone may have written anything: a value that is
+/// not a list reads as none, an item that is not a cause this version knows as `Unknown`, so the
+/// record itself stays readable.
+fn causes_leniently<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Cause>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let serde_json::Value::Array(items) = value else {
+        return Ok(Vec::new());
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| serde_json::from_value(item).unwrap_or(Cause::Unknown))
+        .collect())
 }
 
 /// One reason a backup failed verification: what it blames, and the words for people.
@@ -331,6 +362,35 @@ mod tests {
             serde_json::to_value(super::Cause::UserCheck).expect("serialises"),
             serde_json::json!("user_check")
         );
+        use super::Cause::*;
+        for c in [Manifest, Untrusted, Restore, RowCount, Check, UserCheck, Privileges, Deadline] {
+            assert_eq!(serde_json::to_value(c).expect("serialises"), serde_json::json!(c.name()), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_with_causes_of_any_shape_still_reads() {
+        use super::Cause::*;
+        let record = |causes: serde_json::Value| {
+            serde_json::json!({
+                "key": "p/backup.sql.gz", "verified_at": "2026-01-01T00:00:00Z", "passed": false,
+                "reasons": ["bad"], "causes": causes, "restore_secs": 1.0, "checks_secs": 1.0,
+                "total_secs": 2.0, "restored_bytes": null, "tables_checked": 0,
+            })
+        };
+        for (causes, want) in [
+            (serde_json::json!(null), vec![]),
+            (serde_json::json!(5), vec![]),
+            (serde_json::json!("row_count"), vec![]),
+            (serde_json::json!({"a": 1}), vec![]),
+            (
+                serde_json::json!([1, {}, true, "row_count", "nonsense"]),
+                vec![Unknown, Unknown, Unknown, RowCount, Unknown],
+            ),
+        ] {
+            let r: super::VerificationRecord = serde_json::from_value(record(causes.clone())).unwrap_or_else(|e| panic!("{causes}: {e}"));
+            assert_eq!(r.causes, want, "{causes}");
+        }
     }
 
     #[test]

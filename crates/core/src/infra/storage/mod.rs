@@ -289,28 +289,16 @@ pub async fn connect_checked(cfg: &StorageConfig, list_prefix: &str, probe: &Key
     Ok(st)
 }
 
-/// With `S3_OBJECT_LOCK_DAYS`, checks that the bucket has object lock (the backup service, at
-/// start): without it the lock headers would be refused or, worse, ignored.
+/// Checks that the store can keep the object lock the settings ask for (the backend's own check;
+/// only S3 has one), for the backup service at start.
 ///
 /// # Errors
-/// When it has none, in one sentence saying what to do; storage errors.
+/// When it cannot, in one sentence saying what to do; storage errors.
 pub async fn check_object_lock(cfg: &StorageConfig, st: &dyn Storage, cancel: &CancellationToken) -> Result<()> {
-    if let Backend::S3(S3Config {
-        object_lock: Some(_),
-        bucket,
-        ..
-    }) = &cfg.backend
-    {
-        if st.object_lock_enabled(cancel).await? != Some(true) {
-            return Err(StorageError::other(
-                format!(
-                    "S3_OBJECT_LOCK_DAYS is set but bucket {bucket} has no object lock: use a bucket created with object lock enabled (aws s3api create-bucket --object-lock-enabled-for-bucket, or enable it on a versioned bucket), or unset S3_OBJECT_LOCK_DAYS"
-                ),
-                false,
-            ));
-        }
+    match &cfg.backend {
+        Backend::S3(s3) => s3::check_object_lock(s3, st, cancel).await,
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// The store's clock minus ours, in seconds, from the modification time the store gives a probe

@@ -317,7 +317,9 @@ fn log_result(result: Result<&VerificationRecord, &VerifyError>, started: Instan
             checks_secs = format!("{:.1}", rec.checks_secs),
             "Restore verification completed successfully"
         ),
-        Ok(rec) => error!(key = %rec.key, reasons = %rec.reasons.join("; "), causes = ?rec.causes, "Restore verification failed"),
+        Ok(rec) => {
+            error!(key = %rec.key, reasons = %rec.reasons.join("; "), causes = %rec.causes.iter().map(|c| c.name()).collect::<Vec<_>>().join(","), "Restore verification failed")
+        }
         Err(VerifyError::NothingToVerify) => info!("Verification could not run: there is no complete backup to verify yet"),
         Err(VerifyError::Cancelled) => info!("Verification interrupted by shutdown; nothing was recorded"),
         Err(e @ VerifyError::Vanished(_)) => info!("Verification skipped: {e}"),

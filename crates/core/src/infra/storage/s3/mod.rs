@@ -303,3 +303,21 @@ impl Storage for S3Storage {
         }
     }
 }
+
+/// With `S3_OBJECT_LOCK_DAYS`, checks that the bucket has object lock: without it the lock
+/// headers would be refused or, worse, ignored.
+///
+/// # Errors
+/// When it has none, in one sentence saying what to do; storage errors.
+pub async fn check_object_lock(cfg: &S3Config, st: &dyn Storage, cancel: &CancellationToken) -> Result<()> {
+    if cfg.object_lock.is_some() && st.object_lock_enabled(cancel).await? != Some(true) {
+        return Err(StorageError::other(
+            format!(
+                "S3_OBJECT_LOCK_DAYS is set but bucket {} has no object lock: use a bucket created with object lock enabled (aws s3api create-bucket --object-lock-enabled-for-bucket, or enable it on a versioned bucket), or unset S3_OBJECT_LOCK_DAYS",
+                cfg.bucket
+            ),
+            false,
+        ));
+    }
+    Ok(())
+}

@@ -212,19 +212,20 @@ async fn feed_part(
     let part_size = up.part_size;
     let mut sent = 0u64;
     while sent < part_size {
-        let chunk =
-            match held.pop_front() {
+        let chunk = match held.pop_front() {
+            Some(c) => c,
+            None => match body.next_or_cancel(cancel).await? {
                 Some(c) => c,
-                None => match body.next_or_cancel(cancel).await? {
-                    Some(c) => c,
-                    None => return Err(StorageError::other(
+                None => {
+                    return Err(StorageError::other(
                         format!(
                             "the body ended inside streamed part {number} (internal error: it should have been filled to the part's end)"
                         ),
                         false,
-                    )),
-                },
-            };
+                    ))
+                }
+            },
+        };
         let take = chunk.len().min((part_size - sent) as usize);
         if take < chunk.len() {
             held.push_front(chunk.slice(take..));

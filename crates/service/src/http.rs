@@ -16,11 +16,11 @@
 //! And `--healthcheck`, its client for Docker's `HEALTHCHECK`.
 
 use super::health::Health;
-use crate::infra::config::{HealthAccess, Role};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use axum::Router;
+use pgvigil_core::infra::config::{HealthAccess, Role};
 use secrecy::ExposeSecret;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -67,7 +67,7 @@ const UNAUTHORIZED_PAGE: (StatusCode, [(&str, &str); 2], &str) = (
 /// What the page may do: nothing but show itself (no script, no request, no frame around it).
 const PAGE_HEADERS: [(&str, &str); 6] = [
     ("content-type", "text/html; charset=utf-8"),
-    ("content-security-policy", crate::view::page::CSP),
+    ("content-security-policy", pgvigil_core::view::page::CSP),
     ("x-frame-options", "DENY"),
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),

@@ -8,8 +8,8 @@
 //! Messages are retried with backoff for about a minute, then dropped with a warning. Bodies are
 //! built from pgvigil's own redacted sentences; the URLs themselves are never logged.
 
-use crate::infra::config::{NotifyConfig, Role};
 use chrono::Utc;
+use pgvigil_core::infra::config::{NotifyConfig, Role};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -8,14 +8,14 @@ use super::notify::Notifier;
 pub(super) use super::once::run_service;
 use super::retry::{until_ok, Backoff};
 use super::{health::Health, runner};
-use crate::infra::config::{ConfigError, Role, Settings};
-use crate::infra::pg::PgError;
-use crate::infra::storage::{self, DynStorage, StorageError};
-use crate::pipeline::backup::{self, BackupContext, BackupError};
-use crate::pipeline::verify::{self, VerifyContext, VerifyError};
-use crate::records::keys::Layout;
-use crate::records::policy;
 use async_trait::async_trait;
+use pgvigil_core::infra::config::{ConfigError, Role, Settings};
+use pgvigil_core::infra::pg::PgError;
+use pgvigil_core::infra::storage::{self, DynStorage, StorageError};
+use pgvigil_core::pipeline::backup::{self, BackupContext, BackupError};
+use pgvigil_core::pipeline::verify::{self, VerifyContext, VerifyError};
+use pgvigil_core::records::keys::Layout;
+use pgvigil_core::records::policy;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, Instrument};
@@ -46,8 +46,8 @@ pub enum Listing {
     /// The source server refused or failed the listing.
     #[error(transparent)]
     Server(PgError),
-    /// A database whose name no connection URL can carry.
-    #[error("database {database:?}: {reason}")]
+    /// A database whose name no connection URL can carry (the reason names it).
+    #[error("{reason}")]
     Unusable {
         /// The database.
         database: String,
@@ -96,6 +96,8 @@ impl StartupError {
             StartupError::Storage(e) => e.is_retryable(),
             StartupError::Backup(e) => e.is_retryable(),
             StartupError::Verify(e) => e.is_retryable(),
+            StartupError::Listing(Listing::Server(e)) => e.is_retryable(),
+            StartupError::Listing(Listing::Unusable { .. }) => false,
             StartupError::Cancelled | StartupError::Databases(_) | StartupError::Listing(_) => true,
         }
     }
@@ -138,7 +140,7 @@ pub(super) trait Service: Sized + Send + Sync {
     async fn prepare(&self) -> Result<(), StartupError> {
         Ok(())
     }
-    /// The settings this service runs with, to record for the CLI (see [`crate::records::policy`]),
+    /// The settings this service runs with, to record for the CLI (see [`pgvigil_core::records::policy`]),
     /// and where.
     fn policy(&self, settings: &Settings) -> (DynStorage, Layout, policy::ServicePolicy);
     /// Tells `health` what storage already knows (e.g. the newest verification's verdict), so that
@@ -171,7 +173,7 @@ impl Service for BackupService {
             compression_level = cfg.compression_level,
             retention = %cfg.retention.describe(),
             dump_options = %cfg.dump_options.join(" "),
-            signing = %crate::infra::signing::describe_signing(settings.signing.as_ref()),
+            signing = %pgvigil_core::infra::signing::describe_signing(settings.signing.as_ref()),
             mode = if once { "once" } else { "service" },
             "Backup service started"
         );
@@ -407,7 +409,7 @@ pub(super) async fn start<S: Service>(
 /// The service itself: logging, validated configuration (exit 2 naming every bad variable),
 /// signal handling, then the service (exit 1 when a one-shot run failed).
 pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
-    crate::infra::process::telemetry::init(crate::infra::process::telemetry::format_from_env());
+    pgvigil_core::infra::process::telemetry::init(pgvigil_core::infra::process::telemetry::format_from_env());
     let settings = match Settings::from_env(role) {
         Ok(s) => s,
         Err(e) => {
@@ -415,7 +417,7 @@ pub async fn service_main(role: Role, once: bool) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let cancel = crate::infra::process::shutdown::on_signals();
+    let cancel = pgvigil_core::infra::process::shutdown::on_signals();
     let result = match role {
         Role::Verify => run_all::<VerifyService>(settings, once, cancel).await,
         _ => run_all::<BackupService>(settings, once, cancel).await,

@@ -1,18 +1,18 @@
-//! The status page a service serves on `/` (rendered by [`crate::view::page`]): what storage holds
+//! The status page a service serves on `/` (rendered by [`pgvigil_core::view::page`]): what storage holds
 //! about each database it covers, read through a [`RecordCache`] so that a page refreshed every
 //! minute reads only the records written since, and rendered at most every [`FRESH`] whatever the
 //! number of viewers. A store that does not answer within [`LOAD_TIMEOUT`] shows as an error on
 //! the page; it never holds the endpoint.
 
 use super::health::Health;
-use crate::infra::config::{Role, Settings};
-use crate::infra::storage::DynStorage;
-use crate::policy::report::ReportSettings;
-use crate::records::keys::Layout;
-use crate::records::policy;
-use crate::records::timeline::{RecordCache, Timeline};
-use crate::view::page::{self as view, Database, Page};
 use chrono::Utc;
+use pgvigil_core::infra::config::{Role, Settings};
+use pgvigil_core::infra::storage::DynStorage;
+use pgvigil_core::policy::report::ReportSettings;
+use pgvigil_core::records::keys::Layout;
+use pgvigil_core::records::policy;
+use pgvigil_core::records::timeline::{RecordCache, Timeline};
+use pgvigil_core::view::page::{self as view, Database, Page};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -202,9 +202,9 @@ fn placeholder(name: String, live_problems: Vec<String>) -> Database<'static> {
 /// only thing an operator can reach).
 pub fn doc(name: &str) -> Option<&'static str> {
     match name {
-        "status-page.md" => Some(include_str!("../../../../docs/status-page.md")),
-        "runbooks.md" => Some(include_str!("../../../../docs/runbooks.md")),
-        "alerts.md" => Some(include_str!("../../../../docs/alerts.md")),
+        "status-page.md" => Some(include_str!("../../../docs/status-page.md")),
+        "runbooks.md" => Some(include_str!("../../../docs/runbooks.md")),
+        "alerts.md" => Some(include_str!("../../../docs/alerts.md")),
         _ => None,
     }
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use super::metrics::{self, Labels, Metrics};
 use super::page::Feed;
-use crate::infra::config::Role;
-use crate::records::catalog::Catalog;
-use crate::records::history::VerificationRecord;
-use crate::records::manifest::Manifest;
+use pgvigil_core::infra::config::Role;
+use pgvigil_core::records::catalog::Catalog;
+use pgvigil_core::records::history::VerificationRecord;
+use pgvigil_core::records::manifest::Manifest;
 
 /// How `/status` begins the reason for a failed newest verification.
 const NEWEST_FAILED: &str = "the newest backup failed verification";

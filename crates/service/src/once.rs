@@ -4,7 +4,7 @@
 use super::databases::Shared;
 use super::notify::{Condition, Notifier};
 use super::skeleton::{start, Service, StartupError};
-use crate::infra::config::Settings;
+use pgvigil_core::infra::config::Settings;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -34,9 +34,13 @@ pub(super) async fn run_service<S: Service>(
         ),
         // Nothing to verify yet is not a failure; bad configuration never reached a run.
         Err(
-            StartupError::Config(_) | StartupError::Cancelled | StartupError::Verify(crate::pipeline::verify::VerifyError::NothingToVerify),
+            StartupError::Config(_)
+            | StartupError::Cancelled
+            | StartupError::Verify(pgvigil_core::pipeline::verify::VerifyError::NothingToVerify),
         ) => {}
-        Err(e) if S::ROLE == crate::infra::config::Role::Backup => notify.raise(Condition::BackupFailing, format!("Backup failed: {e}")),
+        Err(e) if S::ROLE == pgvigil_core::infra::config::Role::Backup => {
+            notify.raise(Condition::BackupFailing, format!("Backup failed: {e}"))
+        }
         Err(e) => notify.raise(Condition::VerificationNotRunning, format!("Verification could not run: {e}")),
     }
     notify.finish(Duration::from_secs(30)).await;

@@ -4,14 +4,14 @@
 use super::health::Health;
 use super::notify::{Condition, Notifier};
 use super::runner::{Job, RunFailure};
-use crate::infra::storage::{DynStorage, StorageError};
-use crate::pipeline::backup::{self, BackupContext, BackupError};
-use crate::pipeline::verify::{self, VerifyContext, VerifyError};
-use crate::policy::schedule::{due_in, stale_age};
-use crate::records::catalog::Catalog;
-use crate::records::keys::Layout;
 use async_trait::async_trait;
 use chrono::Utc;
+use pgvigil_core::infra::storage::{DynStorage, StorageError};
+use pgvigil_core::pipeline::backup::{self, BackupContext, BackupError};
+use pgvigil_core::pipeline::verify::{self, VerifyContext, VerifyError};
+use pgvigil_core::policy::schedule::{due_in, stale_age};
+use pgvigil_core::records::catalog::Catalog;
+use pgvigil_core::records::keys::Layout;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +74,7 @@ fn stale(notify: &Notifier, what: &str, newest: Option<chrono::DateTime<Utc>>, i
     if let Some(age) = stale_age(newest, interval, Utc::now()) {
         let text = format!(
             "the newest {what} is {} old, more than twice the interval ({}s)",
-            crate::policy::status::human_secs(age.as_secs() as i64),
+            pgvigil_core::policy::status::human_secs(age.as_secs() as i64),
             interval.as_secs()
         );
         tracing::warn!("Stale: {text}");
@@ -118,7 +118,7 @@ impl BackupJob {
 async fn presence(
     storage: &DynStorage,
     layout: &Layout,
-    retention: crate::policy::retention::RetentionPolicy,
+    retention: pgvigil_core::policy::retention::RetentionPolicy,
     health: &Health,
     notify: &Notifier,
     cancel: &CancellationToken,

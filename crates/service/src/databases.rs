@@ -1,6 +1,6 @@
 //! One service for several databases (`BACKUP_DATABASES`): the same service runs once per
 //! database, each under `BACKUP_PREFIX/<name>` with its own schedule, lease, retention and
-//! verdicts (see [`crate::records::databases`]), sharing one health endpoint. Runs take turns —
+//! verdicts (see [`pgvigil_core::records::databases`]), sharing one health endpoint. Runs take turns —
 //! one dump or one restore at a time — so the database server and the verify server carry what
 //! a single database would. A failure in one database never stops the others: its run is retried
 //! by its own schedule, and the log names the database on every line of it.
@@ -9,11 +9,11 @@ use super::health::Health;
 use super::retry::until_ok;
 use super::runner::{Job, RunFailure};
 use super::skeleton::{run_service, spawn_health, Listing, Service, StartupError};
-use crate::infra::config::{Databases, Role, Settings};
-use crate::infra::pg;
-use crate::infra::storage;
-use crate::records::databases;
 use async_trait::async_trait;
+use pgvigil_core::infra::config::{Databases, Role, Settings};
+use pgvigil_core::infra::pg;
+use pgvigil_core::infra::storage;
+use pgvigil_core::records::databases;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -183,8 +183,8 @@ async fn warn_about_single_database_backups(settings: &Settings, cancel: &Cancel
     let Ok(st) = storage::connect(&settings.storage).await else {
         return;
     };
-    let layout = crate::records::keys::Layout::new(&settings.storage.prefix);
-    if let Ok(cat) = crate::records::catalog::Catalog::load(st.as_ref(), &layout, cancel).await {
+    let layout = pgvigil_core::records::keys::Layout::new(&settings.storage.prefix);
+    if let Ok(cat) = pgvigil_core::records::catalog::Catalog::load(st.as_ref(), &layout, cancel).await {
         if let Some(b) = cat.newest_complete() {
             tracing::warn!(
                 newest = %b.key,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::records::history::Evidence;
+use pgvigil_core::records::history::Evidence;
 
 fn verdict(key: &str, passed: bool) -> VerificationRecord {
     VerificationRecord {

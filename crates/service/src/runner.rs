@@ -126,7 +126,7 @@ pub async fn run_forever(job: &dyn Job, mut backoff: Backoff, health: &Health, c
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::infra::config::Role;
+    use pgvigil_core::infra::config::Role;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
     use tokio::time::Instant;
