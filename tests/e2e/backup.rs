@@ -1,7 +1,7 @@
 //! Backup behaviour against a real PostgreSQL and a real S3 server.
 
 use bytes::Bytes;
-use pgvigil_core::infra::storage::{self};
+use pgvigil_core::infra::storage;
 use pgvigil_core::pipeline::backup::{self, BackupError};
 use pgvigil_core::records::catalog::Catalog;
 use pgvigil_core::records::keys::{BackupId, Layout};

@@ -167,7 +167,7 @@ async fn two_backup_services_on_one_prefix_leave_only_complete_matching_pairs() 
     let both = format!("{ta}\n----\n{tb}");
     assert!(both.contains(lines::BACKUP_COMPLETED), "{both}");
     assert!(
-        both.contains("Backup skipped: another backup service"),
+        both.contains(&format!("{}: another backup service", lines::BACKUP_SKIPPED)),
         "the second service waited:\n{both}"
     );
 

@@ -172,7 +172,7 @@ async fn the_status_page_shows_the_records_in_a_real_browser() {
     token_vars.push(("PORT", port.to_string()));
     token_vars.push(("HEALTH_TOKEN", "s3cret-token-1234567890".into()));
     let mut svc = Service::start("pgvigil-verify", &[], &token_vars);
-    svc.wait_for("health endpoint listening", 1, 60).await;
+    svc.wait_for(lines::HEALTH_LISTENING, 1, 60).await;
     svc.wait_for(lines::NEXT_VERIFICATION, 1, 60).await;
     let url = format!("http://127.0.0.1:{port}/");
     let client = reqwest::Client::new();

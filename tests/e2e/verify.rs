@@ -184,7 +184,7 @@ async fn the_binary_reports_the_operator_lines() {
     let o = run("pgvigil-verify", &["--once"], &vars).await;
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    for line in ["Verify service started", lines::VERIFY_PASSED, lines::VERIFY_FINISHED] {
+    for line in [lines::VERIFY_STARTED, lines::VERIFY_PASSED, lines::VERIFY_FINISHED] {
         assert!(t.contains(line), "missing {line:?} in:\n{t}");
     }
     assert!(

@@ -4,9 +4,13 @@ use clap::Parser;
 use pgvigil_core::infra::config::Role;
 use pgvigil_service::ServiceArgs;
 
-/// Streams pg_dump → gzip → S3 (or BACKUP_DIR) on a schedule. Configured by environment variables; see docs/configuration.md.
+/// The command line of `pgvigil-backup`: everything else comes from the environment.
 #[derive(Parser, Debug)]
-#[command(name = "pgvigil-backup", version)]
+#[command(
+    name = "pgvigil-backup",
+    version,
+    about = "Streams pg_dump → gzip → S3 (or BACKUP_DIR) on a schedule. Configured by environment variables; see docs/configuration.md."
+)]
 struct Args {
     #[command(flatten)]
     service: ServiceArgs,

@@ -222,8 +222,8 @@ async fn status(database: Option<&str>, json: bool, policy: PolicyArgs, cancel: 
             ),
             Err(e) => (
                 2,
-                format!("CRITICAL: {e:#}\n"),
-                serde_json::json!({ "verdict": "CRITICAL", "error": format!("{e:#}") }),
+                format!("CRITICAL: {}\n", render::error(&e)),
+                serde_json::json!({ "verdict": "CRITICAL", "error": render::error(&e) }),
             ),
         };
         worst = worst.max(code);
@@ -365,10 +365,10 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
         Command::Report { days, json, html, policy } => {
             let op = open(database, cancel).await?;
             let policy = op.policy(&policy.overrides(), cancel).await?;
-            if let Some(file) = html {
-                write_page(&file, &op.report_page(&policy, cancel).await?)?;
+            let (r, page) = op.report(days, &policy, html.is_some(), cancel).await?;
+            if let (Some(file), Some(page)) = (html, page) {
+                write_page(&file, &page)?;
             }
-            let r = op.report(days, &policy, cancel).await?;
             show(&if json {
                 render::json(&r)
             } else {
@@ -393,7 +393,7 @@ async fn main() -> ExitCode {
     match dispatch(cli.command, cli.database.as_deref(), &cancel).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render::error(&e));
             let config =
                 e.downcast_ref::<ConfigError>().is_some() || matches!(e.downcast_ref::<OperatorError>(), Some(OperatorError::Config(_)));
             ExitCode::from(if config { 2 } else { 1 })

@@ -155,6 +155,24 @@ pub fn check(r: &CheckReport, prefix: &str) -> String {
     s
 }
 
+/// An error and its causes as one line, `outer: inner: …`, each cause said once: errors that
+/// show their source in their own message as well (`compression failed: {source}`) are not
+/// repeated by the chain.
+pub fn error(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn pct(v: f64) -> String {
     format!("{:+.0}%", v * 100.0)
 }
@@ -278,4 +296,32 @@ pub fn prune_plan(p: &PrunePlan, prefix: &str, dry_run: bool) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    /// An error that shows its source in its own message and also gives it as its source, as
+    /// several of core's do.
+    #[derive(Debug)]
+    struct Compression(std::io::Error);
+
+    impl std::fmt::Display for Compression {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "compression failed: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Compression {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_is_one_line_with_each_cause_once() {
+        let e = anyhow::Error::from(Compression(std::io::Error::other("zlib broke"))).context("the backup did not complete");
+        assert_eq!(super::error(&e), "the backup did not complete: compression failed: zlib broke");
+        let plain = anyhow::Error::from(std::io::Error::other("disk full")).context("writing the report");
+        assert_eq!(super::error(&plain), "writing the report: disk full");
+    }
 }

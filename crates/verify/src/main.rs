@@ -5,9 +5,13 @@ use clap::Parser;
 use pgvigil_core::infra::config::Role;
 use pgvigil_service::ServiceArgs;
 
-/// Restores backups from S3 (or BACKUP_DIR) into scratch databases and checks them. Configured by environment variables; see docs/configuration.md.
+/// The command line of `pgvigil-verify`: everything else comes from the environment.
 #[derive(Parser, Debug)]
-#[command(name = "pgvigil-verify", version)]
+#[command(
+    name = "pgvigil-verify",
+    version,
+    about = "Restores backups from S3 (or BACKUP_DIR) into scratch databases and checks them. Configured by environment variables; see docs/configuration.md."
+)]
 struct Args {
     #[command(flatten)]
     service: ServiceArgs,

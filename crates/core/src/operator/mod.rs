@@ -2,7 +2,8 @@
 //! The CLI parses arguments, calls one of these, and renders what comes back; it runs no SQL and
 //! makes no storage calls of its own. Long steps report progress through an [`Observer`].
 //!
-//! The operator layer uses `pipeline`, `records`, `policy` and `infra`; it never imports `service`.
+//! The operator layer uses `pipeline`, `records`, `policy`, `view` and `infra`; the daemons' code
+//! (`pgvigil-service`) is another crate, which the CLI does not link.
 //! It re-exports what its callers need ([`prelude`]), so the CLI imports nothing else from core.
 
 mod backup_now;

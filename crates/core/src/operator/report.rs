@@ -17,47 +17,44 @@ impl Operator {
         }
     }
 
-    /// The report over the last `days` days.
+    /// The report over the last `days` days and, with `page`, the status page of the prefix over
+    /// the last 90 days with every reason (the file is the operator's), as `pgvigil report --html`
+    /// writes it: both from one load of the records.
     ///
     /// # Errors
     /// Storage errors.
-    pub async fn report(&self, days: u32, policy: &EffectivePolicy, cancel: &CancellationToken) -> Result<Report, OperatorError> {
+    pub async fn report(
+        &self,
+        days: u32,
+        policy: &EffectivePolicy,
+        page: bool,
+        cancel: &CancellationToken,
+    ) -> Result<(Report, Option<String>), OperatorError> {
         let now = Utc::now();
-        let since = now - chrono::Duration::days(i64::from(days));
+        let window = if page { days.max(WINDOWS[1]) } else { days };
+        let since = now - chrono::Duration::days(i64::from(window));
         let t = Timeline::load(self.storage.as_ref(), &self.layout, since, &mut RecordCache::default(), cancel).await?;
-        Ok(report::compute(&ReportInput::from_timeline(
-            &t,
-            now,
-            days,
-            self.report_settings(policy),
-        )))
+        let report = report::compute(&ReportInput::from_timeline(&t, now, days, self.report_settings(policy)));
+        Ok((report, page.then(|| self.page_of(&t, policy, now))))
     }
 
-    /// The status page of the prefix over the last 90 days, with every reason (the file is the
-    /// operator's), as `pgvigil report --html` writes it.
-    ///
-    /// # Errors
-    /// Storage errors.
-    pub async fn report_page(&self, policy: &EffectivePolicy, cancel: &CancellationToken) -> Result<String, OperatorError> {
-        let now = Utc::now();
-        let since = now - chrono::Duration::days(i64::from(WINDOWS[1]));
-        let t = Timeline::load(self.storage.as_ref(), &self.layout, since, &mut RecordCache::default(), cancel).await?;
+    fn page_of(&self, t: &Timeline, policy: &EffectivePolicy, now: chrono::DateTime<Utc>) -> String {
         let db = Database {
             name: self.layout.prefix().to_string(),
-            timeline: Some(&t),
+            timeline: Some(t),
             error: None,
             backup_interval: policy.backup_interval,
             verify_interval: policy.verify_interval,
             report: self.report_settings(policy),
             live_problems: Vec::new(),
         };
-        Ok(page::render(&Page {
+        page::render(&Page {
             heading: format!("pgvigil report: {}", self.layout.prefix()),
             now,
             refresh_secs: None,
             details: true,
             docs: "",
             databases: vec![db],
-        }))
+        })
     }
 }

@@ -2,7 +2,7 @@
 //! out ([`restore`]: storage → integrity → `psql`), and proving one good ([`verify`]: restore into
 //! a scratch database, then checks), built from the stream [`stages`].
 //!
-//! The data paths use `infra`, `records` and `policy`; they never import `service` or `operator`.
+//! The data paths use `infra`, `records` and `policy`; they never import `operator`.
 
 pub mod backup;
 pub mod restore;

@@ -4,7 +4,7 @@
 //! them ([`catalog`]).
 //!
 //! Records read and write through [`crate::infra::storage`]; they know nothing of PostgreSQL and
-//! never import `pipeline`, `service` or `operator`.
+//! never import `pipeline` or `operator`.
 
 pub mod catalog;
 pub mod databases;

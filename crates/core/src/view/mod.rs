@@ -2,7 +2,7 @@
 //! writes ([`page`]), with its charts drawn as inline SVG ([`chart`]). Pure functions of records
 //! already loaded: no I/O, no script, no external asset.
 //!
-//! Must not import `infra`, `pipeline`, `service`, `operator` or any I/O crate.
+//! Must not import `infra`, `pipeline`, `operator` or any I/O crate.
 
 pub mod chart;
 mod html;

@@ -7,7 +7,7 @@
 //! takes a cancellation token. Errors say whether a retry can help.
 //!
 //! Storage knows nothing of PostgreSQL or of what the bytes mean; it must not import `infra::pg`,
-//! `records`, `pipeline`, `service` or `operator`.
+//! `records`, `pipeline` or `operator`.
 
 mod body;
 pub mod faulty;
