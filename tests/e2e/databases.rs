@@ -136,3 +136,68 @@ async fn three_databases_one_broken_each_backed_up_and_verified() {
         assert_eq!(complete_backups(&s3, &format!("every/{db}")).await, 1, "{db}");
     }
 }
+
+/// The most scratch databases seen at once while `run` ran.
+async fn most_scratch_at_once(
+    pg: &PgServer,
+    run: impl std::future::Future<Output = std::process::Output>,
+) -> (usize, std::process::Output) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let watch = async {
+        let mut most = 0;
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            most = most.max(pgvigil_e2e::fixtures::scratch_dbs(pg).await.len());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        most
+    };
+    let finish = async {
+        let out = run.await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    };
+    let (most, out) = tokio::join!(watch, finish);
+    (most, out)
+}
+
+#[tokio::test]
+async fn several_databases_verify_side_by_side_up_to_verify_jobs() {
+    init_logs();
+    let pg = PgServer::start();
+    for db in ["one", "two", "three"] {
+        pg.create_db(db).await;
+        pg.exec(
+            db,
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);",
+        )
+        .await;
+    }
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("side");
+    vars.push(("DATABASE_URL", pg.url("postgres")));
+    vars.push(("BACKUP_DATABASES", "one,two,three".into()));
+    let o = run("pgvigil-backup", &["--once"], &vars).await;
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Each verification holds its scratch database for two seconds after the restore.
+    let mut verify = s3.vars("side");
+    verify.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    verify.push(("BACKUP_DATABASES", "one,two,three".into()));
+    verify.push(("VERIFY_QUERIES", "SELECT true FROM pg_sleep(2);".into()));
+    let mut two = verify.clone();
+    two.push(("VERIFY_JOBS", "2".into()));
+    let (most, o) = most_scratch_at_once(&pg, run("pgvigil-verify", &["--once"], &two)).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches(lines::VERIFY_PASSED).count(), 3, "{t}");
+    assert_eq!(most, 2, "VERIFY_JOBS=2: two verifications at once, never three\n{t}");
+    assert!(pgvigil_e2e::fixtures::scratch_dbs(&pg).await.is_empty());
+
+    let mut one = verify.clone();
+    one.push(("VERIFY_JOBS", "1".into()));
+    let (most, o) = most_scratch_at_once(&pg, run("pgvigil-verify", &["--once"], &one)).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert_eq!(t.matches(lines::VERIFY_PASSED).count(), 3, "{t}");
+    assert_eq!(most, 1, "VERIFY_JOBS=1: they take turns\n{t}");
+}

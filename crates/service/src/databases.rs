@@ -132,7 +132,8 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
         names.len(),
         settings.storage.prefix
     );
-    let gate = Some(Arc::new(Semaphore::new(1)));
+    // Backups take turns; verifications run side by side up to VERIFY_JOBS.
+    let gate = Some(Arc::new(Semaphore::new(S::jobs(&settings).max(1))));
     let one = |db: &String| {
         let span = tracing::info_span!("database", name = %db);
         let shared = Shared {
@@ -154,9 +155,11 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
         .instrument(span)
     };
     if once {
+        // All at once, each waiting for its turn at the gate.
+        let results = futures::future::join_all(names.iter().map(one)).await;
         let mut failed = Vec::new();
-        for db in &names {
-            if let Err(e) = one(db).await {
+        for (db, r) in names.iter().zip(results) {
+            if let Err(e) = r {
                 error!(database = %db, "{e}");
                 failed.push(db.clone());
             }

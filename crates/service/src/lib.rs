@@ -12,6 +12,7 @@
 
 pub mod args;
 mod databases;
+pub mod error;
 pub mod health;
 pub mod http;
 pub mod jobs;

@@ -3,17 +3,17 @@
 //! the small [`Service`] implementation of each.
 
 use super::databases::{run_all, Gated, Shared};
+pub use super::error::{Listing, StartupError};
 use super::jobs::{BackupJob, VerifyJob};
 use super::notify::Notifier;
 pub(super) use super::once::run_service;
 use super::retry::{until_ok, Backoff};
 use super::{health::Health, runner};
 use async_trait::async_trait;
-use pgvigil_core::infra::config::{ConfigError, Role, Settings};
-use pgvigil_core::infra::pg::PgError;
+use pgvigil_core::infra::config::{Role, Settings};
 use pgvigil_core::infra::storage::{self, DynStorage, StorageError};
-use pgvigil_core::pipeline::backup::{self, BackupContext, BackupError};
-use pgvigil_core::pipeline::verify::{self, VerifyContext, VerifyError};
+use pgvigil_core::pipeline::backup::{self, BackupContext};
+use pgvigil_core::pipeline::verify::{self, VerifyContext};
 use pgvigil_core::records::keys::Layout;
 use pgvigil_core::records::policy;
 use std::time::Duration;
@@ -29,78 +29,6 @@ pub fn max_backoff(first: Duration, interval: Duration) -> Duration {
 /// Backoff while a service is starting (storage or the verify server not usable yet).
 fn startup_backoff(settings: &Settings) -> Backoff {
     Backoff::new(settings.retry_backoff.min(Duration::from_secs(5)), Duration::from_secs(300))
-}
-
-/// Why the databases to cover (`BACKUP_DATABASES=*` or a list) could not be listed.
-#[derive(Debug, thiserror::Error)]
-pub enum Listing {
-    /// The listing did not finish within a minute.
-    #[error("listing the databases took longer than a minute")]
-    TimedOut,
-    /// The verify service found no database with backups under the prefix.
-    #[error("no database has backups under {prefix}/ yet (BACKUP_DATABASES=*)")]
-    NoBackupsYet {
-        /// The storage prefix searched.
-        prefix: String,
-    },
-    /// The source server refused or failed the listing.
-    #[error(transparent)]
-    Server(PgError),
-    /// A database whose name no connection URL can carry (the reason names it).
-    #[error("{reason}")]
-    Unusable {
-        /// The database.
-        database: String,
-        /// Why its URL cannot be made.
-        reason: String,
-    },
-}
-
-/// Why a service (or a one-shot run) stopped with a failure. Says whether retrying can help.
-#[derive(Debug, thiserror::Error)]
-pub enum StartupError {
-    /// The configuration is invalid (exit status 2).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Storage failed its self-test.
-    #[error(transparent)]
-    Storage(StorageError),
-    /// `--once`: the backup did not complete.
-    #[error("exiting with status 1 because the backup did not complete ({})", if .0.is_retryable() { "a retry may succeed" } else { "fix the cause above first" })]
-    Backup(BackupError),
-    /// `--once`: the verification failed (the backup is bad).
-    #[error("exiting with status 1: {0} failed verification (see the reasons above)")]
-    VerificationFailed(String),
-    /// `--once`: the verification could not run (the environment is broken; already logged).
-    #[error("exiting with status 1: the verification could not run (see above; {})", if .0.is_retryable() { "a retry may succeed" } else { "fix the cause first" })]
-    Verify(VerifyError),
-    /// A variable the service needs is missing (validation normally reports it first).
-    #[error("{0} is required")]
-    Missing(&'static str),
-    /// Shutdown came before the service was ready.
-    #[error("shutdown requested before the service was ready")]
-    Cancelled,
-    /// The databases to cover could not be listed.
-    #[error("could not list the databases to cover: {0}")]
-    Listing(Listing),
-    /// `--once` over several databases: these failed (each already logged).
-    #[error("exiting with status 1: the run failed for {}", .0.join(", "))]
-    Databases(Vec<String>),
-}
-
-impl StartupError {
-    /// Whether starting again later may succeed without changing anything.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            StartupError::Config(_) | StartupError::VerificationFailed(_) | StartupError::Missing(_) => false,
-            StartupError::Storage(e) => e.is_retryable(),
-            StartupError::Backup(e) => e.is_retryable(),
-            StartupError::Verify(e) => e.is_retryable(),
-            StartupError::Listing(Listing::Server(e)) => e.is_retryable(),
-            StartupError::Listing(Listing::Unusable { .. }) => false,
-            StartupError::Cancelled | StartupError::Databases(_) | StartupError::Listing(_) => true,
-        }
-    }
 }
 
 /// Connects to storage and runs the self-test once.
@@ -152,6 +80,8 @@ pub(super) trait Service: Sized + Send + Sync {
     fn job(self, health: &Health, notify: Notifier) -> Self::Job;
     /// The interval between runs.
     fn interval(settings: &Settings) -> Duration;
+    /// How many of its databases run at once when it covers several.
+    fn jobs(settings: &Settings) -> usize;
 }
 
 /// The backup service.
@@ -233,6 +163,11 @@ impl Service for BackupService {
     fn interval(settings: &Settings) -> Duration {
         settings.backup.interval
     }
+
+    /// One dump at a time: dumps of one server compete for its disk and its locks.
+    fn jobs(_: &Settings) -> usize {
+        1
+    }
 }
 
 /// The verify service.
@@ -252,6 +187,7 @@ impl Service for VerifyService {
             prefix = %settings.storage.prefix,
             interval_secs = cfg.interval.as_secs(),
             random_rate = cfg.random_rate,
+            jobs = cfg.jobs,
             queries_file = ?cfg.queries_file,
             inline_queries = cfg.queries.is_some(),
             trusted_keys = %settings.trusted.describe(),
@@ -313,6 +249,10 @@ impl Service for VerifyService {
 
     fn interval(settings: &Settings) -> Duration {
         settings.verify.interval
+    }
+
+    fn jobs(settings: &Settings) -> usize {
+        settings.verify.jobs
     }
 }
 
@@ -389,6 +329,15 @@ pub(super) async fn start<S: Service>(
             tracing::warn!(error = %e, "could not record this service's settings for the CLI");
         }
         let notify = shared.notify.clone().unwrap_or_default();
+        // Several databases: each waits for its turn (backups one at a time, verifications up to
+        // VERIFY_JOBS).
+        let _turn = match &shared.gate {
+            None => None,
+            Some(g) => tokio::select! {
+                p = g.acquire() => p.ok(),
+                () = cancel.cancelled() => return Err(StartupError::Cancelled),
+            },
+        };
         return service.once(&cancel, &notify).await;
     }
     record_policy(service.policy(&settings), startup_backoff(&settings), &cancel);

@@ -106,6 +106,21 @@ impl Validator {
         (secs > 0).then(|| std::time::Duration::from_secs(secs))
     }
 
+    /// `VERIFY_JOBS`: databases verified at once by a service that covers several; by default the
+    /// number of cores, at least 2.
+    pub(super) fn verify_jobs(&mut self, value: Option<String>) -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(2);
+        let jobs = self.uint(
+            "VERIFY_JOBS",
+            value,
+            cores as u64,
+            1,
+            64,
+            "a whole number of verifications at once, from 1 to 64 (default: the number of cores)",
+        );
+        usize::try_from(jobs).unwrap_or(1)
+    }
+
     /// `PG_DUMP_LOCK_WARN_AFTER` (seconds, default 5) and `PG_DUMP_YIELD_AFTER` (seconds, off
     /// unless set).
     pub(super) fn lock_watch(

@@ -174,6 +174,7 @@ mod tests {
                 "VERIFY_QUERIES: set either VERIFY_QUERIES or VERIFY_QUERIES_FILE, not both",
             ),
             ("VERIFY_RANDOM_RATE", "2", "VERIFY_RANDOM_RATE: expected a fraction from 0 to 1"),
+            ("VERIFY_JOBS", "0", "VERIFY_JOBS: expected a whole number of verifications at once"),
             (
                 "BACKUP_KEEP_DAILY",
                 "-7",

@@ -147,6 +147,7 @@ impl Validator {
             random_rate: self.random_rate(raw.verify_random_rate.take()),
             amcheck: self.amcheck(raw.verify_amcheck.take()),
             timeout: self.verify_timeout(raw.verify_timeout.take()),
+            jobs: self.verify_jobs(raw.verify_jobs.take()),
         }
     }
 

@@ -255,6 +255,8 @@ pub struct VerifyConfig {
     /// `VERIFY_TIMEOUT`: the most a restore and its checks may take (`None`: derived from the
     /// recorded restore times).
     pub timeout: Option<Duration>,
+    /// `VERIFY_JOBS`: how many databases a service that covers several verifies at once.
+    pub jobs: usize,
 }
 
 /// `VERIFY_AMCHECK`: how much `amcheck` does after a restore.
