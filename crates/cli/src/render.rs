@@ -155,20 +155,23 @@ pub fn check(r: &CheckReport, prefix: &str) -> String {
     s
 }
 
-/// An error and its causes as one line, `outer: inner: …`, each cause said once: errors that
-/// show their source in their own message as well (`compression failed: {source}`) are not
-/// repeated by the chain.
+/// An error and its causes as one line, `outer: inner: …`, each cause said once: an error that
+/// ends its own message with its source (`compression failed: {source}`) does not have that
+/// source repeated by the chain. Any other cause is kept, even if its words appear earlier.
 pub fn error(e: &anyhow::Error) -> String {
     let mut line = String::new();
+    let mut previous = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if text.is_empty() || line.contains(&text) {
+        if text.is_empty() || previous.ends_with(&text) {
+            previous = text;
             continue;
         }
         if !line.is_empty() {
             line.push_str(": ");
         }
         line.push_str(&text);
+        previous = text;
     }
     line
 }
@@ -323,5 +326,8 @@ mod tests {
         assert_eq!(super::error(&e), "the backup did not complete: compression failed: zlib broke");
         let plain = anyhow::Error::from(std::io::Error::other("disk full")).context("writing the report");
         assert_eq!(super::error(&plain), "writing the report: disk full");
+        // A cause whose words happen to stand earlier is another fact: kept.
+        let other = anyhow::Error::from(std::io::Error::other("timed out")).context("the restore timed out before the checks");
+        assert_eq!(super::error(&other), "the restore timed out before the checks: timed out");
     }
 }

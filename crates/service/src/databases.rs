@@ -1,8 +1,8 @@
 //! One service for several databases (`BACKUP_DATABASES`): the same service runs once per
 //! database, each under `BACKUP_PREFIX/<name>` with its own schedule, lease, retention and
-//! verdicts (see [`pgvigil_core::records::databases`]), sharing one health endpoint. Runs take turns —
-//! one dump or one restore at a time — so the database server and the verify server carry what
-//! a single database would. A failure in one database never stops the others: its run is retried
+//! verdicts (see [`pgvigil_core::records::databases`]), sharing one health endpoint. Backups take
+//! turns (one dump at a time, so the database server carries what a single database would);
+//! verifications run side by side up to `VERIFY_JOBS`, each in its own scratch database. A failure in one database never stops the others: its run is retried
 //! by its own schedule, and the log names the database on every line of it.
 
 use super::health::Health;
@@ -25,7 +25,7 @@ use tracing::{error, info, Instrument};
 pub(super) struct Shared {
     /// One health state for the one endpoint.
     pub health: Option<Health>,
-    /// One run at a time.
+    /// The turns: one backup at a time, or up to `VERIFY_JOBS` verifications.
     pub gate: Option<Arc<Semaphore>>,
     /// `--once`: where the run reports anomalies (its outcome is reported by the caller).
     pub notify: Option<super::notify::Notifier>,
@@ -51,8 +51,9 @@ impl<J: Job> Job for Gated<J> {
         let _turn = match &self.gate {
             None => None,
             Some(g) => tokio::select! {
-                p = g.acquire() => p.ok(),
+                biased;
                 () = cancel.cancelled() => return Ok(()),
+                p = g.acquire() => p.ok(),
             },
         };
         self.job.run(cancel).await
@@ -159,9 +160,16 @@ pub(super) async fn run_all<S: Service>(settings: Settings, once: bool, cancel: 
         let results = futures::future::join_all(names.iter().map(one)).await;
         let mut failed = Vec::new();
         for (db, r) in names.iter().zip(results) {
-            if let Err(e) = r {
-                error!(database = %db, "{e}");
-                failed.push(db.clone());
+            match r {
+                Ok(()) => {}
+                Err(StartupError::Cancelled) => {
+                    tracing::warn!(database = %db, "shutdown came before this database's turn: not run");
+                    failed.push(db.clone());
+                }
+                Err(e) => {
+                    error!(database = %db, "{e}");
+                    failed.push(db.clone());
+                }
             }
         }
         return if failed.is_empty() {

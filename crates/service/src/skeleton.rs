@@ -334,8 +334,9 @@ pub(super) async fn start<S: Service>(
         let _turn = match &shared.gate {
             None => None,
             Some(g) => tokio::select! {
-                p = g.acquire() => p.ok(),
+                biased;
                 () = cancel.cancelled() => return Err(StartupError::Cancelled),
+                p = g.acquire() => p.ok(),
             },
         };
         return service.once(&cancel, &notify).await;

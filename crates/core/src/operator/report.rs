@@ -19,7 +19,7 @@ impl Operator {
 
     /// The report over the last `days` days and, with `page`, the status page of the prefix over
     /// the last 90 days with every reason (the file is the operator's), as `pgvigil report --html`
-    /// writes it: both from one load of the records.
+    /// writes it: each over its own window, every record read once.
     ///
     /// # Errors
     /// Storage errors.
@@ -31,11 +31,20 @@ impl Operator {
         cancel: &CancellationToken,
     ) -> Result<(Report, Option<String>), OperatorError> {
         let now = Utc::now();
-        let window = if page { days.max(WINDOWS[1]) } else { days };
-        let since = now - chrono::Duration::days(i64::from(window));
-        let t = Timeline::load(self.storage.as_ref(), &self.layout, since, &mut RecordCache::default(), cancel).await?;
+        // Each its own window, through one cache: a record is read once even when both need it.
+        let mut cache = RecordCache::default();
+        let since = |days: u32| now - chrono::Duration::days(i64::from(days));
+        let st = self.storage.as_ref();
+        let t = Timeline::load(st, &self.layout, since(days), &mut cache, cancel).await?;
         let report = report::compute(&ReportInput::from_timeline(&t, now, days, self.report_settings(policy)));
-        Ok((report, page.then(|| self.page_of(&t, policy, now))))
+        let page = match page {
+            false => None,
+            true => {
+                let t = Timeline::load(st, &self.layout, since(WINDOWS[1]), &mut cache, cancel).await?;
+                Some(self.page_of(&t, policy, now))
+            }
+        };
+        Ok((report, page))
     }
 
     fn page_of(&self, t: &Timeline, policy: &EffectivePolicy, now: chrono::DateTime<Utc>) -> String {
