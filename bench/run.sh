@@ -142,7 +142,15 @@ for size in "${SIZES[@]}"; do
   case_add check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
   case_add checkdeep "pgvigil_env b6-$DB 6 $BIN/pgvigil check --deep --last 1"
   case_add verifyage "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_IDENTITY_FILE=$AGEKEY $BIN/pgvigil-verify --once"
+  # Recovery: the whole database, and one table of about 5 % of the data, each into a new database.
+  fresh="${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS rto_restore' -c 'CREATE DATABASE rto_restore'"
+  case_add restore "$fresh && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --to postgresql://postgres@127.0.0.1:$PGPORT/rto_restore"
+  case_add table "$fresh && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --table public.invoices --to postgresql://postgres@127.0.0.1:$PGPORT/rto_restore"
   run_cases
+  # What the one-table restore read from storage (its own line), against the object's size.
+  bash -c "$fresh" >/dev/null
+  tableread=$(pgvigil_env "b6-$DB" 6 "$BIN/pgvigil" restore --table public.invoices --to "postgresql://postgres@127.0.0.1:$PGPORT/rto_restore" | awk '/^read / {print $2, $3}')
+  "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS rto_restore"
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS floor_restore"
   rm -f "$WORK/latest.sql.gz"
 
@@ -158,6 +166,8 @@ for size in "${SIZES[@]}"; do
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
     echo "| | | pgvigil verify | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
     echo "| | | pgvigil verify, encrypted | ${WALL[verifyage]} | $(ratio "${WALL[verifyage]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyage]}" "${WALL[verify]}") × plain) | $(mib "${RSS[verifyage]}") |"
+    echo "| | | pgvigil restore (whole database, into a new one) | ${WALL[restore]} | $(ratio "${WALL[restore]}" "${WALL[floor]}") × floor | $(mib "${RSS[restore]}") |"
+    echo "| | | pgvigil restore --table (~5 % of the data; read $tableread) | ${WALL[table]} | $(ratio "${WALL[table]}" "${WALL[restore]}") × full restore | $(mib "${RSS[table]}") |"
     echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object, size + SHA-256) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
     echo "| | | pgvigil check --deep (inflated) | ${WALL[checkdeep]} | $(awk -v s="$objsize" -v t="${WALL[checkdeep]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[checkdeep]}") |"
   } >> "$RESULT"

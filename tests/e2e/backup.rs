@@ -121,6 +121,23 @@ async fn each_tables_data_is_a_run_of_whole_members_fetched_with_a_ranged_get() 
         );
         assert!(sql.ends_with("FROM stdin;\n\\.\n") || sql.ends_with("\n\\.\n"), "{}", t.table);
         assert_eq!(sql.lines().count() as u64, t.rows + 2, "{}", t.table);
+        assert_eq!(t.sha256.as_deref(), Some(sha256_hex(bytes).as_str()), "{}", t.table);
+    }
+    // What comes before the first block is the schema, what follows the last one the indexes,
+    // constraints and the rest: both whole members, with their own hashes, ending where the
+    // dump's members end.
+    let (before, after) = (m.before_data.clone().unwrap(), m.after_data.clone().unwrap());
+    let first = m.table_members.first().unwrap();
+    let last = m.table_members.last().unwrap();
+    assert_eq!((before.offset, before.length), (0, first.offset));
+    assert_eq!(after.offset, last.offset + last.length);
+    for (range, holds) in [(&before, "CREATE TABLE public.big"), (&after, "PRIMARY KEY")] {
+        let bytes = &object[range.offset as usize..(range.offset + range.length) as usize];
+        assert_eq!(range.sha256, sha256_hex(bytes));
+        let mut sql = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(bytes), &mut sql).unwrap();
+        assert!(sql.contains(holds), "{holds}");
+        assert!(!sql.contains("FROM stdin;"), "no COPY block outside the tables' ranges");
     }
     // The big table spans several members, and a ranged GET from the store returns the same
     // bytes, which stock gunzip reads and psql loads back into an emptied table.
@@ -607,4 +624,9 @@ async fn deep_check_inflates_members_in_parallel_and_older_objects_in_sequence()
     replace(&other.finish().unwrap());
     let (code, out) = check(&["check", "--deep"]).await;
     assert_eq!(code, Some(0), "{out}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

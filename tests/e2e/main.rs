@@ -20,6 +20,7 @@ mod roles;
 mod secrets;
 mod statuspage;
 mod storage;
+mod table;
 mod trust;
 mod verdicts;
 mod verify;

@@ -134,6 +134,8 @@ pub async fn fake_backups_at(
             encryption: None,
             locked_until: None,
             table_members: Vec::new(),
+            before_data: None,
+            after_data: None,
             toc: Vec::new(),
         };
         manifest::write(st, layout, *id, &m, None, &CancellationToken::new()).await.unwrap();

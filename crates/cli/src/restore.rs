@@ -3,9 +3,9 @@
 use crate::progress::Terminal;
 use anyhow::{bail, Result};
 use chrono::Utc;
-use pgvigil_core::operator::prelude::human_secs;
 use pgvigil_core::operator::prelude::DbUrl;
-use pgvigil_core::operator::{Operator, RestoreRequest};
+use pgvigil_core::operator::prelude::{human_bytes, human_secs};
+use pgvigil_core::operator::{Operator, RestoreRequest, TableRequest};
 use tokio_util::sync::CancellationToken;
 
 /// Arguments of `pgvigil restore`.
@@ -42,6 +42,20 @@ pub struct RestoreArgs {
     /// none.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
+    /// Restore only this table (`schema.name`), with its partitions, sequences, indexes,
+    /// constraints, triggers, policies and grants, into a database that holds the rest. It comes
+    /// back under its own name if it is gone, else as `<name>_restored`; nothing that exists is
+    /// touched unless --replace. Only the parts of the backup it needs are read where the backup
+    /// allows (the output says so). One transaction: a failure changes nothing.
+    #[arg(long, value_name = "SCHEMA.NAME", conflicts_with = "clean")]
+    table: Option<String>,
+    /// With --table: the name to restore it under (`schema.name`; the schema must exist).
+    #[arg(long = "as", value_name = "SCHEMA.NAME", requires = "table")]
+    rename: Option<String>,
+    /// With --table: put the backup's table in place of the live one (dropped in the same
+    /// transaction; other tables' foreign keys to it are added back, and must hold).
+    #[arg(long, requires = "table")]
+    replace: bool,
 }
 
 /// Runs the restore and prints the outcome.
@@ -71,6 +85,20 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
             "say where to restore: set RESTORE_DATABASE_URL (or RESTORE_DATABASE_URL_FILE, or libpq's PGHOST/PGDATABASE/PGUSER/PGPASSWORD), or pass --to URL"
         ),
     };
+    if let Some(table) = args.table {
+        return run_table(
+            op,
+            args.backup,
+            table,
+            args.rename,
+            args.replace,
+            !args.no_privileges,
+            args.timeout,
+            target,
+            cancel,
+        )
+        .await;
+    }
     if args.clean {
         let (contents, _) = op.inspect_target(&target).await?;
         if !contents.is_empty() {
@@ -104,6 +132,68 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
         for (key, why) in &out.skipped {
             println!("  {key}: {why}");
         }
+    }
+    Ok(0)
+}
+
+/// `pgvigil restore --table`.
+#[allow(clippy::too_many_arguments)]
+async fn run_table(
+    op: &Operator,
+    backup: String,
+    table: String,
+    rename: Option<String>,
+    replace: bool,
+    privileges: bool,
+    timeout: Option<u64>,
+    target: DbUrl,
+    cancel: &CancellationToken,
+) -> Result<u8> {
+    let req = TableRequest {
+        target,
+        backup,
+        table,
+        rename,
+        replace,
+        privileges,
+        timeout: timeout.map(std::time::Duration::from_secs),
+    };
+    let out = op.restore_table(&req, &Terminal::default(), cancel).await?;
+    let how = if out.replaced { "in place of the live table" } else { "as" };
+    println!(
+        "restored {} from {} {how} {} in {}",
+        out.table,
+        out.key,
+        out.placed,
+        req.target.database()
+    );
+    println!("rows: {}", out.rows);
+    if !out.others.is_empty() {
+        println!("with (as the backup names them): {}", out.others.join(", "));
+    }
+    for what in &out.left_out {
+        println!("left out: {what} (add it yourself once the rows agree)");
+    }
+    let (read, size) = out.read;
+    match out.whole_because {
+        None => println!(
+            "read {} of the backup's {} (only the parts this table needs)",
+            human_bytes(read),
+            human_bytes(size)
+        ),
+        Some(why) => println!("read the whole backup ({}): {why}", human_bytes(size)),
+    }
+    println!("time taken: {:.1}s", out.secs);
+    println!(
+        "data as of {} ({} old)",
+        out.id.0.format("%Y-%m-%d %H:%M:%S UTC"),
+        human_secs((Utc::now() - out.id.0).num_seconds())
+    );
+    if !out.replaced && out.placed != out.table {
+        println!(
+            "to swap it in: check it, then in one transaction rename or drop {} and rename {} (or run again with --replace)",
+            out.table, out.placed
+        );
     }
     Ok(0)
 }

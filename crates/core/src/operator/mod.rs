@@ -14,6 +14,7 @@ mod policy;
 mod prune;
 mod report;
 pub mod restore;
+mod restore_table;
 mod roles;
 mod status;
 
@@ -36,6 +37,7 @@ pub use list::ListRow;
 pub use policy::{EffectivePolicy, PolicyOverrides};
 pub use prune::PrunePlan;
 pub use restore::{RestoreFailure, RestoreOutcome, RestoreRequest};
+pub use restore_table::{TableOutcome, TableRequest};
 pub use status::StatusView;
 
 use crate::infra::config::{ConfigError, Settings};

@@ -110,6 +110,32 @@ pub enum RestoreFailure {
     /// Shutdown.
     #[error("interrupted; nothing was committed and the target was left as it was")]
     Cancelled,
+    /// The backup chosen for a one-table restore is at fault.
+    #[error("{key} is at fault: {why}. Nothing was changed; restore the table from an older backup (--backup)")]
+    TableAtFault {
+        /// The backup.
+        key: String,
+        /// Why.
+        why: String,
+    },
+    /// A one-table restore cannot be made from this backup.
+    #[error("one table cannot be restored from {key}: {why}. Nothing was changed")]
+    TableUnsupported {
+        /// The backup.
+        key: String,
+        /// Why.
+        why: String,
+    },
+    /// A one-table restore failed on the target and was rolled back.
+    #[error("restoring {table} from {key} failed on the target and was rolled back: {why}. Nothing was changed")]
+    TableFailed {
+        /// The backup.
+        key: String,
+        /// The table.
+        table: String,
+        /// What the server said.
+        why: String,
+    },
     /// Every backup tried was at fault.
     #[error("no backup could be restored ({tried} tried, each at fault; see above); the target was left as it was. Run `pgvigil check --last 10` to find a good one")]
     AllFailed {
@@ -119,7 +145,7 @@ pub enum RestoreFailure {
 }
 
 /// What one attempt showed.
-enum Verdict {
+pub(super) enum Verdict {
     /// Restored.
     Done,
     /// The backup is at fault: try an older one.
@@ -141,16 +167,7 @@ impl Operator {
         let started = Instant::now();
         let st = self.storage.as_ref();
         let cat = Catalog::load(st, &self.layout, cancel).await?;
-        let named = BackupId::parse_file_name(req.backup.rsplit('/').next().unwrap_or(&req.backup));
-        if let Some(future) = cat.future.iter().find(|b| Some(b.id) == named) {
-            return Err(OperatorError::Usage(format!(
-                "{} is dated later than this machine's clock allows; pgvigil restores no backup from the future (check the clocks, and who can write to the bucket)",
-                future.key
-            )));
-        }
-        let complete: Vec<BackupId> = cat.complete().map(|b| b.id).collect();
-        let (first, chosen) = super::pick::select(&complete, &req.backup, Utc::now())?;
-        observer.note(&format!("backup: {chosen}"));
+        let (complete, first) = self.candidates(&cat, &req.backup, observer)?;
         // An operator restoring is there to interrupt it: without VERIFY_TIMEOUT or --timeout the
         // deadline comes only from verifications on record, never from a default.
         let deadline = match req.timeout.or(self.settings.verify.timeout) {
@@ -185,6 +202,7 @@ impl Operator {
             let attempt = self
                 .attempt(&key, m.as_ref(), req, &preamble, target_major, deadline, observer, cancel)
                 .await?;
+            let attempt = attempt.map_err(|e| stopped(key.as_str(), e))?;
             match decide(key.as_str(), &req.target, attempt).await? {
                 Verdict::Done => {
                     return Ok(RestoreOutcome {
@@ -328,28 +346,29 @@ impl Operator {
     }
 }
 
-/// Decides what an attempt means for the fallback (the rule is [`judge`], shared with the verify
-/// service).
-async fn decide(key: &str, target: &DbUrl, attempt: Result<Attempt, RestoreError>) -> Result<Verdict, RestoreFailure> {
+/// What stopped an attempt before any verdict, in the operator's words.
+pub(super) fn stopped(key: &str, e: RestoreError) -> RestoreFailure {
     let environment = |cause: String| RestoreFailure::Environment {
         key: key.to_string(),
         cause,
     };
-    let attempt = match attempt {
-        Ok(a) => a,
-        Err(RestoreError::Stream(StreamError::Cancelled)) => return Err(RestoreFailure::Cancelled),
-        Err(RestoreError::Stream(StreamError::Storage(e))) => {
-            return Err(environment(format!(
-                "storage failed ({e}); when storage works again, run the same command"
-            )))
-        }
-        Err(RestoreError::Stream(StreamError::Key(why))) => return Err(environment(why)),
-        Err(RestoreError::Pg(e)) => return Err(environment(e.to_string())),
-        Err(e @ RestoreError::TimedOut(_)) => {
-            return Err(environment(format!(
-                "{e}; the target was left as it was. If the restore just needs longer, pass --timeout (or set VERIFY_TIMEOUT); if a statement of the backup kept it busy, the backup is suspect"
-            )))
-        }
+    match e {
+        RestoreError::Stream(StreamError::Cancelled) => RestoreFailure::Cancelled,
+        RestoreError::Stream(StreamError::Storage(e)) => environment(format!("storage failed ({e}); when storage works again, run the same command")),
+        RestoreError::Stream(StreamError::Key(why)) => environment(why),
+        RestoreError::Pg(e) => environment(e.to_string()),
+        e @ RestoreError::TimedOut(_) => environment(format!(
+            "{e}; the target was left as it was. If the restore just needs longer, pass --timeout (or set VERIFY_TIMEOUT); if a statement of the backup kept it busy, the backup is suspect"
+        )),
+    }
+}
+
+/// Decides what an attempt means for the fallback (the rule is [`judge`], shared with the verify
+/// service).
+pub(super) async fn decide(key: &str, target: &DbUrl, attempt: Attempt) -> Result<Verdict, RestoreFailure> {
+    let environment = |cause: String| RestoreFailure::Environment {
+        key: key.to_string(),
+        cause,
     };
     match judge(attempt, target).await {
         Judgement::Committed => Ok(Verdict::Done),

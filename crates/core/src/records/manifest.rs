@@ -59,6 +59,16 @@ pub struct Manifest {
     /// loaded through its partition root has one entry per partition, under the root's name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub table_members: Vec<TableMembers>,
+    /// The members before the first COPY block: the schema (tables, types, functions, sequences,
+    /// defaults), so a one-table restore reads it with a ranged GET. Absent for backups taken
+    /// before pgvigil recorded it, and for dumps with no COPY block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_data: Option<MemberRange>,
+    /// The members after the last COPY block up to the end of the dump (sequence values, large
+    /// objects, then indexes, constraints, triggers, policies and grants). Same offsets and
+    /// absence as [`Manifest::before_data`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_data: Option<MemberRange>,
     /// The dump's table of contents (its `-- Name: …; Type: …; Schema: …` headers) for the kinds
     /// of object a restore must recreate: after a restore every one must exist, or the restore
     /// is partial. Empty for backups taken before pgvigil recorded it.
@@ -91,6 +101,21 @@ pub struct TableMembers {
     pub length: u64,
     /// Rows in the block.
     pub rows: u64,
+    /// SHA-256 (hex) of the range's bytes in the gzip stream, so a ranged read is proven intact
+    /// without reading the whole object; absent for backups taken before pgvigil recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// A run of whole gzip members of a backup, and what proves it intact.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberRange {
+    /// Offset of its first member in the gzip stream (as [`TableMembers::offset`]).
+    pub offset: u64,
+    /// Bytes from that offset to the end of its last member.
+    pub length: u64,
+    /// SHA-256 (hex) of those bytes.
+    pub sha256: String,
 }
 
 /// Client-side encryption of a backup object.

@@ -125,6 +125,11 @@ impl Storage for Faulty {
         self.inner.get(key, cancel).await
     }
 
+    async fn get_range(&self, key: &Key, offset: u64, length: u64, cancel: &CancellationToken) -> Result<ObjectReader> {
+        self.check(Op::Get, &[key.as_str()])?;
+        self.inner.get_range(key, offset, length, cancel).await
+    }
+
     async fn head(&self, key: &Key, cancel: &CancellationToken) -> Result<Option<ObjectMeta>> {
         self.check(Op::Head, &[key.as_str()])?;
         self.inner.head(key, cancel).await

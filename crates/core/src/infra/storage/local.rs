@@ -154,6 +154,21 @@ impl Storage for LocalStorage {
         Ok((Box::new(tokio::io::BufReader::with_capacity(1 << 20, file)), size))
     }
 
+    async fn get_range(&self, key: &Key, offset: u64, length: u64, _cancel: &CancellationToken) -> Result<ObjectReader> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.path(key)?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .await
+            .map_err(|e| io_err("opening", &path, e))?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| io_err("reading", &path, e))?;
+        Ok(Box::new(tokio::io::BufReader::with_capacity(1 << 20, file).take(length)))
+    }
+
     async fn head(&self, key: &Key, _cancel: &CancellationToken) -> Result<Option<ObjectMeta>> {
         let path = self.path(key)?;
         match tokio::fs::symlink_metadata(&path).await {

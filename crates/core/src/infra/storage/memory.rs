@@ -82,6 +82,17 @@ impl Storage for MemoryStorage {
         Ok((Box::new(std::io::Cursor::new(data)), len))
     }
 
+    async fn get_range(&self, key: &Key, offset: u64, length: u64, _cancel: &CancellationToken) -> Result<ObjectReader> {
+        let data = self
+            .objects()
+            .get(key.as_str())
+            .map(|o| o.data.clone())
+            .ok_or_else(|| StorageError::NotFound(key.to_string()))?;
+        let start = offset.min(data.len() as u64) as usize;
+        let end = offset.saturating_add(length).min(data.len() as u64) as usize;
+        Ok(Box::new(std::io::Cursor::new(data.slice(start..end))))
+    }
+
     async fn head(&self, key: &Key, _cancel: &CancellationToken) -> Result<Option<ObjectMeta>> {
         Ok(self.objects().get(key.as_str()).map(|o| Self::meta(key.as_str(), o)))
     }

@@ -182,6 +182,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// `NotFound` when missing.
     async fn get(&self, key: &Key, cancel: &CancellationToken) -> Result<(ObjectReader, u64)>;
 
+    /// Opens `length` bytes of an object from `offset` (a ranged GET); reading fails or ends
+    /// early when the object is shorter.
+    ///
+    /// # Errors
+    /// `NotFound` when missing.
+    async fn get_range(&self, key: &Key, offset: u64, length: u64, cancel: &CancellationToken) -> Result<ObjectReader>;
+
     /// Metadata of one object, `None` when missing.
     ///
     /// # Errors

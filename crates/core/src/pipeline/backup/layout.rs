@@ -5,10 +5,13 @@
 //! one entry per cut, never one per member, so it stays small whatever the dump's size.
 
 use crate::pipeline::stages::dumpscan::CopySpan;
-use crate::records::manifest::TableMembers;
+use crate::records::manifest::{MemberRange, TableMembers};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Follows members from the compressor and resolves cut offsets.
+/// Follows members from the compressor and resolves cut offsets. Between two resolved cuts lies
+/// a segment (the schema before the data, a table's block, the headers between blocks, what
+/// follows the data); each gets its own SHA-256, so a ranged read can be proven intact.
 #[derive(Debug, Default)]
 pub(super) struct MemberMap {
     /// Uncompressed start of each member queued for compression, in order.
@@ -17,6 +20,10 @@ pub(super) struct MemberMap {
     wanted: VecDeque<u64>,
     /// Uncompressed cut offset → compressed offset of the member that starts there.
     at: BTreeMap<u64, u64>,
+    /// Uncompressed start of a segment → SHA-256 of its compressed bytes (hex).
+    hashes: BTreeMap<u64, String>,
+    /// The segment being hashed: its uncompressed start, and the hash so far.
+    segment: (u64, Sha256),
     /// Compressed bytes emitted so far.
     compressed: u64,
 }
@@ -32,8 +39,8 @@ impl MemberMap {
         self.wanted.push_back(cut);
     }
 
-    /// The oldest queued member left the compressor with `len` compressed bytes.
-    pub(super) fn emitted(&mut self, len: u64) {
+    /// The oldest queued member left the compressor as `member`.
+    pub(super) fn emitted(&mut self, member: &[u8]) {
         let Some(start) = self.queued.pop_front() else { return };
         // A cut the producer did not start a member at (it never happens: the producer cuts
         // every block at every cut) is left unresolved, so its table gets no range at all
@@ -42,9 +49,17 @@ impl MemberMap {
             let w = self.wanted.pop_front().expect("checked");
             if w == start {
                 self.at.insert(w, self.compressed);
+                self.end_segment(w);
             }
         }
-        self.compressed += len;
+        self.segment.1.update(member);
+        self.compressed += member.len() as u64;
+    }
+
+    /// Ends the segment being hashed; the next one starts at uncompressed offset `next`.
+    fn end_segment(&mut self, next: u64) {
+        let (start, sha) = std::mem::replace(&mut self.segment, (next, Sha256::new()));
+        self.hashes.insert(start, hex::encode(sha.finalize()));
     }
 
     /// Compressed bytes emitted so far: the whole gzip stream once every member left.
@@ -52,25 +67,61 @@ impl MemberMap {
         self.compressed
     }
 
-    /// The table ranges, once every member has been emitted and `uncompressed` bytes were read;
-    /// tables whose begin or end was not a member boundary are left out.
-    pub(super) fn finish(mut self, copies: &[CopySpan], uncompressed: u64) -> Vec<TableMembers> {
-        if self.wanted.iter().all(|&w| w == uncompressed) && self.queued.is_empty() {
+    /// The table ranges, and the ranges before and after the data, once every member has been
+    /// emitted and `uncompressed` bytes were read; tables whose begin or end was not a member
+    /// boundary are left out.
+    pub(super) fn finish(mut self, copies: &[CopySpan], uncompressed: u64) -> Ranges {
+        let whole = self.wanted.iter().all(|&w| w == uncompressed) && self.queued.is_empty();
+        if whole {
             self.at.insert(uncompressed, self.compressed);
+            self.end_segment(uncompressed);
         }
-        copies
+        let at = &self.at;
+        let hashes = &self.hashes;
+        // The range from one resolved cut to the next, and its hash.
+        let segment = |begin: u64, end: u64| -> Option<MemberRange> {
+            let offset = if begin == 0 { 0 } else { *at.get(&begin)? };
+            let next = at.range(begin + 1..).next().map(|(&cut, &off)| (cut, off));
+            let sha256 = match next {
+                Some((cut, _)) if cut == end => hashes.get(&begin)?.clone(),
+                _ => return None,
+            };
+            Some(MemberRange {
+                offset,
+                length: next?.1 - offset,
+                sha256,
+            })
+        };
+        let tables = copies
             .iter()
             .filter_map(|c| {
-                let (begin, end) = (*self.at.get(&c.begin)?, *self.at.get(&c.end)?);
+                let (begin, end) = (*at.get(&c.begin)?, *at.get(&c.end)?);
                 Some(TableMembers {
                     table: c.table.clone(),
                     offset: begin,
                     length: end - begin,
                     rows: c.rows,
+                    sha256: segment(c.begin, c.end).map(|r| r.sha256),
                 })
             })
-            .collect()
+            .collect();
+        let (before, after) = match (copies.first(), copies.last()) {
+            (Some(first), Some(last)) if whole => (segment(0, first.begin), segment(last.end, uncompressed)),
+            _ => (None, None),
+        };
+        Ranges { tables, before, after }
     }
+}
+
+/// Where the dump's parts lie in the compressed stream.
+#[derive(Debug, Default)]
+pub(super) struct Ranges {
+    /// Each table's COPY block.
+    pub(super) tables: Vec<TableMembers>,
+    /// Everything before the first COPY block.
+    pub(super) before: Option<MemberRange>,
+    /// Everything after the last COPY block.
+    pub(super) after: Option<MemberRange>,
 }
 
 /// Cuts `block`, which starts at uncompressed offset `start`, at every cut strictly inside it.
@@ -89,6 +140,7 @@ pub(super) fn split_at_cuts(mut block: Vec<u8>, start: u64, cuts: &[u64]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     fn span(table: &str, begin: u64, end: u64, rows: u64) -> CopySpan {
         CopySpan {
@@ -136,11 +188,39 @@ mod tests {
             if start > 0 {
                 map.want(start);
             }
-            map.emitted(len);
+            map.emitted(&vec![len as u8; len as usize]);
         }
-        let tables = map.finish(&[span("a", 50, 80, 3), span("b", 80, 90, 0)], 200);
-        let got: Vec<(&str, u64, u64, u64)> = tables.iter().map(|t| (t.table.as_str(), t.offset, t.length, t.rows)).collect();
+        let ranges = map.finish(&[span("a", 50, 80, 3), span("b", 80, 90, 0)], 200);
+        let got: Vec<(&str, u64, u64, u64)> = ranges
+            .tables
+            .iter()
+            .map(|t| (t.table.as_str(), t.offset, t.length, t.rows))
+            .collect();
         assert_eq!(got, [("a", 20, 9, 3), ("b", 29, 4, 0)]);
+        // Each range's hash is that of exactly its members' bytes.
+        let sha = |len: u64| hex::encode(sha2::Sha256::digest(vec![len as u8; len as usize]));
+        assert_eq!(ranges.tables[0].sha256.as_deref(), Some(sha(9).as_str()));
+        assert_eq!(ranges.tables[1].sha256.as_deref(), Some(sha(4).as_str()));
+        let (before, after) = (ranges.before.unwrap(), ranges.after.unwrap());
+        assert_eq!((before.offset, before.length, before.sha256), (0, 20, sha(20)));
+        assert_eq!((after.offset, after.length, after.sha256), (33, 30, sha(30)));
+    }
+
+    #[test]
+    fn a_segment_that_does_not_end_where_its_table_ends_gets_no_hash() {
+        // Members: 0..50 → 20, 50..70 → 5, 70..200 → 30; the block 50..80 ends inside a member.
+        let mut map = MemberMap::default();
+        for (start, len) in [(0u64, 20u64), (50, 5), (70, 30)] {
+            map.queued(start);
+            if start > 0 {
+                map.want(start);
+            }
+            map.emitted(&vec![1; len as usize]);
+        }
+        let ranges = map.finish(&[span("a", 50, 70, 1), span("b", 70, 80, 1)], 200);
+        assert_eq!(ranges.tables.len(), 1, "b's end is no boundary: no range");
+        assert!(ranges.tables[0].sha256.is_some());
+        assert_eq!(ranges.after, None, "what follows b does not start at a boundary");
     }
 
     #[test]
@@ -150,11 +230,13 @@ mod tests {
         map.want(10); // inside the first member: never a boundary
         map.queued(40);
         map.want(40);
-        map.emitted(7);
-        map.emitted(5);
+        map.emitted(&[7; 7]);
+        map.emitted(&[5; 5]);
         map.want(60); // the end of the stream
-        let tables = map.finish(&[span("inside", 10, 40, 1), span("last", 40, 60, 2)], 60);
-        let got: Vec<(&str, u64, u64)> = tables.iter().map(|t| (t.table.as_str(), t.offset, t.length)).collect();
+        let ranges = map.finish(&[span("inside", 10, 40, 1), span("last", 40, 60, 2)], 60);
+        let got: Vec<(&str, u64, u64)> = ranges.tables.iter().map(|t| (t.table.as_str(), t.offset, t.length)).collect();
         assert_eq!(got, [("last", 7, 5)]);
+        // Nothing follows the last block, and the first block has no range: neither side has one.
+        assert_eq!((ranges.before, ranges.after), (None, None));
     }
 }

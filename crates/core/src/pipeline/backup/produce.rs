@@ -22,7 +22,7 @@ pub(super) struct Streamed {
     pub(super) sha256: String,
     pub(super) tables: std::collections::BTreeMap<String, u64>,
     pub(super) privileges: crate::records::manifest::Privileges,
-    pub(super) table_members: Vec<crate::records::manifest::TableMembers>,
+    pub(super) ranges: super::layout::Ranges,
     pub(super) toc: Vec<crate::records::manifest::TocEntry>,
 }
 
@@ -174,7 +174,7 @@ impl Stream {
                 out.push(m);
             }
         }
-        out.iter().for_each(|m| self.map.emitted(m.len() as u64));
+        out.iter().for_each(|m| self.map.emitted(m));
         let Some(s) = self.sealer.as_mut() else { return Ok(out) };
         let mut sealed = Vec::new();
         for m in out {
@@ -241,7 +241,7 @@ impl Stream {
             self.send(vec![data.into()], tx).await?;
         }
         Ok(Streamed {
-            table_members: self.map.finish(&scan.copies, scan.bytes),
+            ranges: self.map.finish(&scan.copies, scan.bytes),
             toc: scan
                 .toc
                 .into_iter()

@@ -186,7 +186,20 @@ async fn manifest_of(ctx: &BackupContext, c: &Chosen, s: Stored, cancel: &Cancel
         compression_level: ctx.cfg.compression_level,
         parts: s.parts,
         tables: s.streamed.tables,
-        table_members: s.streamed.table_members,
+        // The hashes are of the gzip stream before encryption: in a readable manifest they would
+        // let anyone confirm a guess of a small table's contents. Sealed backups are read whole.
+        table_members: if c.sealed {
+            s.streamed
+                .ranges
+                .tables
+                .into_iter()
+                .map(|t| manifest::TableMembers { sha256: None, ..t })
+                .collect()
+        } else {
+            s.streamed.ranges.tables
+        },
+        before_data: s.streamed.ranges.before.filter(|_| !c.sealed),
+        after_data: s.streamed.ranges.after.filter(|_| !c.sealed),
         toc: s.streamed.toc,
         privileges: keeps.then_some(s.streamed.privileges),
         globals,

@@ -13,6 +13,7 @@ pub mod deep;
 pub mod integrity;
 pub mod judge;
 pub mod stream;
+pub mod table;
 pub mod toc;
 
 pub use deep::deep;

@@ -128,10 +128,10 @@ impl<R: Read> Read for Hashing<R> {
 
 /// Stack of the scanning thread, where the gate runs PostgreSQL's parser (virtual memory: only
 /// what a deeply nested statement touches is ever used).
-const PARSER_STACK: usize = 256 * 1024 * 1024;
+pub(super) const PARSER_STACK: usize = 256 * 1024 * 1024;
 
 /// Chunk size handed from the decompressor to the consumer.
-const CHUNK: usize = 256 * 1024;
+pub(super) const CHUNK: usize = 256 * 1024;
 
 /// What the blocking decoder found about the bytes (the SQL went through the channel).
 struct Decoded {
@@ -311,7 +311,11 @@ pub async fn stream(
 /// The scanning stage, on a blocking thread: reads the SQL, and when `gate` is given judges it
 /// and sends on what psql is to receive. Stops at once when the gate refuses (dropping `rx`
 /// stops the download) or when nobody takes its output.
-fn scan_stage(mut rx: tokio::sync::mpsc::Receiver<Bytes>, tx: &tokio::sync::mpsc::Sender<Vec<u8>>, gate: Option<GateRules>) -> ScanResult {
+pub(super) fn scan_stage(
+    mut rx: tokio::sync::mpsc::Receiver<Bytes>,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    gate: Option<GateRules>,
+) -> ScanResult {
     let Some(rules) = gate else {
         let mut scanner = DumpScanner::new();
         while let Some(chunk) = rx.blocking_recv() {

@@ -39,7 +39,7 @@ SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, n.nspname::
 ";
 
 /// A dollar-quote tag that `text` does not contain.
-fn tag_for(text: &str) -> String {
+pub(crate) fn tag_for(text: &str) -> String {
     loop {
         let tag = format!("$pgvigil_{:016x}$", rand::random::<u64>());
         if !text.contains(&tag) {

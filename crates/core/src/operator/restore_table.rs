@@ -1,0 +1,336 @@
+//! `pgvigil restore --table`: one table back from a backup, with its partitions, sequences,
+//! indexes, constraints, triggers, policies, comments and grants, into the live database.
+//!
+//! By default the table comes back under its own name when it is gone, or as `<name>_restored`
+//! when it is still there: nothing existing is touched. `--replace` puts it in place of the live
+//! table, with the other tables' foreign keys to it dropped and added back, all or nothing. The
+//! restore is one transaction (see [`crate::pipeline::restore::table`]): a failure changes
+//! nothing. No older backup is tried: the operator chose this one.
+
+use super::restore::{decide, stopped, RestoreFailure, Verdict};
+use super::{Observer, Operator, OperatorError};
+use crate::infra::pg::psql::find_psql;
+use crate::infra::pg::{self};
+use crate::infra::secret::DbUrl;
+use crate::pipeline::restore::table::{self, epilogue, names::Name, select::Family, TableJob};
+use crate::pipeline::restore::Target;
+use crate::records::catalog::Catalog;
+use crate::records::keys::BackupId;
+use crate::records::manifest::Manifest;
+use chrono::Utc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// One table to bring back.
+#[derive(Debug, Clone)]
+pub struct TableRequest {
+    /// The database it goes into.
+    pub target: DbUrl,
+    /// Which backup (as for `pgvigil restore`).
+    pub backup: String,
+    /// `schema.name` as the user wrote it.
+    pub table: String,
+    /// `--as schema.name`.
+    pub rename: Option<String>,
+    /// `--replace`: in place of the live table.
+    pub replace: bool,
+    /// Restore ownership and grants (`false`: `--no-privileges`).
+    pub privileges: bool,
+    /// The most the restore may take.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// A table restore that committed.
+#[derive(Debug, Clone)]
+pub struct TableOutcome {
+    /// The backup it came from.
+    pub key: String,
+    /// Its identity (the time its data is from).
+    pub id: BackupId,
+    /// The table as the backup holds it.
+    pub table: String,
+    /// Where it is now.
+    pub placed: String,
+    /// The live table was replaced.
+    pub replaced: bool,
+    /// Rows restored (all partitions).
+    pub rows: u64,
+    /// The relations restored besides the table (partitions, sequences), as the backup named them
+    /// (a copy renames them after the table).
+    pub others: Vec<String>,
+    /// Left out on purpose (foreign keys of a copy to other tables).
+    pub left_out: Vec<String>,
+    /// Bytes read from storage, and the object's size.
+    pub read: (u64, u64),
+    /// Why the whole object was read (`None`: only ranges were).
+    pub whole_because: Option<&'static str>,
+    /// Seconds from the start of the command to the commit.
+    pub secs: f64,
+}
+
+/// PostgreSQL's longest name in bytes (`NAMEDATALEN - 1`).
+const MAX_NAME: usize = 63;
+
+fn usage(text: String) -> OperatorError {
+    OperatorError::Usage(text)
+}
+
+/// Reads `--table`/`--as`.
+fn parse_name(flag: &str, text: &str) -> Result<Name, OperatorError> {
+    Name::parse(text).ok_or_else(|| {
+        usage(format!(
+            "{flag} {text}: write the table as schema.name (e.g. public.invoices; quote mixed case as PostgreSQL does: public.\"Invoices\")"
+        ))
+    })
+}
+
+/// Whether the manifest's backup holds the table.
+fn holds(m: &Manifest, table: &Name) -> bool {
+    m.tables.keys().any(|t| Name::parse(t).as_ref() == Some(table))
+        || m.toc
+            .iter()
+            .any(|e| e.kind == "TABLE" && e.schema == table.schema && e.name == table.name)
+}
+
+/// Whether relations exist in the target: each name, in order.
+async fn exist(url: &DbUrl, names: &[&Name], schema: &str) -> Result<(Vec<bool>, bool), OperatorError> {
+    let mut conn = pg::connect(url).await?;
+    let mut found = Vec::new();
+    for n in names {
+        let q = sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = $1 AND c.relname = $2)",
+        )
+        .bind(&n.schema)
+        .bind(&n.name)
+        .fetch_one(&mut conn)
+        .await;
+        found.push(q.map_err(|e| pg::classify(url, &e))?);
+    }
+    let schema_exists = sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| pg::classify(url, &e));
+    pg::close(conn).await;
+    Ok((found, schema_exists?))
+}
+
+impl Operator {
+    /// Brings one table back.
+    ///
+    /// # Errors
+    /// Usage errors (no such table, a name taken), [`RestoreFailure`] when nothing was restored.
+    pub async fn restore_table(
+        &self,
+        req: &TableRequest,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<TableOutcome, OperatorError> {
+        let started = Instant::now();
+        let table = parse_name("--table", &req.table)?;
+        let cat = Catalog::load(self.storage.as_ref(), &self.layout, cancel).await?;
+        let (complete, first) = self.candidates(&cat, &req.backup, observer)?;
+        let id = complete[first];
+        let m = match self.trusted_manifest(id, cancel).await? {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return Err(usage(format!(
+                    "{} has no manifest: a table can be restored only from a complete backup",
+                    self.layout.backup(id)
+                )))
+            }
+            Err(why) => {
+                return Err(RestoreFailure::TableAtFault {
+                    key: self.layout.backup(id).to_string(),
+                    why,
+                }
+                .into())
+            }
+        };
+        let key = crate::infra::storage::Key::new(m.key.clone())
+            .map_err(|_| usage(format!("the manifest of {} names an invalid key", id.file_name())))?;
+        if !holds(&m, &table) {
+            return Err(usage(format!(
+                "{key} holds no table {table}; `pgvigil list` shows the backups, and the table may have been created after this one"
+            )));
+        }
+        let (to, replace) = self.placement(req, &table).await?;
+        observer.note(&format!("backup: {key}"));
+        if let Err(why) = table::reads_ranges(&m) {
+            observer.note(&format!("reading the whole object: {why}"));
+        }
+        self.same_or_newer(&req.target, &key, &m).await?;
+        let dump_major = pg::parse_version(&format!("x) {}", m.pg_dump_version)).map_or(0, |v| v.major);
+        let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
+        let roles = super::roles::plan(self.storage.as_ref(), Some(&m), &req.target, req.privileges, cancel).await?;
+        observer.note(&roles.note);
+        let stage = format!("pgvigil_restore_{:08x}", rand::random::<u32>());
+        let target = Target {
+            psql: &tool,
+            url: &req.target,
+            preamble: &roles.sql,
+            strip: roles.strip,
+            identities: &self.settings.identities,
+            deadline: req.timeout.or(self.settings.verify.timeout),
+        };
+        let job = TableJob {
+            key: &key,
+            manifest: &m,
+            family: Family::new(table.clone(), replace || to == table),
+            stage: stage.clone(),
+            placing: epilogue::Move {
+                stage,
+                table: table.clone(),
+                to: to.clone(),
+                rows: 0,
+                replace,
+            },
+        };
+        observer.note(&format!("restoring {table} from {key} as {to} ..."));
+        let done = table::restore_table(self.storage.clone(), job, &target, cancel).await;
+        let done = done.map_err(|e| stopped(key.as_str(), e))?;
+        if let Some(why) = done.unsupported {
+            return Err(RestoreFailure::TableUnsupported { key: key.to_string(), why }.into());
+        }
+        let (family, rows, left_out, read, ranged) = (done.family, done.rows, done.left_out, done.read, done.ranged);
+        if let Some(why) = failed(&done.attempt) {
+            return Err(match why {
+                Blame::Backup(why) => RestoreFailure::TableAtFault { key: key.to_string(), why },
+                Blame::Target(why) => RestoreFailure::TableFailed {
+                    key: key.to_string(),
+                    table: table.sql(),
+                    why,
+                },
+            }
+            .into());
+        }
+        match decide(key.as_str(), &req.target, done.attempt).await? {
+            Verdict::Done => {}
+            Verdict::BackupAtFault(why) => return Err(RestoreFailure::TableAtFault { key: key.to_string(), why }.into()),
+        }
+        Ok(TableOutcome {
+            key: key.to_string(),
+            id,
+            table: table.sql(),
+            placed: to.sql(),
+            replaced: replace,
+            rows: rows.values().sum(),
+            others: family.relations.iter().filter(|n| **n != table).map(Name::sql).collect(),
+            left_out,
+            read: (read, m.size),
+            whole_because: if ranged { None } else { table::reads_ranges(&m).err() },
+            secs: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The backups to choose from and the chosen one's index (as `pgvigil restore` picks).
+    pub(super) fn candidates(&self, cat: &Catalog, backup: &str, observer: &dyn Observer) -> Result<(Vec<BackupId>, usize), OperatorError> {
+        let named = BackupId::parse_file_name(backup.rsplit('/').next().unwrap_or(backup));
+        if let Some(future) = cat.future.iter().find(|b| Some(b.id) == named) {
+            return Err(usage(format!(
+                "{} is dated later than this machine's clock allows; pgvigil restores no backup from the future (check the clocks, and who can write to the bucket)",
+                future.key
+            )));
+        }
+        let complete: Vec<BackupId> = cat.complete().map(|b| b.id).collect();
+        let (first, chosen) = super::pick::select(&complete, backup, Utc::now())?;
+        observer.note(&format!("backup: {chosen}"));
+        Ok((complete, first))
+    }
+
+    /// A dump restores only on a server at least as new as its source.
+    async fn same_or_newer(&self, url: &DbUrl, key: &crate::infra::storage::Key, m: &Manifest) -> Result<(), OperatorError> {
+        let Some(source) = pg::parse_version(&format!("x) {}", m.server_version)) else {
+            return Ok(());
+        };
+        let mut conn = pg::connect(url).await?;
+        let target = pg::server_version(&mut conn, url).await;
+        pg::close(conn).await;
+        let target = target?.major;
+        if source.major > target {
+            return Err(RestoreFailure::Environment {
+                key: key.to_string(),
+                cause: format!(
+                    "the target server runs PostgreSQL {target}, older than the backup's source (PostgreSQL {source}); restore into PostgreSQL {} or newer",
+                    source.major
+                ),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Where the table goes, and whether it replaces the live one; refuses to overwrite anything
+    /// without `--replace`.
+    async fn placement(&self, req: &TableRequest, table: &Name) -> Result<(Name, bool), OperatorError> {
+        let asked = req.rename.as_deref().map(|r| parse_name("--as", r)).transpose()?;
+        if req.replace && asked.as_ref().is_some_and(|a| a != table) {
+            return Err(usage("--replace puts the table back under its own name; leave out --as".into()));
+        }
+        let copy = Name::new(&table.schema, &format!("{}_restored", table.name));
+        let (exists, _) = exist(&req.target, &[table, &copy], &table.schema).await?;
+        let to = match asked {
+            Some(a) => a,
+            None if req.replace || !exists[0] => table.clone(),
+            None => copy,
+        };
+        // PostgreSQL would cut a longer name, and the output would name a table that is not there.
+        if to.name.len() > MAX_NAME {
+            return Err(usage(format!(
+                "{to} is longer than PostgreSQL's {MAX_NAME}-byte names; pass --as with a shorter name"
+            )));
+        }
+        let (taken, schema) = exist(&req.target, &[&to], &to.schema).await?;
+        if !schema {
+            return Err(usage(format!(
+                "schema {} does not exist in {}; create it first, or pass --as another schema",
+                names_ident(&to.schema),
+                req.target.database()
+            )));
+        }
+        let replace = req.replace && taken[0];
+        if taken[0] && !replace {
+            return Err(usage(format!(
+                "{to} already exists in {}; pass --as another name, or --replace to put the backup's table in its place (all or nothing)",
+                req.target.database()
+            )));
+        }
+        Ok((to, replace))
+    }
+}
+
+/// Who a rolled-back table restore blames.
+enum Blame {
+    /// The bytes read are not what the backup wrote, the gate refused a statement, or the rows
+    /// disagree with the manifest.
+    Backup(String),
+    /// A statement failed on the target (a name taken, a key that does not hold, an object that
+    /// depends on the table being replaced): the target is as it was.
+    Target(String),
+}
+
+/// Why a table restore was rolled back, when it was and pgvigil can say why (`None`: committed,
+/// or an outcome the shared rule decides).
+fn failed(attempt: &crate::pipeline::restore::Attempt) -> Option<Blame> {
+    use crate::infra::pg::{psql::Outcome, PsqlFailure};
+    if !attempt.problems.is_empty() {
+        return Some(Blame::Backup(attempt.problems.join("; ")));
+    }
+    match &attempt.outcome {
+        Outcome::RolledBack(Some(f @ PsqlFailure::Statement { state, .. })) => {
+            let ours = state
+                .as_ref()
+                .is_some_and(|s| s.0 == epilogue::WRONG_ROWS || s.0 == epilogue::NOT_CREATED);
+            Some(if ours {
+                Blame::Backup(f.to_string())
+            } else {
+                Blame::Target(f.to_string())
+            })
+        }
+        _ => None,
+    }
+}
+
+fn names_ident(name: &str) -> String {
+    crate::pipeline::restore::table::names::ident(name)
+}

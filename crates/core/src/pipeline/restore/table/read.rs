@@ -1,0 +1,249 @@
+//! Reading for a one-table restore: the ranges the manifest records (each checked against its
+//! own SHA-256), or the whole object (checked against the manifest's), inflated and passed
+//! through the [`Filter`] on a thread of its own.
+
+use super::super::stream::{get, open_source, Hashing, Opened, CHUNK};
+use super::filter::Filter;
+use super::names::Name;
+use crate::infra::storage::{DynStorage, Key};
+use crate::records::manifest::{Manifest, MemberRange};
+use bytes::Bytes;
+use std::io::Read;
+use tokio_util::sync::CancellationToken;
+
+/// Where the bytes come from.
+#[derive(Debug, Clone)]
+pub(super) enum Source {
+    /// The whole object, checked against the manifest's SHA-256 (and decrypted when sealed).
+    Whole,
+    /// The ranges before and after the data, and those table blocks the family needs.
+    Ranged { before: MemberRange, after: MemberRange },
+}
+
+/// Ranged reads need every range recorded with its hash, and a plain object (offsets are into
+/// the gzip stream, which an encrypted object only holds encrypted).
+pub(super) fn source(m: &Manifest) -> Source {
+    let ranged = m.encryption.is_none() && m.table_members.len() == m.tables.len() && m.table_members.iter().all(|t| t.sha256.is_some());
+    match (&m.before_data, &m.after_data) {
+        (Some(before), Some(after)) if ranged => Source::Ranged {
+            before: before.clone(),
+            after: after.clone(),
+        },
+        _ => Source::Whole,
+    }
+}
+
+/// Whether a table restore of this backup reads only ranges (`false`: the whole object, and why).
+pub fn reads_ranges(m: &Manifest) -> Result<(), &'static str> {
+    match source(m) {
+        Source::Ranged { .. } => Ok(()),
+        Source::Whole if m.encryption.is_some() => Err("the backup is encrypted, and its ranges are offsets into the decrypted stream"),
+        Source::Whole => Err("the backup was taken before pgvigil recorded the checksums of its ranges"),
+    }
+}
+
+/// What the reading thread found.
+pub(super) struct Produced {
+    pub(super) filter: Filter,
+    pub(super) problems: Vec<String>,
+    pub(super) read: u64,
+}
+
+/// The reading thread's own failure (not a verdict on the backup).
+pub(super) enum Stop {
+    Broken(String),
+    Key(String),
+    Consumer,
+    Cancelled,
+}
+
+/// Sends what the filter let through.
+fn pass(filter: &mut Filter, chunk: &[u8], tx: &tokio::sync::mpsc::Sender<Bytes>) -> Result<(), Stop> {
+    let mut out = Vec::new();
+    filter.feed(chunk, &mut out);
+    send(out, tx)
+}
+
+fn send(out: Vec<u8>, tx: &tokio::sync::mpsc::Sender<Bytes>) -> Result<(), Stop> {
+    if !out.is_empty() && tx.blocking_send(Bytes::from(out)).is_err() {
+        return Err(Stop::Consumer);
+    }
+    Ok(())
+}
+
+/// Inflates `source` into the filter; the gzip layer's error, if any.
+fn inflate(
+    source: impl Read,
+    filter: &mut Filter,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    cancel: &CancellationToken,
+) -> Result<Option<String>, Stop> {
+    let mut gz = flate2::read::MultiGzDecoder::new(source);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        // Noticed even while the filter sends nothing (large objects, other tables' data).
+        if tx.is_closed() {
+            return Err(Stop::Consumer);
+        }
+        if cancel.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        match gz.read(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => pass(filter, &buf[..n], tx)?,
+            Err(e) => return Ok(Some(e.to_string())),
+        }
+        if filter.stopped() {
+            return Ok(None);
+        }
+    }
+}
+
+/// Reads what is left of a hashed download, so its hash covers all of it.
+fn drain<R: Read>(hashing: &mut Hashing<R>) -> Result<(), Stop> {
+    let mut sink = vec![0u8; CHUNK];
+    loop {
+        match hashing.read(&mut sink) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(Stop::Broken(format!("the download broke: {e}"))),
+        }
+    }
+}
+
+/// The reading thread: ranges or the whole object, through the filter, to `tx`.
+pub(super) fn produce(
+    handle: &tokio::runtime::Handle,
+    job: (DynStorage, Key, Manifest, Source),
+    identities: Option<Vec<age::x25519::Identity>>,
+    mut filter: Filter,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    cancel: &CancellationToken,
+) -> Result<Produced, Stop> {
+    let _runtime = handle.enter();
+    let (storage, key, m, source) = job;
+    let mut problems = Vec::new();
+    let mut read = 0;
+    match source {
+        Source::Whole => {
+            let (reader, announced) = handle
+                .block_on(get(storage.as_ref(), &key, cancel))
+                .map_err(|e| Stop::Broken(e.to_string()))?;
+            let mut hashing = Hashing::new(reader, None);
+            let gzip_error = match open_source(&mut hashing, identities.as_deref()) {
+                Ok(r) => inflate(r, &mut filter, tx, cancel)?,
+                Err(Opened::Damaged(e)) => Some(e),
+                Err(Opened::Key(e)) => return Err(Stop::Key(e)),
+            };
+            if let Some(e) = hashing.io_error() {
+                return Err(Stop::Broken(format!("the download broke: {e}")));
+            }
+            drain(&mut hashing)?;
+            let (sha, size) = hashing.finish();
+            read = size;
+            if size < announced {
+                return Err(Stop::Broken(format!("the download ended after {size} of {announced} bytes")));
+            }
+            if size != m.size || sha != m.sha256 {
+                problems.push(format!(
+                    "the object is not what the backup wrote: {size} bytes with SHA-256 {sha}, its manifest says {} bytes with {}",
+                    m.size, m.sha256
+                ));
+            } else if let Some(e) = gzip_error {
+                problems.push(format!("the object's gzip data is damaged: {e}"));
+            }
+        }
+        Source::Ranged { before, after } => {
+            read += range(
+                handle,
+                &storage,
+                &key,
+                &before,
+                "the schema before the data",
+                &mut filter,
+                tx,
+                &mut problems,
+                cancel,
+            )?;
+            let mut out = Vec::new();
+            filter.resolve(&mut out);
+            send(out, tx)?;
+            let family = filter.family().clone();
+            let mut wanted: Vec<_> = m
+                .table_members
+                .iter()
+                .filter(|t| Name::parse(&t.table).is_some_and(|n| family.has(&n)))
+                .collect();
+            wanted.sort_by_key(|t| t.offset);
+            for t in wanted {
+                let r = MemberRange {
+                    offset: t.offset,
+                    length: t.length,
+                    sha256: t.sha256.clone().unwrap_or_default(),
+                };
+                let what = format!("the data of {}", t.table);
+                read += range(handle, &storage, &key, &r, &what, &mut filter, tx, &mut problems, cancel)?;
+            }
+            read += range(
+                handle,
+                &storage,
+                &key,
+                &after,
+                "what follows the data",
+                &mut filter,
+                tx,
+                &mut problems,
+                cancel,
+            )?;
+        }
+    }
+    let mut out = Vec::new();
+    filter.finish(&mut out);
+    send(out, tx)?;
+    Ok(Produced { filter, problems, read })
+}
+
+/// One ranged read through the filter, checked against its recorded hash; the bytes read.
+#[allow(clippy::too_many_arguments)]
+fn range(
+    handle: &tokio::runtime::Handle,
+    storage: &DynStorage,
+    key: &Key,
+    r: &MemberRange,
+    what: &str,
+    filter: &mut Filter,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    problems: &mut Vec<String>,
+    cancel: &CancellationToken,
+) -> Result<u64, Stop> {
+    if filter.stopped() {
+        return Ok(0);
+    }
+    let reader = handle
+        .block_on(storage.get_range(key, r.offset, r.length, cancel))
+        .map_err(|e| Stop::Broken(e.to_string()))?;
+    let mut hashing = Hashing::new(reader, None);
+    let gzip_error = inflate(&mut hashing, filter, tx, cancel)?;
+    if let Some(e) = hashing.io_error() {
+        return Err(Stop::Broken(format!("the download broke: {e}")));
+    }
+    drain(&mut hashing)?;
+    let (sha, size) = hashing.finish();
+    if size < r.length {
+        return Err(Stop::Broken(format!(
+            "the download of {what} ended after {size} of {} bytes",
+            r.length
+        )));
+    }
+    if sha != r.sha256 {
+        problems.push(format!(
+            "{what} (bytes {} to {} of the object) is not what the backup wrote (SHA-256 {sha}, its manifest says {})",
+            r.offset,
+            r.offset + r.length,
+            r.sha256
+        ));
+    } else if let Some(e) = gzip_error {
+        problems.push(format!("{what} is damaged gzip data: {e}"));
+    }
+    Ok(size)
+}

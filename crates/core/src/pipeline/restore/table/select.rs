@@ -1,0 +1,306 @@
+//! Which statements of a dump rebuild one table: its definition, its partitions, its sequences,
+//! defaults, indexes, constraints, triggers, policies, comments and grants, and its sequences'
+//! values. Read with PostgreSQL's own parser; everything else of the dump is left out.
+//!
+//! The table's *family* — the relations the restore rebuilds — grows from the table itself:
+//! partitions attached to a member (and theirs), and sequences owned by a member or made for an
+//! identity column. A statement is kept when its subject (the relation it creates or alters, the
+//! table an index, trigger or policy is on, what a comment or grant is about) is in the family.
+
+use super::names::{restage, Name};
+use pg_query::protobuf::{self as pb, AlterTableType, ConstrType, ObjectType};
+use pg_query::NodeEnum;
+use std::collections::BTreeSet;
+
+/// The relations a one-table restore rebuilds, and the indexes made on them.
+#[derive(Debug, Clone)]
+pub struct Family {
+    /// The table asked for.
+    pub root: Name,
+    /// It, its partitions (at any depth) and its sequences.
+    pub relations: BTreeSet<Name>,
+    /// Indexes (and the indexes of keys and unique constraints) made on them, in their schema.
+    pub indexes: BTreeSet<Name>,
+    /// Foreign keys to tables outside the family are kept (`--replace`: the table goes back where
+    /// it was) or left out (a copy under another name, which should not tie other tables' rows).
+    pub outside_keys: bool,
+}
+
+/// What becomes of one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Sent, with the family's references pointed at the staging schema.
+    Keep(String),
+    /// Not about the table.
+    Skip,
+    /// About the table, but left out on purpose: what, for the operator.
+    LeftOut(String),
+}
+
+fn name(rv: Option<&pb::RangeVar>) -> Option<Name> {
+    let rv = rv?;
+    (!rv.schemaname.is_empty()).then(|| Name::new(&rv.schemaname, &rv.relname))
+}
+
+/// The string nodes among `nodes` (a qualified name's parts).
+fn node_strings(nodes: &[pb::Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|i| match &i.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The strings of a list node (`schema.table.column` and the like).
+fn strings(node: Option<&pb::Node>) -> Vec<String> {
+    match node.and_then(|n| n.node.as_ref()) {
+        Some(NodeEnum::List(list)) => node_strings(&list.items),
+        _ => Vec::new(),
+    }
+}
+
+/// The first two strings of a list as a name.
+fn pair(parts: &[String]) -> Option<Name> {
+    match parts {
+        [schema, name, ..] => Some(Name::new(schema, name)),
+        _ => None,
+    }
+}
+
+/// The statements of one parsed text.
+fn statements(parsed: &pg_query::ParseResult) -> impl Iterator<Item = &NodeEnum> {
+    parsed.protobuf.stmts.iter().filter_map(|s| s.stmt.as_ref()?.node.as_ref())
+}
+
+fn commands(alter: &pb::AlterTableStmt) -> impl Iterator<Item = &pb::AlterTableCmd> {
+    alter.cmds.iter().filter_map(|c| match &c.node {
+        Some(NodeEnum::AlterTableCmd(cmd)) => Some(cmd.as_ref()),
+        _ => None,
+    })
+}
+
+fn constraint(cmd: &pb::AlterTableCmd) -> Option<&pb::Constraint> {
+    match cmd.def.as_ref()?.node.as_ref()? {
+        NodeEnum::Constraint(c) => Some(c),
+        _ => None,
+    }
+}
+
+impl Family {
+    /// The family of `root` with nothing known yet but the table itself.
+    pub fn new(root: Name, outside_keys: bool) -> Self {
+        Self {
+            relations: [root.clone()].into(),
+            root,
+            indexes: BTreeSet::new(),
+            outside_keys,
+        }
+    }
+
+    /// Grows the family from the schema part of the dump (`parsed`, in dump order) until nothing
+    /// more joins it: partitions and sequences may be defined before what they belong to.
+    pub fn grow(&mut self, parsed: &[&pg_query::ParseResult]) {
+        loop {
+            let before = self.relations.len();
+            for stmt in parsed.iter().flat_map(|p| statements(p)) {
+                let joins = self.joins(stmt);
+                self.relations.extend(joins);
+            }
+            if self.relations.len() == before {
+                return;
+            }
+        }
+    }
+
+    /// Relations that `stmt` says belong to the family.
+    fn joins(&self, stmt: &NodeEnum) -> Vec<Name> {
+        let member = |n: Option<Name>| n.is_some_and(|n| self.relations.contains(&n));
+        match stmt {
+            NodeEnum::CreateStmt(c) if c.partbound.is_some() => {
+                let parent = c.inh_relations.iter().any(|p| match &p.node {
+                    Some(NodeEnum::RangeVar(rv)) => member(name(Some(rv))),
+                    _ => false,
+                });
+                if parent {
+                    name(c.relation.as_ref()).into_iter().collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            NodeEnum::AlterTableStmt(a) if member(name(a.relation.as_ref())) => commands(a)
+                .filter_map(|cmd| match cmd.subtype {
+                    s if s == AlterTableType::AtAttachPartition as i32 => match cmd.def.as_ref()?.node.as_ref()? {
+                        NodeEnum::PartitionCmd(p) => name(p.name.as_ref()),
+                        _ => None,
+                    },
+                    s if s == AlterTableType::AtAddIdentity as i32 => constraint(cmd)?.options.iter().find_map(|o| match &o.node {
+                        Some(NodeEnum::DefElem(d)) if d.defname == "sequence_name" => pair(&strings(d.arg.as_deref())),
+                        _ => None,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            NodeEnum::AlterSeqStmt(s) => {
+                let owner = s.options.iter().find_map(|o| match &o.node {
+                    Some(NodeEnum::DefElem(d)) if d.defname == "owned_by" => pair(&strings(d.arg.as_deref())),
+                    _ => None,
+                });
+                if member(owner) {
+                    name(s.sequence.as_ref()).into_iter().collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a relation is in the family.
+    pub fn has(&self, n: &Name) -> bool {
+        self.relations.contains(n)
+    }
+
+    /// Decides one statement (`sql`, parsed as `parsed`), pointing what it keeps at `stage`.
+    /// Indexes it creates on the family join the family's indexes.
+    pub fn choose(&mut self, sql: &str, parsed: &pg_query::ParseResult, stage: &str) -> Choice {
+        let mut keep = false;
+        for stmt in statements(parsed) {
+            match self.about(stmt) {
+                Choice::Skip => {}
+                Choice::LeftOut(what) => return Choice::LeftOut(what),
+                Choice::Keep(_) => keep = true,
+            }
+        }
+        if !keep {
+            return Choice::Skip;
+        }
+        Choice::Keep(self.restaged(sql, stage))
+    }
+
+    /// `sql` with the family's relations and indexes pointed at schema `stage`.
+    pub fn restaged(&self, sql: &str, stage: &str) -> String {
+        let moved: BTreeSet<Name> = self.relations.union(&self.indexes).cloned().collect();
+        restage(sql, &moved, stage)
+    }
+
+    /// Whether `stmt` is about the family (`Keep` with no text), and notes the indexes it makes.
+    fn about(&mut self, stmt: &NodeEnum) -> Choice {
+        let keep = |yes: bool| if yes { Choice::Keep(String::new()) } else { Choice::Skip };
+        let has = |f: &Self, rv: Option<&pb::RangeVar>| name(rv).is_some_and(|n| f.relations.contains(&n));
+        match stmt {
+            // Session settings: the statements after them were written for them.
+            NodeEnum::VariableSetStmt(_) => Choice::Keep(String::new()),
+            NodeEnum::CreateStmt(c) => keep(has(self, c.relation.as_ref())),
+            NodeEnum::CreateSeqStmt(s) => keep(has(self, s.sequence.as_ref())),
+            NodeEnum::AlterSeqStmt(s) => keep(has(self, s.sequence.as_ref())),
+            NodeEnum::AlterTableStmt(a) if a.objtype == ObjectType::ObjectIndex as i32 => {
+                keep(name(a.relation.as_ref()).is_some_and(|n| self.indexes.contains(&n)))
+            }
+            NodeEnum::AlterTableStmt(a) => {
+                let Some(table) = name(a.relation.as_ref()).filter(|n| self.relations.contains(n)) else {
+                    return Choice::Skip;
+                };
+                self.alter_table(a, &table)
+            }
+            NodeEnum::IndexStmt(i) => {
+                let Some(table) = name(i.relation.as_ref()).filter(|n| self.relations.contains(n)) else {
+                    return Choice::Skip;
+                };
+                self.indexes.insert(Name::new(&table.schema, &i.idxname));
+                Choice::Keep(String::new())
+            }
+            NodeEnum::CreateTrigStmt(t) => keep(has(self, t.relation.as_ref())),
+            NodeEnum::CreatePolicyStmt(p) => keep(has(self, p.table.as_ref())),
+            NodeEnum::RuleStmt(r) => keep(has(self, r.relation.as_ref())),
+            NodeEnum::CommentStmt(c) => {
+                let about = pair(&strings(c.object.as_deref()));
+                let kind = |k: ObjectType| c.objtype == k as i32;
+                let on_relation = [
+                    ObjectType::ObjectTable,
+                    ObjectType::ObjectColumn,
+                    ObjectType::ObjectSequence,
+                    ObjectType::ObjectTabconstraint,
+                    ObjectType::ObjectTrigger,
+                    ObjectType::ObjectPolicy,
+                    ObjectType::ObjectRule,
+                ]
+                .into_iter()
+                .any(kind);
+                keep(about.is_some_and(|n| {
+                    (kind(ObjectType::ObjectIndex) && self.indexes.contains(&n)) || (on_relation && self.relations.contains(&n))
+                }))
+            }
+            NodeEnum::GrantStmt(g) => keep(
+                !g.objects.is_empty()
+                    && g.objects.iter().all(|o| match &o.node {
+                        Some(NodeEnum::RangeVar(rv)) => has(self, Some(rv)),
+                        _ => false,
+                    }),
+            ),
+            // `SELECT`s are decided by [`wanted_select`].
+            _ => Choice::Skip,
+        }
+    }
+
+    /// An `ALTER TABLE` of a family member: kept, except a foreign key to a table outside the
+    /// family when those are left out. Keys and unique constraints name their index.
+    fn alter_table(&mut self, a: &pb::AlterTableStmt, table: &Name) -> Choice {
+        for cmd in commands(a) {
+            let Some(c) = constraint(cmd).filter(|_| cmd.subtype == AlterTableType::AtAddConstraint as i32) else {
+                continue;
+            };
+            let kind = c.contype;
+            if kind == ConstrType::ConstrForeign as i32 {
+                let to = name(c.pktable.as_ref());
+                if !self.outside_keys && !to.as_ref().is_some_and(|t| self.relations.contains(t)) {
+                    let to = to.map_or_else(|| "another table".to_string(), |t| t.sql());
+                    return Choice::LeftOut(format!("foreign key {} of {table} to {to}", super::names::ident(&c.conname)));
+                }
+            } else if kind == ConstrType::ConstrPrimary as i32
+                || kind == ConstrType::ConstrUnique as i32
+                || kind == ConstrType::ConstrExclusion as i32
+            {
+                let index = if c.indexname.is_empty() { &c.conname } else { &c.indexname };
+                self.indexes.insert(Name::new(&table.schema, index));
+            }
+        }
+        Choice::Keep(String::new())
+    }
+}
+
+/// Whether a `SELECT` is one a table's restore needs: `SELECT pg_catalog.set_config(…)` (the
+/// session; the gate judges its arguments) or `SELECT pg_catalog.setval('<family sequence>',
+/// <constant>[, <constant>])` naming nothing outside the family.
+pub fn wanted_select(sql: &str, parsed: &pg_query::ParseResult, family: &Family) -> bool {
+    let calls: Vec<&pb::FuncCall> = statements(parsed)
+        .filter_map(|s| match s {
+            NodeEnum::SelectStmt(sel) if sel.from_clause.is_empty() && sel.where_clause.is_none() => Some(sel),
+            _ => None,
+        })
+        .flat_map(|sel| sel.target_list.iter())
+        .filter_map(|t| match &t.node {
+            Some(NodeEnum::ResTarget(rt)) => match rt.val.as_deref().and_then(|v| v.node.as_ref()) {
+                Some(NodeEnum::FuncCall(f)) => Some(f.as_ref()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let [call] = calls.as_slice() else { return false };
+    let function = node_strings(&call.funcname);
+    let constants = call.args.iter().all(|a| matches!(a.node, Some(NodeEnum::AConst(_))));
+    match function.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["pg_catalog", "set_config"] => true,
+        ["pg_catalog", "setval"] if constants && (2..=3).contains(&call.args.len()) => {
+            // Every relation it names (but the function itself) is of the family.
+            let named: Vec<Name> = super::names::named(sql)
+                .into_iter()
+                .filter(|n| *n != Name::new("pg_catalog", "setval"))
+                .collect();
+            !named.is_empty() && named.iter().all(|n| family.has(n))
+        }
+        _ => false,
+    }
+}
