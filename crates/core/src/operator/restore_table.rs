@@ -128,32 +128,7 @@ impl Operator {
     ) -> Result<TableOutcome, OperatorError> {
         let started = Instant::now();
         let table = parse_name("--table", &req.table)?;
-        let cat = Catalog::load(self.storage.as_ref(), &self.layout, cancel).await?;
-        let (complete, first) = self.candidates(&cat, &req.backup, observer)?;
-        let id = complete[first];
-        let m = match self.trusted_manifest(id, cancel).await? {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return Err(usage(format!(
-                    "{} has no manifest: a table can be restored only from a complete backup",
-                    self.layout.backup(id)
-                )))
-            }
-            Err(why) => {
-                return Err(RestoreFailure::TableAtFault {
-                    key: self.layout.backup(id).to_string(),
-                    why,
-                }
-                .into())
-            }
-        };
-        let key = crate::infra::storage::Key::new(m.key.clone())
-            .map_err(|_| usage(format!("the manifest of {} names an invalid key", id.file_name())))?;
-        if !holds(&m, &table) {
-            return Err(usage(format!(
-                "{key} holds no table {table}; `pgvigil list` shows the backups, and the table may have been created after this one"
-            )));
-        }
+        let (id, m, key) = self.chosen(req, &table, observer, cancel).await?;
         let (to, replace) = self.placement(req, &table).await?;
         observer.note(&format!("backup: {key}"));
         if let Err(why) = table::reads_ranges(&m) {
@@ -193,21 +168,7 @@ impl Operator {
             return Err(RestoreFailure::TableUnsupported { key: key.to_string(), why }.into());
         }
         let (family, rows, left_out, read, ranged) = (done.family, done.rows, done.left_out, done.read, done.ranged);
-        if let Some(why) = failed(&done.attempt) {
-            return Err(match why {
-                Blame::Backup(why) => RestoreFailure::TableAtFault { key: key.to_string(), why },
-                Blame::Target(why) => RestoreFailure::TableFailed {
-                    key: key.to_string(),
-                    table: table.sql(),
-                    why,
-                },
-            }
-            .into());
-        }
-        match decide(key.as_str(), &req.target, done.attempt).await? {
-            Verdict::Done => {}
-            Verdict::BackupAtFault(why) => return Err(RestoreFailure::TableAtFault { key: key.to_string(), why }.into()),
-        }
+        verdict(&key, &table, &req.target, done.attempt).await?;
         Ok(TableOutcome {
             key: key.to_string(),
             id,
@@ -221,6 +182,41 @@ impl Operator {
             whole_because: if ranged { None } else { table::reads_ranges(&m).err() },
             secs: started.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The backup to restore the table from, its trusted manifest and its object's key; refuses
+    /// a backup that does not hold the table.
+    async fn chosen(
+        &self,
+        req: &TableRequest,
+        table: &Name,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<(BackupId, Manifest, crate::infra::storage::Key), OperatorError> {
+        let cat = Catalog::load(self.storage.as_ref(), &self.layout, cancel).await?;
+        let (complete, first) = self.candidates(&cat, &req.backup, observer)?;
+        let id = complete[first];
+        let m = match self.trusted_manifest(id, cancel).await? {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return Err(usage(format!(
+                    "{} has no manifest: a table can be restored only from a complete backup",
+                    self.layout.backup(id)
+                )))
+            }
+            Err(why) => {
+                let key = self.layout.backup(id).to_string();
+                return Err(RestoreFailure::TableAtFault { key, why }.into());
+            }
+        };
+        let key = crate::infra::storage::Key::new(m.key.clone())
+            .map_err(|_| usage(format!("the manifest of {} names an invalid key", id.file_name())))?;
+        if !holds(&m, table) {
+            return Err(usage(format!(
+                "{key} holds no table {table}; `pgvigil list` shows the backups, and the table may have been created after this one"
+            )));
+        }
+        Ok((id, m, key))
     }
 
     /// The backups to choose from and the chosen one's index (as `pgvigil restore` picks).
@@ -299,6 +295,31 @@ impl Operator {
     }
 }
 
+/// What a table restore's attempt means: `Ok` when it committed.
+async fn verdict(
+    key: &crate::infra::storage::Key,
+    table: &Name,
+    target: &DbUrl,
+    attempt: crate::pipeline::restore::Attempt,
+) -> Result<(), OperatorError> {
+    let key = key.to_string();
+    if let Some(why) = failed(&attempt) {
+        return Err(match why {
+            Blame::Backup(why) => RestoreFailure::TableAtFault { key, why },
+            Blame::Target(why) => RestoreFailure::TableFailed {
+                key,
+                table: table.sql(),
+                why,
+            },
+        }
+        .into());
+    }
+    match decide(&key, target, attempt).await? {
+        Verdict::Done => Ok(()),
+        Verdict::BackupAtFault(why) => Err(RestoreFailure::TableAtFault { key, why }.into()),
+    }
+}
+
 /// Who a rolled-back table restore blames.
 enum Blame {
     /// The bytes read are not what the backup wrote, the gate refused a statement, or the rows
@@ -313,6 +334,11 @@ enum Blame {
 /// or an outcome the shared rule decides).
 fn failed(attempt: &crate::pipeline::restore::Attempt) -> Option<Blame> {
     use crate::infra::pg::{psql::Outcome, PsqlFailure};
+    // What the server did comes first (as in the shared rule): a transaction that ended early,
+    // or whose end is unknown, is never "nothing was changed".
+    if !matches!(attempt.outcome, Outcome::RolledBack(_) | Outcome::NotStarted(_)) {
+        return None;
+    }
     if !attempt.problems.is_empty() {
         return Some(Blame::Backup(attempt.problems.join("; ")));
     }

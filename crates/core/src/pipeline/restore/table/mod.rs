@@ -148,30 +148,27 @@ fn broken(why: String) -> RestoreError {
     StreamError::Storage(StorageError::other(why, true)).into()
 }
 
-/// Restores one table: streams what rebuilds it through the gate into psql inside one
-/// transaction, and commits (through the epilogue) only when everything read is intact.
-///
-/// # Errors
-/// [`RestoreError`] when storage, shutdown or psql's start prevented an answer; nothing was
-/// committed.
-pub async fn restore_table(
-    storage: DynStorage,
-    job: TableJob<'_>,
-    target: &Target<'_>,
-    cancel: &CancellationToken,
-) -> Result<TableAttempt, RestoreError> {
+/// The reading and gate threads, and what they hand back.
+struct Stages {
+    /// What the gate passed, for psql.
+    sql: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    /// What the reader found.
+    read: tokio::sync::oneshot::Receiver<Result<Produced, Stop>>,
+    /// What the gate found.
+    scan: tokio::sync::oneshot::Receiver<crate::pipeline::stages::dumpscan::ScanResult>,
+}
+
+/// Starts the reader (ranges or the whole object, through the filter) and the gate, each on a
+/// thread with the parser's stack.
+fn start(storage: DynStorage, job: &TableJob<'_>, target: &Target<'_>, cancel: &CancellationToken) -> Result<Stages, RestoreError> {
     let identities = super::stream::identities_for(job.key, &target.identities.0)?;
-    let preamble = format!("{}{}", target.preamble, epilogue::open(&job.stage));
-    let mut tx = PsqlTransaction::begin(target.psql, target.url, &preamble).await?;
-    let source = source(job.manifest);
-    let ranged = matches!(source, Source::Ranged { .. });
-    let filter = Filter::new(job.family, &job.stage);
+    let filter = Filter::new(job.family.clone(), &job.stage);
     let (raw_tx, raw_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let (sql_tx, mut sql_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let (read_tx, read_rx) = tokio::sync::oneshot::channel();
-    let (scan_tx, scan_rx) = tokio::sync::oneshot::channel();
+    let (sql_tx, sql) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let (read_tx, read) = tokio::sync::oneshot::channel();
+    let (scan_tx, scan) = tokio::sync::oneshot::channel();
     let handle = tokio::runtime::Handle::current();
-    let work = (storage, job.key.clone(), job.manifest.clone(), source);
+    let work = (storage, job.key.clone(), job.manifest.clone(), source(job.manifest));
     let reader_cancel = cancel.clone();
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
@@ -193,22 +190,63 @@ pub async fn restore_table(
             let _ = scan_tx.send(scan_stage(raw_rx, &sql_tx, Some(rules)));
         }),
     )?;
+    Ok(Stages { sql, read, scan })
+}
+
+/// What must stop the commit (the backup's fault), the rows the manifest counts, and why a
+/// one-table restore cannot be made from this backup, if it cannot.
+fn findings(m: &Manifest, report: &StreamReport, produced: &mut Produced) -> (Vec<String>, u64, Option<String>) {
+    let mut problems = std::mem::take(&mut produced.problems);
+    if let Some(why) = &report.scan.forbidden {
+        problems.insert(
+            0,
+            format!("{why}; a backup of pg_dump's holds no such thing, so it was not restored"),
+        );
+    }
+    if let Some(why) = produced.filter.error.take() {
+        problems.push(why);
+    }
+    let (total, rows, missing) = row_problems(m, produced.filter.family(), &produced.filter.rows);
+    problems.extend(rows);
+    (problems, total, produced.filter.unsupported.take().or(missing))
+}
+
+/// Restores one table: streams what rebuilds it through the gate into psql inside one
+/// transaction, and commits (through the epilogue) only when everything read is intact.
+///
+/// # Errors
+/// [`RestoreError`] when storage, shutdown or psql's start prevented an answer; nothing was
+/// committed.
+pub async fn restore_table(
+    storage: DynStorage,
+    job: TableJob<'_>,
+    target: &Target<'_>,
+    cancel: &CancellationToken,
+) -> Result<TableAttempt, RestoreError> {
+    let preamble = format!("{}{}", target.preamble, epilogue::open(&job.stage));
+    let mut tx = PsqlTransaction::begin(target.psql, target.url, &preamble).await?;
+    let ranged = matches!(source(job.manifest), Source::Ranged { .. });
+    let mut stages = match start(storage, &job, target, cancel) {
+        Ok(s) => s,
+        Err(e) => return give_up(&mut tx, e, ranged).await,
+    };
     let deadline = target.deadline.map(|d| tokio::time::Instant::now() + d);
-    let fed = super::before(deadline, feed_psql(&mut tx, &mut sql_rx, cancel)).await;
+    let timed_out = || RestoreError::TimedOut(target.deadline.unwrap_or_default());
+    let fed = super::before(deadline, feed_psql(&mut tx, &mut stages.sql, cancel)).await;
     // Nobody reads the gate's output any more: its thread, and the reader behind it, stop at
     // their next send instead of waiting for good.
-    drop(sql_rx);
+    drop(stages.sql);
     let stopped = match fed {
-        None => return give_up(&mut tx, RestoreError::TimedOut(target.deadline.unwrap_or_default()), ranged).await,
+        None => return give_up(&mut tx, timed_out(), ranged).await,
         Some(Err(e)) => return give_up(&mut tx, e.into(), ranged).await,
         Some(Ok(stopped)) => stopped,
     };
-    let scan = scan_rx.await.map_err(|_| broken("the scanning thread failed".into()))?;
-    let produced = read_rx.await.map_err(|_| broken("the reading thread failed".into()))?;
+    let scan = stages.scan.await.map_err(|_| broken("the scanning thread failed".into()))?;
+    let produced = stages.read.await.map_err(|_| broken("the reading thread failed".into()))?;
     let mut produced = match produced {
         Ok(p) => p,
         Err(Stop::Consumer) if scan.forbidden.is_some() || stopped.is_some() => Produced {
-            filter: Filter::new(Family::new(job.placing.table.clone(), false), &job.stage),
+            filter: Filter::new(job.family.clone(), &job.stage),
             problems: Vec::new(),
             read: 0,
         },
@@ -221,19 +259,7 @@ pub async fn restore_table(
         scan,
         ..StreamReport::default()
     };
-    let mut problems = std::mem::take(&mut produced.problems);
-    if let Some(why) = &report.scan.forbidden {
-        problems.insert(
-            0,
-            format!("{why}; a backup of pg_dump's holds no such thing, so it was not restored"),
-        );
-    }
-    if let Some(why) = produced.filter.error.take() {
-        problems.push(why);
-    }
-    let (total, rows, missing) = row_problems(job.manifest, produced.filter.family(), &produced.filter.rows);
-    problems.extend(rows);
-    let unsupported = produced.filter.unsupported.take().or(missing);
+    let (problems, total, unsupported) = findings(job.manifest, &report, &mut produced);
     let outcome = match stopped {
         Some(outcome) => outcome,
         None if problems.is_empty() && unsupported.is_none() => {
@@ -243,7 +269,7 @@ pub async fn restore_table(
             };
             match super::before(deadline, tx.commit(Some(&epilogue::sql(&placing)), cancel)).await {
                 Some(outcome) => outcome,
-                None => return give_up(&mut tx, RestoreError::TimedOut(target.deadline.unwrap_or_default()), ranged).await,
+                None => return give_up(&mut tx, timed_out(), ranged).await,
             }
         }
         None => tx.rollback().await,
@@ -255,8 +281,8 @@ pub async fn restore_table(
     Ok(TableAttempt {
         attempt: Attempt { report, problems, outcome },
         family: filter.family().clone(),
-        rows: filter.rows.clone(),
-        left_out: filter.left_out.clone(),
+        rows: filter.rows,
+        left_out: filter.left_out,
         read: produced.read,
         ranged,
         unsupported,
