@@ -164,11 +164,8 @@ impl Operator {
         observer.note(&format!("restoring {table} from {key} as {to} ..."));
         let done = table::restore_table(self.storage.clone(), job, &target, cancel).await;
         let done = done.map_err(|e| stopped(key.as_str(), e))?;
-        if let Some(why) = done.unsupported {
-            return Err(RestoreFailure::TableUnsupported { key: key.to_string(), why }.into());
-        }
         let (family, rows, left_out, read, ranged) = (done.family, done.rows, done.left_out, done.read, done.ranged);
-        verdict(&key, &table, &req.target, done.attempt).await?;
+        verdict(&key, &table, &req.target, done.attempt, done.unsupported).await?;
         Ok(TableOutcome {
             key: key.to_string(),
             id,
@@ -295,65 +292,47 @@ impl Operator {
     }
 }
 
-/// What a table restore's attempt means: `Ok` when it committed.
+/// What a table restore's attempt means: `Ok` when it committed. What the server did comes
+/// first (as in the shared rule): a transaction that ended early, or whose end is unknown, is
+/// never "nothing was changed". Then the backup's faults, then what this backup cannot give,
+/// then the target's failures.
 async fn verdict(
     key: &crate::infra::storage::Key,
     table: &Name,
     target: &DbUrl,
     attempt: crate::pipeline::restore::Attempt,
+    unsupported: Option<String>,
 ) -> Result<(), OperatorError> {
+    use crate::infra::pg::{psql::Outcome, PsqlFailure};
     let key = key.to_string();
-    if let Some(why) = failed(&attempt) {
-        return Err(match why {
-            Blame::Backup(why) => RestoreFailure::TableAtFault { key, why },
-            Blame::Target(why) => RestoreFailure::TableFailed {
-                key,
-                table: table.sql(),
-                why,
-            },
+    if matches!(attempt.outcome, Outcome::RolledBack(_) | Outcome::NotStarted(_)) {
+        if !attempt.problems.is_empty() {
+            let why = attempt.problems.join("; ");
+            return Err(RestoreFailure::TableAtFault { key, why }.into());
         }
-        .into());
+        if let Some(why) = unsupported {
+            return Err(RestoreFailure::TableUnsupported { key, why }.into());
+        }
+        if let Outcome::RolledBack(Some(f @ PsqlFailure::Statement { state, .. })) = &attempt.outcome {
+            // The epilogue's own checks: what the backup delivered is wrong (its fault), or the
+            // table's inheritance reaches outside what one table's restore can make.
+            let code = state.as_ref().map(|s| s.0.as_str());
+            return Err(match code {
+                Some(epilogue::WRONG_ROWS | epilogue::NOT_CREATED) => RestoreFailure::TableAtFault { key, why: f.to_string() },
+                Some(epilogue::OUTSIDE) => RestoreFailure::TableUnsupported { key, why: f.to_string() },
+                // A name taken, a key that does not hold, a view that depends on the table.
+                _ => RestoreFailure::TableFailed {
+                    key,
+                    table: table.sql(),
+                    why: f.to_string(),
+                },
+            }
+            .into());
+        }
     }
     match decide(&key, target, attempt).await? {
         Verdict::Done => Ok(()),
         Verdict::BackupAtFault(why) => Err(RestoreFailure::TableAtFault { key, why }.into()),
-    }
-}
-
-/// Who a rolled-back table restore blames.
-enum Blame {
-    /// The bytes read are not what the backup wrote, the gate refused a statement, or the rows
-    /// disagree with the manifest.
-    Backup(String),
-    /// A statement failed on the target (a name taken, a key that does not hold, an object that
-    /// depends on the table being replaced): the target is as it was.
-    Target(String),
-}
-
-/// Why a table restore was rolled back, when it was and pgvigil can say why (`None`: committed,
-/// or an outcome the shared rule decides).
-fn failed(attempt: &crate::pipeline::restore::Attempt) -> Option<Blame> {
-    use crate::infra::pg::{psql::Outcome, PsqlFailure};
-    // What the server did comes first (as in the shared rule): a transaction that ended early,
-    // or whose end is unknown, is never "nothing was changed".
-    if !matches!(attempt.outcome, Outcome::RolledBack(_) | Outcome::NotStarted(_)) {
-        return None;
-    }
-    if !attempt.problems.is_empty() {
-        return Some(Blame::Backup(attempt.problems.join("; ")));
-    }
-    match &attempt.outcome {
-        Outcome::RolledBack(Some(f @ PsqlFailure::Statement { state, .. })) => {
-            let ours = state
-                .as_ref()
-                .is_some_and(|s| s.0 == epilogue::WRONG_ROWS || s.0 == epilogue::NOT_CREATED);
-            Some(if ours {
-                Blame::Backup(f.to_string())
-            } else {
-                Blame::Target(f.to_string())
-            })
-        }
-        _ => None,
     }
 }
 

@@ -130,8 +130,8 @@ impl Filter {
         let Ok(text) = std::str::from_utf8(line) else {
             // Rewriting names in another encoding could change the text around them.
             self.unsupported = Some(format!(
-                "line {} of the backup's SQL outside the table data is not UTF-8 (the source database's encoding is another); restore the whole backup into a new database and copy the table from there",
-                self.lines + 1
+                "line {} of the SQL read is not UTF-8 (the source database's encoding is another); restore the whole backup into a new database and copy the table from there",
+                self.lines
             ));
             return;
         };
@@ -231,10 +231,13 @@ impl Filter {
     fn mentions_family(&self, stmt: &str) -> bool {
         let f = &self.family;
         // As written: bare, or quoted with its own quotes doubled.
-        f.relations
-            .iter()
-            .chain(f.indexes.iter())
-            .any(|n| stmt.contains(n.name.as_str()) || stmt.contains(&n.name.replace('"', "\"\"")))
+        f.relations.iter().chain(f.indexes.iter()).any(|n| {
+            // In a string constant (`'schema.name'::regclass`) quotes are doubled again.
+            let quoted = n.name.replace('"', "\"\"");
+            [n.name.clone(), n.name.replace('\'', "''"), quoted.replace('\'', "''"), quoted]
+                .iter()
+                .any(|form| stmt.contains(form.as_str()))
+        })
     }
 
     /// Learns the family from the held schema part and sends what of it is kept. Runs once: at

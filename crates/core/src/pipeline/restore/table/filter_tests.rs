@@ -257,3 +257,23 @@ fn sql_that_is_not_utf8_is_refused_not_rewritten() {
     );
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_piece_of_several_statements_passes_only_when_each_is_about_the_table() {
+    let dump = "CREATE TABLE public.t (id integer);\n\
+                SET statement_timeout = 0; ALTER TABLE public.accounts DROP COLUMN balance;\n\
+                ALTER TABLE public.t OWNER TO app; ALTER TABLE public.accounts OWNER TO x;\n\
+                SELECT pg_catalog.setval('public.t_seq', 1); SELECT * FROM pg_catalog.setval($$public.other_seq$$, 9);\n\
+                SELECT pg_catalog.setval($$public.t$$, 9);\n\
+                ALTER TABLE public.t OWNER TO app; COMMENT ON TABLE public.t IS 'x';\n";
+    let mut f = Filter::new(Family::new(Name::new("public", "t"), false), "st");
+    let mut out = Vec::new();
+    f.feed(dump.as_bytes(), &mut out);
+    f.finish(&mut out);
+    let out = String::from_utf8(out).unwrap();
+    assert!(!out.contains("accounts") && !out.contains("setval"), "{out}");
+    assert!(
+        out.contains("CREATE TABLE st.t") && out.contains("ALTER TABLE st.t OWNER TO app; COMMENT ON TABLE st.t IS 'x';"),
+        "{out}"
+    );
+}

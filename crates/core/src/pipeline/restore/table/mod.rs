@@ -206,6 +206,9 @@ fn findings(m: &Manifest, report: &StreamReport, produced: &mut Produced) -> (Ve
     if let Some(why) = produced.filter.error.take() {
         problems.push(why);
     }
+    if !produced.complete {
+        return (problems, 0, None);
+    }
     let (total, rows, missing) = row_problems(m, produced.filter.family(), &produced.filter.rows);
     problems.extend(rows);
     (problems, total, produced.filter.unsupported.take().or(missing))
@@ -245,10 +248,12 @@ pub async fn restore_table(
     let produced = stages.read.await.map_err(|_| broken("the reading thread failed".into()))?;
     let mut produced = match produced {
         Ok(p) => p,
+        // The gate or psql stopped first: the reader's counts say nothing about the backup.
         Err(Stop::Consumer) if scan.forbidden.is_some() || stopped.is_some() => Produced {
             filter: Filter::new(job.family.clone(), &job.stage),
             problems: Vec::new(),
             read: 0,
+            complete: false,
         },
         Err(Stop::Consumer) => return give_up(&mut tx, broken("the restore stopped reading the backup".into()), ranged).await,
         Err(Stop::Cancelled) => return give_up(&mut tx, StreamError::Cancelled.into(), ranged).await,
@@ -269,7 +274,12 @@ pub async fn restore_table(
             };
             match super::before(deadline, tx.commit(Some(&epilogue::sql(&placing)), cancel)).await {
                 Some(outcome) => outcome,
-                None => return give_up(&mut tx, timed_out(), ranged).await,
+                // The server says what became of it: a COMMIT that went through is reported
+                // with what was restored, never as "left as it was".
+                None => match tx.rollback().await {
+                    Outcome::RolledBack(_) | Outcome::NotStarted(_) => return Err(timed_out()),
+                    outcome => outcome,
+                },
             }
         }
         None => tx.rollback().await,

@@ -47,6 +47,8 @@ pub(super) struct Produced {
     pub(super) filter: Filter,
     pub(super) problems: Vec<String>,
     pub(super) read: u64,
+    /// The reader got to the end (`false`: it was stopped, and its counts mean nothing).
+    pub(super) complete: bool,
 }
 
 /// The reading thread's own failure (not a verdict on the backup).
@@ -200,7 +202,12 @@ pub(super) fn produce(
     let mut out = Vec::new();
     filter.finish(&mut out);
     send(out, tx)?;
-    Ok(Produced { filter, problems, read })
+    Ok(Produced {
+        filter,
+        problems,
+        read,
+        complete: true,
+    })
 }
 
 /// One ranged read through the filter, checked against its recorded hash; the bytes read.

@@ -165,15 +165,18 @@ impl Family {
     /// Decides one statement (`sql`, parsed as `parsed`), pointing what it keeps at `stage`.
     /// Indexes it creates on the family join the family's indexes.
     pub fn choose(&mut self, sql: &str, parsed: &pg_query::ParseResult, stage: &str) -> Choice {
-        let mut keep = false;
+        // pg_dump writes one statement per piece; a piece of several is kept only when every one
+        // of them is about the family (a setting must not carry another table's DDL along).
+        let mut all = true;
+        let mut any = false;
         for stmt in statements(parsed) {
             match self.about(stmt) {
-                Choice::Skip => {}
+                Choice::Skip => all = false,
                 Choice::LeftOut(what) => return Choice::LeftOut(what),
-                Choice::Keep(_) => keep = true,
+                Choice::Keep(_) => any = true,
             }
         }
-        if !keep {
+        if !(any && all) {
             return Choice::Skip;
         }
         Choice::Keep(self.restaged(sql, stage))
@@ -274,32 +277,51 @@ impl Family {
 /// session; the gate judges its arguments) or `SELECT pg_catalog.setval('<family sequence>',
 /// <constant>[, <constant>])` naming nothing outside the family.
 pub fn wanted_select(sql: &str, parsed: &pg_query::ParseResult, family: &Family) -> bool {
-    let calls: Vec<&pb::FuncCall> = statements(parsed)
-        .filter_map(|s| match s {
-            NodeEnum::SelectStmt(sel) if sel.from_clause.is_empty() && sel.where_clause.is_none() => Some(sel),
-            _ => None,
-        })
-        .flat_map(|sel| sel.target_list.iter())
-        .filter_map(|t| match &t.node {
-            Some(NodeEnum::ResTarget(rt)) => match rt.val.as_deref().and_then(|v| v.node.as_ref()) {
-                Some(NodeEnum::FuncCall(f)) => Some(f.as_ref()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    let [call] = calls.as_slice() else { return false };
+    // Exactly one statement, a SELECT of exactly one function call and nothing else.
+    let stmts: Vec<&NodeEnum> = statements(parsed).collect();
+    let [NodeEnum::SelectStmt(sel)] = stmts.as_slice() else {
+        return false;
+    };
+    if !sel.from_clause.is_empty() || sel.where_clause.is_some() || sel.target_list.len() != 1 {
+        return false;
+    }
+    let call = match sel.target_list[0].node.as_ref() {
+        Some(NodeEnum::ResTarget(rt)) => match rt.val.as_deref().and_then(|v| v.node.as_ref()) {
+            Some(NodeEnum::FuncCall(f)) => f.as_ref(),
+            _ => return false,
+        },
+        _ => return false,
+    };
     let function = node_strings(&call.funcname);
-    let constants = call.args.iter().all(|a| matches!(a.node, Some(NodeEnum::AConst(_))));
     match function.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["pg_catalog", "set_config"] => true,
-        ["pg_catalog", "setval"] if constants && (2..=3).contains(&call.args.len()) => {
-            // Every relation it names (but the function itself) is of the family.
-            let named: Vec<Name> = super::names::named(sql)
+        ["pg_catalog", "setval"] if (2..=3).contains(&call.args.len()) => {
+            // The sequence is a plain string naming a family sequence; the rest are numbers or
+            // booleans; and nothing else of the statement names a relation outside the family.
+            let constant = |a: &pb::Node| match &a.node {
+                Some(NodeEnum::AConst(c)) => c.val.clone(),
+                _ => None,
+            };
+            // Written as pg_dump writes it: `'schema.name'` (not dollar-quoted or escaped).
+            let plain = match &call.args[0].node {
+                Some(NodeEnum::AConst(c)) => usize::try_from(c.location).is_ok_and(|at| sql.as_bytes().get(at) == Some(&b'\'')),
+                _ => false,
+            };
+            let first = match constant(&call.args[0]) {
+                Some(pb::a_const::Val::Sval(s)) if plain => Name::parse(&s.sval),
+                _ => None,
+            };
+            let rest = call.args[1..].iter().all(|a| {
+                matches!(
+                    constant(a),
+                    Some(pb::a_const::Val::Ival(_) | pb::a_const::Val::Fval(_) | pb::a_const::Val::Boolval(_))
+                )
+            });
+            let others = super::names::named(sql)
                 .into_iter()
                 .filter(|n| *n != Name::new("pg_catalog", "setval"))
-                .collect();
-            !named.is_empty() && named.iter().all(|n| family.has(n))
+                .all(|n| family.has(&n));
+            first.is_some_and(|n| family.has(&n)) && rest && others
         }
         _ => false,
     }
