@@ -266,6 +266,51 @@ async fn a_tampered_range_restores_nothing_and_an_encrypted_backup_is_read_whole
     assert_eq!(n, 0);
     no_staging_left(&pg).await;
 
+    // The contents list a constraint on the table that the restore does not rebuild: it is
+    // refused before the COMMIT, and nothing is created.
+    // (The bytes changed above are changed back.)
+    let mut intact = original(&ctx.storage, &out).await;
+    intact[at] ^= 0x55;
+    replace_object(&ctx.storage, &out, intact, false, |m| {
+        m.toc.push(pgvigil_core::records::manifest::TocEntry {
+            kind: "CONSTRAINT".into(),
+            schema: "public".into(),
+            name: "customers customers_ghost".into(),
+        });
+    })
+    .await;
+    let o = restore_table(&vars, &["public.customers"]).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("(1 object(s) of the dump's table of contents are missing after the restore: CONSTRAINT")
+            && t.contains("customers_ghost)")
+            && t.contains("cannot be restored")
+            && t.contains("Nothing was changed"),
+        "{t}"
+    );
+    let n: i64 = scalar(&pg, "app", "SELECT count(*) FROM pg_class WHERE relname = 'customers_restored'").await;
+    assert_eq!(n, 0);
+    no_staging_left(&pg).await;
+
+    replace_object(&ctx.storage, &out, original(&ctx.storage, &out).await, false, |_| {}).await;
+
+    // The live table is busy: --replace waits for its lock only so long, then changes nothing.
+    let live = digest(&pg, "app", "public.customers").await;
+    let mut holder = pg.connect("app").await;
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE public.customers IN ACCESS SHARE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let o = restore_table(&vars, &["public.customers", "--replace"]).await;
+    let t = text(&o);
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("stayed locked") && t.contains("Nothing was changed"), "{t}");
+    assert_eq!(digest(&pg, "app", "public.customers").await, live);
+    no_staging_left(&pg).await;
+
     // An encrypted backup: the whole object is read (and said so), and the table comes back.
     let dir = tempfile::tempdir().unwrap();
     let id = age::x25519::Identity::generate();

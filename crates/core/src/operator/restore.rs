@@ -266,27 +266,10 @@ impl Operator {
         observer: &dyn Observer,
         cancel: &CancellationToken,
     ) -> Result<Result<Attempt, RestoreError>, OperatorError> {
-        if let Some(source) = m.and_then(|m| pg::parse_version(&format!("x) {}", m.server_version))) {
-            if source.major > target_major {
-                // A dump restores only on a server at least as new as its source; an older
-                // backup would not fix the target.
-                return Err(RestoreFailure::Environment {
-                    key: key.to_string(),
-                    cause: format!(
-                        "the target server runs PostgreSQL {target_major}, older than the backup's source (PostgreSQL {}); restore into PostgreSQL {} or newer",
-                        source, source.major
-                    ),
-                }
-                .into());
-            }
+        if let Some(m) = m {
+            source_not_newer(key, m, target_major)?;
         }
-        let dump_major = m
-            .and_then(|m| pg::parse_version(&format!("x) {}", m.pg_dump_version)))
-            .map_or(0, |v| v.major);
-        let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
-        if let Some(why) = m.and_then(|m| crate::infra::pg::psql::pg_dump_warning(&m.pg_dump_version)) {
-            observer.note(&format!("warning: {key} was {why}"));
-        }
+        let tool = self.psql_for(key, m, observer).await?;
         let size = m.map_or(0, |m| m.size);
         let roles = super::roles::plan(self.storage.as_ref(), m, &req.target, req.privileges, cancel).await?;
         observer.note(&roles.note);
@@ -343,6 +326,39 @@ impl Operator {
         };
         pg::close(conn).await;
         result
+    }
+}
+
+/// A dump restores only on a server at least as new as its source: a target older than that is
+/// the environment's fault, which no older backup would fix.
+pub(super) fn source_not_newer(key: &Key, m: &Manifest, target_major: u32) -> Result<(), RestoreFailure> {
+    match pg::parse_version(&format!("x) {}", m.server_version)) {
+        Some(source) if source.major > target_major => Err(RestoreFailure::Environment {
+            key: key.to_string(),
+            cause: format!(
+                "the target server runs PostgreSQL {target_major}, older than the backup's source (PostgreSQL {source}); restore into PostgreSQL {} or newer",
+                source.major
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Operator {
+    /// The psql that reads `key`'s dump (of its pg_dump's major version or newer, able to
+    /// restrict itself), noting when that pg_dump lacked the fix for CVE-2025-8715.
+    ///
+    /// # Errors
+    /// When no such psql is found.
+    pub(super) async fn psql_for(&self, key: &Key, m: Option<&Manifest>, observer: &dyn Observer) -> Result<pg::Tool, OperatorError> {
+        let dump_major = m
+            .and_then(|m| pg::parse_version(&format!("x) {}", m.pg_dump_version)))
+            .map_or(0, |v| v.major);
+        let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
+        if let Some(why) = m.and_then(|m| crate::infra::pg::psql::pg_dump_warning(&m.pg_dump_version)) {
+            observer.note(&format!("warning: {key} was {why}"));
+        }
+        Ok(tool)
     }
 }
 

@@ -9,7 +9,6 @@
 
 use super::restore::{decide, stopped, RestoreFailure, Verdict};
 use super::{Observer, Operator, OperatorError};
-use crate::infra::pg::psql::find_psql;
 use crate::infra::pg::{self};
 use crate::infra::secret::DbUrl;
 use crate::pipeline::restore::table::{self, epilogue, names::Name, select::Family, TableJob};
@@ -92,9 +91,8 @@ fn holds(m: &Manifest, table: &Name) -> bool {
             .any(|e| e.kind == "TABLE" && e.schema == table.schema && e.name == table.name)
 }
 
-/// Whether relations exist in the target: each name, in order.
-async fn exist(url: &DbUrl, names: &[&Name], schema: &str) -> Result<(Vec<bool>, bool), OperatorError> {
-    let mut conn = pg::connect(url).await?;
+/// Whether each of `names` exists in the target, and whether `schema` does.
+async fn exist(conn: &mut sqlx::PgConnection, url: &DbUrl, names: &[&Name], schema: &str) -> Result<(Vec<bool>, bool), OperatorError> {
     let mut found = Vec::new();
     for n in names {
         let q = sqlx::query_scalar::<_, bool>(
@@ -102,17 +100,16 @@ async fn exist(url: &DbUrl, names: &[&Name], schema: &str) -> Result<(Vec<bool>,
         )
         .bind(&n.schema)
         .bind(&n.name)
-        .fetch_one(&mut conn)
+        .fetch_one(&mut *conn)
         .await;
         found.push(q.map_err(|e| pg::classify(url, &e))?);
     }
     let schema_exists = sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = $1)")
         .bind(schema)
-        .fetch_one(&mut conn)
+        .fetch_one(&mut *conn)
         .await
-        .map_err(|e| pg::classify(url, &e));
-    pg::close(conn).await;
-    Ok((found, schema_exists?))
+        .map_err(|e| pg::classify(url, &e))?;
+    Ok((found, schema_exists))
 }
 
 impl Operator {
@@ -129,21 +126,23 @@ impl Operator {
         let started = Instant::now();
         let table = parse_name("--table", &req.table)?;
         let (id, m, key) = self.chosen(req, &table, observer, cancel).await?;
-        let (to, replace) = self.placement(req, &table).await?;
+        let (to, replace, target_major) = self.placement(req, &table).await?;
         observer.note(&format!("backup: {key}"));
         if let Err(why) = table::reads_ranges(&m) {
             observer.note(&format!("reading the whole object: {why}"));
         }
-        self.same_or_newer(&req.target, &key, &m).await?;
-        let dump_major = pg::parse_version(&format!("x) {}", m.pg_dump_version)).map_or(0, |v| v.major);
-        let tool = find_psql(self.settings.tools.psql.as_deref(), dump_major).await?;
+        super::restore::source_not_newer(&key, &m, target_major)?;
+        let tool = self.psql_for(&key, Some(&m), observer).await?;
         let roles = super::roles::plan(self.storage.as_ref(), Some(&m), &req.target, req.privileges, cancel).await?;
         observer.note(&roles.note);
+        // Every lock on a live table (a foreign key's referenced table, the one replaced) is
+        // waited for only so long; the backup's own `SET lock_timeout = 0` is left out.
+        let preamble = format!("{}SET lock_timeout = '{}ms';\n", roles.sql, epilogue::LOCK_WAIT.as_millis());
         let stage = format!("pgvigil_restore_{:08x}", rand::random::<u32>());
         let target = Target {
             psql: &tool,
             url: &req.target,
-            preamble: &roles.sql,
+            preamble: &preamble,
             strip: roles.strip,
             identities: &self.settings.identities,
             deadline: req.timeout.or(self.settings.verify.timeout),
@@ -231,65 +230,58 @@ impl Operator {
         Ok((complete, first))
     }
 
-    /// A dump restores only on a server at least as new as its source.
-    async fn same_or_newer(&self, url: &DbUrl, key: &crate::infra::storage::Key, m: &Manifest) -> Result<(), OperatorError> {
-        let Some(source) = pg::parse_version(&format!("x) {}", m.server_version)) else {
-            return Ok(());
-        };
-        let mut conn = pg::connect(url).await?;
-        let target = pg::server_version(&mut conn, url).await;
-        pg::close(conn).await;
-        let target = target?.major;
-        if source.major > target {
-            return Err(RestoreFailure::Environment {
-                key: key.to_string(),
-                cause: format!(
-                    "the target server runs PostgreSQL {target}, older than the backup's source (PostgreSQL {source}); restore into PostgreSQL {} or newer",
-                    source.major
-                ),
-            }
-            .into());
-        }
-        Ok(())
-    }
-
-    /// Where the table goes, and whether it replaces the live one; refuses to overwrite anything
-    /// without `--replace`.
-    async fn placement(&self, req: &TableRequest, table: &Name) -> Result<(Name, bool), OperatorError> {
+    /// Where the table goes, whether it replaces the live one, and the target server's major
+    /// version; refuses to overwrite anything without `--replace`.
+    async fn placement(&self, req: &TableRequest, table: &Name) -> Result<(Name, bool, u32), OperatorError> {
         let asked = req.rename.as_deref().map(|r| parse_name("--as", r)).transpose()?;
         if req.replace && asked.as_ref().is_some_and(|a| a != table) {
             return Err(usage("--replace puts the table back under its own name; leave out --as".into()));
         }
-        let copy = Name::new(&table.schema, &format!("{}_restored", table.name));
-        let (exists, _) = exist(&req.target, &[table, &copy], &table.schema).await?;
-        let to = match asked {
-            Some(a) => a,
-            None if req.replace || !exists[0] => table.clone(),
-            None => copy,
-        };
-        // PostgreSQL would cut a longer name, and the output would name a table that is not there.
-        if to.name.len() > MAX_NAME {
-            return Err(usage(format!(
-                "{to} is longer than PostgreSQL's {MAX_NAME}-byte names; pass --as with a shorter name"
-            )));
-        }
-        let (taken, schema) = exist(&req.target, &[&to], &to.schema).await?;
-        if !schema {
-            return Err(usage(format!(
-                "schema {} does not exist in {}; create it first, or pass --as another schema",
-                names_ident(&to.schema),
-                req.target.database()
-            )));
-        }
-        let replace = req.replace && taken[0];
-        if taken[0] && !replace {
-            return Err(usage(format!(
-                "{to} already exists in {}; pass --as another name, or --replace to put the backup's table in its place (all or nothing)",
-                req.target.database()
-            )));
-        }
-        Ok((to, replace))
+        let mut conn = pg::connect(&req.target).await?;
+        let placed = place(&mut conn, req, table, asked).await;
+        let major = pg::server_version(&mut conn, &req.target).await;
+        pg::close(conn).await;
+        let (to, replace) = placed?;
+        Ok((to, replace, major?.major))
     }
+}
+
+/// [`Operator::placement`] on one connection to the target.
+async fn place(
+    conn: &mut sqlx::PgConnection,
+    req: &TableRequest,
+    table: &Name,
+    asked: Option<Name>,
+) -> Result<(Name, bool), OperatorError> {
+    let copy = Name::new(&table.schema, &format!("{}_restored", table.name));
+    let (exists, _) = exist(conn, &req.target, &[table, &copy], &table.schema).await?;
+    let to = match asked {
+        Some(a) => a,
+        None if req.replace || !exists[0] => table.clone(),
+        None => copy,
+    };
+    // PostgreSQL would cut a longer name, and the output would name a table that is not there.
+    if to.name.len() > MAX_NAME {
+        return Err(usage(format!(
+            "{to} is longer than PostgreSQL's {MAX_NAME}-byte names; pass --as with a shorter name"
+        )));
+    }
+    let (taken, schema) = exist(conn, &req.target, &[&to], &to.schema).await?;
+    if !schema {
+        return Err(usage(format!(
+            "schema {} does not exist in {}; create it first, or pass --as another schema",
+            names_ident(&to.schema),
+            req.target.database()
+        )));
+    }
+    let replace = req.replace && taken[0];
+    if taken[0] && !replace {
+        return Err(usage(format!(
+            "{to} already exists in {}; pass --as another name, or --replace to put the backup's table in its place (all or nothing)",
+            req.target.database()
+        )));
+    }
+    Ok((to, replace))
 }
 
 /// What a table restore's attempt means: `Ok` when it committed. What the server did comes
@@ -320,6 +312,21 @@ async fn verdict(
             return Err(match code {
                 Some(epilogue::WRONG_ROWS | epilogue::NOT_CREATED) => RestoreFailure::TableAtFault { key, why: f.to_string() },
                 Some(epilogue::OUTSIDE) => RestoreFailure::TableUnsupported { key, why: f.to_string() },
+                Some(epilogue::INCOMPLETE) => RestoreFailure::TableUnsupported {
+                    key,
+                    why: format!(
+                        "not everything the backup's table of contents lists on the table was rebuilt ({}); restore the whole backup into a new database and copy the table from there (docs/runbooks.md, one table back)",
+                        statement_error(f, epilogue::INCOMPLETE)
+                    ),
+                },
+                Some(epilogue::LOCKED) => RestoreFailure::TableFailed {
+                    key,
+                    table: table.sql(),
+                    why: format!(
+                        "a live table it touches (the one replaced, or one whose foreign key points at it) stayed locked by other sessions for {} s; run it again when they are done, or end them",
+                        epilogue::LOCK_WAIT.as_secs()
+                    ),
+                },
                 // A name taken, a key that does not hold, a view that depends on the table.
                 _ => RestoreFailure::TableFailed {
                     key,
@@ -334,6 +341,13 @@ async fn verdict(
         Verdict::Done => Ok(()),
         Verdict::BackupAtFault(why) => Err(RestoreFailure::TableAtFault { key, why }.into()),
     }
+}
+
+/// What a failed statement of pgvigil's own (raising SQLSTATE `code`) said, without psql's prefix.
+fn statement_error(f: &crate::infra::pg::PsqlFailure, code: &str) -> String {
+    let text = f.to_string();
+    text.split_once(&format!("{code}: "))
+        .map_or(text.clone(), |(_, m)| m.trim().to_string())
 }
 
 fn names_ident(name: &str) -> String {

@@ -355,8 +355,10 @@ impl PsqlTransaction {
             Self::terminate(&self.target, pid).await;
         }
         match Self::ask_server(&self.target, markers.xid).await {
-            // Stopped while its own COMMIT was in flight, and that COMMIT went through.
-            Some(true) if self.commit_sent => Outcome::Committed,
+            // Stopped while its own COMMIT was in flight, and that COMMIT went through: only if
+            // the closing found its transaction still open and reached the COMMIT (as in
+            // `commit`); otherwise what committed was ended early by the restore itself.
+            Some(true) if self.commit_sent && markers.committing && !markers.ended => Outcome::Committed,
             Some(true) => Outcome::EndedEarly(ended_early_without_failure()),
             Some(false) => Outcome::RolledBack(None),
             None if self.commit_sent => Outcome::Unknown(PsqlFailure::Other {

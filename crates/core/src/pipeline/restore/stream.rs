@@ -334,6 +334,33 @@ pub(super) fn scan_stage(
     scanner.finish()
 }
 
+/// Feeds psql what the gate passed, until the end, shutdown, or a failure of psql's own that
+/// reading further could not change (`Some`). Once psql stopped reading, the rest is taken and
+/// dropped, so that the object is still read to its end (a damaged backup is still called damaged).
+///
+/// # Errors
+/// [`StreamError::Cancelled`].
+pub(super) async fn feed_psql(
+    tx: &mut PsqlTransaction,
+    sql_rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+    cancel: &CancellationToken,
+) -> Result<Option<Outcome>, StreamError> {
+    while let Some(sql) = recv_or_cancel(sql_rx, cancel).await? {
+        if tx.is_broken() {
+            continue;
+        }
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(StreamError::Cancelled),
+            () = tx.write(&sql) => {}
+        }
+        if let Some(outcome) = tx.environment_failure().await {
+            return Ok(Some(outcome));
+        }
+    }
+    Ok(None)
+}
+
 /// Streams `key` through the integrity stages, feeding the SQL that the gate lets through (see
 /// [`GateRules`]) to `psql` when given. Whether the result may be committed is the caller's
 /// decision, from the returned report.
@@ -367,18 +394,14 @@ pub(super) async fn feed(
             let _ = done_tx.send(scan_stage(rx, &sql_tx, gate));
         })
         .map_err(|e| StorageError::other(format!("cannot start the scanning thread: {e}"), true))?;
-    while let Some(sql) = recv_or_cancel(&mut sql_rx, cancel).await? {
-        let Some(p) = psql.as_mut().filter(|p| !p.is_broken()) else {
-            continue;
-        };
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(StreamError::Cancelled),
-            () = p.write(&sql) => {}
+    match psql.as_mut() {
+        Some(p) => {
+            if let Some(outcome) = feed_psql(p, &mut sql_rx, cancel).await? {
+                return Ok(Fed::Stopped(outcome));
+            }
         }
-        if let Some(outcome) = p.environment_failure().await {
-            return Ok(Fed::Stopped(outcome));
-        }
+        // A check: nothing reaches psql, but the gate's output is taken all the same.
+        None => while recv_or_cancel(&mut sql_rx, cancel).await?.is_some() {},
     }
     let scan = done_rx.await.map_err(|_| StorageError::other("the scanning thread failed", true))?;
     let decoded = decoder

@@ -51,6 +51,11 @@ pub(crate) fn tag_for(text: &str) -> String {
 /// The statement that fails the transaction with [`MISSING`] when an object of `toc` does not
 /// exist; `None` when the manifest lists none (a backup taken before pgvigil recorded them).
 pub fn guard_sql(toc: &[TocEntry]) -> Option<String> {
+    guard_raising(toc, MISSING)
+}
+
+/// [`guard_sql`], raising `code` instead of [`MISSING`].
+pub fn guard_raising(toc: &[TocEntry], code: &str) -> Option<String> {
     if toc.is_empty() {
         return None;
     }
@@ -69,7 +74,7 @@ BEGIN
           EXCEPT
           SELECT o.kind, o.schema, pg_catalog.translate(o.name, E'\\n\\r', '  ') FROM ({PRESENT}) AS o(kind, schema, name)) AS m;
   IF missing IS NOT NULL THEN
-    RAISE EXCEPTION USING ERRCODE = '{MISSING}', MESSAGE = pg_catalog.format(
+    RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = pg_catalog.format(
       '%s object(s) of the dump''s table of contents are missing after the restore: %s',
       pg_catalog.cardinality(missing), pg_catalog.array_to_string(missing[1:10], ', '));
   END IF;

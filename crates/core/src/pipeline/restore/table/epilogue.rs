@@ -16,6 +16,15 @@ pub const NOT_CREATED: &str = "PV001";
 /// SQLSTATE of "the table's inheritance reaches outside the restore" (neither side's fault: a
 /// one-table restore cannot make it).
 pub const OUTSIDE: &str = "PV003";
+/// SQLSTATE of "an object the backup's table of contents lists on the table was not rebuilt"
+/// (raised by the guard before the epilogue): what a one-table restore could not carry over.
+pub const INCOMPLETE: &str = "PV004";
+/// SQLSTATE of PostgreSQL's `lock_not_available`: a live table stayed locked past [`LOCK_WAIT`].
+pub const LOCKED: &str = "55P03";
+/// The most the epilogue waits for a lock on a live table (the one `--replace` swaps out, and
+/// those whose foreign keys point at it): waiting longer would hold up every query queued behind
+/// it in the live database.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the epilogue does.
 #[derive(Debug, Clone)]
@@ -46,6 +55,7 @@ pub fn sql(m: &Move) -> String {
     .to_string();
     let data = super::super::toc::tag_for(&json);
     let body = super::super::toc::tag_for(&format!("{json}{data}"));
+    let lock_ms = LOCK_WAIT.as_millis();
     format!(
         r#"DO {body}
 DECLARE
@@ -65,6 +75,7 @@ DECLARE
   stmt pg_catalog.text;
 BEGIN
   PERFORM pg_catalog.set_config('search_path', '', true);
+  PERFORM pg_catalog.set_config('lock_timeout', '{lock_ms}', true);
   SELECT n.oid INTO ns FROM pg_catalog.pg_namespace n WHERE n.nspname = stage;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_class c WHERE c.relnamespace = ns AND c.relname = tab AND c.relkind IN ('r', 'p')) THEN
     RAISE EXCEPTION USING ERRCODE = '{NOT_CREATED}', MESSAGE = pg_catalog.format('the backup did not create table %I.%I', src, tab);

@@ -10,6 +10,7 @@ const DUMP: &str = r#"--
 \restrict abc123
 
 SET statement_timeout = 0;
+SET lock_timeout = 0;
 SELECT pg_catalog.set_config('search_path', '', false);
 
 --
@@ -146,6 +147,8 @@ fn one_table_keeps_its_definition_sequence_data_and_post_data_restaged() {
         let has = |s: &str| out.contains(s);
         assert!(has("\\restrict abc123\n") && has("\\unrestrict abc123\n"), "{out}");
         assert!(has("SET statement_timeout = 0;") && has("set_config('search_path'"));
+        // pgvigil's own lock_timeout stands in the live database.
+        assert!(!has("lock_timeout"), "{out}");
         assert!(has("CREATE TABLE st.invoices ("));
         assert!(has("ALTER TABLE st.invoices OWNER TO app;"));
         assert!(has("COMMENT ON TABLE st.invoices IS 'money; public.lines';"));
@@ -276,4 +279,43 @@ fn a_piece_of_several_statements_passes_only_when_each_is_about_the_table() {
         out.contains("CREATE TABLE st.t") && out.contains("ALTER TABLE st.t OWNER TO app; COMMENT ON TABLE st.t IS 'x';"),
         "{out}"
     );
+}
+
+#[test]
+fn the_guard_expects_what_the_contents_list_on_the_family_but_keys_left_out() {
+    use crate::records::manifest::TocEntry;
+    let entry = |kind: &str, schema: &str, name: &str| TocEntry {
+        kind: kind.into(),
+        schema: schema.into(),
+        name: name.into(),
+    };
+    let toc = [
+        entry("TABLE", "public", "invoices"),
+        entry("INDEX", "public", "invoices_total"),
+        entry("CONSTRAINT", "public", "invoices invoices_pkey"),
+        entry("FK CONSTRAINT", "public", "invoices invoices_m_fkey"),
+        entry("TRIGGER", "public", "invoices t"),
+        entry("POLICY", "public", "invoices own rows"),
+        entry("CONSTRAINT", "public", "lines lines_pkey"),
+        entry("CONSTRAINT", "other", "invoices invoices_pkey"),
+        entry("CONSTRAINT", "public", "invoices_x invoices_x_pkey"),
+    ];
+    let names = |want: &[TocEntry]| {
+        want.iter()
+            .map(|e| format!("{} {}.{}", e.kind, e.schema, e.name))
+            .collect::<Vec<_>>()
+    };
+    // A copy: the key to public.lines is left out, so it is not expected.
+    let (_, f) = filter("public.invoices", false, 4096);
+    assert_eq!(
+        names(&f.family().expected(&toc, "st")),
+        [
+            "CONSTRAINT st.invoices invoices_pkey",
+            "TRIGGER st.invoices t",
+            "POLICY st.invoices own rows"
+        ]
+    );
+    // In place: every key comes back.
+    let (_, f) = filter("public.invoices", true, 4096);
+    assert_eq!(names(&f.family().expected(&toc, "st")).len(), 4);
 }

@@ -20,7 +20,7 @@ pub mod select;
 pub use read::reads_ranges;
 use read::{produce, source, Produced, Source, Stop};
 
-use super::stream::{recv_or_cancel, scan_stage, StreamError, PARSER_STACK};
+use super::stream::{feed_psql, scan_stage, StreamError, PARSER_STACK};
 use super::{gate_rules, Attempt, RestoreError, StreamReport, Target};
 use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{DynStorage, Key, StorageError};
@@ -96,29 +96,6 @@ fn row_problems(m: &Manifest, family: &Family, rows: &BTreeMap<String, u64>) -> 
         )
     });
     (total, problems, missing)
-}
-
-/// Feeds psql what the gate passed, until the end, shutdown, or a failure of psql's own that
-/// reading further could not change (`Some`).
-async fn feed_psql(
-    tx: &mut PsqlTransaction,
-    sql_rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
-    cancel: &CancellationToken,
-) -> Result<Option<Outcome>, StreamError> {
-    while let Some(sql) = recv_or_cancel(sql_rx, cancel).await? {
-        if tx.is_broken() {
-            continue;
-        }
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(StreamError::Cancelled),
-            () = tx.write(&sql) => {}
-        }
-        if let Some(outcome) = tx.environment_failure().await {
-            return Ok(Some(outcome));
-        }
-    }
-    Ok(None)
 }
 
 /// Stops psql and asks the server what became of the transaction: `why` when it was rolled
@@ -272,7 +249,12 @@ pub async fn restore_table(
                 rows: total,
                 ..job.placing
             };
-            match super::before(deadline, tx.commit(Some(&epilogue::sql(&placing)), cancel)).await {
+            // First every constraint, trigger and policy the table of contents lists on the
+            // family must exist (a part the filter did not carry over fails it), then the move.
+            let expected = produced.filter.family().expected(&job.manifest.toc, &job.stage);
+            let guard = super::toc::guard_raising(&expected, epilogue::INCOMPLETE).unwrap_or_default();
+            let closing = format!("{guard}{}", epilogue::sql(&placing));
+            match super::before(deadline, tx.commit(Some(&closing), cancel)).await {
                 Some(outcome) => outcome,
                 // The server says what became of it: a COMMIT that went through is reported
                 // with what was restored, never as "left as it was".

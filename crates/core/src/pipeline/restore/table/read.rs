@@ -113,6 +113,19 @@ fn drain<R: Read>(hashing: &mut Hashing<R>) -> Result<(), Stop> {
     }
 }
 
+/// The reading thread's means: where it reads from, where it sends to, and what it found so far.
+struct Reader<'a> {
+    handle: &'a tokio::runtime::Handle,
+    storage: &'a DynStorage,
+    key: &'a Key,
+    tx: &'a tokio::sync::mpsc::Sender<Bytes>,
+    cancel: &'a CancellationToken,
+    /// Why what was read is not what the backup wrote.
+    problems: Vec<String>,
+    /// Bytes read from storage.
+    read: u64,
+}
+
 /// The reading thread: ranges or the whole object, through the filter, to `tx`.
 pub(super) fn produce(
     handle: &tokio::runtime::Handle,
@@ -124,49 +137,20 @@ pub(super) fn produce(
 ) -> Result<Produced, Stop> {
     let _runtime = handle.enter();
     let (storage, key, m, source) = job;
-    let mut problems = Vec::new();
-    let mut read = 0;
+    let mut reader = Reader {
+        handle,
+        storage: &storage,
+        key: &key,
+        tx,
+        cancel,
+        problems: Vec::new(),
+        read: 0,
+    };
     match source {
-        Source::Whole => {
-            let (reader, announced) = handle
-                .block_on(get(storage.as_ref(), &key, cancel))
-                .map_err(|e| Stop::Broken(e.to_string()))?;
-            let mut hashing = Hashing::new(reader, None);
-            let gzip_error = match open_source(&mut hashing, identities.as_deref()) {
-                Ok(r) => inflate(r, &mut filter, tx, cancel)?,
-                Err(Opened::Damaged(e)) => Some(e),
-                Err(Opened::Key(e)) => return Err(Stop::Key(e)),
-            };
-            if let Some(e) = hashing.io_error() {
-                return Err(Stop::Broken(format!("the download broke: {e}")));
-            }
-            drain(&mut hashing)?;
-            let (sha, size) = hashing.finish();
-            read = size;
-            if size < announced {
-                return Err(Stop::Broken(format!("the download ended after {size} of {announced} bytes")));
-            }
-            if size != m.size || sha != m.sha256 {
-                problems.push(format!(
-                    "the object is not what the backup wrote: {size} bytes with SHA-256 {sha}, its manifest says {} bytes with {}",
-                    m.size, m.sha256
-                ));
-            } else if let Some(e) = gzip_error {
-                problems.push(format!("the object's gzip data is damaged: {e}"));
-            }
-        }
+        Source::Whole => reader.whole(&m, identities.as_deref(), &mut filter)?,
         Source::Ranged { before, after } => {
-            read += range(
-                handle,
-                &storage,
-                &key,
-                &before,
-                "the schema before the data",
-                &mut filter,
-                tx,
-                &mut problems,
-                cancel,
-            )?;
+            reader.range(&before, "the schema before the data", &mut filter)?;
+            // The family is known once the schema was read: only its tables' data is fetched.
             let mut out = Vec::new();
             filter.resolve(&mut out);
             send(out, tx)?;
@@ -175,28 +159,20 @@ pub(super) fn produce(
                 .table_members
                 .iter()
                 .filter(|t| Name::parse(&t.table).is_some_and(|n| family.has(&n)))
+                .map(|t| {
+                    let r = MemberRange {
+                        offset: t.offset,
+                        length: t.length,
+                        sha256: t.sha256.clone().unwrap_or_default(),
+                    };
+                    (r, format!("the data of {}", t.table))
+                })
                 .collect();
-            wanted.sort_by_key(|t| t.offset);
-            for t in wanted {
-                let r = MemberRange {
-                    offset: t.offset,
-                    length: t.length,
-                    sha256: t.sha256.clone().unwrap_or_default(),
-                };
-                let what = format!("the data of {}", t.table);
-                read += range(handle, &storage, &key, &r, &what, &mut filter, tx, &mut problems, cancel)?;
+            wanted.sort_by_key(|(r, _)| r.offset);
+            wanted.push((after, "what follows the data".into()));
+            for (r, what) in &wanted {
+                reader.range(r, what, &mut filter)?;
             }
-            read += range(
-                handle,
-                &storage,
-                &key,
-                &after,
-                "what follows the data",
-                &mut filter,
-                tx,
-                &mut problems,
-                cancel,
-            )?;
         }
     }
     let mut out = Vec::new();
@@ -204,53 +180,78 @@ pub(super) fn produce(
     send(out, tx)?;
     Ok(Produced {
         filter,
-        problems,
-        read,
+        problems: reader.problems,
+        read: reader.read,
         complete: true,
     })
 }
 
-/// One ranged read through the filter, checked against its recorded hash; the bytes read.
-#[allow(clippy::too_many_arguments)]
-fn range(
-    handle: &tokio::runtime::Handle,
-    storage: &DynStorage,
-    key: &Key,
-    r: &MemberRange,
-    what: &str,
-    filter: &mut Filter,
-    tx: &tokio::sync::mpsc::Sender<Bytes>,
-    problems: &mut Vec<String>,
-    cancel: &CancellationToken,
-) -> Result<u64, Stop> {
-    if filter.stopped() {
-        return Ok(0);
+impl Reader<'_> {
+    /// The whole object through the filter, checked against the manifest's size and SHA-256.
+    fn whole(&mut self, m: &Manifest, identities: Option<&[age::x25519::Identity]>, filter: &mut Filter) -> Result<(), Stop> {
+        let (body, announced) = self
+            .handle
+            .block_on(get(self.storage.as_ref(), self.key, self.cancel))
+            .map_err(|e| Stop::Broken(e.to_string()))?;
+        let mut hashing = Hashing::new(body, None);
+        let gzip_error = match open_source(&mut hashing, identities) {
+            Ok(r) => inflate(r, filter, self.tx, self.cancel)?,
+            Err(Opened::Damaged(e)) => Some(e),
+            Err(Opened::Key(e)) => return Err(Stop::Key(e)),
+        };
+        if let Some(e) = hashing.io_error() {
+            return Err(Stop::Broken(format!("the download broke: {e}")));
+        }
+        drain(&mut hashing)?;
+        let (sha, size) = hashing.finish();
+        self.read = size;
+        if size < announced {
+            return Err(Stop::Broken(format!("the download ended after {size} of {announced} bytes")));
+        }
+        if size != m.size || sha != m.sha256 {
+            self.problems.push(format!(
+                "the object is not what the backup wrote: {size} bytes with SHA-256 {sha}, its manifest says {} bytes with {}",
+                m.size, m.sha256
+            ));
+        } else if let Some(e) = gzip_error {
+            self.problems.push(format!("the object's gzip data is damaged: {e}"));
+        }
+        Ok(())
     }
-    let reader = handle
-        .block_on(storage.get_range(key, r.offset, r.length, cancel))
-        .map_err(|e| Stop::Broken(e.to_string()))?;
-    let mut hashing = Hashing::new(reader, None);
-    let gzip_error = inflate(&mut hashing, filter, tx, cancel)?;
-    if let Some(e) = hashing.io_error() {
-        return Err(Stop::Broken(format!("the download broke: {e}")));
+
+    /// One ranged read through the filter, checked against its recorded hash.
+    fn range(&mut self, r: &MemberRange, what: &str, filter: &mut Filter) -> Result<(), Stop> {
+        if filter.stopped() {
+            return Ok(());
+        }
+        let body = self
+            .handle
+            .block_on(self.storage.get_range(self.key, r.offset, r.length, self.cancel))
+            .map_err(|e| Stop::Broken(e.to_string()))?;
+        let mut hashing = Hashing::new(body, None);
+        let gzip_error = inflate(&mut hashing, filter, self.tx, self.cancel)?;
+        if let Some(e) = hashing.io_error() {
+            return Err(Stop::Broken(format!("the download broke: {e}")));
+        }
+        drain(&mut hashing)?;
+        let (sha, size) = hashing.finish();
+        self.read += size;
+        if size < r.length {
+            return Err(Stop::Broken(format!(
+                "the download of {what} ended after {size} of {} bytes",
+                r.length
+            )));
+        }
+        if sha != r.sha256 {
+            self.problems.push(format!(
+                "{what} (bytes {} to {} of the object) is not what the backup wrote (SHA-256 {sha}, its manifest says {})",
+                r.offset,
+                r.offset + r.length,
+                r.sha256
+            ));
+        } else if let Some(e) = gzip_error {
+            self.problems.push(format!("{what} is damaged gzip data: {e}"));
+        }
+        Ok(())
     }
-    drain(&mut hashing)?;
-    let (sha, size) = hashing.finish();
-    if size < r.length {
-        return Err(Stop::Broken(format!(
-            "the download of {what} ended after {size} of {} bytes",
-            r.length
-        )));
-    }
-    if sha != r.sha256 {
-        problems.push(format!(
-            "{what} (bytes {} to {} of the object) is not what the backup wrote (SHA-256 {sha}, its manifest says {})",
-            r.offset,
-            r.offset + r.length,
-            r.sha256
-        ));
-    } else if let Some(e) = gzip_error {
-        problems.push(format!("{what} is damaged gzip data: {e}"));
-    }
-    Ok(size)
 }

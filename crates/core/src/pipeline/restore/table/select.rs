@@ -8,6 +8,7 @@
 //! table an index, trigger or policy is on, what a comment or grant is about) is in the family.
 
 use super::names::{restage, Name};
+use crate::records::manifest::TocEntry;
 use pg_query::protobuf::{self as pb, AlterTableType, ConstrType, ObjectType};
 use pg_query::NodeEnum;
 use std::collections::BTreeSet;
@@ -24,6 +25,8 @@ pub struct Family {
     /// Foreign keys to tables outside the family are kept (`--replace`: the table goes back where
     /// it was) or left out (a copy under another name, which should not tie other tables' rows).
     pub outside_keys: bool,
+    /// The foreign keys left out, by table and constraint name.
+    pub keys_left_out: BTreeSet<(Name, String)>,
 }
 
 /// What becomes of one statement.
@@ -96,6 +99,7 @@ impl Family {
             root,
             indexes: BTreeSet::new(),
             outside_keys,
+            keys_left_out: BTreeSet::new(),
         }
     }
 
@@ -193,6 +197,9 @@ impl Family {
         let keep = |yes: bool| if yes { Choice::Keep(String::new()) } else { Choice::Skip };
         let has = |f: &Self, rv: Option<&pb::RangeVar>| name(rv).is_some_and(|n| f.relations.contains(&n));
         match stmt {
+            // pgvigil's own lock_timeout stands: a table restore runs in a live database, where
+            // waiting on a lock without end would hold up every query queued behind it.
+            NodeEnum::VariableSetStmt(v) if v.name.eq_ignore_ascii_case("lock_timeout") => Choice::Skip,
             // Session settings: the statements after them were written for them.
             NodeEnum::VariableSetStmt(_) => Choice::Keep(String::new()),
             NodeEnum::CreateStmt(c) => keep(has(self, c.relation.as_ref())),
@@ -258,6 +265,7 @@ impl Family {
             if kind == ConstrType::ConstrForeign as i32 {
                 let to = name(c.pktable.as_ref());
                 if !self.outside_keys && !to.as_ref().is_some_and(|t| self.relations.contains(t)) {
+                    self.keys_left_out.insert((table.clone(), c.conname.clone()));
                     let to = to.map_or_else(|| "another table".to_string(), |t| t.sql());
                     return Choice::LeftOut(format!("foreign key {} of {table} to {to}", super::names::ident(&c.conname)));
                 }
@@ -270,6 +278,35 @@ impl Family {
             }
         }
         Choice::Keep(String::new())
+    }
+}
+
+/// The kinds of the table of contents that name their table (`table name`).
+const ON_A_TABLE: [&str; 4] = ["CONSTRAINT", "FK CONSTRAINT", "TRIGGER", "POLICY"];
+
+impl Family {
+    /// What the backup's table of contents lists on the family's tables (constraints, foreign
+    /// keys, triggers, policies), but the keys left out on purpose: each named in `stage`, where
+    /// the restore builds them, for [`crate::pipeline::restore::toc::guard_sql`].
+    pub fn expected(&self, toc: &[TocEntry], stage: &str) -> Vec<TocEntry> {
+        toc.iter()
+            .filter(|e| ON_A_TABLE.contains(&e.kind.as_str()))
+            .filter_map(|e| {
+                // The longest family table whose name and a space begin the entry's name.
+                let (table, object) = self
+                    .relations
+                    .iter()
+                    .filter(|t| t.schema == e.schema)
+                    .filter_map(|t| Some((t, e.name.strip_prefix(t.name.as_str())?.strip_prefix(' ')?)))
+                    .max_by_key(|(t, _)| t.name.len())?;
+                let left_out = e.kind == "FK CONSTRAINT" && self.keys_left_out.contains(&(table.clone(), object.to_string()));
+                (!left_out).then(|| TocEntry {
+                    kind: e.kind.clone(),
+                    schema: stage.to_string(),
+                    name: e.name.clone(),
+                })
+            })
+            .collect()
     }
 }
 
