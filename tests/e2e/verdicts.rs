@@ -298,6 +298,31 @@ async fn a_second_verifier_never_drops_a_scratch_database_in_use() {
     pgvigil_core::infra::pg::close(holder).await;
     let rec = running.await.unwrap().unwrap();
     assert!(rec.passed, "{:?}", rec.reasons);
+
+    // The session holding a scratch database's lock is cut (a proxy, idle_session_timeout): the
+    // lock is taken again on a fresh session, and no clean-up can take it meanwhile.
+    use pgvigil_core::infra::pg::scratch;
+    let name = "pgvigil_verify_kept";
+    let mut kept = pgvigil_core::infra::pg::connect(&held_url).await.unwrap();
+    assert!(scratch::lock(&mut kept, &held_url, name).await.unwrap());
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut kept).await.unwrap();
+    let kept = scratch::keep(Some(kept), &held_url, name).await.expect("a live session is kept");
+    let mut other = pgvigil_core::infra::pg::connect(&held_url).await.unwrap();
+    let cut: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+        .bind(pid)
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert!(cut);
+    let mut kept = scratch::keep(Some(kept), &held_url, name).await.expect("the lock is taken again");
+    let fresh: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut kept).await.unwrap();
+    assert_ne!(fresh, pid, "a fresh session holds it");
+    assert!(
+        !scratch::lock(&mut other, &held_url, name).await.unwrap(),
+        "another session cannot take the lock"
+    );
+    pgvigil_core::infra::pg::close(kept).await;
+    pgvigil_core::infra::pg::close(other).await;
 }
 
 #[tokio::test]

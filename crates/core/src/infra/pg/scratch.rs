@@ -50,6 +50,51 @@ pub async fn unlock(conn: &mut PgConnection, url: &DbUrl, name: &str) -> Result<
         .map_err(|e| classify(url, &e))
 }
 
+/// Keeps [`lock`] on `name` held through a long restore: pings the session holding it, and when
+/// that session was lost (a proxy or `idle_session_timeout` cut it, and the lock went with it)
+/// takes the lock again on a fresh session, before another verifier's clean-up can see it free.
+/// `None` when the server cannot be reached or another session holds the lock now.
+pub async fn keep(conn: Option<PgConnection>, url: &DbUrl, name: &str) -> Option<PgConnection> {
+    if let Some(mut held) = conn {
+        if sqlx::query("SELECT 1").execute(&mut held).await.is_ok() {
+            return Some(held);
+        }
+    }
+    let mut fresh = super::connect(url).await.ok()?;
+    if matches!(lock(&mut fresh, url, name).await, Ok(true)) {
+        return Some(fresh);
+    }
+    super::close(fresh).await;
+    None
+}
+
+/// How often the session that holds a scratch database's lock is checked while it is in use.
+const KEEP_LOCK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `work` while [`keep`]ing the lock on `name` that `held` holds; what it gave, and the
+/// session that holds the lock at the end (`None`: lost, and warned about).
+pub async fn holding<T>(
+    held: PgConnection,
+    url: &DbUrl,
+    name: &str,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Option<PgConnection>) {
+    tokio::pin!(work);
+    let mut held = Some(held);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_LOCK, KEEP_LOCK);
+    loop {
+        tokio::select! {
+            outcome = &mut work => return (outcome, held),
+            _ = tick.tick() => {
+                held = keep(held.take(), url, name).await;
+                if held.is_none() {
+                    tracing::warn!(database = %name, "lost the lock on the scratch database and could not take it again; a verifier starting now could drop it");
+                }
+            }
+        }
+    }
+}
+
 /// Drops every scratch database that no running verifier holds (its lock is free and nobody is
 /// connected to it). Returns the names dropped. One that cannot be dropped (e.g. another role
 /// owns it) is skipped with a warning: it must not stop the others, nor the verifier.

@@ -299,18 +299,18 @@ async fn verify_with_manifest(
     let privileges = match super::privileges::prepare(&mut admin, admin_url, ctx.storage.as_ref(), m, cancel).await {
         Ok(Ok(plan)) => plan,
         Ok(Err(reason)) => {
-            drop_scratch(admin, admin_url, &name).await;
+            drop_scratch(Some(admin), admin_url, &name).await;
             return Ok(Verdict::failed(vec![Reason::new(Cause::Privileges, reason)], 0.0, evidence));
         }
         Err(e) => {
-            drop_scratch(admin, admin_url, &name).await;
+            drop_scratch(Some(admin), admin_url, &name).await;
             return Err(e);
         }
     };
     let (deadline, blames_backup) = match deadline(ctx, cancel).await {
         Ok(d) => d,
         Err(e) => {
-            drop_scratch(admin, admin_url, &name).await;
+            drop_scratch(Some(admin), admin_url, &name).await;
             return Err(e);
         }
     };
@@ -324,8 +324,10 @@ async fn verify_with_manifest(
         deadline,
         blames_backup,
     };
-    // From here on the scratch database exists: whatever happens, drop it.
-    let outcome = restore_and_check(&mut run, &scratch_url, evidence, cancel).await;
+    // From here on the scratch database exists: whatever happens, drop it. Meanwhile its lock is
+    // kept held, so that no other verifier's clean-up takes it for one left by a crash.
+    let work = restore_and_check(&mut run, &scratch_url, evidence, cancel);
+    let (outcome, admin) = pg::scratch::holding(admin, admin_url, &name, work).await;
     drop_scratch(admin, admin_url, &name).await;
     outcome
 }
@@ -378,8 +380,13 @@ async fn deadline(ctx: &VerifyContext, cancel: &CancellationToken) -> Result<(Du
 
 /// Drops a run's scratch database. The administration connection sat idle through the whole
 /// restore and may have been cut (a proxy, `idle_session_timeout`): then a fresh one is used.
-async fn drop_scratch(mut admin: PgConnection, admin_url: &DbUrl, name: &str) {
-    let dropped = match pg::scratch::drop(&mut admin, admin_url, name).await {
+async fn drop_scratch(admin: Option<PgConnection>, admin_url: &DbUrl, name: &str) {
+    let mut admin = admin;
+    let first = match admin.as_mut() {
+        Some(conn) => pg::scratch::drop(conn, admin_url, name).await,
+        None => Err(pg::PgError::Rejected("no session".into())),
+    };
+    let dropped = match first {
         Ok(()) => Ok(()),
         Err(_) => match pg::connect(admin_url).await {
             Ok(mut fresh) => {
@@ -393,5 +400,7 @@ async fn drop_scratch(mut admin: PgConnection, admin_url: &DbUrl, name: &str) {
     if let Err(e) = dropped {
         warn!(error = %e, database = name, "scratch database not dropped; the next verification drops it");
     }
-    pg::close(admin).await;
+    if let Some(admin) = admin {
+        pg::close(admin).await;
+    }
 }
