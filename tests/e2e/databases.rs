@@ -176,8 +176,40 @@ async fn several_databases_verify_side_by_side_up_to_verify_jobs() {
     let mut vars = s3.vars("side");
     vars.push(("DATABASE_URL", pg.url("postgres")));
     vars.push(("BACKUP_DATABASES", "one,two,three".into()));
-    let o = run("pgvigil-backup", &["--once"], &vars).await;
+    vars.push(("PG_DUMP_LOCK_WAIT_TIMEOUT", "0".into()));
+
+    // Backups take turns: with every database's table locked, each pg_dump waits for its lock;
+    // were they side by side, several would wait at once.
+    let mut holders = Vec::new();
+    for db in ["one", "two", "three"] {
+        let mut c = pg.connect(db).await;
+        sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+        sqlx::query("LOCK TABLE t IN ACCESS EXCLUSIVE MODE").execute(&mut c).await.unwrap();
+        holders.push(c);
+    }
+    let watch = async {
+        let mut watcher = pg.connect("postgres").await;
+        let (mut most, mut seen) = (0, 0);
+        for _ in 0..40 {
+            let dumps: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgvigil-backup %' AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+            most = most.max(dumps);
+            seen += usize::from(dumps > 0);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        for mut c in holders {
+            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        }
+        (most, seen)
+    };
+    let (o, (most, seen)) = tokio::join!(run("pgvigil-backup", &["--once"], &vars), watch);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(seen > 10, "no pg_dump was seen waiting for its lock");
+    assert_eq!(most, 1, "backups take turns: one pg_dump at a time");
 
     // Each verification holds its scratch database for two seconds after the restore.
     let mut verify = s3.vars("side");
