@@ -158,6 +158,7 @@ impl Operator {
                 to: to.clone(),
                 rows: 0,
                 replace,
+                guard: String::new(),
             },
         };
         observer.note(&format!("restoring {table} from {key} as {to} ..."));
@@ -323,7 +324,7 @@ async fn verdict(
                     key,
                     table: table.sql(),
                     why: format!(
-                        "a live table it touches (the one replaced, or one whose foreign key points at it) stayed locked by other sessions for {} s; run it again when they are done, or end them",
+                        "a live table it touches (one its foreign keys reference, the one replaced, or one whose foreign key points at it) stayed locked by other sessions for {} s; run it again when they are done, or end them",
                         epilogue::LOCK_WAIT.as_secs()
                     ),
                 },
@@ -346,8 +347,16 @@ async fn verdict(
 /// What a failed statement of pgvigil's own (raising SQLSTATE `code`) said, without psql's prefix.
 fn statement_error(f: &crate::infra::pg::PsqlFailure, code: &str) -> String {
     let text = f.to_string();
-    text.split_once(&format!("{code}: "))
-        .map_or(text.clone(), |(_, m)| m.trim().to_string())
+    let said = text.split_once(&format!("{code}: ")).map_or(text.as_str(), |(_, m)| m.trim());
+    // The staging schema is pgvigil's own: objects are named by their table alone.
+    let mut out = String::new();
+    let mut rest = said;
+    while let Some(at) = rest.find("pgvigil_restore_") {
+        out.push_str(&rest[..at]);
+        rest = rest[at..].split_once('.').map_or("", |(_, after)| after);
+    }
+    out.push_str(rest);
+    out
 }
 
 fn names_ident(name: &str) -> String {

@@ -51,11 +51,16 @@ pub(crate) fn tag_for(text: &str) -> String {
 /// The statement that fails the transaction with [`MISSING`] when an object of `toc` does not
 /// exist; `None` when the manifest lists none (a backup taken before pgvigil recorded them).
 pub fn guard_sql(toc: &[TocEntry]) -> Option<String> {
-    guard_raising(toc, MISSING)
+    guard_raising(toc, MISSING, None)
 }
 
-/// [`guard_sql`], raising `code` instead of [`MISSING`].
-pub fn guard_raising(toc: &[TocEntry], code: &str) -> Option<String> {
+/// [`guard_sql`], raising `code` instead of [`MISSING`], and looking only in schema `within`
+/// when given (a name of letters, digits and `_`; else `None`).
+pub fn guard_raising(toc: &[TocEntry], code: &str, within: Option<&str>) -> Option<String> {
+    if within.is_some_and(|w| w.is_empty() || !w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')) {
+        return None;
+    }
+    let within = within.map_or(String::new(), |w| format!(" WHERE o.schema = '{w}'"));
     if toc.is_empty() {
         return None;
     }
@@ -72,7 +77,7 @@ BEGIN
     FROM (SELECT e.kind, e.schema, pg_catalog.translate(e.name, E'\\n\\r', '  ') AS name
             FROM pg_catalog.jsonb_to_recordset({data}{json}{data}::pg_catalog.jsonb) AS e(kind pg_catalog.text, schema pg_catalog.text, name pg_catalog.text)
           EXCEPT
-          SELECT o.kind, o.schema, pg_catalog.translate(o.name, E'\\n\\r', '  ') FROM ({PRESENT}) AS o(kind, schema, name)) AS m;
+          SELECT o.kind, o.schema, pg_catalog.translate(o.name, E'\\n\\r', '  ') FROM ({PRESENT}) AS o(kind, schema, name){within}) AS m;
   IF missing IS NOT NULL THEN
     RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = pg_catalog.format(
       '%s object(s) of the dump''s table of contents are missing after the restore: %s',

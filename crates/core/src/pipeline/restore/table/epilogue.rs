@@ -39,6 +39,9 @@ pub struct Move {
     pub rows: u64,
     /// Drop the live table first (its place is taken).
     pub replace: bool,
+    /// pgvigil's guard that every object the table of contents lists on the table was rebuilt
+    /// (a statement, run once the table and its rows are proven there; empty: none).
+    pub guard: String,
 }
 
 /// The epilogue's SQL.
@@ -51,6 +54,7 @@ pub fn sql(m: &Move) -> String {
         "to_name": m.to.name,
         "rows": m.rows.to_string(),
         "replace": m.replace,
+        "guard": m.guard,
     })
     .to_string();
     let data = super::super::toc::tag_for(&json);
@@ -98,6 +102,15 @@ BEGIN
               WHERE (child.relnamespace = ns) <> (parent.relnamespace = ns)) THEN
     RAISE EXCEPTION USING ERRCODE = '{OUTSIDE}', MESSAGE = pg_catalog.format(
       '%I.%I inherits from, or is a partition of, a table outside the restore (or the backup makes a live table part of it); restore its parent or partition root instead', src, tab);
+  END IF;
+  -- Everything the table of contents lists on the table was rebuilt (pgvigil's own statement).
+  -- (Raised again from here, so that the error names this block, not the guard's whole text.)
+  IF p->>'guard' <> '' THEN
+    BEGIN
+      EXECUTE p->>'guard';
+    EXCEPTION WHEN SQLSTATE '{INCOMPLETE}' THEN
+      RAISE EXCEPTION USING ERRCODE = '{INCOMPLETE}', MESSAGE = SQLERRM;
+    END;
   END IF;
   IF (p->>'replace')::pg_catalog.bool THEN
     live := pg_catalog.format('%I.%I', dst, new)::pg_catalog.regclass;
@@ -162,6 +175,7 @@ mod tests {
             to: Name::new("public", &format!("{hostile}_restored")),
             rows: 42,
             replace: true,
+            guard: "DO $g$BEGIN NULL; END$g$;".into(),
         };
         let sql = sql(&m);
         let parsed = pg_query::parse(&sql, 0).expect("one DO statement");

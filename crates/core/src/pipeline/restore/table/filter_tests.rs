@@ -299,6 +299,10 @@ fn the_guard_expects_what_the_contents_list_on_the_family_but_keys_left_out() {
         entry("CONSTRAINT", "public", "lines lines_pkey"),
         entry("CONSTRAINT", "other", "invoices invoices_pkey"),
         entry("CONSTRAINT", "public", "invoices_x invoices_x_pkey"),
+        // Another table whose name begins with the family's and a space: its constraint is not
+        // taken for one of the family's.
+        entry("TABLE", "public", "invoices 2023"),
+        entry("CONSTRAINT", "public", "invoices 2023 invoices 2023_pkey"),
     ];
     let names = |want: &[TocEntry]| {
         want.iter()

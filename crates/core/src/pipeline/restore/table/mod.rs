@@ -245,16 +245,15 @@ pub async fn restore_table(
     let outcome = match stopped {
         Some(outcome) => outcome,
         None if problems.is_empty() && unsupported.is_none() => {
+            // Every constraint, trigger and policy the table of contents lists on the family
+            // must exist (a part the filter did not carry over fails it) before the move.
+            let expected = produced.filter.family().expected(&job.manifest.toc, &job.stage);
             let placing = epilogue::Move {
                 rows: total,
+                guard: super::toc::guard_raising(&expected, epilogue::INCOMPLETE, Some(&job.stage)).unwrap_or_default(),
                 ..job.placing
             };
-            // First every constraint, trigger and policy the table of contents lists on the
-            // family must exist (a part the filter did not carry over fails it), then the move.
-            let expected = produced.filter.family().expected(&job.manifest.toc, &job.stage);
-            let guard = super::toc::guard_raising(&expected, epilogue::INCOMPLETE).unwrap_or_default();
-            let closing = format!("{guard}{}", epilogue::sql(&placing));
-            match super::before(deadline, tx.commit(Some(&closing), cancel)).await {
+            match super::before(deadline, tx.commit(Some(&epilogue::sql(&placing)), cancel)).await {
                 Some(outcome) => outcome,
                 // The server says what became of it: a COMMIT that went through is reported
                 // with what was restored, never as "left as it was".

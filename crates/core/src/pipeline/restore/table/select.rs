@@ -299,8 +299,16 @@ impl Family {
                     .filter(|t| t.schema == e.schema)
                     .filter_map(|t| Some((t, e.name.strip_prefix(t.name.as_str())?.strip_prefix(' ')?)))
                     .max_by_key(|(t, _)| t.name.len())?;
+                // A table outside the family whose name could begin it too: it may be that
+                // table's (names with spaces); not expected.
+                let ambiguous = toc.iter().any(|t| {
+                    t.kind == "TABLE"
+                        && t.schema == e.schema
+                        && e.name.strip_prefix(t.name.as_str()).is_some_and(|rest| rest.starts_with(' '))
+                        && !self.relations.contains(&Name::new(&t.schema, &t.name))
+                });
                 let left_out = e.kind == "FK CONSTRAINT" && self.keys_left_out.contains(&(table.clone(), object.to_string()));
-                (!left_out).then(|| TocEntry {
+                (!left_out && !ambiguous).then(|| TocEntry {
                     kind: e.kind.clone(),
                     schema: stage.to_string(),
                     name: e.name.clone(),
