@@ -279,3 +279,86 @@ async fn no_password_reaches_any_command_line() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains("visible to other users") && t.contains("RESTORE_DATABASE_URL"), "{t}");
 }
+
+/// Databases a `restore --create` is building, and sessions connected to them.
+async fn building(pg: &PgServer) -> (Vec<String>, i64) {
+    let mut c = pg.connect("postgres").await;
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'pgvigil_building_%'")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'pgvigil_building_%'")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    (names, sessions)
+}
+
+async fn exists(pg: &PgServer, db: &str) -> bool {
+    let mut c = pg.connect("postgres").await;
+    sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)")
+        .bind(db)
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_parallel_restore_into_a_new_database_is_whole_or_absent() {
+    let (pg, s3, outs, st) = backups(30_000, 1, "par").await;
+    let mut vars = s3.vars("par");
+    vars.push(("RESTORE_DATABASE_URL", pg.url("postgres")));
+
+    // Over two sessions, into a database that gets its name once it is whole.
+    let o = run("pgvigil", &["restore", "--create", "app_new", "--jobs", "2"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("over 2 sessions") && t.contains("into app_new") && t.contains("ALTER DATABASE"),
+        "{t}"
+    );
+    assert_eq!(sample::row_counts(&pg, "app").await, sample::row_counts(&pg, "app_new").await);
+    assert!(building(&pg).await.0.is_empty());
+    let o = run("pgvigil", &["restore", "--create", "app_new", "--jobs", "2"], &vars).await;
+    assert_ne!(o.status.code(), Some(0));
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    let o = run("pgvigil", &["restore", "--jobs", "2"], &vars).await;
+    assert_ne!(o.status.code(), Some(0), "--jobs needs --create");
+
+    // Killed halfway: no database of that name, only one being built, dropped by the next run.
+    let proxy = Proxy::start(s3.addr).await;
+    proxy.throttle(outs[0].manifest.size / 3);
+    let mut slow = s3.vars_via("par", proxy.endpoint());
+    slow.push(("RESTORE_DATABASE_URL", pg.url("postgres")));
+    let child = pgvigil_e2e::run::spawn("pgvigil", &["restore", "--create", "app_killed", "--jobs", "2"], &slow);
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait_with_output().await.unwrap();
+    for _ in 0..200 {
+        if building(&pg).await.1 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!exists(&pg, "app_killed").await);
+    let left = building(&pg).await.0;
+    assert_eq!(left.len(), 1, "the killed restore's database is still being built: {left:?}");
+
+    // A damaged backup: nothing is restored, nothing of that name exists, nothing is left.
+    let mut data = original(&st, &outs[0]).await;
+    let mid = data.len() / 2;
+    data[mid] ^= 0x5a;
+    replace_object(&st, &outs[0], data, false, |_| {}).await;
+    let o = run(
+        "pgvigil",
+        &["restore", "--create", "app_bad", "--jobs", "2", "--fallback", "0"],
+        &vars,
+    )
+    .await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains(&format!("dropped {}", left[0])), "the leftover was dropped: {t}");
+    assert!(!exists(&pg, "app_bad").await);
+    assert!(building(&pg).await.0.is_empty());
+}

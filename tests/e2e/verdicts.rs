@@ -47,9 +47,22 @@ async fn a_realistic_schema_passes_as_superuser_and_as_a_createdb_role_and_resto
     assert_eq!(out.manifest.tables["public.secured"], corpus::SECURED_ROWS);
 
     // As a superuser: every B-tree index with storage is checked; the rest are skipped by rule.
-    let ctx = context_at(pg.url("postgres"), &s3, "corpus", &[("VERIFY_AMCHECK", "heap".into())]).await;
+    // Restored over two sessions at once (partitions, keys across tables, large objects, row-level
+    // security and odd names included), with the verdict of one stream.
+    let two = [("VERIFY_AMCHECK", "heap".into()), ("VERIFY_JOBS", "2".into())];
+    let ctx = context_at(pg.url("postgres"), &s3, "corpus", &two).await;
     let rec = verify_once(&ctx).await.unwrap();
     assert!(rec.passed, "{:?}", rec.reasons);
+    assert_eq!(rec.evidence.restore_sessions, Some(2), "{:?}", rec.evidence.one_stream);
+    let one = [("VERIFY_AMCHECK", "heap".into()), ("VERIFY_JOBS", "1".into())];
+    let sequential = verify_once(&context_at(pg.url("postgres"), &s3, "corpus", &one).await)
+        .await
+        .unwrap();
+    assert!(sequential.passed, "{:?}", sequential.reasons);
+    assert_eq!(sequential.evidence.restore_sessions, None);
+    assert_eq!(sequential.evidence.tables, rec.evidence.tables, "the same rows, table by table");
+    assert_eq!(sequential.evidence.indexes.checked, rec.evidence.indexes.checked);
+    assert_eq!(sequential.evidence.privileges, rec.evidence.privileges);
     let ev = &rec.evidence;
     assert_eq!(ev.indexes.mode, "heap");
     assert_eq!(ev.indexes.not_run, None);

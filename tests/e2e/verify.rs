@@ -46,6 +46,25 @@ async fn a_corrupted_object_fails() {
 }
 
 #[tokio::test]
+async fn a_parallel_restore_gives_way_to_one_stream_when_a_part_is_not_as_recorded() {
+    // A byte of a table's data changed, and the manifest's size and hash rewritten to match: the
+    // part's own hash disagrees, so the one-stream restore judges it (its gzip check fails).
+    let (pg, s3, out, st) = setup("gw").await;
+    let mut data = original(&st, &out).await;
+    let t = out.manifest.table_members.iter().max_by_key(|t| t.length).unwrap();
+    data[(t.offset + t.length / 2) as usize] ^= 0x5a;
+    replace_object(&st, &out, data, true, |_| {}).await;
+    let ctx = verify_context(&pg, &s3, "gw", &[("VERIFY_JOBS", "2".into())]).await;
+    let rec = verify::run_and_log(&ctx, None, &CancellationToken::new()).await.unwrap();
+    assert!(!rec.passed);
+    assert!(has(&rec.reasons, "gzip stream is damaged"), "{:?}", rec.reasons);
+    let why = rec.evidence.one_stream.clone().unwrap_or_default();
+    assert!(why.contains("gave way") && why.contains(&t.table), "{why}");
+    assert_eq!(rec.evidence.restore_sessions, None);
+    assert!(scratch_dbs(&pg).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_truncated_object_fails() {
     let (pg, s3, out, st) = setup("t").await;
     let data = original(&st, &out).await;

@@ -42,6 +42,18 @@ pub struct RestoreArgs {
     /// none.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
+    /// Restore into a new database of this name, made on the target's server (the target then
+    /// only says which server, and the database to connect to while making it). pgvigil builds it
+    /// under a name of its own and gives it NAME only once the restore succeeded; any failure drops
+    /// it, so a database called NAME is always a whole restore. The output says how to switch over.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["clean", "table"])]
+    create: Option<String>,
+    /// With --create: load the tables' data over this many sessions at once (1 to 64; default 1,
+    /// one stream). Each session commits as it goes, which only a database of its own allows.
+    /// Backups that do not record the checksums of their parts (encrypted ones, older ones) are
+    /// restored in one stream; the output says why.
+    #[arg(long, value_name = "N", requires = "create", value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: Option<u16>,
     /// Restore only this table (`schema.name`), with its partitions, sequences, indexes,
     /// constraints, triggers, policies and grants, into a database that holds the rest. It comes
     /// back under its own name if it is gone, else as `<name>_restored`; nothing that exists is
@@ -115,9 +127,20 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
         clean: args.clean,
         privileges: !args.no_privileges,
         timeout: args.timeout.map(std::time::Duration::from_secs),
+        create: args.create,
+        jobs: args.jobs.map_or(1, usize::from),
     };
     let out = op.restore(&req, &Terminal::default(), cancel).await?;
-    println!("restored {} into {}", out.key, req.target.database());
+    let into = out.created.clone().unwrap_or_else(|| req.target.database());
+    println!("restored {} into {into}", out.key);
+    if let Some(n) = out.sessions {
+        println!("table data loaded over {n} sessions at once");
+    }
+    if out.created.is_some() {
+        println!("to switch the application over (with nobody connected to either database):");
+        let quoted = pgvigil_core::operator::prelude::quote_ident(&into);
+        println!("  ALTER DATABASE <current> RENAME TO <current>_old; ALTER DATABASE {quoted} RENAME TO <current>;");
+    }
     if let Some(replaced) = &out.replaced {
         println!("replaced: {replaced} (dropped in the same transaction)");
     }

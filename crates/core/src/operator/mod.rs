@@ -14,6 +14,7 @@ mod policy;
 mod prune;
 mod report;
 pub mod restore;
+mod restore_create;
 mod restore_table;
 mod roles;
 mod status;
@@ -25,6 +26,7 @@ pub mod prelude {
     pub use crate::infra::process;
     pub use crate::infra::secret::DbUrl;
     pub use crate::pipeline::restore::Progress;
+    pub use crate::pipeline::stages::dumpscan::roles::quote as quote_ident;
     pub use crate::policy::report::{Report, Spread};
     pub use crate::policy::retention::KeptBecause;
     pub use crate::policy::status::{human_bytes, human_secs, Verdict};

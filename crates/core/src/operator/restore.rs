@@ -11,6 +11,7 @@
 //! missing privilege or extension, shutdown: nothing older can do better, so the restore stops and
 //! says so.
 
+use super::restore_create::Building;
 use super::{Observer, Operator, OperatorError};
 use crate::infra::pg::psql::find_psql;
 use crate::infra::pg::{self, target::Contents, PsqlFailure};
@@ -40,6 +41,11 @@ pub struct RestoreRequest {
     pub privileges: bool,
     /// `--timeout`: the most one attempt may take (`None`: `VERIFY_TIMEOUT`, else derived).
     pub timeout: Option<std::time::Duration>,
+    /// `--create NAME`: restore into a new database of that name on the target's server, made by
+    /// pgvigil and named only once the restore succeeded.
+    pub create: Option<String>,
+    /// `--jobs`: sessions loading table data at once (with `--create` only; 1: one stream).
+    pub jobs: usize,
 }
 
 /// A restore that committed.
@@ -55,6 +61,10 @@ pub struct RestoreOutcome {
     pub skipped: Vec<(String, String)>,
     /// What `--clean` replaced, when it was used on a non-empty target.
     pub replaced: Option<Contents>,
+    /// The database `--create` made.
+    pub created: Option<String>,
+    /// Sessions that loaded table data at once (`None`: one stream).
+    pub sessions: Option<usize>,
 }
 
 impl RestoreOutcome {
@@ -164,6 +174,25 @@ impl Operator {
         observer: &dyn Observer,
         cancel: &CancellationToken,
     ) -> Result<RestoreOutcome, OperatorError> {
+        match &req.create {
+            Some(name) => self.restore_create(req, name, observer, cancel).await,
+            None if req.jobs > 1 => Err(OperatorError::Usage(
+                "--jobs loads tables over several sessions that commit as they go: it needs a database of its own; add --create NAME"
+                    .into(),
+            )),
+            None => self.restore_attempts(req, None, observer, cancel).await,
+        }
+    }
+
+    /// The backups tried in turn, newest first, into `req.target` (the database `building` when
+    /// `--create` made it).
+    pub(super) async fn restore_attempts(
+        &self,
+        req: &RestoreRequest,
+        building: Option<&Building>,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<RestoreOutcome, OperatorError> {
         let started = Instant::now();
         let st = self.storage.as_ref();
         let cat = Catalog::load(st, &self.layout, cancel).await?;
@@ -199,9 +228,13 @@ impl Operator {
                 Some(m) if m.encryption.is_some() => self.layout.object(*id, true),
                 _ => self.layout.backup(*id),
             };
-            let attempt = self
-                .attempt(&key, m.as_ref(), req, &preamble, target_major, deadline, observer, cancel)
-                .await?;
+            let how = How {
+                preamble: &preamble,
+                target_major,
+                deadline,
+                building,
+            };
+            let (attempt, sessions) = self.attempt(&key, m.as_ref(), req, &how, observer, cancel).await?;
             let attempt = attempt.map_err(|e| stopped(key.as_str(), e))?;
             match decide(key.as_str(), &req.target, attempt).await? {
                 Verdict::Done => {
@@ -211,6 +244,8 @@ impl Operator {
                         rto_secs: started.elapsed().as_secs_f64(),
                         skipped,
                         replaced,
+                        created: None,
+                        sessions,
                     })
                 }
                 Verdict::BackupAtFault(why) => {
@@ -252,41 +287,101 @@ impl Operator {
     }
 
     /// One restore of `key` into the target: the versions checked, the right psql, the roles
-    /// planned, then the restore itself. The target's server being older than the backup's source
-    /// is the environment's fault: no older backup would fix it.
-    #[allow(clippy::too_many_arguments)]
+    /// planned, then the restore itself (over several sessions first, when `--create` made the
+    /// target and `--jobs` asks for it). The target's server being older than the backup's source
+    /// is the environment's fault: no older backup would fix it. With the attempt, the sessions
+    /// that loaded the data when there were several.
     async fn attempt(
         &self,
         key: &Key,
         m: Option<&Manifest>,
         req: &RestoreRequest,
-        preamble: &str,
-        target_major: u32,
-        deadline: Option<Duration>,
+        how: &How<'_>,
         observer: &dyn Observer,
         cancel: &CancellationToken,
-    ) -> Result<Result<Attempt, RestoreError>, OperatorError> {
+    ) -> Result<(Result<Attempt, RestoreError>, Option<usize>), OperatorError> {
         if let Some(m) = m {
-            source_not_newer(key, m, target_major)?;
+            source_not_newer(key, m, how.target_major)?;
         }
         let tool = self.psql_for(key, m, observer).await?;
-        let size = m.map_or(0, |m| m.size);
-        let roles = super::roles::plan(self.storage.as_ref(), m, &req.target, req.privileges, cancel).await?;
-        observer.note(&roles.note);
-        let preamble = format!("{}{preamble}", roles.sql);
-        observer.note(&format!("restoring {key} into {} ...", req.target));
-        let target = Target {
-            psql: &tool,
-            url: &req.target,
-            preamble: &preamble,
-            strip: roles.strip,
-            identities: &self.settings.identities,
-            deadline,
+        let mut parallel_first = match (how.building, m) {
+            (Some(b), Some(m)) if req.jobs > 1 => match crate::pipeline::restore::parallel::plan(m) {
+                Ok(plan) => Some((b, m, plan)),
+                Err(why) => {
+                    observer.note(&format!("restoring in one stream: {why}"));
+                    None
+                }
+            },
+            _ => None,
         };
-        let progress = observer.begin(&format!("restoring {key}"), size);
-        let attempt = restore_into(self.storage.as_ref(), key, m, &target, progress, cancel).await;
+        loop {
+            let roles = super::roles::plan(self.storage.as_ref(), m, &req.target, req.privileges, cancel).await?;
+            observer.note(&roles.note);
+            let preamble = format!("{}{}", roles.sql, how.preamble);
+            let target = Target {
+                psql: &tool,
+                url: &req.target,
+                preamble: &preamble,
+                strip: roles.strip,
+                identities: &self.settings.identities,
+                deadline: how.deadline,
+            };
+            let Some((building, m, plan)) = parallel_first.take() else {
+                return Ok((self.one_stream(key, m, &target, observer, cancel).await, None));
+            };
+            match self.parallel(key, m, &plan, &target, req.jobs, observer, cancel).await {
+                Ok(Some(attempt)) => return Ok((Ok(attempt), Some(req.jobs.min(plan.blocks.len())))),
+                Ok(None) => building.recreate().await?,
+                Err(e) => return Ok((Err(e), None)),
+            }
+        }
+    }
+
+    /// The restore in one stream, in one transaction.
+    async fn one_stream(
+        &self,
+        key: &Key,
+        m: Option<&Manifest>,
+        target: &Target<'_>,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<Attempt, RestoreError> {
+        observer.note(&format!("restoring {key} into {} ...", target.url));
+        let progress = observer.begin(&format!("restoring {key}"), m.map_or(0, |m| m.size));
+        let attempt = restore_into(self.storage.as_ref(), key, m, target, progress, cancel).await;
         observer.end();
-        Ok(attempt)
+        attempt
+    }
+
+    /// The restore over up to `jobs` sessions: `Ok(None)` when it gave way (the database is to
+    /// be emptied and the restore run in one stream).
+    #[allow(clippy::too_many_arguments)]
+    async fn parallel(
+        &self,
+        key: &Key,
+        m: &Manifest,
+        plan: &crate::pipeline::restore::parallel::Plan,
+        target: &Target<'_>,
+        jobs: usize,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Attempt>, RestoreError> {
+        use crate::pipeline::restore::parallel::{restore_parallel, Parallel, Sessions};
+        let jobs = jobs.min(plan.blocks.len());
+        observer.note(&format!("restoring {key} into {} over {jobs} sessions ...", target.url));
+        let bound = tokio::sync::Semaphore::new(jobs);
+        let sessions = Sessions { jobs, bound: &bound };
+        let deadline = target.deadline.map(|d| tokio::time::Instant::now() + d);
+        let run = restore_parallel(&self.storage, key, m, plan, target, &sessions, cancel);
+        match crate::pipeline::restore::before(deadline, run).await {
+            None => Err(RestoreError::TimedOut(target.deadline.unwrap_or_default())),
+            Some(Ok(Parallel::Done(attempt))) => Ok(Some(*attempt)),
+            Some(Ok(Parallel::GaveWay(why))) => {
+                observer.note(&format!("the parallel restore gave way to one stream: {why}"));
+                Ok(None)
+            }
+            Some(Err(e)) => Err(e),
+        }
     }
 
     /// What is in a target now, and its server's major version (for a confirmation before
@@ -327,6 +422,18 @@ impl Operator {
         pg::close(conn).await;
         result
     }
+}
+
+/// How each attempt of one restore runs.
+struct How<'a> {
+    /// SQL sent first in the restore's transaction (`--clean`'s statements).
+    preamble: &'a str,
+    /// The target server's major version.
+    target_major: u32,
+    /// The most one attempt may take.
+    deadline: Option<Duration>,
+    /// The database `--create` is building (the only kind a parallel restore may go into).
+    building: Option<&'a Building>,
 }
 
 /// A dump restores only on a server at least as new as its source: a target older than that is

@@ -70,6 +70,12 @@ pub struct Evidence {
     /// The id of the trusted key that signed the manifest (`None`: not authenticated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// Sessions that loaded table data at once (`None`: the restore ran in one stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_sessions: Option<u32>,
+    /// Why the restore ran in one stream although several sessions were allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_stream: Option<String>,
 }
 
 /// What one reason of a failed verification blames.

@@ -14,9 +14,15 @@ use sqlx::postgres::PgConnection;
 /// Every scratch database pgvigil creates starts with this; it drops only such databases.
 pub const PREFIX: &str = "pgvigil_verify_";
 
+/// A database `pgvigil restore --create` is still building starts with this; it gets its name
+/// only once the restore succeeded.
+pub const BUILDING: &str = "pgvigil_building_";
+
 /// Whether `name` is one of ours and safe to use unquoted-or-quoted in SQL.
 pub fn is_scratch_name(name: &str) -> bool {
-    name.starts_with(PREFIX) && name.len() < 64 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    (name.starts_with(PREFIX) || name.starts_with(BUILDING))
+        && name.len() < 64
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Advisory-lock class of scratch databases (`pgvg`); the object id is `hashtext(name)`.
@@ -102,8 +108,17 @@ pub async fn holding<T>(
 /// # Errors
 /// Connection or query failures.
 pub async fn drop_abandoned(conn: &mut PgConnection, url: &DbUrl) -> Result<Vec<String>, PgError> {
+    drop_abandoned_with(conn, url, PREFIX).await
+}
+
+/// [`drop_abandoned`] for the databases whose names start with `prefix` ([`PREFIX`] or
+/// [`BUILDING`]).
+///
+/// # Errors
+/// Connection or query failures.
+pub async fn drop_abandoned_with(conn: &mut PgConnection, url: &DbUrl, prefix: &str) -> Result<Vec<String>, PgError> {
     let mut dropped = Vec::new();
-    for name in list(conn, url).await?.into_iter().filter(|n| is_scratch_name(n)) {
+    for name in list_with(conn, url, prefix).await?.into_iter().filter(|n| is_scratch_name(n)) {
         if !lock(conn, url, &name).await? {
             continue;
         }
@@ -133,8 +148,12 @@ fn refuse(name: &str) -> PgError {
 /// # Errors
 /// Connection or query failures.
 pub async fn list(conn: &mut PgConnection, url: &DbUrl) -> Result<Vec<String>, PgError> {
+    list_with(conn, url, PREFIX).await
+}
+
+async fn list_with(conn: &mut PgConnection, url: &DbUrl, prefix: &str) -> Result<Vec<String>, PgError> {
     let names: Vec<String> = sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1")
-        .bind(PREFIX)
+        .bind(prefix)
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| classify(url, &e))?;
@@ -184,6 +203,8 @@ mod tests {
             ("my_pgvigil_verify_x", false),
             ("pgvigil_verify_\"; drop database app; --", false),
             ("pgvigil_verify_UPPER", false),
+            ("pgvigil_building_0a1b2c3d", true),
+            ("pgvigil_buildin", false),
         ];
         for (name, want) in cases {
             assert_eq!(is_scratch_name(name), want, "{name}");

@@ -12,6 +12,7 @@
 pub mod deep;
 pub mod integrity;
 pub mod judge;
+pub mod parallel;
 pub mod stream;
 pub mod table;
 pub mod toc;
@@ -95,7 +96,7 @@ pub fn default_deadline(recorded_secs: &[f64]) -> std::time::Duration {
 }
 
 /// `fut`, unless `deadline` passes first (`None`).
-async fn before<T>(deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = T>) -> Option<T> {
+pub(crate) async fn before<T>(deadline: Option<tokio::time::Instant>, fut: impl std::future::Future<Output = T>) -> Option<T> {
     match deadline {
         Some(at) => tokio::time::timeout_at(at, fut).await.ok(),
         None => Some(fut.await),

@@ -174,6 +174,12 @@ impl SqlLexer {
         self.at_top() && self.depth == 0 && self.boundary
     }
 
+    /// Whether anything but whitespace and comments was fed since the last
+    /// [`Self::take_significant`] (which it does not reset).
+    pub fn significant(&self) -> bool {
+        self.significant
+    }
+
     /// Whether anything but whitespace and comments was fed since the last call.
     pub fn take_significant(&mut self) -> bool {
         std::mem::take(&mut self.significant)

@@ -15,6 +15,7 @@ pub mod choose;
 mod privileges;
 pub use privileges::needed_roles;
 pub mod queries;
+mod restore;
 mod run;
 
 pub use choose::choose;
@@ -54,6 +55,17 @@ pub struct VerifyContext {
     pub identities: crate::infra::config::Identities,
     /// `BACKUP_TRUSTED_KEYS`: only backups these keys signed are verified (empty: any).
     pub trusted: crate::infra::signing::TrustedKeys,
+    /// The bound on sessions loading table data, shared by every verification of this process
+    /// (`VERIFY_JOBS` in total).
+    pub sessions: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// The process's bound on sessions loading table data: `jobs` permits, made once.
+fn shared_sessions(jobs: usize) -> std::sync::Arc<tokio::sync::Semaphore> {
+    static BOUND: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    BOUND
+        .get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(jobs.max(1))))
+        .clone()
 }
 
 impl VerifyContext {
@@ -67,6 +79,7 @@ impl VerifyContext {
             tools: settings.tools.clone(),
             identities: settings.identities.clone(),
             trusted: settings.trusted.clone(),
+            sessions: shared_sessions(settings.verify.jobs),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::infra::pg::psql::find_psql;
 use crate::infra::pg::{self, PgVersion, Tool};
 use crate::infra::secret::DbUrl;
 use crate::infra::storage::Key;
-use crate::pipeline::restore::{judge, restore_into, Judgement, RestoreError, StreamError, Target};
+use crate::pipeline::restore::{judge, Judgement, RestoreError, StreamError, Target};
 use crate::pipeline::stages::seal::{self, OpenError};
 use crate::records::history::{Cause, Evidence, Reason, VerificationRecord, Versions};
 use crate::records::keys::{BackupId, SEALED};
@@ -65,12 +65,14 @@ fn major(version: &str) -> u32 {
 }
 
 /// What a run needs besides the context.
-struct Run<'a> {
-    ctx: &'a VerifyContext,
-    key: &'a Key,
-    manifest: &'a Manifest,
+pub(super) struct Run<'a> {
+    pub(super) ctx: &'a VerifyContext,
+    pub(super) key: &'a Key,
+    pub(super) manifest: &'a Manifest,
     psql: &'a Tool,
     queries: &'a [String],
+    /// The scratch database.
+    pub(super) scratch: &'a str,
     privileges: super::privileges::Plan,
     /// The most the restore and the checks may take together.
     deadline: std::time::Duration,
@@ -104,7 +106,7 @@ async fn restore_and_check(
         identities: &run.ctx.identities,
         deadline: Some(run.deadline),
     };
-    let attempt = match restore_into(run.ctx.storage.as_ref(), run.key, Some(run.manifest), &target, None, cancel).await {
+    let attempt = match super::restore::restore(run, &target, &mut evidence, cancel).await {
         Ok(a) => a,
         Err(RestoreError::TimedOut(d)) if run.blames_backup => {
             return Ok(Verdict::failed(
@@ -320,6 +322,7 @@ async fn verify_with_manifest(
         manifest: m,
         psql: &psql,
         queries: &queries,
+        scratch: &name,
         privileges,
         deadline,
         blames_backup,

@@ -218,7 +218,7 @@ fn is_false(n: &pb::Node) -> bool {
 }
 
 /// The text of a constant argument (`'x'`, `x`, `1`), if it is one.
-fn constant_text(n: &pb::Node) -> Option<String> {
+pub(super) fn constant_text(n: &pb::Node) -> Option<String> {
     match &n.node {
         Some(NodeEnum::AConst(c)) => match &c.val {
             Some(Val::Sval(s)) => Some(s.sval.clone()),

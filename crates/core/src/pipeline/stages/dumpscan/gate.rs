@@ -159,6 +159,9 @@ pub(super) struct Gate {
     restrict_lines: (bool, bool),
     /// The client encoding the dump set last (normalised), re-asserted before sensitive text.
     encoding: Option<String>,
+    /// Every session setting the dump changed, with the value it set last (`RESET`: reset), and
+    /// `search_path` as `set_config` set it.
+    settings: std::collections::BTreeMap<String, String>,
 }
 
 /// Whether psql ends a statement exactly where `sql` (one candidate, as PostgreSQL's scanner
@@ -195,6 +198,17 @@ impl Gate {
     /// A gate with these rules.
     pub fn new(rules: GateRules) -> Self {
         Self { rules, ..Self::default() }
+    }
+
+    /// Every session setting the dump changed so far, with its last value.
+    pub fn settings(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.settings
+    }
+
+    /// Inside pg_dump's large-object block, and which of the dump's own `\restrict` /
+    /// `\unrestrict` lines were seen.
+    pub fn state(&self) -> (bool, (bool, bool)) {
+        (self.in_large_objects, self.restrict_lines)
     }
 
     /// A psql command line at statement level (`line` without its newline): the dump's own
@@ -261,6 +275,9 @@ impl Gate {
             let last = i + 1 == count;
             match allow::judge(stmt, &self.rules.roles) {
                 Decision::Pass => {
+                    if let Some((name, value)) = super::session::setting_changed(stmt) {
+                        self.settings.insert(name, value);
+                    }
                     if let pg_query::NodeEnum::VariableSetStmt(s) = stmt {
                         if s.name == "client_encoding" {
                             self.encoding = s.args.first().and_then(|a| match &a.node {

@@ -59,6 +59,26 @@ impl DumpScanner {
         }
     }
 
+    /// Gate: whether what was read so far ends cleanly, as a part of an object read on its own
+    /// must: at a line's end, outside COPY data, at statement level with no statement begun (a
+    /// statement or psql command cut there would join what follows, unjudged), and outside
+    /// pg_dump's large-object block.
+    pub fn ends_cleanly(&self) -> bool {
+        self.fresh
+            && self.line.is_empty()
+            && self.copy.is_none()
+            && self.held.is_none()
+            && self.lexer.at_statement_start()
+            && !self.lexer.significant()
+            && self.gate.as_ref().is_some_and(|g| !g.state().0)
+    }
+
+    /// Gate: the session settings the dump changed (see [`gate::Gate::settings`]), and which of its
+    /// own `\restrict` / `\unrestrict` lines were seen.
+    pub fn session(&self) -> (std::collections::BTreeMap<String, String>, (bool, bool)) {
+        self.gate.as_ref().map(|g| (g.settings().clone(), g.state().1)).unwrap_or_default()
+    }
+
     /// Gate: the end of a line that began outside COPY data. Judges the candidate once it ends
     /// at statement level; a COPY that starts here must end the candidate.
     pub(super) fn gate_line_end(&mut self, whole: &[u8], out: &mut Vec<u8>) {

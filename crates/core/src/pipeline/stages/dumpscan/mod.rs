@@ -16,6 +16,7 @@ mod gating;
 mod headers;
 mod privileges;
 pub mod roles;
+mod session;
 
 pub use allow::KnownRoles;
 pub use gate::{GateRules, Refusal};

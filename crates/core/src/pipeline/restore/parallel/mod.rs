@@ -1,0 +1,455 @@
+//! Restoring a backup over several sessions at once, into a database that is dropped whenever the
+//! restore does not succeed (a verification's scratch database, or one `pgvigil restore --create`
+//! makes). The manifest's parts ([`plan`]) are read by ranged GETs, each checked against its own
+//! SHA-256 and judged by the statement gate, in three phases:
+//!
+//! 1. the schema before the data, in one session, committed;
+//! 2. the tables' COPY blocks, largest first, in up to `jobs` sessions at once (each holding one
+//!    block at a time and a permit of the shared bound), each session committed at its end; the runs
+//!    between blocks may hold nothing but comments;
+//! 3. what follows the data (indexes, constraints, triggers, sequence values, large objects), in one
+//!    session, committed only after the table-of-contents guard passed.
+//!
+//! Meanwhile the whole object is read once more through SHA-256 only, hashing each part on the way
+//! ([`digest`]): nothing is committed before every byte is proven to be what the manifest records.
+//! Each part must end where a statement may begin (the gate, fresh for every part, would otherwise
+//! never see a statement cut at its end), the schema must leave the session as pg_dump's header sets
+//! it (the later sessions start that way), and each table's part must be exactly one COPY block of
+//! its rows. Anything not so, and any session that fails, makes the parallel restore give way
+//! ([`Parallel::GaveWay`]): the caller empties the database and restores in one stream, whose
+//! verdict is the one that counts. So a parallel restore never decides a verdict the one-stream
+//! restore would not have given.
+
+mod digest;
+pub mod part;
+pub mod plan;
+
+pub use plan::{plan, Plan};
+
+use super::stream::StreamError;
+use super::{gate_rules, Attempt, RestoreError, StreamReport, Target};
+use crate::infra::pg::psql::{Outcome, PsqlTransaction};
+use crate::infra::storage::{DynStorage, Key, StorageError};
+use crate::pipeline::stages::dumpscan::{GateRules, ScanResult};
+use crate::records::manifest::Manifest;
+use part::{Judge, PartRead};
+use plan::Block;
+use std::collections::{BTreeMap, VecDeque};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How a parallel restore ended.
+#[derive(Debug)]
+pub enum Parallel {
+    /// Restored and committed; what the one-stream restore would have reported.
+    Done(Box<Attempt>),
+    /// Something was not exactly as recorded, or a session failed (why): empty the database and
+    /// restore in one stream.
+    GaveWay(String),
+}
+
+/// The session settings of pg_dump's own header, for the sessions that start mid-dump (the dump's
+/// encoding is UTF-8, checked, and pgvigil's opening set it).
+const SESSION: &str = "SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+";
+
+/// Where and how a parallel restore runs.
+pub struct Sessions<'a> {
+    /// Sessions loading table data at once, at most.
+    pub jobs: usize,
+    /// The bound shared with other restores running at the same time: every data session but a
+    /// restore's first holds a permit for as long as it lives.
+    pub bound: &'a Semaphore,
+}
+
+/// What every phase needs.
+struct Job<'a> {
+    storage: &'a DynStorage,
+    key: &'a Key,
+    target: &'a Target<'a>,
+    rules: GateRules,
+}
+
+/// `Err(why)`: give way.
+type Step<T> = Result<Result<T, String>, RestoreError>;
+
+/// Restores `key` into `target` over several sessions as `plan` lays out.
+///
+/// # Errors
+/// [`RestoreError`] when storage, shutdown or psql's start prevented an answer.
+pub async fn restore_parallel(
+    storage: &DynStorage,
+    key: &Key,
+    m: &Manifest,
+    plan: &Plan,
+    target: &Target<'_>,
+    sessions: &Sessions<'_>,
+    cancel: &CancellationToken,
+) -> Result<Parallel, RestoreError> {
+    // An object of another size than recorded (truncated, replaced) is the one stream's to judge;
+    // past this, a ranged read that ends early is a broken download.
+    let head = storage.head(key, cancel).await.map_err(|e| match e {
+        StorageError::Cancelled => StreamError::Cancelled,
+        e => StreamError::Storage(e),
+    })?;
+    if head.map(|o| o.size) != Some(m.size) {
+        return Ok(Parallel::GaveWay("the object is not the size its manifest records".into()));
+    }
+    let job = Job {
+        storage,
+        key,
+        target,
+        rules: gate_rules(Some(m), target.strip),
+    };
+    let reading = digest::start(storage, key, plan, cancel);
+    let scan = match phases(&job, m, plan, sessions, reading, cancel).await? {
+        Ok(scan) => scan,
+        Err(why) => return Ok(Parallel::GaveWay(why)),
+    };
+    let report = StreamReport {
+        sha256: m.sha256.clone(),
+        size: m.size,
+        gzip_error: None,
+        key_error: None,
+        scan,
+    };
+    let problems = super::integrity_problems(Some(m), &report);
+    if !problems.is_empty() {
+        return Ok(Parallel::GaveWay(problems.join("; ")));
+    }
+    Ok(Parallel::Done(Box::new(Attempt {
+        report,
+        problems,
+        outcome: Outcome::Committed,
+    })))
+}
+
+/// The three phases, and what the gate found in all of them.
+async fn phases(
+    job: &Job<'_>,
+    m: &Manifest,
+    plan: &Plan,
+    sessions: &Sessions<'_>,
+    reading: digest::Reading,
+    cancel: &CancellationToken,
+) -> Step<ScanResult> {
+    let (before, proof) = match schema(job, m, plan, reading, cancel).await? {
+        Ok(done) => done,
+        Err(why) => return Ok(Err(why)),
+    };
+    if let Err(why) = between(job, plan, &proof, cancel).await? {
+        return Ok(Err(why));
+    }
+    let blocks = match data(job, plan, sessions, cancel).await? {
+        Ok(scans) => scans,
+        Err(why) => return Ok(Err(why)),
+    };
+    let after = match the_rest(job, m, plan, cancel).await? {
+        Ok(scan) => scan,
+        Err(why) => return Ok(Err(why)),
+    };
+    Ok(Ok(merge(before, blocks, after)))
+}
+
+/// A session that starts mid-dump, with pg_dump's session settings.
+async fn session(target: &Target<'_>) -> Result<PsqlTransaction, RestoreError> {
+    Ok(PsqlTransaction::begin(target.psql, target.url, SESSION).await?)
+}
+
+/// What the server did, in a few words.
+fn said(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Committed => "it committed".into(),
+        Outcome::RolledBack(Some(f)) | Outcome::NotStarted(f) => f.to_string(),
+        Outcome::RolledBack(None) => "it was rolled back".into(),
+        Outcome::Unknown(f) | Outcome::EndedEarly(f) => format!("its end is not pgvigil's ({f})"),
+    }
+}
+
+/// Commits `tx`; `Err(why)` unless the server committed it.
+async fn committed(tx: &mut PsqlTransaction, guard: Option<&str>, what: &str, cancel: &CancellationToken) -> Step<()> {
+    match tx.commit(guard, cancel).await {
+        Outcome::Committed => Ok(Ok(())),
+        _ if cancel.is_cancelled() => Err(StreamError::Cancelled.into()),
+        other => Ok(Err(format!("{what} did not commit: {}", said(&other)))),
+    }
+}
+
+/// `Err(why)` when psql stopped, or the part is not as recorded or does not end cleanly.
+fn as_recorded(read: &PartRead, stopped: Option<&Outcome>, part: &plan::Part, what: &str) -> Result<(), String> {
+    if let Some(outcome) = stopped {
+        return Err(format!("{what}: psql stopped: {}", said(outcome)));
+    }
+    if let Some(why) = read.differs(part, what) {
+        return Err(why);
+    }
+    if !read.ends_cleanly {
+        return Err(format!("{what} does not end where a statement may begin"));
+    }
+    Ok(())
+}
+
+/// Whether the schema leaves the session as pg_dump's header sets it, which is how the later
+/// sessions begin ([`SESSION`]).
+fn same_session(settings: &BTreeMap<String, String>) -> Result<(), String> {
+    let is = |v: &str, any: &[&str]| any.iter().any(|a| v.eq_ignore_ascii_case(a));
+    let utf8 = settings
+        .get("client_encoding")
+        .is_some_and(|e| e.replace(['-', '_'], "").eq_ignore_ascii_case("utf8"));
+    if !utf8 {
+        return Err("the dump's encoding is not UTF-8".into());
+    }
+    for (name, value) in settings {
+        let same = match name.as_str() {
+            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" | "transaction_timeout" => value == "0",
+            "standard_conforming_strings" => is(value, &["on", "true"]),
+            "check_function_bodies" | "row_security" => is(value, &["off", "false"]),
+            "xmloption" => is(value, &["content"]),
+            "search_path" | "default_tablespace" => value.is_empty(),
+            "client_encoding" | "client_min_messages" | "default_table_access_method" => true,
+            _ => false,
+        };
+        if !same {
+            let shown: String = value.chars().filter(|c| !c.is_control()).take(40).collect();
+            return Err(format!("the dump's schema leaves the session with {name} = '{shown}'"));
+        }
+    }
+    Ok(())
+}
+
+/// Phase 1: the schema before the data, committed once the whole object is proven.
+async fn schema(
+    job: &Job<'_>,
+    m: &Manifest,
+    plan: &Plan,
+    mut reading: digest::Reading,
+    cancel: &CancellationToken,
+) -> Step<(ScanResult, digest::Proof)> {
+    let mut tx = PsqlTransaction::begin(job.target.psql, job.target.url, job.target.preamble).await?;
+    let what = "the schema before the data";
+    let (read, stopped) = part::read(
+        job.storage,
+        job.key,
+        &plan.before,
+        Judge::Gate(job.rules.clone()),
+        Some(&mut tx),
+        cancel,
+    )
+    .await?;
+    let checked = as_recorded(&read, stopped.as_ref(), &plan.before, what)
+        .and_then(|()| same_session(&read.settings))
+        .and_then(|()| match (read.scan.copies.is_empty(), read.restrict.1) {
+            (true, false) => Ok(()),
+            _ => Err(format!("{what} holds COPY data or the dump's closing lines")),
+        });
+    let proof = match checked {
+        Ok(()) => digest::proven(&mut reading, m, plan).await?,
+        Err(why) => Err(why),
+    };
+    let proof = match proof {
+        Ok(proof) => proof,
+        Err(why) => {
+            tx.rollback().await;
+            return Ok(Err(why));
+        }
+    };
+    Ok(committed(&mut tx, None, what, cancel).await?.map(|()| (read.scan, proof)))
+}
+
+/// The runs between COPY blocks: comments only, and the bytes the second read saw.
+async fn between(job: &Job<'_>, plan: &Plan, proof: &digest::Proof, cancel: &CancellationToken) -> Step<()> {
+    for run in &plan.between {
+        let (read, _) = part::read(job.storage, job.key, run, Judge::CommentsOnly, None, cancel).await?;
+        let what = format!("bytes {} to {} of the object", run.offset, run.offset + run.length);
+        if let Some(why) = read.differs(run, &what) {
+            return Ok(Err(why));
+        }
+        if proof.parts.get(&run.offset) != Some(&read.sha256) {
+            return Ok(Err(format!("{what} changed while they were read")));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Phase 2: the tables' blocks over up to `jobs` sessions; each session commits at its end.
+async fn data(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &CancellationToken) -> Step<Vec<ScanResult>> {
+    let queue = std::sync::Mutex::new(plan.blocks.iter().cloned().collect::<VecDeque<Block>>());
+    // One session giving way, or failing, stops the others.
+    let stop = cancel.child_token();
+    let (queue, stop) = (&queue, &stop);
+    let workers = (0..sessions.jobs.clamp(1, plan.blocks.len().max(1))).map(|i| async move {
+        let bound = (i > 0).then_some(sessions.bound);
+        let done = worker(job, queue, bound, stop).await;
+        if !matches!(done, Ok(Ok(_))) {
+            stop.cancel();
+        }
+        done
+    });
+    let results = futures::future::join_all(workers).await;
+    let mut scans = Vec::new();
+    let mut gave_way = None;
+    let mut failed = None;
+    for r in results {
+        match r {
+            Ok(Ok(mut s)) => scans.append(&mut s),
+            Ok(Err(why)) => {
+                gave_way.get_or_insert(why);
+            }
+            Err(RestoreError::Stream(StreamError::Cancelled)) if !cancel.is_cancelled() => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match (failed, gave_way) {
+        (Some(e), _) => Err(e),
+        (None, Some(why)) => Ok(Err(why)),
+        (None, None) if stop.is_cancelled() && !cancel.is_cancelled() => Ok(Err("a data session stopped".into())),
+        (None, None) => Ok(Ok(scans)),
+    }
+}
+
+/// One data session: blocks from the queue until it is empty, then its COMMIT. Every session
+/// but a restore's first holds a permit of the shared bound (`bound`) while it lives.
+async fn worker(
+    job: &Job<'_>,
+    queue: &std::sync::Mutex<VecDeque<Block>>,
+    bound: Option<&Semaphore>,
+    stop: &CancellationToken,
+) -> Step<Vec<ScanResult>> {
+    let _permit = match bound {
+        Some(b) => Some(tokio::select! {
+            p = b.acquire() => p.map_err(|_| StreamError::Cancelled)?,
+            () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
+        }),
+        None => None,
+    };
+    let mut tx: Option<PsqlTransaction> = None;
+    let mut scans = Vec::new();
+    // (The queue's lock is held only while a block is taken.)
+    while let Some(block) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+        if tx.is_none() {
+            tx = Some(session(job.target).await?);
+        }
+        let what = format!("the data of {}", block.table);
+        let (read, stopped) = part::read(job.storage, job.key, &block.part, Judge::Gate(job.rules.clone()), tx.as_mut(), stop).await?;
+        if let Err(why) = as_recorded(&read, stopped.as_ref(), &block.part, &what) {
+            return Ok(Err(why));
+        }
+        if tx.as_ref().is_some_and(PsqlTransaction::is_broken) {
+            return Ok(Err(format!("loading {what}: psql stopped")));
+        }
+        let s = &read.scan;
+        let exact =
+            matches!(s.copies.as_slice(), [c] if c.table == block.table && c.rows == block.rows && c.begin == 0 && c.end == s.bytes);
+        if !exact || s.transaction_lines > 0 || s.privilege_lines_removed > 0 || read.restrict != (false, false) {
+            return Ok(Err(format!("{what} is not exactly one COPY block of its {} rows", block.rows)));
+        }
+        scans.push(read.scan);
+    }
+    let Some(mut tx) = tx else { return Ok(Ok(scans)) };
+    committed(&mut tx, None, "a data session", stop).await.map(|r| r.map(|()| scans))
+}
+
+/// Phase 3: what follows the data, committed after the table-of-contents guard.
+async fn the_rest(job: &Job<'_>, m: &Manifest, plan: &Plan, cancel: &CancellationToken) -> Step<ScanResult> {
+    let mut tx = session(job.target).await?;
+    let what = "what follows the data";
+    let (read, stopped) = part::read(
+        job.storage,
+        job.key,
+        &plan.after,
+        Judge::Gate(job.rules.clone()),
+        Some(&mut tx),
+        cancel,
+    )
+    .await?;
+    let checked = match as_recorded(&read, stopped.as_ref(), &plan.after, what) {
+        Ok(()) if !read.scan.complete => Err("the dump does not end with pg_dump's closing line".into()),
+        Ok(()) if !read.scan.copies.is_empty() || read.restrict.0 => Err(format!("{what} holds COPY data or the dump's opening lines")),
+        other => other,
+    };
+    if let Err(why) = checked {
+        tx.rollback().await;
+        return Ok(Err(why));
+    }
+    let guard = super::toc::guard_sql(&m.toc);
+    Ok(committed(&mut tx, guard.as_deref(), what, cancel).await?.map(|()| read.scan))
+}
+
+/// One scan of the whole dump from the scans of its parts.
+fn merge(before: ScanResult, blocks: Vec<ScanResult>, after: ScanResult) -> ScanResult {
+    let mut all = before;
+    for part in blocks.into_iter().chain(std::iter::once(after)) {
+        for (t, rows) in part.tables {
+            *all.tables.entry(t).or_insert(0) += rows;
+        }
+        all.complete = part.complete;
+        all.dumped_from = all.dumped_from.or(part.dumped_from);
+        all.dumped_by = all.dumped_by.or(part.dumped_by);
+        all.bytes += part.bytes;
+        all.open_copy = all.open_copy.or(part.open_copy);
+        all.extensions.extend(part.extensions);
+        all.transaction_lines += part.transaction_lines;
+        all.forbidden = all.forbidden.or(part.forbidden);
+        all.owners.extend(part.owners);
+        for (t, g) in part.grants {
+            all.grants.entry(t).or_default().extend(g);
+        }
+        all.privilege_lines_removed += part.privilege_lines_removed;
+        all.roles.extend(part.roles);
+        all.copies.extend(part.copies);
+        all.toc.extend(part.toc);
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pg_dumps_own_session_lets_later_sessions_start_as_it_does() {
+        let header = [
+            ("statement_timeout", "0"),
+            ("lock_timeout", "0"),
+            ("client_encoding", "UTF8"),
+            ("standard_conforming_strings", "on"),
+            ("search_path", ""),
+            ("check_function_bodies", "false"),
+            ("xmloption", "content"),
+            ("client_min_messages", "warning"),
+            ("row_security", "off"),
+            ("default_tablespace", ""),
+            ("default_table_access_method", "heap"),
+        ];
+        let with = |extra: &[(&str, &str)]| -> BTreeMap<String, String> {
+            header
+                .iter()
+                .chain(extra)
+                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+                .collect()
+        };
+        assert_eq!(same_session(&with(&[])), Ok(()));
+        for (extra, why) in [
+            (("role", "app_ro"), "role"),
+            (("session_authorization", "app"), "session_authorization"),
+            (("search_path", "public"), "search_path"),
+            (("client_encoding", "LATIN1"), "not UTF-8"),
+            (("row_security", "on"), "row_security"),
+            (("statement_timeout", "5"), "statement_timeout"),
+        ] {
+            let got = same_session(&with(&[extra])).unwrap_err();
+            assert!(got.contains(why), "{extra:?}: {got}");
+        }
+        assert!(same_session(&BTreeMap::new()).unwrap_err().contains("not UTF-8"));
+        assert_eq!(same_session(&with(&[("client_encoding", "utf-8")])), Ok(()));
+    }
+}
