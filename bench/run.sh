@@ -138,7 +138,8 @@ for size in "${SIZES[@]}"; do
   objsize=$(stat -c %s "$WORK/latest.sql.gz")
   obj1size=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/b1-$DB/backup_latest.sql.gz" | awk '{print $3}')
   case_add floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
-  case_add verify "pgvigil_env b6-$DB 6 $BIN/pgvigil-verify --once"
+  case_add verify "pgvigil_env b6-$DB 6 env VERIFY_JOBS=1 $BIN/pgvigil-verify --once"
+  case_add verifyjobs "pgvigil_env b6-$DB 6 env VERIFY_JOBS=2 $BIN/pgvigil-verify --once"
   case_add check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
   case_add checkdeep "pgvigil_env b6-$DB 6 $BIN/pgvigil check --deep --last 1"
   case_add verifyage "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_IDENTITY_FILE=$AGEKEY $BIN/pgvigil-verify --once"
@@ -146,7 +147,14 @@ for size in "${SIZES[@]}"; do
   fresh="${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS rto_restore' -c 'CREATE DATABASE rto_restore'"
   case_add restore "$fresh && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --to postgresql://postgres@127.0.0.1:$PGPORT/rto_restore"
   case_add table "$fresh && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --table public.invoices --to postgresql://postgres@127.0.0.1:$PGPORT/rto_restore"
+  case_add restorejobs "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS rto_jobs' && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --create rto_jobs --jobs 2 --to postgresql://postgres@127.0.0.1:$PGPORT/postgres"
+  # The anchor users would pick instead: pg_restore -j 2 from a directory dump of the same database.
+  rm -rf "$WORK/dirdump"
+  "${DUMP[@]}" -Fd -j 2 -f "$WORK/dirdump" -d "$DB"
+  case_add pgrestore "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS pgr_restore' -c 'CREATE DATABASE pgr_restore' && $PGBIN/pg_restore -h 127.0.0.1 -p $PGPORT -U postgres -j 2 -d pgr_restore $WORK/dirdump"
   run_cases
+  rm -rf "$WORK/dirdump"
+  "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS rto_jobs" -c "DROP DATABASE IF EXISTS pgr_restore"
   # What the one-table restore read from storage (its own line), against the object's size.
   bash -c "$fresh" >/dev/null
   tableread=$(pgvigil_env "b6-$DB" 6 "$BIN/pgvigil" restore --table public.invoices --to "postgresql://postgres@127.0.0.1:$PGPORT/rto_restore" | awk '/^read / {print $2, $3}')
@@ -164,9 +172,12 @@ for size in "${SIZES[@]}"; do
     echo "| | | pgvigil backup, level 6, without the \`backup_latest\` copy (\`BACKUP_LATEST_COPY=false\`) | ${WALL[backup6nolatest]} | $(ratio "${WALL[backup6nolatest]}" "${WALL[peer]}") × peer (the copy: $(awk -v a="${WALL[backup6]}" -v b="${WALL[backup6nolatest]}" 'BEGIN {printf "%.2f s", a - b}')) | $(mib "${RSS[backup6nolatest]}") |"
     echo "| | | pgvigil backup, level 6, encrypted with age | ${WALL[backup6age]} | $(ratio "${WALL[backup6age]}" "${WALL[peer]}") × peer ($(ratio "${WALL[backup6age]}" "${WALL[backup6]}") × plain) | $(mib "${RSS[backup6age]}") |"
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
-    echo "| | | pgvigil verify | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
+    echo "| | | \`pg_restore -j 2\` (directory dump of the same database) | ${WALL[pgrestore]} | $(ratio "${WALL[pgrestore]}" "${WALL[floor]}") × floor | — |"
+    echo "| | | pgvigil verify, one stream (\`VERIFY_JOBS=1\`) | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
+    echo "| | | pgvigil verify over 2 sessions (\`VERIFY_JOBS=2\`) | ${WALL[verifyjobs]} | $(ratio "${WALL[verifyjobs]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyjobs]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[verifyjobs]}") |"
     echo "| | | pgvigil verify, encrypted | ${WALL[verifyage]} | $(ratio "${WALL[verifyage]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyage]}" "${WALL[verify]}") × plain) | $(mib "${RSS[verifyage]}") |"
     echo "| | | pgvigil restore (whole database, into a new one) | ${WALL[restore]} | $(ratio "${WALL[restore]}" "${WALL[floor]}") × floor | $(mib "${RSS[restore]}") |"
+    echo "| | | pgvigil restore --create --jobs 2 | ${WALL[restorejobs]} | $(ratio "${WALL[restorejobs]}" "${WALL[floor]}") × floor ($(ratio "${WALL[restorejobs]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[restorejobs]}") |"
     echo "| | | pgvigil restore --table (~5 % of the data; read $tableread) | ${WALL[table]} | $(ratio "${WALL[table]}" "${WALL[restore]}") × full restore | $(mib "${RSS[table]}") |"
     echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object, size + SHA-256) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
     echo "| | | pgvigil check --deep (inflated) | ${WALL[checkdeep]} | $(awk -v s="$objsize" -v t="${WALL[checkdeep]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[checkdeep]}") |"

@@ -326,11 +326,16 @@ impl Operator {
                 identities: &self.settings.identities,
                 deadline: how.deadline,
             };
-            let Some((building, m, plan)) = parallel_first.take() else {
+            let parallel = parallel_first.take();
+            if parallel.is_some() && !roles.sql.trim().is_empty() {
+                // They would be committed with the schema, before the backup is proven.
+                observer.note("restoring in one stream: the roles the backup needs are created in the restore's own transaction");
+            }
+            let Some((building, m, plan)) = parallel.filter(|_| roles.sql.trim().is_empty()) else {
                 return Ok((self.one_stream(key, m, &target, observer, cancel).await, None));
             };
             match self.parallel(key, m, &plan, &target, req.jobs, observer, cancel).await {
-                Ok(Some(attempt)) => return Ok((Ok(attempt), Some(req.jobs.min(plan.blocks.len())))),
+                Ok(Some((attempt, used))) => return Ok((Ok(attempt), Some(used))),
                 Ok(None) => building.recreate().await?,
                 Err(e) => return Ok((Err(e), None)),
             }
@@ -351,37 +356,6 @@ impl Operator {
         let attempt = restore_into(self.storage.as_ref(), key, m, target, progress, cancel).await;
         observer.end();
         attempt
-    }
-
-    /// The restore over up to `jobs` sessions: `Ok(None)` when it gave way (the database is to
-    /// be emptied and the restore run in one stream).
-    #[allow(clippy::too_many_arguments)]
-    async fn parallel(
-        &self,
-        key: &Key,
-        m: &Manifest,
-        plan: &crate::pipeline::restore::parallel::Plan,
-        target: &Target<'_>,
-        jobs: usize,
-        observer: &dyn Observer,
-        cancel: &CancellationToken,
-    ) -> Result<Option<Attempt>, RestoreError> {
-        use crate::pipeline::restore::parallel::{restore_parallel, Parallel, Sessions};
-        let jobs = jobs.min(plan.blocks.len());
-        observer.note(&format!("restoring {key} into {} over {jobs} sessions ...", target.url));
-        let bound = tokio::sync::Semaphore::new(jobs);
-        let sessions = Sessions { jobs, bound: &bound };
-        let deadline = target.deadline.map(|d| tokio::time::Instant::now() + d);
-        let run = restore_parallel(&self.storage, key, m, plan, target, &sessions, cancel);
-        match crate::pipeline::restore::before(deadline, run).await {
-            None => Err(RestoreError::TimedOut(target.deadline.unwrap_or_default())),
-            Some(Ok(Parallel::Done(attempt))) => Ok(Some(*attempt)),
-            Some(Ok(Parallel::GaveWay(why))) => {
-                observer.note(&format!("the parallel restore gave way to one stream: {why}"));
-                Ok(None)
-            }
-            Some(Err(e)) => Err(e),
-        }
     }
 
     /// What is in a target now, and its server's major version (for a confirmation before

@@ -11,7 +11,10 @@ use super::restore::{RestoreOutcome, RestoreRequest};
 use super::{Observer, Operator, OperatorError};
 use crate::infra::pg::{self, scratch, PgError};
 use crate::infra::secret::DbUrl;
+use crate::infra::storage::Key;
+use crate::pipeline::restore::{Attempt, RestoreError, Target};
 use crate::pipeline::stages::dumpscan::roles::quote;
+use crate::records::manifest::Manifest;
 use tokio_util::sync::CancellationToken;
 
 /// The database a `--create` restore is building.
@@ -63,20 +66,21 @@ impl Operator {
             return Err(usage(format!("--create: a database name of 1 to {MAX_NAME} bytes, please")));
         }
         let admin = &req.target;
+        let building = format!("{}{:08x}", scratch::BUILDING, rand::random::<u32>());
+        let inner = RestoreRequest {
+            target: admin.with_database(&building).map_err(usage)?,
+            clean: false,
+            create: None,
+            ..req.clone()
+        };
         let mut conn = pg::connect(admin).await?;
-        let prepared = self.prepare_building(&mut conn, admin, name, observer).await;
+        let prepared = self.prepare_building(&mut conn, admin, (name, building, observer)).await;
         let building = match prepared {
             Ok(b) => b,
             Err(e) => {
                 pg::close(conn).await;
                 return Err(e);
             }
-        };
-        let inner = RestoreRequest {
-            target: admin.with_database(&building.name).map_err(usage)?,
-            clean: false,
-            create: None,
-            ..req.clone()
         };
         observer.note(&format!(
             "building the new database as {} (renamed to {name} once the restore succeeded)",
@@ -113,8 +117,7 @@ impl Operator {
         &self,
         conn: &mut sqlx::PgConnection,
         admin: &DbUrl,
-        name: &str,
-        observer: &dyn Observer,
+        (name, building, observer): (&str, String, &dyn Observer),
     ) -> Result<Building, OperatorError> {
         match scratch::drop_abandoned_with(conn, admin, scratch::BUILDING).await {
             Ok(dropped) if !dropped.is_empty() => {
@@ -138,7 +141,6 @@ impl Operator {
                 "database {name} already exists on the target's server; pick another name for --create (or restore into it without --create)"
             )));
         }
-        let building = format!("{}{:08x}", scratch::BUILDING, rand::random::<u32>());
         if !scratch::lock(conn, admin, &building).await? {
             return Err(usage(format!("{building} is in use by another restore; run the command again")));
         }
@@ -154,10 +156,43 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// The restore over up to `jobs` sessions, and how many loaded data: `Ok(None)` when it gave
+    /// way (the database is to be emptied and the restore run in one stream).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn parallel(
+        &self,
+        key: &Key,
+        m: &Manifest,
+        plan: &crate::pipeline::restore::parallel::Plan,
+        target: &Target<'_>,
+        jobs: usize,
+        observer: &dyn Observer,
+        cancel: &CancellationToken,
+    ) -> Result<Option<(Attempt, usize)>, RestoreError> {
+        use crate::pipeline::restore::parallel::{restore_parallel, Parallel, Sessions};
+        let jobs = jobs.min(plan.blocks.len());
+        observer.note(&format!("restoring {key} into {} over {jobs} sessions ...", target.url));
+        let bound = tokio::sync::Semaphore::new(jobs);
+        let sessions = Sessions { jobs, bound: &bound };
+        let deadline = target.deadline.map(|d| tokio::time::Instant::now() + d);
+        let run = restore_parallel(&self.storage, key, m, plan, target, &sessions, cancel);
+        let why = match crate::pipeline::restore::before(deadline, run).await {
+            Some(Ok(Parallel::Done(attempt, used))) => return Ok(Some((*attempt, used))),
+            Some(Ok(Parallel::GaveWay(why))) => why,
+            Some(Err(e)) => return Err(e),
+            None => "it did not finish within the deadline".into(),
+        };
+        let why: String = why.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        observer.note(&format!("the parallel restore gave way to one stream: {why}"));
+        Ok(None)
+    }
+}
+
 /// Gives the restored database its name (nobody may be connected to it).
 async fn rename(conn: &mut sqlx::PgConnection, admin: &DbUrl, building: &str, name: &str) -> Result<(), OperatorError> {
     if !scratch::is_scratch_name(building) {
-        return Err(usage(format!("refusing to rename {building:?}: not pgvigil's")));
+        return Err(usage(format!("refusing to rename {building}: not pgvigil's")));
     }
     sqlx::query(&format!("ALTER DATABASE \"{building}\" RENAME TO {}", quote(name)))
         .execute(&mut *conn)

@@ -119,7 +119,9 @@ pub async fn drop_abandoned(conn: &mut PgConnection, url: &DbUrl) -> Result<Vec<
 pub async fn drop_abandoned_with(conn: &mut PgConnection, url: &DbUrl, prefix: &str) -> Result<Vec<String>, PgError> {
     let mut dropped = Vec::new();
     for name in list_with(conn, url, prefix).await?.into_iter().filter(|n| is_scratch_name(n)) {
-        if !lock(conn, url, &name).await? {
+        // An advisory lock belongs to the database its session is in: one taken from another
+        // database of the server is seen only in pg_locks.
+        if held_anywhere(conn, url, &name).await? || !lock(conn, url, &name).await? {
             continue;
         }
         let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
@@ -137,6 +139,19 @@ pub async fn drop_abandoned_with(conn: &mut PgConnection, url: &DbUrl, prefix: &
         }
     }
     Ok(dropped)
+}
+
+/// Whether any session of the server, in any database, holds [`lock`] on `name`.
+async fn held_anywhere(conn: &mut PgConnection, url: &DbUrl, name: &str) -> Result<bool, PgError> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted \
+           AND classid = ($1::int8 & 4294967295)::oid AND objid = (hashtext($2)::int8 & 4294967295)::oid)",
+    )
+    .bind(i64::from(LOCK_CLASS))
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| classify(url, &e))
 }
 
 fn refuse(name: &str) -> PgError {

@@ -6,29 +6,33 @@ use super::run::Run;
 use crate::infra::pg;
 use crate::pipeline::restore::{parallel, restore_into, Attempt, RestoreError, Target};
 use crate::records::history::Evidence;
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// Restores over several sessions when the backup allows it ([`parallel`]; anything not as
 /// recorded makes it give way: the scratch database is made anew and the restore runs in one
-/// stream, whose verdict counts), else in one stream.
+/// stream, whose verdict counts), else in one stream. With the attempt, when the restore that
+/// decided it began (the checks after it have what is left of the deadline from then).
 pub(super) async fn restore(
     run: &Run<'_>,
     target: &Target<'_>,
     evidence: &mut Evidence,
     cancel: &CancellationToken,
-) -> Result<Attempt, RestoreError> {
+) -> Result<(Attempt, Instant), RestoreError> {
     let storage = run.ctx.storage.as_ref();
+    let started = Instant::now();
+    let one_stream = || async { restore_into(storage, run.key, Some(run.manifest), target, None, cancel).await };
     let jobs = run.ctx.cfg.jobs;
     if jobs < 2 {
-        return restore_into(storage, run.key, Some(run.manifest), target, None, cancel).await;
+        return Ok((one_stream().await?, started));
     }
     let plan = match parallel::plan(run.manifest) {
         Ok(plan) => plan,
         Err(why) => {
             info!("restoring {} in one stream: {why}", run.key);
             evidence.one_stream = Some(why.into());
-            return restore_into(storage, run.key, Some(run.manifest), target, None, cancel).await;
+            return Ok((one_stream().await?, started));
         }
     };
     let sessions = parallel::Sessions {
@@ -41,28 +45,30 @@ pub(super) async fn restore(
         parallel::restore_parallel(&run.ctx.storage, run.key, run.manifest, &plan, target, &sessions, cancel),
     )
     .await;
-    match restored.ok_or(RestoreError::TimedOut(target.deadline.unwrap_or_default()))?? {
-        parallel::Parallel::Done(attempt) => {
-            let used = jobs.min(plan.blocks.len());
+    let why = match restored {
+        Some(Ok(parallel::Parallel::Done(attempt, used))) => {
             info!(sessions = used, "restored {} over several sessions", run.key);
             evidence.restore_sessions = u32::try_from(used).ok();
-            Ok(*attempt)
+            return Ok((*attempt, started));
         }
-        parallel::Parallel::GaveWay(why) => {
-            info!("the parallel restore of {} gave way to one stream: {why}", run.key);
-            evidence.one_stream = Some(format!("the parallel restore gave way: {why}"));
-            let admin_url = &run.ctx.database_url;
-            let mut admin = pg::connect(admin_url).await?;
-            let made = async {
-                pg::scratch::drop(&mut admin, admin_url, run.scratch).await?;
-                pg::scratch::create(&mut admin, admin_url, run.scratch).await
-            }
-            .await;
-            pg::close(admin).await;
-            made?;
-            // The one stream gets the whole deadline: the parallel restore may have given way
-            // because of the environment, and running out of time may blame the backup.
-            restore_into(storage, run.key, Some(run.manifest), target, None, cancel).await
-        }
+        Some(Ok(parallel::Parallel::GaveWay(why))) => why,
+        Some(Err(e)) => return Err(e),
+        // Two reads and shared sessions: running out of time here says nothing of the backup.
+        None => "it did not finish within the deadline".into(),
+    };
+    let why: String = why.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    info!("the parallel restore of {} gave way to one stream: {why}", run.key);
+    evidence.one_stream = Some(format!("the parallel restore gave way: {why}"));
+    let admin_url = &run.ctx.database_url;
+    let mut admin = pg::connect(admin_url).await?;
+    let made = async {
+        pg::scratch::drop(&mut admin, admin_url, run.scratch).await?;
+        pg::scratch::create(&mut admin, admin_url, run.scratch).await
     }
+    .await;
+    pg::close(admin).await;
+    made?;
+    // The one stream gets the whole deadline, and decides the verdict.
+    let deciding = Instant::now();
+    Ok((one_stream().await?, deciding))
 }

@@ -106,7 +106,7 @@ async fn restore_and_check(
         identities: &run.ctx.identities,
         deadline: Some(run.deadline),
     };
-    let attempt = match super::restore::restore(run, &target, &mut evidence, cancel).await {
+    let (attempt, deciding) = match super::restore::restore(run, &target, &mut evidence, cancel).await {
         Ok(a) => a,
         Err(RestoreError::TimedOut(d)) if run.blames_backup => {
             return Ok(Verdict::failed(
@@ -136,7 +136,7 @@ async fn restore_and_check(
     let t1 = Instant::now();
     // The checks read what the backup defined (a policy or a view may call its functions): they
     // share the deadline. Past it the scratch database is dropped with whatever runs in it.
-    let left = run.deadline.saturating_sub(t0.elapsed());
+    let left = run.deadline.saturating_sub(deciding.elapsed());
     let mut conn = pg::connect(scratch_url).await?;
     let checked = tokio::select! {
         r = checks(&mut conn, scratch_url, run.manifest, run.queries, run.ctx.cfg.amcheck, &mut evidence) => r,

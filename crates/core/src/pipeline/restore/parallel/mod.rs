@@ -23,6 +23,7 @@
 mod digest;
 pub mod part;
 pub mod plan;
+mod session;
 
 pub use plan::{plan, Plan};
 
@@ -32,33 +33,23 @@ use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{DynStorage, Key, StorageError};
 use crate::pipeline::stages::dumpscan::{GateRules, ScanResult};
 use crate::records::manifest::Manifest;
-use part::{Judge, PartRead};
+use part::{merge, Judge, PartRead};
 use plan::Block;
-use std::collections::{BTreeMap, VecDeque};
+use session::{same_session, SESSION};
+use std::collections::VecDeque;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// How a parallel restore ended.
 #[derive(Debug)]
 pub enum Parallel {
-    /// Restored and committed; what the one-stream restore would have reported.
-    Done(Box<Attempt>),
+    /// Restored and committed: what the one-stream restore would have reported, and how many
+    /// sessions loaded table data.
+    Done(Box<Attempt>, usize),
     /// Something was not exactly as recorded, or a session failed (why): empty the database and
     /// restore in one stream.
     GaveWay(String),
 }
-
-/// The session settings of pg_dump's own header, for the sessions that start mid-dump (the dump's
-/// encoding is UTF-8, checked, and pgvigil's opening set it).
-const SESSION: &str = "SET statement_timeout = 0;
-SET lock_timeout = 0;
-SET idle_in_transaction_session_timeout = 0;
-SELECT pg_catalog.set_config('search_path', '', false);
-SET check_function_bodies = false;
-SET xmloption = content;
-SET client_min_messages = warning;
-SET row_security = off;
-";
 
 /// Where and how a parallel restore runs.
 pub struct Sessions<'a> {
@@ -109,8 +100,8 @@ pub async fn restore_parallel(
         rules: gate_rules(Some(m), target.strip),
     };
     let reading = digest::start(storage, key, plan, cancel);
-    let scan = match phases(&job, m, plan, sessions, reading, cancel).await? {
-        Ok(scan) => scan,
+    let (scan, used) = match phases(&job, m, plan, sessions, reading, cancel).await? {
+        Ok(done) => done,
         Err(why) => return Ok(Parallel::GaveWay(why)),
     };
     let report = StreamReport {
@@ -124,14 +115,15 @@ pub async fn restore_parallel(
     if !problems.is_empty() {
         return Ok(Parallel::GaveWay(problems.join("; ")));
     }
-    Ok(Parallel::Done(Box::new(Attempt {
+    let attempt = Attempt {
         report,
         problems,
         outcome: Outcome::Committed,
-    })))
+    };
+    Ok(Parallel::Done(Box::new(attempt), used))
 }
 
-/// The three phases, and what the gate found in all of them.
+/// The three phases: what the gate found in all of them, and how many sessions loaded data.
 async fn phases(
     job: &Job<'_>,
     m: &Manifest,
@@ -139,7 +131,7 @@ async fn phases(
     sessions: &Sessions<'_>,
     reading: digest::Reading,
     cancel: &CancellationToken,
-) -> Step<ScanResult> {
+) -> Step<(ScanResult, usize)> {
     let (before, proof) = match schema(job, m, plan, reading, cancel).await? {
         Ok(done) => done,
         Err(why) => return Ok(Err(why)),
@@ -147,15 +139,15 @@ async fn phases(
     if let Err(why) = between(job, plan, &proof, cancel).await? {
         return Ok(Err(why));
     }
-    let blocks = match data(job, plan, sessions, cancel).await? {
-        Ok(scans) => scans,
+    let (blocks, used) = match data(job, plan, sessions, cancel).await? {
+        Ok(done) => done,
         Err(why) => return Ok(Err(why)),
     };
     let after = match the_rest(job, m, plan, cancel).await? {
         Ok(scan) => scan,
         Err(why) => return Ok(Err(why)),
     };
-    Ok(Ok(merge(before, blocks, after)))
+    Ok(Ok((merge(before, blocks, after), used)))
 }
 
 /// A session that starts mid-dump, with pg_dump's session settings.
@@ -192,34 +184,6 @@ fn as_recorded(read: &PartRead, stopped: Option<&Outcome>, part: &plan::Part, wh
     }
     if !read.ends_cleanly {
         return Err(format!("{what} does not end where a statement may begin"));
-    }
-    Ok(())
-}
-
-/// Whether the schema leaves the session as pg_dump's header sets it, which is how the later
-/// sessions begin ([`SESSION`]).
-fn same_session(settings: &BTreeMap<String, String>) -> Result<(), String> {
-    let is = |v: &str, any: &[&str]| any.iter().any(|a| v.eq_ignore_ascii_case(a));
-    let utf8 = settings
-        .get("client_encoding")
-        .is_some_and(|e| e.replace(['-', '_'], "").eq_ignore_ascii_case("utf8"));
-    if !utf8 {
-        return Err("the dump's encoding is not UTF-8".into());
-    }
-    for (name, value) in settings {
-        let same = match name.as_str() {
-            "statement_timeout" | "lock_timeout" | "idle_in_transaction_session_timeout" | "transaction_timeout" => value == "0",
-            "standard_conforming_strings" => is(value, &["on", "true"]),
-            "check_function_bodies" | "row_security" => is(value, &["off", "false"]),
-            "xmloption" => is(value, &["content"]),
-            "search_path" | "default_tablespace" => value.is_empty(),
-            "client_encoding" | "client_min_messages" | "default_table_access_method" => true,
-            _ => false,
-        };
-        if !same {
-            let shown: String = value.chars().filter(|c| !c.is_control()).take(40).collect();
-            return Err(format!("the dump's schema leaves the session with {name} = '{shown}'"));
-        }
     }
     Ok(())
 }
@@ -279,7 +243,7 @@ async fn between(job: &Job<'_>, plan: &Plan, proof: &digest::Proof, cancel: &Can
 }
 
 /// Phase 2: the tables' blocks over up to `jobs` sessions; each session commits at its end.
-async fn data(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &CancellationToken) -> Step<Vec<ScanResult>> {
+async fn data(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &CancellationToken) -> Step<(Vec<ScanResult>, usize)> {
     let queue = std::sync::Mutex::new(plan.blocks.iter().cloned().collect::<VecDeque<Block>>());
     // One session giving way, or failing, stops the others.
     let stop = cancel.child_token();
@@ -294,11 +258,15 @@ async fn data(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &Canc
     });
     let results = futures::future::join_all(workers).await;
     let mut scans = Vec::new();
+    let mut used = 0;
     let mut gave_way = None;
     let mut failed = None;
     for r in results {
         match r {
-            Ok(Ok(mut s)) => scans.append(&mut s),
+            Ok(Ok(mut s)) => {
+                used += usize::from(!s.is_empty());
+                scans.append(&mut s);
+            }
             Ok(Err(why)) => {
                 gave_way.get_or_insert(why);
             }
@@ -312,7 +280,7 @@ async fn data(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &Canc
         (Some(e), _) => Err(e),
         (None, Some(why)) => Ok(Err(why)),
         (None, None) if stop.is_cancelled() && !cancel.is_cancelled() => Ok(Err("a data session stopped".into())),
-        (None, None) => Ok(Ok(scans)),
+        (None, None) => Ok(Ok((scans, used))),
     }
 }
 
@@ -324,11 +292,19 @@ async fn worker(
     bound: Option<&Semaphore>,
     stop: &CancellationToken,
 ) -> Step<Vec<ScanResult>> {
+    let drained = || queue.lock().map_or(true, |q| q.is_empty());
+    // A permit is waited for only while there is something left to load.
     let _permit = match bound {
-        Some(b) => Some(tokio::select! {
-            p = b.acquire() => p.map_err(|_| StreamError::Cancelled)?,
-            () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
-        }),
+        Some(b) => loop {
+            if drained() {
+                return Ok(Ok(Vec::new()));
+            }
+            tokio::select! {
+                p = b.acquire() => break Some(p.map_err(|_| StreamError::Cancelled)?),
+                () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        },
         None => None,
     };
     let mut tx: Option<PsqlTransaction> = None;
@@ -382,74 +358,4 @@ async fn the_rest(job: &Job<'_>, m: &Manifest, plan: &Plan, cancel: &Cancellatio
     }
     let guard = super::toc::guard_sql(&m.toc);
     Ok(committed(&mut tx, guard.as_deref(), what, cancel).await?.map(|()| read.scan))
-}
-
-/// One scan of the whole dump from the scans of its parts.
-fn merge(before: ScanResult, blocks: Vec<ScanResult>, after: ScanResult) -> ScanResult {
-    let mut all = before;
-    for part in blocks.into_iter().chain(std::iter::once(after)) {
-        for (t, rows) in part.tables {
-            *all.tables.entry(t).or_insert(0) += rows;
-        }
-        all.complete = part.complete;
-        all.dumped_from = all.dumped_from.or(part.dumped_from);
-        all.dumped_by = all.dumped_by.or(part.dumped_by);
-        all.bytes += part.bytes;
-        all.open_copy = all.open_copy.or(part.open_copy);
-        all.extensions.extend(part.extensions);
-        all.transaction_lines += part.transaction_lines;
-        all.forbidden = all.forbidden.or(part.forbidden);
-        all.owners.extend(part.owners);
-        for (t, g) in part.grants {
-            all.grants.entry(t).or_default().extend(g);
-        }
-        all.privilege_lines_removed += part.privilege_lines_removed;
-        all.roles.extend(part.roles);
-        all.copies.extend(part.copies);
-        all.toc.extend(part.toc);
-    }
-    all
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_pg_dumps_own_session_lets_later_sessions_start_as_it_does() {
-        let header = [
-            ("statement_timeout", "0"),
-            ("lock_timeout", "0"),
-            ("client_encoding", "UTF8"),
-            ("standard_conforming_strings", "on"),
-            ("search_path", ""),
-            ("check_function_bodies", "false"),
-            ("xmloption", "content"),
-            ("client_min_messages", "warning"),
-            ("row_security", "off"),
-            ("default_tablespace", ""),
-            ("default_table_access_method", "heap"),
-        ];
-        let with = |extra: &[(&str, &str)]| -> BTreeMap<String, String> {
-            header
-                .iter()
-                .chain(extra)
-                .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-                .collect()
-        };
-        assert_eq!(same_session(&with(&[])), Ok(()));
-        for (extra, why) in [
-            (("role", "app_ro"), "role"),
-            (("session_authorization", "app"), "session_authorization"),
-            (("search_path", "public"), "search_path"),
-            (("client_encoding", "LATIN1"), "not UTF-8"),
-            (("row_security", "on"), "row_security"),
-            (("statement_timeout", "5"), "statement_timeout"),
-        ] {
-            let got = same_session(&with(&[extra])).unwrap_err();
-            assert!(got.contains(why), "{extra:?}: {got}");
-        }
-        assert!(same_session(&BTreeMap::new()).unwrap_err().contains("not UTF-8"));
-        assert_eq!(same_session(&with(&[("client_encoding", "utf-8")])), Ok(()));
-    }
 }

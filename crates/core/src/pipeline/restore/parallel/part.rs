@@ -22,6 +22,9 @@ pub(super) enum Judge {
 /// What reading one part found.
 #[derive(Debug, Default)]
 pub(super) struct PartRead {
+    /// The part could not be read whole (why): storage failed, or the object changed under the
+    /// restore. Either way the one-stream restore reads it again and tells which.
+    pub failed: Option<String>,
     /// SHA-256 (hex) of the bytes read.
     pub sha256: String,
     /// The gzip layer's error, if any.
@@ -43,6 +46,9 @@ pub(super) struct PartRead {
 impl PartRead {
     /// Why the part is not exactly as the manifest records it (`None`: it is).
     pub(super) fn differs(&self, part: &Part, what: &str) -> Option<String> {
+        if let Some(why) = &self.failed {
+            return Some(format!("{what} could not be read whole: {why}"));
+        }
         if part.sha256.as_ref().is_some_and(|h| *h != self.sha256) {
             return Some(format!("{what} is not what the manifest records"));
         }
@@ -81,11 +87,10 @@ impl Comments {
         self.head.clear();
     }
 
-    fn finish(mut self) -> bool {
-        if !self.head.is_empty() {
-            self.end_line();
-        }
-        !self.bad
+    /// A last line without its newline is not a comment: read together with what follows, it
+    /// would take in the next block's first line.
+    fn finish(self) -> bool {
+        !self.bad && self.head.is_empty()
     }
 }
 
@@ -203,8 +208,38 @@ pub(super) async fn read(
     if cancel.is_cancelled() {
         return Err(StreamError::Cancelled);
     }
-    let read = done.map_err(|why| StorageError::other(format!("reading {key}: {why}"), true))?;
+    let read = done.unwrap_or_else(|why| PartRead {
+        failed: Some(why),
+        ..PartRead::default()
+    });
     Ok((read, None))
+}
+
+/// One scan of the whole dump from the scans of its parts.
+pub(super) fn merge(before: ScanResult, blocks: Vec<ScanResult>, after: ScanResult) -> ScanResult {
+    let mut all = before;
+    for part in blocks.into_iter().chain(std::iter::once(after)) {
+        for (t, rows) in part.tables {
+            *all.tables.entry(t).or_insert(0) += rows;
+        }
+        all.complete = part.complete;
+        all.dumped_from = all.dumped_from.or(part.dumped_from);
+        all.dumped_by = all.dumped_by.or(part.dumped_by);
+        all.bytes += part.bytes;
+        all.open_copy = all.open_copy.or(part.open_copy);
+        all.extensions.extend(part.extensions);
+        all.transaction_lines += part.transaction_lines;
+        all.forbidden = all.forbidden.or(part.forbidden);
+        all.owners.extend(part.owners);
+        for (t, g) in part.grants {
+            all.grants.entry(t).or_default().extend(g);
+        }
+        all.privilege_lines_removed += part.privilege_lines_removed;
+        all.roles.extend(part.roles);
+        all.copies.extend(part.copies);
+        all.toc.extend(part.toc);
+    }
+    all
 }
 
 #[cfg(test)]
@@ -213,7 +248,7 @@ mod tests {
 
     #[test]
     fn only_comments_and_blank_lines_pass_between_blocks() {
-        let cases: [(&[&[u8]], bool); 7] = [
+        let cases: [(&[&[u8]], bool); 8] = [
             (
                 &[b"\n--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: app\n--\n\n"],
                 true,
@@ -224,6 +259,7 @@ mod tests {
             (&[b"-\n"], false),
             (&[b"\\! rm -rf /\n"], false),
             (&[b"-- fine\n-x"], false),
+            (&[b"-- no newline at the end"], false),
         ];
         for (chunks, want) in cases {
             let mut c = Comments::default();

@@ -62,7 +62,7 @@ pub fn plan(m: &Manifest) -> Result<Plan, &'static str> {
         return Err("the backup was taken before pgvigil recorded the checksums of its parts");
     };
     // (A table whose partitions pg_dump loads through it has several blocks: each is a part.)
-    if m.table_members.iter().any(|t| t.sha256.is_none()) {
+    if m.table_members.iter().any(|t| t.sha256.is_none() || t.length == 0) || before.length == 0 || after.length == 0 {
         return Err("the backup was taken before pgvigil recorded the checksums of its parts");
     }
     if m.table_members.is_empty() {
