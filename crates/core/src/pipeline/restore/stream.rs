@@ -108,6 +108,21 @@ pub(super) fn open_source<'a, R: Read>(hashing: &'a mut Hashing<R>, identities: 
     }
 }
 
+impl<R: Read> Hashing<R> {
+    /// Reads (and so hashes) what is left, so that the hash covers the whole download; why the
+    /// download broke, if it did.
+    pub(super) fn read_rest(&mut self) -> Result<(), String> {
+        let mut sink = vec![0u8; CHUNK];
+        loop {
+            match self.read(&mut sink) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("the download broke: {e}")),
+            }
+        }
+    }
+}
+
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = match self.inner.read(buf) {
@@ -189,14 +204,7 @@ fn decode(
         return Err(Stop::Broken(format!("the download broke: {e}")));
     }
     // Read whatever follows a damaged member so the hash covers the whole object.
-    let mut sink = vec![0u8; CHUNK];
-    loop {
-        match hashing.read(&mut sink) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(Stop::Broken(format!("the download broke: {e}"))),
-        }
-    }
+    hashing.read_rest().map_err(Stop::Broken)?;
     let (sha256, size) = hashing.finish();
     Ok(Decoded {
         sha256,
@@ -265,10 +273,28 @@ pub async fn digest(
     progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<(String, u64), StreamError> {
+    let (sha256, size, _) = digest_parts(storage, key, &[], progress, cancel).await?;
+    Ok((sha256, size))
+}
+
+/// [`digest`], and the SHA-256 (hex) of each of `parts` (offset and length, sorted by offset, not
+/// overlapping) on the way, in their order.
+///
+/// # Errors
+/// As [`digest`].
+pub(super) async fn digest_parts(
+    storage: &dyn Storage,
+    key: &Key,
+    parts: &[(u64, u64)],
+    progress: Option<Progress>,
+    cancel: &CancellationToken,
+) -> Result<(String, u64, Vec<String>), StreamError> {
     use tokio::io::AsyncReadExt;
     let (mut reader, announced) = get(storage, key, cancel).await?;
-    let mut sha = Sha256::new();
-    let mut size = 0u64;
+    let mut whole = Sha256::new();
+    let mut each: Vec<Sha256> = parts.iter().map(|_| Sha256::new()).collect();
+    let mut first = 0;
+    let mut at = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = tokio::select! {
@@ -279,14 +305,29 @@ pub async fn digest(
         if n == 0 {
             break;
         }
-        sha.update(&buf[..n]);
-        size += n as u64;
+        let chunk = &buf[..n];
+        whole.update(chunk);
+        let end = at + n as u64;
+        while parts.get(first).is_some_and(|(o, l)| o.saturating_add(*l) <= at) {
+            first += 1;
+        }
+        for (i, (offset, length)) in parts.iter().enumerate().skip(first) {
+            if *offset >= end {
+                break;
+            }
+            let (from, to) = ((*offset).max(at), offset.saturating_add(*length).min(end));
+            if from < to {
+                each[i].update(&chunk[(from - at) as usize..(to - at) as usize]);
+            }
+        }
+        at = end;
         if let Some(p) = &progress {
-            p.store(size, std::sync::atomic::Ordering::Relaxed);
+            p.store(at, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    read_to_the_end(key, size, announced)?;
-    Ok((hex::encode(sha.finalize()), size))
+    read_to_the_end(key, at, announced)?;
+    let each = each.into_iter().map(|h| hex::encode(h.finalize())).collect();
+    Ok((hex::encode(whole.finalize()), at, each))
 }
 
 /// Streams `key` through the integrity stages without restoring it (`pgvigil check --deep`).

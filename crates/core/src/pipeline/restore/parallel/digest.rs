@@ -4,9 +4,8 @@
 
 use super::plan::Plan;
 use crate::infra::storage::{DynStorage, Key, StorageError};
-use crate::pipeline::restore::stream::{get, read_to_the_end, StreamError};
+use crate::pipeline::restore::stream::{digest_parts, StreamError};
 use crate::records::manifest::Manifest;
-use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
@@ -43,48 +42,10 @@ pub(super) fn start(storage: &DynStorage, key: &Key, plan: &Plan, cancel: &Cance
 }
 
 /// Reads the whole object: its SHA-256, its size, and the SHA-256 of each of `parts` (sorted by
-/// offset, not overlapping).
+/// offset, not overlapping), by offset.
 async fn read(storage: &DynStorage, key: &Key, parts: &[(u64, u64)], cancel: &CancellationToken) -> Read {
-    use tokio::io::AsyncReadExt;
-    let (mut reader, announced) = get(storage.as_ref(), key, cancel).await?;
-    let mut whole = Sha256::new();
-    let mut each: Vec<Sha256> = parts.iter().map(|_| Sha256::new()).collect();
-    let mut first = 0;
-    let mut at = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(StreamError::Cancelled),
-            r = reader.read(&mut buf) => r.map_err(|e| StorageError::other(format!("reading {key}: the download broke: {e}"), true))?,
-        };
-        if n == 0 {
-            break;
-        }
-        let chunk = &buf[..n];
-        whole.update(chunk);
-        let end = at + n as u64;
-        while parts.get(first).is_some_and(|(o, l)| o.saturating_add(*l) <= at) {
-            first += 1;
-        }
-        for (i, (offset, length)) in parts.iter().enumerate().skip(first) {
-            if *offset >= end {
-                break;
-            }
-            let (from, to) = ((*offset).max(at), offset.saturating_add(*length).min(end));
-            if from < to {
-                each[i].update(&chunk[(from - at) as usize..(to - at) as usize]);
-            }
-        }
-        at = end;
-    }
-    read_to_the_end(key, at, announced)?;
-    let hashes = parts
-        .iter()
-        .zip(each)
-        .map(|((offset, _), h)| (*offset, hex::encode(h.finalize())))
-        .collect();
-    Ok((hex::encode(whole.finalize()), at, hashes))
+    let (sha256, size, each) = digest_parts(storage.as_ref(), key, parts, None, cancel).await?;
+    Ok((sha256, size, parts.iter().map(|(offset, _)| *offset).zip(each).collect()))
 }
 
 /// Waits for the reading, and compares it with the manifest: `Err(why)` when the object is not

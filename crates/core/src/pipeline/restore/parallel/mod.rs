@@ -68,6 +68,18 @@ struct Job<'a> {
     rules: GateRules,
 }
 
+impl Job<'_> {
+    /// Reads `part` through the gate, into `psql` when given.
+    async fn gated(
+        &self,
+        part: &plan::Part,
+        psql: Option<&mut PsqlTransaction>,
+        cancel: &CancellationToken,
+    ) -> Result<(PartRead, Option<Outcome>), StreamError> {
+        part::read(self.storage, self.key, part, Judge::Gate(self.rules.clone()), psql, cancel).await
+    }
+}
+
 /// `Err(why)`: give way.
 type Step<T> = Result<Result<T, String>, RestoreError>;
 
@@ -198,15 +210,7 @@ async fn schema(
 ) -> Step<(ScanResult, digest::Proof)> {
     let mut tx = PsqlTransaction::begin(job.target.psql, job.target.url, job.target.preamble).await?;
     let what = "the schema before the data";
-    let (read, stopped) = part::read(
-        job.storage,
-        job.key,
-        &plan.before,
-        Judge::Gate(job.rules.clone()),
-        Some(&mut tx),
-        cancel,
-    )
-    .await?;
+    let (read, stopped) = job.gated(&plan.before, Some(&mut tx), cancel).await?;
     let checked = as_recorded(&read, stopped.as_ref(), &plan.before, what)
         .and_then(|()| same_session(&read.settings))
         .and_then(|()| match (read.scan.copies.is_empty(), read.restrict.1) {
@@ -315,7 +319,7 @@ async fn worker(
             tx = Some(session(job.target).await?);
         }
         let what = format!("the data of {}", block.table);
-        let (read, stopped) = part::read(job.storage, job.key, &block.part, Judge::Gate(job.rules.clone()), tx.as_mut(), stop).await?;
+        let (read, stopped) = job.gated(&block.part, tx.as_mut(), stop).await?;
         if let Err(why) = as_recorded(&read, stopped.as_ref(), &block.part, &what) {
             return Ok(Err(why));
         }
@@ -338,15 +342,7 @@ async fn worker(
 async fn the_rest(job: &Job<'_>, m: &Manifest, plan: &Plan, cancel: &CancellationToken) -> Step<ScanResult> {
     let mut tx = session(job.target).await?;
     let what = "what follows the data";
-    let (read, stopped) = part::read(
-        job.storage,
-        job.key,
-        &plan.after,
-        Judge::Gate(job.rules.clone()),
-        Some(&mut tx),
-        cancel,
-    )
-    .await?;
+    let (read, stopped) = job.gated(&plan.after, Some(&mut tx), cancel).await?;
     let checked = match as_recorded(&read, stopped.as_ref(), &plan.after, what) {
         Ok(()) if !read.scan.complete => Err("the dump does not end with pg_dump's closing line".into()),
         Ok(()) if !read.scan.copies.is_empty() || read.restrict.0 => Err(format!("{what} holds COPY data or the dump's opening lines")),

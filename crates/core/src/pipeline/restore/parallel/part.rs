@@ -145,14 +145,7 @@ fn read_part(
     if let Some(e) = hashing.io_error() {
         return Err(format!("the download broke: {e}"));
     }
-    let mut sink = vec![0u8; CHUNK];
-    loop {
-        match hashing.read(&mut sink) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => return Err(format!("the download broke: {e}")),
-        }
-    }
+    hashing.read_rest()?;
     let (sha256, size) = hashing.finish();
     if size < part.length {
         return Err(format!("the download ended after {size} of {} bytes", part.length));

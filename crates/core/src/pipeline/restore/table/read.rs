@@ -101,18 +101,6 @@ fn inflate(
     }
 }
 
-/// Reads what is left of a hashed download, so its hash covers all of it.
-fn drain<R: Read>(hashing: &mut Hashing<R>) -> Result<(), Stop> {
-    let mut sink = vec![0u8; CHUNK];
-    loop {
-        match hashing.read(&mut sink) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(Stop::Broken(format!("the download broke: {e}"))),
-        }
-    }
-}
-
 /// The reading thread's means: where it reads from, where it sends to, and what it found so far.
 struct Reader<'a> {
     handle: &'a tokio::runtime::Handle,
@@ -202,7 +190,7 @@ impl Reader<'_> {
         if let Some(e) = hashing.io_error() {
             return Err(Stop::Broken(format!("the download broke: {e}")));
         }
-        drain(&mut hashing)?;
+        hashing.read_rest().map_err(Stop::Broken)?;
         let (sha, size) = hashing.finish();
         self.read = size;
         if size < announced {
@@ -233,7 +221,7 @@ impl Reader<'_> {
         if let Some(e) = hashing.io_error() {
             return Err(Stop::Broken(format!("the download broke: {e}")));
         }
-        drain(&mut hashing)?;
+        hashing.read_rest().map_err(Stop::Broken)?;
         let (sha, size) = hashing.finish();
         self.read += size;
         if size < r.length {
