@@ -7,8 +7,9 @@
 //! 2. the tables' COPY blocks, largest first, in up to `jobs` sessions at once (each holding one
 //!    block at a time and a permit of the shared bound), each session committed at its end; the runs
 //!    between blocks may hold nothing but comments;
-//! 3. what follows the data (indexes, constraints, triggers, sequence values, large objects), in one
-//!    session, committed only after the table-of-contents guard passed.
+//! 3. what follows the data (indexes, constraints, triggers, sequence values, large objects): each
+//!    table's index builds in sessions of their own as in phase 2, then the rest in the dump's
+//!    order in one session, committed only after the table-of-contents guard passed ([`rest`]).
 //!
 //! Meanwhile the whole object is read once more through SHA-256 only, hashing each part on the way
 //! ([`digest`]): nothing is committed before every byte is proven to be what the manifest records.
@@ -23,6 +24,7 @@
 mod digest;
 pub mod part;
 pub mod plan;
+mod rest;
 mod session;
 
 pub use plan::{plan, Plan};
@@ -33,7 +35,7 @@ use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{DynStorage, Key, StorageError};
 use crate::pipeline::stages::dumpscan::{GateRules, ScanResult};
 use crate::records::manifest::Manifest;
-use part::{merge, Judge, PartRead};
+use part::{Judge, PartRead, Sink};
 use plan::Block;
 use session::{same_session, SESSION};
 use std::collections::VecDeque;
@@ -69,19 +71,27 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// Reads `part` through the gate, into `psql` when given.
+    /// Reads `part` through the gate, into `sink`.
     async fn gated(
         &self,
         part: &plan::Part,
-        psql: Option<&mut PsqlTransaction>,
+        sink: Sink<'_>,
         cancel: &CancellationToken,
     ) -> Result<(PartRead, Option<Outcome>), StreamError> {
-        part::read(self.storage, self.key, part, Judge::Gate(self.rules.clone()), psql, cancel).await
+        part::read(self.storage, self.key, part, Judge::Gate(self.rules.clone()), sink, cancel).await
     }
 }
 
 /// `Err(why)`: give way.
 type Step<T> = Result<Result<T, String>, RestoreError>;
+
+/// What one session of phase 2 or 3 does at a time.
+enum Work {
+    /// Loads a table's COPY block.
+    Block(Block),
+    /// Builds the indexes of one table (named): what the gate passed of them.
+    Builds(String, Vec<u8>),
+}
 
 /// Restores `key` into `target` over several sessions as `plan` lays out.
 ///
@@ -151,15 +161,17 @@ async fn phases(
     if let Err(why) = between(job, plan, &proof, cancel).await? {
         return Ok(Err(why));
     }
-    let (blocks, used) = match data(job, plan, sessions, cancel).await? {
+    let blocks = plan.blocks.iter().cloned().map(Work::Block).collect();
+    let (blocks, used) = match spread(job, blocks, sessions, cancel).await? {
         Ok(done) => done,
         Err(why) => return Ok(Err(why)),
     };
-    let after = match the_rest(job, m, plan, cancel).await? {
+    let after = match rest::the_rest(job, m, plan, sessions, cancel).await? {
         Ok(scan) => scan,
         Err(why) => return Ok(Err(why)),
     };
-    Ok(Ok((merge(before, blocks, after), used)))
+    let whole = blocks.into_iter().fold(before, ScanResult::then).then(after);
+    Ok(Ok((whole, used)))
 }
 
 /// A session that starts mid-dump, with pg_dump's session settings.
@@ -210,7 +222,7 @@ async fn schema(
 ) -> Step<(ScanResult, digest::Proof)> {
     let mut tx = PsqlTransaction::begin(job.target.psql, job.target.url, job.target.preamble).await?;
     let what = "the schema before the data";
-    let (read, stopped) = job.gated(&plan.before, Some(&mut tx), cancel).await?;
+    let (read, stopped) = job.gated(&plan.before, Sink::Psql(&mut tx), cancel).await?;
     let checked = as_recorded(&read, stopped.as_ref(), &plan.before, what)
         .and_then(|()| same_session(&read.settings))
         .and_then(|()| match (read.scan.copies.is_empty(), read.restrict.1) {
@@ -234,7 +246,7 @@ async fn schema(
 /// The runs between COPY blocks: comments only, and the bytes the second read saw.
 async fn between(job: &Job<'_>, plan: &Plan, proof: &digest::Proof, cancel: &CancellationToken) -> Step<()> {
     for run in &plan.between {
-        let (read, _) = part::read(job.storage, job.key, run, Judge::CommentsOnly, None, cancel).await?;
+        let (read, _) = part::read(job.storage, job.key, run, Judge::CommentsOnly, Sink::Nowhere, cancel).await?;
         let what = format!("bytes {} to {} of the object", run.offset, run.offset + run.length);
         if let Some(why) = read.differs(run, &what) {
             return Ok(Err(why));
@@ -246,13 +258,20 @@ async fn between(job: &Job<'_>, plan: &Plan, proof: &digest::Proof, cancel: &Can
     Ok(Ok(()))
 }
 
-/// Phase 2: the tables' blocks over up to `jobs` sessions; each session commits at its end.
-async fn data(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &CancellationToken) -> Step<(Vec<ScanResult>, usize)> {
-    let queue = std::sync::Mutex::new(plan.blocks.iter().cloned().collect::<VecDeque<Block>>());
+/// Phases 2 and 3: `work` over up to `jobs` sessions, in order; each session commits at its end.
+/// What the gate found in the blocks, and how many sessions did work.
+async fn spread(
+    job: &Job<'_>,
+    work: VecDeque<Work>,
+    sessions: &Sessions<'_>,
+    cancel: &CancellationToken,
+) -> Step<(Vec<ScanResult>, usize)> {
+    let count = work.len();
+    let queue = std::sync::Mutex::new(work);
     // One session giving way, or failing, stops the others.
     let stop = cancel.child_token();
     let (queue, stop) = (&queue, &stop);
-    let workers = (0..sessions.jobs.clamp(1, plan.blocks.len().max(1))).map(|i| async move {
+    let workers = (0..sessions.jobs.clamp(1, count.max(1))).map(|i| async move {
         let bound = (i > 0).then_some(sessions.bound);
         let done = worker(job, queue, bound, stop).await;
         if !matches!(done, Ok(Ok(_))) {
@@ -267,8 +286,8 @@ async fn data(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &Canc
     let mut failed = None;
     for r in results {
         match r {
-            Ok(Ok(mut s)) => {
-                used += usize::from(!s.is_empty());
+            Ok(Ok((mut s, worked))) => {
+                used += usize::from(worked);
                 scans.append(&mut s);
             }
             Ok(Err(why)) => {
@@ -283,25 +302,26 @@ async fn data(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &Canc
     match (failed, gave_way) {
         (Some(e), _) => Err(e),
         (None, Some(why)) => Ok(Err(why)),
-        (None, None) if stop.is_cancelled() && !cancel.is_cancelled() => Ok(Err("a data session stopped".into())),
+        (None, None) if stop.is_cancelled() && !cancel.is_cancelled() => Ok(Err("a session stopped".into())),
         (None, None) => Ok(Ok((scans, used))),
     }
 }
 
-/// One data session: blocks from the queue until it is empty, then its COMMIT. Every session
-/// but a restore's first holds a permit of the shared bound (`bound`) while it lives.
+/// One session: work from the queue until it is empty, then its COMMIT. Every session but a
+/// restore's first holds a permit of the shared bound (`bound`) while it lives. What the gate found
+/// in the blocks it loaded, and whether it did any work.
 async fn worker(
     job: &Job<'_>,
-    queue: &std::sync::Mutex<VecDeque<Block>>,
+    queue: &std::sync::Mutex<VecDeque<Work>>,
     bound: Option<&Semaphore>,
     stop: &CancellationToken,
-) -> Step<Vec<ScanResult>> {
+) -> Step<(Vec<ScanResult>, bool)> {
     let drained = || queue.lock().map_or(true, |q| q.is_empty());
-    // A permit is waited for only while there is something left to load.
+    // A permit is waited for only while there is something left to do.
     let _permit = match bound {
         Some(b) => loop {
             if drained() {
-                return Ok(Ok(Vec::new()));
+                return Ok(Ok((Vec::new(), false)));
             }
             tokio::select! {
                 p = b.acquire() => break Some(p.map_err(|_| StreamError::Cancelled)?),
@@ -313,45 +333,51 @@ async fn worker(
     };
     let mut tx: Option<PsqlTransaction> = None;
     let mut scans = Vec::new();
-    // (The queue's lock is held only while a block is taken.)
-    while let Some(block) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+    // (The queue's lock is held only while work is taken.)
+    while let Some(work) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
         if tx.is_none() {
             tx = Some(session(job.target).await?);
         }
-        let what = format!("the data of {}", block.table);
-        let (read, stopped) = job.gated(&block.part, tx.as_mut(), stop).await?;
-        if let Err(why) = as_recorded(&read, stopped.as_ref(), &block.part, &what) {
-            return Ok(Err(why));
+        let Some(session) = tx.as_mut() else { break };
+        let done = match work {
+            Work::Block(block) => load(job, session, &block, stop).await?,
+            Work::Builds(table, sql) => {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
+                    () = session.write(&sql) => {}
+                }
+                match session.environment_failure().await {
+                    Some(outcome) => Err(format!("building the indexes of {table}: psql stopped: {}", said(&outcome))),
+                    None if session.is_broken() => Err(format!("building the indexes of {table}: psql stopped")),
+                    None => Ok(None),
+                }
+            }
+        };
+        match done {
+            Ok(scan) => scans.extend(scan),
+            Err(why) => return Ok(Err(why)),
         }
-        if tx.as_ref().is_some_and(PsqlTransaction::is_broken) {
-            return Ok(Err(format!("loading {what}: psql stopped")));
-        }
-        let s = &read.scan;
-        let exact =
-            matches!(s.copies.as_slice(), [c] if c.table == block.table && c.rows == block.rows && c.begin == 0 && c.end == s.bytes);
-        if !exact || s.transaction_lines > 0 || s.privilege_lines_removed > 0 || read.restrict != (false, false) {
-            return Ok(Err(format!("{what} is not exactly one COPY block of its {} rows", block.rows)));
-        }
-        scans.push(read.scan);
     }
-    let Some(mut tx) = tx else { return Ok(Ok(scans)) };
-    committed(&mut tx, None, "a data session", stop).await.map(|r| r.map(|()| scans))
+    let Some(mut tx) = tx else { return Ok(Ok((scans, false))) };
+    committed(&mut tx, None, "a session", stop).await.map(|r| r.map(|()| (scans, true)))
 }
 
-/// Phase 3: what follows the data, committed after the table-of-contents guard.
-async fn the_rest(job: &Job<'_>, m: &Manifest, plan: &Plan, cancel: &CancellationToken) -> Step<ScanResult> {
-    let mut tx = session(job.target).await?;
-    let what = "what follows the data";
-    let (read, stopped) = job.gated(&plan.after, Some(&mut tx), cancel).await?;
-    let checked = match as_recorded(&read, stopped.as_ref(), &plan.after, what) {
-        Ok(()) if !read.scan.complete => Err("the dump does not end with pg_dump's closing line".into()),
-        Ok(()) if !read.scan.copies.is_empty() || read.restrict.0 => Err(format!("{what} holds COPY data or the dump's opening lines")),
-        other => other,
-    };
-    if let Err(why) = checked {
-        tx.rollback().await;
+/// Loads one table's block into `tx`: what the gate found, or why it is not exactly one COPY
+/// block of its rows.
+async fn load(job: &Job<'_>, tx: &mut PsqlTransaction, block: &Block, stop: &CancellationToken) -> Step<Option<ScanResult>> {
+    let what = format!("the data of {}", block.table);
+    let (read, stopped) = job.gated(&block.part, Sink::Psql(&mut *tx), stop).await?;
+    if let Err(why) = as_recorded(&read, stopped.as_ref(), &block.part, &what) {
         return Ok(Err(why));
     }
-    let guard = super::toc::guard_sql(&m.toc);
-    Ok(committed(&mut tx, guard.as_deref(), what, cancel).await?.map(|()| read.scan))
+    if tx.is_broken() {
+        return Ok(Err(format!("loading {what}: psql stopped")));
+    }
+    let s = &read.scan;
+    let exact = matches!(s.copies.as_slice(), [c] if c.table == block.table && c.rows == block.rows && c.begin == 0 && c.end == s.bytes);
+    if !exact || s.transaction_lines > 0 || s.privilege_lines_removed > 0 || read.restrict != (false, false) {
+        return Ok(Err(format!("{what} is not exactly one COPY block of its {} rows", block.rows)));
+    }
+    Ok(Ok(Some(read.scan)))
 }

@@ -6,7 +6,7 @@ use super::plan::Part;
 use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{DynStorage, Key, StorageError};
 use crate::pipeline::restore::stream::{feed_psql, recv_or_cancel, Hashing, StreamError, CHUNK, PARSER_STACK};
-use crate::pipeline::stages::dumpscan::{DumpScanner, GateRules, ScanResult};
+use crate::pipeline::stages::dumpscan::{Build, DumpScanner, GateRules, ScanResult};
 use std::io::Read;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +17,16 @@ pub(super) enum Judge {
     Gate(GateRules),
     /// Nothing but comments and blank lines (what pg_dump writes between COPY blocks).
     CommentsOnly,
+}
+
+/// Where what the gate passes goes.
+pub(super) enum Sink<'a> {
+    /// Into a psql session as it is read.
+    Psql(&'a mut PsqlTransaction),
+    /// Nowhere (the runs between COPY blocks).
+    Nowhere,
+    /// Into memory, at most so many bytes ([`PartRead::too_large`] when there was more).
+    Held(&'a mut Vec<u8>, usize),
 }
 
 /// What reading one part found.
@@ -41,6 +51,11 @@ pub(super) struct PartRead {
     pub settings: std::collections::BTreeMap<String, String>,
     /// See `ends_cleanly`.
     pub restrict: (bool, bool),
+    /// The index builds the gate passed (see [`Build`]), with offsets into what it passed.
+    pub builds: Vec<Build>,
+    /// What the gate passed did not fit in the memory given ([`Sink::Held`]): nothing else of
+    /// the read counts.
+    pub too_large: bool,
 }
 
 impl PartRead {
@@ -110,7 +125,7 @@ fn read_part(
     let mut hashing = Hashing::new(body, None);
     let mut read = PartRead::default();
     let (mut scanner, mut comments) = match judge {
-        Judge::Gate(rules) => (Some(DumpScanner::gated(rules)), None),
+        Judge::Gate(rules) => (Some(DumpScanner::gated(rules).noting_builds()), None),
         Judge::CommentsOnly => (None, Some(Comments::default())),
     };
     {
@@ -151,17 +166,18 @@ fn read_part(
         return Err(format!("the download ended after {size} of {} bytes", part.length));
     }
     read.sha256 = sha256;
-    if let Some(s) = &scanner {
+    if let Some(s) = scanner.as_mut() {
         read.ends_cleanly = s.ends_cleanly();
         (read.settings, read.restrict) = s.session();
+        read.builds = s.take_builds();
     }
     read.scan = scanner.map(DumpScanner::finish).unwrap_or_default();
     read.not_comments = comments.is_some_and(|c| !c.finish());
     Ok(read)
 }
 
-/// Reads `part` on a thread of its own, feeding what the gate passes to `psql` when given. `Some`
-/// outcome when psql stopped for a reason of its own (the part was not read to its end).
+/// Reads `part` on a thread of its own, what the gate passes going to `sink`. `Some` outcome when
+/// psql stopped for a reason of its own (the part was not read to its end).
 ///
 /// # Errors
 /// [`StreamError`] when storage fails or shutdown (`cancel`) interrupts.
@@ -170,7 +186,7 @@ pub(super) async fn read(
     key: &Key,
     part: &Part,
     judge: Judge,
-    psql: Option<&mut PsqlTransaction>,
+    sink: Sink<'_>,
     cancel: &CancellationToken,
 ) -> Result<(PartRead, Option<Outcome>), StreamError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
@@ -186,15 +202,35 @@ pub(super) async fn read(
             let _ = done_tx.send(read_part(&handle, job, judge, &tx, &thread_cancel));
         })
         .map_err(|e| StorageError::other(format!("cannot start a reading thread: {e}"), true))?;
-    let stopped = match psql {
-        Some(p) => feed_psql(p, &mut rx, cancel).await?,
-        None => {
+    let mut too_large = false;
+    let stopped = match sink {
+        Sink::Psql(p) => feed_psql(p, &mut rx, cancel).await?,
+        Sink::Nowhere => {
             while recv_or_cancel(&mut rx, cancel).await?.is_some() {}
+            None
+        }
+        Sink::Held(held, limit) => {
+            while let Some(sql) = recv_or_cancel(&mut rx, cancel).await? {
+                if held.len() + sql.len() > limit {
+                    too_large = true;
+                    break;
+                }
+                held.extend_from_slice(&sql);
+            }
             None
         }
     };
     drop(rx);
     let done = done_rx.await.map_err(|_| StorageError::other("a reading thread failed", true))?;
+    if too_large && !cancel.is_cancelled() {
+        return Ok((
+            PartRead {
+                too_large,
+                ..PartRead::default()
+            },
+            None,
+        ));
+    }
     if stopped.is_some() {
         return Ok((PartRead::default(), stopped));
     }
@@ -206,33 +242,6 @@ pub(super) async fn read(
         ..PartRead::default()
     });
     Ok((read, None))
-}
-
-/// One scan of the whole dump from the scans of its parts.
-pub(super) fn merge(before: ScanResult, blocks: Vec<ScanResult>, after: ScanResult) -> ScanResult {
-    let mut all = before;
-    for part in blocks.into_iter().chain(std::iter::once(after)) {
-        for (t, rows) in part.tables {
-            *all.tables.entry(t).or_insert(0) += rows;
-        }
-        all.complete = part.complete;
-        all.dumped_from = all.dumped_from.or(part.dumped_from);
-        all.dumped_by = all.dumped_by.or(part.dumped_by);
-        all.bytes += part.bytes;
-        all.open_copy = all.open_copy.or(part.open_copy);
-        all.extensions.extend(part.extensions);
-        all.transaction_lines += part.transaction_lines;
-        all.forbidden = all.forbidden.or(part.forbidden);
-        all.owners.extend(part.owners);
-        for (t, g) in part.grants {
-            all.grants.entry(t).or_default().extend(g);
-        }
-        all.privilege_lines_removed += part.privilege_lines_removed;
-        all.roles.extend(part.roles);
-        all.copies.extend(part.copies);
-        all.toc.extend(part.toc);
-    }
-    all
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! server read them exactly as the parser did.
 
 use super::allow::{self, Decision, KnownRoles};
+use super::builds::{self, Build};
 use super::Strip;
 use crate::pipeline::stages::sqllex::PsqlSplit;
 use std::fmt;
@@ -162,6 +163,13 @@ pub(super) struct Gate {
     /// Every session setting the dump changed, with the value it set last (`RESET`: reset), and
     /// `search_path` as `set_config` set it.
     settings: std::collections::BTreeMap<String, String>,
+    /// The index builds passed so far, when noting them ([`Build`]).
+    builds: Option<Vec<Build>>,
+    /// Bytes passed before the current chunk, and where the chunk's output began in the buffer
+    /// given to [`Gate::candidate`]: what turns a place there into an offset in all that passed.
+    passed: u64,
+    /// See `passed`.
+    out_start: usize,
 }
 
 /// Whether psql ends a statement exactly where `sql` (one candidate, as PostgreSQL's scanner
@@ -198,6 +206,27 @@ impl Gate {
     /// A gate with these rules.
     pub fn new(rules: GateRules) -> Self {
         Self { rules, ..Self::default() }
+    }
+
+    /// Notes the index builds it passes from now on ([`Gate::take_builds`]).
+    pub fn note_builds(&mut self) {
+        self.builds.get_or_insert_with(Vec::new);
+    }
+
+    /// The index builds noted since the last call.
+    pub fn take_builds(&mut self) -> Vec<Build> {
+        self.builds.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// A chunk begins; its output starts at `out_start` of the buffer given to [`Gate::candidate`].
+    pub fn chunk_begins(&mut self, out_start: usize) {
+        self.out_start = out_start;
+    }
+
+    /// The chunk ended with its output at `out_end` of that buffer.
+    pub fn chunk_ends(&mut self, out_end: usize) {
+        self.passed += out_end.saturating_sub(self.out_start) as u64;
+        self.out_start = out_end;
     }
 
     /// Every session setting the dump changed so far, with its last value.
@@ -268,6 +297,8 @@ impl Gate {
         let mut passed = Passed::default();
         let mut keep = true;
         let count = parsed.stmts.len();
+        // An index build alone in its candidate, outside the large-object block: its table and tablespace.
+        let mut built = None;
         for (i, raw) in parsed.stmts.iter().enumerate() {
             let Some(stmt) = raw.stmt.as_ref().and_then(|n| n.node.as_ref()) else {
                 continue;
@@ -275,6 +306,9 @@ impl Gate {
             let last = i + 1 == count;
             match allow::judge(stmt, &self.rules.roles) {
                 Decision::Pass => {
+                    if count == 1 && !self.in_large_objects && self.builds.is_some() {
+                        built = builds::table_built(stmt).zip(builds::tablespace_for(&self.settings));
+                    }
                     if let Some((name, value)) = super::session::setting_changed(stmt) {
                         self.settings.insert(name, value);
                     }
@@ -338,11 +372,22 @@ impl Gate {
             });
         }
         if keep {
+            let start = out.len();
             if sensitive {
                 let encoding = self.encoding.as_deref().unwrap_or("utf8");
                 out.extend_from_slice(format!("SET standard_conforming_strings = on;\nSET client_encoding = '{encoding}';\n").as_bytes());
             }
             out.extend_from_slice(text);
+            let (passed, out_start) = (self.passed, self.out_start);
+            let at = |p: usize| passed + p.saturating_sub(out_start) as u64;
+            if let (Some((table, tablespace)), Some(noted)) = (built, self.builds.as_mut()) {
+                noted.push(Build {
+                    start: at(start),
+                    end: at(out.len()),
+                    table,
+                    tablespace,
+                });
+            }
         }
         Ok(passed)
     }

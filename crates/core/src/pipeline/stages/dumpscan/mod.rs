@@ -11,6 +11,8 @@
 //! which fails the integrity check: the gate fails closed.
 
 mod allow;
+mod builds;
+mod combine;
 pub mod gate;
 mod gating;
 mod headers;
@@ -19,6 +21,7 @@ pub mod roles;
 mod session;
 
 pub use allow::KnownRoles;
+pub use builds::Build;
 pub use gate::{GateRules, Refusal};
 pub use privileges::{split_qualified, unquote, Strip};
 
@@ -180,6 +183,21 @@ impl DumpScanner {
         }
     }
 
+    /// Notes the index builds the gate passes from now on (see [`Build`]), to be taken with
+    /// [`DumpScanner::take_builds`]; offsets are into all that [`DumpScanner::feed_filtered`]
+    /// appended.
+    pub fn noting_builds(mut self) -> Self {
+        if let Some(gate) = self.gate.as_mut() {
+            gate.note_builds();
+        }
+        self
+    }
+
+    /// The index builds noted since the last call.
+    pub fn take_builds(&mut self) -> Vec<Build> {
+        self.gate.as_mut().map(Gate::take_builds).unwrap_or_default()
+    }
+
     /// Scans the next chunk.
     pub fn feed(&mut self, data: &[u8]) {
         self.scan(data, None);
@@ -205,6 +223,9 @@ impl DumpScanner {
             return;
         }
         let out_start = out.as_deref().map_or(0, Vec::len);
+        if let (Some(gate), Some(_)) = (self.gate.as_mut(), out.as_deref()) {
+            gate.chunk_begins(out_start);
+        }
         if self.gate.is_some() && memchr::memchr(0, data).is_some() {
             // pg_dump never writes one; psql and the parser would each read it their own way.
             self.refuse(Refusal::Nul { line: self.lines + 1 });
@@ -275,6 +296,8 @@ impl DumpScanner {
             if let Some(out) = out {
                 out.truncate(out_start);
             }
+        } else if let (Some(gate), Some(out)) = (self.gate.as_mut(), out) {
+            gate.chunk_ends(out.len());
         }
     }
 

@@ -1,0 +1,207 @@
+//! Phase 3, what follows the data: indexes, constraints, triggers, sequence values, large objects.
+//! Read whole through the gate and held in memory (when it is not too large), it is split: the
+//! index builds of each table (see [`crate::pipeline::stages::dumpscan::Build`]) run in sessions
+//! of their own, a table's builds together, largest table first; then everything else, in the
+//! dump's order (foreign keys after the keys they reference, partition indexes attached after they
+//! were built), in one session committed only after the table-of-contents guard passed. Nothing is
+//! run before the whole part was read and found exactly as recorded.
+
+use super::part::{PartRead, Sink};
+use super::plan::{Part, Plan};
+use super::{as_recorded, committed, session, spread, Job, Sessions, Step, Work};
+use crate::infra::pg::psql::Outcome;
+use crate::pipeline::restore::stream::StreamError;
+use crate::pipeline::stages::dumpscan::{split_qualified, Build, ScanResult};
+use crate::records::manifest::Manifest;
+use std::collections::BTreeMap;
+use tokio_util::sync::CancellationToken;
+
+/// Most bytes of what follows the data held in memory (compressed, and as the gate passed it);
+/// a larger part (many large objects) is restored in one session as it streams.
+const HOLD: usize = 64 << 20;
+
+const WHAT: &str = "what follows the data";
+
+/// Phase 3: what follows the data, its index builds over several sessions when there are builds
+/// on more than one table, the rest committed after the table-of-contents guard.
+pub(super) async fn the_rest(
+    job: &Job<'_>,
+    m: &Manifest,
+    plan: &Plan,
+    sessions: &Sessions<'_>,
+    cancel: &CancellationToken,
+) -> Step<ScanResult> {
+    let guard = crate::pipeline::restore::toc::guard_sql(&m.toc);
+    if sessions.jobs > 1 && plan.after.length <= HOLD as u64 {
+        let mut held = Vec::new();
+        let (read, stopped) = job.gated(&plan.after, Sink::Held(&mut held, HOLD), cancel).await?;
+        if !read.too_large {
+            if let Err(why) = checked(&read, stopped.as_ref(), &plan.after) {
+                return Ok(Err(why));
+            }
+            let (groups, rest) = split(&held, &read.builds, plan);
+            let rest = if groups.len() > 1 {
+                let tables = groups.len();
+                let work = groups.into_iter().map(|(table, sql)| Work::Builds(table, sql)).collect();
+                let used = match spread(job, work, sessions, cancel).await? {
+                    Ok((_, used)) => used,
+                    Err(why) => return Ok(Err(why)),
+                };
+                tracing::debug!(tables, sessions = used, "indexes built side by side");
+                rest
+            } else {
+                held
+            };
+            let mut tx = session(job.target).await?;
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(StreamError::Cancelled.into()),
+                () = tx.write(&rest) => {}
+            }
+            return Ok(committed(&mut tx, guard.as_deref(), WHAT, cancel).await?.map(|()| read.scan));
+        }
+    }
+    // As it streams, in one session.
+    let mut tx = session(job.target).await?;
+    let (read, stopped) = job.gated(&plan.after, Sink::Psql(&mut tx), cancel).await?;
+    if let Err(why) = checked(&read, stopped.as_ref(), &plan.after) {
+        tx.rollback().await;
+        return Ok(Err(why));
+    }
+    Ok(committed(&mut tx, guard.as_deref(), WHAT, cancel).await?.map(|()| read.scan))
+}
+
+/// `Err(why)` unless the part is exactly as recorded, ends the dump, and holds neither COPY data
+/// nor the dump's opening lines.
+fn checked(read: &PartRead, stopped: Option<&Outcome>, part: &Part) -> Result<(), String> {
+    match as_recorded(read, stopped, part, WHAT) {
+        Ok(()) if !read.scan.complete => Err("the dump does not end with pg_dump's closing line".into()),
+        Ok(()) if !read.scan.copies.is_empty() || read.restrict.0 => Err(format!("{WHAT} holds COPY data or the dump's opening lines")),
+        other => other,
+    }
+}
+
+/// The builds of `held` by table (each table's in the dump's order, its tablespace set before
+/// each), largest table's data first, and what is left of `held` in the dump's order. Builds that
+/// do not lie in order inside `held` (never: the gate notes them as it passes them) leave
+/// everything to the one session.
+fn split(held: &[u8], builds: &[Build], plan: &Plan) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
+    let in_order = builds
+        .iter()
+        .try_fold(0u64, |at, b| {
+            (b.start >= at && b.end >= b.start && b.end <= held.len() as u64).then_some(b.end)
+        })
+        .is_some();
+    if !in_order || builds.is_empty() {
+        return (Vec::new(), held.to_vec());
+    }
+    let size = |table: &(String, String)| -> u64 {
+        plan.blocks
+            .iter()
+            .filter(|b| split_qualified(&b.table).is_some_and(|(s, n)| (s == table.0 || table.0.is_empty()) && n == table.1))
+            .map(|b| b.part.length)
+            .sum()
+    };
+    let mut groups: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    let mut rest = Vec::with_capacity(held.len());
+    let mut at = 0usize;
+    for b in builds {
+        let (start, end) = (b.start as usize, b.end as usize);
+        rest.extend_from_slice(&held[at..start]);
+        let sql = groups.entry(b.table.clone()).or_default();
+        // Each build sets the tablespace it was dumped under: the session's own, or the dump's.
+        let tablespace = b.tablespace.as_deref().unwrap_or("");
+        sql.extend_from_slice(format!("SET default_tablespace = '{tablespace}';\n").as_bytes());
+        sql.extend_from_slice(&held[start..end]);
+        at = end;
+    }
+    rest.extend_from_slice(&held[at..]);
+    let mut groups: Vec<((String, String), Vec<u8>)> = groups.into_iter().collect();
+    groups.sort_by_key(|(t, _)| std::cmp::Reverse(size(t)));
+    let shown = |(s, n): &(String, String)| if s.is_empty() { n.clone() } else { format!("{s}.{n}") };
+    (groups.into_iter().map(|(t, sql)| (shown(&t), sql)).collect(), rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_with(blocks: &[(&str, u64)]) -> Plan {
+        let part = |length| Part {
+            offset: 0,
+            length,
+            sha256: None,
+        };
+        Plan {
+            before: part(1),
+            blocks: blocks
+                .iter()
+                .map(|(t, len)| super::super::plan::Block {
+                    table: (*t).into(),
+                    rows: 1,
+                    part: part(*len),
+                })
+                .collect(),
+            between: Vec::new(),
+            after: part(1),
+        }
+    }
+
+    fn build(held: &str, stmt: &str, table: (&str, &str), tablespace: Option<&str>) -> Build {
+        let start = held.find(stmt).unwrap() as u64;
+        Build {
+            start,
+            end: start + stmt.len() as u64,
+            table: (table.0.into(), table.1.into()),
+            tablespace: tablespace.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn builds_go_by_table_largest_first_and_the_rest_keeps_its_order() {
+        let held = "SET default_tablespace = '';\nA1;\nFK1;\nB1;\nSET default_tablespace = fast;\nA2;\nTRIGGER;\n";
+        let builds = [
+            build(held, "A1;\n", ("public", "a"), None),
+            build(held, "B1;\n", ("public", "b"), None),
+            build(held, "A2;\n", ("public", "a"), Some("fast")),
+        ];
+        let plan = plan_with(&[("public.a", 10), ("public.b", 500)]);
+        let (groups, rest) = split(held.as_bytes(), &builds, &plan);
+        let groups: Vec<(String, String)> = groups.into_iter().map(|(t, s)| (t, String::from_utf8(s).unwrap())).collect();
+        assert_eq!(
+            groups,
+            [
+                ("public.b".to_string(), "SET default_tablespace = '';\nB1;\n".to_string()),
+                (
+                    "public.a".to_string(),
+                    "SET default_tablespace = '';\nA1;\nSET default_tablespace = 'fast';\nA2;\n".to_string()
+                ),
+            ]
+        );
+        assert_eq!(
+            String::from_utf8(rest).unwrap(),
+            "SET default_tablespace = '';\nFK1;\nSET default_tablespace = fast;\nTRIGGER;\n"
+        );
+    }
+
+    #[test]
+    fn builds_out_of_order_leave_everything_to_one_session() {
+        let held = "A1;\nB1;\n";
+        let plan = plan_with(&[]);
+        let cases = [
+            vec![build(held, "B1;\n", ("", "b"), None), build(held, "A1;\n", ("", "a"), None)],
+            vec![Build {
+                start: 4,
+                end: 99,
+                table: ("".into(), "a".into()),
+                tablespace: None,
+            }],
+            vec![],
+        ];
+        for builds in cases {
+            let (groups, rest) = split(held.as_bytes(), &builds, &plan);
+            assert!(groups.is_empty(), "{builds:?}");
+            assert_eq!(rest, held.as_bytes());
+        }
+    }
+}
