@@ -4,6 +4,7 @@
 #   bench/run.sh                 # databases of ~0.5 GB and ~5 GB on disk, 3 repetitions each
 #   bench/run.sh 0.25 1          # other sizes (GB)
 #   BENCH_REPS=5 bench/run.sh    # more repetitions
+#   BENCH_ONLY=rto bench/run.sh 5   # only recovery: restores and verification of one backup
 #
 # It starts its own PostgreSQL (as the postgres user when run as root) and its own S3 server
 # (the s3s-fs server the test suite uses), then reports medians (repetitions interleaved) of wall time, ratios and the peak
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 
 read -r -a SIZES <<< "${*:-0.5 5}"
 REPS=${BENCH_REPS:-3}
+ONLY=${BENCH_ONLY:-all}
 OUT=bench/out
 mkdir -p "$OUT"
 RESULT="$OUT/results.md"
@@ -126,6 +128,10 @@ for size in "${SIZES[@]}"; do
   sqlsize=$("${DUMP[@]}" -d "$DB" | wc -c | awk '{printf "%.0f MB", $1/1e6}')
 
   echo "--- measuring $DB" >&2
+  if [ "$ONLY" = rto ]; then
+    # One backup to restore, not measured.
+    pgvigil_env "b6-$DB" 6 "$BIN/pgvigil-backup" --once
+  else
   case_add limit "${DUMP[*]} -d $DB > /dev/null"
   case_add peer "${DUMP[*]} -d $DB | gzip -6 | aws --endpoint-url $S3URL s3 cp - s3://$BUCKET/peer/$DB.sql.gz --only-show-errors"
   case_add backup6 "pgvigil_env b6-$DB 6 $BIN/pgvigil-backup --once"
@@ -133,16 +139,19 @@ for size in "${SIZES[@]}"; do
   case_add backup6age "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_RECIPIENTS=$AGEPUB $BIN/pgvigil-backup --once"
   case_add backup6nolatest "pgvigil_env b6n-$DB 6 env BACKUP_LATEST_COPY=false $BIN/pgvigil-backup --once"
   run_cases
-  peersize=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/peer/$DB.sql.gz" | awk '{print $3}')
+  fi
+  peersize=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/peer/$DB.sql.gz" 2>/dev/null | awk '{print $3}')
   aws --endpoint-url "$S3URL" s3 cp "s3://$BUCKET/b6-$DB/backup_latest.sql.gz" "$WORK/latest.sql.gz" --only-show-errors
   objsize=$(stat -c %s "$WORK/latest.sql.gz")
-  obj1size=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/b1-$DB/backup_latest.sql.gz" | awk '{print $3}')
+  obj1size=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/b1-$DB/backup_latest.sql.gz" 2>/dev/null | awk '{print $3}')
   case_add floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
   case_add verify "pgvigil_env b6-$DB 6 env VERIFY_JOBS=1 $BIN/pgvigil-verify --once"
   case_add verifyjobs "pgvigil_env b6-$DB 6 env VERIFY_JOBS=2 $BIN/pgvigil-verify --once"
+  if [ "$ONLY" != rto ]; then
   case_add check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
   case_add checkdeep "pgvigil_env b6-$DB 6 $BIN/pgvigil check --deep --last 1"
   case_add verifyage "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_IDENTITY_FILE=$AGEKEY $BIN/pgvigil-verify --once"
+  fi
   # Recovery: the whole database, and one table of about 5 % of the data, each into a new database.
   fresh="${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS rto_restore' -c 'CREATE DATABASE rto_restore'"
   case_add restore "$fresh && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --to postgresql://postgres@127.0.0.1:$PGPORT/rto_restore"
@@ -164,23 +173,27 @@ for size in "${SIZES[@]}"; do
 
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
   mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
-  {
+  if [ "$ONLY" != rto ]; then {
     echo "| $disk | $sqlsize | \`pg_dump > /dev/null\` (limit) | ${WALL[limit]} | 1.00 × limit | — |"
     echo "| | | \`pg_dump \| gzip -6 \| aws s3 cp -\` (peer, $(awk -v s="$peersize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[peer]} | 1.00 × peer | — |"
     echo "| | | pgvigil backup, level 6 ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup6]} | $(ratio "${WALL[backup6]}" "${WALL[peer]}") × peer | $(mib "${RSS[backup6]}") |"
     echo "| | | pgvigil backup, level 1 ($(awk -v s="$obj1size" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup1]} | $(ratio "${WALL[backup1]}" "${WALL[limit]}") × limit | $(mib "${RSS[backup1]}") |"
     echo "| | | pgvigil backup, level 6, without the \`backup_latest\` copy (\`BACKUP_LATEST_COPY=false\`) | ${WALL[backup6nolatest]} | $(ratio "${WALL[backup6nolatest]}" "${WALL[peer]}") × peer (the copy: $(awk -v a="${WALL[backup6]}" -v b="${WALL[backup6nolatest]}" 'BEGIN {printf "%.2f s", a - b}')) | $(mib "${RSS[backup6nolatest]}") |"
     echo "| | | pgvigil backup, level 6, encrypted with age | ${WALL[backup6age]} | $(ratio "${WALL[backup6age]}" "${WALL[peer]}") × peer ($(ratio "${WALL[backup6age]}" "${WALL[backup6]}") × plain) | $(mib "${RSS[backup6age]}") |"
+  } >> "$RESULT"; else
+    echo "| $disk | $sqlsize | pgvigil backup, level 6 ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object; not measured) | — | — | — |" >> "$RESULT"
+  fi
+  {
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
     echo "| | | \`pg_restore -j 2\` (directory dump of the same database) | ${WALL[pgrestore]} | $(ratio "${WALL[pgrestore]}" "${WALL[floor]}") × floor | — |"
     echo "| | | pgvigil verify, one stream (\`VERIFY_JOBS=1\`) | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
     echo "| | | pgvigil verify over 2 sessions (\`VERIFY_JOBS=2\`) | ${WALL[verifyjobs]} | $(ratio "${WALL[verifyjobs]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyjobs]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[verifyjobs]}") |"
-    echo "| | | pgvigil verify, encrypted | ${WALL[verifyage]} | $(ratio "${WALL[verifyage]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyage]}" "${WALL[verify]}") × plain) | $(mib "${RSS[verifyage]}") |"
+    [ "$ONLY" = rto ] || echo "| | | pgvigil verify, encrypted | ${WALL[verifyage]} | $(ratio "${WALL[verifyage]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyage]}" "${WALL[verify]}") × plain) | $(mib "${RSS[verifyage]}") |"
     echo "| | | pgvigil restore (whole database, into a new one) | ${WALL[restore]} | $(ratio "${WALL[restore]}" "${WALL[floor]}") × floor | $(mib "${RSS[restore]}") |"
     echo "| | | pgvigil restore --create --jobs 2 | ${WALL[restorejobs]} | $(ratio "${WALL[restorejobs]}" "${WALL[floor]}") × floor ($(ratio "${WALL[restorejobs]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[restorejobs]}") |"
     echo "| | | pgvigil restore --table (~5 % of the data; read $tableread) | ${WALL[table]} | $(ratio "${WALL[table]}" "${WALL[restore]}") × full restore | $(mib "${RSS[table]}") |"
-    echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object, size + SHA-256) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
-    echo "| | | pgvigil check --deep (inflated) | ${WALL[checkdeep]} | $(awk -v s="$objsize" -v t="${WALL[checkdeep]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[checkdeep]}") |"
+    [ "$ONLY" = rto ] || echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object, size + SHA-256) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
+    [ "$ONLY" = rto ] || echo "| | | pgvigil check --deep (inflated) | ${WALL[checkdeep]} | $(awk -v s="$objsize" -v t="${WALL[checkdeep]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[checkdeep]}") |"
   } >> "$RESULT"
   "${PSQL[@]}" -d postgres -c "DROP DATABASE $DB"
   # Free the space of this size's objects before the next, larger one.
@@ -190,6 +203,6 @@ done
 {
   echo
   echo "Peak RSS is the maximum resident set of the measured process as reported by GNU time (pgvigil; its pg_dump/psql children are smaller)."
-  page_bench
+  [ "$ONLY" = rto ] || page_bench
 } >> "$RESULT"
 cat "$RESULT"

@@ -139,6 +139,21 @@ async fn each_tables_data_is_a_run_of_whole_members_fetched_with_a_ranged_get() 
         assert!(sql.contains(holds), "{holds}");
         assert!(!sql.contains("FROM stdin;"), "no COPY block outside the tables' ranges");
     }
+    // The comment runs between the blocks have their own hashes too: every byte of the object
+    // lies in a part whose hash is recorded.
+    assert!(!m.between_data.is_empty());
+    for run in &m.between_data {
+        let bytes = &object[run.offset as usize..(run.offset + run.length) as usize];
+        assert_eq!(run.sha256, sha256_hex(bytes));
+        let mut sql = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::MultiGzDecoder::new(bytes), &mut sql).unwrap();
+        assert!(sql.lines().all(|l| l.is_empty() || l.starts_with("--")), "{sql}");
+    }
+    let covered = before.length
+        + after.length
+        + m.table_members.iter().map(|t| t.length).sum::<u64>()
+        + m.between_data.iter().map(|r| r.length).sum::<u64>();
+    assert_eq!(covered, m.size);
     // The big table spans several members, and a ranged GET from the store returns the same
     // bytes, which stock gunzip reads and psql loads back into an emptied table.
     let big = m.table_members.iter().find(|t| t.table == "public.big").unwrap();

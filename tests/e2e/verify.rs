@@ -1,6 +1,7 @@
 //! Verification behaviour against a real PostgreSQL and a real S3 server.
 
-use pgvigil_core::pipeline::verify::{self, VerifyError};
+use pgvigil_core::infra::storage::faulty::{self, Op};
+use pgvigil_core::pipeline::verify::{self, VerifyContext, VerifyError};
 use pgvigil_core::records::catalog::Catalog;
 use pgvigil_e2e::fixtures::{gunzip, gzip, has, original, replace_object, scratch_dbs, setup, verdict, verify_context};
 use pgvigil_e2e::lines;
@@ -50,7 +51,8 @@ async fn a_parallel_restore_gives_way_to_one_stream_when_a_part_is_not_as_record
     // A byte of a table's data changed, and the manifest's size and hash rewritten to match: the
     // part's own hash disagrees, so the one-stream restore judges it (its gzip check fails).
     let (pg, s3, out, st) = setup("gw").await;
-    let mut data = original(&st, &out).await;
+    let pristine = original(&st, &out).await;
+    let mut data = pristine.clone();
     let t = out.manifest.table_members.iter().max_by_key(|t| t.length).unwrap();
     data[(t.offset + t.length / 2) as usize] ^= 0x5a;
     replace_object(&st, &out, data, true, |_| {}).await;
@@ -61,6 +63,34 @@ async fn a_parallel_restore_gives_way_to_one_stream_when_a_part_is_not_as_record
     let why = rec.evidence.one_stream.clone().unwrap_or_default();
     assert!(why.contains("gave way") && why.contains(&t.table), "{why}");
     assert_eq!(rec.evidence.restore_sessions, None);
+    assert!(scratch_dbs(&pg).await.is_empty());
+
+    // The good object is restored over two sessions reading it once, part by part: no read of the
+    // whole object is made.
+    replace_object(&st, &out, pristine.clone(), true, |_| {}).await;
+    let faulty = std::sync::Arc::new(pgvigil_core::infra::storage::Faulty::new(ctx.storage.clone()));
+    faulty.fail(Op::Get, &out.manifest.key, faulty::denied, None);
+    let once = VerifyContext {
+        storage: faulty.clone(),
+        ..verify_context(&pg, &s3, "gw", &[("VERIFY_JOBS", "2".into())]).await
+    };
+    let rec = verify::run_and_log(&once, None, &CancellationToken::new()).await.unwrap();
+    assert!(rec.passed, "{:?}", rec.reasons);
+    assert_eq!(rec.evidence.restore_sessions, Some(2), "{:?}", rec.evidence.one_stream);
+    assert!(faulty.calls(Op::GetRange) > 3);
+
+    // A comment run between two blocks, changed likewise: the run's own recorded hash disagrees.
+    let mut data = pristine;
+    let run = out.manifest.between_data.iter().max_by_key(|r| r.length).unwrap();
+    data[(run.offset + run.length / 2) as usize] ^= 0x5a;
+    replace_object(&st, &out, data, true, |_| {}).await;
+    let rec = verify::run_and_log(&ctx, None, &CancellationToken::new()).await.unwrap();
+    assert!(!rec.passed, "{:?}", rec.evidence);
+    let why = rec.evidence.one_stream.clone().unwrap_or_default();
+    assert!(
+        why.contains("gave way") && why.contains(&format!("bytes {} to", run.offset)),
+        "{why}"
+    );
     assert!(scratch_dbs(&pg).await.is_empty());
 }
 

@@ -136,6 +136,7 @@ pub async fn fake_backups_at(
             table_members: Vec::new(),
             before_data: None,
             after_data: None,
+            between_data: Vec::new(),
             toc: Vec::new(),
         };
         manifest::write(st, layout, *id, &m, None, &CancellationToken::new()).await.unwrap();

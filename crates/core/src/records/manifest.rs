@@ -69,6 +69,13 @@ pub struct Manifest {
     /// absence as [`Manifest::before_data`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_data: Option<MemberRange>,
+    /// The runs between two COPY blocks (pg_dump writes only comments there), each with its
+    /// SHA-256, in order: with them every byte of the object lies in a part whose hash is
+    /// recorded, so a restore over several sessions proves the object part by part and reads it
+    /// once. Empty for backups taken before pgvigil recorded them, for encrypted ones, and where
+    /// no run lies between blocks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub between_data: Vec<MemberRange>,
     /// The dump's table of contents (its `-- Name: …; Type: …; Schema: …` headers) for the kinds
     /// of object a restore must recreate: after a restore every one must exist, or the restore
     /// is partial. Empty for backups taken before pgvigil recorded it.

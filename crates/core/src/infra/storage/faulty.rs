@@ -17,6 +17,8 @@ pub enum Op {
     Put,
     /// [`Storage::get`].
     Get,
+    /// [`Storage::get_range`].
+    GetRange,
     /// [`Storage::head`].
     Head,
     /// [`Storage::list`].
@@ -126,7 +128,7 @@ impl Storage for Faulty {
     }
 
     async fn get_range(&self, key: &Key, offset: u64, length: u64, cancel: &CancellationToken) -> Result<ObjectReader> {
-        self.check(Op::Get, &[key.as_str()])?;
+        self.check(Op::GetRange, &[key.as_str()])?;
         self.inner.get_range(key, offset, length, cancel).await
     }
 

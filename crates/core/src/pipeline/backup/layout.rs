@@ -109,7 +109,20 @@ impl MemberMap {
             (Some(first), Some(last)) if whole => (segment(0, first.begin), segment(last.end, uncompressed)),
             _ => (None, None),
         };
-        Ranges { tables, before, after }
+        // The runs between blocks, where there are any: all or none (a run without its hash
+        // leaves the object to be proven whole).
+        let between = copies
+            .windows(2)
+            .filter(|w| w[0].end < w[1].begin)
+            .map(|w| segment(w[0].end, w[1].begin))
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        Ranges {
+            tables,
+            before,
+            after,
+            between,
+        }
     }
 }
 
@@ -122,6 +135,8 @@ pub(super) struct Ranges {
     pub(super) before: Option<MemberRange>,
     /// Everything after the last COPY block.
     pub(super) after: Option<MemberRange>,
+    /// The runs between two COPY blocks.
+    pub(super) between: Vec<MemberRange>,
 }
 
 /// Cuts `block`, which starts at uncompressed offset `start`, at every cut strictly inside it.
@@ -204,6 +219,27 @@ mod tests {
         let (before, after) = (ranges.before.unwrap(), ranges.after.unwrap());
         assert_eq!((before.offset, before.length, before.sha256), (0, 20, sha(20)));
         assert_eq!((after.offset, after.length, after.sha256), (33, 30, sha(30)));
+        assert!(ranges.between.is_empty(), "the blocks meet");
+    }
+
+    #[test]
+    fn the_runs_between_blocks_get_their_own_hashes() {
+        // Members: 0..50 → 20, 50..80 (a) → 9, 80..85 (comments) → 3, 85..90 (b) → 4, 90..200 → 30.
+        let mut map = MemberMap::default();
+        for (start, len) in [(0u64, 20u64), (50, 9), (80, 3), (85, 4), (90, 30)] {
+            map.queued(start);
+            if start > 0 {
+                map.want(start);
+            }
+            map.emitted(&vec![len as u8; len as usize]);
+        }
+        let ranges = map.finish(&[span("a", 50, 80, 3), span("b", 85, 90, 1)], 200);
+        let sha = |len: u64| hex::encode(sha2::Sha256::digest(vec![len as u8; len as usize]));
+        let got: Vec<(u64, u64, String)> = ranges.between.iter().map(|r| (r.offset, r.length, r.sha256.clone())).collect();
+        assert_eq!(got, [(29, 3, sha(3))]);
+        // The parts tile the object: before, a, the run, b, after.
+        assert_eq!(ranges.tables[1].offset, 32);
+        assert_eq!(ranges.after.unwrap().offset, 36);
     }
 
     #[test]

@@ -200,6 +200,7 @@ async fn manifest_of(ctx: &BackupContext, c: &Chosen, s: Stored, cancel: &Cancel
         },
         before_data: s.streamed.ranges.before.filter(|_| !c.sealed),
         after_data: s.streamed.ranges.after.filter(|_| !c.sealed),
+        between_data: if c.sealed { Vec::new() } else { s.streamed.ranges.between },
         toc: s.streamed.toc,
         privileges: keeps.then_some(s.streamed.privileges),
         globals,

@@ -11,9 +11,11 @@
 //!    table's index builds in sessions of their own as in phase 2, then the rest in the dump's
 //!    order in one session, committed only after the table-of-contents guard passed ([`rest`]).
 //!
-//! Meanwhile the whole object is read once more through SHA-256 only, hashing each part on the way
-//! ([`digest`]): nothing is committed before every byte is proven to be what the manifest records.
-//! Each part must end where a statement may begin (the gate, fresh for every part, would otherwise
+//! Every byte of the object lies in a part, and each part is checked against its own recorded
+//! SHA-256 before its session commits, so a database that ends whole holds exactly the bytes the
+//! manifest records, read once. For backups taken before pgvigil recorded the hashes of the runs
+//! between blocks, the whole object is read once more through SHA-256 only, hashing each part on
+//! the way ([`digest`]), and nothing is committed before that proof. Each part must end where a statement may begin (the gate, fresh for every part, would otherwise
 //! never see a statement cut at its end), the schema must leave the session as pg_dump's header sets
 //! it (the later sessions start that way), and each table's part must be exactly one COPY block of
 //! its rows. Anything not so, and any session that fails, makes the parallel restore give way
@@ -121,7 +123,8 @@ pub async fn restore_parallel(
         target,
         rules: gate_rules(Some(m), target.strip),
     };
-    let reading = digest::start(storage, key, plan, cancel);
+    // Where a run between blocks has no recorded hash, a second read proves the object whole.
+    let reading = (!plan.proven_by_parts()).then(|| digest::start(storage, key, plan, cancel));
     let (scan, used) = match phases(&job, m, plan, sessions, reading, cancel).await? {
         Ok(done) => done,
         Err(why) => return Ok(Parallel::GaveWay(why)),
@@ -151,14 +154,14 @@ async fn phases(
     m: &Manifest,
     plan: &Plan,
     sessions: &Sessions<'_>,
-    reading: digest::Reading,
+    reading: Option<digest::Reading>,
     cancel: &CancellationToken,
 ) -> Step<(ScanResult, usize)> {
     let (before, proof) = match schema(job, m, plan, reading, cancel).await? {
         Ok(done) => done,
         Err(why) => return Ok(Err(why)),
     };
-    if let Err(why) = between(job, plan, &proof, cancel).await? {
+    if let Err(why) = between(job, plan, proof.as_ref(), cancel).await? {
         return Ok(Err(why));
     }
     let blocks = plan.blocks.iter().cloned().map(Work::Block).collect();
@@ -212,14 +215,15 @@ fn as_recorded(read: &PartRead, stopped: Option<&Outcome>, part: &plan::Part, wh
     Ok(())
 }
 
-/// Phase 1: the schema before the data, committed once the whole object is proven.
+/// Phase 1: the schema before the data, committed once it is proven, and the whole object too
+/// where a second read proves it (`reading`).
 async fn schema(
     job: &Job<'_>,
     m: &Manifest,
     plan: &Plan,
-    mut reading: digest::Reading,
+    reading: Option<digest::Reading>,
     cancel: &CancellationToken,
-) -> Step<(ScanResult, digest::Proof)> {
+) -> Step<(ScanResult, Option<digest::Proof>)> {
     let mut tx = PsqlTransaction::begin(job.target.psql, job.target.url, job.target.preamble).await?;
     let what = "the schema before the data";
     let (read, stopped) = job.gated(&plan.before, Sink::Psql(&mut tx), cancel).await?;
@@ -230,7 +234,11 @@ async fn schema(
             _ => Err(format!("{what} holds COPY data or the dump's closing lines")),
         });
     let proof = match checked {
-        Ok(()) => digest::proven(&mut reading, m, plan).await?,
+        Ok(()) => match reading {
+            Some(mut reading) => digest::proven(&mut reading, m, plan).await?.map(Some),
+            // Every part is proven by its own recorded hash as it is read.
+            None => Ok(None),
+        },
         Err(why) => Err(why),
     };
     let proof = match proof {
@@ -243,15 +251,16 @@ async fn schema(
     Ok(committed(&mut tx, None, what, cancel).await?.map(|()| (read.scan, proof)))
 }
 
-/// The runs between COPY blocks: comments only, and the bytes the second read saw.
-async fn between(job: &Job<'_>, plan: &Plan, proof: &digest::Proof, cancel: &CancellationToken) -> Step<()> {
+/// The runs between COPY blocks: comments only, and the bytes their recorded hash, or the second
+/// read, says.
+async fn between(job: &Job<'_>, plan: &Plan, proof: Option<&digest::Proof>, cancel: &CancellationToken) -> Step<()> {
     for run in &plan.between {
         let (read, _) = part::read(job.storage, job.key, run, Judge::CommentsOnly, Sink::Nowhere, cancel).await?;
         let what = format!("bytes {} to {} of the object", run.offset, run.offset + run.length);
         if let Some(why) = read.differs(run, &what) {
             return Ok(Err(why));
         }
-        if proof.parts.get(&run.offset) != Some(&read.sha256) {
+        if proof.is_some_and(|p| p.parts.get(&run.offset) != Some(&read.sha256)) {
             return Ok(Err(format!("{what} changed while they were read")));
         }
     }

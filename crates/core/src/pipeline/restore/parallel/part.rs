@@ -51,7 +51,8 @@ pub(super) struct PartRead {
     pub settings: std::collections::BTreeMap<String, String>,
     /// See `ends_cleanly`.
     pub restrict: (bool, bool),
-    /// The index builds the gate passed (see [`Build`]), with offsets into what it passed.
+    /// The index builds the gate passed (see [`Build`]), with offsets into what it passed; only
+    /// for a part held in memory ([`Sink::Held`]), and none when there were too many.
     pub builds: Vec<Build>,
     /// What the gate passed did not fit in the memory given ([`Sink::Held`]): nothing else of
     /// the read counts.
@@ -113,7 +114,7 @@ impl Comments {
 fn read_part(
     handle: &tokio::runtime::Handle,
     job: (DynStorage, Key, Part),
-    judge: Judge,
+    (judge, note_builds): (Judge, bool),
     tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
     cancel: &CancellationToken,
 ) -> Result<PartRead, String> {
@@ -125,7 +126,8 @@ fn read_part(
     let mut hashing = Hashing::new(body, None);
     let mut read = PartRead::default();
     let (mut scanner, mut comments) = match judge {
-        Judge::Gate(rules) => (Some(DumpScanner::gated(rules).noting_builds()), None),
+        Judge::Gate(rules) if note_builds => (Some(DumpScanner::gated(rules).noting_builds()), None),
+        Judge::Gate(rules) => (Some(DumpScanner::gated(rules)), None),
         Judge::CommentsOnly => (None, Some(Comments::default())),
     };
     {
@@ -191,6 +193,8 @@ pub(super) async fn read(
 ) -> Result<(PartRead, Option<Outcome>), StreamError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    // Only a part held in memory is split into its builds.
+    let note_builds = matches!(sink, Sink::Held(..));
     let handle = tokio::runtime::Handle::current();
     let job = (storage.clone(), key.clone(), part.clone());
     let thread_cancel = cancel.clone();
@@ -199,7 +203,7 @@ pub(super) async fn read(
         .name("pgvigil-part".into())
         .stack_size(PARSER_STACK)
         .spawn(move || {
-            let _ = done_tx.send(read_part(&handle, job, judge, &tx, &thread_cancel));
+            let _ = done_tx.send(read_part(&handle, job, (judge, note_builds), &tx, &thread_cancel));
         })
         .map_err(|e| StorageError::other(format!("cannot start a reading thread: {e}"), true))?;
     let mut too_large = false;

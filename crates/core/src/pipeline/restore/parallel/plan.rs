@@ -11,8 +11,8 @@ pub struct Part {
     pub offset: u64,
     /// How long it is.
     pub length: u64,
-    /// Its SHA-256 as the manifest records it (`None`: a run between blocks, proven only by the
-    /// object's own SHA-256).
+    /// Its SHA-256 as the manifest records it (`None`: a run between blocks of a backup taken
+    /// before pgvigil recorded theirs, proven only by the object's own SHA-256).
     pub sha256: Option<String>,
 }
 
@@ -38,6 +38,15 @@ pub struct Plan {
     pub between: Vec<Part>,
     /// Everything after the last COPY block.
     pub after: Part,
+}
+
+impl Plan {
+    /// Whether every part has its SHA-256 recorded: then the parts, each checked against its own,
+    /// prove the whole object, and it is read once. Otherwise a second read through SHA-256
+    /// proves it.
+    pub fn proven_by_parts(&self) -> bool {
+        self.between.iter().all(|p| p.sha256.is_some())
+    }
 }
 
 fn recorded(r: &MemberRange) -> Part {
@@ -83,22 +92,31 @@ pub fn plan(m: &Manifest) -> Result<Plan, &'static str> {
         .collect();
     blocks.sort_by_key(|b| b.part.offset);
     let mut between = Vec::new();
+    let mut runs = m.between_data.iter();
     let mut at = before.offset.checked_add(before.length).filter(|_| before.offset == 0);
     for b in &blocks {
         let Some(end) = at.filter(|e| *e <= b.part.offset) else {
             return Err("the backup's recorded parts overlap or leave the object");
         };
         if b.part.offset > end {
+            let length = b.part.offset - end;
+            // Recorded runs must be exactly the runs between the blocks, all of them.
+            let sha256 = match runs.next() {
+                Some(r) if r.offset == end && r.length == length => Some(r.sha256.clone()),
+                Some(_) => return Err("the backup's recorded parts overlap or leave the object"),
+                None if m.between_data.is_empty() => None,
+                None => return Err("the backup's recorded parts overlap or leave the object"),
+            };
             between.push(Part {
                 offset: end,
-                length: b.part.offset - end,
-                sha256: None,
+                length,
+                sha256,
             });
         }
         at = b.part.offset.checked_add(b.part.length);
     }
     match at {
-        Some(end) if end == after.offset && after.offset.checked_add(after.length) == Some(m.size) => {}
+        Some(end) if end == after.offset && after.offset.checked_add(after.length) == Some(m.size) && runs.next().is_none() => {}
         _ => return Err("the backup's recorded parts overlap or leave the object"),
     }
     blocks.sort_by(|a, b| b.part.length.cmp(&a.part.length).then_with(|| a.part.offset.cmp(&b.part.offset)));
@@ -158,6 +176,14 @@ mod tests {
             }]
         );
         assert_eq!(p.after.offset, 80);
+        assert!(!p.proven_by_parts(), "a run without its hash: the object is read whole too");
+
+        // With the runs' hashes recorded, the parts prove the object.
+        let mut m = m;
+        m.between_data = vec![range(30, 2)];
+        let p = plan(&m).unwrap();
+        assert_eq!(p.between[0].sha256.as_deref(), Some("h30"));
+        assert!(p.proven_by_parts());
     }
 
     #[test]
@@ -176,6 +202,16 @@ mod tests {
         assert!(plan(&no_hash).is_ok());
         no_hash.table_members[0].sha256 = None;
         assert!(plan(&no_hash).is_err());
+        // Recorded runs that are not exactly the runs between the blocks.
+        let two = manifest(&[("a", 10, 20), ("b", 32, 48)], (0, 10), (80, 20), 100);
+        for runs in [vec![range(30, 1)], vec![range(31, 1)], vec![range(30, 2), range(40, 2)]] {
+            let mut m = two.clone();
+            m.between_data = runs.clone();
+            assert!(plan(&m).is_err(), "{runs:?}");
+        }
+        let mut met = manifest(&[("a", 10, 20)], (0, 10), (30, 70), 100);
+        met.between_data = vec![range(30, 1)];
+        assert!(plan(&met).is_err(), "a run where the blocks meet");
         let mut huge = manifest(&[("a", 10, u64::MAX)], (0, 10), (30, 70), 100);
         assert!(plan(&huge).is_err(), "an offset past u64 is refused, not wrapped");
         huge.encryption = Some(Default::default());

@@ -13,11 +13,12 @@ use crate::infra::pg::psql::Outcome;
 use crate::pipeline::restore::stream::StreamError;
 use crate::pipeline::stages::dumpscan::{split_qualified, Build, ScanResult};
 use crate::records::manifest::Manifest;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 
-/// Most bytes of what follows the data held in memory (compressed, and as the gate passed it);
-/// a larger part (many large objects) is restored in one session as it streams.
+/// Most bytes of what follows the data held in memory (compressed, and as the gate passed it; held
+/// once more while it is split into sessions); a larger part (many large objects) is restored in
+/// one session as it streams.
 const HOLD: usize = 64 << 20;
 
 const WHAT: &str = "what follows the data";
@@ -39,18 +40,18 @@ pub(super) async fn the_rest(
             if let Err(why) = checked(&read, stopped.as_ref(), &plan.after) {
                 return Ok(Err(why));
             }
-            let (groups, rest) = split(&held, &read.builds, plan);
-            let rest = if groups.len() > 1 {
-                let tables = groups.len();
-                let work = groups.into_iter().map(|(table, sql)| Work::Builds(table, sql)).collect();
-                let used = match spread(job, work, sessions, cancel).await? {
-                    Ok((_, used)) => used,
-                    Err(why) => return Ok(Err(why)),
-                };
-                tracing::debug!(tables, sessions = used, "indexes built side by side");
-                rest
-            } else {
-                held
+            let rest = match split(held, &read.builds, plan) {
+                Ok((groups, rest)) => {
+                    let tables = groups.len();
+                    let work = groups.into_iter().map(|(table, sql)| Work::Builds(table, sql)).collect();
+                    let used = match spread(job, work, sessions, cancel).await? {
+                        Ok((_, used)) => used,
+                        Err(why) => return Ok(Err(why)),
+                    };
+                    tracing::debug!(tables, sessions = used, "indexes built side by side");
+                    rest
+                }
+                Err(held) => held,
             };
             let mut tx = session(job.target).await?;
             tokio::select! {
@@ -82,26 +83,21 @@ fn checked(read: &PartRead, stopped: Option<&Outcome>, part: &Part) -> Result<()
 }
 
 /// The builds of `held` by table (each table's in the dump's order, its tablespace set before
-/// each), largest table's data first, and what is left of `held` in the dump's order. Builds that
-/// do not lie in order inside `held` (never: the gate notes them as it passes them) leave
-/// everything to the one session.
-fn split(held: &[u8], builds: &[Build], plan: &Plan) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
+/// each), largest table's data first, and what is left of `held` in the dump's order; or `held`
+/// itself when there are builds on fewer than two tables, or builds that do not lie in order
+/// inside it (never: the gate notes them as it passes them).
+#[allow(clippy::type_complexity)]
+fn split(held: Vec<u8>, builds: &[Build], plan: &Plan) -> Result<(Vec<(String, Vec<u8>)>, Vec<u8>), Vec<u8>> {
     let in_order = builds
         .iter()
         .try_fold(0u64, |at, b| {
             (b.start >= at && b.end >= b.start && b.end <= held.len() as u64).then_some(b.end)
         })
         .is_some();
-    if !in_order || builds.is_empty() {
-        return (Vec::new(), held.to_vec());
+    let tables: BTreeSet<&(String, String)> = builds.iter().map(|b| &b.table).collect();
+    if !in_order || tables.len() < 2 {
+        return Err(held);
     }
-    let size = |table: &(String, String)| -> u64 {
-        plan.blocks
-            .iter()
-            .filter(|b| split_qualified(&b.table).is_some_and(|(s, n)| (s == table.0 || table.0.is_empty()) && n == table.1))
-            .map(|b| b.part.length)
-            .sum()
-    };
     let mut groups: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
     let mut rest = Vec::with_capacity(held.len());
     let mut at = 0usize;
@@ -116,10 +112,22 @@ fn split(held: &[u8], builds: &[Build], plan: &Plan) -> (Vec<(String, Vec<u8>)>,
         at = end;
     }
     rest.extend_from_slice(&held[at..]);
+    drop(held);
+    // Each table's data, by its name (pg_dump names every table with its schema).
+    let mut sizes: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for b in &plan.blocks {
+        if let Some(name) = split_qualified(&b.table) {
+            *sizes.entry(name).or_default() += b.part.length;
+        }
+    }
     let mut groups: Vec<((String, String), Vec<u8>)> = groups.into_iter().collect();
-    groups.sort_by_key(|(t, _)| std::cmp::Reverse(size(t)));
-    let shown = |(s, n): &(String, String)| if s.is_empty() { n.clone() } else { format!("{s}.{n}") };
-    (groups.into_iter().map(|(t, sql)| (shown(&t), sql)).collect(), rest)
+    groups.sort_by_key(|(t, _)| std::cmp::Reverse(sizes.get(t).copied().unwrap_or(0)));
+    // (Shown in messages: no control characters, not too long.)
+    let shown = |(s, n): &(String, String)| {
+        let name = if s.is_empty() { n.clone() } else { format!("{s}.{n}") };
+        name.chars().filter(|c| !c.is_control()).take(80).collect::<String>()
+    };
+    Ok((groups.into_iter().map(|(t, sql)| (shown(&t), sql)).collect(), rest))
 }
 
 #[cfg(test)]
@@ -166,7 +174,7 @@ mod tests {
             build(held, "A2;\n", ("public", "a"), Some("fast")),
         ];
         let plan = plan_with(&[("public.a", 10), ("public.b", 500)]);
-        let (groups, rest) = split(held.as_bytes(), &builds, &plan);
+        let (groups, rest) = split(held.as_bytes().to_vec(), &builds, &plan).unwrap();
         let groups: Vec<(String, String)> = groups.into_iter().map(|(t, s)| (t, String::from_utf8(s).unwrap())).collect();
         assert_eq!(
             groups,
@@ -185,23 +193,24 @@ mod tests {
     }
 
     #[test]
-    fn builds_out_of_order_leave_everything_to_one_session() {
+    fn builds_out_of_order_or_on_one_table_leave_everything_to_one_session() {
         let held = "A1;\nB1;\n";
         let plan = plan_with(&[]);
+        let beyond = Build {
+            start: 4,
+            end: 99,
+            table: ("".into(), "b".into()),
+            tablespace: None,
+        };
         let cases = [
             vec![build(held, "B1;\n", ("", "b"), None), build(held, "A1;\n", ("", "a"), None)],
-            vec![Build {
-                start: 4,
-                end: 99,
-                table: ("".into(), "a".into()),
-                tablespace: None,
-            }],
+            vec![build(held, "A1;\n", ("", "a"), None), beyond],
+            vec![build(held, "A1;\n", ("", "a"), None), build(held, "B1;\n", ("", "a"), None)],
             vec![],
         ];
         for builds in cases {
-            let (groups, rest) = split(held.as_bytes(), &builds, &plan);
-            assert!(groups.is_empty(), "{builds:?}");
-            assert_eq!(rest, held.as_bytes());
+            let whole = split(held.as_bytes().to_vec(), &builds, &plan).unwrap_err();
+            assert_eq!(whole, held.as_bytes(), "{builds:?}");
         }
     }
 }

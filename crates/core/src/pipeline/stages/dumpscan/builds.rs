@@ -70,16 +70,11 @@ pub(super) fn tablespace_for(settings: &BTreeMap<String, String>) -> Option<Opti
             _ => return None,
         }
     }
-    match tablespace {
-        None => Some(None),
-        Some(v) if v.is_empty() => Some(None),
-        Some(v)
-            if v.len() <= 63
-                && v.chars()
-                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ' ' || c == '-') =>
-        {
-            Some(Some(v.clone()))
-        }
+    match tablespace.map(String::as_str) {
+        None | Some("") => Some(None),
+        // How the gate records `RESET` and `DEFAULT`, and a tablespace named so: keep the order.
+        Some("RESET") => None,
+        Some(v) if v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"_$ -".contains(&b)) => Some(Some(v.to_string())),
         Some(_) => None,
     }
 }
@@ -150,6 +145,8 @@ mod tests {
                 s(&[("default_tablespace", ""), ("default_table_access_method", "heap")]),
                 Some(None),
             ),
+            (s(&[("default_tablespace", "café")]), None),
+            (s(&[("default_tablespace", "RESET")]), None),
             (s(&[("default_tablespace", "it's")]), None),
             (s(&[("default_tablespace", "a\\b")]), None),
             (s(&[("search_path", "public")]), None),

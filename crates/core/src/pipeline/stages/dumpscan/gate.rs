@@ -29,6 +29,9 @@ use std::fmt;
 
 /// Longest statement (with the comments before it) a restore accepts.
 pub const MAX_STATEMENT: usize = 16 * 1024 * 1024;
+/// Most index builds noted ([`Gate::note_builds`]): past that none are, and everything keeps the
+/// dump's order (memory stays bounded whatever a tampered dump holds).
+const MAX_BUILDS: usize = 100_000;
 /// Longest psql command line (`\restrict <key>`) read.
 const MAX_COMMAND_LINE: usize = 1024;
 
@@ -165,6 +168,8 @@ pub(super) struct Gate {
     settings: std::collections::BTreeMap<String, String>,
     /// The index builds passed so far, when noting them ([`Build`]).
     builds: Option<Vec<Build>>,
+    /// More than [`MAX_BUILDS`] were passed: none are noted any more.
+    too_many_builds: bool,
     /// Bytes passed before the current chunk, and where the chunk's output began in the buffer
     /// given to [`Gate::candidate`]: what turns a place there into an offset in all that passed.
     passed: u64,
@@ -210,7 +215,9 @@ impl Gate {
 
     /// Notes the index builds it passes from now on ([`Gate::take_builds`]).
     pub fn note_builds(&mut self) {
-        self.builds.get_or_insert_with(Vec::new);
+        if !self.too_many_builds {
+            self.builds.get_or_insert_with(Vec::new);
+        }
     }
 
     /// The index builds noted since the last call.
@@ -387,6 +394,10 @@ impl Gate {
                     table,
                     tablespace,
                 });
+                if noted.len() > MAX_BUILDS {
+                    self.builds = None;
+                    self.too_many_builds = true;
+                }
             }
         }
         Ok(passed)
