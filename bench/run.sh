@@ -35,6 +35,7 @@ fi
 # --- tools --------------------------------------------------------------------------------------
 command -v aws >/dev/null || python3 -m pip install --quiet awscli
 command -v age-keygen >/dev/null || { apt-get update -qq && apt-get install -y -qq age; }
+command -v minisign >/dev/null || { apt-get update -qq && apt-get install -y -qq minisign; }
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time; }
 cargo build --release --quiet --bin pgvigil-backup --bin pgvigil-verify --bin pgvigil --bin pgvigil-test-s3
 BIN="$PWD/target/release"
@@ -80,6 +81,9 @@ pgvigil_env() { # prefix, level
 age-keygen -o "$WORK/age.txt" 2>/dev/null
 AGEPUB=$(age-keygen -y "$WORK/age.txt")
 AGEKEY="$WORK/age.txt"
+# A signing key for the signed cases: with BACKUP_TRUSTED_KEYS a parallel restore reads the object once.
+minisign -G -W -p "$WORK/sign.pub" -s "$WORK/sign.key" >/dev/null
+SIGNPUB=$(sed -n 2p "$WORK/sign.pub")
 
 export -f pgvigil_env
 export PGPORT S3URL BUCKET
@@ -140,6 +144,8 @@ for size in "${SIZES[@]}"; do
   case_add backup6nolatest "pgvigil_env b6n-$DB 6 env BACKUP_LATEST_COPY=false $BIN/pgvigil-backup --once"
   run_cases
   fi
+  # A signed backup of the same database, for the signed recovery cases (not measured).
+  pgvigil_env "b6s-$DB" 6 env BACKUP_SIGNING_KEY_FILE="$WORK/sign.key" "$BIN/pgvigil-backup" --once
   peersize=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/peer/$DB.sql.gz" 2>/dev/null | awk '{print $3}')
   aws --endpoint-url "$S3URL" s3 cp "s3://$BUCKET/b6-$DB/backup_latest.sql.gz" "$WORK/latest.sql.gz" --only-show-errors
   objsize=$(stat -c %s "$WORK/latest.sql.gz")
@@ -147,6 +153,7 @@ for size in "${SIZES[@]}"; do
   case_add floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
   case_add verify "pgvigil_env b6-$DB 6 env VERIFY_JOBS=1 $BIN/pgvigil-verify --once"
   case_add verifyjobs "pgvigil_env b6-$DB 6 env VERIFY_JOBS=2 $BIN/pgvigil-verify --once"
+  case_add verifysigned "pgvigil_env b6s-$DB 6 env VERIFY_JOBS=2 BACKUP_TRUSTED_KEYS=$SIGNPUB $BIN/pgvigil-verify --once"
   if [ "$ONLY" != rto ]; then
   case_add check "pgvigil_env b6-$DB 6 $BIN/pgvigil check --last 1"
   case_add checkdeep "pgvigil_env b6-$DB 6 $BIN/pgvigil check --deep --last 1"
@@ -157,6 +164,7 @@ for size in "${SIZES[@]}"; do
   case_add restore "$fresh && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --to postgresql://postgres@127.0.0.1:$PGPORT/rto_restore"
   case_add table "$fresh && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --table public.invoices --to postgresql://postgres@127.0.0.1:$PGPORT/rto_restore"
   case_add restorejobs "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS rto_jobs' && pgvigil_env b6-$DB 6 $BIN/pgvigil restore --create rto_jobs --jobs 2 --to postgresql://postgres@127.0.0.1:$PGPORT/postgres"
+  case_add restoresigned "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS rto_jobs' && pgvigil_env b6s-$DB 6 env BACKUP_TRUSTED_KEYS=$SIGNPUB $BIN/pgvigil restore --create rto_jobs --jobs 2 --to postgresql://postgres@127.0.0.1:$PGPORT/postgres"
   # The anchor users would pick instead: pg_restore -j 2 from a directory dump of the same database.
   rm -rf "$WORK/dirdump"
   "${DUMP[@]}" -Fd -j 2 -f "$WORK/dirdump" -d "$DB"
@@ -187,10 +195,12 @@ for size in "${SIZES[@]}"; do
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
     echo "| | | \`pg_restore -j 2\` (directory dump of the same database) | ${WALL[pgrestore]} | $(ratio "${WALL[pgrestore]}" "${WALL[floor]}") × floor | — |"
     echo "| | | pgvigil verify, one stream (\`VERIFY_JOBS=1\`) | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
-    echo "| | | pgvigil verify over 2 sessions (\`VERIFY_JOBS=2\`) | ${WALL[verifyjobs]} | $(ratio "${WALL[verifyjobs]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyjobs]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[verifyjobs]}") |"
+    echo "| | | pgvigil verify over 2 sessions (\`VERIFY_JOBS=2\`; unsigned: the object read twice) | ${WALL[verifyjobs]} | $(ratio "${WALL[verifyjobs]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyjobs]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[verifyjobs]}") |"
+    echo "| | | pgvigil verify over 2 sessions, signed (\`BACKUP_TRUSTED_KEYS\`: read once) | ${WALL[verifysigned]} | $(ratio "${WALL[verifysigned]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifysigned]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[verifysigned]}") |"
     [ "$ONLY" = rto ] || echo "| | | pgvigil verify, encrypted | ${WALL[verifyage]} | $(ratio "${WALL[verifyage]}" "${WALL[floor]}") × floor ($(ratio "${WALL[verifyage]}" "${WALL[verify]}") × plain) | $(mib "${RSS[verifyage]}") |"
     echo "| | | pgvigil restore (whole database, into a new one) | ${WALL[restore]} | $(ratio "${WALL[restore]}" "${WALL[floor]}") × floor | $(mib "${RSS[restore]}") |"
-    echo "| | | pgvigil restore --create --jobs 2 | ${WALL[restorejobs]} | $(ratio "${WALL[restorejobs]}" "${WALL[floor]}") × floor ($(ratio "${WALL[restorejobs]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[restorejobs]}") |"
+    echo "| | | pgvigil restore --create --jobs 2 (unsigned: read twice) | ${WALL[restorejobs]} | $(ratio "${WALL[restorejobs]}" "${WALL[floor]}") × floor ($(ratio "${WALL[restorejobs]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[restorejobs]}") |"
+    echo "| | | pgvigil restore --create --jobs 2, signed (read once) | ${WALL[restoresigned]} | $(ratio "${WALL[restoresigned]}" "${WALL[floor]}") × floor ($(ratio "${WALL[restoresigned]}" "${WALL[pgrestore]}") × pg_restore -j 2) | $(mib "${RSS[restoresigned]}") |"
     echo "| | | pgvigil restore --table (~5 % of the data; read $tableread) | ${WALL[table]} | $(ratio "${WALL[table]}" "${WALL[restore]}") × full restore | $(mib "${RSS[table]}") |"
     [ "$ONLY" = rto ] || echo "| | | pgvigil check ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object, size + SHA-256) | ${WALL[check]} | $(awk -v s="$objsize" -v t="${WALL[check]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[check]}") |"
     [ "$ONLY" = rto ] || echo "| | | pgvigil check --deep (inflated) | ${WALL[checkdeep]} | $(awk -v s="$objsize" -v t="${WALL[checkdeep]}" 'BEGIN { if (t > 0) printf "%.0f MB/s", s/1e6/t; else print "-" }') | $(mib "${RSS[checkdeep]}") |"

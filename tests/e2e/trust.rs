@@ -5,11 +5,13 @@
 //! the newest and is left alone.
 
 use bytes::Bytes;
+use pgvigil_core::infra::storage::faulty::{self, Faulty, Op};
 use pgvigil_core::infra::storage::{self, Key};
 use pgvigil_core::pipeline::backup;
+use pgvigil_core::pipeline::verify::{self, VerifyContext};
 use pgvigil_core::records::keys::{BackupId, Layout};
 use pgvigil_core::records::manifest;
-use pgvigil_e2e::fixtures::context;
+use pgvigil_e2e::fixtures::{context, verify_context};
 use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, text};
 use pgvigil_e2e::{corpus, init_logs, PgServer, S3Server};
@@ -78,6 +80,22 @@ async fn only_backups_signed_by_a_trusted_key_are_verified_or_restored() {
     vars.push(("BACKUP_TRUSTED_KEYS", public.clone()));
     let v = run("pgvigil-verify", &["--once"], &vars).await;
     assert!(text(&v).contains(lines::VERIFY_PASSED), "{}", text(&v));
+
+    // Signed, the backup is restored over two sessions reading the object once, part by part
+    // (each against its recorded hash): no read of the whole object is made.
+    let jobs = [("BACKUP_TRUSTED_KEYS", public.clone()), ("VERIFY_JOBS", "2".to_string())];
+    let plain = verify_context(&pg, &s3, "signed", &jobs).await;
+    let faulty = std::sync::Arc::new(Faulty::new(plain.storage.clone()));
+    faulty.fail(Op::Get, &out.manifest.key, faulty::denied, None);
+    let once = VerifyContext {
+        storage: faulty.clone(),
+        ..plain
+    };
+    let rec = verify::run_and_log(&once, None, &CancellationToken::new()).await.unwrap();
+    assert!(rec.passed, "{:?}", rec.reasons);
+    assert_eq!(rec.evidence.restore_sessions, Some(2), "{:?}", rec.evidence.one_stream);
+    assert!(rec.evidence.signed_by.is_some());
+    assert!(faulty.calls(Op::GetRange) > 3);
 
     // The key given inline (where files are awkward, as on Railway) signs the same way.
     let inline = [("BACKUP_SIGNING_KEY", std::fs::read_to_string(&secret).unwrap())];

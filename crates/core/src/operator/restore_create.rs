@@ -174,7 +174,12 @@ impl Operator {
         let jobs = jobs.min(plan.blocks.len());
         observer.note(&format!("restoring {key} into {} over {jobs} sessions ...", target.url));
         let bound = tokio::sync::Semaphore::new(jobs);
-        let sessions = Sessions { jobs, bound: &bound };
+        // With trusted keys, only a manifest whose signature was verified is restored.
+        let sessions = Sessions {
+            jobs,
+            bound: &bound,
+            signed: self.settings.trusted.is_set(),
+        };
         let deadline = target.deadline.map(|d| tokio::time::Instant::now() + d);
         let run = restore_parallel(&self.storage, key, m, plan, target, &sessions, cancel);
         let why = match crate::pipeline::restore::before(deadline, run).await {

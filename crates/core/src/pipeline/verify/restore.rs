@@ -38,6 +38,8 @@ pub(super) async fn restore(
     let sessions = parallel::Sessions {
         jobs,
         bound: &run.ctx.sessions,
+        // With trusted keys, only a manifest whose signature was verified gets this far.
+        signed: run.ctx.trusted.is_set(),
     };
     let deadline = target.deadline.map(|d| tokio::time::Instant::now() + d);
     let restored = crate::pipeline::restore::before(
@@ -53,7 +55,8 @@ pub(super) async fn restore(
         }
         Some(Ok(parallel::Parallel::GaveWay(why))) => why,
         Some(Err(e)) => return Err(e),
-        // Two reads and shared sessions: running out of time here says nothing of the backup.
+        // Shared sessions (and, unsigned, two reads): running out of time here says nothing of
+        // the backup.
         None => "it did not finish within the deadline".into(),
     };
     let why: String = why.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();

@@ -12,10 +12,11 @@
 //!    order in one session, committed only after the table-of-contents guard passed ([`rest`]).
 //!
 //! Every byte of the object lies in a part, and each part is checked against its own recorded
-//! SHA-256 before its session commits, so a database that ends whole holds exactly the bytes the
-//! manifest records, read once. For backups taken before pgvigil recorded the hashes of the runs
-//! between blocks, the whole object is read once more through SHA-256 only, hashing each part on
-//! the way ([`digest`]), and nothing is committed before that proof. Each part must end where a statement may begin (the gate, fresh for every part, would otherwise
+//! SHA-256 before its session commits. Where the manifest's signature was verified
+//! ([`Sessions::signed`]) and every part's hash is recorded, that proves the object, which is read
+//! once (and its size and version tag are the same at the end as at the start). Otherwise the whole
+//! object is read once more through SHA-256 only, hashing each part on the way ([`digest`]), and
+//! nothing is committed before it is proven to be what the manifest records. Each part must end where a statement may begin (the gate, fresh for every part, would otherwise
 //! never see a statement cut at its end), the schema must leave the session as pg_dump's header sets
 //! it (the later sessions start that way), and each table's part must be exactly one COPY block of
 //! its rows. Anything not so, and any session that fails, makes the parallel restore give way
@@ -59,6 +60,11 @@ pub enum Parallel {
 pub struct Sessions<'a> {
     /// Sessions loading table data at once, at most.
     pub jobs: usize,
+    /// The manifest's signature was verified (`BACKUP_TRUSTED_KEYS`): its hashes, of the whole
+    /// object and of each part, are the backup service's own, so parts that match theirs prove
+    /// the object, which is then read once. Unsigned, a manifest's whole hash could disagree with
+    /// its parts' (the one-stream restore would fail it), so the object is read whole too.
+    pub signed: bool,
     /// The bound shared with other restores running at the same time: every data session but a
     /// restore's first holds a permit for as long as it lives.
     pub bound: &'a Semaphore,
@@ -114,21 +120,30 @@ pub async fn restore_parallel(
         StorageError::Cancelled => StreamError::Cancelled,
         e => StreamError::Storage(e),
     })?;
-    if head.map(|o| o.size) != Some(m.size) {
+    let Some(head) = head.filter(|o| o.size == m.size) else {
         return Ok(Parallel::GaveWay("the object is not the size its manifest records".into()));
-    }
+    };
     let job = Job {
         storage,
         key,
         target,
         rules: gate_rules(Some(m), target.strip),
     };
-    // Where a run between blocks has no recorded hash, a second read proves the object whole.
-    let reading = (!plan.proven_by_parts()).then(|| digest::start(storage, key, plan, cancel));
+    // Unless every part's recorded hash is proven the backup service's own, a second read proves
+    // the object whole.
+    let reading = (!(sessions.signed && plan.proven_by_parts())).then(|| digest::start(storage, key, plan, cancel));
     let (scan, used) = match phases(&job, m, plan, sessions, reading, cancel).await? {
         Ok(done) => done,
         Err(why) => return Ok(Parallel::GaveWay(why)),
     };
+    // The parts were read one by one: the object they came from must still be the one first seen.
+    let now = storage.head(key, cancel).await.map_err(|e| match e {
+        StorageError::Cancelled => StreamError::Cancelled,
+        e => StreamError::Storage(e),
+    })?;
+    if now.as_ref().map(|o| (o.size, &o.etag)) != Some((head.size, &head.etag)) {
+        return Ok(Parallel::GaveWay("the object changed while it was restored".into()));
+    }
     let report = StreamReport {
         sha256: m.sha256.clone(),
         size: m.size,
