@@ -362,3 +362,55 @@ async fn a_parallel_restore_into_a_new_database_is_whole_or_absent() {
     assert!(!exists(&pg, "app_bad").await);
     assert!(building(&pg).await.0.is_empty());
 }
+
+/// A backup of a database that holds a subscription restores without it: a subscription needs a
+/// superuser, would tie the restored database to a publisher, and keeps its database from being
+/// dropped. The output says what was left out.
+#[tokio::test]
+async fn a_subscription_in_the_backup_is_left_out_and_said() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 100).await;
+    pg.exec(
+        "app",
+        "CREATE SUBSCRIPTION app_sub CONNECTION 'host=127.0.0.1 port=9 dbname=x' PUBLICATION p \
+           WITH (connect = false, enabled = false, slot_name = NONE);",
+    )
+    .await;
+    let s3 = S3Server::start().await;
+    let ctx = context(&pg, "app", s3.vars("sub"), &[]).await;
+    backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
+    let mut vars = s3.vars("sub");
+    vars.push(("RESTORE_DATABASE_URL", pg.url("postgres")));
+
+    for (name, jobs) in [("app_one", "1"), ("app_two", "2")] {
+        let o = run("pgvigil", &["restore", "--create", name, "--jobs", jobs], &vars).await;
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{t}");
+        assert!(t.contains("left out: 2 subscription statement(s)"), "{t}");
+        assert_eq!(t.contains("over 2 sessions"), jobs == "2", "{t}");
+        assert_eq!(sample::row_counts(&pg, "app").await, sample::row_counts(&pg, name).await);
+        let mut c = pg.connect("postgres").await;
+        let subs: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = $1")
+                .bind(name)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        assert_eq!(subs, 0, "no subscription in {name}");
+        sqlx::query(&format!("DROP DATABASE {name}")).execute(&mut c).await.unwrap();
+    }
+
+    // A target that holds a subscription of its own: --clean does not drop it (that would drop the
+    // publisher's slot outside the restore's transaction), so it says what to do and restores nothing.
+    let mut at_source = s3.vars("sub");
+    at_source.push(("RESTORE_DATABASE_URL", pg.url("app")));
+    let before = sample::row_counts(&pg, "app").await;
+    let o = run("pgvigil", &["restore", "--clean", "--yes"], &at_source).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("1 logical-replication subscription(s)") && t.contains("--create"), "{t}");
+    assert_eq!(sample::row_counts(&pg, "app").await, before);
+    let o = run("pgvigil", &["restore"], &at_source).await;
+    assert!(text(&o).contains("1 subscription"), "{}", text(&o));
+}

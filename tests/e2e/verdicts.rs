@@ -64,6 +64,9 @@ async fn a_realistic_schema_passes_as_superuser_and_as_a_createdb_role_and_resto
     assert_eq!(sequential.evidence.indexes.checked, rec.evidence.indexes.checked);
     assert_eq!(sequential.evidence.privileges, rec.evidence.privileges);
     let ev = &rec.evidence;
+    // The subscription, its owner and its comment were not restored.
+    assert_eq!((ev.subscriptions_left_out, sequential.evidence.subscriptions_left_out), (3, 3));
+    assert!(scratch_dbs(&pg).await.is_empty());
     assert_eq!(ev.indexes.mode, "heap");
     assert_eq!(ev.indexes.not_run, None);
     for checked in ["billing.events_2025_pkey", "public.places_pkey", "public.regions_eu_pkey"] {

@@ -4,7 +4,7 @@
 //! pg_trgm), GIN, GiST, BRIN and hash indexes, a materialized view, triggers, row-level security
 //! with FORCE, an unlogged table, large objects, comments, several schemas, non-ASCII identifiers,
 //! procedure bodies that say `BEGIN` and `COMMIT`, SQL-standard bodies (`BEGIN ATOMIC … END`) and
-//! a view whose expression nests 200 operators deep.
+//! a view whose expression nests 200 operators deep, a publication and a subscription.
 
 use crate::PgServer;
 
@@ -115,6 +115,13 @@ CREATE PROCEDURE billing.touch() LANGUAGE sql BEGIN ATOMIC SELECT CASE WHEN true
 -- Large objects (pg_dump wraps their data in BEGIN; ... COMMIT;).
 SELECT lo_from_bytea(0, convert_to(repeat('large object ', 1000), 'UTF8'));
 SELECT lo_from_bytea(0, '\x00010203'::bytea);
+
+-- Logical replication: a publication, and a subscription (never connected) with a comment. A
+-- restore leaves the subscription out: one in a scratch database would keep it from being dropped.
+CREATE PUBLICATION corpus_pub FOR TABLE public.regions_eu;
+CREATE SUBSCRIPTION corpus_sub CONNECTION 'host=127.0.0.1 port=9 dbname=nowhere' PUBLICATION elsewhere
+  WITH (connect = false, enabled = false, slot_name = NONE);
+COMMENT ON SUBSCRIPTION corpus_sub IS 'pulls from a server that does not exist';
 "#;
 
 /// A view whose expression is 200 operators deep: a parse tree deeper than a default protobuf

@@ -144,6 +144,12 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
     if let Some(replaced) = &out.replaced {
         println!("replaced: {replaced} (dropped in the same transaction)");
     }
+    if out.subscriptions_left_out > 0 {
+        println!(
+            "left out: {} subscription statement(s) of the backup; pgvigil never restores a subscription (it would tie the restored database to a publisher). Recreate any you need with CREATE SUBSCRIPTION once the publisher is known to be the right one",
+            out.subscriptions_left_out
+        );
+    }
     println!("time taken (RTO): {:.1}s", out.rto_secs);
     println!(
         "data as of {} ({} old: RPO)",

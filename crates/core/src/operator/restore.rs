@@ -65,6 +65,8 @@ pub struct RestoreOutcome {
     pub created: Option<String>,
     /// Sessions that loaded table data at once (`None`: one stream).
     pub sessions: Option<usize>,
+    /// Subscription statements of the backup that were not run (a restore never creates one).
+    pub subscriptions_left_out: u32,
 }
 
 impl RestoreOutcome {
@@ -89,6 +91,14 @@ pub enum RestoreFailure {
         database: String,
         /// What is in it.
         contents: Contents,
+    },
+    /// `--clean` was given, but the target holds subscriptions, which it does not drop.
+    #[error("the target database {database} holds {count} logical-replication subscription(s), which --clean does not drop (dropping one also drops its replication slot on the publisher, which cannot be undone if the restore fails). Drop them first (ALTER SUBSCRIPTION name DISABLE; DROP SUBSCRIPTION name;), or restore into a new database with --create")]
+    TargetHasSubscriptions {
+        /// Database name.
+        database: String,
+        /// Subscriptions in it.
+        count: i64,
     },
     /// The environment failed while restoring `key`; older backups were not tried because they
     /// would meet the same problem.
@@ -236,6 +246,7 @@ impl Operator {
             };
             let (attempt, sessions) = self.attempt(&key, m.as_ref(), req, &how, observer, cancel).await?;
             let attempt = attempt.map_err(|e| stopped(key.as_str(), e))?;
+            let subscriptions_left_out = attempt.report.scan.subscription_lines_removed;
             match decide(key.as_str(), &req.target, attempt).await? {
                 Verdict::Done => {
                     return Ok(RestoreOutcome {
@@ -246,6 +257,7 @@ impl Operator {
                         replaced,
                         created: None,
                         sessions,
+                        subscriptions_left_out,
                     })
                 }
                 Verdict::BackupAtFault(why) => {
@@ -381,6 +393,12 @@ impl Operator {
         let contents = pg::target::contents(&mut conn, url).await?;
         let result = if contents.is_empty() {
             Ok((String::new(), None, major))
+        } else if req.clean && contents.subscriptions > 0 {
+            Err(RestoreFailure::TargetHasSubscriptions {
+                database: url.database(),
+                count: contents.subscriptions,
+            }
+            .into())
         } else if !req.clean {
             Err(RestoreFailure::TargetNotEmpty {
                 database: url.database(),

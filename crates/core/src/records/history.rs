@@ -76,6 +76,14 @@ pub struct Evidence {
     /// Why the restore ran in one stream although several sessions were allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_stream: Option<String>,
+    /// Subscription statements in the dump that were not restored (a restore never creates a
+    /// subscription).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub subscriptions_left_out: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What one reason of a failed verification blames.

@@ -26,6 +26,8 @@ pub struct Contents {
     pub large_objects: i64,
     /// Objects outside schemas: event triggers, publications, foreign servers.
     pub others: i64,
+    /// Logical-replication subscriptions of this database (`--clean` does not drop them).
+    pub subscriptions: i64,
     /// Installed extensions other than `plpgsql` (not counted as user objects: the dump's
     /// `CREATE EXTENSION IF NOT EXISTS` accepts them).
     pub extensions: i64,
@@ -34,7 +36,16 @@ pub struct Contents {
 impl Contents {
     /// True when the database holds no user objects.
     pub fn is_empty(&self) -> bool {
-        self.tables + self.views + self.sequences + self.functions + self.types + self.schemas + self.large_objects + self.others == 0
+        self.tables
+            + self.views
+            + self.sequences
+            + self.functions
+            + self.types
+            + self.schemas
+            + self.large_objects
+            + self.others
+            + self.subscriptions
+            == 0
     }
 }
 
@@ -49,6 +60,7 @@ impl fmt::Display for Contents {
             (self.schemas, "schema"),
             (self.large_objects, "large object"),
             (self.others, "event trigger, publication or foreign server"),
+            (self.subscriptions, "subscription"),
         ]
         .iter()
         .filter(|(n, _)| *n > 0)
@@ -87,12 +99,13 @@ pub async fn contents(conn: &mut PgConnection, url: &DbUrl) -> Result<Contents, 
          (SELECT count(*) FROM pg_largeobject_metadata), \
          (SELECT (SELECT count(*) FROM pg_event_trigger) + (SELECT count(*) FROM pg_publication) \
             + (SELECT count(*) FROM pg_foreign_server o WHERE {NOT_EXTENSION})), \
-         (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')",
+         (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql'), \
+         (SELECT count(*) FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()))",
         class("'r', 'p', 'f'"),
         class("'v', 'm'"),
         class("'S'"),
     );
-    let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64) =
+    let row: (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64) =
         sqlx::query_as(&sql).fetch_one(&mut *conn).await.map_err(|e| classify(url, &e))?;
     Ok(Contents {
         tables: row.0,
@@ -104,6 +117,7 @@ pub async fn contents(conn: &mut PgConnection, url: &DbUrl) -> Result<Contents, 
         large_objects: row.6,
         others: row.7,
         extensions: row.8,
+        subscriptions: row.9,
     })
 }
 

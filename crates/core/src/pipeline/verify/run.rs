@@ -124,6 +124,7 @@ async fn restore_and_check(
     let restore_secs = t0.elapsed().as_secs_f64();
     run.privileges.evidence.statements_left_out = attempt.report.scan.privilege_lines_removed;
     evidence.privileges = run.privileges.evidence.clone();
+    evidence.subscriptions_left_out = attempt.report.scan.subscription_lines_removed;
     match judge(attempt, scratch_url).await {
         Judgement::Committed => {}
         Judgement::Backup(reasons) => {

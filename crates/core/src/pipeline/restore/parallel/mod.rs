@@ -400,7 +400,12 @@ async fn load(job: &Job<'_>, tx: &mut PsqlTransaction, block: &Block, stop: &Can
     }
     let s = &read.scan;
     let exact = matches!(s.copies.as_slice(), [c] if c.table == block.table && c.rows == block.rows && c.begin == 0 && c.end == s.bytes);
-    if !exact || s.transaction_lines > 0 || s.privilege_lines_removed > 0 || read.restrict != (false, false) {
+    if !exact
+        || s.transaction_lines > 0
+        || s.privilege_lines_removed > 0
+        || s.subscription_lines_removed > 0
+        || read.restrict != (false, false)
+    {
         return Ok(Err(format!("{what} is not exactly one COPY block of its {} rows", block.rows)));
     }
     Ok(Ok(Some(read.scan)))

@@ -26,6 +26,12 @@ pub(super) enum Decision {
     Ownership,
     /// A privilege statement (`GRANT`, `REVOKE`, `ALTER DEFAULT PRIVILEGES`).
     Grant,
+    /// A statement about a subscription (`CREATE SUBSCRIPTION … connect = false`, its owner,
+    /// comment or security label): never restored. A subscription ties its database to a
+    /// publisher, only a superuser (or, from PostgreSQL 16, a member of `pg_create_subscription`)
+    /// may create one, and PostgreSQL refuses to drop a database that holds one: a scratch
+    /// database could not be dropped after the verification.
+    Subscription,
     /// Refused: what the statement is, in a few words (never its text, which may hold data).
     Refuse(String),
 }
@@ -79,7 +85,7 @@ pub(super) fn judge(stmt: &NodeEnum, roles: &KnownRoles) -> Decision {
                 _ => false,
             });
             if no_connect {
-                Decision::Pass
+                Decision::Subscription
             } else {
                 refuse("CREATE SUBSCRIPTION without connect = false")
             }
@@ -90,6 +96,9 @@ pub(super) fn judge(stmt: &NodeEnum, roles: &KnownRoles) -> Decision {
         NodeEnum::GrantStmt(g) if cluster_wide(g.objtype) => refuse(format!("GRANT or REVOKE on {}", kind(g.objtype))),
         NodeEnum::CommentStmt(c) if cluster_wide(c.objtype) => refuse(format!("COMMENT ON {}", kind(c.objtype))),
         NodeEnum::SecLabelStmt(l) if cluster_wide(l.objtype) => refuse(format!("SECURITY LABEL ON {}", kind(l.objtype))),
+        NodeEnum::AlterOwnerStmt(a) if a.object_type == pb::ObjectType::ObjectSubscription as i32 => Decision::Subscription,
+        NodeEnum::CommentStmt(c) if c.objtype == pb::ObjectType::ObjectSubscription as i32 => Decision::Subscription,
+        NodeEnum::SecLabelStmt(l) if l.objtype == pb::ObjectType::ObjectSubscription as i32 => Decision::Subscription,
         NodeEnum::AlterOwnerStmt(_) => Decision::Ownership,
         NodeEnum::AlterTableStmt(a) if !a.cmds.is_empty() && a.cmds.iter().all(is_owner_change) => Decision::Ownership,
         NodeEnum::GrantStmt(_) | NodeEnum::AlterDefaultPrivilegesStmt(_) => Decision::Grant,

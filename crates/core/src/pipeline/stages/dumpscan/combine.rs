@@ -23,6 +23,7 @@ impl ScanResult {
             self.grants.entry(t).or_default().extend(g);
         }
         self.privilege_lines_removed += later.privilege_lines_removed;
+        self.subscription_lines_removed += later.subscription_lines_removed;
         self.roles.extend(later.roles);
         self.copies.extend(later.copies);
         self.toc.extend(later.toc);

@@ -20,6 +20,11 @@
 //! lexing depends on those settings — a backslash right before a quote, or a non-ASCII byte right
 //! before a backslash — are sent alone, right after pgvigil's own `SET` of both, so psql and the
 //! server read them exactly as the parser did.
+//!
+//! Some allowed statements are dropped rather than passed on: pg_dump's own transaction lines
+//! around large objects, ownership and privilege statements where the restore leaves them out, and
+//! every statement about a subscription (a restore never creates one). Each must stand alone in
+//! its candidate, and each is counted.
 
 use super::allow::{self, Decision, KnownRoles};
 use super::builds::{self, Build};
@@ -150,6 +155,8 @@ pub(super) struct Passed {
     pub transaction_lines: u32,
     /// Privilege statements removed.
     pub privilege_lines: u32,
+    /// Subscription statements removed.
+    pub subscription_lines: u32,
 }
 
 /// The gate's state between candidates.
@@ -369,6 +376,13 @@ impl Gate {
                     keep = false;
                 }
                 Decision::Ownership | Decision::Grant => {}
+                Decision::Subscription if count > 1 => {
+                    return Err(refuse_statement("a subscription statement beside other statements".into()))
+                }
+                Decision::Subscription => {
+                    passed.subscription_lines += 1;
+                    keep = false;
+                }
                 Decision::Refuse(what) => return Err(refuse_statement(what)),
             }
         }

@@ -109,3 +109,27 @@ fn privilege_statements_are_left_out_as_asked() {
     assert_eq!(run(&mut Gate::new(rules(Strip::OwnershipAndGrants)), grant).unwrap(), "");
     assert!(run(&mut Gate::new(rules(Strip::Nothing)), "SET SESSION AUTHORIZATION postgres;\n").is_err());
 }
+
+#[test]
+fn subscription_statements_are_dropped_counted_and_never_hide_others() {
+    let mut g = Gate::default();
+    for sql in [
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (connect = false, slot_name = 's');\n",
+        "ALTER SUBSCRIPTION s OWNER TO app;\n",
+        "COMMENT ON SUBSCRIPTION s IS 'x';\n",
+    ] {
+        let mut out = Vec::new();
+        let passed = g.candidate(sql.as_bytes(), false, 1, &mut out).unwrap();
+        assert!(out.is_empty(), "{sql:?} reached psql");
+        assert_eq!(passed.subscription_lines, 1, "{sql:?}");
+    }
+    for hidden in [
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (connect = false); CREATE TABLE t (a int);\n",
+        "COMMENT ON SUBSCRIPTION s IS 'x'; ALTER TABLE t OWNER TO app;\n",
+    ] {
+        let err = run(&mut Gate::default(), hidden).unwrap_err().to_string();
+        assert!(err.contains("subscription statement beside"), "{hidden:?}: {err}");
+    }
+    let err = run(&mut g, "CREATE SUBSCRIPTION s CONNECTION 'host=evil' PUBLICATION p;\n").unwrap_err();
+    assert!(err.to_string().contains("connect = false"), "{err}");
+}

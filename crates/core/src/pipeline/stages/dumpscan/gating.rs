@@ -107,6 +107,7 @@ impl DumpScanner {
             Ok(passed) => {
                 self.result.transaction_lines += passed.transaction_lines;
                 self.result.privilege_lines_removed += passed.privilege_lines;
+                self.result.subscription_lines_removed += passed.subscription_lines;
             }
             Err(why) => self.refuse(why),
         }

@@ -67,6 +67,8 @@ pub struct ScanResult {
     pub grants: BTreeMap<String, BTreeSet<String>>,
     /// Ownership and privilege statements the filter left out (see [`Strip`]).
     pub privilege_lines_removed: u32,
+    /// Subscription statements the filter left out: a restore never creates subscriptions.
+    pub subscription_lines_removed: u32,
     /// Every role the dump's ownership, privilege, session-authorization and policy statements
     /// name (as pg_dump wrote them).
     pub roles: BTreeSet<String>,

@@ -71,7 +71,9 @@ pub(super) fn roles_named(line: &str) -> Vec<String> {
     let t = line.trim();
     let mut out: Vec<String> = Vec::new();
     let body = t.strip_suffix(';').unwrap_or(t);
-    if let Some(role) = owner_of(t) {
+    if t.starts_with("ALTER SUBSCRIPTION ") {
+        // Never restored (see `allow::Decision::Subscription`): its owner is no role a restore needs.
+    } else if let Some(role) = owner_of(t) {
         out.push(role.to_string());
     } else if t.starts_with("GRANT ") || t.starts_with("ALTER DEFAULT PRIVILEGES ") {
         let body = body.split(" GRANTED BY ").next().unwrap_or(body);
@@ -178,6 +180,8 @@ mod tests {
                 vec!["app_ro", "auditor"],
             ),
             ("CREATE POLICY p ON public.t USING (true);", vec![]),
+            // Subscriptions are never restored: their owner is no role a restore needs.
+            ("ALTER SUBSCRIPTION sub OWNER TO postgres;", vec![]),
         ];
         for (line, want) in named {
             assert_eq!(roles_named(line), want, "{line}");
