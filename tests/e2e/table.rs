@@ -153,7 +153,10 @@ async fn one_table_comes_back_from_its_ranges_beside_or_in_place_of_the_live_one
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o).contains("holds no table public.nope"), "{}", text(&o));
 
-    // --replace: the backup's rows in place of the live ones, the other table's key added back.
+    // --replace: the backup's rows in place of the live ones, the other table's key and the
+    // publication that names it (with its row filter) added back.
+    pg.exec("app", "CREATE PUBLICATION live_pub FOR TABLE public.customers WHERE (id > 0);")
+        .await;
     let o = restore_table(&vars, &["public.customers", "--replace"]).await;
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
@@ -166,6 +169,13 @@ async fn one_table_comes_back_from_its_ranges_beside_or_in_place_of_the_live_one
     )
     .await;
     assert_eq!(fk, 1, "the orders' key to customers is back");
+    let published: Option<String> = scalar(
+        &pg,
+        "app",
+        "SELECT rowfilter FROM pg_publication_tables WHERE pubname = 'live_pub' AND tablename = 'customers'",
+    )
+    .await;
+    assert_eq!(published.as_deref(), Some("(id > 0)"), "the publication names customers again");
 
     // A replace whose key cannot hold (orders of customers the backup does not have) changes
     // nothing at all.

@@ -1,8 +1,8 @@
 //! pgvigil's own last statement of a one-table restore, run inside its transaction before the
 //! COMMIT: it proves the table is there with the rows the manifest counts, then moves it out of
 //! the staging schema under its new name (or, with `--replace`, in place of the live table, with
-//! the other tables' foreign keys to it dropped and added back) and drops the staging schema —
-//! which fails if the backup left anything else in it. Any failure rolls everything back.
+//! the other tables' foreign keys to it and the publications that name it dropped and added back)
+//! and drops the staging schema — which fails if the backup left anything else in it. Any failure rolls everything back.
 //!
 //! The names travel as JSON in a dollar-quoted literal whose tag they do not contain, so nothing
 //! from the backup or the command line is ever spliced into the SQL itself.
@@ -77,6 +77,7 @@ DECLARE
   live pg_catalog.regclass;
   fam pg_catalog.oid[];
   stmt pg_catalog.text;
+  pubs pg_catalog.jsonb := '[]';
 BEGIN
   PERFORM pg_catalog.set_config('search_path', '', true);
   PERFORM pg_catalog.set_config('lock_timeout', '{lock_ms}', true);
@@ -127,6 +128,29 @@ BEGIN
       readd := readd || pg_catalog.format('ALTER TABLE %s ADD CONSTRAINT %I %s', r.rel, r.conname, r.def);
       EXECUTE pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I', r.rel, r.conname);
     END LOOP;
+    -- Publications that name the live table or its partitions lose them with the DROP: each is
+    -- added back (with its row filter and column list) once the restored tables are in place.
+    IF pg_catalog.current_setting('server_version_num')::pg_catalog.int4 >= 150000 THEN
+      FOR r IN EXECUTE 'SELECT p.pubname, pr.prrelid::pg_catalog.regclass::pg_catalog.text AS rel,
+                               pg_catalog.pg_get_expr(pr.prqual, pr.prrelid) AS qual,
+                               (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), '', '' ORDER BY a.attnum)
+                                  FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = pr.prrelid AND a.attnum = ANY (pr.prattrs)) AS cols
+                          FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                         WHERE pr.prrelid = ANY ($1)' USING fam
+      LOOP
+        pubs := pubs || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(r.rel, pg_catalog.format('ALTER PUBLICATION %I ADD TABLE ONLY %s%s%s', r.pubname, r.rel,
+          CASE WHEN r.cols IS NULL THEN '' ELSE ' (' || r.cols || ')' END,
+          CASE WHEN r.qual IS NULL THEN '' ELSE ' WHERE (' || r.qual || ')' END)));
+      END LOOP;
+    ELSE
+      FOR r IN SELECT p.pubname, pr.prrelid::pg_catalog.regclass::pg_catalog.text AS rel
+                 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                WHERE pr.prrelid = ANY (fam)
+      LOOP
+        pubs := pubs || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(r.rel, pg_catalog.format('ALTER PUBLICATION %I ADD TABLE ONLY %s', r.pubname, r.rel)));
+      END LOOP;
+    END IF;
     EXECUTE pg_catalog.format('DROP TABLE %I.%I', dst, new);
   END IF;
   IF new <> tab THEN
@@ -151,6 +175,12 @@ BEGIN
   EXECUTE pg_catalog.format('DROP SCHEMA %I', stage);
   FOREACH stmt IN ARRAY readd LOOP
     EXECUTE stmt;
+  END LOOP;
+  -- A partition the backup does not have is gone, and so is its place in a publication.
+  FOR r IN SELECT e->>0 AS rel, e->>1 AS stmt FROM pg_catalog.jsonb_array_elements(pubs) e LOOP
+    IF pg_catalog.to_regclass(r.rel) IS NOT NULL THEN
+      EXECUTE r.stmt;
+    END IF;
   END LOOP;
 END {body};
 "#
