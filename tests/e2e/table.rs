@@ -17,6 +17,8 @@ CREATE INDEX m_v ON public.m (v);
 ALTER TABLE public.customers ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own ON public.customers USING (balance >= 0);
 COMMENT ON TABLE public.customers IS 'who pays';
+CREATE STATISTICS public.customers_stats (ndistinct) ON id, balance FROM public.customers;
+COMMENT ON STATISTICS public.customers_stats IS 'pairs';
 CREATE TABLE public.base (x int);
 CREATE TABLE public.kid (y int) INHERITS (public.base);
 INSERT INTO public.kid VALUES (1, 2);
@@ -143,6 +145,14 @@ async fn one_table_comes_back_from_its_ranges_beside_or_in_place_of_the_live_one
     )
     .await;
     assert_eq!(pkey, 1);
+    let stats: i64 = scalar(
+        &pg,
+        "app",
+        "SELECT count(*) FROM pg_statistic_ext WHERE stxname = 'customers_restored_stats' \
+           AND stxrelid = 'public.customers_restored'::regclass AND obj_description(oid, 'pg_statistic_ext') = 'pairs'",
+    )
+    .await;
+    assert_eq!(stats, 1, "the extended statistics came with the copy, renamed");
     for args in [&["public.customers", "--as", "public.customers"][..], &["public.customers"][..]] {
         let o = restore_table(&vars, args).await;
         let t = text(&o);
@@ -176,6 +186,13 @@ async fn one_table_comes_back_from_its_ranges_beside_or_in_place_of_the_live_one
     )
     .await;
     assert_eq!(published.as_deref(), Some("(id > 0)"), "the publication names customers again");
+    let stats: String = scalar(
+        &pg,
+        "app",
+        "SELECT stxrelid::regclass::text FROM pg_statistic_ext WHERE stxname = 'customers_stats' AND stxnamespace = 'public'::regnamespace",
+    )
+    .await;
+    assert_eq!(stats, "customers");
 
     // A replace whose key cannot hold (orders of customers the backup does not have) changes
     // nothing at all.

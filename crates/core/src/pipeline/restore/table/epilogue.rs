@@ -164,6 +164,12 @@ BEGIN
              THEN new || pg_catalog.substr(r.relname, pg_catalog.length(tab) + 1)
              ELSE new || '_' || r.relname END);
     END LOOP;
+    FOR r IN SELECT s.stxname FROM pg_catalog.pg_statistic_ext s WHERE s.stxnamespace = ns LOOP
+      EXECUTE pg_catalog.format('ALTER STATISTICS %I.%I RENAME TO %I', stage, r.stxname,
+        CASE WHEN pg_catalog.left(r.stxname, pg_catalog.length(tab)) = tab
+             THEN new || pg_catalog.substr(r.stxname, pg_catalog.length(tab) + 1)
+             ELSE new || '_' || r.stxname END);
+    END LOOP;
     EXECUTE pg_catalog.format('ALTER TABLE %I.%I RENAME TO %I', stage, tab, new);
   END IF;
   FOR r IN SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relnamespace = ns AND c.relkind IN ('r', 'p') LOOP
@@ -171,6 +177,10 @@ BEGIN
   END LOOP;
   FOR r IN SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relnamespace = ns AND c.relkind = 'S' LOOP
     EXECUTE pg_catalog.format('ALTER SEQUENCE %I.%I SET SCHEMA %I', stage, r.relname, dst);
+  END LOOP;
+  -- Extended statistics do not move with their table.
+  FOR r IN SELECT s.stxname FROM pg_catalog.pg_statistic_ext s WHERE s.stxnamespace = ns LOOP
+    EXECUTE pg_catalog.format('ALTER STATISTICS %I.%I SET SCHEMA %I', stage, r.stxname, dst);
   END LOOP;
   EXECUTE pg_catalog.format('DROP SCHEMA %I', stage);
   FOREACH stmt IN ARRAY readd LOOP

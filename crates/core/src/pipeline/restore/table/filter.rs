@@ -231,7 +231,7 @@ impl Filter {
     fn mentions_family(&self, stmt: &str) -> bool {
         let f = &self.family;
         // As written: bare, or quoted with its own quotes doubled.
-        f.relations.iter().chain(f.indexes.iter()).any(|n| {
+        f.relations.iter().chain(f.indexes.iter()).chain(f.statistics.iter()).any(|n| {
             // In a string constant (`'schema.name'::regclass`) quotes are doubled again.
             let quoted = n.name.replace('"', "\"\"");
             [n.name.clone(), n.name.replace('\'', "''"), quoted.replace('\'', "''"), quoted]

@@ -100,6 +100,24 @@ ALTER TABLE ONLY public.m_2024
 
 CREATE INDEX invoices_total ON public.invoices USING btree (total);
 
+CREATE STATISTICS public.invoices_stats (ndistinct) ON id, total FROM public.invoices;
+
+ALTER STATISTICS public.invoices_stats OWNER TO app;
+
+COMMENT ON STATISTICS public.invoices_stats IS 'pairs';
+
+CREATE STATISTICS public.lines ON id, total FROM public.invoices;
+
+CREATE STATISTICS public.lines_stats ON invoice_id, body FROM public.lines;
+
+ALTER STATISTICS public.lines_stats OWNER TO app;
+
+SECURITY LABEL FOR dummy ON TABLE public.invoices IS 'classified';
+
+SECURITY LABEL FOR dummy ON COLUMN public.invoices.total IS 'secret';
+
+SECURITY LABEL FOR dummy ON TABLE public.lines IS 'other';
+
 ALTER INDEX public.m_pkey ATTACH PARTITION public.m_2024_pkey;
 
 CREATE TRIGGER t BEFORE INSERT ON public.invoices FOR EACH ROW EXECUTE FUNCTION public.touch();
@@ -165,6 +183,18 @@ fn one_table_keeps_its_definition_sequence_data_and_post_data_restaged() {
         assert!(has("REFERENCES st.invoices(id)"), "a key to itself is kept");
         assert!(has("CREATE POLICY p ON st.invoices") && has("ALTER TABLE st.invoices ENABLE ROW LEVEL SECURITY;"));
         assert!(has("GRANT SELECT ON TABLE st.invoices TO reader;"));
+        // Extended statistics and security labels of the table, restaged.
+        assert!(
+            has("CREATE STATISTICS st.invoices_stats (ndistinct) ON id, total FROM st.invoices;"),
+            "{out}"
+        );
+        assert!(has("ALTER STATISTICS st.invoices_stats OWNER TO app;"));
+        assert!(has("COMMENT ON STATISTICS st.invoices_stats IS 'pairs';"));
+        assert!(has("SECURITY LABEL FOR dummy ON TABLE st.invoices IS 'classified';"));
+        assert!(has("SECURITY LABEL FOR dummy ON COLUMN st.invoices.total IS 'secret';"));
+        // A statistics object named like another table (public.lines): only statistics
+        // statements move it (see replace_keeps_keys_to_other_tables).
+        assert!(has("CREATE STATISTICS st.lines ON id, total FROM st.invoices;"), "{out}");
         // Nothing of the other tables, the function or the large object.
         for other in [
             "CREATE TABLE public.lines",
@@ -173,6 +203,8 @@ fn one_table_keeps_its_definition_sequence_data_and_post_data_restaged() {
             "touch() RETURNS",
             "lo_create",
             "1\ta",
+            "lines_stats",
+            "'other'",
         ] {
             assert!(!has(other), "{other} in {out}");
         }

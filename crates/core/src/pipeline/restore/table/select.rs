@@ -1,6 +1,6 @@
 //! Which statements of a dump rebuild one table: its definition, its partitions, its sequences,
-//! defaults, indexes, constraints, triggers, policies, comments and grants, and its sequences'
-//! values. Read with PostgreSQL's own parser; everything else of the dump is left out.
+//! defaults, indexes, constraints, triggers, policies, extended statistics, comments, security
+//! labels and grants, and its sequences' values. Read with PostgreSQL's own parser; everything else of the dump is left out.
 //!
 //! The table's *family* — the relations the restore rebuilds — grows from the table itself:
 //! partitions attached to a member (and theirs), and sequences owned by a member or made for an
@@ -22,6 +22,8 @@ pub struct Family {
     pub relations: BTreeSet<Name>,
     /// Indexes (and the indexes of keys and unique constraints) made on them, in their schema.
     pub indexes: BTreeSet<Name>,
+    /// Extended statistics objects (`CREATE STATISTICS`) on one of them, in their own schema.
+    pub statistics: BTreeSet<Name>,
     /// Foreign keys to tables outside the family are kept (`--replace`: the table goes back where
     /// it was) or left out (a copy under another name, which should not tie other tables' rows).
     pub outside_keys: bool,
@@ -98,6 +100,7 @@ impl Family {
             relations: [root.clone()].into(),
             root,
             indexes: BTreeSet::new(),
+            statistics: BTreeSet::new(),
             outside_keys,
             keys_left_out: BTreeSet::new(),
         }
@@ -183,6 +186,12 @@ impl Family {
         if !(any && all) {
             return Choice::Skip;
         }
+        if statements(parsed).any(about_statistics) {
+            // A statistics object's name is moved only where it names one: it may be the name of
+            // a table outside the family too (statistics have names of their own).
+            let moved: BTreeSet<Name> = self.relations.union(&self.statistics).cloned().collect();
+            return Choice::Keep(restage(sql, &moved, stage));
+        }
         Choice::Keep(self.restaged(sql, stage))
     }
 
@@ -190,6 +199,11 @@ impl Family {
     pub fn restaged(&self, sql: &str, stage: &str) -> String {
         let moved: BTreeSet<Name> = self.relations.union(&self.indexes).cloned().collect();
         restage(sql, &moved, stage)
+    }
+
+    /// Whether `parts` (`schema`, `name`) name one of the family's statistics objects.
+    fn statistic(&self, parts: &[String]) -> bool {
+        parts.len() == 2 && pair(parts).is_some_and(|n| self.statistics.contains(&n))
     }
 
     /// Whether `stmt` is about the family (`Keep` with no text), and notes the indexes it makes.
@@ -221,6 +235,35 @@ impl Family {
                 self.indexes.insert(Name::new(&table.schema, &i.idxname));
                 Choice::Keep(String::new())
             }
+            // Extended statistics on exactly one family table, named with their schema (as
+            // pg_dump writes them), and what is said of them later.
+            NodeEnum::CreateStatsStmt(st) => {
+                let on_family =
+                    matches!(st.relations.as_slice(), [r] if matches!(&r.node, Some(NodeEnum::RangeVar(rv)) if has(self, Some(rv))));
+                match node_strings(&st.defnames).as_slice() {
+                    [schema, n] if on_family => {
+                        self.statistics.insert(Name::new(schema, n));
+                        Choice::Keep(String::new())
+                    }
+                    _ if on_family => Choice::LeftOut("a statistics object whose name has no schema".into()),
+                    _ => Choice::Skip,
+                }
+            }
+            NodeEnum::AlterStatsStmt(a) => keep(self.statistic(&node_strings(&a.defnames))),
+            NodeEnum::AlterOwnerStmt(o) if o.object_type == ObjectType::ObjectStatisticExt as i32 => {
+                keep(self.statistic(&strings(o.object.as_deref())))
+            }
+            NodeEnum::CommentStmt(c) if c.objtype == ObjectType::ObjectStatisticExt as i32 => {
+                keep(self.statistic(&strings(c.object.as_deref())))
+            }
+            // Security labels of the table, its columns and sequences (the target needs the
+            // label provider, as a full restore does).
+            NodeEnum::SecLabelStmt(l) => keep(
+                [ObjectType::ObjectTable, ObjectType::ObjectColumn, ObjectType::ObjectSequence]
+                    .iter()
+                    .any(|k| l.objtype == *k as i32)
+                    && pair(&strings(l.object.as_deref())).is_some_and(|n| self.relations.contains(&n)),
+            ),
             NodeEnum::CreateTrigStmt(t) => keep(has(self, t.relation.as_ref())),
             NodeEnum::CreatePolicyStmt(p) => keep(has(self, p.table.as_ref())),
             NodeEnum::RuleStmt(r) => keep(has(self, r.relation.as_ref())),
@@ -278,6 +321,17 @@ impl Family {
             }
         }
         Choice::Keep(String::new())
+    }
+}
+
+/// Whether `stmt` creates, alters or comments on an extended statistics object.
+fn about_statistics(stmt: &NodeEnum) -> bool {
+    let stat = ObjectType::ObjectStatisticExt as i32;
+    match stmt {
+        NodeEnum::CreateStatsStmt(_) | NodeEnum::AlterStatsStmt(_) => true,
+        NodeEnum::AlterOwnerStmt(o) => o.object_type == stat,
+        NodeEnum::CommentStmt(c) => c.objtype == stat,
+        _ => false,
     }
 }
 
