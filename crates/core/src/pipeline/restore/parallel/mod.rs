@@ -189,6 +189,9 @@ async fn phases(
         Err(why) => return Ok(Err(why)),
     };
     let whole = blocks.into_iter().fold(before, ScanResult::then).then(after);
+    if whole.too_many_entries() {
+        return Ok(Err("the parts together name more tables and objects than one stream reads".into()));
+    }
     Ok(Ok((whole, used)))
 }
 

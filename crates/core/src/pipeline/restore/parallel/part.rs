@@ -78,16 +78,24 @@ impl PartRead {
     }
 }
 
-/// Whether every line so far is a comment or blank.
+/// The most a run between two COPY blocks may hold (pg_dump writes a few lines): one stream
+/// reads the run together with the next COPY line, as one statement it limits in length.
+const MAX_RUN: u64 = 64 * 1024;
+
+/// Whether every line so far is a comment or blank, without a NUL byte (which one stream refuses
+/// in a comment too), and no longer than [`MAX_RUN`].
 #[derive(Default)]
 struct Comments {
     /// The first bytes of the current line (at most two).
     head: Vec<u8>,
     bad: bool,
+    len: u64,
 }
 
 impl Comments {
     fn feed(&mut self, data: &[u8]) {
+        self.len += data.len() as u64;
+        self.bad |= self.len > MAX_RUN || memchr::memchr(0, data).is_some();
         for &b in data {
             if b == b'\n' {
                 self.end_line();
@@ -254,7 +262,8 @@ mod tests {
 
     #[test]
     fn only_comments_and_blank_lines_pass_between_blocks() {
-        let cases: [(&[&[u8]], bool); 8] = [
+        let long = [b"-- a comment run longer than pg_dump writes\n".as_slice(); 2000].concat();
+        let cases: [(&[&[u8]], bool); 10] = [
             (
                 &[b"\n--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: app\n--\n\n"],
                 true,
@@ -266,6 +275,8 @@ mod tests {
             (&[b"\\! rm -rf /\n"], false),
             (&[b"-- fine\n-x"], false),
             (&[b"-- no newline at the end"], false),
+            (&[b"-- a NUL \0 in a comment\n"], false),
+            (&[&long], false),
         ];
         for (chunks, want) in cases {
             let mut c = Comments::default();

@@ -88,6 +88,16 @@ fn checked(read: &PartRead, stopped: Option<&Outcome>, part: &Part) -> Result<()
 /// inside it (never: the gate notes them as it passes them).
 #[allow(clippy::type_complexity)]
 fn split(held: Vec<u8>, builds: &[Build], plan: &Plan) -> Result<(Vec<(String, Vec<u8>)>, Vec<u8>), Vec<u8>> {
+    // Each table's data, by its name (pg_dump names every table with its schema).
+    let mut sizes: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for b in &plan.blocks {
+        if let Some(name) = split_qualified(&b.table) {
+            *sizes.entry(name).or_default() += b.part.length;
+        }
+    }
+    // An index built without ONLY on a table without data (a partitioned one, say) would reach
+    // tables that other sessions build on: it keeps the dump's order.
+    let builds: Vec<&Build> = builds.iter().filter(|b| !b.recurses || sizes.contains_key(&b.table)).collect();
     let in_order = builds
         .iter()
         .try_fold(0u64, |at, b| {
@@ -113,13 +123,6 @@ fn split(held: Vec<u8>, builds: &[Build], plan: &Plan) -> Result<(Vec<(String, V
     }
     rest.extend_from_slice(&held[at..]);
     drop(held);
-    // Each table's data, by its name (pg_dump names every table with its schema).
-    let mut sizes: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for b in &plan.blocks {
-        if let Some(name) = split_qualified(&b.table) {
-            *sizes.entry(name).or_default() += b.part.length;
-        }
-    }
     let mut groups: Vec<((String, String), Vec<u8>)> = groups.into_iter().collect();
     groups.sort_by_key(|(t, _)| std::cmp::Reverse(sizes.get(t).copied().unwrap_or(0)));
     // (Shown in messages: no control characters, not too long.)
@@ -162,6 +165,7 @@ mod tests {
             end: start + stmt.len() as u64,
             table: (table.0.into(), table.1.into()),
             tablespace: tablespace.map(Into::into),
+            recurses: false,
         }
     }
 
@@ -193,6 +197,33 @@ mod tests {
     }
 
     #[test]
+    fn an_index_without_only_on_a_table_without_data_keeps_the_dumps_order() {
+        let held = "P1;\nA1;\nB1;\nQ1;\n";
+        let recursing = |stmt: &str, table: (&str, &str)| Build {
+            recurses: true,
+            ..build(held, stmt, table, None)
+        };
+        let builds = [
+            recursing("P1;\n", ("public", "p")),
+            build(held, "A1;\n", ("public", "a"), None),
+            build(held, "B1;\n", ("public", "b"), None),
+            recursing("Q1;\n", ("public", "b")),
+        ];
+        let plan = plan_with(&[("public.a", 10), ("public.b", 500)]);
+        let (groups, rest) = split(held.as_bytes().to_vec(), &builds, &plan).unwrap();
+        let groups: Vec<(String, String)> = groups.into_iter().map(|(t, s)| (t, String::from_utf8(s).unwrap())).collect();
+        let set = "SET default_tablespace = '';\n";
+        assert_eq!(
+            groups,
+            [
+                ("public.b".to_string(), format!("{set}B1;\n{set}Q1;\n")),
+                ("public.a".to_string(), format!("{set}A1;\n")),
+            ]
+        );
+        assert_eq!(String::from_utf8(rest).unwrap(), "P1;\n");
+    }
+
+    #[test]
     fn builds_out_of_order_or_on_one_table_leave_everything_to_one_session() {
         let held = "A1;\nB1;\n";
         let plan = plan_with(&[]);
@@ -201,6 +232,7 @@ mod tests {
             end: 99,
             table: ("".into(), "b".into()),
             tablespace: None,
+            recurses: false,
         };
         let cases = [
             vec![build(held, "B1;\n", ("", "b"), None), build(held, "A1;\n", ("", "a"), None)],

@@ -3,10 +3,15 @@
 //! `CONCURRENTLY`), or `ALTER TABLE ONLY … ADD CONSTRAINT` of a primary key, a unique or an
 //! exclusion constraint — and needs nothing that follows it in the dump. The gate notes where each
 //! lies in what it passed ([`Build`]); everything else keeps the dump's order.
+//!
+//! A noted build runs before everything that is not one, so it must not depend on anything that
+//! precedes it: builds are noted only until a statement passes that a build might depend on
+//! ([`Order`]). pg_dump writes the keys and indexes first, with nothing between them but sequence
+//! values, large objects, settings and comments on what was just built.
 
 use pg_query::protobuf as pb;
 use pg_query::NodeEnum;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One index build among what the gate passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +25,100 @@ pub struct Build {
     pub table: (String, String),
     /// The `default_tablespace` the dump had set before it (`None`: the session's own).
     pub tablespace: Option<String>,
+    /// A `CREATE INDEX` without `ONLY`: on a partitioned table it builds on every partition too
+    /// (pg_dump writes `ON ONLY` there), so it may run apart only on a table that holds data.
+    pub recurses: bool,
+}
+
+/// Whether builds may still be noted: nothing passed so far that a build might depend on.
+#[derive(Debug, Default)]
+pub(super) struct Order {
+    /// A statement passed that a later build might depend on.
+    closed: bool,
+    /// What the noted builds made: `schema.index`, and `schema.table.constraint`.
+    built: BTreeSet<Vec<String>>,
+}
+
+/// Most names [`Order`] keeps (the gate notes at most `MAX_BUILDS` builds anyway).
+const MAX_BUILT: usize = 200_000;
+
+impl Order {
+    /// Builds may still be noted.
+    pub fn open(&self) -> bool {
+        !self.closed
+    }
+
+    /// `stmt` passed the gate; `noted`: as a build that runs apart.
+    pub fn passed(&mut self, stmt: &NodeEnum, noted: bool) {
+        if noted {
+            if self.built.len() < MAX_BUILT {
+                self.built.extend(made(stmt));
+            }
+        } else if !self.harmless(stmt) {
+            self.closed = true;
+        }
+    }
+
+    /// What a build cannot depend on: another build (builds are independent of each other),
+    /// settings, sequence values and large objects (`SELECT` of the functions the gate allows,
+    /// pg_dump's `BEGIN`/`COMMIT` around them), a comment or label on what a noted build made.
+    fn harmless(&self, stmt: &NodeEnum) -> bool {
+        let on_built = |objtype: i32, object: Option<&pb::Node>| {
+            let kinds = [pb::ObjectType::ObjectIndex, pb::ObjectType::ObjectTabconstraint];
+            kinds.iter().any(|k| *k as i32 == objtype) && self.built.contains(&strings(object))
+        };
+        match stmt {
+            NodeEnum::VariableSetStmt(_) | NodeEnum::SelectStmt(_) | NodeEnum::TransactionStmt(_) => true,
+            NodeEnum::CommentStmt(c) => on_built(c.objtype, c.object.as_deref()),
+            NodeEnum::SecLabelStmt(l) => on_built(l.objtype, l.object.as_deref()),
+            other => table_built(other).is_some(),
+        }
+    }
+}
+
+/// The names a build makes, as a comment would name them.
+fn made(stmt: &NodeEnum) -> Vec<Vec<String>> {
+    match stmt {
+        NodeEnum::IndexStmt(i) => i
+            .relation
+            .as_ref()
+            .map(|r| vec![vec![r.schemaname.clone(), i.idxname.clone()]])
+            .unwrap_or_default(),
+        NodeEnum::AlterTableStmt(a) => {
+            let Some(r) = a.relation.as_ref() else { return Vec::new() };
+            a.cmds
+                .iter()
+                .filter_map(|c| match c.node.as_ref()? {
+                    NodeEnum::AlterTableCmd(cmd) => match cmd.def.as_ref()?.node.as_ref()? {
+                        NodeEnum::Constraint(k) => Some(vec![r.schemaname.clone(), r.relname.clone(), k.conname.clone()]),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The strings of a list node (a qualified name's parts).
+fn strings(node: Option<&pb::Node>) -> Vec<String> {
+    match node.and_then(|n| n.node.as_ref()) {
+        Some(NodeEnum::List(l)) => l
+            .items
+            .iter()
+            .filter_map(|i| match &i.node {
+                Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether `stmt` is a `CREATE INDEX` without `ONLY`.
+pub(super) fn recurses(stmt: &NodeEnum) -> bool {
+    matches!(stmt, NodeEnum::IndexStmt(i) if i.relation.as_ref().is_some_and(|r| r.inh))
 }
 
 /// The table `stmt` builds an index on, when it is a build a session of its own may run.
@@ -127,6 +226,43 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(table_built(&parsed(sql)), want, "{sql}");
         }
+    }
+
+    /// The builds the gate notes in `after` (the part that follows the data): statement, and
+    /// whether it recurses.
+    fn noted(after: &str) -> Vec<(String, bool)> {
+        let mut scanner = super::super::DumpScanner::gated(super::super::GateRules::default()).noting_builds();
+        let mut passed = Vec::new();
+        scanner.feed_filtered(after.as_bytes(), &mut passed);
+        let text = |b: &Build| String::from_utf8(passed[b.start as usize..b.end as usize].to_vec()).unwrap();
+        scanner
+            .take_builds()
+            .iter()
+            .map(|b| (text(b).trim().to_string(), b.recurses))
+            .collect()
+    }
+
+    #[test]
+    fn builds_are_noted_only_until_something_they_might_depend_on_passes() {
+        let after = "ALTER TABLE ONLY public.t ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n\
+            COMMENT ON CONSTRAINT t_pkey ON public.t IS 'key';\n\
+            SELECT pg_catalog.setval('public.s', 3, true);\n\
+            SET default_tablespace = '';\n\
+            CREATE INDEX i ON public.u USING btree (a);\n\
+            COMMENT ON INDEX public.i IS 'built';\n\
+            CREATE INDEX p ON ONLY public.p USING btree (a);\n\
+            COMMENT ON INDEX public.j IS 'not built yet';\n\
+            CREATE INDEX j ON public.u USING btree (b);\n";
+        let want = [
+            ("ALTER TABLE ONLY public.t ADD CONSTRAINT t_pkey PRIMARY KEY (id);", false),
+            ("CREATE INDEX i ON public.u USING btree (a);", true),
+            ("CREATE INDEX p ON ONLY public.p USING btree (a);", false),
+        ];
+        let want: Vec<(String, bool)> = want.iter().map(|(s, r)| (s.to_string(), *r)).collect();
+        assert_eq!(noted(after), want);
+        // A build after a change to its table keeps the dump's order.
+        let after = "CREATE INDEX a ON public.t (x);\nALTER TABLE public.t DROP COLUMN y;\nCREATE INDEX b ON public.t (y);\n";
+        assert_eq!(noted(after), [("CREATE INDEX a ON public.t (x);".to_string(), true)]);
     }
 
     #[test]

@@ -177,6 +177,8 @@ pub(super) struct Gate {
     builds: Option<Vec<Build>>,
     /// More than [`MAX_BUILDS`] were passed: none are noted any more.
     too_many_builds: bool,
+    /// Whether builds may still be noted (nothing a build might depend on passed yet).
+    order: builds::Order,
     /// Bytes passed before the current chunk, and where the chunk's output began in the buffer
     /// given to [`Gate::candidate`]: what turns a place there into an offset in all that passed.
     passed: u64,
@@ -320,8 +322,10 @@ impl Gate {
             let last = i + 1 == count;
             match allow::judge(stmt, &self.rules.roles) {
                 Decision::Pass => {
-                    if count == 1 && !self.in_large_objects && self.builds.is_some() {
-                        built = builds::table_built(stmt).zip(builds::tablespace_for(&self.settings));
+                    if count == 1 && !self.in_large_objects && self.builds.is_some() && self.order.open() {
+                        built = builds::table_built(stmt)
+                            .map(|t| (t, builds::recurses(stmt)))
+                            .zip(builds::tablespace_for(&self.settings));
                     }
                     if let Some((name, value)) = super::session::setting_changed(stmt) {
                         self.settings.insert(name, value);
@@ -385,6 +389,9 @@ impl Gate {
                 }
                 Decision::Refuse(what) => return Err(refuse_statement(what)),
             }
+            if self.builds.is_some() {
+                self.order.passed(stmt, built.is_some());
+            }
         }
         if copy_line && !passed.copy {
             return Err(Refusal::Copy {
@@ -401,12 +408,13 @@ impl Gate {
             out.extend_from_slice(text);
             let (passed, out_start) = (self.passed, self.out_start);
             let at = |p: usize| passed + p.saturating_sub(out_start) as u64;
-            if let (Some((table, tablespace)), Some(noted)) = (built, self.builds.as_mut()) {
+            if let (Some(((table, recurses), tablespace)), Some(noted)) = (built, self.builds.as_mut()) {
                 noted.push(Build {
                     start: at(start),
                     end: at(out.len()),
                     table,
                     tablespace,
+                    recurses,
                 });
                 if noted.len() > MAX_BUILDS {
                     self.builds = None;

@@ -98,6 +98,12 @@ pub struct CopySpan {
 const MAX_ENTRIES: usize = 4_000_000;
 
 impl ScanResult {
+    /// More entries than one scan keeps ([`MAX_ENTRIES`]): what parts scanned apart and added
+    /// up ([`ScanResult::then`]) must not hold where one stream would stop.
+    pub fn too_many_entries(&self) -> bool {
+        self.entries() > MAX_ENTRIES
+    }
+
     /// Entries kept so far, over every map and list.
     fn entries(&self) -> usize {
         self.tables.len()
