@@ -146,10 +146,11 @@ for size in "${SIZES[@]}"; do
   fi
   # A signed backup of the same database, for the signed recovery cases (not measured).
   pgvigil_env "b6s-$DB" 6 env BACKUP_SIGNING_KEY_FILE="$WORK/sign.key" "$BIN/pgvigil-backup" --once
-  peersize=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/peer/$DB.sql.gz" 2>/dev/null | awk '{print $3}')
+  # (No peer or level-1 object when only recovery is measured.)
+  peersize=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/peer/$DB.sql.gz" 2>/dev/null | awk '{print $3}' || true)
   aws --endpoint-url "$S3URL" s3 cp "s3://$BUCKET/b6-$DB/backup_latest.sql.gz" "$WORK/latest.sql.gz" --only-show-errors
   objsize=$(stat -c %s "$WORK/latest.sql.gz")
-  obj1size=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/b1-$DB/backup_latest.sql.gz" 2>/dev/null | awk '{print $3}')
+  obj1size=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/b1-$DB/backup_latest.sql.gz" 2>/dev/null | awk '{print $3}' || true)
   case_add floor "${PSQL[*]} -d postgres -c 'DROP DATABASE IF EXISTS floor_restore' -c 'CREATE DATABASE floor_restore' && gunzip -c $WORK/latest.sql.gz | ${PSQL[*]} -d floor_restore -v ON_ERROR_STOP=1 --single-transaction"
   case_add verify "pgvigil_env b6-$DB 6 env VERIFY_JOBS=1 $BIN/pgvigil-verify --once"
   case_add verifyjobs "pgvigil_env b6-$DB 6 env VERIFY_JOBS=2 $BIN/pgvigil-verify --once"
