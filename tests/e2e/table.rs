@@ -360,3 +360,33 @@ async fn a_tampered_range_restores_nothing_and_an_encrypted_backup_is_read_whole
     assert!(t.contains("read the whole backup") && t.contains("encrypted"), "{t}");
     assert_eq!(digest(&pg, "app", "sales.orders").await, want);
 }
+
+/// Where a publication of every table is read by a logical replication slot, a one-table restore
+/// would send its staged rows to the subscribers under a name they do not have: it is refused
+/// before anything is changed, and goes ahead once nothing reads the publication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_replicated_with_all_its_tables_gets_no_one_table_restore() {
+    init_logs();
+    let pg = PgServer::start_with(&["wal_level=logical"]);
+    sample::build(&pg, "app", 200).await;
+    let s3 = S3Server::start().await;
+    let ctx = context(&pg, "app", s3.vars("replicated"), &[]).await;
+    backup::run_once(&ctx, &CancellationToken::new()).await.unwrap();
+    let mut vars = s3.vars("replicated");
+    vars.push(("RESTORE_DATABASE_URL", pg.url("app")));
+    pg.exec(
+        "app",
+        "CREATE PUBLICATION everything FOR ALL TABLES; DROP TABLE sales.orders CASCADE;",
+    )
+    .await;
+    pg.exec("app", "SELECT pg_create_logical_replication_slot('subscriber', 'pgoutput');")
+        .await;
+    let o = restore_table(&vars, &["sales.orders"]).await;
+    let t = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("publication everything FOR ALL TABLES") && t.contains("--to"), "{t}");
+    no_staging_left(&pg).await;
+    pg.exec("app", "SELECT pg_drop_replication_slot('subscriber');").await;
+    let o = restore_table(&vars, &["sales.orders"]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -282,7 +282,32 @@ async fn place(
             req.target.database()
         )));
     }
+    if let Some(what) = replicated_whole(conn, &req.target).await? {
+        return Err(usage(format!(
+            "{} is read by logical replication that takes every table ({what}): the rows this restore loads, first into a staging schema, would reach the subscribers under a name they do not have and stop their replication. Restore the table into another database (--to) and copy the rows across; or narrow or drop that publication, or drop the slot if nothing uses it",
+            req.target.database(),
+        )));
+    }
     Ok((to, replace))
+}
+
+/// Logical replication of the target database that would carry what the restore loads into its
+/// staging schema: a publication of every table while a `pgoutput` slot of the database is live,
+/// or a live slot whose decoder takes every table regardless of publications.
+async fn replicated_whole(conn: &mut sqlx::PgConnection, url: &DbUrl) -> Result<Option<String>, OperatorError> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "WITH slots AS (SELECT s.slot_name::text AS slot, s.plugin::text AS plugin FROM pg_catalog.pg_replication_slots s \
+           WHERE s.database = pg_catalog.current_database() AND s.slot_type = 'logical' AND s.wal_status IS DISTINCT FROM 'lost') \
+         SELECT 'slot', slot || ' decoding with ' || plugin FROM slots WHERE plugin <> 'pgoutput' \
+         UNION ALL \
+         SELECT 'publication', p.pubname::text || ' FOR ALL TABLES' FROM pg_catalog.pg_publication p \
+           WHERE p.puballtables AND EXISTS (SELECT FROM slots WHERE plugin = 'pgoutput') \
+         LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| pg::classify(url, &e))?;
+    Ok(row.map(|(kind, what)| format!("{kind} {what}")))
 }
 
 /// What a table restore's attempt means: `Ok` when it committed. What the server did comes
@@ -319,6 +344,11 @@ async fn verdict(
                         "not everything the backup's table of contents lists on the table was rebuilt ({}); restore the whole backup into a new database and copy the table from there (docs/runbooks.md, one table back)",
                         statement_error(f, epilogue::INCOMPLETE)
                     ),
+                },
+                Some(epilogue::UNPUBLISHED) => RestoreFailure::TableFailed {
+                    key,
+                    table: table.sql(),
+                    why: statement_error(f, epilogue::UNPUBLISHED),
                 },
                 Some(epilogue::LOCKED) => RestoreFailure::TableFailed {
                     key,

@@ -19,6 +19,9 @@ pub const OUTSIDE: &str = "PV003";
 /// SQLSTATE of "an object the backup's table of contents lists on the table was not rebuilt"
 /// (raised by the guard before the epilogue): what a one-table restore could not carry over.
 pub const INCOMPLETE: &str = "PV004";
+/// SQLSTATE of "the replaced table could not be added back to a publication that named it" (the
+/// restoring role does not own the publication, or its row filter or column list no longer fits).
+pub const UNPUBLISHED: &str = "PV005";
 /// SQLSTATE of PostgreSQL's `lock_not_available`: a live table stayed locked past [`LOCK_WAIT`].
 pub const LOCKED: &str = "55P03";
 /// The most the epilogue waits for a lock on a live table (the one `--replace` swaps out, and
@@ -141,14 +144,14 @@ BEGIN
       LOOP
         pubs := pubs || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(r.rel, pg_catalog.format('ALTER PUBLICATION %I ADD TABLE ONLY %s%s%s', r.pubname, r.rel,
           CASE WHEN r.cols IS NULL THEN '' ELSE ' (' || r.cols || ')' END,
-          CASE WHEN r.qual IS NULL THEN '' ELSE ' WHERE (' || r.qual || ')' END)));
+          CASE WHEN r.qual IS NULL THEN '' ELSE ' WHERE (' || r.qual || ')' END), r.pubname));
       END LOOP;
     ELSE
       FOR r IN SELECT p.pubname, pr.prrelid::pg_catalog.regclass::pg_catalog.text AS rel
                  FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
                 WHERE pr.prrelid = ANY (fam)
       LOOP
-        pubs := pubs || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(r.rel, pg_catalog.format('ALTER PUBLICATION %I ADD TABLE ONLY %s', r.pubname, r.rel)));
+        pubs := pubs || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_array(r.rel, pg_catalog.format('ALTER PUBLICATION %I ADD TABLE ONLY %s', r.pubname, r.rel), r.pubname));
       END LOOP;
     END IF;
     EXECUTE pg_catalog.format('DROP TABLE %I.%I', dst, new);
@@ -187,9 +190,15 @@ BEGIN
     EXECUTE stmt;
   END LOOP;
   -- A partition the backup does not have is gone, and so is its place in a publication.
-  FOR r IN SELECT e->>0 AS rel, e->>1 AS stmt FROM pg_catalog.jsonb_array_elements(pubs) e LOOP
+  FOR r IN SELECT e->>0 AS rel, e->>1 AS stmt, e->>2 AS pub FROM pg_catalog.jsonb_array_elements(pubs) e LOOP
     IF pg_catalog.to_regclass(r.rel) IS NOT NULL THEN
-      EXECUTE r.stmt;
+      BEGIN
+        EXECUTE r.stmt;
+      EXCEPTION WHEN lock_not_available OR deadlock_detected THEN RAISE;
+      WHEN OTHERS THEN
+        RAISE EXCEPTION USING ERRCODE = '{UNPUBLISHED}', MESSAGE = pg_catalog.format(
+          '%s could not be added back to publication %I (%s): take it out of the publication first (ALTER PUBLICATION %I DROP TABLE %s), run --replace again, then add it back as it was (%s); or restore it beside the live table', r.rel, r.pub, SQLERRM, r.pub, r.rel, r.stmt);
+      END;
     END IF;
   END LOOP;
 END {body};

@@ -211,7 +211,8 @@ impl Filter {
             )
         });
         let choice = if select {
-            if wanted_select(stmt, &parsed, &self.family) {
+            // (`wanted_select` reads only plain string constants: anything else is left out.)
+            if wanted_select(stmt, &parsed, &self.family) && !super::names::unusual_strings(stmt) {
                 Choice::Keep(self.family.restaged(stmt, &self.stage))
             } else {
                 Choice::Skip
@@ -223,6 +224,9 @@ impl Filter {
             Choice::Keep(sql) => out.extend_from_slice(sql.as_bytes()),
             Choice::Skip => {}
             Choice::LeftOut(what) => self.left_out.push(what),
+            Choice::Refuse(why) => {
+                self.error.get_or_insert(format!("the backup holds {why}"));
+            }
         }
     }
 
@@ -257,6 +261,9 @@ impl Filter {
         let trees: Vec<&pg_query::ParseResult> = parsed.iter().filter_map(|(_, p)| p.as_ref()).collect();
         self.family.grow(&trees);
         for (item, tree) in parsed {
+            if self.stopped() {
+                return;
+            }
             match item {
                 Held::Command(c) => out.extend_from_slice(c.as_bytes()),
                 Held::Statement(s) => match tree {

@@ -7,9 +7,40 @@ use pg_query::protobuf::{KeywordKind, ScanToken, Token};
 use std::collections::BTreeSet;
 
 /// PostgreSQL's scanner over `sql` (through its protobuf form: `pg_query::scan_tokens` reads a
-/// null pointer when there is no token at all).
+/// null pointer when there is no token at all), without comments: `public/**/.t` names `public.t`
+/// to the parser, so it must to the restaging too.
 fn scan(sql: &str) -> pg_query::Result<Vec<ScanToken>> {
-    pg_query::scan(sql).map(|r| r.tokens)
+    let comment = |t: &ScanToken| t.token == Token::SqlComment as i32 || t.token == Token::CComment as i32;
+    pg_query::scan(sql).map(|r| r.tokens.into_iter().filter(|t| !comment(t)).collect())
+}
+
+/// Whether `sql` writes a name or string with Unicode escapes (`U&"…"`, `U&'…'`), an escape
+/// string (`E'…'`) or a dollar-quoted one: pg_dump writes none of them outside routine bodies,
+/// and the restaging would not read them as the parser does, so such a statement could name a
+/// live relation while the parser reads it as one the restore rebuilds.
+pub fn unusual_strings(sql: &str) -> bool {
+    scan(sql).map_or(true, |tokens| {
+        tokens.iter().any(|t| {
+            let plain = sql.get(t.start as usize..t.end as usize).is_some_and(|s| s.starts_with('\''));
+            t.token == Token::Uident as i32 || t.token == Token::Usconst as i32 || (t.token == Token::Sconst as i32 && !plain)
+        })
+    })
+}
+
+/// PostgreSQL's longest name in bytes (`NAMEDATALEN - 1`): the scanner cuts longer ones.
+const MAX_NAME: usize = 63;
+
+/// `name` cut as PostgreSQL's scanner cuts an identifier: at most [`MAX_NAME`] bytes, on a
+/// character boundary.
+fn truncated(mut name: String) -> String {
+    if name.len() > MAX_NAME {
+        let mut end = MAX_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
 }
 
 /// A relation's schema and name, unquoted.
@@ -77,13 +108,14 @@ pub fn literal(text: &str) -> String {
 /// identifier (keywords count: pg_dump leaves unreserved ones bare).
 fn word(sql: &str, t: &ScanToken) -> Option<String> {
     let text = sql.get(t.start as usize..t.end as usize)?;
+    // As PostgreSQL reads it in a UTF-8 database: only ASCII letters fold, and long names are cut.
     if t.token == Token::Ident as i32 {
         if let Some(inner) = text.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
-            return Some(inner.replace("\"\"", "\""));
+            return Some(truncated(inner.replace("\"\"", "\"")));
         }
-        return Some(text.to_lowercase());
+        return Some(truncated(text.to_ascii_lowercase()));
     }
-    (t.keyword_kind != KeywordKind::NoKeyword as i32).then(|| text.to_lowercase())
+    (t.keyword_kind != KeywordKind::NoKeyword as i32).then(|| text.to_ascii_lowercase())
 }
 
 /// The content of a plain string constant token (`'…'`), `None` for any other token.

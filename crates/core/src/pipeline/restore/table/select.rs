@@ -40,11 +40,19 @@ pub enum Choice {
     Skip,
     /// About the table, but left out on purpose: what, for the operator.
     LeftOut(String),
+    /// About the table, in a form pg_dump never writes: the restore stops (the backup's fault).
+    Refuse(String),
 }
 
+/// What [`Choice::Refuse`] says of a statement about the table written in a form the restaging
+/// could misread (and pg_dump never writes).
+pub const UNUSUAL: &str = "a statement about the table that writes a name or string with Unicode escapes (U&), an escape string (E'') or dollar quotes, which pg_dump never writes there";
+
+/// A relation's name as a statement wrote it: `schema.name`, never with a database in front
+/// (`db.schema.name` is not restaged: such a statement is never taken as the family's).
 fn name(rv: Option<&pb::RangeVar>) -> Option<Name> {
     let rv = rv?;
-    (!rv.schemaname.is_empty()).then(|| Name::new(&rv.schemaname, &rv.relname))
+    (!rv.schemaname.is_empty() && rv.catalogname.is_empty()).then(|| Name::new(&rv.schemaname, &rv.relname))
 }
 
 /// The string nodes among `nodes` (a qualified name's parts).
@@ -179,12 +187,15 @@ impl Family {
         for stmt in statements(parsed) {
             match self.about(stmt) {
                 Choice::Skip => all = false,
-                Choice::LeftOut(what) => return Choice::LeftOut(what),
                 Choice::Keep(_) => any = true,
+                other => return other,
             }
         }
         if !(any && all) {
             return Choice::Skip;
+        }
+        if super::names::unusual_strings(sql) {
+            return Choice::Refuse(UNUSUAL.into());
         }
         if statements(parsed).any(about_statistics) {
             // A statistics object's name is moved only where it names one: it may be the name of
