@@ -93,7 +93,7 @@ pub enum RestoreFailure {
         contents: Contents,
     },
     /// `--clean` was given, but the target holds subscriptions, which it does not drop.
-    #[error("the target database {database} holds {count} logical-replication subscription(s), which --clean does not drop (dropping one also drops its replication slot on the publisher, which cannot be undone if the restore fails). Drop them first (ALTER SUBSCRIPTION name DISABLE; DROP SUBSCRIPTION name;), or restore into a new database with --create")]
+    #[error("the target database {database} holds {count} logical-replication subscription(s), which --clean does not drop (dropping one also drops its replication slot on the publisher, which cannot be undone if the restore fails). Drop them first, keeping the publisher's slot, which may be another subscriber's (ALTER SUBSCRIPTION name DISABLE; ALTER SUBSCRIPTION name SET (slot_name = NONE); DROP SUBSCRIPTION name;), or restore into a new database with --create")]
     TargetHasSubscriptions {
         /// Database name.
         database: String,

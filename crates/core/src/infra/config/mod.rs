@@ -297,7 +297,6 @@ mod tests {
         std::fs::write(&f, "topsecret\n").unwrap();
         let s = load(
             &[
-                ("BACKUP_DIR", "/x"),
                 ("S3_BUCKET", "bkt"),
                 ("S3_ACCESS_KEY_ID", "id"),
                 ("S3_SECRET_ACCESS_KEY_FILE", f.to_str().unwrap()),
@@ -311,6 +310,10 @@ mod tests {
         use secrecy::ExposeSecret;
         assert_eq!(s3.credentials.unwrap().1.expose_secret(), "topsecret");
         assert!(!s3.force_path_style);
+        let both = load(&[("S3_BUCKET", "bkt"), ("BACKUP_DIR", "/x")], Role::Cli)
+            .unwrap_err()
+            .to_string();
+        assert!(both.contains("BACKUP_DIR") && both.contains("not both"), "{both}");
         let err = load(&[("S3_BUCKET", "bkt"), ("DATABASE_URL_FILE", "/nonexistent/x")], Role::Backup)
             .unwrap_err()
             .to_string();

@@ -44,7 +44,15 @@ impl Validator {
         );
 
         let backend = match (nonempty(raw.s3_bucket.clone()), nonempty(raw.backup_dir.clone())) {
-            (Some(bucket), _) => {
+            (Some(_), Some(_)) => {
+                // Whichever won, someone would look for the backups in the other place.
+                self.bad(
+                    "BACKUP_DIR",
+                    "set either S3_BUCKET (S3 storage) or BACKUP_DIR (a local directory), not both (to use the directory, unset S3_BUCKET: S3_BUCKET= BACKUP_DIR=…)",
+                );
+                Backend::Local { dir: PathBuf::new() }
+            }
+            (Some(bucket), None) => {
                 if bucket.len() < 3 || bucket.len() > 63 || bucket.contains('/') {
                     self.bad(
                         "S3_BUCKET",

@@ -96,8 +96,9 @@ fn split(held: Vec<u8>, builds: &[Build], plan: &Plan) -> Result<(Vec<(String, V
         }
     }
     // An index built without ONLY on a table without data (a partitioned one, say) would reach
-    // tables that other sessions build on: it keeps the dump's order.
-    let builds: Vec<&Build> = builds.iter().filter(|b| !b.recurses || sizes.contains_key(&b.table)).collect();
+    // tables that other sessions build on: it keeps the dump's order, and so does every build
+    // after it (one of them could depend on what it made).
+    let builds: Vec<&Build> = builds.iter().take_while(|b| !b.recurses || sizes.contains_key(&b.table)).collect();
     let in_order = builds
         .iter()
         .try_fold(0u64, |at, b| {
@@ -198,16 +199,16 @@ mod tests {
 
     #[test]
     fn an_index_without_only_on_a_table_without_data_keeps_the_dumps_order() {
-        let held = "P1;\nA1;\nB1;\nQ1;\n";
+        let held = "A1;\nB1;\nP1;\nQ1;\n";
         let recursing = |stmt: &str, table: (&str, &str)| Build {
             recurses: true,
             ..build(held, stmt, table, None)
         };
         let builds = [
-            recursing("P1;\n", ("public", "p")),
             build(held, "A1;\n", ("public", "a"), None),
-            build(held, "B1;\n", ("public", "b"), None),
-            recursing("Q1;\n", ("public", "b")),
+            recursing("B1;\n", ("public", "b")),
+            recursing("P1;\n", ("public", "p")),
+            build(held, "Q1;\n", ("public", "b"), None),
         ];
         let plan = plan_with(&[("public.a", 10), ("public.b", 500)]);
         let (groups, rest) = split(held.as_bytes().to_vec(), &builds, &plan).unwrap();
@@ -216,11 +217,11 @@ mod tests {
         assert_eq!(
             groups,
             [
-                ("public.b".to_string(), format!("{set}B1;\n{set}Q1;\n")),
+                ("public.b".to_string(), format!("{set}B1;\n")),
                 ("public.a".to_string(), format!("{set}A1;\n")),
             ]
         );
-        assert_eq!(String::from_utf8(rest).unwrap(), "P1;\n");
+        assert_eq!(String::from_utf8(rest).unwrap(), "P1;\nQ1;\n");
     }
 
     #[test]
