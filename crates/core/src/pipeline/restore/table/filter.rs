@@ -318,3 +318,7 @@ pub fn manifest_name(printed: &str) -> Option<Name> {
 #[cfg(test)]
 #[path = "filter_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "filter_hostile_tests.rs"]
+mod hostile_tests;
