@@ -5,6 +5,8 @@
 #   bench/run.sh 0.25 1          # other sizes (GB)
 #   BENCH_REPS=5 bench/run.sh    # more repetitions
 #   BENCH_ONLY=rto bench/run.sh 5   # only recovery: restores and verification of one backup
+#   BENCH_SHAPE=spread bench/run.sh  # the data in four tables of similar size (bench/gen_spread.sql)
+#                                    # instead of one table holding 95 % of it (bench/gen.sql)
 #
 # It starts its own PostgreSQL (as the postgres user when run as root) and its own S3 server
 # (the s3s-fs server the test suite uses), then reports medians (repetitions interleaved) of wall time, ratios and the peak
@@ -15,6 +17,11 @@ cd "$(dirname "$0")/.."
 read -r -a SIZES <<< "${*:-0.5 5}"
 REPS=${BENCH_REPS:-3}
 ONLY=${BENCH_ONLY:-all}
+case "${BENCH_SHAPE:-one}" in
+  one) GEN=bench/gen.sql ;;
+  spread) GEN=bench/gen_spread.sql ;;
+  *) echo "BENCH_SHAPE: one or spread" >&2; exit 2 ;;
+esac
 OUT=bench/out
 mkdir -p "$OUT"
 RESULT="$OUT/results.md"
@@ -114,7 +121,7 @@ run_cases() {
 {
   echo "# pgvigil benchmark"
   echo
-  echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), $REPS repetitions (medians)."
+  echo "$(date -u +%Y-%m-%d), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), $REPS repetitions (medians), data shape: ${BENCH_SHAPE:-one} ($GEN)."
   echo
   echo "| DB on disk | dump size (SQL) | case | wall s | ratio | peak RSS MiB |"
   echo "|---|---|---|---|---|---|"
@@ -126,7 +133,7 @@ for size in "${SIZES[@]}"; do
   rows=$(python3 -c "print(int(float('$size') * 1e9 / 330))")
   echo "--- building $DB (~$size GB, $rows rows)" >&2
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
-  "${PSQL[@]}" -d "$DB" -v rows="$rows" -f bench/gen.sql
+  "${PSQL[@]}" -d "$DB" -v rows="$rows" -f "$GEN"
   "${PSQL[@]}" -d "$DB" -c "VACUUM ANALYZE"
   disk=$("${PSQL[@]}" -d "$DB" -Atc "SELECT pg_size_pretty(pg_database_size('$DB'))")
   sqlsize=$("${DUMP[@]}" -d "$DB" | wc -c | awk '{printf "%.0f MB", $1/1e6}')
