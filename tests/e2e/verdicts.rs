@@ -307,6 +307,14 @@ async fn a_second_verifier_never_drops_a_scratch_database_in_use() {
     // A new instance starting up (a deploy overlap) cleans up leftovers: ours only, and only free
     // ones. One whose lock another verifier holds stays, even with nobody connected to it.
     pg.create_db("pgvigil_verify_left_by_a_crash").await;
+    // (Holding a subscription, as older versions restored them: PostgreSQL refuses to drop it
+    // until the subscription is detached from its publisher's slot and dropped.)
+    pg.exec(
+        "pgvigil_verify_left_by_a_crash",
+        "CREATE SUBSCRIPTION left_over CONNECTION 'host=127.0.0.1 port=9 dbname=x' PUBLICATION p \
+           WITH (connect = false, slot_name = 'left_over');",
+    )
+    .await;
     pg.create_db("pgvigil_verify_locked_by_another").await;
     let held_url = pgvigil_core::infra::secret::DbUrl::parse(&pg.url("postgres")).unwrap();
     let mut holder = pgvigil_core::infra::pg::connect(&held_url).await.unwrap();

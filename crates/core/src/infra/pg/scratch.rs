@@ -183,11 +183,55 @@ pub async fn drop(conn: &mut PgConnection, url: &DbUrl, name: &str) -> Result<()
     if !is_scratch_name(name) {
         return Err(refuse(name));
     }
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| classify(url, &e))?;
+    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    let Err(e) = sqlx::query(&sql).execute(&mut *conn).await else {
+        return Ok(());
+    };
+    // PostgreSQL will not drop a database that holds a subscription: versions of pgvigil that
+    // restored a backup's subscriptions left scratch databases that could not be dropped.
+    if !holds_subscriptions(conn, url, name).await? {
+        return Err(classify(url, &e));
+    }
+    tracing::info!(
+        database = name,
+        "detaching the subscriptions an earlier pgvigil restored into this scratch database"
+    );
+    detach_subscriptions(url, name).await?;
+    sqlx::query(&sql).execute(&mut *conn).await.map_err(|e| classify(url, &e))?;
     Ok(())
+}
+
+/// Whether the database `name` holds a logical-replication subscription.
+async fn holds_subscriptions(conn: &mut PgConnection, url: &DbUrl, name: &str) -> Result<bool, PgError> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid WHERE d.datname = $1)",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| classify(url, &e))
+}
+
+/// Drops every subscription of the scratch database `name` without touching the publisher (its
+/// slot is left alone: `slot_name = NONE` first). Needs a superuser, as creating them did.
+async fn detach_subscriptions(url: &DbUrl, name: &str) -> Result<(), PgError> {
+    let there = url.with_database(name).map_err(PgError::Rejected)?;
+    let mut conn = super::connect(&there).await?;
+    let done = sqlx::query(
+        "DO $pgvigil$ DECLARE r record; BEGIN \
+           FOR r IN SELECT s.subname FROM pg_catalog.pg_subscription s \
+             WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) LOOP \
+             EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I DISABLE', r.subname); \
+             EXECUTE pg_catalog.format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', r.subname); \
+             EXECUTE pg_catalog.format('DROP SUBSCRIPTION %I', r.subname); \
+           END LOOP; END $pgvigil$",
+    )
+    .persistent(false)
+    .execute(&mut conn)
+    .await
+    .map_err(|e| classify(&there, &e));
+    super::close(conn).await;
+    done.map(|_| ())
 }
 
 /// Creates an empty scratch database from `template0` in UTF8.
