@@ -412,5 +412,5 @@ async fn a_subscription_in_the_backup_is_left_out_and_said() {
     assert!(t.contains("1 logical-replication subscription(s)") && t.contains("--create"), "{t}");
     assert_eq!(sample::row_counts(&pg, "app").await, before);
     let o = run("pgvigil", &["restore"], &at_source).await;
-    assert!(text(&o).contains("1 subscription"), "{}", text(&o));
+    assert!(text(&o).contains("1 logical-replication subscription(s)"), "{}", text(&o));
 }

@@ -92,7 +92,7 @@ pub enum RestoreFailure {
         /// What is in it.
         contents: Contents,
     },
-    /// `--clean` was given, but the target holds subscriptions, which it does not drop.
+    /// The target holds subscriptions, which `--clean` does not drop.
     #[error("the target database {database} holds {count} logical-replication subscription(s), which --clean does not drop (dropping one also drops its replication slot on the publisher, which cannot be undone if the restore fails). Drop them first, keeping the publisher's slot, which may be another subscriber's (ALTER SUBSCRIPTION name DISABLE; ALTER SUBSCRIPTION name SET (slot_name = NONE); DROP SUBSCRIPTION name;), or restore into a new database with --create")]
     TargetHasSubscriptions {
         /// Database name.
@@ -393,7 +393,8 @@ impl Operator {
         let contents = pg::target::contents(&mut conn, url).await?;
         let result = if contents.is_empty() {
             Ok((String::new(), None, major))
-        } else if req.clean && contents.subscriptions > 0 {
+        } else if contents.subscriptions > 0 {
+            // Said first: --clean would not help.
             Err(RestoreFailure::TargetHasSubscriptions {
                 database: url.database(),
                 count: contents.subscriptions,
