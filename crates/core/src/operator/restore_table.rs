@@ -11,7 +11,8 @@ use super::restore::{decide, stopped, RestoreFailure, Verdict};
 use super::{Observer, Operator, OperatorError};
 use crate::infra::pg::{self};
 use crate::infra::secret::DbUrl;
-use crate::pipeline::restore::table::{self, epilogue, names::Name, select::Family, TableJob};
+use crate::pipeline::restore::table::names::{Name, MAX_NAME};
+use crate::pipeline::restore::table::{self, epilogue, select::Family, TableJob};
 use crate::pipeline::restore::Target;
 use crate::records::catalog::Catalog;
 use crate::records::keys::BackupId;
@@ -66,9 +67,6 @@ pub struct TableOutcome {
     /// Seconds from the start of the command to the commit.
     pub secs: f64,
 }
-
-/// PostgreSQL's longest name in bytes (`NAMEDATALEN - 1`).
-const MAX_NAME: usize = 63;
 
 fn usage(text: String) -> OperatorError {
     OperatorError::Usage(text)

@@ -157,21 +157,18 @@ BEGIN
     EXECUTE pg_catalog.format('DROP TABLE %I.%I', dst, new);
   END IF;
   IF new <> tab THEN
-    FOR r IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
+    -- Its partitions, sequences, indexes and extended statistics take the new name too.
+    FOR r IN SELECT c.relname::pg_catalog.text AS name,
+                    CASE WHEN c.relkind IN ('i', 'I') THEN 'INDEX' WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind
+               FROM pg_catalog.pg_class c
               WHERE c.relnamespace = ns AND c.relname <> tab AND c.relkind IN ('r', 'p', 'S', 'i', 'I')
+             UNION ALL
+             SELECT s.stxname::pg_catalog.text, 'STATISTICS' FROM pg_catalog.pg_statistic_ext s WHERE s.stxnamespace = ns
     LOOP
-      EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I',
-        CASE WHEN r.relkind IN ('i', 'I') THEN 'INDEX' WHEN r.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
-        stage, r.relname,
-        CASE WHEN pg_catalog.left(r.relname, pg_catalog.length(tab)) = tab
-             THEN new || pg_catalog.substr(r.relname, pg_catalog.length(tab) + 1)
-             ELSE new || '_' || r.relname END);
-    END LOOP;
-    FOR r IN SELECT s.stxname FROM pg_catalog.pg_statistic_ext s WHERE s.stxnamespace = ns LOOP
-      EXECUTE pg_catalog.format('ALTER STATISTICS %I.%I RENAME TO %I', stage, r.stxname,
-        CASE WHEN pg_catalog.left(r.stxname, pg_catalog.length(tab)) = tab
-             THEN new || pg_catalog.substr(r.stxname, pg_catalog.length(tab) + 1)
-             ELSE new || '_' || r.stxname END);
+      EXECUTE pg_catalog.format('ALTER %s %I.%I RENAME TO %I', r.kind, stage, r.name,
+        CASE WHEN pg_catalog.left(r.name, pg_catalog.length(tab)) = tab
+             THEN new || pg_catalog.substr(r.name, pg_catalog.length(tab) + 1)
+             ELSE new || '_' || r.name END);
     END LOOP;
     EXECUTE pg_catalog.format('ALTER TABLE %I.%I RENAME TO %I', stage, tab, new);
   END IF;

@@ -28,7 +28,7 @@ pub fn unusual_strings(sql: &str) -> bool {
 }
 
 /// PostgreSQL's longest name in bytes (`NAMEDATALEN - 1`): the scanner cuts longer ones.
-const MAX_NAME: usize = 63;
+pub const MAX_NAME: usize = 63;
 
 /// `name` cut as PostgreSQL's scanner cuts an identifier: at most [`MAX_NAME`] bytes, on a
 /// character boundary.

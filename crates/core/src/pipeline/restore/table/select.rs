@@ -8,6 +8,7 @@
 //! table an index, trigger or policy is on, what a comment or grant is about) is in the family.
 
 use super::names::{restage, Name};
+use crate::pipeline::stages::dumpscan::nodes::{list_strings as strings, node_strings};
 use crate::records::manifest::TocEntry;
 use pg_query::protobuf::{self as pb, AlterTableType, ConstrType, ObjectType};
 use pg_query::NodeEnum;
@@ -53,25 +54,6 @@ pub const UNUSUAL: &str = "a statement about the table that writes a name or str
 fn name(rv: Option<&pb::RangeVar>) -> Option<Name> {
     let rv = rv?;
     (!rv.schemaname.is_empty() && rv.catalogname.is_empty()).then(|| Name::new(&rv.schemaname, &rv.relname))
-}
-
-/// The string nodes among `nodes` (a qualified name's parts).
-fn node_strings(nodes: &[pb::Node]) -> Vec<String> {
-    nodes
-        .iter()
-        .filter_map(|i| match &i.node {
-            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The strings of a list node (`schema.table.column` and the like).
-fn strings(node: Option<&pb::Node>) -> Vec<String> {
-    match node.and_then(|n| n.node.as_ref()) {
-        Some(NodeEnum::List(list)) => node_strings(&list.items),
-        _ => Vec::new(),
-    }
 }
 
 /// The first two strings of a list as a name.

@@ -343,14 +343,7 @@ fn select(s: &pb::SelectStmt) -> Decision {
     let Some(f) = call.filter(|_| plain) else {
         return refuse("a query (pg_dump writes SELECT only to call its own restore functions)");
     };
-    let name: Vec<String> = f
-        .funcname
-        .iter()
-        .filter_map(|n| match &n.node {
-            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
-            _ => None,
-        })
-        .collect();
+    let name = super::nodes::node_strings(&f.funcname);
     let known = name.len() == 2 && name[0] == "pg_catalog" && FUNCTIONS.split_whitespace().any(|f| f == name[1]);
     let simple = f.agg_order.is_empty() && f.agg_filter.is_none() && f.over.is_none() && !f.agg_star && !f.agg_distinct;
     if !known || !simple {

@@ -65,7 +65,7 @@ impl Order {
     fn harmless(&self, stmt: &NodeEnum) -> bool {
         let on_built = |objtype: i32, object: Option<&pb::Node>| {
             let kinds = [pb::ObjectType::ObjectIndex, pb::ObjectType::ObjectTabconstraint];
-            kinds.iter().any(|k| *k as i32 == objtype) && self.built.contains(&strings(object))
+            kinds.iter().any(|k| *k as i32 == objtype) && self.built.contains(&super::nodes::list_strings(object))
         };
         match stmt {
             NodeEnum::VariableSetStmt(_) | NodeEnum::SelectStmt(_) | NodeEnum::TransactionStmt(_) => true,
@@ -97,21 +97,6 @@ fn made(stmt: &NodeEnum) -> Vec<Vec<String>> {
                 })
                 .collect()
         }
-        _ => Vec::new(),
-    }
-}
-
-/// The strings of a list node (a qualified name's parts).
-fn strings(node: Option<&pb::Node>) -> Vec<String> {
-    match node.and_then(|n| n.node.as_ref()) {
-        Some(NodeEnum::List(l)) => l
-            .items
-            .iter()
-            .filter_map(|i| match &i.node {
-                Some(NodeEnum::String(s)) => Some(s.sval.clone()),
-                _ => None,
-            })
-            .collect(),
         _ => Vec::new(),
     }
 }

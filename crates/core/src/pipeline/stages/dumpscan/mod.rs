@@ -16,6 +16,7 @@ mod combine;
 pub mod gate;
 mod gating;
 mod headers;
+pub mod nodes;
 mod privileges;
 pub mod roles;
 mod session;
