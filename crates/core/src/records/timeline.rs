@@ -49,11 +49,7 @@ pub const TEXT_KEPT: usize = 2000;
 /// `text` cut to [`TEXT_KEPT`] bytes (on a character boundary), saying so.
 fn shortened(mut text: String) -> String {
     if text.len() > TEXT_KEPT {
-        let mut end = TEXT_KEPT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+        text.truncate(text.floor_char_boundary(TEXT_KEPT));
         text.push_str(" […]");
     }
     text

@@ -33,13 +33,7 @@ pub const MAX_NAME: usize = 63;
 /// `name` cut as PostgreSQL's scanner cuts an identifier: at most [`MAX_NAME`] bytes, on a
 /// character boundary.
 fn truncated(mut name: String) -> String {
-    if name.len() > MAX_NAME {
-        let mut end = MAX_NAME;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name.truncate(end);
-    }
+    name.truncate(name.floor_char_boundary(MAX_NAME));
     name
 }
 
