@@ -6,6 +6,7 @@ mod anomalies;
 mod backup;
 mod cli;
 mod databases;
+mod destinations;
 mod docs;
 mod encryption;
 mod faults;

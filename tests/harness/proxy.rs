@@ -93,7 +93,8 @@ impl Proxy {
         self.faults.stall.store(on, Ordering::SeqCst);
     }
 
-    /// Refuses (or accepts again) new connections.
+    /// Refuses (or accepts again) new connections, and while on, closes open ones at their next
+    /// request: the server is down.
     pub fn refuse(&self, on: bool) {
         self.faults.refuse.store(on, Ordering::SeqCst);
     }
@@ -116,6 +117,9 @@ async fn pipe(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
                 Ok(n) => n,
             };
             faults.wait_while_stalled().await;
+            if faults.refuse.load(Ordering::SeqCst) {
+                break;
+            }
             if sw.write_all(&buf[..n]).await.is_err() {
                 break;
             }

@@ -21,8 +21,31 @@ struct Cli {
     /// `status` without it shows every database.
     #[arg(long, global = true, value_name = "NAME")]
     database: Option<String>,
+    /// With a second destination (SECONDARY_S3_BUCKET or SECONDARY_BACKUP_DIR): read the backups
+    /// there instead of in the primary. Without it, `restore` and `list` read the secondary by
+    /// themselves when the primary cannot be listed, and say so.
+    #[arg(long, global = true, value_enum)]
+    from: Option<From>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Which destination a command reads.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    /// S3_BUCKET or BACKUP_DIR.
+    Primary,
+    /// SECONDARY_S3_BUCKET or SECONDARY_BACKUP_DIR.
+    Secondary,
+}
+
+/// The CLI's settings from the environment, reading the destination asked for.
+fn cli_settings(from: Option<From>) -> Result<Settings> {
+    let settings = Settings::from_env(Role::Cli)?;
+    Ok(match from {
+        Some(From::Secondary) => operator::from_secondary(settings)?,
+        _ => settings,
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,8 +199,8 @@ async fn one_database(settings: Settings, database: Option<&str>, cancel: &Cance
 /// worst verdict decides the exit status, and anything that cannot be read — storage down,
 /// credentials refused, a bucket missing — is CRITICAL (2), in every mode, so a monitoring check
 /// can rely on it.
-async fn status(database: Option<&str>, json: bool, policy: PolicyArgs, cancel: &CancellationToken) -> u8 {
-    let settings = match Settings::from_env(Role::Cli) {
+async fn status(database: Option<&str>, from: Option<From>, json: bool, policy: PolicyArgs, cancel: &CancellationToken) -> u8 {
+    let settings = match cli_settings(from) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -296,8 +319,22 @@ async fn prune(op: &Operator, dry_run: bool, yes: bool, policy: PolicyArgs, canc
 }
 
 /// The storage of the database asked for.
-async fn open(database: Option<&str>, cancel: &CancellationToken) -> Result<Operator> {
-    Ok(Operator::open(one_database(Settings::from_env(Role::Cli)?, database, cancel).await?).await?)
+async fn open(database: Option<&str>, from: Option<From>, cancel: &CancellationToken) -> Result<Operator> {
+    Ok(Operator::open(one_database(cli_settings(from)?, database, cancel).await?).await?)
+}
+
+/// [`open`], for commands that read backups: without `--from`, the secondary destination when
+/// the primary cannot be listed (saying so on stderr).
+async fn open_reachable(database: Option<&str>, from: Option<From>, cancel: &CancellationToken) -> Result<Operator> {
+    let settings = one_database(cli_settings(from)?, database, cancel).await?;
+    if from.is_some() {
+        return Ok(Operator::open(settings).await?);
+    }
+    let (op, note) = Operator::open_reachable(settings, cancel).await?;
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    Ok(op)
 }
 
 /// Writes the status page to `file`: to a new temporary file beside it, then renamed, so that a
@@ -322,12 +359,15 @@ fn show(text: &str) {
     println!("{}", text.trim_end());
 }
 
-async fn dispatch(command: Command, database: Option<&str>, cancel: &CancellationToken) -> Result<u8> {
+async fn dispatch(command: Command, database: Option<&str>, from: Option<From>, cancel: &CancellationToken) -> Result<u8> {
     match command {
-        Command::Status { json, policy } => Ok(status(database, json, policy, cancel).await),
+        Command::Status { json, policy } => Ok(status(database, from, json, policy, cancel).await),
+        Command::BackupNow if from.is_some() => {
+            anyhow::bail!("backup-now writes to every destination; --from applies to the commands that read backups")
+        }
         Command::BackupNow => backup_now(database, cancel).await,
         Command::List { limit, json } => {
-            let op = open(database, cancel).await?;
+            let op = open_reachable(database, from, cancel).await?;
             let rows = op.list(limit, cancel).await?;
             show(&if json {
                 render::json(&rows)
@@ -343,7 +383,7 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
             json,
             policy,
         } => {
-            let op = open(database, cancel).await?;
+            let op = open(database, from, cancel).await?;
             let r = if presence {
                 op.check_presence(&op.policy(&policy.overrides(), cancel).await?, cancel).await?
             } else {
@@ -361,9 +401,9 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
             };
             Ok(u8::from(bad))
         }
-        Command::Prune { dry_run, yes, policy } => prune(&open(database, cancel).await?, dry_run, yes, policy, cancel).await,
+        Command::Prune { dry_run, yes, policy } => prune(&open(database, from, cancel).await?, dry_run, yes, policy, cancel).await,
         Command::Report { days, json, html, policy } => {
-            let op = open(database, cancel).await?;
+            let op = open(database, from, cancel).await?;
             let policy = op.policy(&policy.overrides(), cancel).await?;
             let (r, page) = op.report(days, &policy, html.is_some(), cancel).await?;
             if let (Some(file), Some(page)) = (html, page) {
@@ -376,9 +416,9 @@ async fn dispatch(command: Command, database: Option<&str>, cancel: &Cancellatio
             });
             Ok(0)
         }
-        Command::Restore(args) => restore::run(&open(database, cancel).await?, args, database, cancel).await,
+        Command::Restore(args) => restore::run(&open_reachable(database, from, cancel).await?, args, database, cancel).await,
         Command::Ack { backup } => {
-            println!("{}", open(database, cancel).await?.ack(&backup, cancel).await?);
+            println!("{}", open(database, from, cancel).await?.ack(&backup, cancel).await?);
             Ok(0)
         }
     }
@@ -390,7 +430,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     process::telemetry::init(process::telemetry::format_from_env());
     let cancel = process::shutdown::on_signals();
-    match dispatch(cli.command, cli.database.as_deref(), &cancel).await {
+    match dispatch(cli.command, cli.database.as_deref(), cli.from, &cancel).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", render::error(&e));

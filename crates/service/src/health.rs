@@ -285,6 +285,14 @@ impl Health {
         self.metrics.postgres.get_or_create(&labels).set(1);
     }
 
+    /// Whether `destination` lacks the newest backup.
+    pub fn record_behind(&self, destination: &str, behind: bool) {
+        self.metrics
+            .behind
+            .get_or_create(&self.label("destination", destination))
+            .set(i64::from(behind));
+    }
+
     /// What the presence check found: how many kept backups are gone or changed.
     pub fn record_absent(&self, count: usize) {
         self.with(|s| s.absent = count);

@@ -98,12 +98,13 @@ impl BackupJob {
     /// Starts the presence check every `CHECK_INTERVAL` (the first at once), until shutdown.
     fn start_checker(&self, cancel: &CancellationToken) {
         self.checker.get_or_init(|| {
-            let (storage, layout, every) = (self.ctx.storage.clone(), self.ctx.layout.clone(), self.ctx.cfg.check_interval);
+            let stores = stores(&self.ctx);
+            let (layout, every) = (self.ctx.layout.clone(), self.ctx.cfg.check_interval);
             let (retention, health, notify) = (self.ctx.cfg.retention, self.health.clone(), self.notify.clone());
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 loop {
-                    presence(&storage, &layout, retention, &health, &notify, &cancel).await;
+                    presence(&stores, &layout, retention, &health, &notify, &cancel).await;
                     if !super::retry::sleep_or_cancel(every, &cancel).await {
                         break;
                     }
@@ -111,33 +112,95 @@ impl BackupJob {
             });
         });
     }
+
+    /// What storage holds, from the primary or, when it cannot be listed, the secondary (the
+    /// backup then goes there): an outage of one destination must not stop the schedule.
+    async fn catalog(&self, cancel: &CancellationToken) -> Result<Catalog, RunFailure> {
+        let primary = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await;
+        match (&primary, &self.ctx.secondary) {
+            (Err(e), Some(s)) if e.retryable => match catalog(&s.storage, &self.ctx.layout, cancel).await {
+                Ok(cat) => Ok(cat),
+                Err(_) => primary,
+            },
+            _ => primary,
+        }
+    }
+
+    /// Reports which destination lacks the backup just taken (it missed it and catch-up has not
+    /// copied it yet).
+    fn report_destinations(&self, out: &backup::BackupOutcome) {
+        if self.ctx.secondary.is_none() {
+            return;
+        }
+        let mut behind = Vec::new();
+        for (name, _) in self.ctx.destinations() {
+            let missed = out.missed.iter().find(|m| m.destination == name);
+            let copied = out.caught_up.iter().any(|(to, gap)| *to == name && gap.copied.contains(&out.id));
+            let lacks = missed.is_some() && !copied;
+            self.health.record_behind(name, lacks);
+            if let Some(m) = missed.filter(|_| lacks) {
+                behind.push(format!("the {name} destination did not get {}: {}", out.manifest.key, m.reason));
+            }
+        }
+        if behind.is_empty() {
+            self.notify.clear(Condition::DestinationBehind);
+        } else {
+            self.notify.raise(
+                Condition::DestinationBehind,
+                format!("{}; it is copied there once that destination takes it", behind.join("; ")),
+            );
+        }
+    }
 }
 
-/// The presence check: every backup retention keeps must be in storage with its manifest's
-/// size. A check that cannot run says so and changes nothing; it never fails a backup.
+/// Every destination of a backup context, with its name.
+fn stores(ctx: &BackupContext) -> Vec<(&'static str, DynStorage)> {
+    ctx.destinations().into_iter().map(|(n, st)| (n, st.clone())).collect()
+}
+
+/// The presence check: every backup retention keeps must be in storage (in every destination)
+/// with its manifest's size. A check that cannot run says so and changes nothing; it never
+/// fails a backup.
 async fn presence(
-    storage: &DynStorage,
+    stores: &[(&'static str, DynStorage)],
     layout: &Layout,
     retention: pgvigil_core::policy::retention::RetentionPolicy,
     health: &Health,
     notify: &Notifier,
     cancel: &CancellationToken,
 ) {
-    match backup::check_presence(storage.as_ref(), layout, retention, cancel).await {
-        Ok(rows) => {
-            let gone = backup::absent(&rows);
-            health.record_absent(gone.len());
-            if gone.is_empty() {
-                notify.clear(Condition::Absent);
-                return;
+    let (mut count, mut texts, mut ran) = (0, Vec::new(), false);
+    for (name, storage) in stores {
+        match backup::check_presence(storage.as_ref(), layout, retention, cancel).await {
+            Ok(rows) => {
+                ran = true;
+                let gone = backup::absent(&rows);
+                if gone.is_empty() {
+                    continue;
+                }
+                count += gone.len();
+                let text = backup::summary(&gone);
+                texts.push(if stores.len() > 1 {
+                    format!("in the {name} destination: {text}")
+                } else {
+                    text
+                });
             }
-            let text = backup::summary(&gone);
-            tracing::error!(count = gone.len(), "Backups missing from storage: {text}");
-            notify.raise(Condition::Absent, format!("Backups missing from storage: {text}"));
+            Err(StorageError::Cancelled) => return,
+            Err(e) => tracing::warn!(error = %e, destination = name, "The presence check could not run; trying again at the next check"),
         }
-        Err(StorageError::Cancelled) => {}
-        Err(e) => tracing::warn!(error = %e, "The presence check could not run; trying again at the next check"),
     }
+    if !ran {
+        return;
+    }
+    health.record_absent(count);
+    if texts.is_empty() {
+        notify.clear(Condition::Absent);
+        return;
+    }
+    let text = texts.join("; ");
+    tracing::error!(count, "Backups missing from storage: {text}");
+    notify.raise(Condition::Absent, format!("Backups missing from storage: {text}"));
 }
 
 #[async_trait]
@@ -147,7 +210,7 @@ impl Job for BackupJob {
     }
 
     async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
-        let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
+        let cat = self.catalog(cancel).await?;
         self.health.record_catalog(&cat);
         future_dated(&self.notify, &cat);
         let newest = cat.newest_complete().map(|b| b.id.0);
@@ -166,9 +229,13 @@ impl Job for BackupJob {
                 n.clear(Condition::BackupFailing);
                 n.clear(Condition::Stale);
                 report_anomalies(n, &out);
+                self.report_destinations(&out);
                 n.success(format!("Backup completed successfully: {key} ({} bytes)", out.manifest.size));
                 // Retention just ran: see at once whether what it keeps is all there.
-                presence(&self.ctx.storage, &self.ctx.layout, self.ctx.cfg.retention, &self.health, n, cancel).await;
+                // Only where this backup went: a destination that missed it may hang.
+                let mut reached = stores(&self.ctx);
+                reached.retain(|(name, _)| !out.missed.iter().any(|m| m.destination == *name));
+                presence(&reached, &self.ctx.layout, self.ctx.cfg.retention, &self.health, n, cancel).await;
                 Ok(())
             }
             Err(e) => {

@@ -46,6 +46,9 @@ pub struct Metrics {
     /// `pgvigil_backups_absent`: backups retention keeps that are gone from storage or not the
     /// size their manifest records (the presence check).
     pub absent: Family<Labels, Gauge>,
+    /// `pgvigil_destination_behind{destination}`: 1 while a destination lacks the newest backup
+    /// (it missed it, and catch-up has not copied it yet), with a second destination.
+    pub behind: Family<Labels, Gauge>,
     /// `pgvigil_last_backup_size_bytes{format}`: `compressed` (the object) and `sql`.
     pub backup_size: Family<Labels, Gauge>,
     /// `pgvigil_uploaded_bytes_total`: backup objects uploaded by this process.
@@ -94,6 +97,7 @@ impl Metrics {
             storage_used: Family::default(),
             future_dated: Family::default(),
             absent: Family::default(),
+            behind: Family::default(),
             backup_size: Family::default(),
             uploaded: Family::default(),
             anomalies: Family::default(),
@@ -152,6 +156,11 @@ impl Metrics {
             "pgvigil_backups_absent",
             "Kept backups gone from storage or not the size their manifest records",
             m.absent.clone(),
+        );
+        r.register(
+            "pgvigil_destination_behind",
+            "1 while a destination lacks the newest backup (catch-up copies it once it can)",
+            m.behind.clone(),
         );
         r.register(
             "pgvigil_last_backup_size_bytes",

@@ -40,6 +40,9 @@ pub enum Condition {
     FutureDated,
     /// A backup retention keeps is gone from storage, or not the size its manifest records.
     Absent,
+    /// A destination did not get the newest backup (with `SECONDARY_*`); catch-up copies it
+    /// there once it can.
+    DestinationBehind,
     /// A backup no trusted backup service signed was refused (`BACKUP_TRUSTED_KEYS`): someone
     /// may have written to the bucket.
     Untrusted,
@@ -57,6 +60,7 @@ impl Condition {
             Condition::FutureDated => "future_dated_backup",
             Condition::Untrusted => "untrusted_backup",
             Condition::Absent => "backup_missing",
+            Condition::DestinationBehind => "destination_behind",
         }
     }
 }

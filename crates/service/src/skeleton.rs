@@ -40,13 +40,15 @@ pub async fn open_storage(settings: &Settings, cancel: &CancellationToken) -> Re
     storage::connect_checked(&settings.storage, &layout.backups_prefix(), &layout.probe(), cancel).await
 }
 
-/// [`open_storage`], and for the backup service the object lock check.
-async fn open_storage_for<S: Service>(settings: &Settings, cancel: &CancellationToken) -> Result<DynStorage, StorageError> {
-    let st = open_storage(settings, cancel).await?;
+/// [`open_storage`]; for the backup service every destination, with the object lock check.
+async fn open_storage_for<S: Service>(settings: &Settings, cancel: &CancellationToken) -> Result<backup::Destinations, StorageError> {
     if S::ROLE == Role::Backup {
-        storage::check_object_lock(&settings.storage, st.as_ref(), cancel).await?;
+        return backup::open_destinations(settings, cancel).await;
     }
-    Ok(st)
+    Ok(backup::Destinations {
+        primary: open_storage(settings, cancel).await?,
+        secondary: None,
+    })
 }
 
 /// What differs between the two services.
@@ -59,11 +61,11 @@ pub(super) trait Service: Sized + Send + Sync {
     const ROLE: Role;
     /// Logs the `… service started` line with the effective (redacted) settings.
     fn announce(settings: &Settings, once: bool);
-    /// Builds the service from settings and an opened storage.
+    /// Builds the service from settings and the opened storage.
     ///
     /// # Errors
     /// When the database URL the service needs is missing.
-    fn new(settings: &Settings, storage: DynStorage) -> Result<Self, StartupError>;
+    fn new(settings: &Settings, storage: backup::Destinations) -> Result<Self, StartupError>;
     /// Work before the first run (e.g. dropping scratch databases left by a crash).
     async fn prepare(&self) -> Result<(), StartupError> {
         Ok(())
@@ -109,10 +111,14 @@ impl Service for BackupService {
         );
     }
 
-    fn new(settings: &Settings, storage: DynStorage) -> Result<Self, StartupError> {
+    fn new(settings: &Settings, storage: backup::Destinations) -> Result<Self, StartupError> {
         let url = settings.database_url.clone().ok_or(StartupError::Missing("DATABASE_URL"))?;
         backup::check_dump_encoding(&settings.backup.dump_options)?;
-        Ok(Self(BackupContext::new(settings, url, storage)))
+        let ctx = BackupContext::new(settings, url, storage.primary);
+        Ok(Self(match storage.secondary {
+            Some(secondary) => ctx.with_secondary(secondary),
+            None => ctx,
+        }))
     }
 
     async fn prepare(&self) -> Result<(), StartupError> {
@@ -196,12 +202,12 @@ impl Service for VerifyService {
         );
     }
 
-    fn new(settings: &Settings, storage: DynStorage) -> Result<Self, StartupError> {
+    fn new(settings: &Settings, storage: backup::Destinations) -> Result<Self, StartupError> {
         let url = settings
             .verify_database_url
             .clone()
             .ok_or(StartupError::Missing("VERIFY_DATABASE_URL"))?;
-        Ok(Self(VerifyContext::new(settings, url, storage)))
+        Ok(Self(VerifyContext::new(settings, url, storage.primary)))
     }
 
     async fn prepare(&self) -> Result<(), StartupError> {

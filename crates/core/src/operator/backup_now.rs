@@ -2,9 +2,7 @@
 
 use super::OperatorError;
 use crate::infra::config::Settings;
-use crate::infra::storage;
 use crate::pipeline::backup::{self, BackupContext, BackupOutcome};
-use crate::records::keys::Layout;
 use tokio_util::sync::CancellationToken;
 
 /// Takes one backup now (the storage self-test first, as the service does); it never gives way
@@ -18,12 +16,14 @@ pub async fn backup_now(settings: &Settings, cancel: &CancellationToken) -> Resu
         .database_url
         .clone()
         .ok_or_else(|| OperatorError::Usage("backup-now needs DATABASE_URL".into()))?;
-    let layout = Layout::new(&settings.storage.prefix);
-    let st = storage::connect_checked(&settings.storage, &layout.backups_prefix(), &layout.probe(), cancel).await?;
+    let dests = backup::open_destinations(settings, cancel).await?;
     // Asked for now: it warns about sessions waiting behind it but never gives way (a forced
     // backup that failed each time a migration ran would help nobody).
     let mut settings = settings.clone();
     settings.backup.yield_after = None;
-    let ctx = BackupContext::new(&settings, url, st);
+    let mut ctx = BackupContext::new(&settings, url, dests.primary);
+    if let Some(secondary) = dests.secondary {
+        ctx = ctx.with_secondary(secondary);
+    }
     Ok(backup::run_and_log(&ctx, cancel).await?)
 }

@@ -136,7 +136,8 @@ fn stream_failure(key: &Key, e: StreamError, usage: impl FnOnce(String) -> Strin
 }
 
 impl Operator {
-    /// `check --presence`: every backup `policy` keeps is listed, with its manifest's size.
+    /// `check --presence`: every backup `policy` keeps is listed, with its manifest's size, in
+    /// every destination.
     ///
     /// # Errors
     /// Storage errors.
@@ -144,7 +145,9 @@ impl Operator {
         if let Some(why) = &policy.unusable {
             return Err(OperatorError::Usage(format!("cannot tell which backups are kept: {why}")));
         }
-        let rows = crate::pipeline::backup::check_presence(self.storage.as_ref(), &self.layout, policy.retention, cancel).await?;
+        let mut rows = crate::pipeline::backup::check_presence(self.storage.as_ref(), &self.layout, policy.retention, cancel).await?;
+        // With a second destination, it is checked too.
+        rows.extend(self.other_destination_presence(policy.retention, cancel).await?);
         let backups: Vec<CheckRow> = rows
             .into_iter()
             .map(|r| CheckRow {

@@ -8,6 +8,7 @@
 
 mod backup_now;
 mod check;
+mod destinations;
 mod list;
 pub mod pick;
 mod policy;
@@ -48,6 +49,7 @@ use crate::infra::storage::{self, DynStorage, StorageError};
 use crate::pipeline::backup::BackupError;
 use crate::pipeline::restore::Progress;
 use crate::records::keys::Layout;
+use tokio_util::sync::CancellationToken;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +126,36 @@ impl Operator {
         Ok(Self { settings, storage, layout })
     }
 
+    /// Connects to the configured storage; when the primary destination cannot be listed and a
+    /// secondary one is configured, to the secondary instead. Returns the operator and, after a
+    /// fallback, a line saying so.
+    ///
+    /// # Errors
+    /// When a storage client cannot be built.
+    pub async fn open_reachable(settings: Settings, cancel: &CancellationToken) -> Result<(Self, Option<String>), OperatorError> {
+        let op = Self::open(settings).await?;
+        let Some(secondary) = op.settings.secondary.clone() else {
+            return Ok((op, None));
+        };
+        match op.storage.list(&op.layout.backups_prefix(), cancel).await {
+            Err(e) if !matches!(e, StorageError::Cancelled) => {
+                let note = format!(
+                    "the {} destination cannot be read ({e}); reading from the other destination ({}) instead",
+                    if op.reads_secondary() { "secondary" } else { "primary" },
+                    secondary.backend
+                );
+                let swapped = swap(op.settings);
+                Ok((Self::open(swapped).await?, Some(note)))
+            }
+            _ => Ok((op, None)),
+        }
+    }
+
+    /// Whether this operator reads the secondary destination (`--from secondary`).
+    fn reads_secondary(&self) -> bool {
+        self.settings.reading_secondary
+    }
+
     /// The configuration in use.
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -138,6 +170,30 @@ impl Operator {
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
+}
+
+/// The settings that read the secondary destination (`--from secondary`).
+///
+/// # Errors
+/// When no secondary destination is configured.
+pub fn from_secondary(settings: Settings) -> Result<Settings, OperatorError> {
+    if settings.secondary.is_none() {
+        return Err(OperatorError::Usage(
+            "--from secondary needs a second destination: set SECONDARY_S3_BUCKET or SECONDARY_BACKUP_DIR (see docs/configuration.md)"
+                .into(),
+        ));
+    }
+    Ok(swap(settings))
+}
+
+/// The settings with the two destinations' places swapped.
+fn swap(mut settings: Settings) -> Settings {
+    if let Some(secondary) = settings.secondary.take() {
+        let primary = std::mem::replace(&mut settings.storage, secondary);
+        settings.secondary = Some(primary);
+        settings.reading_secondary = !settings.reading_secondary;
+    }
+    settings
 }
 
 /// The databases a configuration with `BACKUP_DATABASES` covers (`None` for one database under

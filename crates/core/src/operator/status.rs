@@ -92,6 +92,11 @@ impl Operator {
                 }
             }
         }
+        let retention = policy.unusable.is_none().then_some(policy.retention);
+        for (v, text) in self.other_destination_problems(newest.as_ref(), retention, cancel).await? {
+            problems.push(text);
+            verdict = verdict.max(v);
+        }
         let next_backup_due_in_secs = newest
             .as_ref()
             .map(|b| due_in(Some(b.id.0), policy.backup_interval, now).as_secs() as i64);

@@ -46,6 +46,9 @@ pub fn name(segment: &str) -> Option<String> {
 pub fn settings_for(settings: &Settings, database: &str) -> Result<Settings, String> {
     let mut s = settings.clone();
     s.storage.prefix = format!("{}/{}", settings.storage.prefix, segment(database));
+    if let Some(secondary) = &mut s.secondary {
+        secondary.prefix.clone_from(&s.storage.prefix);
+    }
     s.database_url = settings.database_url.as_ref().map(|u| u.with_database(database)).transpose()?;
     s.databases = crate::infra::config::Databases::One;
     Ok(s)

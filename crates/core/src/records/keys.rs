@@ -183,6 +183,22 @@ impl Layout {
         BackupId::parse_stamp(stamp)
     }
 
+    /// Prefix of the backups `destination` (`primary` or `secondary`) is owed: it missed them,
+    /// and catch-up copies them there. The records are kept in the other destination.
+    pub fn owed_prefix(&self, destination: &str) -> String {
+        self.meta(&format!("owed/{destination}/"))
+    }
+
+    /// The record that `destination` is owed backup `id`.
+    pub fn owed(&self, destination: &str, id: BackupId) -> Key {
+        Self::key(self.meta(&format!("owed/{destination}/{}", id.stamp())))
+    }
+
+    /// Parses an owed record's key back into its backup id.
+    pub fn parse_owed(&self, destination: &str, key: &str) -> Option<BackupId> {
+        BackupId::parse_stamp(key.strip_prefix(&self.owed_prefix(destination))?)
+    }
+
     /// Prefix of the roles saved with the backups.
     pub fn globals_prefix(&self) -> String {
         self.meta("globals/")

@@ -295,6 +295,12 @@ pub enum LogFormat {
 pub struct Settings {
     /// Where backups are stored.
     pub storage: StorageConfig,
+    /// `SECONDARY_S3_BUCKET` or `SECONDARY_BACKUP_DIR`: a second destination that gets every
+    /// backup too, under the same prefix.
+    pub secondary: Option<StorageConfig>,
+    /// Whether [`Settings::storage`] is the secondary destination's place (`pgvigil --from
+    /// secondary`, or a fallback), and [`Settings::secondary`] the primary's.
+    pub reading_secondary: bool,
     /// Client tool locations.
     pub tools: ToolsConfig,
     /// `DATABASE_URL`: the database to back up (required by the backup service).

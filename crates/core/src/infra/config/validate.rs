@@ -103,6 +103,7 @@ impl Validator {
         // every bad variable (in the order of the sections).
         let libpq_env = crate::infra::secret::LibpqEnv::new(self.libpq_env(&raw));
         let storage = self.storage(&raw);
+        let secondary = self.secondary(&raw, storage.as_ref());
         let tools = self.tools(&mut raw);
         let db = self.secret(
             "DATABASE_URL",
@@ -154,6 +155,8 @@ impl Validator {
         let health = self.health_access(raw.health_address.take(), (raw.health_token.take(), raw.health_token_file.take()));
         Some(Settings {
             storage: storage?,
+            secondary,
+            reading_secondary: false,
             tools,
             database_url: database_url.map(|u| u.with_environment(&libpq_env)),
             backup: BackupConfig { recipients, ..backup },

@@ -7,25 +7,31 @@
 //! and every block was compressed. Anything else aborts the upload: no partial object, no
 //! manifest, `backup_latest.sql.gz` untouched.
 
+mod catchup;
 mod error;
+mod fanout;
 mod layout;
 pub mod lease;
 mod log;
+mod open;
 mod presence;
 mod produce;
 mod prune;
 mod run;
 mod watch;
 
+pub use catchup::{catch_up, plan as catch_up_plan, record_owed, Gap};
 pub use error::{check_dump_encoding, BackupError, Incomplete};
+pub use fanout::STALL;
 pub use log::run_and_log;
+pub use open::{open_destinations, Destinations};
 pub use presence::{absent, check_presence, summary, Absent, Presence};
 pub use prune::{prune, prune_with};
 
 use crate::infra::config::{BackupConfig, Settings, ToolsConfig};
 use crate::infra::pg::{dump, globals, PgError};
 use crate::infra::secret::DbUrl;
-use crate::infra::storage::{DynStorage, Key};
+use crate::infra::storage::{DynStorage, Key, Storage, StorageError};
 use crate::policy::anomaly::{self, Anomaly, TableAnomaly};
 use crate::policy::retention::Plan;
 use crate::records::holds::{self, Hold};
@@ -63,6 +69,29 @@ pub struct BackupContext {
     pub signing: Option<crate::infra::signing::SigningKey>,
     /// Backups in a row that gave way to sessions waiting behind them (`PG_DUMP_YIELD_AFTER`).
     pub yields: Arc<AtomicU32>,
+    /// `SECONDARY_*`: the second destination, which gets every backup too.
+    pub secondary: Option<Secondary>,
+}
+
+/// The second destination of a backup context.
+#[derive(Debug, Clone)]
+pub struct Secondary {
+    /// Its store.
+    pub storage: DynStorage,
+    /// Whether the roles are swapped for this run: the primary could not be reached, so
+    /// [`BackupContext::storage`] is the secondary store and this one the primary.
+    pub swapped: bool,
+    /// How long one destination may take no data while the other does ([`STALL`]).
+    pub stall: std::time::Duration,
+}
+
+/// One destination's name in messages, logs and metrics.
+pub fn destination_name(secondary: bool) -> &'static str {
+    if secondary {
+        "secondary"
+    } else {
+        "primary"
+    }
 }
 
 /// After giving way this many times in a row, a backup proceeds whoever waits: backups must
@@ -97,8 +126,56 @@ impl BackupContext {
             lock_days: settings.storage.lock_days(),
             signing: settings.signing.clone(),
             yields: Arc::default(),
+            secondary: None,
         }
     }
+
+    /// The same context with a second destination.
+    #[must_use]
+    pub fn with_secondary(self, storage: DynStorage) -> Self {
+        Self {
+            secondary: Some(Secondary {
+                storage,
+                swapped: false,
+                stall: STALL,
+            }),
+            ..self
+        }
+    }
+
+    /// Every destination of this run, the lead first, each with its name.
+    pub fn destinations(&self) -> Vec<(&'static str, &DynStorage)> {
+        let swapped = self.secondary.as_ref().is_some_and(|s| s.swapped);
+        let mut out = vec![(destination_name(swapped), &self.storage)];
+        if let Some(s) = &self.secondary {
+            out.push((destination_name(!swapped), &s.storage));
+        }
+        out
+    }
+
+    /// The context with the two destinations' roles swapped: the secondary leads (holds the
+    /// lease, and is where the backup must be published) while the primary cannot be reached.
+    fn swapped(&self) -> Option<Self> {
+        let s = self.secondary.as_ref()?;
+        Some(Self {
+            storage: s.storage.clone(),
+            secondary: Some(Secondary {
+                storage: self.storage.clone(),
+                swapped: !s.swapped,
+                stall: s.stall,
+            }),
+            ..self.clone()
+        })
+    }
+}
+
+/// A destination that did not get this backup, and why; catch-up copies it there later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missed {
+    /// `primary` or `secondary`.
+    pub destination: &'static str,
+    /// Why, in plain words.
+    pub reason: String,
 }
 
 /// A finished backup.
@@ -113,8 +190,13 @@ pub struct BackupOutcome {
     /// Tables that vanished, emptied or lost most of their rows since the previous backup, and
     /// that backup (now held until acknowledged).
     pub table_anomalies: Option<(BackupId, Vec<TableAnomaly>)>,
-    /// What retention did afterwards (deleted, and kept beyond the bare policy).
+    /// What retention did afterwards (deleted, and kept beyond the bare policy), in the lead
+    /// destination.
     pub retention: Plan,
+    /// Destinations that did not get this backup (with a second destination configured).
+    pub missed: Vec<Missed>,
+    /// Backups copied to a destination that had missed them, per destination.
+    pub caught_up: Vec<(&'static str, Gap)>,
 }
 
 /// Takes one backup under this prefix's lease. The same code path serves the service loop,
@@ -125,9 +207,24 @@ pub struct BackupOutcome {
 pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     // The run stops when shutdown comes or when the lease is lost.
     let run = cancel.child_token();
-    let held = lease::acquire(&ctx.storage, &ctx.layout, run.clone(), cancel).await?;
+    let (ctx, held) = match lease::acquire(&ctx.storage, &ctx.layout, run.clone(), cancel).await {
+        Err(e) if !matches!(e, StorageError::Cancelled) && ctx.secondary.is_some() => {
+            // The primary is down: the backup goes to the secondary, under its lease (every
+            // backup service of this prefix makes the same choice), and is copied back later.
+            let other = ctx.swapped().unwrap_or_else(|| ctx.clone());
+            let names: Vec<&str> = other.destinations().iter().map(|(n, _)| *n).collect();
+            let (up, down) = (names[0], names.get(1).copied().unwrap_or("other"));
+            warn!(
+                error = %e,
+                "the {down} destination cannot be reached; this backup goes to the {up} destination alone and is copied to the {down} once it is back"
+            );
+            let held = lease::acquire(&other.storage, &other.layout, run.clone(), cancel).await?;
+            (std::borrow::Cow::Owned(other), held)
+        }
+        other => (std::borrow::Cow::Borrowed(ctx), other?),
+    };
     let lease = held?;
-    let result = run::leased(ctx, &lease, &run).await;
+    let result = run::leased(&ctx, &lease, &run).await;
     lease.release().await;
     match result {
         Err(BackupError::Cancelled) if !cancel.is_cancelled() => Err(BackupError::LeaseLost),
@@ -137,7 +234,13 @@ pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result
 
 /// Saves the cluster's roles next to the backup. Best effort: a server that will not show them
 /// still gets its backup, and the log says what is missing.
-async fn save_globals(ctx: &BackupContext, plan: &dump::DumpPlan, id: BackupId, cancel: &CancellationToken) -> Option<ObjectRef> {
+async fn save_globals(
+    ctx: &BackupContext,
+    plan: &dump::DumpPlan,
+    id: BackupId,
+    stores: &[&dyn Storage],
+    cancel: &CancellationToken,
+) -> Option<ObjectRef> {
     use sha2::Digest;
     let saved = async {
         let tool = globals::find(plan.server, ctx.tools.pg_dump.as_deref()).await?;
@@ -158,13 +261,15 @@ async fn save_globals(ctx: &BackupContext, plan: &dump::DumpPlan, id: BackupId, 
         size: sql.len() as u64,
         sha256: hex::encode(sha2::Sha256::digest(&sql)),
     };
-    match crate::infra::storage::put_bytes(ctx.storage.as_ref(), &key, sql.into(), cancel).await {
-        Ok(()) => Some(r),
-        Err(e) => {
-            warn!(error = %e, "the roles could not be stored with this backup");
-            None
+    let sql = bytes::Bytes::from(sql);
+    let mut stored = false;
+    for st in stores {
+        match crate::infra::storage::put_bytes(*st, &key, sql.clone(), cancel).await {
+            Ok(()) => stored = true,
+            Err(e) => warn!(error = %e, "the roles could not be stored with this backup in {}", st.describe()),
         }
     }
+    stored.then_some(r)
 }
 
 /// Compares the new backup's row counts with the previous backup's; when a table vanished, emptied
@@ -172,12 +277,13 @@ async fn save_globals(ctx: &BackupContext, plan: &dump::DumpPlan, id: BackupId, 
 /// a previous manifest that cannot be read, or a hold that cannot be written, is logged.
 async fn hold_before_table_anomalies(
     ctx: &BackupContext,
+    st: &dyn Storage,
     previous: Option<BackupId>,
     manifest: &Manifest,
     cancel: &CancellationToken,
 ) -> Option<(BackupId, Vec<TableAnomaly>)> {
     let previous = previous?;
-    let before = match manifest::read(ctx.storage.as_ref(), &ctx.layout, previous, cancel).await {
+    let before = match manifest::read(st, &ctx.layout, previous, cancel).await {
         Ok(Some(m)) => m.tables,
         Ok(None) => return None,
         Err(e) => {
@@ -195,7 +301,7 @@ async fn hold_before_table_anomalies(
         reasons: found.iter().map(|a| a.message.clone()).collect(),
         since: Utc::now(),
     };
-    if let Err(e) = holds::put(ctx.storage.as_ref(), &ctx.layout, previous, &hold, cancel).await {
+    if let Err(e) = holds::put(st, &ctx.layout, previous, &hold, cancel).await {
         warn!(error = %e, "could not put a hold on {}; retention may delete it", previous.file_name());
     }
     Some((previous, found))
@@ -204,7 +310,7 @@ async fn hold_before_table_anomalies(
 /// Removes an uploaded object that did not become a backup. If the store refuses, the object
 /// stays without a manifest — pgvigil never treats it as a backup, but a stock-tools restore that
 /// picks the newest object would — so that is logged as an error naming it.
-async fn take_back(st: &dyn crate::infra::storage::Storage, key: &crate::infra::storage::Key, cancel: &CancellationToken) {
+async fn take_back(st: &dyn Storage, key: &Key, cancel: &CancellationToken) {
     if let Err(e) = st.delete_many(std::slice::from_ref(key), cancel).await {
         tracing::error!(
             key = %key,
@@ -217,8 +323,7 @@ async fn take_back(st: &dyn crate::infra::storage::Storage, key: &crate::infra::
 /// Keeps `backup_latest.sql.gz` (`.age` when encrypted) a copy of the newest backup, or removes
 /// it when `BACKUP_LATEST_COPY=false` (a stale copy would be a lie). A failure is a warning: the
 /// backup itself is complete.
-async fn update_latest(ctx: &BackupContext, key: &Key, sealed: bool, cancel: &CancellationToken) {
-    let st = ctx.storage.as_ref();
+async fn update_latest(ctx: &BackupContext, st: &dyn Storage, key: &Key, sealed: bool, cancel: &CancellationToken) {
     // The copy of the other form is older than this backup (and, when encryption was just turned
     // on, readable by anyone); with copies off, or when the copy failed, so is any copy.
     let mut stale: Vec<Key> = vec![ctx.layout.latest_of(!sealed)];

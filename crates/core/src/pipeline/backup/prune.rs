@@ -3,8 +3,8 @@
 //! verification records; failure records older than the retention period go too, so the metadata
 //! never grows without bound.
 
-use super::BackupContext;
-use crate::infra::storage::{Key, Storage, StorageError};
+use super::{BackupContext, MAX_CLOCK_SKEW_SECS};
+use crate::infra::storage::{clock_skew, Key, Storage, StorageError};
 use crate::policy::retention::{self, Candidate, KeptBecause, Plan, RetentionPolicy, Verified};
 use crate::records::catalog::Catalog;
 use crate::records::history::read_verification;
@@ -13,6 +13,7 @@ use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// Applies retention with the backup's own policy.
 ///
@@ -276,6 +277,31 @@ fn stale_records(
             .filter_map(|(_, key)| Key::new(key.clone()).ok()),
     );
     keys
+}
+
+/// Retention in one destination, unless its clock disagrees with ours.
+pub(super) async fn retain(ctx: &BackupContext, name: &'static str, st: &dyn Storage, cancel: &CancellationToken) -> Plan {
+    let lock_days = if name == "primary" { ctx.lock_days } else { None };
+    let retention = match clock_skew(st, &ctx.layout.probe(), cancel).await {
+        Ok(Some(skew)) if skew.abs() > MAX_CLOCK_SKEW_SECS => {
+            warn!(
+                skew_secs = skew,
+                destination = name,
+                "this machine's clock differs from the storage server's by {}s; retention is skipped until the clocks agree (it decides by age)",
+                skew
+            );
+            Ok(Plan::default())
+        }
+        Ok(_) => prune_with(st, &ctx.layout, ctx.cfg.retention, lock_days, false, None, cancel).await,
+        Err(e) => {
+            warn!(error = %e, destination = name, "could not compare this machine's clock with the storage server's; retention is skipped this time");
+            Ok(Plan::default())
+        }
+    };
+    retention.unwrap_or_else(|e| {
+        warn!(error = %e, destination = name, "retention could not run; it will be tried after the next backup");
+        Plan::default()
+    })
 }
 
 #[cfg(test)]

@@ -3,14 +3,16 @@
 //! what follows a published backup (size and table anomalies, holds, retention). A step that fails
 //! takes back what it stored, so nothing partial stays published.
 
-use super::produce::{self, Streamed};
+use super::fanout::{self, Fed, STALL};
+use super::produce::Streamed;
+use super::{catchup, prune};
 use super::{
-    hold_before_table_anomalies, lease, prune, save_globals, take_back, update_latest, watch, watch_plan, BackupContext, BackupError,
-    BackupOutcome, Incomplete, MAX_CLOCK_SKEW_SECS,
+    hold_before_table_anomalies, lease, record_owed, save_globals, take_back, update_latest, watch, watch_plan, BackupContext, BackupError,
+    BackupOutcome, Incomplete, Missed,
 };
 use crate::infra::pg::dump;
 use crate::infra::storage::parts::expected_backup_size;
-use crate::infra::storage::{body_channel, clock_skew, Key, PutOptions, StorageError};
+use crate::infra::storage::{DynStorage, Key, PutOptions, Storage, StorageError};
 use crate::policy::anomaly;
 use crate::policy::retention::Plan;
 use crate::records::catalog::Catalog;
@@ -18,6 +20,7 @@ use crate::records::keys::BackupId;
 use crate::records::manifest::{self, Manifest};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -26,8 +29,8 @@ use tracing::{info, warn, Instrument};
 pub(super) async fn leased(ctx: &BackupContext, lease: &lease::Lease, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     let chosen = choose(ctx, cancel).await?;
     let stored = stream(ctx, &chosen, cancel).await?;
-    let manifest = publish(ctx, lease, &chosen, stored, cancel).await?;
-    Ok(after_publish(ctx, &chosen, manifest, cancel).await)
+    let published = publish(ctx, lease, &chosen, stored, cancel).await?;
+    Ok(after_publish(ctx, &chosen, published, cancel).await)
 }
 
 /// What the backup will be: the dump's plan, what storage holds now, and the backup's name.
@@ -45,6 +48,10 @@ struct Stored {
     parts: u32,
     started_at: DateTime<Utc>,
     locked_until: Option<DateTime<Utc>>,
+    /// The destinations holding the whole upload, the lead first when it does.
+    held: Vec<(&'static str, DynStorage)>,
+    /// The destinations that did not get it, and why.
+    missed: Vec<Missed>,
 }
 
 /// Plans the dump, reads the catalog, and picks a name no backup has (names have one-second
@@ -87,11 +94,11 @@ async fn choose(ctx: &BackupContext, cancel: &CancellationToken) -> Result<Chose
     })
 }
 
-/// Runs `pg_dump` into the upload, watching for sessions it blocks (and giving way to them with
-/// `PG_DUMP_YIELD_AFTER`). Publishes nothing: an upload that does not match what was produced is
-/// taken back.
+/// Runs `pg_dump` into the upload (one upload per destination), watching for sessions it blocks
+/// (and giving way to them with `PG_DUMP_YIELD_AFTER`). Publishes nothing: an upload that does not
+/// match what was produced is taken back. With two destinations, the backup goes on as long as
+/// one of them takes it whole.
 async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> Result<Stored, BackupError> {
-    let st = ctx.storage.as_ref();
     let started_at = Utc::now();
     let app_name = format!("pgvigil-backup {}", c.id.stamp());
     let opts = dump::DumpOptions {
@@ -103,7 +110,6 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
     let (watching, give_way) = (CancellationToken::new(), cancel.child_token());
     let watcher =
         tokio::spawn(watch::blocked_sessions(watch_plan(ctx, &c.plan, app_name), watching.clone(), give_way.clone()).in_current_span());
-    let (tx, rx) = body_channel(4);
     let locked_until = ctx.lock_days.map(|d| started_at + chrono::Duration::days(i64::from(d)));
     let opts = PutOptions {
         expected_size: expected_backup_size(c.catalog.newest_complete().map(|b| b.size), c.plan.database_size),
@@ -112,17 +118,17 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
         retain_until: locked_until,
         whole: false,
     };
-    let (produced, put) = tokio::join!(
-        produce::produce(child, tx, ctx.cfg.compression_level, &ctx.cfg.recipients, &give_way),
-        st.put(&c.key, rx, opts, &give_way)
-    );
+    let dests = ctx.destinations();
+    let (produced, puts, fed) = fanout::upload(ctx, &c.key, child, &dests, opts, &give_way).await;
     watching.cancel();
     // A yield only when it stopped something: a dump that had already ended whole is kept.
-    let stopped = matches!(produced, Err(BackupError::Cancelled)) || matches!(put, Err(StorageError::Cancelled));
+    let stopped = matches!(produced, Err(BackupError::Cancelled)) || puts.iter().any(|p| matches!(p, Err(StorageError::Cancelled)));
     if give_way.is_cancelled() && !cancel.is_cancelled() && stopped {
         if let Ok(Some((sessions, waited_secs))) = watcher.await {
-            if put.is_ok() {
-                take_back(st, &c.key, &CancellationToken::new()).await;
+            for ((_, st), put) in dests.iter().zip(&puts) {
+                if put.is_ok() {
+                    take_back(st.as_ref(), &c.key, &CancellationToken::new()).await;
+                }
             }
             ctx.yields.fetch_add(1, Ordering::Relaxed);
             return Err(BackupError::Yielded { sessions, waited_secs });
@@ -131,35 +137,71 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
         // Best effort only: the watcher may sit in a query on a stalled connection.
         watcher.abort();
     }
-    if let Err(StorageError::TooLarge { part_size, .. }) = &put {
-        // The next attempt plans parts four times as large.
-        ctx.part_size_floor.fetch_max(part_size.saturating_mul(4), Ordering::Relaxed);
-    }
-    match (produced, put) {
-        (Ok(streamed), Ok(p)) if p.size == streamed.size => Ok(Stored {
-            streamed,
-            parts: p.parts,
-            started_at,
-            locked_until,
-        }),
-        (Ok(s), Ok(p)) => {
-            // Cleanup after a failure must run even when the run's token is already cancelled.
-            take_back(st, &c.key, &CancellationToken::new()).await;
-            Err(Incomplete::SizeMismatch {
-                stored: p.size,
-                produced: s.size,
-            }
-            .into())
+    for put in &puts {
+        if let Err(StorageError::TooLarge { part_size, .. }) = put {
+            // The next attempt plans parts four times as large.
+            ctx.part_size_floor.fetch_max(part_size.saturating_mul(4), Ordering::Relaxed);
         }
-        (Err(BackupError::Cancelled), _) | (_, Err(StorageError::Cancelled)) => Err(BackupError::Cancelled),
+    }
+    let (mut held, mut missed) = (Vec::new(), Vec::new());
+    for (i, ((name, st), put)) in dests.iter().zip(&puts).enumerate() {
+        let size = produced.as_ref().ok().map(|s| s.size);
+        match (fed[i], put) {
+            (Fed::Whole, Ok(p)) if Some(p.size) == size => held.push((*name, (*st).clone(), p.parts)),
+            (why, put) => {
+                if put.is_ok() {
+                    // Cleanup after a failure must run even when the run's token is already cancelled.
+                    take_back(st.as_ref(), &c.key, &CancellationToken::new()).await;
+                }
+                let reason = match (why, put) {
+                    (Fed::Stalled, _) => format!(
+                        "it stopped answering (no progress for {} s while the other destination took the backup), so its upload was stopped",
+                        ctx.secondary.as_ref().map_or(STALL, |s| s.stall).as_secs()
+                    ),
+                    (_, Err(e)) => e.to_string(),
+                    (_, Ok(p)) => format!("it stored {} bytes of {:?}", p.size, size),
+                };
+                missed.push(Missed { destination: name, reason });
+            }
+        }
+    }
+    match (produced, puts.into_iter().next()) {
+        (Ok(streamed), _) if !held.is_empty() => {
+            let parts = held[0].2;
+            Ok(Stored {
+                streamed,
+                parts,
+                started_at,
+                locked_until,
+                held: held.into_iter().map(|(n, st, _)| (n, st)).collect(),
+                missed,
+            })
+        }
+        (Ok(s), Some(Ok(p))) => Err(Incomplete::SizeMismatch {
+            stored: p.size,
+            produced: s.size,
+        }
+        .into()),
+        (Ok(_), Some(Err(StorageError::Cancelled))) if fed[0] == Fed::Stalled => Err(StorageError::other(
+            format!(
+                "every destination stopped taking the backup (the {} took no data for {} s)",
+                dests[0].0,
+                STALL.as_secs()
+            ),
+            true,
+        )
+        .into()),
+        (Err(BackupError::Cancelled), _) | (_, Some(Err(StorageError::Cancelled))) => Err(BackupError::Cancelled),
         // A storage failure explains a producer that could not send.
-        (Err(BackupError::Storage(StorageError::Aborted(_))), Err(e)) | (Ok(_), Err(e)) => Err(e.into()),
+        (Err(BackupError::Storage(StorageError::Aborted(_))), Some(Err(e))) | (Ok(_), Some(Err(e))) => Err(e.into()),
         (Err(e), _) => Err(e),
+        (Ok(_), None) => Err(StorageError::other("no destination to store the backup in", false).into()),
     }
 }
 
 /// The manifest of the stored backup.
 async fn manifest_of(ctx: &BackupContext, c: &Chosen, s: Stored, cancel: &CancellationToken) -> Manifest {
+    let stores: Vec<&dyn Storage> = s.held.iter().map(|(_, st)| st.as_ref()).collect();
     // PG_DUMP_OPTIONS may still leave owners or grants out; then the manifest claims none.
     let stripped = ctx
         .cfg
@@ -168,7 +210,7 @@ async fn manifest_of(ctx: &BackupContext, c: &Chosen, s: Stored, cancel: &Cancel
         .any(|o| matches!(o.as_str(), "--no-owner" | "--no-privileges" | "--no-acl"));
     let keeps = ctx.cfg.keep_privileges && !stripped;
     let globals = if keeps {
-        save_globals(ctx, &c.plan, c.id, cancel).await
+        save_globals(ctx, &c.plan, c.id, &stores, cancel).await
     } else {
         None
     };
@@ -217,69 +259,131 @@ async fn manifest_of(ctx: &BackupContext, c: &Chosen, s: Stored, cancel: &Cancel
     }
 }
 
-/// Writes the manifest, which makes the upload a backup, only while the lease is still ours; then
-/// the latest copy. On failure the object (and what was written for it) is taken back.
+/// Writes the manifest, which makes the upload a backup, in every destination that holds it, only
+/// while the lease is still ours; then the latest copy. Where that fails, the object (and what was
+/// written for it) is taken back; the backup stands as long as one destination published it.
 async fn publish(
     ctx: &BackupContext,
     lease: &lease::Lease,
     c: &Chosen,
-    s: Stored,
+    mut s: Stored,
     cancel: &CancellationToken,
-) -> Result<Manifest, BackupError> {
-    let st = ctx.storage.as_ref();
+) -> Result<Published, BackupError> {
     let cleanup = CancellationToken::new();
-    let manifest = manifest_of(ctx, c, s, cancel).await;
+    let (held, mut missed) = (std::mem::take(&mut s.held), std::mem::take(&mut s.missed));
+    let lead = ctx.storage.clone();
+    let manifest = manifest_of(ctx, c, Stored { held: held.clone(), ..s }, cancel).await;
+    let records = [
+        ctx.layout.globals(c.id),
+        ctx.layout.manifest(c.id),
+        ctx.layout.manifest_signature(c.id),
+    ];
+    let mut held = held;
     if let Err(e) = lease.confirm().await {
-        take_back(st, &c.key, &cleanup).await;
-        st.delete_many(&[ctx.layout.globals(c.id)], &cleanup).await.ok();
-        return Err(match e {
-            StorageError::PreconditionFailed(_) => BackupError::LeaseLost,
-            other => other.into(),
-        });
+        // The lease lives in the lead: a lost lease stops every destination, an unreachable lead
+        // only itself.
+        let lost = matches!(e, StorageError::PreconditionFailed(_));
+        let (gone, rest): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, st)| lost || Arc::ptr_eq(st, &lead));
+        for (name, st) in &gone {
+            take_back(st.as_ref(), &c.key, &cleanup).await;
+            st.delete_many(&records[..1], &cleanup).await.ok();
+            missed.push(Missed {
+                destination: name,
+                reason: e.to_string(),
+            });
+        }
+        if rest.is_empty() {
+            return Err(if lost { BackupError::LeaseLost } else { e.into() });
+        }
+        held = rest;
     }
-    if let Err(e) = manifest::write(st, &ctx.layout, c.id, &manifest, ctx.signing.as_ref(), cancel).await {
-        // Without its manifest the object is not a complete backup: take it back out. The write
-        // may have landed although it reported an error (a timeout): a manifest left without its
-        // object would read as a lost backup, so it goes too.
-        take_back(st, &c.key, &cleanup).await;
-        let records = [
-            ctx.layout.globals(c.id),
-            ctx.layout.manifest(c.id),
-            ctx.layout.manifest_signature(c.id),
-        ];
-        st.delete_many(&records, &cleanup).await.ok();
-        return Err(e.into());
+    let mut published = Vec::new();
+    let mut first_error = None;
+    for (name, st) in held {
+        match manifest::write(st.as_ref(), &ctx.layout, c.id, &manifest, ctx.signing.as_ref(), cancel).await {
+            Ok(()) => {
+                update_latest(ctx, st.as_ref(), &c.key, c.sealed, cancel).await;
+                published.push((name, st));
+            }
+            Err(e) => {
+                // Without its manifest the object is not a complete backup: take it back out. The
+                // write may have landed although it reported an error (a timeout): a manifest left
+                // without its object would read as a lost backup, so it goes too.
+                take_back(st.as_ref(), &c.key, &cleanup).await;
+                st.delete_many(&records, &cleanup).await.ok();
+                missed.push(Missed {
+                    destination: name,
+                    reason: e.to_string(),
+                });
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    update_latest(ctx, &c.key, c.sealed, cancel).await;
-    Ok(manifest)
+    match first_error {
+        Some(e) if published.is_empty() => Err(e.into()),
+        _ => Ok(Published {
+            manifest,
+            stores: published,
+            missed,
+        }),
+    }
+}
+
+/// A published backup: its manifest, where it was published, and where not.
+struct Published {
+    manifest: Manifest,
+    stores: Vec<(&'static str, DynStorage)>,
+    missed: Vec<Missed>,
 }
 
 /// After publishing: the size anomaly, holds before table anomalies (before retention runs, so
-/// the backup before a lost table is not pruned), and retention, unless the clocks disagree.
-/// Nothing here fails the backup.
-async fn after_publish(ctx: &BackupContext, c: &Chosen, manifest: Manifest, cancel: &CancellationToken) -> BackupOutcome {
-    let st = ctx.storage.as_ref();
+/// the backup before a lost table is not pruned), catch-up between two destinations, and
+/// retention in each, unless the clocks disagree. Nothing here fails the backup.
+async fn after_publish(ctx: &BackupContext, c: &Chosen, p: Published, cancel: &CancellationToken) -> BackupOutcome {
+    let manifest = p.manifest;
     let anomaly = anomaly::assess(manifest.size, &c.catalog.recent_sizes_before(c.id, 7));
-    let table_anomalies = hold_before_table_anomalies(ctx, c.catalog.newest_complete().map(|b| b.id), &manifest, cancel).await;
-    let retention = match clock_skew(st, &ctx.layout.probe(), cancel).await {
-        Ok(Some(skew)) if skew.abs() > MAX_CLOCK_SKEW_SECS => {
-            warn!(
-                skew_secs = skew,
-                "this machine's clock differs from the storage server's by {}s; retention is skipped until the clocks agree (it decides by age)",
-                skew
-            );
-            Ok(Plan::default())
+    let previous = c.catalog.newest_complete().map(|b| b.id);
+    let mut table_anomalies = None;
+    for (_, st) in &p.stores {
+        let found = hold_before_table_anomalies(ctx, st.as_ref(), previous, &manifest, cancel).await;
+        table_anomalies = table_anomalies.or(found);
+    }
+    let took: Vec<&dyn Storage> = p.stores.iter().map(|(_, st)| st.as_ref()).collect();
+    for m in &p.missed {
+        if let Err(e) = record_owed(&took, &ctx.layout, m.destination, c.id, cancel).await {
+            warn!(error = %e, "could not record that the {} destination is owed {}; copy it there by hand", m.destination, c.id.file_name());
         }
-        Ok(_) => prune(ctx, false, cancel).await,
-        Err(e) => {
-            warn!(error = %e, "could not compare this machine's clock with the storage server's; retention is skipped this time");
-            Ok(Plan::default())
-        }
+    }
+    // A destination that missed this backup is down or stalled: it is left alone until the next
+    // run (a call to it could hang for as long as the store's timeouts allow).
+    let caught_up = if p.missed.is_empty() {
+        catchup::catch_up_all(ctx, cancel).await
+    } else {
+        Vec::new()
     };
-    let retention = retention.unwrap_or_else(|e| {
-        warn!(error = %e, "retention could not run; it will be tried after the next backup");
-        Plan::default()
-    });
+    let mut retention = Plan::default();
+    for (i, (name, st)) in ctx.destinations().into_iter().enumerate() {
+        if p.missed.iter().any(|m| m.destination == name) {
+            continue;
+        }
+        let plan = prune::retain(ctx, name, st.as_ref(), cancel).await;
+        if i == 0 {
+            retention = plan;
+        } else if !plan.delete.is_empty() {
+            info!(
+                destination = name,
+                count = plan.delete.len(),
+                "Retention deleted {} backups in the {name} destination",
+                plan.delete.len()
+            );
+        }
+    }
+    for m in &p.missed {
+        warn!(
+            destination = m.destination,
+            "Backup not stored in the {} destination: {}; it is copied there once that destination takes it", m.destination, m.reason
+        );
+    }
     ctx.yields.store(0, Ordering::Relaxed);
     BackupOutcome {
         id: c.id,
@@ -287,5 +391,7 @@ async fn after_publish(ctx: &BackupContext, c: &Chosen, manifest: Manifest, canc
         anomaly,
         table_anomalies,
         retention,
+        missed: p.missed,
+        caught_up,
     }
 }

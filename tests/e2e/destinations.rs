@@ -1,0 +1,286 @@
+//! Two destinations: every backup goes to both at once; one that is down, or stalls, never fails
+//! or holds up the other's backup; what it missed is copied to it afterwards, checked by
+//! SHA-256; each keeps its own retention; restore and verify read from either. Both stores are
+//! real S3 servers, each behind a fault proxy.
+
+use pgvigil_core::infra::config::Role;
+use pgvigil_core::infra::storage::{self, DynStorage, MemoryStorage};
+use pgvigil_core::pipeline::backup::{self, BackupContext, BackupOutcome};
+use pgvigil_core::pipeline::verify::{self, VerifyContext};
+use pgvigil_core::records::catalog::Catalog;
+use pgvigil_core::records::keys::{BackupId, Layout};
+use pgvigil_e2e::fixtures::key;
+use pgvigil_e2e::proxy::Proxy;
+use pgvigil_e2e::run::{run, text};
+use pgvigil_e2e::{init_logs, sample, settings, PgServer, S3Server};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Two S3 servers, each behind a proxy that can refuse or stall it.
+struct Pair {
+    a: S3Server,
+    b: S3Server,
+    pa: Proxy,
+    pb: Proxy,
+}
+
+impl Pair {
+    async fn start() -> Self {
+        let (a, b) = (S3Server::start().await, S3Server::start().await);
+        let (pa, pb) = (Proxy::start(a.addr).await, Proxy::start(b.addr).await);
+        Self { a, b, pa, pb }
+    }
+
+    /// The variables of both destinations, through the proxies.
+    fn vars(&self, prefix: &str) -> Vec<(&'static str, String)> {
+        let mut v = self.a.vars_via(prefix, self.pa.endpoint());
+        let second: Vec<(&'static str, String)> = self
+            .b
+            .vars_via(prefix, self.pb.endpoint())
+            .into_iter()
+            .filter_map(|(k, val)| {
+                let name = match k {
+                    "S3_BUCKET" => "SECONDARY_S3_BUCKET",
+                    "S3_ENDPOINT" => "SECONDARY_S3_ENDPOINT",
+                    "S3_REGION" => "SECONDARY_S3_REGION",
+                    "S3_ACCESS_KEY_ID" => "SECONDARY_S3_ACCESS_KEY_ID",
+                    "S3_SECRET_ACCESS_KEY" => "SECONDARY_S3_SECRET_ACCESS_KEY",
+                    _ => return None,
+                };
+                Some((name, val))
+            })
+            .collect();
+        v.extend(second);
+        v
+    }
+
+    /// Each store directly (not through its proxy), for looking at what it holds.
+    async fn stores(&self, prefix: &str) -> (DynStorage, DynStorage) {
+        let a = settings(&self.a.vars(prefix), Role::Cli);
+        let b = settings(&self.b.vars(prefix), Role::Cli);
+        (
+            storage::connect(&a.storage).await.unwrap(),
+            storage::connect(&b.storage).await.unwrap(),
+        )
+    }
+}
+
+/// A backup context over both destinations, cutting off a destination stalled for 2 s.
+async fn context(pg: &PgServer, pair: &Pair, prefix: &str, extra: &[(&'static str, String)]) -> BackupContext {
+    let mut vars = pair.vars(prefix);
+    vars.push(("DATABASE_URL", pg.url("app")));
+    vars.extend(extra.iter().cloned());
+    let s = settings(&vars, Role::Backup);
+    let primary = storage::connect(&s.storage).await.unwrap();
+    let secondary = storage::connect(s.secondary.as_ref().unwrap()).await.unwrap();
+    let mut ctx = BackupContext::new(&s, s.database_url.clone().unwrap(), primary).with_secondary(secondary);
+    if let Some(sec) = &mut ctx.secondary {
+        sec.stall = Duration::from_secs(2);
+    }
+    ctx
+}
+
+/// The complete backups a store holds, oldest first, each with its object's SHA-256.
+async fn complete(st: &DynStorage, prefix: &str) -> Vec<(BackupId, String)> {
+    let layout = Layout::new(prefix);
+    let cat = Catalog::load(st.as_ref(), &layout, &CancellationToken::new()).await.unwrap();
+    assert!(
+        cat.backups.iter().all(|b| b.complete),
+        "a partial backup is visible: {:?}",
+        cat.backups
+    );
+    let mut out = Vec::new();
+    for b in cat.backups.iter().rev() {
+        let bytes = storage::get_bytes(st.as_ref(), &key(&b.key), u64::MAX, &CancellationToken::new())
+            .await
+            .unwrap();
+        out.push((b.id, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))));
+    }
+    out
+}
+
+async fn backup(ctx: &BackupContext) -> BackupOutcome {
+    backup::run_once(ctx, &CancellationToken::new()).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_destination_down_or_stalled_never_stops_the_other_and_catches_up_after() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 2_000).await;
+    let pair = Pair::start().await;
+    let ctx = context(&pg, &pair, "two", &[]).await;
+    let (a, b) = pair.stores("two").await;
+
+    // Both up: one dump, the same bytes in both.
+    let first = backup(&ctx).await;
+    assert!(first.missed.is_empty(), "{:?}", first.missed);
+    assert_eq!(complete(&a, "two").await, complete(&b, "two").await);
+
+    // The secondary refuses connections: the primary's backup publishes.
+    pair.pb.refuse(true);
+    let second = backup(&ctx).await;
+    assert_eq!(second.missed.len(), 1, "{:?}", second.missed);
+    assert_eq!(second.missed[0].destination, "secondary");
+    assert_eq!(complete(&a, "two").await.len(), 2);
+    assert_eq!(complete(&b, "two").await.len(), 1);
+
+    // It stalls (takes nothing, answers nothing): cut off after 2 s, the primary publishes.
+    pair.pb.refuse(false);
+    pair.pb.stall(true);
+    let started = std::time::Instant::now();
+    let third = backup(&ctx).await;
+    assert!(
+        third
+            .missed
+            .iter()
+            .any(|m| m.destination == "secondary" && m.reason.contains("stopped answering")),
+        "{:?}",
+        third.missed
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the stalled destination held the backup up"
+    );
+    assert_eq!(complete(&a, "two").await.len(), 3);
+    pair.pb.stall(false);
+
+    // Back: the next backup goes to both, and the two it missed are copied, byte for byte.
+    let fourth = backup(&ctx).await;
+    assert!(fourth.missed.is_empty(), "{:?}", fourth.missed);
+    let copied: Vec<BackupId> = fourth
+        .caught_up
+        .iter()
+        .filter(|(to, _)| *to == "secondary")
+        .flat_map(|(_, g)| g.copied.clone())
+        .collect();
+    assert_eq!(copied, vec![second.id, third.id]);
+    assert_eq!(complete(&a, "two").await, complete(&b, "two").await);
+    assert_eq!(complete(&b, "two").await.len(), 4);
+
+    // The primary is down: the backup goes to the secondary alone, under its lease.
+    pair.pa.refuse(true);
+    let fifth = backup(&ctx).await;
+    assert!(fifth.missed.iter().any(|m| m.destination == "primary"), "{:?}", fifth.missed);
+    assert_eq!(complete(&b, "two").await.len(), 5);
+    assert_eq!(complete(&a, "two").await.len(), 4);
+
+    // Restore while the primary is still down: the CLI reads the secondary and says so.
+    pg.create_db("target").await;
+    let mut vars = pair.vars("two");
+    vars.push(("RESTORE_DATABASE_URL", pg.url("target")));
+    let o = run("pgvigil", &["restore"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("reading from the other destination"), "{t}");
+    assert!(t.contains(&fifth.id.file_name()), "the newest backup, from the secondary:\n{t}");
+    assert_eq!(sample::row_counts(&pg, "target").await, sample::row_counts(&pg, "app").await);
+    // Asked for by name, it reads there too, without a note.
+    let o = run("pgvigil", &["--from", "secondary", "list"], &vars).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(&fifth.id.file_name()), "{}", text(&o));
+
+    // The primary is back: it catches up, and every backup verifies from either destination.
+    pair.pa.refuse(false);
+    let sixth = backup(&ctx).await;
+    assert!(sixth.missed.is_empty(), "{:?}", sixth.missed);
+    assert_eq!(complete(&a, "two").await, complete(&b, "two").await);
+    let mut vvars = pair.vars("two");
+    vvars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    for (reading, st) in [("primary", a.clone()), ("secondary", b.clone())] {
+        let s = settings(&vvars, Role::Verify);
+        let vctx = VerifyContext::new(&s, s.verify_database_url.clone().unwrap(), st);
+        for id in [fifth.id, second.id] {
+            let rec = verify::run_and_log(&vctx, Some(id), &CancellationToken::new()).await.unwrap();
+            assert!(rec.passed, "{} from the {reading}: {:?}", id.file_name(), rec.reasons);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 300).await;
+    let pair = Pair::start().await;
+    let ctx = context(&pg, &pair, "tamper", &[]).await;
+    let (a, _) = pair.stores("tamper").await;
+    let out = backup(&ctx).await;
+    let layout = Layout::new("tamper");
+    let never = CancellationToken::new();
+
+    // A destination that missed it, and a source whose object was replaced behind its manifest
+    // (same size, other bytes): nothing is copied.
+    let empty: DynStorage = Arc::new(MemoryStorage::new());
+    let mut data = storage::get_bytes(a.as_ref(), &key(&out.manifest.key), u64::MAX, &never)
+        .await
+        .unwrap();
+    let keep = data.clone();
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    storage::put_bytes(a.as_ref(), &key(&out.manifest.key), data.into(), &never)
+        .await
+        .unwrap();
+    backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
+        .await
+        .unwrap();
+    let gap = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, &never)
+        .await
+        .unwrap();
+    assert!(gap.copied.is_empty(), "{gap:?}");
+    assert!(gap.refused[0].1.contains("SHA-256"), "{gap:?}");
+    // A refusal is reported once: its record is gone.
+    let again = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, &never)
+        .await
+        .unwrap();
+    assert_eq!(again, backup::Gap::default());
+    assert!(
+        empty.list("", &never).await.unwrap().is_empty(),
+        "a refused copy left something behind"
+    );
+
+    // Put back, it is copied whole; the copy is the same bytes.
+    storage::put_bytes(a.as_ref(), &key(&out.manifest.key), keep.clone().into(), &never)
+        .await
+        .unwrap();
+    backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
+        .await
+        .unwrap();
+    let gap = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, &never)
+        .await
+        .unwrap();
+    assert_eq!(gap.copied, vec![out.id]);
+    let copy = storage::get_bytes(empty.as_ref(), &key(&out.manifest.key), u64::MAX, &never)
+        .await
+        .unwrap();
+    assert_eq!(copy, keep);
+    // Once copied, nothing is owed any more.
+    let again = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, &never)
+        .await
+        .unwrap();
+    assert_eq!(again, backup::Gap::default());
+
+    // With a signing key, an unsigned manifest (someone else's) is not copied.
+    let dir = tempfile::tempdir().unwrap();
+    let sk = dir.path().join("k.key");
+    let made = std::process::Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(dir.path().join("k.pub"))
+        .arg("-s")
+        .arg(&sk)
+        .output()
+        .expect("the minisign command line tool (apt-get install minisign)");
+    assert!(made.status.success());
+    let signed = context(&pg, &pair, "tamper", &[("BACKUP_SIGNING_KEY_FILE", sk.display().to_string())]).await;
+    let other: DynStorage = Arc::new(MemoryStorage::new());
+    backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
+        .await
+        .unwrap();
+    let gap = backup::catch_up(a.as_ref(), other.as_ref(), "secondary", &layout, signed.signing.as_ref(), &never)
+        .await
+        .unwrap();
+    assert!(gap.copied.is_empty(), "{gap:?}");
+    assert!(gap.refused[0].1.contains("not signed"), "{gap:?}");
+    assert!(other.list("", &never).await.unwrap().is_empty());
+}
