@@ -5,6 +5,7 @@
 #   bench/run.sh 0.25 1          # other sizes (GB)
 #   BENCH_REPS=5 bench/run.sh    # more repetitions
 #   BENCH_ONLY=rto bench/run.sh 5   # only recovery: restores and verification of one backup
+#   BENCH_ONLY=backup bench/run.sh 0.5   # only the backup cases (one and two destinations)
 #   BENCH_SHAPE=spread bench/run.sh  # the data in four tables of similar size (bench/gen_spread.sql)
 #                                    # instead of one table holding 95 % of it (bench/gen.sql)
 #
@@ -73,6 +74,8 @@ export AWS_ACCESS_KEY_ID=pgvigil-test-access AWS_SECRET_ACCESS_KEY=pgvigil-test-
 export AWS_DEFAULT_REGION=us-east-1 AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
 S3URL="http://127.0.0.1:$S3PORT"
 BUCKET=pgvigil-test
+BUCKET2=pgvigil-second
+mkdir -p "$WORK/s3/$BUCKET2"
 PSQL=("$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres)
 DUMP=("$PGBIN/pg_dump" -h 127.0.0.1 -p "$PGPORT" -U postgres --no-owner --no-privileges)
 
@@ -93,7 +96,7 @@ minisign -G -W -p "$WORK/sign.pub" -s "$WORK/sign.key" >/dev/null
 SIGNPUB=$(sed -n 2p "$WORK/sign.pub")
 
 export -f pgvigil_env
-export PGPORT S3URL BUCKET
+export PGPORT S3URL BUCKET BUCKET2
 
 # Cases run interleaved, one repetition of each in turn, so that drifts in machine speed hit all of
 # them alike. CASES holds names in order; CMD the shell command of each. Records medians of wall
@@ -149,8 +152,13 @@ for size in "${SIZES[@]}"; do
   case_add backup1 "pgvigil_env b1-$DB 1 $BIN/pgvigil-backup --once"
   case_add backup6age "pgvigil_env b6a-$DB 6 env BACKUP_ENCRYPTION_RECIPIENTS=$AGEPUB $BIN/pgvigil-backup --once"
   case_add backup6nolatest "pgvigil_env b6n-$DB 6 env BACKUP_LATEST_COPY=false $BIN/pgvigil-backup --once"
+  # The same backup to two destinations at once: a second bucket on the same S3 server.
+  case_add backup6two "pgvigil_env b6t-$DB 6 env SECONDARY_S3_BUCKET=$BUCKET2 SECONDARY_S3_ENDPOINT=$S3URL SECONDARY_S3_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID SECONDARY_S3_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY $BIN/pgvigil-backup --once"
   run_cases
   fi
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+  mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+  if [ "$ONLY" != backup ]; then
   # A signed backup of the same database, for the signed recovery cases (not measured).
   pgvigil_env "b6s-$DB" 6 env BACKUP_SIGNING_KEY_FILE="$WORK/sign.key" "$BIN/pgvigil-backup" --once
   # (No peer or level-1 object when only recovery is measured.)
@@ -186,9 +194,14 @@ for size in "${SIZES[@]}"; do
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS rto_restore"
   "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS floor_restore"
   rm -f "$WORK/latest.sql.gz"
-
-  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-  mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
+  fi
+  if [ "$ONLY" = backup ]; then
+    aws --endpoint-url "$S3URL" s3 cp "s3://$BUCKET/b6-$DB/backup_latest.sql.gz" "$WORK/latest.sql.gz" --only-show-errors
+    objsize=$(stat -c %s "$WORK/latest.sql.gz")
+    peersize=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/peer/$DB.sql.gz" 2>/dev/null | awk '{print $3}' || true)
+    obj1size=$(aws --endpoint-url "$S3URL" s3 ls "s3://$BUCKET/b1-$DB/backup_latest.sql.gz" 2>/dev/null | awk '{print $3}' || true)
+    rm -f "$WORK/latest.sql.gz"
+  fi
   if [ "$ONLY" != rto ]; then {
     echo "| $disk | $sqlsize | \`pg_dump > /dev/null\` (limit) | ${WALL[limit]} | 1.00 × limit | — |"
     echo "| | | \`pg_dump \| gzip -6 \| aws s3 cp -\` (peer, $(awk -v s="$peersize" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[peer]} | 1.00 × peer | — |"
@@ -196,10 +209,11 @@ for size in "${SIZES[@]}"; do
     echo "| | | pgvigil backup, level 1 ($(awk -v s="$obj1size" 'BEGIN {printf "%.0f MB", s/1e6}') object) | ${WALL[backup1]} | $(ratio "${WALL[backup1]}" "${WALL[limit]}") × limit | $(mib "${RSS[backup1]}") |"
     echo "| | | pgvigil backup, level 6, without the \`backup_latest\` copy (\`BACKUP_LATEST_COPY=false\`) | ${WALL[backup6nolatest]} | $(ratio "${WALL[backup6nolatest]}" "${WALL[peer]}") × peer (the copy: $(awk -v a="${WALL[backup6]}" -v b="${WALL[backup6nolatest]}" 'BEGIN {printf "%.2f s", a - b}')) | $(mib "${RSS[backup6nolatest]}") |"
     echo "| | | pgvigil backup, level 6, encrypted with age | ${WALL[backup6age]} | $(ratio "${WALL[backup6age]}" "${WALL[peer]}") × peer ($(ratio "${WALL[backup6age]}" "${WALL[backup6]}") × plain) | $(mib "${RSS[backup6age]}") |"
+    echo "| | | pgvigil backup, level 6, to two destinations (a second bucket) | ${WALL[backup6two]} | $(ratio "${WALL[backup6two]}" "${WALL[backup6]}") × one destination | $(mib "${RSS[backup6two]}") |"
   } >> "$RESULT"; else
     echo "| $disk | $sqlsize | pgvigil backup, level 6 ($(awk -v s="$objsize" 'BEGIN {printf "%.0f MB", s/1e6}') object; not measured) | — | — | — |" >> "$RESULT"
   fi
-  {
+  [ "$ONLY" = backup ] || {
     echo "| | | \`gunzip -c \| psql\` (restore floor) | ${WALL[floor]} | 1.00 × floor | — |"
     echo "| | | \`pg_restore -j 2\` (directory dump of the same database) | ${WALL[pgrestore]} | $(ratio "${WALL[pgrestore]}" "${WALL[floor]}") × floor | — |"
     echo "| | | pgvigil verify, one stream (\`VERIFY_JOBS=1\`) | ${WALL[verify]} | $(ratio "${WALL[verify]}" "${WALL[floor]}") × floor | $(mib "${RSS[verify]}") |"
@@ -216,6 +230,7 @@ for size in "${SIZES[@]}"; do
   "${PSQL[@]}" -d postgres -c "DROP DATABASE $DB"
   # Free the space of this size's objects before the next, larger one.
   aws --endpoint-url "$S3URL" s3 rm "s3://$BUCKET/" --recursive --only-show-errors
+  aws --endpoint-url "$S3URL" s3 rm "s3://$BUCKET2/" --recursive --only-show-errors
 done
 
 {
