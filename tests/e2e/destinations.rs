@@ -135,7 +135,7 @@ async fn one_destination_down_or_stalled_never_stops_the_other_and_catches_up_af
         third
             .missed
             .iter()
-            .any(|m| m.destination == "secondary" && m.reason.contains("stopped answering")),
+            .any(|m| m.destination == "secondary" && m.reason.contains("made no progress")),
         "{:?}",
         third.missed
     );
@@ -176,6 +176,11 @@ async fn one_destination_down_or_stalled_never_stops_the_other_and_catches_up_af
     assert!(t.contains("reading from the other destination"), "{t}");
     assert!(t.contains(&fifth.id.file_name()), "the newest backup, from the secondary:\n{t}");
     assert_eq!(sample::row_counts(&pg, "target").await, sample::row_counts(&pg, "app").await);
+    // Status says WARNING, naming the primary, not CRITICAL: backups go on in the secondary.
+    let o = run("pgvigil", &["status"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("the primary destination cannot be read"), "{t}");
     // Asked for by name, it reads there too, without a note.
     let o = run("pgvigil", &["--from", "secondary", "list"], &vars).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -225,13 +230,13 @@ async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
     backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
         .await
         .unwrap();
-    let gap = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, &never)
+    let gap = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, None, &never)
         .await
         .unwrap();
     assert!(gap.copied.is_empty(), "{gap:?}");
     assert!(gap.refused[0].1.contains("SHA-256"), "{gap:?}");
     // A refusal is reported once: its record is gone.
-    let again = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, &never)
+    let again = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, None, &never)
         .await
         .unwrap();
     assert_eq!(again, backup::Gap::default());
@@ -247,7 +252,7 @@ async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
     backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
         .await
         .unwrap();
-    let gap = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, &never)
+    let gap = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, None, &never)
         .await
         .unwrap();
     assert_eq!(gap.copied, vec![out.id]);
@@ -256,7 +261,7 @@ async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
         .unwrap();
     assert_eq!(copy, keep);
     // Once copied, nothing is owed any more.
-    let again = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, &never)
+    let again = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, None, &never)
         .await
         .unwrap();
     assert_eq!(again, backup::Gap::default());
@@ -277,10 +282,42 @@ async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
     backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
         .await
         .unwrap();
-    let gap = backup::catch_up(a.as_ref(), other.as_ref(), "secondary", &layout, signed.signing.as_ref(), &never)
-        .await
-        .unwrap();
+    let gap = backup::catch_up(
+        a.as_ref(),
+        other.as_ref(),
+        "secondary",
+        &layout,
+        None,
+        signed.signing.as_ref(),
+        &never,
+    )
+    .await
+    .unwrap();
     assert!(gap.copied.is_empty(), "{gap:?}");
     assert!(gap.refused[0].1.contains("not signed"), "{gap:?}");
     assert!(other.list("", &never).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn two_names_for_one_place_are_refused_at_start() {
+    init_logs();
+    let s3 = S3Server::start().await;
+    let mut vars = s3.vars("same");
+    // The same bucket of the same server, spelled another way.
+    let other = s3.endpoint().replace("127.0.0.1", "localhost");
+    for (k, v) in s3.vars("same") {
+        let name = match k {
+            "S3_BUCKET" => "SECONDARY_S3_BUCKET",
+            "S3_ACCESS_KEY_ID" => "SECONDARY_S3_ACCESS_KEY_ID",
+            "S3_SECRET_ACCESS_KEY" => "SECONDARY_S3_SECRET_ACCESS_KEY",
+            _ => continue,
+        };
+        vars.push((name, v));
+    }
+    vars.push(("SECONDARY_S3_ENDPOINT", other));
+    vars.push(("DATABASE_URL", "postgresql://u@127.0.0.1:1/db".into()));
+    let s = settings(&vars, Role::Backup);
+    let e = backup::open_destinations(&s, &CancellationToken::new()).await.unwrap_err();
+    assert!(e.to_string().contains("the same place"), "{e}");
+    assert!(!e.is_retryable());
 }

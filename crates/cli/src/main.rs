@@ -231,7 +231,12 @@ async fn status(database: Option<&str>, from: Option<From>, json: bool, policy: 
     let mut rows = Vec::new();
     for (db, settings) in targets {
         let result = async {
-            let op = Operator::open(settings?).await?;
+            // With a second destination, an unreadable primary is a warning while the secondary
+            // holds the backups (it says so below), not "no backups".
+            let op = match from {
+                Some(_) => Operator::open(settings?).await?,
+                None => Operator::open_reachable(settings?, cancel).await?.0,
+            };
             let p = op.policy(&policy.overrides(), cancel).await?;
             let v = op.status(&p, cancel).await?;
             Ok::<_, anyhow::Error>((op, p, v))

@@ -116,7 +116,18 @@ impl BackupJob {
     /// What storage holds, from the primary or, when it cannot be listed, the secondary (the
     /// backup then goes there): an outage of one destination must not stop the schedule.
     async fn catalog(&self, cancel: &CancellationToken) -> Result<Catalog, RunFailure> {
-        let primary = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await;
+        let primary = match &self.ctx.secondary {
+            Some(s) => tokio::time::timeout(s.stall, catalog(&self.ctx.storage, &self.ctx.layout, cancel))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RunFailure {
+                        message: format!("{} did not answer within {} s", self.ctx.storage.describe(), s.stall.as_secs()),
+                        retryable: true,
+                        cause: "storage",
+                    })
+                }),
+            None => catalog(&self.ctx.storage, &self.ctx.layout, cancel).await,
+        };
         match (&primary, &self.ctx.secondary) {
             (Err(e), Some(s)) if e.retryable => match catalog(&s.storage, &self.ctx.layout, cancel).await {
                 Ok(cat) => Ok(cat),
@@ -137,9 +148,20 @@ impl BackupJob {
             let missed = out.missed.iter().find(|m| m.destination == name);
             let copied = out.caught_up.iter().any(|(to, gap)| *to == name && gap.copied.contains(&out.id));
             let lacks = missed.is_some() && !copied;
-            self.health.record_behind(name, lacks);
+            let gap = out.caught_up.iter().find(|(to, _)| *to == name).map(|(_, g)| g);
+            let stuck = gap.and_then(|g| g.error.clone());
+            let refused = gap.map_or(0, |g| g.refused.len());
+            self.health.record_behind(name, lacks || stuck.is_some() || refused > 0);
             if let Some(m) = missed.filter(|_| lacks) {
                 behind.push(format!("the {name} destination did not get {}: {}", out.manifest.key, m.reason));
+            }
+            if let Some(e) = stuck {
+                behind.push(format!("the {name} destination could not be caught up: {e}"));
+            }
+            if refused > 0 {
+                behind.push(format!(
+                    "{refused} backup(s) were not copied to the {name} destination because the other destination's copy does not match its manifest (the log names them)"
+                ));
             }
         }
         if behind.is_empty() {
@@ -169,7 +191,7 @@ async fn presence(
     notify: &Notifier,
     cancel: &CancellationToken,
 ) {
-    let (mut count, mut texts, mut ran) = (0, Vec::new(), false);
+    let (mut count, mut texts, mut ran, mut all) = (0, Vec::new(), false, true);
     for (name, storage) in stores {
         match backup::check_presence(storage.as_ref(), layout, retention, cancel).await {
             Ok(rows) => {
@@ -187,10 +209,14 @@ async fn presence(
                 });
             }
             Err(StorageError::Cancelled) => return,
-            Err(e) => tracing::warn!(error = %e, destination = name, "The presence check could not run; trying again at the next check"),
+            Err(e) => {
+                all = false;
+                tracing::warn!(error = %e, destination = name, "The presence check could not run; trying again at the next check");
+            }
         }
     }
-    if !ran {
+    // A destination that was not checked may still miss what it missed before: nothing clears.
+    if !ran || (!all && texts.is_empty()) {
         return;
     }
     health.record_absent(count);
@@ -233,9 +259,17 @@ impl Job for BackupJob {
                 n.success(format!("Backup completed successfully: {key} ({} bytes)", out.manifest.size));
                 // Retention just ran: see at once whether what it keeps is all there.
                 // Only where this backup went: a destination that missed it may hang.
-                let mut reached = stores(&self.ctx);
-                reached.retain(|(name, _)| !out.missed.iter().any(|m| m.destination == *name));
-                presence(&reached, &self.ctx.layout, self.ctx.cfg.retention, &self.health, n, cancel).await;
+                if out.missed.is_empty() {
+                    presence(
+                        &stores(&self.ctx),
+                        &self.ctx.layout,
+                        self.ctx.cfg.retention,
+                        &self.health,
+                        n,
+                        cancel,
+                    )
+                    .await;
+                }
                 Ok(())
             }
             Err(e) => {

@@ -100,6 +100,7 @@ impl Service for BackupService {
             version = env!("CARGO_PKG_VERSION"),
             database = %settings.database_url.as_ref().map(ToString::to_string).unwrap_or_default(),
             storage = %settings.storage.backend,
+            secondary = %settings.secondary.as_ref().map(|s| s.backend.to_string()).unwrap_or_else(|| "none".into()),
             prefix = %settings.storage.prefix,
             interval_secs = cfg.interval.as_secs(),
             compression_level = cfg.compression_level,

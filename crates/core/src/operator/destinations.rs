@@ -9,6 +9,18 @@ use crate::policy::status::Verdict;
 use crate::records::catalog::{BackupEntry, Catalog};
 use tokio_util::sync::CancellationToken;
 
+/// How long a command waits for the other destination before it says it did not answer.
+pub(super) const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A presence row for a destination that could not be checked.
+fn unchecked(name: &str, why: &str) -> Presence {
+    Presence {
+        id: crate::records::keys::BackupId(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH),
+        key: format!("[{name}] (not checked)"),
+        problem: Some(format!("the {name} destination could not be checked: {why}")),
+    }
+}
+
 impl Operator {
     /// The other destination's store and its name, when one is configured.
     ///
@@ -37,7 +49,10 @@ impl Operator {
             Err(e) => return Ok(vec![(Verdict::Warning, format!("the second destination cannot be opened: {e}"))]),
         };
         let mut out = Vec::new();
-        let cat = match Catalog::load(st.as_ref(), &self.layout, cancel).await {
+        let loaded = tokio::time::timeout(ANSWER_WITHIN, Catalog::load(st.as_ref(), &self.layout, cancel))
+            .await
+            .unwrap_or_else(|_| Err(StorageError::other("it did not answer within 60 s", true)));
+        let cat = match loaded {
             Ok(cat) => cat,
             Err(StorageError::Cancelled) => return Err(OperatorError::Cancelled),
             Err(e) => {
@@ -94,7 +109,13 @@ impl Operator {
         let Some((name, st)) = self.other_destination().await? else {
             return Ok(Vec::new());
         };
-        let rows = check_presence(st.as_ref(), &self.layout, retention, cancel).await?;
+        let rows = match tokio::time::timeout(ANSWER_WITHIN, check_presence(st.as_ref(), &self.layout, retention, cancel)).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(StorageError::Cancelled)) => return Err(OperatorError::Cancelled),
+            // The primary's rows stand; this destination is one row saying why it was not checked.
+            Ok(Err(e)) => return Ok(vec![unchecked(name, &e.to_string())]),
+            Err(_) => return Ok(vec![unchecked(name, "it did not answer within 60 s")]),
+        };
         Ok(rows
             .into_iter()
             .map(|r| Presence {

@@ -137,7 +137,10 @@ impl Operator {
         let Some(secondary) = op.settings.secondary.clone() else {
             return Ok((op, None));
         };
-        match op.storage.list(&op.layout.backups_prefix(), cancel).await {
+        let listed = tokio::time::timeout(destinations::ANSWER_WITHIN, op.storage.list(&op.layout.backups_prefix(), cancel))
+            .await
+            .unwrap_or_else(|_| Err(StorageError::other("it did not answer within 60 s", true)));
+        match listed {
             Err(e) if !matches!(e, StorageError::Cancelled) => {
                 let note = format!(
                     "the {} destination cannot be read ({e}); reading from the other destination ({}) instead",

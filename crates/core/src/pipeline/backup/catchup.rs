@@ -27,6 +27,8 @@ pub struct Gap {
     /// The newest backup copied, when it is now the newest in the destination: its object key
     /// and whether it is encrypted (for the latest copy).
     pub newest_copied: Option<(Key, bool)>,
+    /// Why catch-up could not run (a storage error; it is tried again after the next backup).
+    pub error: Option<String>,
 }
 
 /// What to do with the backups `to` is owed: those to copy from `from` (oldest first), and
@@ -71,6 +73,7 @@ pub async fn catch_up(
     to: &dyn Storage,
     to_name: &str,
     layout: &Layout,
+    lock_days: Option<u32>,
     own: Option<&SigningKey>,
     cancel: &CancellationToken,
 ) -> Result<Gap, StorageError> {
@@ -92,7 +95,7 @@ pub async fn catch_up(
     let newest_there = target.newest_complete().map(|b| b.id);
     let (copy, mut done) = plan(&owed, &source, &target);
     for id in copy {
-        match copy_backup(from, to, layout, id, trusted.as_ref(), cancel).await? {
+        match copy_backup(from, to, layout, id, (trusted.as_ref(), lock_days), cancel).await? {
             Ok(key) => {
                 if newest_there.is_none_or(|n| id > n) {
                     let sealed = key.as_str().ends_with(SEALED);
@@ -115,7 +118,7 @@ async fn copy_backup(
     to: &dyn Storage,
     layout: &Layout,
     id: BackupId,
-    trusted: Option<&TrustedKeys>,
+    (trusted, lock_days): (Option<&TrustedKeys>, Option<u32>),
     cancel: &CancellationToken,
 ) -> Result<Result<Key, String>, StorageError> {
     let manifest_bytes = match get_bytes(from, &layout.manifest(id), MAX_RECORD, cancel).await {
@@ -142,9 +145,15 @@ async fn copy_backup(
             return Ok(Err(format!("its manifest is not signed by this backup service's key ({why})")));
         }
     }
+    // The lock is the destination's own, never longer than its settings allow: the date in a
+    // manifest read back from storage is not trusted.
+    let retain_until = lock_days.map(|d| {
+        let most = chrono::Utc::now() + chrono::Duration::days(i64::from(d));
+        m.locked_until.map_or(most, |t| t.min(most))
+    });
     let opts = PutOptions {
         expected_size: Some(m.size),
-        retain_until: m.locked_until,
+        retain_until,
         whole: true,
         ..PutOptions::default()
     };
@@ -251,7 +260,8 @@ pub(super) async fn catch_up_all(ctx: &BackupContext, cancel: &CancellationToken
     }
     let own = ctx.signing.as_ref();
     for (from, to) in [(&dests[0], &dests[1]), (&dests[1], &dests[0])] {
-        match catch_up(from.1.as_ref(), to.1.as_ref(), to.0, &ctx.layout, own, cancel).await {
+        let lock_days = if to.0 == "primary" { ctx.lock_days } else { None };
+        match catch_up(from.1.as_ref(), to.1.as_ref(), to.0, &ctx.layout, lock_days, own, cancel).await {
             Ok(gap) => {
                 for id in &gap.copied {
                     info!(backup = %id.file_name(), "Caught up: copied {} from the {} destination to the {}", id.file_name(), from.0, to.0);
@@ -265,7 +275,14 @@ pub(super) async fn catch_up_all(ctx: &BackupContext, cancel: &CancellationToken
                 out.push((to.0, gap));
             }
             Err(e) => {
-                warn!(error = %e, "could not catch up the {} destination from the {}; tried again after the next backup", to.0, from.0)
+                warn!(error = %e, "could not catch up the {} destination from the {}; tried again after the next backup", to.0, from.0);
+                out.push((
+                    to.0,
+                    Gap {
+                        error: Some(e.to_string()),
+                        ..Gap::default()
+                    },
+                ));
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use super::produce::Streamed;
 use super::{BackupContext, BackupError};
-use crate::infra::storage::{body_channel, BodyReceiver, BodySender, DynStorage, Key, PutOptions, PutResult, StorageError};
+use crate::infra::storage::{body_channel, BodyReceiver, BodySender, DynStorage, Key, PartPlan, PutOptions, PutResult, StorageError};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -40,19 +40,23 @@ pub(super) async fn forward(mut rx: BodyReceiver, sinks: Vec<Sink>, stall: Durat
     let mut fed = vec![Fed::Whole; sinks.len()];
     let mut open: Vec<Option<Sink>> = sinks.into_iter().map(Some).collect();
     // The producer ends the body where the lead's parts need it to end.
+    // (An upload that has not said within `stall` is stuck: any plan will do for it.)
     if let Some(Some(lead)) = open.first_mut() {
-        rx.announce(lead.tx.plan().await);
+        rx.announce(tokio::time::timeout(stall, lead.tx.plan()).await.unwrap_or(PartPlan::Held));
     }
     loop {
         let chunk = match rx.next().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => {
-                for (i, sink) in open.iter_mut().enumerate() {
-                    if let Some(s) = sink.take() {
-                        if tokio::time::timeout(stall, s.tx.finish()).await.is_err() {
-                            s.cancel.cancel();
-                            fed[i] = Fed::Stalled;
-                        }
+                for i in 0..open.len() {
+                    let Some(s) = open[i].take() else { continue };
+                    // The last one still taking the body waits as long as it needs.
+                    let others = fed.iter().enumerate().any(|(j, f)| j != i && *f == Fed::Whole);
+                    if !others {
+                        s.tx.finish().await;
+                    } else if tokio::time::timeout(stall, s.tx.finish()).await.is_err() {
+                        s.cancel.cancel();
+                        fed[i] = Fed::Stalled;
                     }
                 }
                 return fed;
@@ -121,6 +125,8 @@ pub(super) async fn upload(
     // Once one destination holds the whole backup, the others get `stall` more to finish theirs
     // (they hold at most a few parts by then); a request that hangs cannot hold the backup up.
     let first_done = CancellationToken::new();
+    let started = std::time::Instant::now();
+    let first_took = std::sync::Arc::new(std::sync::Mutex::new(Duration::ZERO));
     let mut sinks = Vec::with_capacity(dests.len());
     let mut puts = Vec::with_capacity(dests.len());
     for (i, (_, st)) in dests.iter().enumerate() {
@@ -129,26 +135,32 @@ pub(super) async fn upload(
         sinks.push(Sink { tx, cancel: cut.clone() });
         // Only the lead's parts may be streamed: the body ends where they need it to.
         let opts = PutOptions { whole: i > 0, ..opts };
-        let first_done = first_done.clone();
+        let (first_done, first_took) = (first_done.clone(), first_took.clone());
         puts.push(async move {
             let put = st.put(key, rx, opts, &cut);
             tokio::pin!(put);
+            // A destination up to twice as slow as the other (and at least `stall`) still makes it.
             let late = async {
                 first_done.cancelled().await;
-                tokio::time::sleep(stall).await;
+                let took = *first_took.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                tokio::time::sleep(took.max(stall)).await;
             };
             tokio::select! {
                 r = &mut put => {
-                    if r.is_ok() {
+                    if r.is_ok() && !first_done.is_cancelled() {
+                        *first_took.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = started.elapsed();
                         first_done.cancel();
                     }
                     (r, false)
                 }
                 () = late => {
                     cut.cancel();
-                    // A moment to clean up after itself; then it is dropped.
-                    let _ = tokio::time::timeout(Duration::from_secs(5), put).await;
-                    (Err(StorageError::Cancelled), true)
+                    // A moment to clean up after itself; then it is dropped. One that completed
+                    // after all is reported as it is, so that it is taken back.
+                    match tokio::time::timeout(Duration::from_secs(5), put).await {
+                        Ok(Ok(done)) => (Ok(done), true),
+                        _ => (Err(StorageError::Cancelled), true),
+                    }
                 }
             }
         });

@@ -207,8 +207,21 @@ pub struct BackupOutcome {
 pub async fn run_once(ctx: &BackupContext, cancel: &CancellationToken) -> Result<BackupOutcome, BackupError> {
     // The run stops when shutdown comes or when the lease is lost.
     let run = cancel.child_token();
-    let (ctx, held) = match lease::acquire(&ctx.storage, &ctx.layout, run.clone(), cancel).await {
-        Err(e) if !matches!(e, StorageError::Cancelled) && ctx.secondary.is_some() => {
+    let acquired = match ctx.secondary.as_ref() {
+        // A primary that hangs must not hold the backup up when there is somewhere else to go.
+        Some(s) => tokio::time::timeout(s.stall, lease::acquire(&ctx.storage, &ctx.layout, run.clone(), cancel))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StorageError::other(
+                    format!("{}: no answer within {} s", ctx.storage.describe(), s.stall.as_secs()),
+                    true,
+                ))
+            }),
+        None => lease::acquire(&ctx.storage, &ctx.layout, run.clone(), cancel).await,
+    };
+    let (ctx, held) = match acquired {
+        // Only an outage: a refusal is a configuration to fix, not a reason to write elsewhere.
+        Err(e) if e.is_retryable() && ctx.secondary.is_some() => {
             // The primary is down: the backup goes to the secondary, under its lease (every
             // backup service of this prefix makes the same choice), and is copied back later.
             let other = ctx.swapped().unwrap_or_else(|| ctx.clone());

@@ -3,7 +3,7 @@
 //! catch-up fills the gap later.
 
 use crate::infra::config::Settings;
-use crate::infra::storage::{self, DynStorage, StorageError};
+use crate::infra::storage::{self, DynStorage, Storage, StorageError};
 use crate::records::keys::Layout;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -39,15 +39,24 @@ pub async fn open_destinations(settings: &Settings, cancel: &CancellationToken) 
     };
     let secondary = storage::connect(cfg).await?;
     let secondary_ok = test(secondary.clone()).await;
+    // Only an outage is waited out in the other destination: a refusal (credentials, a missing
+    // bucket, object lock the bucket cannot keep) is a configuration to fix now.
+    for r in [&primary_ok, &secondary_ok] {
+        if let Err(e) = r {
+            if !e.is_retryable() {
+                return Err(StorageError::other(e.to_string(), false));
+            }
+        }
+    }
     match (primary_ok, secondary_ok) {
-        (Ok(()), Ok(())) => {}
+        (Ok(()), Ok(())) => same_place(primary.as_ref(), secondary.as_ref(), &layout, cancel).await?,
         (Err(e), Ok(())) => warn!(
             error = %e,
-            "the primary destination is not usable now; backups go to the secondary destination and are copied to the primary once it is back"
+            "the primary destination is not reachable now; backups go to the secondary destination and are copied to the primary once it is back"
         ),
         (Ok(()), Err(e)) => warn!(
             error = %e,
-            "the secondary destination is not usable now; backups go to the primary destination and are copied to the secondary once it is back"
+            "the secondary destination is not reachable now; backups go to the primary destination and are copied to the secondary once it is back"
         ),
         (Err(e), Err(_)) => return Err(e),
     }
@@ -55,4 +64,26 @@ pub async fn open_destinations(settings: &Settings, cancel: &CancellationToken) 
         primary,
         secondary: Some(secondary),
     })
+}
+
+/// Refuses two destinations that are one place under two names (another spelling of the same
+/// endpoint, a directory linked to the other): an object written to one is looked for in the
+/// other. Each one's clean-up would delete the other's backups.
+async fn same_place(
+    primary: &dyn Storage,
+    secondary: &dyn Storage,
+    layout: &Layout,
+    cancel: &CancellationToken,
+) -> Result<(), StorageError> {
+    let probe = layout.probe();
+    storage::put_bytes(primary, &probe, bytes::Bytes::from_static(b"pgvigil destination probe"), cancel).await?;
+    let seen = secondary.head(&probe, cancel).await;
+    let _ = primary.delete_many(std::slice::from_ref(&probe), cancel).await;
+    match seen {
+        Ok(Some(_)) => Err(StorageError::other(
+            "the primary and the secondary destination are the same place (an object written to one appears in the other); set SECONDARY_* to another bucket, store or directory",
+            false,
+        )),
+        _ => Ok(()),
+    }
 }

@@ -118,7 +118,17 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
         retain_until: locked_until,
         whole: false,
     };
-    let dests = ctx.destinations();
+    let mut dests = ctx.destinations();
+    let mut missed = Vec::new();
+    if ctx.secondary.as_ref().is_some_and(|s| s.swapped) {
+        // Failed over: the primary, unreachable and without our lease, is left alone and owed it.
+        for (name, _) in dests.drain(1..) {
+            missed.push(Missed {
+                destination: name,
+                reason: "it could not be reached when the backup began".into(),
+            });
+        }
+    }
     let (produced, puts, fed) = fanout::upload(ctx, &c.key, child, &dests, opts, &give_way).await;
     watching.cancel();
     // A yield only when it stopped something: a dump that had already ended whole is kept.
@@ -143,7 +153,7 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
             ctx.part_size_floor.fetch_max(part_size.saturating_mul(4), Ordering::Relaxed);
         }
     }
-    let (mut held, mut missed) = (Vec::new(), Vec::new());
+    let mut held = Vec::new();
     for (i, ((name, st), put)) in dests.iter().zip(&puts).enumerate() {
         let size = produced.as_ref().ok().map(|s| s.size);
         match (fed[i], put) {
@@ -155,7 +165,7 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
                 }
                 let reason = match (why, put) {
                     (Fed::Stalled, _) => format!(
-                        "it stopped answering (no progress for {} s while the other destination took the backup), so its upload was stopped",
+                        "it made no progress for {} s, or took more than twice as long as the other destination, so its upload was stopped",
                         ctx.secondary.as_ref().map_or(STALL, |s| s.stall).as_secs()
                     ),
                     (_, Err(e)) => e.to_string(),
