@@ -181,6 +181,13 @@ async fn one_destination_down_or_stalled_never_stops_the_other_and_catches_up_af
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
     assert!(t.contains("the primary destination cannot be read"), "{t}");
+    // The verify service verifies from the secondary meanwhile.
+    let mut vvars = pair.vars("two");
+    vvars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
+    let o = run("pgvigil-verify", &["--once"], &vvars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("verifying from the secondary destination"), "{t}");
     // Asked for by name, it reads there too, without a note.
     let o = run("pgvigil", &["--from", "secondary", "list"], &vars).await;
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -191,8 +198,6 @@ async fn one_destination_down_or_stalled_never_stops_the_other_and_catches_up_af
     let sixth = backup(&ctx).await;
     assert!(sixth.missed.is_empty(), "{:?}", sixth.missed);
     assert_eq!(complete(&a, "two").await, complete(&b, "two").await);
-    let mut vvars = pair.vars("two");
-    vvars.push(("VERIFY_DATABASE_URL", pg.url("postgres")));
     for (reading, st) in [("primary", a.clone()), ("secondary", b.clone())] {
         let s = settings(&vvars, Role::Verify);
         let vctx = VerifyContext::new(&s, s.verify_database_url.clone().unwrap(), st);
@@ -320,4 +325,32 @@ async fn two_names_for_one_place_are_refused_at_start() {
     let e = backup::open_destinations(&s, &CancellationToken::new()).await.unwrap_err();
     assert!(e.to_string().contains("the same place"), "{e}");
     assert!(!e.is_retryable());
+}
+
+#[tokio::test]
+async fn retention_runs_in_each_destination_and_owed_backups_survive_it() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 300).await;
+    let pair = Pair::start().await;
+    let keep = [("BACKUP_RETENTION_DAYS", "7".to_string()), ("BACKUP_MIN_KEEP", "1".to_string())];
+    let ctx = context(&pg, &pair, "keep", &keep).await;
+    let (a, b) = pair.stores("keep").await;
+    let layout = Layout::new("keep");
+    // Old backups in each destination, different ones: each is judged where it is.
+    let old_a = pgvigil_e2e::fixtures::fake_old_backups(a.as_ref(), &layout, &[30, 3]).await;
+    let old_b = pgvigil_e2e::fixtures::fake_old_backups(b.as_ref(), &layout, &[20, 2]).await;
+    let out = backup(&ctx).await;
+    assert!(out.missed.is_empty(), "{:?}", out.missed);
+    let ids = |v: Vec<(BackupId, String)>| v.into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(complete(&a, "keep").await),
+        vec![old_a[1], out.id],
+        "the 30-day-old one went from the primary"
+    );
+    assert_eq!(
+        ids(complete(&b, "keep").await),
+        vec![old_b[1], out.id],
+        "the 20-day-old one went from the secondary"
+    );
 }

@@ -129,9 +129,9 @@ impl BackupJob {
             None => catalog(&self.ctx.storage, &self.ctx.layout, cancel).await,
         };
         match (&primary, &self.ctx.secondary) {
-            (Err(e), Some(s)) if e.retryable => match catalog(&s.storage, &self.ctx.layout, cancel).await {
-                Ok(cat) => Ok(cat),
-                Err(_) => primary,
+            (Err(e), Some(s)) if e.retryable => match tokio::time::timeout(s.stall, catalog(&s.storage, &self.ctx.layout, cancel)).await {
+                Ok(Ok(cat)) => Ok(cat),
+                _ => primary,
             },
             _ => primary,
         }
@@ -291,12 +291,52 @@ impl Job for BackupJob {
 pub struct VerifyJob {
     /// What to verify and where.
     pub ctx: VerifyContext,
+    /// `SECONDARY_*`: where to verify from while the primary cannot be read.
+    pub secondary: Option<DynStorage>,
     /// Where verdicts are reported for `/status` and `/metrics`.
     pub health: Health,
     /// Where conditions are reported.
     pub notify: Notifier,
     /// Runs in a row that could not verify (the environment failed).
     pub not_running: std::sync::atomic::AtomicU32,
+}
+
+impl VerifyJob {
+    /// See [`reachable`].
+    async fn reachable(&self, cancel: &CancellationToken) -> std::borrow::Cow<'_, VerifyContext> {
+        reachable(&self.ctx, self.secondary.as_ref(), cancel).await
+    }
+}
+
+/// The context to verify with: `ctx`, or while its primary cannot be read (an outage, or no
+/// answer within two minutes) and a second destination is configured, the same on the
+/// secondary; verification records then go there.
+pub(super) async fn reachable<'a>(
+    ctx: &'a VerifyContext,
+    secondary: Option<&DynStorage>,
+    cancel: &CancellationToken,
+) -> std::borrow::Cow<'a, VerifyContext> {
+    let Some(secondary) = secondary else {
+        return std::borrow::Cow::Borrowed(ctx);
+    };
+    let listed = tokio::time::timeout(backup::STALL, ctx.storage.list(&ctx.layout.backups_prefix(), cancel))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StorageError::Backend {
+                message: "no answer within 120 s".into(),
+                retryable: true,
+            })
+        });
+    match listed {
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, "the primary destination cannot be read; verifying from the secondary destination");
+            std::borrow::Cow::Owned(VerifyContext {
+                storage: secondary.clone(),
+                ..ctx.clone()
+            })
+        }
+        _ => std::borrow::Cow::Borrowed(ctx),
+    }
 }
 
 /// Verifications that could not run this many times in a row are worth a message.
@@ -309,7 +349,8 @@ impl Job for VerifyJob {
     }
 
     async fn due_in(&self, cancel: &CancellationToken) -> Result<Duration, RunFailure> {
-        let cat = catalog(&self.ctx.storage, &self.ctx.layout, cancel).await?;
+        let ctx = self.reachable(cancel).await;
+        let cat = catalog(&ctx.storage, &ctx.layout, cancel).await?;
         self.health.record_catalog(&cat);
         future_dated(&self.notify, &cat);
         let newest_verification = cat.verifications.last().map(|v| v.at.0);
@@ -326,7 +367,8 @@ impl Job for VerifyJob {
 
     async fn run(&self, cancel: &CancellationToken) -> Result<(), RunFailure> {
         use std::sync::atomic::Ordering;
-        let (verdicts, stopped) = verify::run_planned(&self.ctx, cancel).await;
+        let ctx = self.reachable(cancel).await;
+        let (verdicts, stopped) = verify::run_planned(&ctx, cancel).await;
         for (id, rec) in &verdicts {
             // A failed verification is a result, recorded and reported; the schedule goes on.
             self.health.record_verification(id.0, rec);

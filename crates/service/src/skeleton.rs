@@ -40,9 +40,10 @@ pub async fn open_storage(settings: &Settings, cancel: &CancellationToken) -> Re
     storage::connect_checked(&settings.storage, &layout.backups_prefix(), &layout.probe(), cancel).await
 }
 
-/// [`open_storage`]; for the backup service every destination, with the object lock check.
+/// [`open_storage`]; with a second destination, or for the backup service, every destination
+/// (either may be down at start), with the object lock check.
 async fn open_storage_for<S: Service>(settings: &Settings, cancel: &CancellationToken) -> Result<backup::Destinations, StorageError> {
-    if S::ROLE == Role::Backup {
+    if S::ROLE == Role::Backup || settings.secondary.is_some() {
         return backup::open_destinations(settings, cancel).await;
     }
     Ok(backup::Destinations {
@@ -178,7 +179,7 @@ impl Service for BackupService {
 }
 
 /// The verify service.
-pub(super) struct VerifyService(VerifyContext);
+pub(super) struct VerifyService(VerifyContext, Option<DynStorage>);
 
 #[async_trait]
 impl Service for VerifyService {
@@ -208,7 +209,7 @@ impl Service for VerifyService {
             .verify_database_url
             .clone()
             .ok_or(StartupError::Missing("VERIFY_DATABASE_URL"))?;
-        Ok(Self(VerifyContext::new(settings, url, storage.primary)))
+        Ok(Self(VerifyContext::new(settings, url, storage.primary), storage.secondary))
     }
 
     async fn prepare(&self) -> Result<(), StartupError> {
@@ -238,7 +239,8 @@ impl Service for VerifyService {
     }
 
     async fn once(&self, cancel: &CancellationToken, _notify: &Notifier) -> Result<(), StartupError> {
-        match verify::run_and_log(&self.0, None, cancel).await {
+        let ctx = super::jobs::reachable(&self.0, self.1.as_ref(), cancel).await;
+        match verify::run_and_log(&ctx, None, cancel).await {
             Ok(rec) if rec.passed => Ok(()),
             Ok(rec) => Err(StartupError::VerificationFailed(rec.key)),
             Err(e) => Err(StartupError::Verify(e)),
@@ -248,6 +250,7 @@ impl Service for VerifyService {
     fn job(self, health: &Health, notify: Notifier) -> VerifyJob {
         VerifyJob {
             ctx: self.0,
+            secondary: self.1,
             health: health.clone(),
             notify,
             not_running: std::sync::atomic::AtomicU32::new(0),

@@ -74,7 +74,10 @@ impl Operator {
             }
         }
         if let Some(retention) = retention {
-            match check_presence(st.as_ref(), &self.layout, retention, cancel).await {
+            let checked = tokio::time::timeout(ANSWER_WITHIN, check_presence(st.as_ref(), &self.layout, retention, cancel))
+                .await
+                .unwrap_or_else(|_| Err(StorageError::other("it did not answer within 60 s", true)));
+            match checked {
                 Ok(rows) => {
                     let gone = absent(&rows);
                     if !gone.is_empty() {

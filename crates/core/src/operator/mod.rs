@@ -141,7 +141,8 @@ impl Operator {
             .await
             .unwrap_or_else(|_| Err(StorageError::other("it did not answer within 60 s", true)));
         match listed {
-            Err(e) if !matches!(e, StorageError::Cancelled) => {
+            // An outage only: a refusal (credentials, a missing bucket) is shown as it is.
+            Err(e) if e.is_retryable() => {
                 let note = format!(
                     "the {} destination cannot be read ({e}); reading from the other destination ({}) instead",
                     if op.reads_secondary() { "secondary" } else { "primary" },

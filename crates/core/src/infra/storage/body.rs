@@ -103,6 +103,11 @@ impl BodySender {
         }
     }
 
+    /// Whether the uploader has stopped taking the body (its `put` returned or went away).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Marks the body complete: only now may the upload be published.
     pub async fn finish(self) {
         let _ = self.tx.send(BodyMsg::Finish).await;

@@ -147,10 +147,14 @@ async fn copy_backup(
     }
     // The lock is the destination's own, never longer than its settings allow: the date in a
     // manifest read back from storage is not trusted.
-    let retain_until = lock_days.map(|d| {
-        let most = chrono::Utc::now() + chrono::Duration::days(i64::from(d));
-        m.locked_until.map_or(most, |t| t.min(most))
-    });
+    // (A date already past asks for no lock: stores refuse one.)
+    let now = chrono::Utc::now();
+    let retain_until = lock_days
+        .map(|d| {
+            let most = now + chrono::Duration::days(i64::from(d));
+            m.locked_until.map_or(most, |t| t.min(most))
+        })
+        .filter(|t| *t > now + chrono::Duration::minutes(5));
     let opts = PutOptions {
         expected_size: Some(m.size),
         retain_until,

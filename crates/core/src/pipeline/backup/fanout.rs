@@ -3,7 +3,8 @@
 //! for, so the others hold their parts whole (any length suits them). A destination whose upload
 //! stops, or takes nothing for [`STALL`] while another still takes the body, is cut off (its
 //! upload is cancelled, so it publishes nothing) and the others go on: a slow or failed
-//! destination never fails the other's backup, nor holds it up for longer than that.
+//! destination never fails the other's backup. Once one destination holds the whole backup, the
+//! others get as long again as it took (and at least [`STALL`]) to finish theirs.
 
 use super::produce::Streamed;
 use super::{BackupContext, BackupError};
@@ -50,8 +51,11 @@ pub(super) async fn forward(mut rx: BodyReceiver, sinks: Vec<Sink>, stall: Durat
             Ok(None) => {
                 for i in 0..open.len() {
                     let Some(s) = open[i].take() else { continue };
-                    // The last one still taking the body waits as long as it needs.
-                    let others = fed.iter().enumerate().any(|(j, f)| j != i && *f == Fed::Whole);
+                    // The last one still taking the body waits as long as it needs: others are
+                    // those already finished whole, and those whose upload still runs.
+                    let others = (0..open.len()).any(|j| {
+                        j != i && fed[j] == Fed::Whole && open[j].as_ref().is_none_or(|o| !o.tx.is_closed()) && (j < i || open[j].is_some())
+                    });
                     if !others {
                         s.tx.finish().await;
                     } else if tokio::time::timeout(stall, s.tx.finish()).await.is_err() {
@@ -72,7 +76,11 @@ pub(super) async fn forward(mut rx: BodyReceiver, sinks: Vec<Sink>, stall: Durat
             }
         };
         for i in 0..open.len() {
-            let others = open.iter().enumerate().filter(|(j, s)| *j != i && s.is_some()).count();
+            let others = open
+                .iter()
+                .enumerate()
+                .filter(|(j, s)| *j != i && s.as_ref().is_some_and(|s| !s.tx.is_closed()))
+                .count();
             let Some(sink) = &open[i] else { continue };
             let sent = if others == 0 {
                 // The last destination left is never cut off for being slow.

@@ -75,15 +75,28 @@ async fn choose(ctx: &BackupContext, cancel: &CancellationToken) -> Result<Chose
         warn!("the newest backup is encrypted but BACKUP_ENCRYPTION_RECIPIENTS is not set: this backup will not be encrypted; set it again unless that is intended");
     }
     let mut id = BackupId::at(Utc::now());
-    while st.head(&ctx.layout.object(id, sealed), cancel).await?.is_some() || catalog.backups.iter().any(|b| b.id == id) {
+    while st.head(&ctx.layout.object(id, sealed), cancel).await?.is_some()
+        || catalog.backups.iter().any(|b| b.id == id)
+        || taken_in_the_other(ctx, &ctx.layout.object(id, sealed), cancel).await
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
         id = BackupId::at(Utc::now());
     }
-    // Uploads left open by a crash or by an outage that also prevented their abort.
-    match st.abort_pending(&ctx.layout.backups_prefix(), cancel).await {
-        Ok(0) => {}
-        Ok(n) => info!(count = n, "aborted stale incomplete uploads from an earlier run"),
-        Err(e) => warn!(error = %e, "could not clean up stale incomplete uploads"),
+    // Uploads left open by a crash or by an outage that also prevented their abort (in the other
+    // destination too, when it answers in time).
+    for (i, (name, st)) in ctx.destinations().into_iter().enumerate() {
+        let stall = ctx.secondary.as_ref().map_or(STALL, |s| s.stall);
+        let aborted = tokio::time::timeout(stall, st.abort_pending(&ctx.layout.backups_prefix(), cancel)).await;
+        match aborted {
+            Ok(Ok(0)) | Err(_) => {}
+            Ok(Ok(n)) => info!(
+                count = n,
+                destination = name,
+                "aborted stale incomplete uploads from an earlier run"
+            ),
+            Ok(Err(e)) if i == 0 => warn!(error = %e, "could not clean up stale incomplete uploads"),
+            Ok(Err(_)) => {}
+        }
     }
     Ok(Chosen {
         key: ctx.layout.object(id, sealed),
@@ -92,6 +105,16 @@ async fn choose(ctx: &BackupContext, cancel: &CancellationToken) -> Result<Chose
         id,
         sealed,
     })
+}
+
+/// Whether the other destination already holds an object of this name (another service that
+/// failed over may have written it): a name taken anywhere is not used. A destination that does
+/// not answer in time counts as not holding it.
+async fn taken_in_the_other(ctx: &BackupContext, key: &Key, cancel: &CancellationToken) -> bool {
+    let Some(s) = ctx.secondary.as_ref().filter(|s| !s.swapped) else {
+        return false;
+    };
+    matches!(tokio::time::timeout(s.stall, s.storage.head(key, cancel)).await, Ok(Ok(Some(_))))
 }
 
 /// Runs `pg_dump` into the upload (one upload per destination), watching for sessions it blocks
@@ -194,9 +217,9 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
         .into()),
         (Ok(_), Some(Err(StorageError::Cancelled))) if fed[0] == Fed::Stalled => Err(StorageError::other(
             format!(
-                "every destination stopped taking the backup (the {} took no data for {} s)",
+                "every destination stopped taking the backup (the {} made no progress for {} s)",
                 dests[0].0,
-                STALL.as_secs()
+                ctx.secondary.as_ref().map_or(STALL, |s| s.stall).as_secs()
             ),
             true,
         )
