@@ -100,18 +100,24 @@ async fn complete(st: &DynStorage, prefix: &str) -> Vec<(BackupId, String)> {
     out
 }
 
+/// A database `app` of `rows` rows, two destinations, and a backup context over both.
+async fn setup(rows: u64, prefix: &str, extra: &[(&'static str, String)]) -> (PgServer, Pair, BackupContext, DynStorage, DynStorage) {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", rows).await;
+    let pair = Pair::start().await;
+    let ctx = context(&pg, &pair, prefix, extra).await;
+    let (a, b) = pair.stores(prefix).await;
+    (pg, pair, ctx, a, b)
+}
+
 async fn backup(ctx: &BackupContext) -> BackupOutcome {
     backup::run_once(ctx, &CancellationToken::new()).await.unwrap()
 }
 
 #[tokio::test]
 async fn one_destination_down_or_stalled_never_stops_the_other_and_catches_up_after() {
-    init_logs();
-    let pg = PgServer::start();
-    sample::build(&pg, "app", 2_000).await;
-    let pair = Pair::start().await;
-    let ctx = context(&pg, &pair, "two", &[]).await;
-    let (a, b) = pair.stores("two").await;
+    let (pg, pair, ctx, a, b) = setup(2_000, "two", &[]).await;
 
     // Both up: one dump, the same bytes in both.
     let first = backup(&ctx).await;
@@ -210,12 +216,7 @@ async fn one_destination_down_or_stalled_never_stops_the_other_and_catches_up_af
 
 #[tokio::test]
 async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
-    init_logs();
-    let pg = PgServer::start();
-    sample::build(&pg, "app", 300).await;
-    let pair = Pair::start().await;
-    let ctx = context(&pg, &pair, "tamper", &[]).await;
-    let (a, _) = pair.stores("tamper").await;
+    let (pg, pair, ctx, a, _) = setup(300, "tamper", &[]).await;
     let out = backup(&ctx).await;
     let layout = Layout::new("tamper");
     let never = CancellationToken::new();
@@ -328,14 +329,9 @@ async fn two_names_for_one_place_are_refused_at_start() {
 }
 
 #[tokio::test]
-async fn retention_runs_in_each_destination_and_owed_backups_survive_it() {
-    init_logs();
-    let pg = PgServer::start();
-    sample::build(&pg, "app", 300).await;
-    let pair = Pair::start().await;
+async fn retention_runs_in_each_destination() {
     let keep = [("BACKUP_RETENTION_DAYS", "7".to_string()), ("BACKUP_MIN_KEEP", "1".to_string())];
-    let ctx = context(&pg, &pair, "keep", &keep).await;
-    let (a, b) = pair.stores("keep").await;
+    let (_pg, _pair, ctx, a, b) = setup(300, "keep", &keep).await;
     let layout = Layout::new("keep");
     // Old backups in each destination, different ones: each is judged where it is.
     let old_a = pgvigil_e2e::fixtures::fake_old_backups(a.as_ref(), &layout, &[30, 3]).await;

@@ -101,36 +101,20 @@ impl Validator {
             raw.s3_object_lock_mode.clone(),
             nonempty(raw.s3_bucket.clone()).is_some(),
         );
-        let backend = match place {
-            None => {
-                self.bad(
-                    "S3_BUCKET",
-                    "required: the bucket to store backups in (or set BACKUP_DIR to use a local directory)",
-                );
-                return None;
-            }
-            Some(Place {
-                bucket: Some(bucket),
-                endpoint,
-                credentials,
-                force_path_style,
-                ..
-            }) => Backend::S3(S3Config {
-                bucket,
-                endpoint,
-                region,
-                region_from,
-                credentials,
-                force_path_style,
-                sse,
-                storage_class: nonempty(raw.s3_storage_class.clone()),
-                part_size,
-                object_lock,
-            }),
-            Some(Place { dir, .. }) => Backend::Local {
-                dir: PathBuf::from(dir.unwrap_or_default()),
-            },
+        let Some(place) = place else {
+            self.bad(
+                "S3_BUCKET",
+                "required: the bucket to store backups in (or set BACKUP_DIR to use a local directory)",
+            );
+            return None;
         };
+        let extras = S3Extras {
+            sse,
+            storage_class: nonempty(raw.s3_storage_class.clone()),
+            part_size,
+            object_lock,
+        };
+        let backend = backend(place, (region, region_from), extras);
         Some(StorageConfig { backend, prefix })
     }
 
@@ -157,29 +141,7 @@ impl Validator {
             ("AWS_REGION", &raw.aws_region),
             ("AWS_DEFAULT_REGION", &raw.aws_default_region),
         ]);
-        let backend = match place {
-            Place {
-                bucket: Some(bucket),
-                endpoint,
-                credentials,
-                force_path_style,
-                ..
-            } => Backend::S3(S3Config {
-                bucket,
-                endpoint,
-                region,
-                region_from,
-                credentials,
-                force_path_style,
-                sse: None,
-                storage_class: None,
-                part_size: None,
-                object_lock: None,
-            }),
-            Place { dir, .. } => Backend::Local {
-                dir: PathBuf::from(dir.unwrap_or_default()),
-            },
-        };
+        let backend = backend(place, (region, region_from), S3Extras::default());
         let primary = primary?;
         if same_place(&primary.backend, &backend) {
             self.bad(
@@ -303,6 +265,43 @@ impl Validator {
             self.bad("S3_SSE_KMS_KEY_ID", "only valid together with S3_SSE=aws:kms");
         }
         sse
+    }
+}
+
+/// What only the first destination's bucket gets: encryption at rest, storage class, part size
+/// and object lock.
+#[derive(Default)]
+struct S3Extras {
+    sse: Option<Sse>,
+    storage_class: Option<String>,
+    part_size: Option<u64>,
+    object_lock: Option<super::settings::ObjectLock>,
+}
+
+/// The backend of a place: its bucket, in `region`, with `extras`, or its directory.
+fn backend(place: Place, (region, region_from): (String, &'static str), extras: S3Extras) -> Backend {
+    match place {
+        Place {
+            bucket: Some(bucket),
+            endpoint,
+            credentials,
+            force_path_style,
+            ..
+        } => Backend::S3(S3Config {
+            bucket,
+            endpoint,
+            region,
+            region_from,
+            credentials,
+            force_path_style,
+            sse: extras.sse,
+            storage_class: extras.storage_class,
+            part_size: extras.part_size,
+            object_lock: extras.object_lock,
+        }),
+        Place { dir, .. } => Backend::Local {
+            dir: PathBuf::from(dir.unwrap_or_default()),
+        },
     }
 }
 
