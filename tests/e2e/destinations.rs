@@ -331,7 +331,7 @@ async fn two_names_for_one_place_are_refused_at_start() {
 #[tokio::test]
 async fn retention_runs_in_each_destination() {
     let keep = [("BACKUP_RETENTION_DAYS", "7".to_string()), ("BACKUP_MIN_KEEP", "1".to_string())];
-    let (_pg, _pair, ctx, a, b) = setup(300, "keep", &keep).await;
+    let (_pg, pair, ctx, a, b) = setup(300, "keep", &keep).await;
     let layout = Layout::new("keep");
     // Old backups in each destination, different ones: each is judged where it is.
     let old_a = pgvigil_e2e::fixtures::fake_old_backups(a.as_ref(), &layout, &[30, 3]).await;
@@ -348,5 +348,25 @@ async fn retention_runs_in_each_destination() {
         ids(complete(&b, "keep").await),
         vec![old_b[1], out.id],
         "the 20-day-old one went from the secondary"
+    );
+
+    // The presence check covers both: the newest backup deleted from the secondary alone is found
+    // there, and named as the secondary's.
+    b.delete_many(&[key(&out.manifest.key)], &CancellationToken::new()).await.unwrap();
+    let mut vars = pair.vars("keep");
+    vars.extend(keep.iter().cloned());
+    let o = run(
+        "pgvigil",
+        &["check", "--presence", "--retention-days", "7", "--min-keep", "1"],
+        &vars,
+    )
+    .await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    let secondary_row = format!("[secondary] {}", out.manifest.key);
+    assert!(t.lines().any(|l| l.starts_with("ABSENT") && l.contains(&secondary_row)), "{t}");
+    assert!(
+        t.lines().any(|l| l.starts_with("OK") && l.ends_with(&out.manifest.key)),
+        "the primary's copy is there:\n{t}"
     );
 }
