@@ -370,3 +370,19 @@ async fn retention_runs_in_each_destination() {
         "the primary's copy is there:\n{t}"
     );
 }
+
+#[tokio::test]
+async fn the_databases_of_a_prefix_are_listed_in_the_secondary_while_the_primary_is_down() {
+    init_logs();
+    let pair = Pair::start().await;
+    let mut vars = pair.vars("multi");
+    vars.push(("BACKUP_DATABASES", "*".into()));
+    let s = settings(&vars, Role::Cli);
+    let (_, b) = pair.stores("multi").await;
+    pgvigil_e2e::fixtures::fake_old_backups(b.as_ref(), &Layout::new("multi/app"), &[1]).await;
+    pair.pa.refuse(true);
+    let names = pgvigil_core::records::databases::with_backups_in(&s, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(names, vec!["app".to_string()]);
+}

@@ -107,10 +107,7 @@ async fn names_of_all(settings: &Settings, role: Role, cancel: &CancellationToke
         pg::close(conn).await;
         return names.map_err(|e| StartupError::Listing(Listing::Server(pg::classify(url, &e))));
     }
-    let st = storage::connect(&settings.storage).await.map_err(StartupError::Storage)?;
-    databases::with_backups(st.as_ref(), &settings.storage.prefix, cancel)
-        .await
-        .map_err(StartupError::Storage)
+    databases::with_backups_in(settings, cancel).await.map_err(StartupError::Storage)
 }
 
 /// Runs the service for `settings`: once, or once per database when it covers several.

@@ -210,12 +210,7 @@ pub async fn databases(settings: &Settings, cancel: &tokio_util::sync::Cancellat
     match &settings.databases {
         Databases::One => Ok(None),
         Databases::List(names) => Ok(Some(names.clone())),
-        Databases::All => {
-            let st = storage::connect(&settings.storage).await?;
-            Ok(Some(
-                crate::records::databases::with_backups(st.as_ref(), &settings.storage.prefix, cancel).await?,
-            ))
-        }
+        Databases::All => Ok(Some(crate::records::databases::with_backups_in(settings, cancel).await?)),
     }
 }
 

@@ -54,6 +54,24 @@ pub fn settings_for(settings: &Settings, database: &str) -> Result<Settings, Str
     Ok(s)
 }
 
+/// The databases with backups under the configured prefix, listed in the primary destination or,
+/// when it cannot be listed because of an outage and a second destination is configured, in the
+/// secondary.
+///
+/// # Errors
+/// Storage errors (the primary's, when the secondary cannot be listed either).
+pub async fn with_backups_in(settings: &Settings, cancel: &CancellationToken) -> Result<Vec<String>, StorageError> {
+    let st = crate::infra::storage::connect(&settings.storage).await?;
+    match with_backups(st.as_ref(), &settings.storage.prefix, cancel).await {
+        Err(e) if e.is_retryable() => {
+            let Some(cfg) = &settings.secondary else { return Err(e) };
+            let other = crate::infra::storage::connect(cfg).await?;
+            with_backups(other.as_ref(), &cfg.prefix, cancel).await.map_err(|_| e)
+        }
+        other => other,
+    }
+}
+
 /// The databases that have backups under `prefix` (one level below it).
 ///
 /// # Errors
