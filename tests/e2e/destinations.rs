@@ -111,6 +111,23 @@ async fn setup(rows: u64, prefix: &str, extra: &[(&'static str, String)]) -> (Pg
     (pg, pair, ctx, a, b)
 }
 
+/// Records in `from` that the secondary is owed backup `id`, then catches `to` up from it.
+async fn owe_and_catch_up(
+    from: &DynStorage,
+    to: &DynStorage,
+    layout: &Layout,
+    id: BackupId,
+    own: Option<&pgvigil_core::infra::signing::SigningKey>,
+) -> backup::Gap {
+    let never = CancellationToken::new();
+    backup::record_owed(&[from.as_ref()], layout, "secondary", id, &never)
+        .await
+        .unwrap();
+    backup::catch_up(from.as_ref(), to.as_ref(), "secondary", layout, None, own, &never)
+        .await
+        .unwrap()
+}
+
 async fn backup(ctx: &BackupContext) -> BackupOutcome {
     backup::run_once(ctx, &CancellationToken::new()).await.unwrap()
 }
@@ -233,12 +250,7 @@ async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
     storage::put_bytes(a.as_ref(), &key(&out.manifest.key), data.into(), &never)
         .await
         .unwrap();
-    backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
-        .await
-        .unwrap();
-    let gap = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, None, &never)
-        .await
-        .unwrap();
+    let gap = owe_and_catch_up(&a, &empty, &layout, out.id, None).await;
     assert!(gap.copied.is_empty(), "{gap:?}");
     assert!(gap.refused[0].1.contains("SHA-256"), "{gap:?}");
     // A refusal is reported once: its record is gone.
@@ -255,12 +267,7 @@ async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
     storage::put_bytes(a.as_ref(), &key(&out.manifest.key), keep.clone().into(), &never)
         .await
         .unwrap();
-    backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
-        .await
-        .unwrap();
-    let gap = backup::catch_up(a.as_ref(), empty.as_ref(), "secondary", &layout, None, None, &never)
-        .await
-        .unwrap();
+    let gap = owe_and_catch_up(&a, &empty, &layout, out.id, None).await;
     assert_eq!(gap.copied, vec![out.id]);
     let copy = storage::get_bytes(empty.as_ref(), &key(&out.manifest.key), u64::MAX, &never)
         .await
@@ -285,20 +292,7 @@ async fn a_copy_that_does_not_match_its_manifest_is_never_caught_up() {
     assert!(made.status.success());
     let signed = context(&pg, &pair, "tamper", &[("BACKUP_SIGNING_KEY_FILE", sk.display().to_string())]).await;
     let other: DynStorage = Arc::new(MemoryStorage::new());
-    backup::record_owed(&[a.as_ref()], &layout, "secondary", out.id, &never)
-        .await
-        .unwrap();
-    let gap = backup::catch_up(
-        a.as_ref(),
-        other.as_ref(),
-        "secondary",
-        &layout,
-        None,
-        signed.signing.as_ref(),
-        &never,
-    )
-    .await
-    .unwrap();
+    let gap = owe_and_catch_up(&a, &other, &layout, out.id, signed.signing.as_ref()).await;
     assert!(gap.copied.is_empty(), "{gap:?}");
     assert!(gap.refused[0].1.contains("not signed"), "{gap:?}");
     assert!(other.list("", &never).await.unwrap().is_empty());

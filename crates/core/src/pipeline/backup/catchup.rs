@@ -264,8 +264,17 @@ pub(super) async fn catch_up_all(ctx: &BackupContext, cancel: &CancellationToken
     }
     let own = ctx.signing.as_ref();
     for (from, to) in [(&dests[0], &dests[1]), (&dests[1], &dests[0])] {
-        let lock_days = if to.0 == "primary" { ctx.lock_days } else { None };
-        match catch_up(from.1.as_ref(), to.1.as_ref(), to.0, &ctx.layout, lock_days, own, cancel).await {
+        match catch_up(
+            from.1.as_ref(),
+            to.1.as_ref(),
+            to.0,
+            &ctx.layout,
+            ctx.lock_days_in(to.0),
+            own,
+            cancel,
+        )
+        .await
+        {
             Ok(gap) => {
                 for id in &gap.copied {
                     info!(backup = %id.file_name(), "Caught up: copied {} from the {} destination to the {}", id.file_name(), from.0, to.0);

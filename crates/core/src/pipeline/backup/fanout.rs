@@ -129,7 +129,7 @@ pub(super) async fn upload(
         let (produced, put) = tokio::join!(produce, st.put(key, rx, opts, give_way));
         return (produced, vec![put], vec![Fed::Whole]);
     }
-    let stall = ctx.secondary.as_ref().map_or(STALL, |s| s.stall);
+    let stall = ctx.stall();
     // Once one destination holds the whole backup, the others get `stall` more to finish theirs
     // (they hold at most a few parts by then); a request that hangs cannot hold the backup up.
     let first_done = CancellationToken::new();

@@ -26,7 +26,7 @@ pub use fanout::STALL;
 pub use log::run_and_log;
 pub use open::{open_destinations, Destinations};
 pub use presence::{absent, check_presence, summary, Absent, Presence};
-pub use prune::{prune, prune_with};
+pub use prune::prune_with;
 
 use crate::infra::config::{BackupConfig, Settings, ToolsConfig};
 use crate::infra::pg::{dump, globals, PgError};
@@ -141,6 +141,17 @@ impl BackupContext {
             }),
             ..self
         }
+    }
+
+    /// How long one destination may make no progress while the other does ([`STALL`] unless
+    /// set otherwise).
+    pub(crate) fn stall(&self) -> std::time::Duration {
+        self.secondary.as_ref().map_or(STALL, |s| s.stall)
+    }
+
+    /// `S3_OBJECT_LOCK_DAYS` where it applies: the primary destination only.
+    pub(crate) fn lock_days_in(&self, destination: &str) -> Option<u32> {
+        self.lock_days.filter(|_| destination == destination_name(false))
     }
 
     /// Every destination of this run, the lead first, each with its name.

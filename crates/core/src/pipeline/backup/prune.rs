@@ -15,23 +15,6 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// Applies retention with the backup's own policy.
-///
-/// # Errors
-/// Storage errors.
-pub async fn prune(ctx: &BackupContext, dry_run: bool, cancel: &CancellationToken) -> Result<Plan, StorageError> {
-    prune_with(
-        ctx.storage.as_ref(),
-        &ctx.layout,
-        ctx.cfg.retention,
-        ctx.lock_days,
-        dry_run,
-        None,
-        cancel,
-    )
-    .await
-}
-
 /// Every backup as retention sees it: those listed, and apart from them the lost ones — a
 /// manifest whose object is gone counts as a complete backup, so that when a rule keeps it, its
 /// manifest stays and the presence check ([`super::presence`]) goes on reporting the loss until
@@ -281,7 +264,6 @@ fn stale_records(
 
 /// Retention in one destination, unless its clock disagrees with ours.
 pub(super) async fn retain(ctx: &BackupContext, name: &'static str, st: &dyn Storage, cancel: &CancellationToken) -> Plan {
-    let lock_days = if name == "primary" { ctx.lock_days } else { None };
     let retention = match clock_skew(st, &ctx.layout.probe(), cancel).await {
         Ok(Some(skew)) if skew.abs() > MAX_CLOCK_SKEW_SECS => {
             warn!(
@@ -292,7 +274,7 @@ pub(super) async fn retain(ctx: &BackupContext, name: &'static str, st: &dyn Sto
             );
             Ok(Plan::default())
         }
-        Ok(_) => prune_with(st, &ctx.layout, ctx.cfg.retention, lock_days, false, None, cancel).await,
+        Ok(_) => prune_with(st, &ctx.layout, ctx.cfg.retention, ctx.lock_days_in(name), false, None, cancel).await,
         Err(e) => {
             warn!(error = %e, destination = name, "could not compare this machine's clock with the storage server's; retention is skipped this time");
             Ok(Plan::default())

@@ -3,7 +3,7 @@
 //! what follows a published backup (size and table anomalies, holds, retention). A step that fails
 //! takes back what it stored, so nothing partial stays published.
 
-use super::fanout::{self, Fed, STALL};
+use super::fanout::{self, Fed};
 use super::produce::Streamed;
 use super::{catchup, prune};
 use super::{
@@ -85,7 +85,7 @@ async fn choose(ctx: &BackupContext, cancel: &CancellationToken) -> Result<Chose
     // Uploads left open by a crash or by an outage that also prevented their abort (in the other
     // destination too, when it answers in time).
     for (i, (name, st)) in ctx.destinations().into_iter().enumerate() {
-        let stall = ctx.secondary.as_ref().map_or(STALL, |s| s.stall);
+        let stall = ctx.stall();
         let aborted = tokio::time::timeout(stall, st.abort_pending(&ctx.layout.backups_prefix(), cancel)).await;
         match aborted {
             Ok(Ok(0)) | Err(_) => {}
@@ -189,7 +189,7 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
                 let reason = match (why, put) {
                     (Fed::Stalled, _) => format!(
                         "it made no progress for {} s, or took more than twice as long as the other destination, so its upload was stopped",
-                        ctx.secondary.as_ref().map_or(STALL, |s| s.stall).as_secs()
+                        ctx.stall().as_secs()
                     ),
                     (_, Err(e)) => e.to_string(),
                     (_, Ok(p)) => format!("it stored {} bytes of {:?}", p.size, size),
@@ -219,7 +219,7 @@ async fn stream(ctx: &BackupContext, c: &Chosen, cancel: &CancellationToken) -> 
             format!(
                 "every destination stopped taking the backup (the {} made no progress for {} s)",
                 dests[0].0,
-                ctx.secondary.as_ref().map_or(STALL, |s| s.stall).as_secs()
+                ctx.stall().as_secs()
             ),
             true,
         )
