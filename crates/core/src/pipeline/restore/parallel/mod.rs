@@ -15,8 +15,10 @@
 //! SHA-256 before its session commits. Where the manifest's signature was verified
 //! ([`Sessions::signed`]) and every part's hash is recorded, that proves the object, which is read
 //! once (and its size and version tag are the same at the end as at the start). Otherwise the whole
-//! object is read once more through SHA-256 only, hashing each part on the way ([`digest`]), and
-//! nothing is committed before it is proven to be what the manifest records. Each part must end where a statement may begin (the gate, fresh for every part, would otherwise
+//! object is read once more through SHA-256 only, hashing each part on the way ([`digest`]), beside
+//! the first two phases (each part is still checked against its own recorded hash before its session
+//! commits), and nothing after the data runs before the object is proven to be what the manifest
+//! records. Each part must end where a statement may begin (the gate, fresh for every part, would otherwise
 //! never see a statement cut at its end), the schema must leave the session as pg_dump's header sets
 //! it (the later sessions start that way), and each table's part must be exactly one COPY block of
 //! its rows. Anything not so, and any session that fails, makes the parallel restore give way
@@ -163,7 +165,9 @@ pub async fn restore_parallel(
     Ok(Parallel::Done(Box::new(attempt), used))
 }
 
-/// The three phases: what the gate found in all of them, and how many sessions loaded data.
+/// The three phases: what the gate found in all of them, and how many sessions loaded data. Where
+/// a second read proves the object (`reading`), it runs beside the first two phases, and nothing
+/// after the data runs before it has proven the object what the manifest records.
 async fn phases(
     job: &Job<'_>,
     m: &Manifest,
@@ -172,18 +176,28 @@ async fn phases(
     reading: Option<digest::Reading>,
     cancel: &CancellationToken,
 ) -> Step<(ScanResult, usize)> {
-    let (before, proof) = match schema(job, m, plan, reading, cancel).await? {
+    let before = match schema(job, plan, cancel).await? {
         Ok(done) => done,
         Err(why) => return Ok(Err(why)),
     };
-    if let Err(why) = between(job, plan, proof.as_ref(), cancel).await? {
-        return Ok(Err(why));
-    }
+    let runs = match between(job, plan, cancel).await? {
+        Ok(runs) => runs,
+        Err(why) => return Ok(Err(why)),
+    };
     let blocks = plan.blocks.iter().cloned().map(Work::Block).collect();
     let (blocks, used) = match spread(job, blocks, sessions, cancel).await? {
         Ok(done) => done,
         Err(why) => return Ok(Err(why)),
     };
+    if let Some(mut reading) = reading {
+        let proof = match digest::proven(&mut reading, m, plan).await? {
+            Ok(proof) => proof,
+            Err(why) => return Ok(Err(why)),
+        };
+        if let Some((_, _, what)) = runs.iter().find(|(offset, sha256, _)| proof.parts.get(offset) != Some(sha256)) {
+            return Ok(Err(format!("{what} changed while they were read")));
+        }
+    }
     let after = match rest::the_rest(job, m, plan, sessions, cancel).await? {
         Ok(scan) => scan,
         Err(why) => return Ok(Err(why)),
@@ -233,15 +247,8 @@ fn as_recorded(read: &PartRead, stopped: Option<&Outcome>, part: &plan::Part, wh
     Ok(())
 }
 
-/// Phase 1: the schema before the data, committed once it is proven, and the whole object too
-/// where a second read proves it (`reading`).
-async fn schema(
-    job: &Job<'_>,
-    m: &Manifest,
-    plan: &Plan,
-    reading: Option<digest::Reading>,
-    cancel: &CancellationToken,
-) -> Step<(ScanResult, Option<digest::Proof>)> {
+/// Phase 1: the schema before the data, committed once its part is proven by its recorded hash.
+async fn schema(job: &Job<'_>, plan: &Plan, cancel: &CancellationToken) -> Step<ScanResult> {
     let mut tx = PsqlTransaction::begin(job.target.psql, job.target.url, job.target.preamble).await?;
     let what = "the schema before the data";
     let (read, stopped) = job.gated(&plan.before, Sink::Psql(&mut tx), cancel).await?;
@@ -251,38 +258,26 @@ async fn schema(
             (true, false) => Ok(()),
             _ => Err(format!("{what} holds COPY data or the dump's closing lines")),
         });
-    let proof = match checked {
-        Ok(()) => match reading {
-            Some(mut reading) => digest::proven(&mut reading, m, plan).await?.map(Some),
-            // Every part is proven by its own recorded hash as it is read.
-            None => Ok(None),
-        },
-        Err(why) => Err(why),
-    };
-    let proof = match proof {
-        Ok(proof) => proof,
-        Err(why) => {
-            tx.rollback().await;
-            return Ok(Err(why));
-        }
-    };
-    Ok(committed(&mut tx, None, what, cancel).await?.map(|()| (read.scan, proof)))
+    if let Err(why) = checked {
+        tx.rollback().await;
+        return Ok(Err(why));
+    }
+    Ok(committed(&mut tx, None, what, cancel).await?.map(|()| read.scan))
 }
 
-/// The runs between COPY blocks: comments only, and the bytes their recorded hash, or the second
-/// read, says.
-async fn between(job: &Job<'_>, plan: &Plan, proof: Option<&digest::Proof>, cancel: &CancellationToken) -> Step<()> {
+/// The runs between COPY blocks: comments only, and the bytes their recorded hash says. Each run's
+/// offset, SHA-256 as read, and name, for the second read (where there is one) to prove.
+async fn between(job: &Job<'_>, plan: &Plan, cancel: &CancellationToken) -> Step<Vec<(u64, String, String)>> {
+    let mut runs = Vec::with_capacity(plan.between.len());
     for run in &plan.between {
         let (read, _) = part::read(job.storage, job.key, run, Judge::CommentsOnly, Sink::Nowhere, cancel).await?;
         let what = format!("bytes {} to {} of the object", run.offset, run.offset + run.length);
         if let Some(why) = read.differs(run, &what) {
             return Ok(Err(why));
         }
-        if proof.is_some_and(|p| p.parts.get(&run.offset) != Some(&read.sha256)) {
-            return Ok(Err(format!("{what} changed while they were read")));
-        }
+        runs.push((run.offset, read.sha256, what));
     }
-    Ok(Ok(()))
+    Ok(Ok(runs))
 }
 
 /// Phases 2 and 3: `work` over up to `jobs` sessions, in order; each session commits at its end.
