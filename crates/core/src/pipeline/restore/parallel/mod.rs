@@ -5,21 +5,23 @@
 //!
 //! 1. the schema before the data, in one session, committed;
 //! 2. the tables' COPY blocks, largest first, in up to `jobs` sessions at once (each holding one
-//!    block at a time and a permit of the shared bound), each session committed at its end; the runs
-//!    between blocks may hold nothing but comments;
-//! 3. what follows the data (indexes, constraints, triggers, sequence values, large objects): each
-//!    table's index builds in sessions of their own as in phase 2, then the rest in the dump's
-//!    order in one session, committed only after the table-of-contents guard passed ([`rest`]).
+//!    block at a time and a permit of the shared bound); and, read and split before the data loads,
+//!    each table's index builds, which start as soon as all of that table's data is committed, in
+//!    the same sessions ([`queue`]; a session commits when builds wait for data it holds, once it
+//!    holds enough of it, and at its end); the runs between blocks may hold nothing but comments;
+//! 3. the rest of what follows the data (constraints, triggers, sequence values, large objects) in
+//!    the dump's order in one session, committed only after the table-of-contents guard passed
+//!    ([`rest`]).
 //!
 //! Every byte of the object lies in a part, and each part is checked against its own recorded
 //! SHA-256 before its session commits. Where the manifest's signature was verified
 //! ([`Sessions::signed`]) and every part's hash is recorded, that proves the object, which is read
 //! once (and its size and version tag are the same at the end as at the start). Otherwise the whole
 //! object is read once more through SHA-256 only, hashing each part on the way ([`digest`]), beside
-//! the first two phases (each part is still checked against its own recorded hash before its session
-//! commits), and nothing after the data runs before the object is proven to be what the manifest
-//! records. Each part must end where a statement may begin (the gate, fresh for every part, would otherwise
-//! never see a statement cut at its end), the schema must leave the session as pg_dump's header sets
+//! the first two phases (each part is still checked against its own recorded hash before anything of
+//! it is committed), and phase 3 does not start before the object is proven to be what the manifest
+//! records. Each part must end where a statement may begin (the gate, fresh for every part, would
+//! otherwise never see a statement cut at its end), the schema must leave the session as pg_dump's header sets
 //! it (the later sessions start that way), and each table's part must be exactly one COPY block of
 //! its rows. Anything not so, and any session that fails, makes the parallel restore give way
 //! ([`Parallel::GaveWay`]): the caller empties the database and restores in one stream, whose
@@ -29,8 +31,10 @@
 mod digest;
 pub mod part;
 pub mod plan;
+mod queue;
 mod rest;
 mod session;
+mod work;
 
 pub use plan::{plan, Plan};
 
@@ -41,9 +45,8 @@ use crate::infra::storage::{DynStorage, Key, StorageError};
 use crate::pipeline::stages::dumpscan::{GateRules, ScanResult};
 use crate::records::manifest::Manifest;
 use part::{Judge, PartRead, Sink};
-use plan::Block;
+use queue::Queue;
 use session::{same_session, SESSION};
-use std::collections::VecDeque;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -94,14 +97,6 @@ impl Job<'_> {
 
 /// `Err(why)`: give way.
 type Step<T> = Result<Result<T, String>, RestoreError>;
-
-/// What one session of phase 2 or 3 does at a time.
-enum Work {
-    /// Loads a table's COPY block.
-    Block(Block),
-    /// Builds the indexes of one table (named): what the gate passed of them.
-    Builds(String, Vec<u8>),
-}
 
 /// Restores `key` into `target` over several sessions as `plan` lays out.
 ///
@@ -184,8 +179,17 @@ async fn phases(
         Ok(runs) => runs,
         Err(why) => return Ok(Err(why)),
     };
-    let blocks = plan.blocks.iter().cloned().map(Work::Block).collect();
-    let (blocks, used) = match spread(job, blocks, sessions, cancel).await? {
+    // What follows the data is read first: its index builds run as their tables' data commits.
+    let mut after = match rest::read(job, plan, sessions, cancel).await? {
+        Ok(after) => after,
+        Err(why) => return Ok(Err(why)),
+    };
+    let builds = match &mut after {
+        rest::After::Held(held) => std::mem::take(&mut held.builds),
+        rest::After::Streamed => Vec::new(),
+    };
+    let work = Queue::new(plan.blocks.clone(), builds);
+    let (blocks, used) = match work::spread(job, work, sessions, cancel).await? {
         Ok(done) => done,
         Err(why) => return Ok(Err(why)),
     };
@@ -198,7 +202,7 @@ async fn phases(
             return Ok(Err(format!("{what} changed while they were read")));
         }
     }
-    let after = match rest::the_rest(job, m, plan, sessions, cancel).await? {
+    let after = match rest::finish(job, m, plan, after, cancel).await? {
         Ok(scan) => scan,
         Err(why) => return Ok(Err(why)),
     };
@@ -278,133 +282,4 @@ async fn between(job: &Job<'_>, plan: &Plan, cancel: &CancellationToken) -> Step
         runs.push((run.offset, read.sha256, what));
     }
     Ok(Ok(runs))
-}
-
-/// Phases 2 and 3: `work` over up to `jobs` sessions, in order; each session commits at its end.
-/// What the gate found in the blocks, and how many sessions did work.
-async fn spread(
-    job: &Job<'_>,
-    work: VecDeque<Work>,
-    sessions: &Sessions<'_>,
-    cancel: &CancellationToken,
-) -> Step<(Vec<ScanResult>, usize)> {
-    let count = work.len();
-    let queue = std::sync::Mutex::new(work);
-    // One session giving way, or failing, stops the others.
-    let stop = cancel.child_token();
-    let (queue, stop) = (&queue, &stop);
-    let workers = (0..sessions.jobs.clamp(1, count.max(1))).map(|i| async move {
-        let bound = (i > 0).then_some(sessions.bound);
-        let done = worker(job, queue, bound, stop).await;
-        if !matches!(done, Ok(Ok(_))) {
-            stop.cancel();
-        }
-        done
-    });
-    let results = futures::future::join_all(workers).await;
-    let mut scans = Vec::new();
-    let mut used = 0;
-    let mut gave_way = None;
-    let mut failed = None;
-    for r in results {
-        match r {
-            Ok(Ok((mut s, worked))) => {
-                used += usize::from(worked);
-                scans.append(&mut s);
-            }
-            Ok(Err(why)) => {
-                gave_way.get_or_insert(why);
-            }
-            Err(RestoreError::Stream(StreamError::Cancelled)) if !cancel.is_cancelled() => {}
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
-        }
-    }
-    match (failed, gave_way) {
-        (Some(e), _) => Err(e),
-        (None, Some(why)) => Ok(Err(why)),
-        (None, None) if stop.is_cancelled() && !cancel.is_cancelled() => Ok(Err("a session stopped".into())),
-        (None, None) => Ok(Ok((scans, used))),
-    }
-}
-
-/// One session: work from the queue until it is empty, then its COMMIT. Every session but a
-/// restore's first holds a permit of the shared bound (`bound`) while it lives. What the gate found
-/// in the blocks it loaded, and whether it did any work.
-async fn worker(
-    job: &Job<'_>,
-    queue: &std::sync::Mutex<VecDeque<Work>>,
-    bound: Option<&Semaphore>,
-    stop: &CancellationToken,
-) -> Step<(Vec<ScanResult>, bool)> {
-    let drained = || queue.lock().map_or(true, |q| q.is_empty());
-    // A permit is waited for only while there is something left to do.
-    let _permit = match bound {
-        Some(b) => loop {
-            if drained() {
-                return Ok(Ok((Vec::new(), false)));
-            }
-            tokio::select! {
-                p = b.acquire() => break Some(p.map_err(|_| StreamError::Cancelled)?),
-                () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
-                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            }
-        },
-        None => None,
-    };
-    let mut tx: Option<PsqlTransaction> = None;
-    let mut scans = Vec::new();
-    // (The queue's lock is held only while work is taken.)
-    while let Some(work) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
-        if tx.is_none() {
-            tx = Some(session(job.target).await?);
-        }
-        let Some(session) = tx.as_mut() else { break };
-        let done = match work {
-            Work::Block(block) => load(job, session, &block, stop).await?,
-            Work::Builds(table, sql) => {
-                tokio::select! {
-                    biased;
-                    () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
-                    () = session.write(&sql) => {}
-                }
-                match session.environment_failure().await {
-                    Some(outcome) => Err(format!("building the indexes of {table}: psql stopped: {}", said(&outcome))),
-                    None if session.is_broken() => Err(format!("building the indexes of {table}: psql stopped")),
-                    None => Ok(None),
-                }
-            }
-        };
-        match done {
-            Ok(scan) => scans.extend(scan),
-            Err(why) => return Ok(Err(why)),
-        }
-    }
-    let Some(mut tx) = tx else { return Ok(Ok((scans, false))) };
-    committed(&mut tx, None, "a session", stop).await.map(|r| r.map(|()| (scans, true)))
-}
-
-/// Loads one table's block into `tx`: what the gate found, or why it is not exactly one COPY
-/// block of its rows.
-async fn load(job: &Job<'_>, tx: &mut PsqlTransaction, block: &Block, stop: &CancellationToken) -> Step<Option<ScanResult>> {
-    let what = format!("the data of {}", block.table);
-    let (read, stopped) = job.gated(&block.part, Sink::Psql(&mut *tx), stop).await?;
-    if let Err(why) = as_recorded(&read, stopped.as_ref(), &block.part, &what) {
-        return Ok(Err(why));
-    }
-    if tx.is_broken() {
-        return Ok(Err(format!("loading {what}: psql stopped")));
-    }
-    let s = &read.scan;
-    let exact = matches!(s.copies.as_slice(), [c] if c.table == block.table && c.rows == block.rows && c.begin == 0 && c.end == s.bytes);
-    if !exact
-        || s.transaction_lines > 0
-        || s.privilege_lines_removed > 0
-        || s.subscription_lines_removed > 0
-        || read.restrict != (false, false)
-    {
-        return Ok(Err(format!("{what} is not exactly one COPY block of its {} rows", block.rows)));
-    }
-    Ok(Ok(Some(read.scan)))
 }

@@ -1,14 +1,16 @@
-//! Phase 3, what follows the data: indexes, constraints, triggers, sequence values, large objects.
-//! Read whole through the gate and held in memory (when it is not too large), it is split: the
-//! index builds of each table (see [`crate::pipeline::stages::dumpscan::Build`]) run in sessions
-//! of their own, a table's builds together, largest table first; then everything else, in the
-//! dump's order (foreign keys after the keys they reference, partition indexes attached after they
-//! were built), in one session committed only after the table-of-contents guard passed. Nothing is
-//! run before the whole part was read and found exactly as recorded.
+//! What follows the data: indexes, constraints, triggers, sequence values, large objects.
+//! Read whole through the gate and held in memory before the data loads (when it is not too large,
+//! and several sessions may run), it is split: the index builds of each table (see
+//! [`crate::pipeline::stages::dumpscan::Build`]) go to the data's sessions ([`super::queue`]), a
+//! table's builds together, as soon as that table's data is committed; everything else runs last,
+//! in the dump's order (foreign keys after the keys they reference, partition indexes attached
+//! after they were built), in one session committed only after the table-of-contents guard passed.
+//! Nothing of it runs before the whole part was read and found exactly as recorded.
 
 use super::part::{PartRead, Sink};
 use super::plan::{Part, Plan};
-use super::{as_recorded, committed, session, spread, Job, Sessions, Step, Work};
+use super::queue::Builds;
+use super::{as_recorded, committed, session, Job, Sessions, Step};
 use crate::infra::pg::psql::Outcome;
 use crate::pipeline::restore::stream::StreamError;
 use crate::pipeline::stages::dumpscan::{split_qualified, Build, ScanResult};
@@ -23,53 +25,68 @@ const HOLD: usize = 64 << 20;
 
 const WHAT: &str = "what follows the data";
 
-/// Phase 3: what follows the data, its index builds over several sessions when there are builds
-/// on more than one table, the rest committed after the table-of-contents guard.
-pub(super) async fn the_rest(
-    job: &Job<'_>,
-    m: &Manifest,
-    plan: &Plan,
-    sessions: &Sessions<'_>,
-    cancel: &CancellationToken,
-) -> Step<ScanResult> {
+/// What follows the data, held: each table's builds (largest table's data first), the rest in
+/// the dump's order, and what the gate found in all of it.
+pub(super) struct Held {
+    pub builds: Vec<Builds>,
+    pub rest: Vec<u8>,
+    pub scan: ScanResult,
+}
+
+/// What follows the data, as read before the data loads.
+pub(super) enum After {
+    /// Held, to be split.
+    Held(Box<Held>),
+    /// Restored in one session as it streams, after the data.
+    Streamed,
+}
+
+/// Reads what follows the data and splits it, when several sessions may run and it is small
+/// enough to hold.
+pub(super) async fn read(job: &Job<'_>, plan: &Plan, sessions: &Sessions<'_>, cancel: &CancellationToken) -> Step<After> {
+    if sessions.jobs <= 1 || plan.after.length > HOLD as u64 {
+        return Ok(Ok(After::Streamed));
+    }
+    let mut held = Vec::new();
+    let (read, stopped) = job.gated(&plan.after, Sink::Held(&mut held, HOLD), cancel).await?;
+    if read.too_large {
+        return Ok(Ok(After::Streamed));
+    }
+    if let Err(why) = checked(&read, stopped.as_ref(), &plan.after) {
+        return Ok(Err(why));
+    }
+    let (builds, rest) = split(held, &read.builds, plan).unwrap_or_else(|held| (Vec::new(), held));
+    Ok(Ok(After::Held(Box::new(Held {
+        builds,
+        rest,
+        scan: read.scan,
+    }))))
+}
+
+/// Restores the rest of what follows the data (after the builds), committed after the
+/// table-of-contents guard.
+pub(super) async fn finish(job: &Job<'_>, m: &Manifest, plan: &Plan, after: After, cancel: &CancellationToken) -> Step<ScanResult> {
     let guard = crate::pipeline::restore::toc::guard_sql(&m.toc);
-    if sessions.jobs > 1 && plan.after.length <= HOLD as u64 {
-        let mut held = Vec::new();
-        let (read, stopped) = job.gated(&plan.after, Sink::Held(&mut held, HOLD), cancel).await?;
-        if !read.too_large {
-            if let Err(why) = checked(&read, stopped.as_ref(), &plan.after) {
-                return Ok(Err(why));
-            }
-            let rest = match split(held, &read.builds, plan) {
-                Ok((groups, rest)) => {
-                    let tables = groups.len();
-                    let work = groups.into_iter().map(|(table, sql)| Work::Builds(table, sql)).collect();
-                    let used = match spread(job, work, sessions, cancel).await? {
-                        Ok((_, used)) => used,
-                        Err(why) => return Ok(Err(why)),
-                    };
-                    tracing::debug!(tables, sessions = used, "indexes built side by side");
-                    rest
-                }
-                Err(held) => held,
-            };
-            let mut tx = session(job.target).await?;
+    let mut tx = session(job.target).await?;
+    let scan = match after {
+        After::Held(held) => {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(StreamError::Cancelled.into()),
-                () = tx.write(&rest) => {}
+                () = tx.write(&held.rest) => {}
             }
-            return Ok(committed(&mut tx, guard.as_deref(), WHAT, cancel).await?.map(|()| read.scan));
+            held.scan
         }
-    }
-    // As it streams, in one session.
-    let mut tx = session(job.target).await?;
-    let (read, stopped) = job.gated(&plan.after, Sink::Psql(&mut tx), cancel).await?;
-    if let Err(why) = checked(&read, stopped.as_ref(), &plan.after) {
-        tx.rollback().await;
-        return Ok(Err(why));
-    }
-    Ok(committed(&mut tx, guard.as_deref(), WHAT, cancel).await?.map(|()| read.scan))
+        After::Streamed => {
+            let (read, stopped) = job.gated(&plan.after, Sink::Psql(&mut tx), cancel).await?;
+            if let Err(why) = checked(&read, stopped.as_ref(), &plan.after) {
+                tx.rollback().await;
+                return Ok(Err(why));
+            }
+            read.scan
+        }
+    };
+    Ok(committed(&mut tx, guard.as_deref(), WHAT, cancel).await?.map(|()| scan))
 }
 
 /// `Err(why)` unless the part is exactly as recorded, ends the dump, and holds neither COPY data
@@ -87,7 +104,7 @@ fn checked(read: &PartRead, stopped: Option<&Outcome>, part: &Part) -> Result<()
 /// itself when there are builds on fewer than two tables, or builds that do not lie in order
 /// inside it (never: the gate notes them as it passes them).
 #[allow(clippy::type_complexity)]
-fn split(held: Vec<u8>, builds: &[Build], plan: &Plan) -> Result<(Vec<(String, Vec<u8>)>, Vec<u8>), Vec<u8>> {
+fn split(held: Vec<u8>, builds: &[Build], plan: &Plan) -> Result<(Vec<Builds>, Vec<u8>), Vec<u8>> {
     // Each table's data, by its name (pg_dump names every table with its schema).
     let mut sizes: BTreeMap<(String, String), u64> = BTreeMap::new();
     for b in &plan.blocks {
@@ -131,7 +148,7 @@ fn split(held: Vec<u8>, builds: &[Build], plan: &Plan) -> Result<(Vec<(String, V
         let name = if s.is_empty() { n.clone() } else { format!("{s}.{n}") };
         name.chars().filter(|c| !c.is_control()).take(80).collect::<String>()
     };
-    Ok((groups.into_iter().map(|(t, sql)| (shown(&t), sql)).collect(), rest))
+    Ok((groups.into_iter().map(|(t, sql)| (t.clone(), shown(&t), sql)).collect(), rest))
 }
 
 #[cfg(test)]
@@ -180,7 +197,7 @@ mod tests {
         ];
         let plan = plan_with(&[("public.a", 10), ("public.b", 500)]);
         let (groups, rest) = split(held.as_bytes().to_vec(), &builds, &plan).unwrap();
-        let groups: Vec<(String, String)> = groups.into_iter().map(|(t, s)| (t, String::from_utf8(s).unwrap())).collect();
+        let groups: Vec<(String, String)> = groups.into_iter().map(|(_, t, s)| (t, String::from_utf8(s).unwrap())).collect();
         assert_eq!(
             groups,
             [
@@ -212,7 +229,7 @@ mod tests {
         ];
         let plan = plan_with(&[("public.a", 10), ("public.b", 500)]);
         let (groups, rest) = split(held.as_bytes().to_vec(), &builds, &plan).unwrap();
-        let groups: Vec<(String, String)> = groups.into_iter().map(|(t, s)| (t, String::from_utf8(s).unwrap())).collect();
+        let groups: Vec<(String, String)> = groups.into_iter().map(|(_, t, s)| (t, String::from_utf8(s).unwrap())).collect();
         let set = "SET default_tablespace = '';\n";
         assert_eq!(
             groups,
