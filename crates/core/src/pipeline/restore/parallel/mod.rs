@@ -161,8 +161,8 @@ pub async fn restore_parallel(
 }
 
 /// The three phases: what the gate found in all of them, and how many sessions loaded data. Where
-/// a second read proves the object (`reading`), it runs beside the first two phases, and nothing
-/// after the data runs before it has proven the object what the manifest records.
+/// a second read proves the object (`reading`), it runs beside the first two phases, and phase 3
+/// does not start before it has proven the object what the manifest records.
 async fn phases(
     job: &Job<'_>,
     m: &Manifest,
@@ -171,18 +171,16 @@ async fn phases(
     reading: Option<digest::Reading>,
     cancel: &CancellationToken,
 ) -> Step<(ScanResult, usize)> {
-    let before = match schema(job, plan, cancel).await? {
-        Ok(done) => done,
-        Err(why) => return Ok(Err(why)),
-    };
-    let runs = match between(job, plan, cancel).await? {
-        Ok(runs) => runs,
-        Err(why) => return Ok(Err(why)),
-    };
-    // What follows the data is read first: its index builds run as their tables' data commits.
-    let mut after = match rest::read(job, plan, sessions, cancel).await? {
-        Ok(after) => after,
-        Err(why) => return Ok(Err(why)),
+    // The schema loads while the runs between blocks and what follows the data are read: the
+    // latter's index builds run as their tables' data commits.
+    let (before, runs, after) = tokio::join!(
+        schema(job, plan, cancel),
+        between(job, plan, cancel),
+        rest::read(job, plan, sessions, cancel)
+    );
+    let (before, runs, mut after) = match (before?, runs?, after?) {
+        (Ok(before), Ok(runs), Ok(after)) => (before, runs, after),
+        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => return Ok(Err(why)),
     };
     let builds = match &mut after {
         rest::After::Held(held) => std::mem::take(&mut held.builds),
