@@ -70,8 +70,8 @@ async fn a_parallel_restore_gives_way_to_one_stream_when_a_part_is_not_as_record
     let rec = verify::run_and_log(&ctx, None, &CancellationToken::new()).await.unwrap();
     assert!(!rec.passed);
     assert!(has(&rec.reasons, "SHA-256 of the object differs"), "{:?}", rec.reasons);
-    // (The second read runs beside the data's sessions; it is awaited before anything after the
-    // data, and its finding makes the restore give way.)
+    // (The second read runs beside the data's sessions; it is awaited before the last session, the
+    // one that commits after the table-of-contents guard, and its finding makes the restore give way.)
     let why = rec.evidence.one_stream.clone().unwrap_or_default();
     assert!(why.contains("gave way") && why.contains("not what its manifest records"), "{why}");
     assert!(scratch_dbs(&pg).await.is_empty());

@@ -145,8 +145,10 @@ impl<R: Read> Read for Hashing<R> {
 /// what a deeply nested statement touches is ever used).
 pub(super) const PARSER_STACK: usize = 256 * 1024 * 1024;
 
-/// Chunk size handed from the decompressor to the consumer.
-pub(super) const CHUNK: usize = 256 * 1024;
+/// Chunk size handed from the decompressor to the consumer: below the allocator's mmap threshold
+/// ([`crate::infra::process::memory::MMAP_THRESHOLD`]), so that the copy made of each chunk comes
+/// from the heap and is reused, instead of a mapping of its own, faulted in and unmapped per chunk.
+pub(super) const CHUNK: usize = 128 * 1024;
 
 /// What the blocking decoder found about the bytes (the SQL went through the channel).
 struct Decoded {

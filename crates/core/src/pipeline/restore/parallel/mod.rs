@@ -178,9 +178,21 @@ async fn phases(
         between(job, plan, cancel),
         rest::read(job, plan, sessions, cancel)
     );
-    let (before, runs, mut after) = match (before?, runs?, after?) {
-        (Ok(before), Ok(runs), Ok(after)) => (before, runs, after),
-        (Err(why), _, _) | (_, Err(why), _) | (_, _, Err(why)) => return Ok(Err(why)),
+    // A part not as recorded gives way even when another read failed (the one stream then judges).
+    let gave_way = [
+        before.as_ref().ok().and_then(|r| r.as_ref().err()),
+        runs.as_ref().ok().and_then(|r| r.as_ref().err()),
+        after.as_ref().ok().and_then(|r| r.as_ref().err()),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .cloned();
+    if let Some(why) = gave_way {
+        return Ok(Err(why));
+    }
+    let (Ok(before), Ok(runs), Ok(mut after)) = (before?, runs?, after?) else {
+        return Ok(Err("a part was not as recorded".into()));
     };
     let builds = match &mut after {
         rest::After::Held(held) => std::mem::take(&mut held.builds),

@@ -1,8 +1,8 @@
-//! The work of phases 2 and 3a, and when each piece may start: the tables' COPY blocks, largest
+//! The work of phase 2, and when each piece may start: the tables' COPY blocks, largest
 //! first, and each table's index builds as soon as all of that table's data is committed (the
 //! builds of a table without data of its own, once all data is), ahead of the blocks still
 //! waiting — as `pg_restore -j` does, so that a table's indexes are built while other tables load
-//! and while its pages are still in memory. A pure state machine; the sessions live in the parent.
+//! and while its pages are still in memory. A pure state machine; the sessions are in [`super::work`].
 
 use super::plan::Block;
 use crate::pipeline::stages::dumpscan::split_qualified;
@@ -94,6 +94,11 @@ impl Queue {
         self.ready.is_empty() && self.waiting.is_empty() && self.after_all.is_empty()
     }
 
+    /// Whether the next piece of work is a block of at least `bytes`.
+    pub(super) fn large_block_next(&self, bytes: u64) -> bool {
+        matches!(self.ready.front(), Some(Work::Block(b)) if b.part.length >= bytes)
+    }
+
     /// Whether committing a transaction that holds blocks of `tables` would let builds start.
     pub(super) fn would_release(&self, tables: &[Option<Table>]) -> bool {
         let held = |t: &Table| tables.iter().flatten().filter(|x| *x == t).count();
@@ -168,6 +173,7 @@ mod tests {
             vec![block("public.a", 50), block("public.b", 40), block("public.a", 30)],
             vec![builds("public.a"), builds("public.b"), builds("public.p")],
         );
+        assert!(q.large_block_next(50) && !q.large_block_next(51));
         assert_eq!(next(&mut q), "B public.a");
         assert_eq!(next(&mut q), "B public.b");
         // Committing one block of a does not free a's builds; b's whole data does.

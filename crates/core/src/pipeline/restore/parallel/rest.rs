@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 
 /// Most bytes of what follows the data held in memory (compressed, and as the gate passed it; held
-/// once more while it is split into sessions); a larger part (many large objects) is restored in
-/// one session as it streams.
+/// once more while it is split, and then through the whole data load); a larger part (many large
+/// objects) is restored in one session as it streams, after the data.
 const HOLD: usize = 64 << 20;
 
 const WHAT: &str = "what follows the data";

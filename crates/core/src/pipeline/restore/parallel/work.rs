@@ -1,6 +1,7 @@
 //! Phase 2: the sessions that load the tables' data and build their indexes, taking work from the
 //! [`Queue`] until nothing is left. A session commits when builds wait for data it holds (once it
-//! holds [`COMMIT_AFTER`] of it, or when it has nothing else to do), and at its end.
+//! holds [`COMMIT_AFTER`] of data, or when it has nothing else to do), before a large block when it
+//! holds builds, and at its end.
 
 use super::part::Sink;
 use super::plan::Block;
@@ -63,15 +64,18 @@ pub(super) async fn spread(
 }
 
 /// Compressed bytes of table data a session loads before it commits to let builds start that wait
-/// for it (small tables' data is committed together, so that each does not cost a psql of its own).
+/// for it, and the size of a block that a session holding builds commits before (small tables' data
+/// and builds are committed together, so that each does not cost a psql of its own).
 const COMMIT_AFTER: u64 = 16 << 20;
 
-/// One session's transaction, and the blocks it holds that are not committed yet.
+/// One session's transaction: the blocks it holds that are not committed yet, and whether it
+/// built indexes (holding their locks).
 #[derive(Default)]
 struct Open {
     tx: Option<PsqlTransaction>,
     tables: Vec<Option<Table>>,
     bytes: u64,
+    builds: bool,
 }
 
 impl Open {
@@ -86,14 +90,16 @@ impl Open {
         }
         self.tables.clear();
         self.bytes = 0;
+        self.builds = false;
         Ok(Ok(()))
     }
 }
 
 /// One session: work from the queue until nothing is left, committing when builds wait for the
-/// data it holds, and at its end. Every session but a restore's first holds a permit of the shared
-/// bound (`bound`) while it lives. What the gate found in the blocks it loaded, and whether it did
-/// any work.
+/// data it holds, before a large block when it holds builds (and their locks), and at its end.
+/// Every session but a restore's first holds a permit of the shared bound (`bound`) while it has
+/// work or a transaction open, never while it only waits. What the gate found in the blocks it
+/// loaded, and whether it loaded any.
 async fn worker(
     job: &Job<'_>,
     queue: &std::sync::Mutex<Queue>,
@@ -101,25 +107,22 @@ async fn worker(
     stop: &CancellationToken,
 ) -> Step<(Vec<ScanResult>, bool)> {
     let pause = || tokio::time::sleep(std::time::Duration::from_millis(50));
-    let done = || queue.lock().map_or(true, |q| q.is_done());
-    // A permit is waited for only while there is something to do.
-    let _permit = match bound {
-        Some(b) => loop {
-            if done() {
-                return Ok(Ok((Vec::new(), false)));
-            }
-            tokio::select! {
-                p = b.acquire() => break Some(p.map_err(|_| StreamError::Cancelled)?),
-                () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
-                () = pause() => {}
-            }
-        },
-        None => None,
-    };
+    let mut permit = None;
     let mut open = Open::default();
     let mut scans = Vec::new();
-    let mut worked = false;
+    let mut loaded_data = false;
     loop {
+        if let (Some(b), None) = (bound, &permit) {
+            // A permit is waited for only while there is something to do.
+            if queue.lock().map_or(true, |q| q.is_done()) {
+                break;
+            }
+            tokio::select! {
+                p = b.acquire() => permit = Some(p.map_err(|_| StreamError::Cancelled)?),
+                () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
+                () = pause() => continue,
+            }
+        }
         // (The queue's lock is held only while work is taken.)
         let next = queue.lock().map_or(Next::Done, |mut q| q.next());
         let work = match next {
@@ -132,6 +135,7 @@ async fn worker(
                 continue;
             }
             Next::Wait => {
+                permit = None;
                 tokio::select! {
                     () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
                     () = pause() => continue,
@@ -139,19 +143,20 @@ async fn worker(
             }
             Next::Work(work) => work,
         };
-        worked = true;
         if open.tx.is_none() {
             open.tx = Some(session(job.target).await?);
         }
         let Some(session) = open.tx.as_mut() else { break };
         let done = match work {
             Work::Block(block) => {
+                loaded_data = true;
                 let loaded = load(job, session, &block, stop).await?;
                 open.tables.push(queue::table_of(&block));
                 open.bytes += block.part.length;
                 loaded
             }
             Work::Builds(table, sql) => {
+                open.builds = true;
                 tokio::select! {
                     biased;
                     () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
@@ -168,8 +173,12 @@ async fn worker(
             Ok(scan) => scans.extend(scan),
             Err(why) => return Ok(Err(why)),
         }
-        let release = open.bytes >= COMMIT_AFTER && queue.lock().is_ok_and(|q| q.would_release(&open.tables));
-        if release {
+        let commit = queue.lock().is_ok_and(|q| {
+            // Builds wait for the data held; or the locks of builds would be held through a
+            // large block.
+            (open.bytes >= COMMIT_AFTER && q.would_release(&open.tables)) || (open.builds && q.large_block_next(COMMIT_AFTER))
+        });
+        if commit {
             if let Err(why) = open.commit(queue, stop).await? {
                 return Ok(Err(why));
             }
@@ -178,7 +187,7 @@ async fn worker(
     if let Err(why) = open.commit(queue, stop).await? {
         return Ok(Err(why));
     }
-    Ok(Ok((scans, worked)))
+    Ok(Ok((scans, loaded_data)))
 }
 
 /// Loads one table's block into `tx`: what the gate found, or why it is not exactly one COPY
