@@ -6,9 +6,9 @@
 //! path ([`super::stream`]).
 
 use super::integrity::StreamReport;
+use super::members::{inflate, next_member, Next};
 use super::stream::{get, identities_for, open_source, read_to_the_end, recv_or_cancel, stream, Hashing, Progress, StreamError};
 use crate::infra::storage::{Key, Storage, StorageError};
-use crate::pipeline::stages::compress::{member_len, BLOCK_SIZE, MEMBER_HEADER};
 use crate::pipeline::stages::dumpscan::DumpScanner;
 use age::x25519::Identity;
 use std::collections::VecDeque;
@@ -26,9 +26,6 @@ struct Cut {
     /// The first member records no length: an object written before that (sequential path).
     unsplittable: bool,
 }
-
-/// Largest SQL a member may claim (members hold [`BLOCK_SIZE`] bytes; more means damage).
-const MAX_MEMBER_SQL: usize = 4 * BLOCK_SIZE;
 
 /// Reads `reader` on a blocking thread, sending whole members to `tx`.
 fn cut(
@@ -85,33 +82,19 @@ enum Members {
 /// Reads the members one after the other by the length each records, and sends each whole.
 /// `Err` only when the consumer went away.
 fn send_members(source: &mut dyn Read, tx: &tokio::sync::mpsc::Sender<Vec<u8>>) -> Result<Members, String> {
-    let damaged = |why: &str| Ok(Members::Damaged(why.to_string()));
     let mut first = true;
     loop {
-        let mut member = vec![0u8; MEMBER_HEADER];
-        match read_full(source, &mut member) {
-            Ok(0) if !first => return Ok(Members::Whole),
-            Ok(0) => return damaged("the object holds no gzip member"),
-            Ok(n) if n < MEMBER_HEADER => return damaged("the gzip stream ends inside a member header (truncated)"),
-            Ok(_) => {}
-            Err(e) => return damaged(&e.to_string()),
-        }
-        let Some(len) = member_len(&member).filter(|l| *l >= MEMBER_HEADER + 8 && *l <= MAX_MEMBER_SQL + (1 << 20)) else {
-            return if first {
-                Ok(Members::Unsplittable)
-            } else {
-                damaged("a gzip member does not record its length (damaged, or not written by pgvigil)")
-            };
-        };
-        first = false;
-        member.resize(len, 0);
-        match read_full(source, &mut member[MEMBER_HEADER..]) {
-            Ok(n) if n == len - MEMBER_HEADER => {}
-            Ok(_) => return damaged("the gzip stream ends inside a member (truncated)"),
-            Err(e) => return damaged(&e.to_string()),
-        }
-        if tx.blocking_send(member).is_err() {
-            return Err("the consumer stopped".into());
+        let mut member = Vec::new();
+        match next_member(source, first, &mut member) {
+            Next::Member => {
+                first = false;
+                if tx.blocking_send(member).is_err() {
+                    return Err("the consumer stopped".into());
+                }
+            }
+            Next::End => return Ok(Members::Whole),
+            Next::Damaged(why) => return Ok(Members::Damaged(why)),
+            Next::Unsplittable => return Ok(Members::Unsplittable),
         }
     }
 }
@@ -128,47 +111,6 @@ fn hash_the_rest(hashing: &mut dyn Read, tx: &tokio::sync::mpsc::Sender<Vec<u8>>
             Ok(_) => {}
             Err(e) => return Err(format!("the download broke: {e}")),
         }
-    }
-}
-
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-thread_local! {
-    /// One decompressor per inflating thread.
-    static INFLATE: std::cell::RefCell<libdeflater::Decompressor> = std::cell::RefCell::new(libdeflater::Decompressor::new());
-}
-
-/// Inflates one member. libdeflate checks the CRC-32 and length that follow the deflate data;
-/// the footer at the end of the slice must be that same one (a recorded length that swallowed
-/// the next member would otherwise hide it).
-fn inflate(member: &[u8]) -> Result<Vec<u8>, String> {
-    let footer = member
-        .len()
-        .checked_sub(8)
-        .and_then(|at| member.get(at..))
-        .ok_or("a gzip member is too short (damaged)")?;
-    let crc = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]);
-    let isize = u32::from_le_bytes([footer[4], footer[5], footer[6], footer[7]]) as usize;
-    if isize > MAX_MEMBER_SQL {
-        return Err(format!("a gzip member claims {isize} bytes of SQL (damaged)"));
-    }
-    let mut out = vec![0u8; isize];
-    let inflated = INFLATE.with(|d| d.borrow_mut().gzip_decompress(member, &mut out));
-    match inflated {
-        Ok(n) if n == isize && libdeflater::crc32(&out) == crc => Ok(out),
-        Ok(_) => Err("a gzip member's recorded length does not match its data (damaged)".into()),
-        Err(e) => Err(format!("a gzip member is damaged: {e}")),
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod deep;
 pub mod integrity;
 pub mod judge;
+mod members;
 pub mod parallel;
 pub mod stream;
 pub mod table;
