@@ -1,8 +1,9 @@
 //! `pgvigil check --deep` on all cores: the object is read once (hashed, decrypted when it is an
 //! age file) and cut into gzip members by the length each member records in its header
-//! ([`crate::pipeline::stages::compress::member_len`]); members are inflated in parallel with
-//! libdeflate (which checks each one's CRC-32 and length) and their SQL goes through the dump
-//! scanner in order. Objects written before members recorded their length take the sequential
+//! ([`crate::pipeline::stages::compress::member_len`]); members are inflated in parallel by
+//! zlib, each to exactly its recorded end and checked against its CRC-32 and length
+//! ([`super::members::inflate`]: as gunzip reads it), and their SQL goes through the dump scanner in
+//! order. Objects written before members recorded their length take the sequential
 //! path ([`super::stream`]).
 
 use super::integrity::StreamReport;

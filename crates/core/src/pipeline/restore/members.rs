@@ -1,8 +1,7 @@
-//! pgvigil's gzip members, one at a time: each records its own length in its header
-//! ([`member_len`]), so it can be read whole and inflated with libdeflate, which checks its CRC-32
-//! and length, at about twice zlib's speed. `check --deep` inflates members on all cores; a part of
-//! a parallel restore inflates its members in turn ([`Inflating`]). Objects written before members
-//! recorded their length are inflated by zlib, as stock `gunzip` would.
+//! pgvigil's gzip members, one at a time, for `check --deep`, which inflates them on all cores:
+//! each records its own length in its header ([`member_len`]), so it can be read whole; it is
+//! inflated by zlib to exactly its recorded end, as `gunzip` reads it ([`inflate`]). Objects
+//! written before members recorded their length are read in one stream instead.
 
 use crate::pipeline::stages::compress::{member_len, BLOCK_SIZE, MEMBER_HEADER};
 use std::io::Read;
@@ -68,57 +67,11 @@ pub(super) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usi
     Ok(got)
 }
 
-/// libdeflate's decompressor, called through `libdeflate_gzip_decompress_ex`: unlike the
-/// `gzip_decompress` of the `libdeflater` wrapper, it says how many bytes of the input the member
-/// took, so that a member whose recorded length hides bytes after its footer (and a copy of the
-/// footer at the end) is refused instead of skipping what gunzip would read.
-struct Exact(std::ptr::NonNull<libdeflate_sys::libdeflate_decompressor>);
-
-#[allow(unsafe_code)]
-impl Exact {
-    fn new() -> Option<Self> {
-        // SAFETY: allocating a decompressor has no preconditions; NULL (out of memory) is handled.
-        std::ptr::NonNull::new(unsafe { libdeflate_sys::libdeflate_alloc_decompressor() }).map(Exact)
-    }
-
-    /// Inflates the gzip member at the start of `member` into `out`: (bytes of input taken, bytes
-    /// written), or `None` when it is not a whole, valid member that fits.
-    fn gzip(&mut self, member: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
-        let (mut taken, mut written) = (0usize, 0usize);
-        // SAFETY: the decompressor is valid (owned, freed only on drop, used by one thread: it is
-        // thread-local); the input and output pointers come from live slices whose lengths are
-        // passed with them; libdeflate writes at most `out.len()` bytes and the two counts.
-        let result = unsafe {
-            libdeflate_sys::libdeflate_gzip_decompress_ex(
-                self.0.as_ptr(),
-                member.as_ptr().cast(),
-                member.len(),
-                out.as_mut_ptr().cast(),
-                out.len(),
-                &mut taken,
-                &mut written,
-            )
-        };
-        (result == libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS).then_some((taken, written))
-    }
-}
-
-#[allow(unsafe_code)]
-impl Drop for Exact {
-    fn drop(&mut self) {
-        // SAFETY: allocated by `libdeflate_alloc_decompressor`, freed once, here.
-        unsafe { libdeflate_sys::libdeflate_free_decompressor(self.0.as_ptr()) }
-    }
-}
-
-thread_local! {
-    /// One decompressor per inflating thread.
-    static INFLATE: std::cell::RefCell<Option<Exact>> = std::cell::RefCell::new(Exact::new());
-}
-
-/// Inflates one member. libdeflate checks the CRC-32 and length that follow the deflate data, and
-/// that footer must end the member exactly where its recorded length does: gunzip would otherwise
-/// read what follows it as more members.
+/// Inflates one member with zlib (flate2's backend, the one-stream restore's): the deflate data
+/// must end exactly where the footer begins, the footer ending the member where its recorded length
+/// does, and the SQL must have the footer's CRC-32 and length. zlib refuses every code that gunzip
+/// refuses (libdeflate, faster, accepts a few invalid ones: a crafted member could then read
+/// differently here than in `gunzip` and the one-stream restore).
 pub(super) fn inflate(member: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     inflate_into(member, &mut out)?;
@@ -127,98 +80,37 @@ pub(super) fn inflate(member: &[u8]) -> Result<Vec<u8>, String> {
 
 /// [`inflate`] into `out` (its allocation reused).
 fn inflate_into(member: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    let footer = member
+    let damaged = || "a gzip member is damaged".to_string();
+    out.clear();
+    // (Only members whose header `member_len` accepted get here: no flags but the extra field.)
+    let xlen = member.get(10..12).map(|x| usize::from(u16::from_le_bytes([x[0], x[1]])));
+    let body = member
         .len()
         .checked_sub(8)
-        .and_then(|at| member.get(at..))
-        .ok_or("a gzip member is too short (damaged)")?;
+        .zip(xlen)
+        .and_then(|(end, xlen)| member.get(12 + xlen..end));
+    let (Some(body), Some(footer)) = (body, member.len().checked_sub(8).and_then(|at| member.get(at..))) else {
+        return Err("a gzip member is too short (damaged)".into());
+    };
+    let crc = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]);
     let isize = u32::from_le_bytes([footer[4], footer[5], footer[6], footer[7]]) as usize;
     if isize > MAX_MEMBER_SQL {
         return Err(format!("a gzip member claims {isize} bytes of SQL (damaged)"));
     }
-    out.clear();
-    out.resize(isize, 0);
-    let inflated = INFLATE.with(|d| d.borrow_mut().as_mut().map(|d| d.gzip(member, out)));
-    match inflated {
-        None => Err("no memory for a decompressor".into()),
-        Some(Some((taken, written))) if taken == member.len() && written == isize => Ok(()),
-        Some(Some(_)) => Err("a gzip member's recorded length does not match its data (damaged)".into()),
-        Some(None) => Err("a gzip member is damaged".into()),
+    // One byte more than recorded: SQL longer than its footer says does not end the stream.
+    out.reserve_exact(isize + 1);
+    let mut zlib = flate2::Decompress::new(false);
+    match zlib.decompress_vec(body, out, flate2::FlushDecompress::Finish) {
+        Ok(flate2::Status::StreamEnd) => {}
+        Ok(_) | Err(_) => return Err(damaged()),
     }
-}
-
-/// The SQL of a stream of gzip members, as a reader: member by member with libdeflate while
-/// members record their length, or through zlib from the start when the first one does not. An
-/// error is the gzip layer's (damage).
-pub(super) struct Inflating<'a> {
-    state: State<'a>,
-    /// The member being read, and its SQL (both reused).
-    member: Vec<u8>,
-    sql: Vec<u8>,
-    /// How much of `sql` was given out.
-    at: usize,
-}
-
-/// zlib over what was read of the first member, then the rest.
-type Zlib<'a> = flate2::read::MultiGzDecoder<std::io::Chain<std::io::Cursor<Vec<u8>>, &'a mut dyn Read>>;
-
-enum State<'a> {
-    /// Reading members from the source; whether one was read yet.
-    Members(&'a mut dyn Read, bool),
-    /// An object written before members recorded their length.
-    Zlib(Box<Zlib<'a>>),
-    Ended,
-}
-
-impl<'a> Inflating<'a> {
-    pub(super) fn new(source: &'a mut dyn Read) -> Self {
-        Self {
-            state: State::Members(source, false),
-            member: Vec::new(),
-            sql: Vec::new(),
-            at: 0,
-        }
+    if zlib.total_in() != body.len() as u64 {
+        return Err("a gzip member's recorded length does not match its data (damaged)".into());
     }
-}
-
-impl Read for Inflating<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            if self.at < self.sql.len() {
-                let n = buf.len().min(self.sql.len() - self.at);
-                buf[..n].copy_from_slice(&self.sql[self.at..self.at + n]);
-                self.at += n;
-                return Ok(n);
-            }
-            let next = match &mut self.state {
-                State::Zlib(gz) => return gz.read(buf),
-                State::Ended => return Ok(0),
-                State::Members(source, read_one) => {
-                    let next = next_member(&mut **source, !*read_one, &mut self.member);
-                    *read_one = true;
-                    next
-                }
-            };
-            match next {
-                Next::Member => {
-                    inflate_into(&self.member, &mut self.sql).map_err(std::io::Error::other)?;
-                    self.at = 0;
-                }
-                Next::End => self.state = State::Ended,
-                Next::Damaged(why) => {
-                    self.state = State::Ended;
-                    return Err(std::io::Error::other(why));
-                }
-                Next::Unsplittable => {
-                    if let State::Members(source, _) = std::mem::replace(&mut self.state, State::Ended) {
-                        let head = std::mem::take(&mut self.member);
-                        let chained = std::io::Cursor::new(head).chain(source);
-                        self.state = State::Zlib(Box::new(flate2::read::MultiGzDecoder::new(chained)));
-                    }
-                }
-            }
-        }
+    if out.len() != isize || libdeflater::crc32(out) != crc {
+        return Err("a gzip member's CRC-32 or length does not match its data (damaged)".into());
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -236,11 +128,73 @@ mod tests {
         gz.finish().unwrap()
     }
 
-    fn inflated(object: &[u8]) -> Result<Vec<u8>, String> {
+    /// The object's SQL read member by member as `check --deep` reads it; `Ok(None)`: its first
+    /// member records no length (read in one stream instead).
+    fn inflated(object: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let mut source: &[u8] = object;
-        let mut out = Vec::new();
-        Inflating::new(&mut source).read_to_end(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
+        let (mut out, mut member, mut first) = (Vec::new(), Vec::new(), true);
+        loop {
+            match next_member(&mut source, first, &mut member) {
+                Next::Member => out.extend_from_slice(&inflate(&member)?),
+                Next::End => return Ok(Some(out)),
+                Next::Damaged(why) => return Err(why),
+                Next::Unsplittable => return Ok(None),
+            }
+            first = false;
+        }
+    }
+
+    /// Bits of a deflate stream, least significant first; Huffman codes most significant first.
+    #[derive(Default)]
+    struct Bits(Vec<u8>, u32);
+
+    impl Bits {
+        fn push(&mut self, bit: bool) {
+            if self.1.is_multiple_of(8) {
+                self.0.push(0);
+            }
+            if bit {
+                *self.0.last_mut().unwrap() |= 1 << (self.1 % 8);
+            }
+            self.1 += 1;
+        }
+        fn value(&mut self, v: u32, n: u32) {
+            (0..n).for_each(|i| self.push(v >> i & 1 == 1));
+        }
+        fn code(&mut self, v: u32, n: u32) {
+            (0..n).rev().for_each(|i| self.push(v >> i & 1 == 1));
+        }
+    }
+
+    /// A member whose deflate data uses length symbol 286, which the format reserves: zlib (and
+    /// gunzip) refuse it, libdeflate reads it as a length of 258. Its footer is libdeflate's output.
+    fn reserved_symbol_member() -> (Vec<u8>, Vec<u8>) {
+        let mut bits = Bits::default();
+        bits.value(1, 1); // the last block
+        bits.value(1, 2); // fixed Huffman codes
+        bits.code(0x30 + u32::from(b'A'), 8); // the literal A
+        bits.code(0xc0 + 6, 8); // symbol 286
+        bits.code(0, 5); // distance 1
+        bits.code(0, 7); // end of block
+        let lenient = vec![b'A'; 259];
+        let mut member = compress_block(b"x", 6).unwrap()[..MEMBER_HEADER].to_vec();
+        member.extend_from_slice(&bits.0);
+        member.extend_from_slice(&libdeflater::crc32(&lenient).to_le_bytes());
+        member.extend_from_slice(&(lenient.len() as u32).to_le_bytes());
+        let total = member.len() as u32;
+        member[16..20].copy_from_slice(&total.to_le_bytes());
+        (member, lenient)
+    }
+
+    #[test]
+    fn a_member_with_codes_gunzip_refuses_is_damage_even_where_libdeflate_reads_it() {
+        let (member, lenient) = reserved_symbol_member();
+        let mut out = vec![0u8; lenient.len()];
+        let read = libdeflater::Decompressor::new().gzip_decompress(&member, &mut out);
+        assert_eq!(read.ok(), Some(lenient.len()), "libdeflate reads the reserved symbol");
+        assert!(inflate(&member).is_err());
+        let mut gunzip = Vec::new();
+        assert!(flate2::read::MultiGzDecoder::new(&member[..]).read_to_end(&mut gunzip).is_err());
     }
 
     #[test]
@@ -267,11 +221,9 @@ mod tests {
         let total = hiding.len() as u32;
         hiding[16..20].copy_from_slice(&total.to_le_bytes());
         assert!(member_len(&hiding) == Some(hiding.len()));
-        let zlib = zlib_gzip(&sql);
-        let cases: [Case; 8] = [
+        let cases: [Case; 7] = [
             ("pgvigil's members", &ours, Some(&sql)),
             ("a filler member at the end", &with_filler, Some(&sql)),
-            ("members without lengths (zlib)", &zlib, Some(&sql)),
             ("nothing", b"", None),
             ("truncated", &truncated, None),
             ("a byte changed", &flipped, None),
@@ -280,10 +232,12 @@ mod tests {
         ];
         for (what, object, want) in cases {
             match (inflated(object), want) {
-                (Ok(got), Some(want)) => assert!(got == want, "{what}: other SQL"),
+                (Ok(Some(got)), Some(want)) => assert!(got == want, "{what}: other SQL"),
                 (Err(_), None) => {}
-                (got, _) => panic!("{what}: {:?}", got.map(|g| g.len())),
+                (got, _) => panic!("{what}: {:?}", got.map(|g| g.map(|g| g.len()))),
             }
         }
+        // Members without their length are left to the one stream.
+        assert_eq!(inflated(&zlib_gzip(&sql)), Ok(None));
     }
 }

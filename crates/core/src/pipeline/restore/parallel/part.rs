@@ -5,7 +5,6 @@
 use super::plan::Part;
 use crate::infra::pg::psql::{Outcome, PsqlTransaction};
 use crate::infra::storage::{DynStorage, Key, StorageError};
-use crate::pipeline::restore::members::Inflating;
 use crate::pipeline::restore::stream::{feed_psql, recv_or_cancel, Hashing, StreamError, CHUNK, PARSER_STACK};
 use crate::pipeline::stages::dumpscan::{Build, DumpScanner, GateRules, ScanResult};
 use std::io::Read;
@@ -140,7 +139,7 @@ fn read_part(
         Judge::CommentsOnly => (None, Some(Comments::default())),
     };
     {
-        let mut gz = Inflating::new(&mut hashing);
+        let mut gz = flate2::read::MultiGzDecoder::new(&mut hashing);
         let mut buf = vec![0u8; CHUNK];
         loop {
             if cancel.is_cancelled() {
