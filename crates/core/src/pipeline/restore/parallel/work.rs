@@ -108,6 +108,9 @@ async fn worker(
 ) -> Step<(Vec<ScanResult>, bool)> {
     let pause = || tokio::time::sleep(std::time::Duration::from_millis(50));
     let mut permit = None;
+    // The wait for a permit is kept while the queue is looked at again, so that the session keeps
+    // its place among the other restores waiting for the bound.
+    let mut waiting = None;
     let mut open = Open::default();
     let mut scans = Vec::new();
     let mut loaded_data = false;
@@ -117,8 +120,12 @@ async fn worker(
             if queue.lock().map_or(true, |q| q.is_done()) {
                 break;
             }
+            let acquire = waiting.get_or_insert_with(|| Box::pin(b.acquire()));
             tokio::select! {
-                p = b.acquire() => permit = Some(p.map_err(|_| StreamError::Cancelled)?),
+                p = acquire => {
+                    waiting = None;
+                    permit = Some(p.map_err(|_| StreamError::Cancelled)?);
+                }
                 () = stop.cancelled() => return Err(StreamError::Cancelled.into()),
                 () = pause() => continue,
             }
