@@ -116,6 +116,35 @@ async fn a_wrong_row_count_in_the_manifest_fails() {
 }
 
 #[tokio::test]
+async fn a_table_name_in_the_manifest_is_only_ever_a_name() {
+    // A relation whose name reads as SQL (a comma and a call), restored by the dump and listed
+    // in the manifest: its rows are counted by the name the server resolves, and nothing the
+    // name spells is run (counted as text, it would call pg_sleep('x'), which fails).
+    let (pg, s3, out, st) = setup("n").await;
+    let sql = gunzip(&original(&st, &out).await);
+    let odd = sql.replacen(
+        "CREATE SCHEMA sales;",
+        "CREATE SCHEMA sales;\nCREATE TABLE public.\"c,pg_sleep('x')\" (a integer);",
+        1,
+    );
+    assert_ne!(odd, sql);
+    replace_object(&st, &out, gzip(&odd), true, |m| {
+        m.tables.insert("public.c,pg_sleep('x')".into(), 0);
+    })
+    .await;
+    let ctx = verify_context(&pg, &s3, "n", &[]).await;
+    let rec = verify::run_and_log(&ctx, None, &CancellationToken::new()).await.unwrap();
+    assert!(rec.passed, "{:?}", rec.reasons);
+    // One row more in the manifest than in the table: the same name is counted, and is short.
+    replace_object(&st, &out, gzip(&odd), true, |m| {
+        m.tables.insert("public.c,pg_sleep('x')".into(), 1);
+    })
+    .await;
+    let reasons = verdict(&pg, &s3, "n", &[]).await;
+    assert!(has(&reasons, "has 0 rows after restore, the manifest recorded 1"), "{reasons:?}");
+}
+
+#[tokio::test]
 async fn a_statement_that_fails_on_restore_fails() {
     let (pg, s3, out, st) = setup("s").await;
     let sql = gunzip(&original(&st, &out).await);

@@ -14,7 +14,7 @@
 use super::retention::{Candidate, Verified};
 use crate::records::keys::BackupId;
 use crate::records::policy::KeepRecord;
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use std::collections::BTreeMap;
 
@@ -77,7 +77,9 @@ impl Period {
     /// A number naming the period that holds `t` on the local calendar of `zone`; equal numbers,
     /// same period.
     fn slot(self, t: DateTime<Utc>, zone: Tz) -> i64 {
-        let local = t.with_timezone(&zone).naive_local();
+        // (Not `naive_local()`, which panics where the offset takes a date out of chrono's range.)
+        let offset = zone.offset_from_utc_datetime(&t.naive_utc()).fix();
+        let local = t.naive_utc().checked_add_offset(offset).unwrap_or_else(|| t.naive_utc());
         let day = i64::from(local.date().num_days_from_ce());
         match self {
             Period::Hourly => day * 24 + i64::from(local.hour()),

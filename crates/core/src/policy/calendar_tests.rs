@@ -280,3 +280,20 @@ fn the_rules_read_as_words() {
         "the backup kept for its day (BACKUP_KEEP_DAILY) and for its month (BACKUP_KEEP_MONTHLY)"
     );
 }
+
+#[test]
+fn dates_at_the_edge_of_the_calendar_count_without_a_panic() {
+    // A hostile record or name can carry any date chrono holds; in a zone behind UTC the earliest
+    // one has no local date.
+    let new_york: Tz = "America/New_York".parse().unwrap();
+    let earliest = DateTime::<Utc>::MIN_UTC;
+    let latest = DateTime::<Utc>::MAX_UTC;
+    let now = at(2026, 12, 1, 0, 0);
+    let backups = vec![c(earliest), c(at(2026, 11, 30, 12, 0)), c(latest)];
+    for kind in [Period::Hourly, Period::Daily, Period::Weekly, Period::Monthly, Period::Yearly] {
+        for zone in [new_york, "Asia/Tokyo".parse().unwrap(), Tz::UTC] {
+            let got = picks(&backups, &rule(kind, 36_500, zone), now);
+            assert!(got.contains(&at(2026, 11, 30, 12, 0)), "{kind:?} {zone}: {got:?}");
+        }
+    }
+}

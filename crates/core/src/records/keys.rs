@@ -58,8 +58,12 @@ impl BackupId {
         Self::parse_stamp(stamp)
     }
 
-    /// Parses `2026-11-25T17-39-35Z`.
+    /// Parses `2026-11-25T17-39-35Z`: a year of four digits only (a name in the bucket may carry
+    /// any year chrono can hold, and the calendar arithmetic on years near its limits fails).
     pub fn parse_stamp(stamp: &str) -> Option<Self> {
+        if !stamp.as_bytes().first().is_some_and(u8::is_ascii_digit) || stamp.find('-') != Some(4) {
+            return None;
+        }
         let t = NaiveDateTime::parse_from_str(stamp, TS_FORMAT).ok()?;
         let id = Self(Utc.from_utc_datetime(&t));
         (id.stamp() == stamp).then_some(id)
@@ -313,6 +317,11 @@ mod tests {
             ("prod/mainx/backup_2026-11-25T17-39-35Z.sql.gz", false),
             ("prod/main/notes.txt", false),
             ("prod/main/backup_2026-11-25T17-39-35.sql.gz", false),
+            ("prod/main/backup_-262143-01-01T00-00-00Z.sql.gz", false),
+            ("prod/main/backup_+262142-12-31T23-59-59Z.sql.gz", false),
+            ("prod/main/backup_12026-11-25T17-39-35Z.sql.gz", false),
+            ("prod/main/backup_0001-01-01T00-00-00Z.sql.gz", true),
+            ("prod/main/backup_9999-12-31T23-59-59Z.sql.gz", true),
         ];
         for (key, ok) in cases {
             assert_eq!(l.parse_backup(key).is_some(), ok, "{key}");

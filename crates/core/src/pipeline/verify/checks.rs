@@ -59,12 +59,30 @@ impl Check {
                 // it (`--load-via-partition-root`, which pg_dump chooses itself for some hash
                 // partitioning): then count all of them. Anything else is counted alone, as it
                 // was dumped.
-                let q = format!(
-                    "SELECT CASE WHEN (SELECT relkind FROM pg_class WHERE oid = '{}'::regclass) = 'p' \
-                     THEN (SELECT count(*) FROM {table}) ELSE (SELECT count(*) FROM ONLY {table}) END",
-                    table.replace('\'', "''")
-                );
-                match sqlx::query_scalar::<_, i64>(&q).fetch_one(&mut *conn).await {
+                // The name comes from the manifest: the server resolves it (as a parameter) and
+                // quotes it, so that only the relation it names is ever read.
+                let resolved = sqlx::query_as::<_, (bool, String)>(
+                    "SELECT c.relkind = 'p', pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+                     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.oid = $1::pg_catalog.regclass",
+                )
+                .bind(table)
+                .fetch_one(&mut *conn)
+                .await;
+                let counted = match resolved {
+                    Ok((true, name)) => {
+                        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {name}"))
+                            .fetch_one(&mut *conn)
+                            .await
+                    }
+                    Ok((false, name)) => {
+                        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM ONLY {name}"))
+                            .fetch_one(&mut *conn)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match counted {
                     Ok(n) => Ok(Finding::Rows {
                         slot: *slot,
                         count: u64::try_from(n).unwrap_or(0),
