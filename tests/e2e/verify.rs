@@ -145,6 +145,29 @@ async fn a_table_name_in_the_manifest_is_only_ever_a_name() {
 }
 
 #[tokio::test]
+async fn roles_saved_with_the_backup_grown_or_gone_fail_the_backup() {
+    let (pg, s3, out, st) = setup("g").await;
+    let never = CancellationToken::new();
+    let g = out.manifest.globals.clone().expect("roles saved with the backup");
+    let key = pgvigil_core::infra::storage::Key::new(g.key.clone()).unwrap();
+    let saved = pgvigil_core::infra::storage::get_bytes(st.as_ref(), &key, u64::MAX, &never)
+        .await
+        .unwrap();
+    // Larger than recorded: a failed verdict, not "could not run" on every run.
+    let mut grown = saved.to_vec();
+    grown.extend_from_slice(b"CREATE ROLE intruder SUPERUSER;\n");
+    pgvigil_core::infra::storage::put_bytes(st.as_ref(), &key, grown.into(), &never)
+        .await
+        .unwrap();
+    let reasons = verdict(&pg, &s3, "g", &[]).await;
+    assert!(has(&reasons, "not what the backup wrote (larger than recorded)"), "{reasons:?}");
+    // Gone while the object and its manifest stay: a failed verdict too.
+    st.delete_many(std::slice::from_ref(&key), &never).await.unwrap();
+    let reasons = verdict(&pg, &s3, "g", &[]).await;
+    assert!(has(&reasons, "are missing"), "{reasons:?}");
+}
+
+#[tokio::test]
 async fn a_statement_that_fails_on_restore_fails() {
     let (pg, s3, out, st) = setup("s").await;
     let sql = gunzip(&original(&st, &out).await);

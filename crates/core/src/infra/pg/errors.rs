@@ -185,12 +185,24 @@ impl SqlState {
         })
     }
 
-    /// Finds `ERROR:  42P01: …` (psql with `VERBOSITY=verbose`) in a line.
+    /// The SQLSTATE of an error as psql prints it with `VERBOSITY=verbose`:
+    /// `psql:<stdin>:12: ERROR:  42P01: …`, or the same without psql's location. The severity is
+    /// any one word (the server may speak another language: `FEHLER:`, `ERREUR:`), and a notice
+    /// or a warning (classes 00, 01, 02) is not an error. Only the start of the line counts: a
+    /// message quoting the backup's text (`CONTEXT:  COPY t, line 1: "…"`) names no state.
     pub fn in_psql_line(line: &str) -> Option<Self> {
-        let rest = line.split_once("ERROR:").map(|(_, r)| r)?.trim_start();
+        let line = match line.strip_prefix("psql:<stdin>:") {
+            Some(rest) => rest.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix(": ")?,
+            None => line,
+        };
+        let (severity, rest) = line.split_once(":  ")?;
+        if severity.is_empty() || !severity.chars().all(char::is_alphabetic) {
+            return None;
+        }
         let code = rest.get(..5)?;
         let valid = code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) && rest[5..].starts_with(':');
-        valid.then(|| SqlState(code.to_string()))
+        let state = SqlState(code.to_string());
+        (valid && !matches!(state.class(), "00" | "01" | "02")).then_some(state)
     }
 }
 
@@ -291,17 +303,24 @@ pub enum PsqlFailure {
 impl PsqlFailure {
     /// Parses a failed run (exit 3: an SQL error; 2: connection lost).
     pub fn from_tool(f: &ToolFailure) -> Self {
-        let error_line = f
-            .stderr
-            .iter()
-            .rev()
-            .find(|l| l.contains("ERROR") || l.contains("FATAL") || l.contains("error:"))
+        // psql stops at its first error (ON_ERROR_STOP): the first line that states one is it.
+        // What follows may quote the backup's own text, and so say anything.
+        let stated = f.stderr.iter().find_map(|l| SqlState::in_psql_line(l).map(|s| (s, l)));
+        let error_line = stated
+            .as_ref()
+            .map(|(_, l)| *l)
+            .or_else(|| {
+                f.stderr
+                    .iter()
+                    .rev()
+                    .find(|l| l.contains("ERROR") || l.contains("FATAL") || l.contains("error:"))
+            })
             .or(f.stderr.last())
             .cloned()
             .unwrap_or_default();
         match f.code {
             Some(3) => PsqlFailure::Statement {
-                state: f.stderr.iter().rev().find_map(|l| SqlState::in_psql_line(l)),
+                state: stated.map(|(s, _)| s),
                 line: error_line,
             },
             Some(2) => PsqlFailure::ConnectionLost { line: error_line },
@@ -374,6 +393,27 @@ mod tests {
                 None,
             ),
             (failure(None, &[]), "Other", None),
+            // The server speaks German: the state is read all the same.
+            (
+                failure(Some(3), &["psql:<stdin>:9: FEHLER:  53100: konnte Datei nicht erweitern"]),
+                "Statement 53100",
+                Some(EnvironmentCause::DiskFull),
+            ),
+            // A row quoted after the real error cannot pass for another one; a warning before it
+            // is not the error.
+            (
+                failure(
+                    Some(3),
+                    &[
+                        "psql:<stdin>:4: WARNING:  01000: something the dump set",
+                        "psql:<stdin>:9: ERROR:  22P02: invalid input syntax for type integer: \"x\"",
+                        "ERROR:  53100: a line of the backup's own text",
+                        "CONTEXT:  COPY t, line 1, column a: \"ERROR:  53100: x\"",
+                    ],
+                ),
+                "Statement 22P02",
+                None,
+            ),
         ];
         for (f, want, cause) in cases {
             let p = PsqlFailure::from_tool(&f);
@@ -432,5 +472,15 @@ mod tests {
             assert_eq!(SqlState(code.into()).environment_cause(), want, "{code}");
         }
         assert_eq!(SqlState::in_psql_line("ERROR:  syntax error at or near"), None);
+        assert_eq!(SqlState::in_psql_line("CONTEXT:  COPY t, line 1: \"ERROR:  53100: x\""), None);
+        assert_eq!(SqlState::in_psql_line("psql:<stdin>:3: NOTICE:  00000: nothing"), None);
+        assert_eq!(
+            SqlState::in_psql_line("ОШИБКА:  42P01: отношение не существует"),
+            Some(SqlState("42P01".into()))
+        );
+        assert_eq!(
+            SqlState::in_psql_line("psql:<stdin>:12: FATAL:  57P01: terminating"),
+            Some(SqlState("57P01".into()))
+        );
     }
 }

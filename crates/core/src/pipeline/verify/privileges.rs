@@ -58,6 +58,11 @@ async fn saved_roles_intact(
         Err(crate::infra::storage::StorageError::NotFound(_)) => {
             Ok(Err(format!("the roles saved with the backup ({}) are missing", g.key)))
         }
+        // Larger than the manifest records: not what the backup wrote.
+        Err(crate::infra::storage::StorageError::Oversized { .. }) => Ok(Err(format!(
+            "the roles saved with the backup ({}) are not what the backup wrote (larger than recorded)",
+            g.key
+        ))),
         Err(e) => Err(e.into()),
     }
 }

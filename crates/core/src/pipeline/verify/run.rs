@@ -215,6 +215,15 @@ pub async fn verify_backup(ctx: &VerifyContext, id: BackupId, cancel: &Cancellat
             (verdict, Some(m.size))
         }
     };
+    // Retention deletes the object, then its manifest with its roles and signature: a backup
+    // that failed because these went missing under the verification is gone, not bad. (An object
+    // lost while its manifest stays is still a failure.)
+    if !verdict.reasons.is_empty()
+        && matches!(ctx.storage.head(&key, cancel).await, Ok(None))
+        && matches!(ctx.storage.head(&ctx.layout.manifest(id), cancel).await, Ok(None))
+    {
+        return Err(VerifyError::Vanished(key.to_string()));
+    }
     Ok(VerificationRecord {
         key: key.to_string(),
         verified_at,
