@@ -324,6 +324,12 @@ async fn a_parallel_restore_into_a_new_database_is_whole_or_absent() {
     assert!(text(&o).contains("already exists"), "{}", text(&o));
     let o = run("pgvigil", &["restore", "--jobs", "2"], &vars).await;
     assert_ne!(o.status.code(), Some(0), "--jobs needs --create");
+    // A name the verify service or the next --create would drop as a leftover is refused.
+    for name in ["pgvigil_verify_app", "pgvigil_building_0a1b2c3d", "PGVIGIL_VERIFY_x"] {
+        let o = run("pgvigil", &["restore", "--create", name], &vars).await;
+        assert_ne!(o.status.code(), Some(0), "{name}: {}", text(&o));
+        assert!(text(&o).contains("scratch databases"), "{}", text(&o));
+    }
 
     // Killed halfway: no database of that name, only one being built, dropped by the next run.
     let proxy = Proxy::start(s3.addr).await;

@@ -65,6 +65,15 @@ impl Operator {
         if name.is_empty() || name.len() > MAX_NAME || name.contains('\0') {
             return Err(usage(format!("--create: a database name of 1 to {MAX_NAME} bytes, please")));
         }
+        // pgvigil drops leftover databases of these names: a restored database must not be one.
+        let lower = name.to_lowercase();
+        if [scratch::PREFIX, scratch::BUILDING].iter().any(|p| lower.starts_with(p)) {
+            return Err(usage(format!(
+                "--create: names starting with {} or {} are pgvigil's own scratch databases, which it drops when it finds them left over; choose another name",
+                scratch::PREFIX,
+                scratch::BUILDING
+            )));
+        }
         let admin = &req.target;
         let building = format!("{}{:08x}", scratch::BUILDING, rand::random::<u32>());
         let inner = RestoreRequest {
