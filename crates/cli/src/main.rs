@@ -2,6 +2,8 @@
 //! `--json` for scripts, exit codes for cron jobs and uptime checkers. It parses arguments, calls
 //! the operator layer of `pgvigil-core`, and renders what comes back.
 
+#[macro_use]
+mod term;
 mod progress;
 mod render;
 mod restore;
@@ -162,7 +164,7 @@ pub(crate) fn confirm(question: &str) -> bool {
     if !std::io::stdin().is_terminal() {
         return false;
     }
-    print!("{question} [y/N] ");
+    say_inline!("{question} [y/N] ");
     let _ = std::io::stdout().flush();
     let mut answer = String::new();
     let _ = std::io::stdin().lock().read_line(&mut answer);
@@ -203,7 +205,7 @@ async fn status(database: Option<&str>, from: Option<From>, json: bool, policy: 
     let settings = match cli_settings(from) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            say_err!("error: {e}");
             return 2;
         }
     };
@@ -216,7 +218,7 @@ async fn status(database: Option<&str>, from: Option<From>, json: bool, policy: 
         (db, Err(e)) => vec![(db.map(String::from), Err(e.into()))],
     };
     if targets.is_empty() {
-        println!(
+        say!(
             "{}",
             if json {
                 "[]"
@@ -258,8 +260,8 @@ async fn status(database: Option<&str>, from: Option<From>, json: bool, policy: 
         match (json, several, db) {
             (true, true, Some(db)) => rows.push(serde_json::json!({ "database": db, "status": value })),
             (true, _, _) => rows.push(value),
-            (false, true, Some(db)) => println!("== database {db} ==\n{text}"),
-            (false, _, _) => println!("{}", text.trim_end()),
+            (false, true, Some(db)) => say!("== database {db} ==\n{text}"),
+            (false, _, _) => say!("{}", text.trim_end()),
         }
     }
     if json {
@@ -268,7 +270,7 @@ async fn status(database: Option<&str>, from: Option<From>, json: bool, policy: 
         } else {
             rows.pop().unwrap_or_default()
         };
-        println!("{out}");
+        say!("{out}");
     }
     worst
 }
@@ -289,7 +291,7 @@ async fn backup_now(database: Option<&str>, cancel: &CancellationToken) -> Resul
             Ok(out) => {
                 let m = &out.manifest;
                 let rows: u64 = m.tables.values().sum();
-                println!(
+                say!(
                     "{} ({}, {} tables, {rows} rows)",
                     m.key,
                     render::human_bytes(m.size),
@@ -307,16 +309,16 @@ async fn backup_now(database: Option<&str>, cancel: &CancellationToken) -> Resul
 /// `prune`: the plan, then (confirmed) the deletes.
 async fn prune(op: &Operator, dry_run: bool, yes: bool, policy: PolicyArgs, cancel: &CancellationToken) -> Result<u8> {
     let p = op.prune_plan(&op.policy(&policy.overrides(), cancel).await?, cancel).await?;
-    print!("{}", render::prune_plan(&p, &op.layout().backups_prefix(), dry_run));
+    say_inline!("{}", render::prune_plan(&p, &op.layout().backups_prefix(), dry_run));
     if p.plan.delete.is_empty() || dry_run {
         return Ok(0);
     }
     if !yes && !confirm(&format!("Delete these {} backups?", p.plan.delete.len())) {
-        eprintln!("nothing deleted: confirm on a terminal, or pass --yes (--dry-run shows the plan only)");
+        say_err!("nothing deleted: confirm on a terminal, or pass --yes (--dry-run shows the plan only)");
         return Ok(1);
     }
     let done = op.prune(&p, cancel).await?;
-    println!(
+    say!(
         "deleted {} backups (with their manifests and verification records)",
         done.delete.len()
     );
@@ -337,7 +339,7 @@ async fn open_reachable(database: Option<&str>, from: Option<From>, cancel: &Can
     }
     let (op, note) = Operator::open_reachable(settings, cancel).await?;
     if let Some(note) = note {
-        eprintln!("note: {note}");
+        say_err!("note: {note}");
     }
     Ok(op)
 }
@@ -355,13 +357,13 @@ fn write_page(file: &std::path::Path, html: &str) -> Result<()> {
         .and_then(|mut tmp| tmp.write_all(html.as_bytes()).and_then(|()| tmp.as_file().sync_all()).map(|()| tmp))
         .and_then(|tmp| tmp.persist(file).map_err(|e| e.error));
     written.map_err(|e| anyhow::anyhow!("cannot write the page to {}: {e}", file.display()))?;
-    eprintln!("wrote the status page to {}", file.display());
+    say_err!("wrote the status page to {}", file.display());
     Ok(())
 }
 
 /// Prints `text` without its trailing blank lines.
 fn show(text: &str) {
-    println!("{}", text.trim_end());
+    say!("{}", text.trim_end());
 }
 
 async fn dispatch(command: Command, database: Option<&str>, from: Option<From>, cancel: &CancellationToken) -> Result<u8> {
@@ -423,7 +425,7 @@ async fn dispatch(command: Command, database: Option<&str>, from: Option<From>, 
         }
         Command::Restore(args) => restore::run(&open_reachable(database, from, cancel).await?, args, database, cancel).await,
         Command::Ack { backup } => {
-            println!("{}", open(database, from, cancel).await?.ack(&backup, cancel).await?);
+            say!("{}", open(database, from, cancel).await?.ack(&backup, cancel).await?);
             Ok(0)
         }
     }
@@ -438,7 +440,7 @@ async fn main() -> ExitCode {
     match dispatch(cli.command, cli.database.as_deref(), cli.from, &cancel).await {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", render::error(&e));
+            say_err!("error: {}", render::error(&e));
             let config =
                 e.downcast_ref::<ConfigError>().is_some() || matches!(e.downcast_ref::<OperatorError>(), Some(OperatorError::Config(_)));
             ExitCode::from(if config { 2 } else { 1 })

@@ -24,7 +24,7 @@ impl Observer for Terminal {
         let counter = Progress::default();
         let c = counter.clone();
         let started = Instant::now();
-        let what = label.to_string();
+        let what = crate::term::safe(label).into_owned();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -60,6 +60,6 @@ impl Observer for Terminal {
 
     fn note(&self, line: &str) {
         self.end();
-        eprintln!("{line}");
+        say_err!("{line}");
     }
 }

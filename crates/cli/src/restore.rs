@@ -78,7 +78,7 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
                 .map_err(|e| anyhow::anyhow!("--to: {e}"))?
                 .with_environment(&op.settings().libpq);
             if url.has_password() {
-                eprintln!("warning: the password in --to is visible to other users of this machine (ps, /proc); set RESTORE_DATABASE_URL or RESTORE_DATABASE_URL_FILE instead");
+                say_err!("warning: the password in --to is visible to other users of this machine (ps, /proc); set RESTORE_DATABASE_URL or RESTORE_DATABASE_URL_FILE instead");
             }
             url
         }
@@ -114,7 +114,7 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
     if args.clean {
         let (contents, _) = op.inspect_target(&target).await?;
         if !contents.is_empty() {
-            println!("--clean will replace everything in {target}: {contents}");
+            say!("--clean will replace everything in {target}: {contents}");
             if !args.yes && !crate::confirm("Replace it (inside the restore's transaction)?") {
                 bail!("nothing was changed: confirm on a terminal, or pass --yes together with --clean");
             }
@@ -132,34 +132,34 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
     };
     let out = op.restore(&req, &Terminal::default(), cancel).await?;
     let into = out.created.clone().unwrap_or_else(|| req.target.database());
-    println!("restored {} into {into}", out.key);
+    say!("restored {} into {into}", out.key);
     if let Some(n) = out.sessions {
-        println!("table data loaded over {n} sessions at once");
+        say!("table data loaded over {n} sessions at once");
     }
     if out.created.is_some() {
-        println!("to switch the application over (with nobody connected to either database):");
+        say!("to switch the application over (with nobody connected to either database):");
         let quoted = pgvigil_core::operator::prelude::quote_ident(&into);
-        println!("  ALTER DATABASE <current> RENAME TO <current>_old; ALTER DATABASE {quoted} RENAME TO <current>;");
+        say!("  ALTER DATABASE <current> RENAME TO <current>_old; ALTER DATABASE {quoted} RENAME TO <current>;");
     }
     if let Some(replaced) = &out.replaced {
-        println!("replaced: {replaced} (dropped in the same transaction)");
+        say!("replaced: {replaced} (dropped in the same transaction)");
     }
     if out.subscriptions_left_out > 0 {
-        println!(
+        say!(
             "left out: {} subscription statement(s) of the backup; pgvigil never restores a subscription (it would tie the restored database to a publisher). Recreate any you need with CREATE SUBSCRIPTION once the publisher is known to be the right one",
             out.subscriptions_left_out
         );
     }
-    println!("time taken (RTO): {:.1}s", out.rto_secs);
-    println!(
+    say!("time taken (RTO): {:.1}s", out.rto_secs);
+    say!(
         "data as of {} ({} old: RPO)",
         out.id.0.format("%Y-%m-%d %H:%M:%S UTC"),
         human_secs(out.rpo_secs(Utc::now()))
     );
     if !out.skipped.is_empty() {
-        println!("note: {} newer backup(s) were at fault and skipped:", out.skipped.len());
+        say!("note: {} newer backup(s) were at fault and skipped:", out.skipped.len());
         for (key, why) in &out.skipped {
-            println!("  {key}: {why}");
+            say!("  {key}: {why}");
         }
     }
     Ok(0)
@@ -189,39 +189,40 @@ async fn run_table(
     };
     let out = op.restore_table(&req, &Terminal::default(), cancel).await?;
     let how = if out.replaced { "in place of the live table" } else { "as" };
-    println!(
+    say!(
         "restored {} from {} {how} {} in {}",
         out.table,
         out.key,
         out.placed,
         req.target.database()
     );
-    println!("rows: {}", out.rows);
+    say!("rows: {}", out.rows);
     if !out.others.is_empty() {
-        println!("with (as the backup names them): {}", out.others.join(", "));
+        say!("with (as the backup names them): {}", out.others.join(", "));
     }
     for what in &out.left_out {
-        println!("left out: {what} (add it yourself once the rows agree)");
+        say!("left out: {what} (add it yourself once the rows agree)");
     }
     let (read, size) = out.read;
     match out.whole_because {
-        None => println!(
+        None => say!(
             "read {} of the backup's {} (only the parts this table needs)",
             human_bytes(read),
             human_bytes(size)
         ),
-        Some(why) => println!("read the whole backup ({}): {why}", human_bytes(size)),
+        Some(why) => say!("read the whole backup ({}): {why}", human_bytes(size)),
     }
-    println!("time taken: {:.1}s", out.secs);
-    println!(
+    say!("time taken: {:.1}s", out.secs);
+    say!(
         "data as of {} ({} old)",
         out.id.0.format("%Y-%m-%d %H:%M:%S UTC"),
         human_secs((Utc::now() - out.id.0).num_seconds())
     );
     if !out.replaced && out.placed != out.table {
-        println!(
+        say!(
             "to swap it in: check it, then in one transaction rename or drop {} and rename {} (or run again with --replace)",
-            out.table, out.placed
+            out.table,
+            out.placed
         );
     }
     Ok(0)
