@@ -71,3 +71,48 @@ async fn a_table_losing_most_rows_raises_the_alarm_and_holds_the_backup_before_i
     let o = run("pgvigil", &["status"], &vars).await;
     assert!(!text(&o).contains("table anomaly"), "{}", text(&o));
 }
+
+#[tokio::test]
+async fn a_hold_that_cannot_be_read_still_holds_and_spoils_nothing_else() {
+    init_logs();
+    let pg = PgServer::start();
+    sample::build(&pg, "app", 200).await;
+    let s3 = S3Server::start().await;
+    let st = storage::connect(&settings(&s3.vars("junk"), Role::Cli).storage).await.unwrap();
+    let layout = Layout::new("junk");
+    let never = CancellationToken::new();
+    let ids = fake_old_backups(st.as_ref(), &layout, &[30, 29]).await;
+    let (old, other) = (ids[0], ids[1]);
+    // One hold is not JSON; another is JSON with an escape sequence and a thousand reasons.
+    storage::put_bytes(st.as_ref(), &layout.hold(old), b"\x1b[2J not json".to_vec().into(), &never)
+        .await
+        .unwrap();
+    let loud = serde_json::json!({
+        "backup": "x", "seen_in": "junk/backup_x\u{1b}]52;c;aGk=\u{7}", "since": "2026-01-01T00:00:00Z",
+        "reasons": vec!["table t lost everything"; 1000],
+    });
+    storage::put_bytes(st.as_ref(), &layout.hold(other), serde_json::to_vec(&loud).unwrap().into(), &never)
+        .await
+        .unwrap();
+
+    let mut vars = s3.vars("junk");
+    vars.push(("DATABASE_URL", pg.url("app")));
+    vars.push(("BACKUP_RETENTION_DAYS", "7".into()));
+    vars.push(("BACKUP_MIN_KEEP", "1".into()));
+    let o = run("pgvigil", &["status"], &vars).await;
+    let t = text(&o);
+    assert!(t.contains("is unreadable") && t.contains(&old.file_name()), "{t}");
+    assert!(t.contains("and 990 more") && !t.contains('\u{1b}'), "{t}");
+    // Retention keeps both held backups; acknowledging the unreadable hold lifts it.
+    let o = run("pgvigil-backup", &["--once"], &vars).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let cat = Catalog::load(st.as_ref(), &layout, &never).await.unwrap();
+    assert!(cat.backups.iter().any(|b| b.id == old) && cat.backups.iter().any(|b| b.id == other));
+    let o = run("pgvigil", &["ack", &old.file_name()], &vars).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run("pgvigil", &["prune", "--yes"], &vars).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let cat = Catalog::load(st.as_ref(), &layout, &never).await.unwrap();
+    assert!(!cat.backups.iter().any(|b| b.id == old), "lifted, retention applies again");
+    assert!(cat.backups.iter().any(|b| b.id == other), "still held");
+}

@@ -2,6 +2,7 @@
 //! Nagios-style verdict.
 
 use super::{EffectivePolicy, Operator, OperatorError};
+use crate::infra::storage::StorageError;
 use crate::policy::schedule::due_in;
 use crate::policy::status::{assess_status, Verdict};
 use crate::records::catalog::{BackupEntry, Catalog};
@@ -37,8 +38,17 @@ impl Operator {
         let cat = Catalog::load(st, &self.layout, cancel).await?;
         let now = Utc::now();
         let newest = cat.newest_complete().cloned();
+        // A record that cannot be read proves nothing, and says so, without hiding the rest.
+        let mut unreadable = None;
         let last_verification = match cat.verifications.last() {
-            Some(v) => Some(read_verification(st, &v.key, cancel).await?),
+            Some(v) => match read_verification(st, &v.key, cancel).await {
+                Ok(r) => Some(r),
+                Err(e @ (StorageError::Backend { retryable: false, .. } | StorageError::Oversized { .. } | StorageError::NotFound(_))) => {
+                    unreadable = Some(format!("the newest verification record ({}) cannot be read: {e}", v.key));
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
             None => None,
         };
         let failure = match cat.failures.last() {
@@ -55,6 +65,10 @@ impl Operator {
         );
         // A held backup means a table lost most of its rows and nobody has acknowledged it yet.
         let (mut verdict, mut problems) = (verdict, problems);
+        if let Some(why) = unreadable {
+            problems.push(why);
+            verdict = verdict.max(Verdict::Warning);
+        }
         for (id, hold) in holds::list(st, &self.layout, cancel).await? {
             problems.push(hold.problem(id));
             verdict = verdict.max(Verdict::Warning);

@@ -32,7 +32,7 @@ pub fn median(sizes: &[u64]) -> Option<u64> {
     let mut s = sizes.to_vec();
     s.sort_unstable();
     let n = s.len();
-    Some(if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2 })
+    Some(if n % 2 == 1 { s[n / 2] } else { s[n / 2 - 1].midpoint(s[n / 2]) })
 }
 
 /// Relative change of `size` from the median of `recent`.
@@ -190,5 +190,10 @@ mod tests {
         assert_eq!(median(&[3, 1, 2]), Some(2));
         assert_eq!(median(&[4, 1, 2, 3]), Some(2));
         assert_eq!(median(&[]), None);
+        assert_eq!(
+            median(&[u64::MAX, u64::MAX - 2]),
+            Some(u64::MAX - 1),
+            "sizes a sparse file may claim"
+        );
     }
 }

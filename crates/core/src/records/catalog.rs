@@ -154,7 +154,7 @@ impl Catalog {
     pub fn listed_totals(&self) -> (usize, u64) {
         let sizes = self.backups.iter().chain(&self.future).map(|b| b.size);
         let sizes: Vec<u64> = sizes.chain(self.latest.iter().chain(&self.foreign).map(|o| o.size)).collect();
-        (sizes.len(), sizes.iter().sum())
+        (sizes.len(), sizes.iter().fold(0, |a, b| a.saturating_add(*b)))
     }
 
     /// Complete backups, newest first.

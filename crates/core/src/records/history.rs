@@ -131,16 +131,9 @@ impl Cause {
 
 /// `causes` as read back from storage, where anyone may have written anything: a value that is
 /// not a list reads as none, an item that is not a cause this version knows as `Unknown`, so the
-/// record itself stays readable.
+/// record itself stays readable (see [`super::lenient`]).
 fn causes_leniently<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Cause>, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
-    let serde_json::Value::Array(items) = value else {
-        return Ok(Vec::new());
-    };
-    Ok(items
-        .into_iter()
-        .map(|item| serde_json::from_value(item).unwrap_or(Cause::Unknown))
-        .collect())
+    super::lenient::names(d, Cause::Unknown)
 }
 
 /// One reason a backup failed verification: what it blames, and the words for people.
@@ -404,6 +397,21 @@ mod tests {
         ] {
             let r: super::VerificationRecord = serde_json::from_value(record(causes.clone())).unwrap_or_else(|e| panic!("{causes}: {e}"));
             assert_eq!(r.causes, want, "{causes}");
+            // Read from the bytes, as from storage, the same.
+            let bytes = serde_json::to_vec(&record(causes.clone())).expect("serialises");
+            let r: super::VerificationRecord = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{causes}: {e}"));
+            assert_eq!(r.causes, want, "{causes}");
+        }
+        // A list of a million items, or one item of a million, keeps a few and holds none of the rest.
+        let many = format!("[\"deadline\",{}0]", "0,".repeat(1_000_000));
+        let nested = format!("[[{}0],\"check\"]", "0,".repeat(1_000_000));
+        for (causes, want) in [(many, vec![Deadline; 1]), (nested, vec![Unknown, Check])] {
+            let text = serde_json::to_string(&record(serde_json::json!(null)))
+                .expect("serialises")
+                .replace("\"causes\":null", &format!("\"causes\":{causes}"));
+            let r: super::VerificationRecord = serde_json::from_str(&text).expect("reads");
+            assert!(r.causes.len() <= super::super::lenient::MAX_ITEMS);
+            assert_eq!(r.causes[..want.len()], want[..]);
         }
     }
 

@@ -11,6 +11,7 @@ pub mod databases;
 pub mod history;
 pub mod holds;
 pub mod keys;
+pub mod lenient;
 pub mod manifest;
 pub mod policy;
 pub mod timeline;

@@ -165,6 +165,7 @@ impl Timeline {
             // The page needs the figures and a sentence, not the evidence (which can list every
             // table) nor pages of text.
             r.evidence = Evidence::default();
+            r.key = shortened(r.key);
             r.reasons = r.reasons.into_iter().take(10).map(shortened).collect();
             Ok(Some(r))
         })
@@ -191,7 +192,7 @@ impl Timeline {
         // The backup prefix was listed for the catalog; only the metadata area is listed here.
         let (count, bytes) = catalog.listed_totals();
         let metadata = storage.list(&format!("{META_ROOT}/{}/", layout.prefix()), cancel).await?;
-        t.total_bytes = bytes + metadata.iter().map(|o| o.size).sum::<u64>();
+        t.total_bytes = metadata.iter().fold(bytes, |a, o| a.saturating_add(o.size));
         t.object_count = count + metadata.len();
         t.catalog = catalog;
         Ok(t)
