@@ -234,8 +234,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// Backend errors.
     async fn pending_uploads(&self, prefix: &str, cancel: &CancellationToken) -> Result<Vec<String>>;
 
-    /// Aborts every uncommitted upload under a prefix (left by a crash or an outage during an
-    /// earlier abort). Returns how many were removed.
+    /// Aborts the uncommitted uploads of backup objects (`backup_….sql.gz[.age]`) right under a
+    /// prefix, started more than a day ago (left by a crash or an outage during an earlier
+    /// abort); another tool's uploads are left alone. Returns how many were removed.
     ///
     /// # Errors
     /// Backend errors.

@@ -307,7 +307,18 @@ impl Storage for S3Storage {
         // Only uploads started more than a day ago: a concurrent backup (the service and
         // `pgvigil backup-now`) may own a younger one.
         let cutoff = chrono::Utc::now().timestamp() - STALE_UPLOAD_SECS;
-        for u in out.uploads().iter().filter(|u| u.initiated().is_some_and(|t| t.secs() < cutoff)) {
+        // And only uploads of pgvigil's own objects (`backup_….sql.gz[.age]` right under the
+        // prefix): another tool's upload under the same prefix is not ours to end.
+        let ours = |key: &str| {
+            key.strip_prefix(prefix).is_some_and(|name| {
+                !name.contains('/') && name.starts_with("backup_") && (name.ends_with(".sql.gz") || name.ends_with(".sql.gz.age"))
+            })
+        };
+        let stale = out
+            .uploads()
+            .iter()
+            .filter(|u| u.initiated().is_some_and(|t| t.secs() < cutoff) && u.key().is_some_and(ours));
+        for u in stale {
             if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
                 or_cancel(cancel, async {
                     self.client
