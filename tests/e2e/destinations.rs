@@ -380,3 +380,40 @@ async fn the_databases_of_a_prefix_are_listed_in_the_secondary_while_the_primary
         .unwrap();
     assert_eq!(names, vec!["app".to_string()]);
 }
+
+#[tokio::test]
+async fn the_secondary_keeps_the_backup_the_primary_saw_verified() {
+    // The verify service writes its records to the primary: the secondary's retention counts them,
+    // so it keeps the newest verified backup as the primary does, and waits while the primary
+    // cannot be read.
+    let extra = [("BACKUP_RETENTION_DAYS", "7".to_string()), ("BACKUP_MIN_KEEP", "1".to_string())];
+    let (_pg, pair, ctx, a, b) = setup(100, "ev", &extra).await;
+    let layout = Layout::new("ev");
+    let now = chrono::Utc::now();
+    let times = [now - chrono::Duration::days(30), now - chrono::Duration::days(20)];
+    let old = pgvigil_e2e::fixtures::fake_backups_at(a.as_ref(), &layout, &times).await;
+    assert_eq!(pgvigil_e2e::fixtures::fake_backups_at(b.as_ref(), &layout, &times).await, old);
+    pgvigil_e2e::fixtures::record_verdict(a.as_ref(), &layout, old[0], true).await;
+    pgvigil_e2e::fixtures::record_verdict(a.as_ref(), &layout, old[1], false).await;
+
+    // The primary is down: the secondary takes the backup, and its retention waits.
+    pair.pa.refuse(true);
+    let first = backup(&ctx).await;
+    assert!(first.missed.iter().any(|m| m.destination == "primary"), "{:?}", first.missed);
+    let ids = |st: DynStorage| async move {
+        let cat = Catalog::load(st.as_ref(), &Layout::new("ev"), &CancellationToken::new())
+            .await
+            .unwrap();
+        cat.backups.iter().map(|b| b.id).collect::<Vec<BackupId>>()
+    };
+    assert!(ids(b.clone()).await.contains(&old[1]), "nothing deleted in the secondary meanwhile");
+    pair.pa.refuse(false);
+
+    // Both up: the failed one goes in both, the verified one stays in both.
+    let second = backup(&ctx).await;
+    assert!(second.missed.is_empty(), "{:?}", second.missed);
+    for st in [a.clone(), b.clone()] {
+        let have = ids(st).await;
+        assert!(have.contains(&old[0]) && !have.contains(&old[1]), "{have:?}");
+    }
+}

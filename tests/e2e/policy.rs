@@ -3,45 +3,19 @@
 //! prefix cannot corrupt each other.
 
 use bytes::Bytes;
-use pgvigil_core::infra::storage::{self, Storage};
+use pgvigil_core::infra::storage;
 use pgvigil_core::pipeline::backup;
 use pgvigil_core::policy::retention::KeptBecause;
 use pgvigil_core::records::catalog::Catalog;
-use pgvigil_core::records::history::{write_verification, VerificationRecord};
 use pgvigil_core::records::keys::{BackupId, Layout};
 use pgvigil_core::records::manifest;
-use pgvigil_e2e::fixtures::{context, fake_backups_at, fake_old_backups, pausing_pg_dump};
+use pgvigil_e2e::fixtures::{context, fake_backups_at, fake_old_backups, pausing_pg_dump, record_verdict};
 use pgvigil_e2e::lines;
 use pgvigil_e2e::run::{run, spawn, terminate, text};
 use pgvigil_e2e::{init_logs, sample, PgServer, S3Server};
 use sha2::Digest;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-async fn record_verdict(st: &dyn Storage, layout: &Layout, id: BackupId, passed: bool) {
-    let rec = VerificationRecord {
-        causes: Vec::new(),
-        key: layout.backup(id).to_string(),
-        verified_at: id.0 + chrono::Duration::hours(1),
-        passed,
-        untrusted: false,
-        reasons: if passed {
-            vec![]
-        } else {
-            vec!["table t has 0 rows after restore".into()]
-        },
-        restore_secs: 1.0,
-        checks_secs: 0.0,
-        total_secs: 1.0,
-        restored_bytes: None,
-        tables_checked: 1,
-        object_bytes: Some(3),
-        backup_time: Some(id.0),
-        rpo_secs: Some(3600),
-        evidence: Default::default(),
-    };
-    write_verification(st, layout, id, &rec, &CancellationToken::new()).await.unwrap();
-}
 
 #[tokio::test]
 async fn retention_keeps_the_last_verified_backup_when_every_later_one_failed() {

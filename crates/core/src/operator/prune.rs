@@ -32,6 +32,7 @@ impl Operator {
         }
         let plan = prune_with(
             self.storage.as_ref(),
+            None,
             &self.layout,
             policy.retention,
             self.lock_days(),
@@ -71,6 +72,7 @@ impl Operator {
         let policy = confirmed.policy.retention;
         Ok(prune_with(
             self.storage.as_ref(),
+            None,
             &self.layout,
             policy,
             self.lock_days(),

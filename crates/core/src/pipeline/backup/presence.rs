@@ -51,7 +51,7 @@ pub async fn check_presence(
 ) -> Result<Vec<Presence>, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
     // Lost backups included: if a rule keeps one, its object should be there.
-    let (mut all, lost) = candidates(storage, layout, &catalog, cancel).await?;
+    let (mut all, lost) = candidates(storage, layout, &catalog, None, cancel).await?;
     all.extend(lost);
     let plan = retention::plan(&all, policy, Utc::now());
     let mut out = Vec::new();

@@ -24,28 +24,37 @@ pub(super) async fn candidates(
     storage: &dyn Storage,
     layout: &Layout,
     cat: &Catalog,
+    also: Option<&dyn Storage>,
     cancel: &CancellationToken,
 ) -> Result<(Vec<Candidate>, Vec<Candidate>), StorageError> {
-    let held: Vec<BackupId> = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
+    let mut held: Vec<BackupId> = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
+    // The other destination's verdicts and holds count too (the verify service writes where it
+    // reads, the primary while it can; a hold is written where the backup that found it went).
+    let other = match also {
+        Some(o) => {
+            held.extend(holds::list(o, layout, cancel).await?.into_iter().map(|(id, _)| id));
+            Some((o, Catalog::load(o, layout, cancel).await?))
+        }
+        None => None,
+    };
     let lost = cat.orphan_manifests.iter().map(|id| (*id, true));
     let mut out = (
         Vec::with_capacity(cat.backups.len()),
         Vec::with_capacity(cat.orphan_manifests.len()),
     );
     for (i, (id, complete)) in cat.backups.iter().map(|b| (b.id, b.complete)).chain(lost).enumerate() {
-        let passed = match cat.latest_verification_of(id) {
-            None => None,
-            Some(v) if v.passed.is_some() => v.passed,
-            Some(v) => Some(read_verification(storage, &v.key, cancel).await?.passed),
-        };
+        let mut verified = verdict_in(storage, cat, id, cancel).await?;
+        if let Some((o, ocat)) = &other {
+            verified = match (verified, verdict_in(*o, ocat, id, cancel).await?) {
+                (Verified::Passed, _) | (_, Verified::Passed) => Verified::Passed,
+                (Verified::Failed, _) | (_, Verified::Failed) => Verified::Failed,
+                _ => Verified::Not,
+            };
+        }
         let candidate = Candidate {
             id,
             complete,
-            verified: match passed {
-                None => Verified::Not,
-                Some(true) => Verified::Passed,
-                Some(false) => Verified::Failed,
-            },
+            verified,
             held: held.contains(&id),
         };
         if i < cat.backups.len() {
@@ -55,6 +64,20 @@ pub(super) async fn candidates(
         }
     }
     Ok(out)
+}
+
+/// What the newest verification of `id` recorded in `cat` (read from `storage`) said.
+async fn verdict_in(storage: &dyn Storage, cat: &Catalog, id: BackupId, cancel: &CancellationToken) -> Result<Verified, StorageError> {
+    let passed = match cat.latest_verification_of(id) {
+        None => None,
+        Some(v) if v.passed.is_some() => v.passed,
+        Some(v) => Some(read_verification(storage, &v.key, cancel).await?.passed),
+    };
+    Ok(match passed {
+        None => Verified::Not,
+        Some(true) => Verified::Passed,
+        Some(false) => Verified::Failed,
+    })
 }
 
 /// With object lock, backups whose lock has not ended are kept (and never sent a delete): their
@@ -99,6 +122,7 @@ const RECORDS_PER_BACKUP: usize = 20;
 /// Storage errors.
 pub async fn prune_with(
     storage: &dyn Storage,
+    also: Option<&dyn Storage>,
     layout: &Layout,
     policy: RetentionPolicy,
     lock_days: Option<u32>,
@@ -108,7 +132,7 @@ pub async fn prune_with(
 ) -> Result<Plan, StorageError> {
     let catalog = Catalog::load(storage, layout, cancel).await?;
     let now = Utc::now();
-    let (listed, lost) = candidates(storage, layout, &catalog, cancel).await?;
+    let (listed, lost) = candidates(storage, layout, &catalog, also, cancel).await?;
     // Manifests of lost backups that a rule still keeps stay (see `candidates`).
     let lost_but_kept: Vec<BackupId> = if lost.is_empty() {
         Vec::new()
@@ -262,8 +286,14 @@ fn stale_records(
     keys
 }
 
-/// Retention in one destination, unless its clock disagrees with ours.
-pub(super) async fn retain(ctx: &BackupContext, name: &'static str, st: &dyn Storage, cancel: &CancellationToken) -> Plan {
+/// Retention in one destination, unless its clock disagrees with ours; `also`, the other
+/// destination, whose verification records and holds count as well.
+pub(super) async fn retain(
+    ctx: &BackupContext,
+    (name, st): (&'static str, &dyn Storage),
+    also: Option<&dyn Storage>,
+    cancel: &CancellationToken,
+) -> Plan {
     let retention = match clock_skew(st, &ctx.layout.probe(), cancel).await {
         Ok(Some(skew)) if skew.abs() > MAX_CLOCK_SKEW_SECS => {
             warn!(
@@ -274,7 +304,19 @@ pub(super) async fn retain(ctx: &BackupContext, name: &'static str, st: &dyn Sto
             );
             Ok(Plan::default())
         }
-        Ok(_) => prune_with(st, &ctx.layout, ctx.cfg.retention, ctx.lock_days_in(name), false, None, cancel).await,
+        Ok(_) => {
+            prune_with(
+                st,
+                also,
+                &ctx.layout,
+                ctx.cfg.retention,
+                ctx.lock_days_in(name),
+                false,
+                None,
+                cancel,
+            )
+            .await
+        }
         Err(e) => {
             warn!(error = %e, destination = name, "could not compare this machine's clock with the storage server's; retention is skipped this time");
             Ok(Plan::default())

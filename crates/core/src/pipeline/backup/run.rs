@@ -7,8 +7,8 @@ use super::fanout::{self, Fed};
 use super::produce::Streamed;
 use super::{catchup, prune};
 use super::{
-    hold_before_table_anomalies, lease, record_owed, save_globals, take_back, update_latest, watch, watch_plan, BackupContext, BackupError,
-    BackupOutcome, Incomplete, Missed,
+    destination_name, hold_before_table_anomalies, lease, record_owed, save_globals, take_back, update_latest, watch, watch_plan,
+    BackupContext, BackupError, BackupOutcome, Incomplete, Missed,
 };
 use crate::infra::pg::dump;
 use crate::infra::storage::parts::expected_backup_size;
@@ -395,11 +395,27 @@ async fn after_publish(ctx: &BackupContext, c: &Chosen, p: Published, cancel: &C
         Vec::new()
     };
     let mut retention = Plan::default();
-    for (i, (name, st)) in ctx.destinations().into_iter().enumerate() {
-        if p.missed.iter().any(|m| m.destination == name) {
+    let destinations = ctx.destinations();
+    let missed = |name: &str| p.missed.iter().any(|m| m.destination == name);
+    for (i, (name, st)) in destinations.iter().enumerate() {
+        if missed(name) {
             continue;
         }
-        let plan = prune::retain(ctx, name, st.as_ref(), cancel).await;
+        // The other destination's verdicts and holds count too; without them (it missed this
+        // run) only the primary prunes, on its own records, where the verify service writes.
+        let other = destinations.iter().find(|(n, _)| n != name);
+        let also = match other {
+            Some((n, _)) if missed(n) && *name != destination_name(false) => {
+                warn!(
+                    destination = *name,
+                    "retention in the {name} destination waits until the {n} destination can be read: its verification records and holds say which backups to keep"
+                );
+                continue;
+            }
+            Some((n, o)) if !missed(n) => Some(o.as_ref()),
+            _ => None,
+        };
+        let plan = prune::retain(ctx, (name, st.as_ref()), also, cancel).await;
         if i == 0 {
             retention = plan;
         } else if !plan.delete.is_empty() {
