@@ -31,8 +31,7 @@ impl Operator {
             return Err(OperatorError::Usage(format!("not pruning: {why}")));
         }
         let plan = prune_with(
-            self.storage.as_ref(),
-            None,
+            (self.storage.as_ref(), None),
             &self.layout,
             policy.retention,
             self.lock_days(),
@@ -71,8 +70,7 @@ impl Operator {
         }
         let policy = confirmed.policy.retention;
         Ok(prune_with(
-            self.storage.as_ref(),
-            None,
+            (self.storage.as_ref(), None),
             &self.layout,
             policy,
             self.lock_days(),

@@ -15,7 +15,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-/// Every backup as retention sees it: those listed, and apart from them the lost ones — a
+/// Every backup as retention sees it (with what `also`, the other destination, records of it):
+/// those listed, and apart from them the lost ones — a
 /// manifest whose object is gone counts as a complete backup, so that when a rule keeps it, its
 /// manifest stays and the presence check ([`super::presence`]) goes on reporting the loss until
 /// the object is put back or the loss acknowledged. What verification said comes from the record
@@ -116,13 +117,13 @@ const RECORDS_PER_BACKUP: usize = 20;
 
 /// Retention on any storage and policy (used by `pgvigil prune` as well). With `dry_run` it only
 /// returns the plan; with `confirmed`, it deletes only backups that are both in a fresh plan and
-/// in the plan the operator confirmed.
+/// in the plan the operator confirmed. The verification records and holds of `also` (the other
+/// destination) count as well as the storage's own.
 ///
 /// # Errors
 /// Storage errors.
 pub async fn prune_with(
-    storage: &dyn Storage,
-    also: Option<&dyn Storage>,
+    (storage, also): (&dyn Storage, Option<&dyn Storage>),
     layout: &Layout,
     policy: RetentionPolicy,
     lock_days: Option<u32>,
@@ -306,8 +307,7 @@ pub(super) async fn retain(
         }
         Ok(_) => {
             prune_with(
-                st,
-                also,
+                (st, also),
                 &ctx.layout,
                 ctx.cfg.retention,
                 ctx.lock_days_in(name),

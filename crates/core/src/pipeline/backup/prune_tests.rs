@@ -38,7 +38,7 @@ async fn retention_deletes_old_backups_with_their_manifests_and_nothing_when_del
 
     // A store that refuses deletes: an error, and every backup and manifest still there.
     faulty.fail(Op::Delete, "backup_", denied, None);
-    let r = prune_with(st.as_ref(), None, &layout, policy, None, false, None, &never).await;
+    let r = prune_with((st.as_ref(), None), &layout, policy, None, false, None, &never).await;
     assert!(r.is_err(), "{r:?}");
     assert_eq!(names(st.as_ref(), &layout.backups_prefix()).await, 10);
     assert_eq!(names(st.as_ref(), &layout.manifests_prefix()).await, 10);
@@ -47,7 +47,7 @@ async fn retention_deletes_old_backups_with_their_manifests_and_nothing_when_del
     // (a manifest is never removed before its backup).
     faulty.clear();
     faulty.fail(Op::Delete, "manifests/", outage, Some(1));
-    let r = prune_with(st.as_ref(), None, &layout, policy, None, false, None, &never).await;
+    let r = prune_with((st.as_ref(), None), &layout, policy, None, false, None, &never).await;
     assert!(r.is_err(), "{r:?}");
     let backups = names(st.as_ref(), &layout.backups_prefix()).await;
     assert!(backups < 10, "the backups were deleted");
@@ -55,7 +55,7 @@ async fn retention_deletes_old_backups_with_their_manifests_and_nothing_when_del
 
     // Recovered: the next run removes the manifests of backups already gone (the catalog lists
     // them as lost, and no rule keeps them).
-    let plan = prune_with(st.as_ref(), None, &layout, policy, None, false, None, &never)
+    let plan = prune_with((st.as_ref(), None), &layout, policy, None, false, None, &never)
         .await
         .unwrap();
     assert!(plan.delete.is_empty(), "{plan:?}");
@@ -75,7 +75,16 @@ async fn a_catalog_that_cannot_be_listed_deletes_nothing() {
     let never = CancellationToken::new();
     ten_days(st.as_ref(), &layout).await;
     faulty.fail(Op::List, "verifications/", outage, None);
-    let r = prune_with(st.as_ref(), None, &layout, RetentionPolicy::simple(1, 1), None, false, None, &never).await;
+    let r = prune_with(
+        (st.as_ref(), None),
+        &layout,
+        RetentionPolicy::simple(1, 1),
+        None,
+        false,
+        None,
+        &never,
+    )
+    .await;
     assert!(matches!(r, Err(e) if e.is_retryable()));
     assert_eq!(faulty.calls(Op::Delete), 0, "no delete was even tried");
     assert_eq!(names(st.as_ref(), &layout.backups_prefix()).await, 10);
