@@ -75,7 +75,7 @@ pub(super) struct Run<'a> {
     pub(super) scratch: &'a str,
     privileges: super::privileges::Plan,
     /// The most the restore and the checks may take together.
-    deadline: std::time::Duration,
+    pub(super) deadline: std::time::Duration,
     /// Whether running out of time is the backup's fault (`VERIFY_TIMEOUT` set, or earlier
     /// verifications show how long this takes) or only says the default was too short.
     blames_backup: bool,
@@ -106,7 +106,7 @@ async fn restore_and_check(
         identities: &run.ctx.identities,
         deadline: Some(run.deadline),
     };
-    let (attempt, deciding) = match super::restore::restore(run, &target, &mut evidence, cancel).await {
+    let (attempt, deciding, allowed) = match super::restore::restore(run, &target, &mut evidence, cancel).await {
         Ok(a) => a,
         Err(RestoreError::TimedOut(d)) if run.blames_backup => {
             return Ok(Verdict::failed(
@@ -137,16 +137,16 @@ async fn restore_and_check(
     let t1 = Instant::now();
     // The checks read what the backup defined (a policy or a view may call its functions): they
     // share the deadline. Past it the scratch database is dropped with whatever runs in it.
-    let left = run.deadline.saturating_sub(deciding.elapsed());
+    let left = allowed.saturating_sub(deciding.elapsed());
     let mut conn = pg::connect(scratch_url).await?;
     let checked = tokio::select! {
         r = checks(&mut conn, scratch_url, run.manifest, run.queries, run.ctx.cfg.amcheck, &mut evidence) => r,
         () = cancel.cancelled() => return Err(VerifyError::Cancelled),
         () = tokio::time::sleep(left) => {
             if !run.blames_backup {
-                return Err(CouldNotRun::Deadline(run.deadline).into());
+                return Err(CouldNotRun::Deadline(allowed).into());
             }
-            let why = timed_out("the checks after the restore", run.deadline);
+            let why = timed_out("the checks after the restore", allowed);
             return Ok(Verdict::failed(vec![Reason::new(Cause::Deadline, why)], restore_secs, evidence));
         }
     };
