@@ -115,4 +115,20 @@ async fn a_hold_that_cannot_be_read_still_holds_and_spoils_nothing_else() {
     let cat = Catalog::load(st.as_ref(), &layout, &never).await.unwrap();
     assert!(!cat.backups.iter().any(|b| b.id == old), "lifted, retention applies again");
     assert!(cat.backups.iter().any(|b| b.id == other), "still held");
+
+    // The newest verification record cannot be read: its name says it failed, and status says
+    // so, CRITICAL, without failing itself.
+    let at = chrono::Utc::now();
+    storage::put_bytes(
+        st.as_ref(),
+        &layout.verification(at, other, false),
+        b"{ not json\n".to_vec().into(),
+        &never,
+    )
+    .await
+    .unwrap();
+    let o = run("pgvigil", &["status"], &vars).await;
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("the last verification failed") && t.contains("cannot be read"), "{t}");
 }

@@ -58,7 +58,7 @@ pub fn status(v: &StatusView, storage: &str) -> String {
                 s,
                 "last verification:   {} {} ({} ago, {:.1}s)",
                 if r.passed { "passed" } else { "FAILED" },
-                r.key,
+                crate::term::one_line(&r.key),
                 human_secs((now - r.verified_at).num_seconds()),
                 r.total_secs
             );
@@ -73,7 +73,7 @@ pub fn status(v: &StatusView, storage: &str) -> String {
         None => s.push_str("next backup due:     now (no backup yet)\n"),
     }
     for p in &v.problems {
-        let _ = writeln!(s, "problem:             {p}");
+        let _ = writeln!(s, "problem:             {}", crate::term::one_line(p));
     }
     s
 }
@@ -131,7 +131,7 @@ pub fn check(r: &CheckReport, prefix: &str) -> String {
             if row.ok {
                 String::new()
             } else {
-                format!(": {}", row.problems.join("; "))
+                format!(": {}", crate::term::one_line(&row.problems.join("; ")))
             }
         );
     }

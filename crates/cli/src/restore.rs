@@ -45,7 +45,9 @@ pub struct RestoreArgs {
     /// Restore into a new database of this name, made on the target's server (the target then
     /// only says which server, and the database to connect to while making it). pgvigil builds it
     /// under a name of its own and gives it NAME only once the restore succeeded; any failure drops
-    /// it, so a database called NAME is always a whole restore. The output says how to switch over.
+    /// it, so a database called NAME is always a whole restore. NAME may not start with
+    /// `pgvigil_verify_` or `pgvigil_building_` (pgvigil drops leftover databases of those names).
+    /// The output says how to switch over.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["clean", "table"])]
     create: Option<String>,
     /// With --create: load the tables' data over this many sessions at once (1 to 64; default 1,
@@ -159,7 +161,7 @@ pub async fn run(op: &Operator, args: RestoreArgs, database: Option<&str>, cance
     if !out.skipped.is_empty() {
         say!("note: {} newer backup(s) were at fault and skipped:", out.skipped.len());
         for (key, why) in &out.skipped {
-            say!("  {key}: {why}");
+            say!("  {key}: {}", crate::term::one_line(why));
         }
     }
     Ok(0)

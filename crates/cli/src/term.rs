@@ -3,14 +3,27 @@
 
 use std::borrow::Cow;
 
-/// `s` with every control character but newline and tab shown as U+FFFD.
+/// Whether `c` may change how the terminal shows what follows: a control character, or one that
+/// reorders text (the bidirectional overrides and isolates).
+fn reorders_or_controls(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+}
+
+/// `s` with every control character but newline and tab, and every bidirectional override,
+/// shown as U+FFFD.
 pub fn safe(s: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let unsafe_char = |c: char| reorders_or_controls(c) && c != '\n' && c != '\t';
     if s.chars().any(unsafe_char) {
         Cow::Owned(s.chars().map(|c| if unsafe_char(c) { '\u{FFFD}' } else { c }).collect())
     } else {
         Cow::Borrowed(s)
     }
+}
+
+/// Text read from the bucket (a reason, a key, a hold's words) on one line: a newline in it shows
+/// as `⏎`, so that it cannot print a line of its own (a fake `OK:`).
+pub fn one_line(s: &str) -> String {
+    s.replace("\r\n", "⏎").replace(['\n', '\r'], "⏎")
 }
 
 /// `println!`, made [`safe`].
@@ -40,9 +53,11 @@ mod tests {
             ("carriage\rreturn", "carriage\u{FFFD}return"),
             ("c1 csi \u{9b}31m", "c1 csi \u{FFFD}31m"),
             ("naïve ✓", "naïve ✓"),
+            ("bidi \u{202E}kcatta\u{2066}", "bidi \u{FFFD}kcatta\u{FFFD}"),
         ];
         for (input, want) in cases {
             assert_eq!(safe(input), want, "{input:?}");
         }
+        assert_eq!(super::one_line("a reason\nOK: all good\r\n"), "a reason⏎OK: all good⏎");
     }
 }

@@ -38,14 +38,35 @@ impl Operator {
         let cat = Catalog::load(st, &self.layout, cancel).await?;
         let now = Utc::now();
         let newest = cat.newest_complete().cloned();
-        // A record that cannot be read proves nothing, and says so, without hiding the rest.
+        // A record that cannot be read still has the verdict its name gives (failed, when its
+        // name is of the older kind that gives none), and says it cannot be read.
         let mut unreadable = None;
         let last_verification = match cat.verifications.last() {
             Some(v) => match read_verification(st, &v.key, cancel).await {
                 Ok(r) => Some(r),
                 Err(e @ (StorageError::Backend { retryable: false, .. } | StorageError::Oversized { .. } | StorageError::NotFound(_))) => {
-                    unreadable = Some(format!("the newest verification record ({}) cannot be read: {e}", v.key));
-                    None
+                    let why = format!("the newest verification record ({}) cannot be read: {e}", v.key);
+                    // (A failed one says so in its reason.)
+                    if v.passed == Some(true) {
+                        unreadable = Some(why.clone());
+                    }
+                    Some(VerificationRecord {
+                        key: v.key.clone(),
+                        verified_at: v.at.0,
+                        passed: v.passed == Some(true),
+                        untrusted: false,
+                        causes: Vec::new(),
+                        reasons: vec![why],
+                        restore_secs: 0.0,
+                        checks_secs: 0.0,
+                        total_secs: 0.0,
+                        restored_bytes: None,
+                        tables_checked: 0,
+                        object_bytes: None,
+                        backup_time: Some(v.backup.0),
+                        rpo_secs: None,
+                        evidence: Default::default(),
+                    })
                 }
                 Err(e) => return Err(e.into()),
             },

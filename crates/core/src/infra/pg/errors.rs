@@ -187,22 +187,49 @@ impl SqlState {
 
     /// The SQLSTATE of an error as psql prints it with `VERBOSITY=verbose`:
     /// `psql:<stdin>:12: ERROR:  42P01: …`, or the same without psql's location. The severity is
-    /// any one word (the server may speak another language: `FEHLER:`, `ERREUR:`), and a notice
-    /// or a warning (classes 00, 01, 02) is not an error. Only the start of the line counts: a
-    /// message quoting the backup's text (`CONTEXT:  COPY t, line 1: "…"`) names no state.
+    /// one word (the server may speak another language: `FEHLER:`, `ERREUR:`); a notice or a
+    /// warning (`NOTICE`, `WARNING`, … or a state of class 00, 01 or 02) is not an error. Only the
+    /// start of the line counts: a message quoting the backup's text (`CONTEXT:  COPY t, line 1:
+    /// "…"`) names no state. See [`Self::psql_error`] for which line to ask.
     pub fn in_psql_line(line: &str) -> Option<Self> {
-        let line = match line.strip_prefix("psql:<stdin>:") {
-            Some(rest) => rest.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix(": ")?,
-            None => line,
-        };
+        let line = Self::located(line).unwrap_or(line);
         let (severity, rest) = line.split_once(":  ")?;
         if severity.is_empty() || !severity.chars().all(char::is_alphabetic) {
+            return None;
+        }
+        if matches!(
+            severity,
+            "NOTICE" | "WARNING" | "INFO" | "LOG" | "DEBUG" | "DETAIL" | "HINT" | "CONTEXT" | "LOCATION" | "STATEMENT" | "QUERY"
+        ) {
             return None;
         }
         let code = rest.get(..5)?;
         let valid = code.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) && rest[5..].starts_with(':');
         let state = SqlState(code.to_string());
         (valid && !matches!(state.class(), "00" | "01" | "02")).then_some(state)
+    }
+
+    /// What follows psql's location (`psql:<stdin>:12: `), when the line starts with one: psql
+    /// puts it before each message it prints, never before the lines that continue a message.
+    fn located(line: &str) -> Option<&str> {
+        line.strip_prefix("psql:<stdin>:")?
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .strip_prefix(": ")
+    }
+
+    /// The state of psql's error among its output lines, and that line: psql stops at its first
+    /// error (ON_ERROR_STOP), so the first line that states one, among those psql located; only
+    /// if none is located, the first line at all. (What follows a message may quote the backup's
+    /// own text, and so say anything.)
+    pub fn psql_error(lines: &[String]) -> Option<(Self, &String)> {
+        fn stated(l: &String) -> Option<(SqlState, &String)> {
+            SqlState::in_psql_line(l).map(|s| (s, l))
+        }
+        lines
+            .iter()
+            .filter(|l| Self::located(l).is_some())
+            .find_map(stated)
+            .or_else(|| lines.iter().find_map(stated))
     }
 }
 
@@ -303,9 +330,7 @@ pub enum PsqlFailure {
 impl PsqlFailure {
     /// Parses a failed run (exit 3: an SQL error; 2: connection lost).
     pub fn from_tool(f: &ToolFailure) -> Self {
-        // psql stops at its first error (ON_ERROR_STOP): the first line that states one is it.
-        // What follows may quote the backup's own text, and so say anything.
-        let stated = f.stderr.iter().find_map(|l| SqlState::in_psql_line(l).map(|s| (s, l)));
+        let stated = SqlState::psql_error(&f.stderr);
         let error_line = stated
             .as_ref()
             .map(|(_, l)| *l)
@@ -342,145 +367,5 @@ impl PsqlFailure {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn failure(code: Option<i32>, stderr: &[&str]) -> ToolFailure {
-        ToolFailure {
-            tool: "psql".into(),
-            status: code.map_or("was killed by signal 9".into(), |c| format!("exited with status {c}")),
-            stderr: stderr.iter().map(|s| (*s).to_string()).collect(),
-            code,
-        }
-    }
-
-    #[test]
-    fn psql_failures_are_typed_from_status_and_sqlstate() {
-        let cases: Vec<(ToolFailure, &str, Option<EnvironmentCause>)> = vec![
-            (
-                failure(Some(3), &["ERROR:  42883: function f() does not exist", "LOCATION:  x.c:1"]),
-                "Statement 42883",
-                None,
-            ),
-            (
-                failure(
-                    Some(3),
-                    &["psql:<stdin>:9: ERROR:  53100: could not extend file: No space left on device"],
-                ),
-                "Statement 53100",
-                Some(EnvironmentCause::DiskFull),
-            ),
-            (
-                failure(Some(3), &["ERROR:  53200: out of shared memory"]),
-                "Statement 53200",
-                Some(EnvironmentCause::OutOfMemory),
-            ),
-            (
-                failure(Some(3), &["ERROR:  57P01: terminating connection due to administrator command"]),
-                "Statement 57P01",
-                Some(EnvironmentCause::ServerStopping),
-            ),
-            (
-                failure(Some(2), &["server closed the connection unexpectedly"]),
-                "ConnectionLost",
-                Some(EnvironmentCause::ConnectionLost),
-            ),
-            // Text a backup can make psql print says nothing about psql itself (its version is
-            // checked before it runs).
-            (
-                failure(Some(3), &["psql:<stdin>:3: error: invalid command \\restrict"]),
-                "Statement -",
-                None,
-            ),
-            (failure(None, &[]), "Other", None),
-            // The server speaks German: the state is read all the same.
-            (
-                failure(Some(3), &["psql:<stdin>:9: FEHLER:  53100: konnte Datei nicht erweitern"]),
-                "Statement 53100",
-                Some(EnvironmentCause::DiskFull),
-            ),
-            // A row quoted after the real error cannot pass for another one; a warning before it
-            // is not the error.
-            (
-                failure(
-                    Some(3),
-                    &[
-                        "psql:<stdin>:4: WARNING:  01000: something the dump set",
-                        "psql:<stdin>:9: ERROR:  22P02: invalid input syntax for type integer: \"x\"",
-                        "ERROR:  53100: a line of the backup's own text",
-                        "CONTEXT:  COPY t, line 1, column a: \"ERROR:  53100: x\"",
-                    ],
-                ),
-                "Statement 22P02",
-                None,
-            ),
-        ];
-        for (f, want, cause) in cases {
-            let p = PsqlFailure::from_tool(&f);
-            let got = match &p {
-                PsqlFailure::Statement { state, .. } => format!("Statement {}", state.as_ref().map_or("-", |s| s.0.as_str())),
-                PsqlFailure::ConnectionLost { .. } => "ConnectionLost".into(),
-                PsqlFailure::Other { .. } => "Other".into(),
-            };
-            assert_eq!(got, want, "{f:?}");
-            assert_eq!(p.environment_cause(), cause, "{f:?}");
-        }
-    }
-
-    #[test]
-    fn a_lock_wait_timeout_names_the_table() {
-        let f = failure(
-            Some(1),
-            &[
-                "pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout",
-                "pg_dump: detail: Query was: LOCK TABLE public.\"Odd Name\" IN ACCESS SHARE MODE",
-            ],
-        );
-        match DumpFailure::from_tool(f) {
-            DumpFailure::LockTimeout { table } => assert_eq!(table, "public.\"Odd Name\""),
-            other => panic!("{other:?}"),
-        }
-        let f = failure(
-            Some(1),
-            &["pg_dump: error: query failed: ERROR:  canceling statement due to statement timeout"],
-        );
-        assert!(matches!(DumpFailure::from_tool(f), DumpFailure::Failed(_)));
-    }
-
-    #[test]
-    fn sqlstates_blame_the_environment_by_class() {
-        let cases = [
-            ("08006", Some(EnvironmentCause::ConnectionLost)),
-            ("57014", Some(EnvironmentCause::StatementCancelled)),
-            ("57P01", Some(EnvironmentCause::ServerStopping)),
-            ("22023", Some(EnvironmentCause::UnknownSettingValue)),
-            ("22P02", None),
-            ("53100", Some(EnvironmentCause::DiskFull)),
-            ("53400", Some(EnvironmentCause::Resources)),
-            ("42501", Some(EnvironmentCause::InsufficientPrivilege)),
-            ("XX001", Some(EnvironmentCause::ServerError)),
-            ("42704", Some(EnvironmentCause::MissingGlobalObject)),
-            ("25006", Some(EnvironmentCause::ReadOnly)),
-            ("40P01", Some(EnvironmentCause::Contention)),
-            ("55P03", Some(EnvironmentCause::Contention)),
-            ("42710", Some(EnvironmentCause::AlreadyExists)),
-            ("42P01", None),
-            ("23505", None),
-            ("22P02", None),
-        ];
-        for (code, want) in cases {
-            assert_eq!(SqlState(code.into()).environment_cause(), want, "{code}");
-        }
-        assert_eq!(SqlState::in_psql_line("ERROR:  syntax error at or near"), None);
-        assert_eq!(SqlState::in_psql_line("CONTEXT:  COPY t, line 1: \"ERROR:  53100: x\""), None);
-        assert_eq!(SqlState::in_psql_line("psql:<stdin>:3: NOTICE:  00000: nothing"), None);
-        assert_eq!(
-            SqlState::in_psql_line("ОШИБКА:  42P01: отношение не существует"),
-            Some(SqlState("42P01".into()))
-        );
-        assert_eq!(
-            SqlState::in_psql_line("psql:<stdin>:12: FATAL:  57P01: terminating"),
-            Some(SqlState("57P01".into()))
-        );
-    }
-}
+#[path = "errors_tests.rs"]
+mod tests;

@@ -3,7 +3,7 @@
 //! verification records; failure records older than the retention period go too, so the metadata
 //! never grows without bound.
 
-use super::{BackupContext, MAX_CLOCK_SKEW_SECS};
+use super::{destination_name, BackupContext, MAX_CLOCK_SKEW_SECS};
 use crate::infra::storage::{clock_skew, Key, Storage, StorageError};
 use crate::policy::retention::{self, Candidate, KeptBecause, Plan, RetentionPolicy, Verified};
 use crate::records::catalog::Catalog;
@@ -13,50 +13,76 @@ use crate::records::keys::{BackupId, Layout};
 use crate::records::manifest;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
+
+/// What one destination records of its backups: the newest verdict of each (with when it was
+/// reached) and the holds.
+#[derive(Debug, Default)]
+pub struct Records {
+    verdicts: std::collections::BTreeMap<BackupId, (BackupId, Verified)>,
+    held: Vec<BackupId>,
+}
+
+impl Records {
+    /// Reads them from `storage`, whose catalog is `cat`.
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub async fn read(storage: &dyn Storage, layout: &Layout, cat: &Catalog, cancel: &CancellationToken) -> Result<Self, StorageError> {
+        let held = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
+        let mut verdicts = std::collections::BTreeMap::new();
+        // Oldest first: the newest verification of each backup is the one left.
+        for v in &cat.verifications {
+            let passed = match v.passed {
+                Some(p) => p,
+                None => read_verification(storage, &v.key, cancel).await?.passed,
+            };
+            let verified = if passed { Verified::Passed } else { Verified::Failed };
+            verdicts.insert(v.backup, (v.at, verified));
+        }
+        Ok(Self { verdicts, held })
+    }
+
+    /// What `self` and `other` together say of `id`: the newer verdict of the two (a failure in
+    /// one and a later pass in the other, or the reverse, reads as the later), held in either.
+    fn of(&self, other: Option<&Self>, id: BackupId) -> (Verified, bool) {
+        let mine = self.verdicts.get(&id);
+        let theirs = other.and_then(|o| o.verdicts.get(&id));
+        let verdict = match (mine, theirs) {
+            (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        let held = self.held.contains(&id) || other.is_some_and(|o| o.held.contains(&id));
+        (verdict.map_or(Verified::Not, |v| v.1), held)
+    }
+}
 
 /// Every backup as retention sees it (with what `also`, the other destination, records of it):
-/// those listed, and apart from them the lost ones — a
-/// manifest whose object is gone counts as a complete backup, so that when a rule keeps it, its
-/// manifest stays and the presence check ([`super::presence`]) goes on reporting the loss until
-/// the object is put back or the loss acknowledged. What verification said comes from the record
-/// names, reading the few records written before the verdict was part of the name.
+/// those listed, and apart from them the lost ones — a manifest whose object is gone counts as a
+/// complete backup, so that when a rule keeps it, its manifest stays and the presence check
+/// ([`super::presence`]) goes on reporting the loss until the object is put back or the loss
+/// acknowledged. What verification said comes from the record names, reading the few records
+/// written before the verdict was part of the name.
 pub(super) async fn candidates(
     storage: &dyn Storage,
     layout: &Layout,
     cat: &Catalog,
-    also: Option<&dyn Storage>,
+    also: Option<&Records>,
     cancel: &CancellationToken,
 ) -> Result<(Vec<Candidate>, Vec<Candidate>), StorageError> {
-    let mut held: Vec<BackupId> = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
-    // The other destination's verdicts and holds count too (the verify service writes where it
-    // reads, the primary while it can; a hold is written where the backup that found it went).
-    let other = match also {
-        Some(o) => {
-            held.extend(holds::list(o, layout, cancel).await?.into_iter().map(|(id, _)| id));
-            Some((o, Catalog::load(o, layout, cancel).await?))
-        }
-        None => None,
-    };
+    let own = Records::read(storage, layout, cat, cancel).await?;
     let lost = cat.orphan_manifests.iter().map(|id| (*id, true));
     let mut out = (
         Vec::with_capacity(cat.backups.len()),
         Vec::with_capacity(cat.orphan_manifests.len()),
     );
     for (i, (id, complete)) in cat.backups.iter().map(|b| (b.id, b.complete)).chain(lost).enumerate() {
-        let mut verified = verdict_in(storage, cat, id, cancel).await?;
-        if let Some((o, ocat)) = &other {
-            verified = match (verified, verdict_in(*o, ocat, id, cancel).await?) {
-                (Verified::Passed, _) | (_, Verified::Passed) => Verified::Passed,
-                (Verified::Failed, _) | (_, Verified::Failed) => Verified::Failed,
-                _ => Verified::Not,
-            };
-        }
+        let (verified, held) = own.of(also, id);
         let candidate = Candidate {
             id,
             complete,
             verified,
-            held: held.contains(&id),
+            held,
         };
         if i < cat.backups.len() {
             out.0.push(candidate);
@@ -65,20 +91,6 @@ pub(super) async fn candidates(
         }
     }
     Ok(out)
-}
-
-/// What the newest verification of `id` recorded in `cat` (read from `storage`) said.
-async fn verdict_in(storage: &dyn Storage, cat: &Catalog, id: BackupId, cancel: &CancellationToken) -> Result<Verified, StorageError> {
-    let passed = match cat.latest_verification_of(id) {
-        None => None,
-        Some(v) if v.passed.is_some() => v.passed,
-        Some(v) => Some(read_verification(storage, &v.key, cancel).await?.passed),
-    };
-    Ok(match passed {
-        None => Verified::Not,
-        Some(true) => Verified::Passed,
-        Some(false) => Verified::Failed,
-    })
 }
 
 /// With object lock, backups whose lock has not ended are kept (and never sent a delete): their
@@ -117,13 +129,13 @@ const RECORDS_PER_BACKUP: usize = 20;
 
 /// Retention on any storage and policy (used by `pgvigil prune` as well). With `dry_run` it only
 /// returns the plan; with `confirmed`, it deletes only backups that are both in a fresh plan and
-/// in the plan the operator confirmed. The verification records and holds of `also` (the other
-/// destination) count as well as the storage's own.
+/// in the plan the operator confirmed. What `also` (the other destination) records counts as well
+/// as the storage's own ([`Records::of`]).
 ///
 /// # Errors
 /// Storage errors.
 pub async fn prune_with(
-    (storage, also): (&dyn Storage, Option<&dyn Storage>),
+    (storage, also): (&dyn Storage, Option<&Records>),
     layout: &Layout,
     policy: RetentionPolicy,
     lock_days: Option<u32>,
@@ -287,14 +299,67 @@ fn stale_records(
     keys
 }
 
-/// Retention in one destination, unless its clock disagrees with ours; `also`, the other
-/// destination, whose verification records and holds count as well.
-pub(super) async fn retain(
-    ctx: &BackupContext,
-    (name, st): (&'static str, &dyn Storage),
-    also: Option<&dyn Storage>,
-    cancel: &CancellationToken,
-) -> Plan {
+/// Retention in every destination that took this backup (`missed`: those that did not); the
+/// lead destination's plan. What the other destination records counts too (the verify service
+/// writes where it reads, the primary while it can); without it only the primary prunes, on its
+/// own records, and the secondary waits.
+pub(super) async fn retain_all(ctx: &BackupContext, missed: &[&str], cancel: &CancellationToken) -> Plan {
+    let mut retention = Plan::default();
+    let destinations = ctx.destinations();
+    let missed = |name: &str| missed.contains(&name);
+    for (i, (name, st)) in destinations.iter().enumerate() {
+        if missed(name) {
+            continue;
+        }
+        let other = destinations.iter().find(|(n, _)| n != name);
+        let records = match other {
+            Some((n, o)) if !missed(n) => other_records(ctx, o.as_ref(), cancel).await.map_err(|e| (*n, e)),
+            Some((n, _)) => Err((*n, "it missed this backup".to_string())),
+            None => Ok(None),
+        };
+        let also = match records {
+            Ok(r) => r,
+            Err((n, why)) if *name != destination_name(false) => {
+                warn!(
+                    destination = *name,
+                    "retention in the {name} destination waits until the {n} destination's verification records and holds can be read ({why}): they say which backups to keep"
+                );
+                continue;
+            }
+            Err(_) => None,
+        };
+        let plan = retain(ctx, (name, st.as_ref()), also.as_ref(), cancel).await;
+        if i == 0 {
+            retention = plan;
+        } else if !plan.delete.is_empty() {
+            info!(
+                destination = name,
+                count = plan.delete.len(),
+                "Retention deleted {} backups in the {name} destination",
+                plan.delete.len()
+            );
+        }
+    }
+    retention
+}
+
+/// What the other destination records of its backups, for retention here; read within the time a
+/// destination may stall.
+async fn other_records(ctx: &BackupContext, st: &dyn Storage, cancel: &CancellationToken) -> Result<Option<Records>, String> {
+    let read = async {
+        let cat = Catalog::load(st, &ctx.layout, cancel).await?;
+        Records::read(st, &ctx.layout, &cat, cancel).await
+    };
+    match tokio::time::timeout(ctx.stall(), read).await {
+        Ok(Ok(r)) => Ok(Some(r)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", ctx.stall().as_secs())),
+    }
+}
+
+/// Retention in one destination, unless its clock disagrees with ours; `also`, what the other
+/// destination records, counts as well.
+async fn retain(ctx: &BackupContext, (name, st): (&'static str, &dyn Storage), also: Option<&Records>, cancel: &CancellationToken) -> Plan {
     let retention = match clock_skew(st, &ctx.layout.probe(), cancel).await {
         Ok(Some(skew)) if skew.abs() > MAX_CLOCK_SKEW_SECS => {
             warn!(

@@ -7,14 +7,13 @@ use super::fanout::{self, Fed};
 use super::produce::Streamed;
 use super::{catchup, prune};
 use super::{
-    destination_name, hold_before_table_anomalies, lease, record_owed, save_globals, take_back, update_latest, watch, watch_plan,
-    BackupContext, BackupError, BackupOutcome, Incomplete, Missed,
+    hold_before_table_anomalies, lease, record_owed, save_globals, take_back, update_latest, watch, watch_plan, BackupContext, BackupError,
+    BackupOutcome, Incomplete, Missed,
 };
 use crate::infra::pg::dump;
 use crate::infra::storage::parts::expected_backup_size;
 use crate::infra::storage::{DynStorage, Key, PutOptions, Storage, StorageError};
 use crate::policy::anomaly;
-use crate::policy::retention::Plan;
 use crate::records::catalog::Catalog;
 use crate::records::keys::BackupId;
 use crate::records::manifest::{self, Manifest};
@@ -394,39 +393,8 @@ async fn after_publish(ctx: &BackupContext, c: &Chosen, p: Published, cancel: &C
     } else {
         Vec::new()
     };
-    let mut retention = Plan::default();
-    let destinations = ctx.destinations();
-    let missed = |name: &str| p.missed.iter().any(|m| m.destination == name);
-    for (i, (name, st)) in destinations.iter().enumerate() {
-        if missed(name) {
-            continue;
-        }
-        // The other destination's verdicts and holds count too; without them (it missed this
-        // run) only the primary prunes, on its own records, where the verify service writes.
-        let other = destinations.iter().find(|(n, _)| n != name);
-        let also = match other {
-            Some((n, _)) if missed(n) && *name != destination_name(false) => {
-                warn!(
-                    destination = *name,
-                    "retention in the {name} destination waits until the {n} destination can be read: its verification records and holds say which backups to keep"
-                );
-                continue;
-            }
-            Some((n, o)) if !missed(n) => Some(o.as_ref()),
-            _ => None,
-        };
-        let plan = prune::retain(ctx, (name, st.as_ref()), also, cancel).await;
-        if i == 0 {
-            retention = plan;
-        } else if !plan.delete.is_empty() {
-            info!(
-                destination = name,
-                count = plan.delete.len(),
-                "Retention deleted {} backups in the {name} destination",
-                plan.delete.len()
-            );
-        }
-    }
+    let missed: Vec<&str> = p.missed.iter().map(|m| m.destination).collect();
+    let retention = prune::retain_all(ctx, &missed, cancel).await;
     for m in &p.missed {
         warn!(
             destination = m.destination,

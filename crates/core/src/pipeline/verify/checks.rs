@@ -64,18 +64,20 @@ impl Check {
                 let resolved = sqlx::query_as::<_, (bool, String)>(
                     "SELECT c.relkind = 'p', pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
                      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.oid = $1::pg_catalog.regclass",
+                     WHERE c.oid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass::pg_catalog.oid",
                 )
                 .bind(table)
-                .fetch_one(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await;
                 let counted = match resolved {
-                    Ok((true, name)) => {
+                    // (A name such as `-` reads as no relation at all.)
+                    Ok(None) => return Ok(Finding::Failed(format!("the manifest's table {table} names no relation"))),
+                    Ok(Some((true, name))) => {
                         sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {name}"))
                             .fetch_one(&mut *conn)
                             .await
                     }
-                    Ok((false, name)) => {
+                    Ok(Some((false, name))) => {
                         sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM ONLY {name}"))
                             .fetch_one(&mut *conn)
                             .await
@@ -111,7 +113,14 @@ fn check_connections() -> usize {
 /// Prepares a session for counting: policies may not hide rows silently.
 async fn counting_session(conn: &mut PgConnection, url: &DbUrl) -> Result<(), CouldNotRun> {
     // A role's statement_timeout (common on managed servers) must not cut a count of a big table.
-    for setting in ["SET row_security = off", "SET statement_timeout = 0", "SET lock_timeout = 0"] {
+    // Only the system catalog is on the path: a function or operator the backup defined (in
+    // `public`, say) cannot stand in for one of the catalog's in pgvigil's own queries.
+    for setting in [
+        "SET row_security = off",
+        "SET statement_timeout = 0",
+        "SET lock_timeout = 0",
+        "SET search_path = pg_catalog",
+    ] {
         sqlx::query(setting)
             .execute(&mut *conn)
             .await
@@ -167,8 +176,8 @@ async fn run_parallel(first: &mut PgConnection, url: &DbUrl, todo: Vec<Check>, e
 /// its owner (the verify role, which restored it) counts every row. Returns those tables.
 async fn lift_forced_row_security(conn: &mut PgConnection, url: &DbUrl) -> Result<Vec<String>, CouldNotRun> {
     let forced: Vec<String> = sqlx::query_scalar(
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_class c \
-         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relforcerowsecurity ORDER BY 1",
+        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relforcerowsecurity ORDER BY 1",
     )
     .fetch_all(&mut *conn)
     .await
@@ -260,8 +269,8 @@ pub(super) async fn checks(
     amcheck: Amcheck,
     evidence: &mut Evidence,
 ) -> Result<(Vec<Reason>, Option<u64>), CouldNotRun> {
-    evidence.row_security_lifted = lift_forced_row_security(conn, url).await?;
     counting_session(conn, url).await?;
+    evidence.row_security_lifted = lift_forced_row_security(conn, url).await?;
     let (indexes, mut todo) = plan_index_checks(conn, url, amcheck).await?;
     evidence.indexes = indexes;
     // Largest tables last in the list: the queue is popped from the end, so they start first.
@@ -308,6 +317,11 @@ pub(super) async fn checks(
         })
         .collect();
     reasons.extend(failures.into_iter().map(|why| Reason::new(Cause::Check, why)));
+    // The operator's own queries name things as the application does.
+    sqlx::query("RESET search_path")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| environment("setting up the session for the check queries".into(), pg::classify(url, &e)))?;
     for q in queries {
         let UserCheck { evidence: ev, failure } = run_user_check(conn, url, q).await?;
         reasons.extend(failure.map(|why| Reason::new(Cause::UserCheck, why)));

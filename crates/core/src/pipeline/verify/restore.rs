@@ -80,7 +80,8 @@ pub(super) async fn restore(
     if run.ctx.cfg.timeout.is_some() {
         return Ok((one_stream().await?, deciding, allowed));
     }
-    let scaled = allowed.saturating_mul(u32::try_from(jobs).unwrap_or(u32::MAX));
+    // (At most four times: a backup that forces the fallback is not given a day by it.)
+    let scaled = allowed.saturating_mul(u32::try_from(jobs.min(4)).unwrap_or(4));
     let longer = scaled.min(crate::pipeline::restore::DEADLINE_CEILING).max(allowed);
     let target = Target {
         deadline: Some(longer),
