@@ -59,6 +59,14 @@ CREATE TABLE billing.by_status (id int, status billing.status NOT NULL) PARTITIO
 CREATE TABLE billing.by_status_0 PARTITION OF billing.by_status FOR VALUES WITH (MODULUS 2, REMAINDER 0);
 CREATE TABLE billing.by_status_1 PARTITION OF billing.by_status FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 INSERT INTO billing.by_status SELECT i, (ARRAY['open','paid','void']::billing.status[])[1 + i % 3] FROM generate_series(1, 300) AS i;
+-- The same one level down: the enum-hash partitions of 2025 load through the top root, ledger,
+-- while the plain partition of 2026 loads on its own.
+CREATE TABLE billing.ledger (at date NOT NULL, status billing.status NOT NULL, amount int) PARTITION BY RANGE (at);
+CREATE TABLE billing.ledger_2025 PARTITION OF billing.ledger FOR VALUES FROM ('2025-01-01') TO ('2026-01-01') PARTITION BY HASH (status);
+CREATE TABLE billing.ledger_2025_0 PARTITION OF billing.ledger_2025 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE billing.ledger_2025_1 PARTITION OF billing.ledger_2025 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE billing.ledger_2026 PARTITION OF billing.ledger FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO billing.ledger SELECT date '2025-01-01' + (i % 600), (ARRAY['open','paid','void']::billing.status[])[1 + i % 3], i FROM generate_series(1, 400) AS i;
 
 -- GiST, BRIN and hash indexes; an unlogged table.
 CREATE TABLE public.places (id int PRIMARY KEY, area box, seen timestamptz, tag text);

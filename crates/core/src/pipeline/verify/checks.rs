@@ -21,8 +21,13 @@ use std::sync::Mutex;
 /// One check that runs on its own (any connection, any order).
 #[derive(Debug)]
 enum Check {
-    /// `count(*)` of a table (its position in the evidence's table list).
-    Rows { table: String, slot: usize },
+    /// `count(*)` of a table (its position in the evidence's table list; every table the
+    /// manifest lists).
+    Rows {
+        table: String,
+        slot: usize,
+        listed: std::sync::Arc<[String]>,
+    },
     /// `bt_index_check` of a B-tree index, with the schema amcheck lives in.
     Index { index: String, schema: String, heap: bool },
 }
@@ -54,11 +59,13 @@ pub(super) fn blame(what: String, e: PgError) -> Result<String, CouldNotRun> {
 impl Check {
     async fn run(&self, conn: &mut PgConnection, url: &DbUrl) -> Result<Finding, CouldNotRun> {
         match self {
-            Check::Rows { table, slot } => {
-                // A partitioned table holds rows only when the dump loaded its partitions through
-                // it (`--load-via-partition-root`, which pg_dump chooses itself for some hash
-                // partitioning): then count all of them. Anything else is counted alone, as it
-                // was dumped.
+            Check::Rows { table, slot, listed } => {
+                // A partitioned table holds rows only when the dump loaded partitions through it
+                // (`--load-via-partition-root`, which pg_dump chooses itself for the partitions of
+                // a table hash-partitioned on an enum, wherever it sits in the tree, while the
+                // tree's other partitions load on their own): then count the rows of its tree
+                // that are in no partition the manifest lists on its own. Anything else is
+                // counted alone, as it was dumped.
                 // The name comes from the manifest: the server resolves it (as a parameter) and
                 // quotes it, so that only the relation it names is ever read.
                 let resolved = sqlx::query_as::<_, (bool, String)>(
@@ -73,9 +80,12 @@ impl Check {
                     // (A name such as `-` reads as no relation at all.)
                     Ok(None) => return Ok(Finding::Failed(format!("the manifest's table {table} names no relation"))),
                     Ok(Some((true, name))) => {
-                        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {name}"))
-                            .fetch_one(&mut *conn)
-                            .await
+                        let q = format!(
+                            "SELECT count(*) FROM {name} WHERE tableoid <> ALL (ARRAY( \
+                             SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                             WHERE pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) = ANY ($1::pg_catalog.text[])))"
+                        );
+                        sqlx::query_scalar::<_, i64>(&q).bind(&listed[..]).fetch_one(&mut *conn).await
                     }
                     Ok(Some((false, name))) => {
                         sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM ONLY {name}"))
@@ -284,9 +294,11 @@ pub(super) async fn checks(
             restored_rows: None,
         })
         .collect();
+    let listed: std::sync::Arc<[String]> = m.tables.keys().cloned().collect();
     todo.extend(evidence.tables.iter().enumerate().map(|(slot, t)| Check::Rows {
         table: t.table.clone(),
         slot,
+        listed: listed.clone(),
     }));
     let extra = check_connections().min(todo.len()).saturating_sub(1);
     let mut checked = Vec::new();
