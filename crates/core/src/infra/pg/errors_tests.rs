@@ -136,6 +136,7 @@ fn sqlstates_blame_the_environment_by_class() {
         ("55P03", Some(EnvironmentCause::Contention)),
         ("42710", Some(EnvironmentCause::AlreadyExists)),
         ("42P01", None),
+        ("0A000", Some(EnvironmentCause::FeatureMissing)),
         ("23505", None),
         ("22P02", None),
     ];
