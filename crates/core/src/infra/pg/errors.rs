@@ -94,9 +94,6 @@ pub enum EnvironmentCause {
     MissingGlobalObject,
     /// Class 58 or XX: an I/O or internal error of the server.
     ServerError,
-    /// 0A000: the server lacks a feature the statement uses (a compression method such as lz4,
-    /// ICU collations): it was built without it.
-    FeatureMissing,
 }
 
 impl EnvironmentCause {
@@ -136,9 +133,6 @@ impl EnvironmentCause {
                 "the server lacks a role, collation or tablespace the dump refers to; create it there first"
             }
             EnvironmentCause::ServerError => "the server hit an I/O or internal error; check its log",
-            EnvironmentCause::FeatureMissing => {
-                "the server lacks a feature the dump uses (a compression method such as lz4, ICU collations): restore onto a server built with it, of the source's major version"
-            }
         }
     }
 }
@@ -187,7 +181,6 @@ impl SqlState {
             (_, "42P07" | "42710") => EnvironmentCause::AlreadyExists,
             (_, "42704") => EnvironmentCause::MissingGlobalObject,
             ("58" | "XX", _) => EnvironmentCause::ServerError,
-            (_, "0A000") => EnvironmentCause::FeatureMissing,
             _ => return None,
         })
     }

@@ -15,11 +15,10 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// What one destination records of its backups: the newest verdict of each (with when it was
-/// reached) and the holds.
+/// What one destination records of its backups: the newest verdict of each, and the holds.
 #[derive(Debug, Default)]
 pub struct Records {
-    verdicts: std::collections::BTreeMap<BackupId, (BackupId, Verified)>,
+    verdicts: std::collections::BTreeMap<BackupId, Verified>,
     held: Vec<BackupId>,
 }
 
@@ -35,25 +34,28 @@ impl Records {
         for v in &cat.verifications {
             let passed = match v.passed {
                 Some(p) => p,
-                None => read_verification(storage, &v.key, cancel).await?.passed,
+                // A record of the older kind names no verdict; one that cannot be read proves
+                // nothing (and must not stop retention: anyone who can write to the bucket could
+                // put it there).
+                None => match read_verification(storage, &v.key, cancel).await {
+                    Ok(r) => r.passed,
+                    Err(StorageError::NotFound(_)) => continue,
+                    Err(StorageError::Backend { retryable: false, .. } | StorageError::Oversized { .. }) => false,
+                    Err(e) => return Err(e),
+                },
             };
             let verified = if passed { Verified::Passed } else { Verified::Failed };
-            verdicts.insert(v.backup, (v.at, verified));
+            verdicts.insert(v.backup, verified);
         }
         Ok(Self { verdicts, held })
     }
 
-    /// What `self` and `other` together say of `id`: the newer verdict of the two (a failure in
-    /// one and a later pass in the other, or the reverse, reads as the later), held in either.
+    /// What `self` and `other` together say of `id`: this destination's own verdict of its copy
+    /// when it has one, else the other's; held in either.
     fn of(&self, other: Option<&Self>, id: BackupId) -> (Verified, bool) {
-        let mine = self.verdicts.get(&id);
-        let theirs = other.and_then(|o| o.verdicts.get(&id));
-        let verdict = match (mine, theirs) {
-            (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
-            (a, b) => a.or(b),
-        };
+        let verdict = self.verdicts.get(&id).or_else(|| other.and_then(|o| o.verdicts.get(&id)));
         let held = self.held.contains(&id) || other.is_some_and(|o| o.held.contains(&id));
-        (verdict.map_or(Verified::Not, |v| v.1), held)
+        (verdict.copied().unwrap_or(Verified::Not), held)
     }
 }
 

@@ -56,6 +56,31 @@ pub(super) fn blame(what: String, e: PgError) -> Result<String, CouldNotRun> {
     }
 }
 
+/// The rows of partitioned `table`'s tree that are in no partition the manifest lists on its own
+/// (`listed`): those pg_dump loaded through it. Each such partition is counted alone.
+async fn unlisted_rows(conn: &mut PgConnection, table: &str, listed: &[String]) -> Result<i64, sqlx::Error> {
+    let leaves: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+         FROM pg_catalog.pg_partition_tree($1::pg_catalog.regclass) t \
+         JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE t.isleaf AND c.oid <> ALL (ARRAY( \
+           SELECT pg_catalog.to_regclass(x)::pg_catalog.oid FROM pg_catalog.unnest($2::pg_catalog.text[]) AS x \
+           WHERE pg_catalog.to_regclass(x) IS NOT NULL))",
+    )
+    .bind(table)
+    .bind(listed)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut total = 0i64;
+    for leaf in leaves {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ONLY {leaf}"))
+            .fetch_one(&mut *conn)
+            .await?;
+        total = total.saturating_add(n);
+    }
+    Ok(total)
+}
+
 impl Check {
     async fn run(&self, conn: &mut PgConnection, url: &DbUrl) -> Result<Finding, CouldNotRun> {
         match self {
@@ -79,14 +104,7 @@ impl Check {
                 let counted = match resolved {
                     // (A name such as `-` reads as no relation at all.)
                     Ok(None) => return Ok(Finding::Failed(format!("the manifest's table {table} names no relation"))),
-                    Ok(Some((true, name))) => {
-                        let q = format!(
-                            "SELECT count(*) FROM {name} WHERE tableoid <> ALL (ARRAY( \
-                             SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                             WHERE pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) = ANY ($1::pg_catalog.text[])))"
-                        );
-                        sqlx::query_scalar::<_, i64>(&q).bind(&listed[..]).fetch_one(&mut *conn).await
-                    }
+                    Ok(Some((true, _))) => unlisted_rows(conn, table, listed).await,
                     Ok(Some((false, name))) => {
                         sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM ONLY {name}"))
                             .fetch_one(&mut *conn)
