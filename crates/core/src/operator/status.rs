@@ -44,7 +44,7 @@ impl Operator {
         let last_verification = match cat.verifications.last() {
             Some(v) => match read_verification(st, &v.key, cancel).await {
                 Ok(r) => Some(r),
-                Err(e @ (StorageError::Backend { retryable: false, .. } | StorageError::Oversized { .. } | StorageError::NotFound(_))) => {
+                Err(e) if e.spoils_the_record() || matches!(e, StorageError::NotFound(_)) => {
                     let why = format!("the newest verification record ({}) cannot be read: {e}", v.key);
                     // (A failed one says so in its reason.)
                     if v.passed == Some(true) {

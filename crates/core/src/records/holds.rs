@@ -23,16 +23,13 @@ pub struct Hold {
 
 /// The most of a hold's text that is shown: the tables named, and the bytes of each name.
 const SHOWN_REASONS: usize = 10;
-const SHOWN_CHARS: usize = 300;
+const SHOWN_BYTES: usize = 300;
 /// The largest hold read (pgvigil writes a few lines; more is not its writing).
 const MAX_HOLD: u64 = 1024 * 1024;
 
-/// `text` cut to [`SHOWN_CHARS`] characters.
+/// `text` cut to [`SHOWN_BYTES`].
 fn cut(text: &str) -> String {
-    match text.char_indices().nth(SHOWN_CHARS) {
-        Some((i, _)) => format!("{} […]", &text[..i]),
-        None => text.to_string(),
-    }
+    super::lenient::shortened(text.to_string(), SHOWN_BYTES)
 }
 
 impl Hold {

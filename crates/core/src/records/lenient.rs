@@ -1,13 +1,21 @@
-//! Reading a list of names from a record leniently, in memory bounded by what is kept: a record
-//! read back from storage may hold anything in place of the list (another type, items of any
-//! shape, millions of them), and the record itself must stay readable.
+//! Reading what a record holds leniently, keeping only so much: a record read back from storage
+//! may hold anything in place of a list (another type, items of any shape, millions of them) or
+//! pages of text in place of a sentence, and the record itself must stay readable.
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
-use std::marker::PhantomData;
 
 /// The most items kept of a list.
 pub const MAX_ITEMS: usize = 64;
+
+/// `text` cut to `max` bytes (on a character boundary), saying so.
+pub fn shortened(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        text.truncate(text.floor_char_boundary(max));
+        text.push_str(" […]");
+    }
+    text
+}
 
 /// A list of `T` read by name (`T`'s own deserializer, given a string): an item that is not a
 /// string, or not a name `T` reads, is `unknown`; a value that is not a list reads as none; at
@@ -17,10 +25,11 @@ where
     D: Deserializer<'de>,
     T: de::DeserializeOwned + Copy,
 {
-    d.deserialize_any(List(unknown, PhantomData))
+    d.deserialize_any(List(unknown))
 }
 
-struct List<T>(T, PhantomData<T>);
+/// A list, and what stands for an item that is not a name.
+struct List<T>(T);
 
 /// One item: a name, or anything else (skipped without being held).
 struct Item<T>(T);

@@ -46,13 +46,9 @@ const READS_AT_ONCE: usize = 8;
 /// `MAX_RECORD` large, and a page needs a sentence.
 pub const TEXT_KEPT: usize = 2000;
 
-/// `text` cut to [`TEXT_KEPT`] bytes (on a character boundary), saying so.
-fn shortened(mut text: String) -> String {
-    if text.len() > TEXT_KEPT {
-        text.truncate(text.floor_char_boundary(TEXT_KEPT));
-        text.push_str(" […]");
-    }
-    text
+/// `text` cut to [`TEXT_KEPT`] bytes.
+fn shortened(text: String) -> String {
+    super::lenient::shortened(text, TEXT_KEPT)
 }
 
 /// Reads each of `keys` through `cache`, [`READS_AT_ONCE`] at a time: a record read before is not

@@ -102,6 +102,15 @@ impl StorageError {
         matches!(self, StorageError::Backend { retryable: true, .. })
     }
 
+    /// Whether a record read back is there but cannot be used (it is not what pgvigil writes, or
+    /// larger than anything it writes), as opposed to storage failing to answer.
+    pub fn spoils_the_record(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Backend { retryable: false, .. } | StorageError::Oversized { .. }
+        )
+    }
+
     pub(crate) fn other(message: impl Into<String>, retryable: bool) -> Self {
         StorageError::Backend {
             message: message.into(),

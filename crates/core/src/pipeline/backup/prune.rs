@@ -30,8 +30,12 @@ impl Records {
     pub async fn read(storage: &dyn Storage, layout: &Layout, cat: &Catalog, cancel: &CancellationToken) -> Result<Self, StorageError> {
         let held = holds::list(storage, layout, cancel).await?.into_iter().map(|(id, _)| id).collect();
         let mut verdicts = std::collections::BTreeMap::new();
-        // Oldest first: the newest verification of each backup is the one left.
-        for v in &cat.verifications {
+        // Newest first: the newest verification of each backup is the one that counts, and the
+        // older ones are not read.
+        for v in cat.verifications.iter().rev() {
+            if verdicts.contains_key(&v.backup) {
+                continue;
+            }
             let passed = match v.passed {
                 Some(p) => p,
                 // A record of the older kind names no verdict; one that cannot be read proves
@@ -40,7 +44,7 @@ impl Records {
                 None => match read_verification(storage, &v.key, cancel).await {
                     Ok(r) => r.passed,
                     Err(StorageError::NotFound(_)) => continue,
-                    Err(StorageError::Backend { retryable: false, .. } | StorageError::Oversized { .. }) => false,
+                    Err(e) if e.spoils_the_record() => false,
                     Err(e) => return Err(e),
                 },
             };
